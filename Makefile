@@ -1,0 +1,72 @@
+# kid-operator. `make help` lists the targets.
+
+SHELL := /usr/bin/env bash -o pipefail
+.SHELLFLAGS := -ec
+
+BIN := $(CURDIR)/bin
+CONTROLLER_TOOLS_VERSION := v0.23.0
+CONTROLLER_GEN := $(BIN)/tools/controller-gen-$(CONTROLLER_TOOLS_VERSION)
+GINKGO_FLAGS ?=
+FUZZTIME ?= 30s
+BENCHTIME ?= 1s
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"} /^[a-zA-Z_-]+:.*##/ {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+##@ Everyday
+
+.PHONY: run
+run: controlplane ## Start a local control plane, the operator and a sample product.
+	KUBEBUILDER_ASSETS="$$(./hack/build-controlplane.sh)" go run ./cmd/localrun
+
+.PHONY: test
+test: controlplane verify-generated vet ## Build what is missing, check generated files, vet, run every test.
+	KUBEBUILDER_ASSETS="$$(./hack/build-controlplane.sh)" go test ./... -count=1 $(if $(GINKGO_FLAGS),-args $(GINKGO_FLAGS))
+
+.PHONY: bench
+bench: ## Run the micro-benchmarks.
+	go test ./... -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME)
+
+.PHONY: fuzz
+fuzz: ## Run each fuzz target for FUZZTIME (default 30s).
+	go test ./internal/kid -run '^$$' -fuzz '^FuzzParseSignatureHeaders$$' -fuzztime $(FUZZTIME)
+	go test ./internal/kid -run '^$$' -fuzz '^FuzzParseEnvelope$$' -fuzztime $(FUZZTIME)
+	go test ./webhookserver -run '^$$' -fuzz '^FuzzHandler$$' -fuzztime $(FUZZTIME)
+
+##@ Build
+
+.PHONY: build
+build: ## Build the manager and kidsim into bin/.
+	CGO_ENABLED=0 go build -o $(BIN)/manager ./cmd/manager
+	CGO_ENABLED=0 go build -o $(BIN)/kidsim ./cmd/kidsim
+
+.PHONY: controlplane
+controlplane: ## Build etcd and kube-apiserver from the Go module proxy into bin/k8s (once).
+	./hack/build-controlplane.sh >/dev/null
+
+.PHONY: manifests
+manifests: $(CONTROLLER_GEN) ## Generate CRDs and RBAC from the markers.
+	$(CONTROLLER_GEN) rbac:roleName=manager-role crd paths="./..." output:crd:artifacts:config=config/crd/bases
+
+.PHONY: generate
+generate: $(CONTROLLER_GEN) ## Generate DeepCopy methods.
+	$(CONTROLLER_GEN) object:headerFile="hack/boilerplate.go.txt" paths="./api/..."
+
+.PHONY: verify-generated
+verify-generated: manifests generate ## Fail when generated files are not committed as generated.
+	@git diff --exit-code -- config api || { echo 'generated files are out of date: run make manifests generate and commit'; exit 1; }
+	@test -z "$$(git status --porcelain -- config api)" || { git status --porcelain -- config api; echo 'generated files are not committed'; exit 1; }
+
+.PHONY: vet
+vet: ## go vet.
+	go vet ./...
+
+.PHONY: deploy
+deploy: manifests ## Apply config/default to the current kubectl context.
+	kubectl apply -k config/default
+
+$(CONTROLLER_GEN):
+	mkdir -p $(BIN)/tools
+	cd hack/tools && GOBIN=$(BIN)/tools go install sigs.k8s.io/controller-tools/cmd/controller-gen
+	mv $(BIN)/tools/controller-gen $@

@@ -1,0 +1,53 @@
+package v1alpha1
+
+// Condition types shared by every kind. Ready summarises; Reconciling and
+// Stalled are present only while true, which is what the kstatus-based health
+// checks of Flux and Argo CD read.
+const (
+	// ReadyCondition is True when the object is fully reconciled and usable.
+	ReadyCondition = "Ready"
+	// ReconcilingCondition is True while the controller is still working
+	// towards the desired state.
+	ReconcilingCondition = "Reconciling"
+	// StalledCondition is True when progress needs a change by the user.
+	StalledCondition = "Stalled"
+)
+
+// Condition types of a KidUser.
+const (
+	// ConsentGrantedCondition is True once a trusted adult granted consent.
+	ConsentGrantedCondition = "ConsentGranted"
+	// AgeVerifiedCondition is True while the player holds a verification
+	// that passed and was not revoked.
+	AgeVerifiedCondition = "AgeVerified"
+	// SessionActiveCondition is True while the player's k-ID session exists.
+	SessionActiveCondition = "SessionActive"
+)
+
+// Reasons used in conditions.
+const (
+	// SucceededReason: the last reconcile did all it had to.
+	SucceededReason = "Succeeded"
+	// ProgressingReason: the controller is working on the object.
+	ProgressingReason = "Progressing"
+	// SecretNotFoundReason: the referenced Secret does not exist.
+	SecretNotFoundReason = "SecretNotFound"
+	// SecretKeyMissingReason: the Secret holds no usable (non-empty) key.
+	SecretKeyMissingReason = "SecretKeyMissing"
+	// InvalidFilterReason: a KidAction's CEL filter does not compile.
+	InvalidFilterReason = "InvalidFilter"
+	// ConsentReason and friends explain KidUser conditions.
+	ConsentReason       = "Consent"
+	VerificationReason  = "Verification"
+	SessionReason       = "Session"
+)
+
+// Label keys set on KidEvents so that `kubectl get -l` finds them.
+const (
+	// ProductLabel holds the KidProduct name.
+	ProductLabel = "kid.dev/product"
+	// EventTypeLabel holds the event type, made label-safe.
+	EventTypeLabel = "kid.dev/event-type"
+	// SessionLabel holds the k-ID session id the event names, if any.
+	SessionLabel = "kid.dev/session"
+)

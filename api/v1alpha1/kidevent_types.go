@@ -1,0 +1,235 @@
+package v1alpha1
+
+import (
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// EventSource says how an event reached the cluster.
+// +kubebuilder:validation:Enum=webhook;poll;browser
+type EventSource string
+
+const (
+	// SourceWebhook: a signed webhook delivery from k-ID.
+	SourceWebhook EventSource = "webhook"
+	// SourcePoll: read back from k-ID's REST API.
+	SourcePoll EventSource = "poll"
+	// SourceBrowser: relayed from a k-ID widget's DOM event.
+	SourceBrowser EventSource = "browser"
+)
+
+// EventPhase is where a KidEvent is in its life.
+// +kubebuilder:validation:Enum=Pending;Applied;Succeeded;Failed;Ignored
+type EventPhase string
+
+const (
+	// EventPending: stored, not yet folded into a KidUser.
+	EventPending EventPhase = "Pending"
+	// EventApplied: folded into its KidUser; actions (if any) still running.
+	EventApplied EventPhase = "Applied"
+	// EventSucceeded: applied, and every matching action succeeded.
+	EventSucceeded EventPhase = "Succeeded"
+	// EventFailed: applied, and at least one action failed for good.
+	EventFailed EventPhase = "Failed"
+	// EventIgnored: a Test event or a type this version does not know; kept
+	// for the record, folded into no user.
+	EventIgnored EventPhase = "Ignored"
+)
+
+// Finished reports whether nothing more will happen to an event in this
+// phase, so that retention may delete it.
+func (p EventPhase) Finished() bool {
+	switch p {
+	case EventApplied, EventSucceeded, EventFailed, EventIgnored:
+		return true
+	}
+	return false
+}
+
+// EventSubject holds the k-ID identifiers an event names.
+type EventSubject struct {
+	// sessionId is the k-ID session (one per player per product).
+	// +optional
+	// +kubebuilder:validation:MaxLength=128
+	SessionID string `json:"sessionId,omitempty"`
+
+	// challengeId is the k-ID challenge (parental consent, age assurance).
+	// +optional
+	// +kubebuilder:validation:MaxLength=128
+	ChallengeID string `json:"challengeId,omitempty"`
+
+	// verificationIds are the k-ID verifications named (one for a result,
+	// one or more for a revocation).
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=100
+	// +kubebuilder:validation:items:MaxLength=128
+	VerificationIDs []string `json:"verificationIds,omitempty"`
+
+	// kuid is the k-ID user id.
+	// +optional
+	// +kubebuilder:validation:MaxLength=128
+	KUID string `json:"kuid,omitempty"`
+}
+
+// IDs returns every identifier of the subject, session first.
+func (s EventSubject) IDs() []string {
+	ids := make([]string, 0, 3+len(s.VerificationIDs))
+	for _, id := range []string{s.SessionID, s.ChallengeID, s.KUID} {
+		if id != "" {
+			ids = append(ids, id)
+		}
+	}
+	return append(ids, s.VerificationIDs...)
+}
+
+// KidEventSpec is one verified delivery from k-ID. It is immutable.
+type KidEventSpec struct {
+	// productRef names the KidProduct the event was delivered for.
+	// +required
+	ProductRef LocalObjectReference `json:"productRef"`
+
+	// eventType is k-ID's eventType, for example Challenge.StateChange.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
+	EventType string `json:"eventType"`
+
+	// subject holds the identifiers the event names.
+	// +optional
+	Subject EventSubject `json:"subject,omitempty"`
+
+	// data is the event's payload, with personal data removed unless the
+	// product's privacy settings keep it.
+	// +optional
+	// +kubebuilder:pruning:PreserveUnknownFields
+	// +kubebuilder:validation:Schemaless
+	// +kubebuilder:validation:Type=object
+	Data *apiextensionsv1.JSON `json:"data,omitempty"`
+
+	// personalData is true when data still holds personal data (because the
+	// product's privacy settings allowed it), so erasure knows to act.
+	// +optional
+	PersonalData bool `json:"personalData,omitempty"`
+
+	// receivedAt is when the receiver accepted the delivery.
+	// +required
+	ReceivedAt metav1.Time `json:"receivedAt"`
+
+	// signedAt is the delivery's X-Signature-Timestamp.
+	// +optional
+	SignedAt *metav1.Time `json:"signedAt,omitempty"`
+
+	// bodySHA256 is the hex SHA-256 of the raw body as delivered: the
+	// integrity record of what k-ID sent, even once data was redacted.
+	// +optional
+	// +kubebuilder:validation:Pattern=`^[0-9a-f]{64}$`
+	BodySHA256 string `json:"bodySHA256,omitempty"`
+
+	// source says how the event arrived.
+	// +required
+	Source EventSource `json:"source"`
+}
+
+// ActionRunStatus is the record of one KidAction run for one event.
+type ActionRunStatus struct {
+	// name of the KidAction.
+	// +required
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+
+	// phase of the run: Pending, Succeeded, Failed or Skipped.
+	// +required
+	// +kubebuilder:validation:Enum=Pending;Succeeded;Failed;Skipped
+	Phase string `json:"phase"`
+
+	// attempts made so far.
+	// +optional
+	Attempts int32 `json:"attempts,omitempty"`
+
+	// lastError is the error of the last failed attempt.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	LastError string `json:"lastError,omitempty"`
+
+	// nextAttemptAt is when the next attempt is due.
+	// +optional
+	NextAttemptAt *metav1.Time `json:"nextAttemptAt,omitempty"`
+
+	// completedAt is when the run succeeded or failed for good.
+	// +optional
+	CompletedAt *metav1.Time `json:"completedAt,omitempty"`
+}
+
+// KidEventStatus is what the controllers did with an event.
+type KidEventStatus struct {
+	// conditions of the event.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +kubebuilder:validation:MaxItems=8
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// phase: Pending, Applied, Succeeded, Failed or Ignored. Empty means
+	// Pending.
+	// +optional
+	Phase EventPhase `json:"phase,omitempty"`
+
+	// userRef names the KidUser the event was folded into (the first, for
+	// an event that touched several).
+	// +optional
+	UserRef *LocalObjectReference `json:"userRef,omitempty"`
+
+	// appliedAt is when the event was folded.
+	// +optional
+	AppliedAt *metav1.Time `json:"appliedAt,omitempty"`
+
+	// actions records each matching KidAction's run.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=64
+	Actions []ActionRunStatus `json:"actions,omitempty"`
+}
+
+// KidEvent is one verified delivery from k-ID, stored as the receiver got it
+// (less any personal data the product may not keep).
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=ke;kidev,categories=kid
+// +kubebuilder:printcolumn:name="Product",type=string,JSONPath=`.spec.productRef.name`
+// +kubebuilder:printcolumn:name="Type",type=string,JSONPath=`.spec.eventType`
+// +kubebuilder:printcolumn:name="Subject",type=string,JSONPath=`.metadata.annotations.kid\.dev/subject`
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:validation:XValidation:rule="self.spec == oldSelf.spec",message="spec is immutable: a KidEvent records what k-ID sent"
+type KidEvent struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is the delivery as stored.
+	// +required
+	Spec KidEventSpec `json:"spec"`
+
+	// status is what the controllers did with it.
+	// +optional
+	Status KidEventStatus `json:"status,omitempty"`
+}
+
+// KidEventList is a list of KidEvents.
+//
+// +kubebuilder:object:root=true
+type KidEventList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []KidEvent `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&KidEvent{}, &KidEventList{})
+}
+
+// SubjectAnnotation holds a short, human-readable subject for the Subject
+// printer column (a JSONPath cannot pick "whichever id is set").
+const SubjectAnnotation = "kid.dev/subject"

@@ -1,0 +1,217 @@
+package v1alpha1
+
+import (
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Environment is the k-ID environment a product's webhooks and API calls
+// belong to.
+// +kubebuilder:validation:Enum=test;live
+type Environment string
+
+const (
+	// EnvironmentTest is k-ID's test environment (Test Mode).
+	EnvironmentTest Environment = "test"
+	// EnvironmentLive is k-ID's live environment.
+	EnvironmentLive Environment = "live"
+)
+
+// DefaultTimestampTolerance is how far X-Signature-Timestamp may lie from the
+// receiver's clock, in either direction, when the product sets none.
+const DefaultTimestampTolerance = 5 * time.Minute
+
+// KidProductSpec is one k-ID product in one environment.
+type KidProductSpec struct {
+	// productId is k-ID's numeric product id, as shown in Compliance Studio.
+	// +required
+	// +kubebuilder:validation:Minimum=1
+	ProductID int64 `json:"productId"`
+
+	// environment is the k-ID environment: test or live.
+	// +required
+	Environment Environment `json:"environment"`
+
+	// webhook configures how deliveries from k-ID are verified.
+	// +required
+	Webhook WebhookSpec `json:"webhook"`
+
+	// api configures calls to k-ID's REST API (session sync, recovery).
+	// +optional
+	API *APISpec `json:"api,omitempty"`
+
+	// retention bounds how many finished KidEvents are kept, and for how long.
+	// +optional
+	Retention RetentionSpec `json:"retention,omitempty"`
+
+	// privacy says which personal data may be stored. By default none is:
+	// approverEmail and dob are removed before an event is stored.
+	// +optional
+	Privacy PrivacySpec `json:"privacy,omitempty"`
+
+	// suspend keeps receiving and storing events but runs no actions.
+	// +optional
+	Suspend bool `json:"suspend,omitempty"`
+}
+
+// WebhookSpec configures the verification of k-ID's webhook deliveries.
+type WebhookSpec struct {
+	// secretRef names a Secret in the product's namespace. Every non-empty key
+	// of it is a valid webhook secret, so a secret can be rotated without
+	// downtime: add the new key (say "next"), switch k-ID over, then remove
+	// the old one.
+	// +required
+	SecretRef LocalObjectReference `json:"secretRef"`
+
+	// timestampTolerance is how far X-Signature-Timestamp may lie from now,
+	// in either direction. Defaults to 5m.
+	// +optional
+	TimestampTolerance *metav1.Duration `json:"timestampTolerance,omitempty"`
+}
+
+// APISpec configures calls to k-ID's REST API.
+type APISpec struct {
+	// secretRef selects the key of a Secret that holds the product's API key.
+	// +required
+	SecretRef SecretKeySelector `json:"secretRef"`
+
+	// baseURL overrides the API base URL that environment implies, for
+	// example to point at the k-ID simulator.
+	// +optional
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:Pattern=`^https?://`
+	BaseURL string `json:"baseURL,omitempty"`
+}
+
+// RetentionSpec bounds the finished KidEvents kept for a product.
+type RetentionSpec struct {
+	// maxAge is how long a finished event is kept. Defaults to 168h (7 days).
+	// It is never shorter than the deduplication horizon (the timestamp
+	// tolerance plus k-ID's retry window), whatever is set here.
+	// +optional
+	MaxAge *metav1.Duration `json:"maxAge,omitempty"`
+
+	// maxEvents is how many finished events are kept at most. Defaults to
+	// 5000, so that a product receiving 10 events per second stays well under
+	// the 10,000 objects Kubernetes advises for one custom kind.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100000
+	MaxEvents *int32 `json:"maxEvents,omitempty"`
+}
+
+// PrivacySpec lists the personal data that may be stored.
+type PrivacySpec struct {
+	// storeApproverEmail keeps the trusted adult's email in stored events and
+	// the KidUser. Off by default.
+	// +optional
+	StoreApproverEmail bool `json:"storeApproverEmail,omitempty"`
+
+	// storeDateOfBirth keeps the player's date of birth in stored events and
+	// the KidUser. Off by default.
+	// +optional
+	StoreDateOfBirth bool `json:"storeDateOfBirth,omitempty"`
+}
+
+// LocalObjectReference names an object in the same namespace.
+type LocalObjectReference struct {
+	// name of the object.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+}
+
+// SecretKeySelector selects one key of a Secret in the same namespace.
+type SecretKeySelector struct {
+	// name of the Secret.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+
+	// key in the Secret's data.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Key string `json:"key"`
+}
+
+// KidProductStatus is what the controller observed of a KidProduct.
+type KidProductStatus struct {
+	// conditions: Ready, Reconciling, Stalled.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +kubebuilder:validation:MaxItems=8
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// observedGeneration is the generation last fully reconciled.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// webhookPath is the URL path to paste into k-ID's Compliance Studio,
+	// after the receiver's external address.
+	// +optional
+	WebhookPath string `json:"webhookPath,omitempty"`
+
+	// lastEventTime is when the newest stored event was received.
+	// +optional
+	LastEventTime *metav1.Time `json:"lastEventTime,omitempty"`
+
+	// lastTestEventTime is when the newest Test event was received (the
+	// "Test Webhook" button in Compliance Studio).
+	// +optional
+	LastTestEventTime *metav1.Time `json:"lastTestEventTime,omitempty"`
+}
+
+// KidProduct is one k-ID product in one environment: where its webhooks are
+// received and how they are verified.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=kp;kidp,categories=kid
+// +kubebuilder:printcolumn:name="Product ID",type=integer,JSONPath=`.spec.productId`
+// +kubebuilder:printcolumn:name="Env",type=string,JSONPath=`.spec.environment`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Path",type=string,JSONPath=`.status.webhookPath`
+// +kubebuilder:printcolumn:name="Last Event",type=date,JSONPath=`.status.lastEventTime`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 63",message="a KidProduct name is at most 63 characters: it becomes part of every KidEvent name and label"
+type KidProduct struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is the desired configuration.
+	// +required
+	Spec KidProductSpec `json:"spec"`
+
+	// status is what the controller observed.
+	// +optional
+	Status KidProductStatus `json:"status,omitempty"`
+}
+
+// KidProductList is a list of KidProducts.
+//
+// +kubebuilder:object:root=true
+type KidProductList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []KidProduct `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&KidProduct{}, &KidProductList{})
+}
+
+// GetConditions returns the status conditions.
+func (p *KidProduct) GetConditions() []metav1.Condition { return p.Status.Conditions }
+
+// TimestampTolerance returns the window the signature timestamp must lie in.
+func (p *KidProduct) TimestampTolerance() metav1.Duration {
+	if t := p.Spec.Webhook.TimestampTolerance; t != nil && t.Duration > 0 {
+		return *t
+	}
+	return metav1.Duration{Duration: DefaultTimestampTolerance}
+}

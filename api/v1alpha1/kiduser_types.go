@@ -1,0 +1,284 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// IdentityKind is the identifier a KidUser is known by. A player is known by
+// the strongest identifier seen so far: a session, else a challenge, else a
+// verification, else a k-ID user id.
+// +kubebuilder:validation:Enum=Session;Challenge;Verification;Account
+type IdentityKind string
+
+const (
+	IdentitySession      IdentityKind = "Session"
+	IdentityChallenge    IdentityKind = "Challenge"
+	IdentityVerification IdentityKind = "Verification"
+	IdentityAccount      IdentityKind = "Account"
+)
+
+// KidUserSpec says which player a KidUser is about. It is written once, by
+// the KidEvent controller, and is immutable.
+type KidUserSpec struct {
+	// productRef names the KidProduct.
+	// +required
+	ProductRef LocalObjectReference `json:"productRef"`
+
+	// identity is the identifier this object is known by; the object's name
+	// is derived from it.
+	// +required
+	Identity UserIdentity `json:"identity"`
+}
+
+// UserIdentity is a typed k-ID identifier.
+type UserIdentity struct {
+	// kind of identifier.
+	// +required
+	Kind IdentityKind `json:"kind"`
+
+	// id is k-ID's identifier.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
+	ID string `json:"id"`
+}
+
+// ConsentState is the state of parental consent.
+// +kubebuilder:validation:Enum=None;Pending;Granted;Denied
+type ConsentState string
+
+const (
+	ConsentNone    ConsentState = "None"
+	ConsentPending ConsentState = "Pending"
+	ConsentGranted ConsentState = "Granted"
+	ConsentDenied  ConsentState = "Denied"
+)
+
+// VerificationState is the state of age verification.
+// +kubebuilder:validation:Enum=Unverified;Verified;Failed;Revoked
+type VerificationState string
+
+const (
+	VerificationUnverified VerificationState = "Unverified"
+	VerificationVerified   VerificationState = "Verified"
+	VerificationFailed     VerificationState = "Failed"
+	VerificationRevoked    VerificationState = "Revoked"
+)
+
+// SessionState is the state of the player's k-ID session.
+// +kubebuilder:validation:Enum=Active;Deleted
+type SessionState string
+
+const (
+	SessionActive  SessionState = "Active"
+	SessionDeleted SessionState = "Deleted"
+)
+
+// ConsentStatus is the player's parental consent.
+type ConsentStatus struct {
+	// state: None, Pending, Granted or Denied.
+	// +optional
+	State ConsentState `json:"state,omitempty"`
+
+	// challengeId is the challenge that decided the state.
+	// +optional
+	// +kubebuilder:validation:MaxLength=128
+	ChallengeID string `json:"challengeId,omitempty"`
+
+	// time is when k-ID signed the event that set the state.
+	// +optional
+	Time *metav1.Time `json:"time,omitempty"`
+}
+
+// AgeRange is an age range reported by a verification.
+type AgeRange struct {
+	// low is the lower bound (the exact age for hard methods).
+	// +optional
+	Low *int32 `json:"low,omitempty"`
+	// high is the upper bound (the exact age for hard methods).
+	// +optional
+	High *int32 `json:"high,omitempty"`
+}
+
+// VerificationRecord is the state of one k-ID verification.
+type VerificationRecord struct {
+	// id is k-ID's verification id.
+	// +required
+	// +kubebuilder:validation:MaxLength=128
+	ID string `json:"id"`
+
+	// state: Verified, Failed or Revoked (Unverified never appears here).
+	// +required
+	State VerificationState `json:"state"`
+
+	// method, as k-ID names it (an open set: id-document,
+	// age-estimation-scan, ...).
+	// +optional
+	// +kubebuilder:validation:MaxLength=128
+	Method string `json:"method,omitempty"`
+
+	// ageCategory: adult, digital-youth or digital-minor (an open set).
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	AgeCategory string `json:"ageCategory,omitempty"`
+
+	// age is the age range reported.
+	// +optional
+	Age *AgeRange `json:"age,omitempty"`
+
+	// failureReason of a Failed verification, or the reason of a Revoked one.
+	// +optional
+	// +kubebuilder:validation:MaxLength=128
+	Reason string `json:"reason,omitempty"`
+
+	// time is when k-ID signed the event that set the state.
+	// +optional
+	Time *metav1.Time `json:"time,omitempty"`
+}
+
+// VerificationStatus summarises the player's verifications.
+type VerificationStatus struct {
+	// state: Verified if any verification passed and was not revoked, else
+	// Revoked, Failed or Unverified, in that order.
+	// +optional
+	State VerificationState `json:"state,omitempty"`
+
+	// records holds each verification seen, by id.
+	// +optional
+	// +listType=map
+	// +listMapKey=id
+	// +kubebuilder:validation:MaxItems=32
+	Records []VerificationRecord `json:"records,omitempty"`
+}
+
+// SessionStatus is the player's k-ID session.
+type SessionStatus struct {
+	// state: Active or Deleted.
+	// +optional
+	State SessionState `json:"state,omitempty"`
+
+	// permissionsChangedAt is when a parent last changed the player's
+	// permissions (Session.ChangePermissions).
+	// +optional
+	PermissionsChangedAt *metav1.Time `json:"permissionsChangedAt,omitempty"`
+
+	// deletedAt is when k-ID signed the Session.Delete.
+	// +optional
+	DeletedAt *metav1.Time `json:"deletedAt,omitempty"`
+}
+
+// PersonalData holds the personal data the product's privacy settings allow
+// to keep. It is erased on Session.Delete and Account.Delete.
+type PersonalData struct {
+	// dateOfBirth, YYYY-MM-DD.
+	// +optional
+	// +kubebuilder:validation:MaxLength=32
+	DateOfBirth string `json:"dateOfBirth,omitempty"`
+
+	// approverEmail is the trusted adult who approved consent.
+	// +optional
+	// +kubebuilder:validation:MaxLength=320
+	ApproverEmail string `json:"approverEmail,omitempty"`
+}
+
+// KidUserStatus is the state of one player, folded from k-ID's events.
+type KidUserStatus struct {
+	// conditions: ConsentGranted, AgeVerified, SessionActive.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +kubebuilder:validation:MaxItems=8
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// sessionId is the player's k-ID session.
+	// +optional
+	// +kubebuilder:validation:MaxLength=128
+	SessionID string `json:"sessionId,omitempty"`
+
+	// kuid is the player's k-ID user id.
+	// +optional
+	// +kubebuilder:validation:MaxLength=128
+	KUID string `json:"kuid,omitempty"`
+
+	// challengeIds are the challenges linked to this player.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=128
+	ChallengeIDs []string `json:"challengeIds,omitempty"`
+
+	// consent is the player's parental consent.
+	// +optional
+	Consent ConsentStatus `json:"consent,omitempty"`
+
+	// verification is the player's age verification.
+	// +optional
+	Verification VerificationStatus `json:"verification,omitempty"`
+
+	// session is the player's k-ID session.
+	// +optional
+	Session SessionStatus `json:"session,omitempty"`
+
+	// accountDeleted is true once k-ID deleted the player's account.
+	// +optional
+	AccountDeleted bool `json:"accountDeleted,omitempty"`
+
+	// personalData kept as the product's privacy settings allow.
+	// +optional
+	PersonalData *PersonalData `json:"personalData,omitempty"`
+
+	// erasedAt is when the player's personal data was erased, after a
+	// Session.Delete or Account.Delete.
+	// +optional
+	ErasedAt *metav1.Time `json:"erasedAt,omitempty"`
+
+	// lastEventRef names the newest event (by k-ID's signing time) folded in.
+	// +optional
+	LastEventRef *LocalObjectReference `json:"lastEventRef,omitempty"`
+
+	// lastEventTime is k-ID's signing time of lastEventRef.
+	// +optional
+	LastEventTime *metav1.Time `json:"lastEventTime,omitempty"`
+
+	// observedEvents counts the events folded in.
+	// +optional
+	ObservedEvents int64 `json:"observedEvents,omitempty"`
+}
+
+// KidUser is the state of one player in one product, as k-ID reported it.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=ku;kidu,categories=kid
+// +kubebuilder:printcolumn:name="Product",type=string,JSONPath=`.spec.productRef.name`
+// +kubebuilder:printcolumn:name="Session",type=string,JSONPath=`.status.sessionId`
+// +kubebuilder:printcolumn:name="Consent",type=string,JSONPath=`.status.consent.state`
+// +kubebuilder:printcolumn:name="Verification",type=string,JSONPath=`.status.verification.state`
+// +kubebuilder:printcolumn:name="Session State",type=string,JSONPath=`.status.session.state`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:validation:XValidation:rule="self.spec == oldSelf.spec",message="spec is immutable: a KidUser's identity never changes"
+type KidUser struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec says which player this is.
+	// +required
+	Spec KidUserSpec `json:"spec"`
+
+	// status is the player's state, folded from events.
+	// +optional
+	Status KidUserStatus `json:"status,omitempty"`
+}
+
+// KidUserList is a list of KidUsers.
+//
+// +kubebuilder:object:root=true
+type KidUserList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []KidUser `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&KidUser{}, &KidUserList{})
+}
