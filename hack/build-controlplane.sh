@@ -16,16 +16,21 @@ etcd_version=$(module_version "$root/hack/controlplane/etcd/go.mod" go.etcd.io/e
 dir="$root/bin/k8s/${k8s_version}-etcd${etcd_version}"
 mkdir -p "$dir"
 
-build() { # name
-	local name=$1
+build() { # name [ldflags]
+	local name=$1 ldflags=${2:-}
 	if [ -x "$dir/$name" ]; then
 		return
 	fi
 	echo "building $name into $dir (the first kube-apiserver build takes about 10 minutes on 2 cores)" >&2
-	(cd "$root/hack/controlplane/$name" && CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$dir/$name.tmp" .)
+	(cd "$root/hack/controlplane/$name" && CGO_ENABLED=0 go build -trimpath -ldflags="-s -w $ldflags" -o "$dir/$name.tmp" .)
 	mv "$dir/$name.tmp" "$dir/$name"
 }
 
+# Stamp the version into kube-apiserver as the release build does, so that
+# clients and `kubectl version` see v1.37.2 rather than v0.0.0-master.
+minor=${k8s_version#v1.}
+minor=${minor%%.*}
+vpkg=k8s.io/component-base/version
 build etcd
-build kube-apiserver
+build kube-apiserver "-X $vpkg.gitVersion=$k8s_version -X $vpkg.gitMajor=1 -X $vpkg.gitMinor=$minor -X $vpkg.gitTreeState=clean"
 echo "$dir"

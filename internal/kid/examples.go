@@ -21,4 +21,3 @@ var Examples = map[string]string{
 	"test":                  `{"eventType":"Test","data":{"id":"12345678-1234-1234-1234-123456789abc"}}`,
 	"adult-verification":    `{"eventType":"AdultVerification.Result","data":{"id":"5a58e98a-e477-484b-b36a-3857ea9daaba","status":"PASS"}}`,
 }
-

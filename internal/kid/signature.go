@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"sort"
 	"strconv"
 	"time"
 )
@@ -126,4 +127,17 @@ func (v *Verifier) Verify(timestamp, signature string, body []byte) (time.Time, 
 		}
 	}
 	return signedAt, "", &SignatureError{Reason: FailureMismatch}
+}
+
+// KeysFromSecretData returns the usable webhook keys of a Secret's data:
+// every key with a non-empty value, in name order.
+func KeysFromSecretData(data map[string][]byte) []Key {
+	keys := make([]Key, 0, len(data))
+	for name, secret := range data {
+		if len(secret) > 0 {
+			keys = append(keys, Key{Name: name, Secret: secret})
+		}
+	}
+	sort.Slice(keys, func(i, j int) bool { return keys[i].Name < keys[j].Name })
+	return keys
 }

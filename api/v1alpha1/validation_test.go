@@ -1,0 +1,206 @@
+package v1alpha1_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+	"github.com/kid-operator/kid-operator/internal/testenv"
+)
+
+func newNamespace() string {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "api-"}}
+	Expect(k8s.Create(ctx, ns)).To(Succeed())
+	return ns.Name
+}
+
+func validProduct(ns string) *kidv1.KidProduct {
+	return &kidv1.KidProduct{
+		ObjectMeta: metav1.ObjectMeta{Name: "demo", Namespace: ns},
+		Spec: kidv1.KidProductSpec{
+			ProductID:   11472,
+			Environment: kidv1.EnvironmentTest,
+			Webhook:     kidv1.WebhookSpec{SecretRef: kidv1.LocalObjectReference{Name: "demo-webhook"}},
+		},
+	}
+}
+
+func validAction(ns string) *kidv1.KidAction {
+	return &kidv1.KidAction{
+		ObjectMeta: metav1.ObjectMeta{Name: "notify", Namespace: ns},
+		Spec: kidv1.KidActionSpec{
+			EventTypes: []string{"Challenge.StateChange"},
+			HTTP:       &kidv1.HTTPAction{URL: "http://backend/kid"},
+		},
+	}
+}
+
+func validEvent(ns string) *kidv1.KidEvent {
+	return &kidv1.KidEvent{
+		ObjectMeta: metav1.ObjectMeta{Name: "demo-test-0123", Namespace: ns},
+		Spec: kidv1.KidEventSpec{
+			ProductRef: kidv1.LocalObjectReference{Name: "demo"},
+			EventType:  "Test",
+			Data:       &apiextensionsv1.JSON{Raw: []byte(`{"id":"x"}`)},
+			ReceivedAt: metav1.Now(),
+			Source:     kidv1.SourceWebhook,
+		},
+	}
+}
+
+func validUser(ns string) *kidv1.KidUser {
+	return &kidv1.KidUser{
+		ObjectMeta: metav1.ObjectMeta{Name: "demo-session-0123", Namespace: ns},
+		Spec: kidv1.KidUserSpec{
+			ProductRef: kidv1.LocalObjectReference{Name: "demo"},
+			Identity:   kidv1.UserIdentity{Kind: kidv1.IdentitySession, ID: "s-1"},
+		},
+	}
+}
+
+var _ = Describe("The samples", func() {
+	It("creates every object of config/samples", func() {
+		ns := newNamespace()
+		dir := filepath.Join(testenv.RepoRoot(), "config", "samples")
+		files, err := filepath.Glob(filepath.Join(dir, "kid_v1alpha1_*.yaml"))
+		Expect(err).NotTo(HaveOccurred())
+		kinds := map[string]bool{}
+		for _, file := range files {
+			raw, err := os.ReadFile(file)
+			Expect(err).NotTo(HaveOccurred())
+			obj := &unstructured.Unstructured{}
+			Expect(utilyaml.Unmarshal(raw, &obj.Object)).To(Succeed())
+			obj.SetNamespace(ns)
+			Expect(k8s.Create(ctx, obj)).To(Succeed(), file)
+			kinds[obj.GetKind()] = true
+		}
+		Expect(kinds).To(HaveKey("KidProduct"))
+		Expect(kinds).To(HaveKey("KidEvent"))
+		Expect(kinds).To(HaveKey("KidUser"))
+		Expect(kinds).To(HaveKey("KidAction"))
+	})
+})
+
+var _ = Describe("Validation", func() {
+	var ns string
+	BeforeEach(func() { ns = newNamespace() })
+
+	// expectInvalid creates obj and expects the API server to refuse it as
+	// invalid, with a message naming the problem.
+	expectInvalid := func(obj client.Object, message string) {
+		err := k8s.Create(ctx, obj)
+		Expect(apierrors.IsInvalid(err)).To(BeTrue(), "want Invalid, got %v", err)
+		Expect(err.Error()).To(ContainSubstring(message))
+	}
+
+	DescribeTable("refuses an invalid KidProduct",
+		func(mutate func(*kidv1.KidProduct), message string) {
+			p := validProduct(ns)
+			mutate(p)
+			expectInvalid(p, message)
+		},
+		Entry("productId of 0", func(p *kidv1.KidProduct) { p.Spec.ProductID = 0 }, "spec.productId: Invalid value: 0: spec.productId in body should be greater than or equal to 1"),
+		Entry("an environment other than test or live", func(p *kidv1.KidProduct) { p.Spec.Environment = "prod" }, `spec.environment: Unsupported value: "prod": supported values: "test", "live"`),
+		Entry("no webhook secret", func(p *kidv1.KidProduct) { p.Spec.Webhook.SecretRef.Name = "" }, "spec.webhook.secretRef.name: Invalid value: \"\": spec.webhook.secretRef.name in body should be at least 1 chars long"),
+		Entry("a name longer than 63", func(p *kidv1.KidProduct) { p.Name = strings.Repeat("p", 64) }, "a KidProduct name is at most 63 characters"),
+		Entry("retention.maxEvents of 0", func(p *kidv1.KidProduct) { p.Spec.Retention.MaxEvents = ptr.To[int32](0) }, "spec.retention.maxEvents in body should be greater than or equal to 1"),
+		Entry("an api baseURL that is not http(s)", func(p *kidv1.KidProduct) {
+			p.Spec.API = &kidv1.APISpec{SecretRef: kidv1.SecretKeySelector{Name: "k", Key: "k"}, BaseURL: "ftp://x"}
+		}, "spec.api.baseURL in body should match '^https?://'"),
+	)
+
+	DescribeTable("refuses an invalid KidAction",
+		func(mutate func(*kidv1.KidAction), message string) {
+			a := validAction(ns)
+			mutate(a)
+			expectInvalid(a, message)
+		},
+		Entry("both http and resource", func(a *kidv1.KidAction) {
+			a.Spec.Resource = &kidv1.ResourceAction{Template: apiextensionsv1.JSON{Raw: []byte(`{"kind":"Job"}`)}}
+		}, "exactly one of http or resource must be set"),
+		Entry("neither http nor resource", func(a *kidv1.KidAction) { a.Spec.HTTP = nil }, "exactly one of http or resource must be set"),
+		Entry("maxAttempts over 20", func(a *kidv1.KidAction) { a.Spec.HTTP.MaxAttempts = 21 }, "spec.http.maxAttempts in body should be less than or equal to 20"),
+		Entry("a URL that is not http(s)", func(a *kidv1.KidAction) { a.Spec.HTTP.URL = "file:///etc/passwd" }, "spec.http.url in body should match '^https?://'"),
+		Entry("more than 32 event types", func(a *kidv1.KidAction) {
+			for i := range 33 {
+				a.Spec.EventTypes = append(a.Spec.EventTypes, strings.Repeat("x", i+1))
+			}
+		}, "spec.eventTypes: Too many"),
+		Entry("a filter longer than 4096", func(a *kidv1.KidAction) { a.Spec.Filter = strings.Repeat("x", 4097) }, "spec.filter: Too long"),
+	)
+
+	DescribeTable("refuses an invalid KidEvent",
+		func(mutate func(*kidv1.KidEvent), message string) {
+			e := validEvent(ns)
+			mutate(e)
+			expectInvalid(e, message)
+		},
+		Entry("an unknown source", func(e *kidv1.KidEvent) { e.Spec.Source = "email" }, `spec.source: Unsupported value: "email"`),
+		Entry("no event type", func(e *kidv1.KidEvent) { e.Spec.EventType = "" }, "spec.eventType in body should be at least 1 chars long"),
+		Entry("a session id longer than 128", func(e *kidv1.KidEvent) { e.Spec.Subject.SessionID = strings.Repeat("s", 129) }, "spec.subject.sessionId: Too long"),
+		Entry("a bodySHA256 that is not hex", func(e *kidv1.KidEvent) { e.Spec.BodySHA256 = "xyz" }, "spec.bodySHA256 in body should match"),
+	)
+
+	It("keeps a KidEvent's spec immutable", func() {
+		e := validEvent(ns)
+		Expect(k8s.Create(ctx, e)).To(Succeed())
+		e.Spec.EventType = "Session.Delete"
+		err := k8s.Update(ctx, e)
+		Expect(apierrors.IsInvalid(err)).To(BeTrue(), "got %v", err)
+		Expect(err.Error()).To(ContainSubstring("spec is immutable"))
+	})
+
+	It("refuses a KidUser identity of an unknown kind", func() {
+		u := validUser(ns)
+		u.Spec.Identity.Kind = "Email"
+		expectInvalid(u, `spec.identity.kind: Unsupported value: "Email"`)
+	})
+})
+
+var _ = Describe("kubectl's view", func() {
+	It("lists every kind under the category kid, with short names", func() {
+		for _, plural := range []string{"kidproducts", "kidevents", "kidusers", "kidactions"} {
+			crd := &apiextensionsv1.CustomResourceDefinition{}
+			Expect(k8s.Get(ctx, client.ObjectKey{Name: plural + ".kid.dev"}, crd)).To(Succeed())
+			Expect(crd.Spec.Names.Categories).To(ContainElement("kid"), plural)
+			Expect(crd.Spec.Names.ShortNames).NotTo(BeEmpty(), plural)
+		}
+	})
+
+	DescribeTable("shows the printer columns in a kubectl get table",
+		func(plural string, create func(ns string) client.Object, columns []string) {
+			ns := newNamespace()
+			Expect(k8s.Create(ctx, create(ns))).To(Succeed())
+			cs, err := kubernetes.NewForConfig(cfg)
+			Expect(err).NotTo(HaveOccurred())
+			table := &metav1.Table{}
+			// The request kubectl get makes.
+			err = cs.RESTClient().Get().AbsPath("/apis/kid.dev/v1alpha1/namespaces", ns, plural).
+				SetHeader("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io").Do(ctx).Into(table)
+			Expect(err).NotTo(HaveOccurred())
+			var names []string
+			for _, c := range table.ColumnDefinitions {
+				names = append(names, c.Name)
+			}
+			Expect(names).To(Equal(append([]string{"Name"}, columns...)))
+			Expect(table.Rows).To(HaveLen(1))
+		},
+		Entry("KidProduct", "kidproducts", func(ns string) client.Object { return validProduct(ns) }, []string{"Product ID", "Env", "Ready", "Path", "Last Event", "Age"}),
+		Entry("KidEvent", "kidevents", func(ns string) client.Object { return validEvent(ns) }, []string{"Product", "Type", "Subject", "Phase", "Age"}),
+		Entry("KidUser", "kidusers", func(ns string) client.Object { return validUser(ns) }, []string{"Product", "Session", "Consent", "Verification", "Session State", "Age"}),
+		Entry("KidAction", "kidactions", func(ns string) client.Object { return validAction(ns) }, []string{"Ready", "Dry Run", "Succeeded", "Failed", "Age"}),
+	)
+})

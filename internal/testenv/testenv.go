@@ -1,0 +1,55 @@
+// Package testenv starts the local control plane (a real kube-apiserver and
+// etcd, built by hack/build-controlplane.sh) with kid-operator's CRDs
+// installed, for integration tests and `make run`.
+package testenv
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	goruntime "runtime"
+
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+)
+
+// Scheme knows the built-in kinds and kid.dev/v1alpha1.
+var Scheme = newScheme()
+
+func newScheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	if err := apiextensionsv1.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	if err := kidv1.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	return s
+}
+
+// RepoRoot is the root of the source tree, found from this file.
+func RepoRoot() string {
+	_, file, _, _ := goruntime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+// New returns an environment with the CRDs of config/crd/bases. It needs
+// KUBEBUILDER_ASSETS (the Makefile sets it); without it the error says what
+// to run.
+func New() (*envtest.Environment, error) {
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		return nil, fmt.Errorf("KUBEBUILDER_ASSETS is not set: run the tests with `make test`, or export KUBEBUILDER_ASSETS=$(./hack/build-controlplane.sh)")
+	}
+	return &envtest.Environment{
+		CRDDirectoryPaths:     []string{filepath.Join(RepoRoot(), "config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+		Scheme:                Scheme,
+	}, nil
+}

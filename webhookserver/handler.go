@@ -1,0 +1,239 @@
+package webhookserver
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation"
+	ctrl "sigs.k8s.io/controller-runtime"
+
+	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+	"github.com/kid-operator/kid-operator/internal/kid"
+)
+
+// receive handles one delivery. The order of the checks is the contract
+// (design.md §3): each check is cheaper than the next, nothing is written
+// before the signature verified, and 200 is answered only once the KidEvent
+// is stored.
+func (s *Server) receive(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	productLabel := "unknown"
+	code := s.handle(w, r, &productLabel)
+	requestsTotal.WithLabelValues(productLabel, strconv.Itoa(code)).Inc()
+	requestDuration.WithLabelValues(strconv.Itoa(code)).Observe(time.Since(start).Seconds())
+}
+
+// handle answers the request and returns the status code it wrote.
+func (s *Server) handle(w http.ResponseWriter, r *http.Request, productLabel *string) int {
+	log := ctrl.LoggerFrom(r.Context())
+
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		return answer(w, http.StatusMethodNotAllowed, "only POST is accepted")
+	}
+	if !s.ready.Load() {
+		return unavailable(w, "the receiver is starting")
+	}
+
+	key := types.NamespacedName{Namespace: r.PathValue("namespace"), Name: r.PathValue("product")}
+	var product kidv1.KidProduct
+	if err := s.reader.Get(r.Context(), key, &product); err != nil {
+		if apierrors.IsNotFound(err) {
+			return answer(w, http.StatusNotFound, "no such product")
+		}
+		log.Error(err, "reading product from cache", "product", key)
+		return unavailable(w, "product unavailable")
+	}
+	*productLabel = key.String()
+
+	keys, err := s.webhookKeys(r.Context(), &product)
+	if err != nil {
+		log.Info("refusing delivery: product has no usable webhook secret", "product", key, "reason", err.Error())
+		return unavailable(w, "product not ready")
+	}
+
+	body, ok := s.readBody(w, r)
+	if !ok {
+		return http.StatusRequestEntityTooLarge
+	}
+
+	verifier := kid.Verifier{Keys: keys, Tolerance: product.TimestampTolerance().Duration, Now: s.opts.Now}
+	timestamp := r.Header.Get(kid.HeaderTimestamp)
+	signedAt, keyName, err := verifier.Verify(timestamp, r.Header.Get(kid.HeaderSignature), body)
+	if err != nil {
+		var se *kid.SignatureError
+		reason := "error"
+		if errors.As(err, &se) {
+			reason = string(se.Reason)
+		}
+		signatureFailuresTotal.WithLabelValues(*productLabel, reason).Inc()
+		return answer(w, http.StatusUnauthorized, "invalid signature")
+	}
+	verifiedTotal.WithLabelValues(*productLabel, keyName).Inc()
+
+	env, err := kid.ParseEnvelope(body)
+	if err != nil {
+		// The error names what is wrong, never the payload's values.
+		return answer(w, http.StatusBadRequest, err.Error())
+	}
+	event, err := newKidEvent(&product, env, body, signedAt, s.opts.Now())
+	if err != nil {
+		return answer(w, http.StatusBadRequest, err.Error())
+	}
+
+	ctx, cancel := context.WithTimeout(r.Context(), s.opts.StoreTimeout)
+	defer cancel()
+	switch err := s.writer.Create(ctx, event); {
+	case err == nil:
+	case apierrors.IsAlreadyExists(err):
+		duplicatesTotal.WithLabelValues(*productLabel).Inc()
+	case apierrors.IsInvalid(err) || apierrors.IsBadRequest(err):
+		// The API server refused the object itself: retrying cannot help.
+		return answer(w, http.StatusBadRequest, "event refused by the API server")
+	default:
+		log.Error(err, "storing event", "product", key, "eventType", env.EventType)
+		return unavailable(w, "event not stored")
+	}
+	return answer(w, http.StatusOK, "stored")
+}
+
+// webhookKeys returns the product's usable webhook keys, from the cache.
+func (s *Server) webhookKeys(ctx context.Context, product *kidv1.KidProduct) ([]kid.Key, error) {
+	var secret corev1.Secret
+	key := types.NamespacedName{Namespace: product.Namespace, Name: product.Spec.Webhook.SecretRef.Name}
+	if err := s.reader.Get(ctx, key, &secret); err != nil {
+		return nil, err
+	}
+	keys := kid.KeysFromSecretData(secret.Data)
+	if len(keys) == 0 {
+		return nil, kid.ErrNoKeys
+	}
+	return keys, nil
+}
+
+// readBody reads the whole body, at most MaxBodyBytes of it. It answers 413
+// itself, before anything is hashed, when the body is larger.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	limit := s.opts.MaxBodyBytes
+	if r.ContentLength > limit {
+		answer(w, http.StatusRequestEntityTooLarge, "body too large")
+		return nil, false
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	if int64(len(body)) > limit {
+		answer(w, http.StatusRequestEntityTooLarge, "body too large")
+		return nil, false
+	}
+	if err != nil {
+		// A body cut short cannot verify; the 401 that follows is right, but
+		// say nothing more specific to the sender.
+		return nil, true
+	}
+	return body, true
+}
+
+// newKidEvent builds the KidEvent of a verified delivery.
+func newKidEvent(product *kidv1.KidProduct, env *kid.Envelope, body []byte, signedAt, now time.Time) (*kidv1.KidEvent, error) {
+	privacy := kid.Privacy{
+		KeepEmail:       product.Spec.Privacy.StoreApproverEmail,
+		KeepDateOfBirth: product.Spec.Privacy.StoreDateOfBirth,
+	}
+	data, personal, err := kid.Redact(env.Data, privacy)
+	if err != nil {
+		return nil, err
+	}
+	subject := env.Subject()
+	sum := sha256.Sum256(body)
+	signed := metav1.NewTime(signedAt)
+
+	event := &kidv1.KidEvent{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      kid.EventName(product.Name, env.EventType, env.Identity(body, signedAt)),
+			Namespace: product.Namespace,
+			Labels: map[string]string{
+				kidv1.ProductLabel:   product.Name,
+				kidv1.EventTypeLabel: labelValue(env.EventType),
+			},
+			OwnerReferences: []metav1.OwnerReference{{
+				APIVersion: kidv1.GroupVersion.String(),
+				Kind:       "KidProduct",
+				Name:       product.Name,
+				UID:        product.UID,
+			}},
+		},
+		Spec: kidv1.KidEventSpec{
+			ProductRef: kidv1.LocalObjectReference{Name: product.Name},
+			EventType:  env.EventType,
+			Subject: kidv1.EventSubject{
+				SessionID:       subject.SessionID,
+				ChallengeID:     subject.ChallengeID,
+				VerificationIDs: subject.VerificationIDs,
+				KUID:            subject.KUID,
+			},
+			Data:         &apiextensionsv1.JSON{Raw: data},
+			PersonalData: personal,
+			ReceivedAt:   metav1.NewTime(now),
+			SignedAt:     &signed,
+			BodySHA256:   hex.EncodeToString(sum[:]),
+			Source:       kidv1.SourceWebhook,
+		},
+	}
+	if subject.SessionID != "" && len(validation.IsValidLabelValue(subject.SessionID)) == 0 {
+		event.Labels[kidv1.SessionLabel] = subject.SessionID
+	}
+	if s := subjectSummary(subject); s != "" {
+		event.Annotations = map[string]string{kidv1.SubjectAnnotation: s}
+	}
+	return event, nil
+}
+
+// labelValue returns v when it is a valid label value, else its slug.
+func labelValue(v string) string {
+	if len(validation.IsValidLabelValue(v)) == 0 {
+		return v
+	}
+	return kid.TypeSlug(v)
+}
+
+// subjectSummary is the Subject printer column: the strongest id, by kind.
+func subjectSummary(s kid.Subject) string {
+	switch {
+	case s.SessionID != "":
+		return "session/" + s.SessionID
+	case s.ChallengeID != "":
+		return "challenge/" + s.ChallengeID
+	case len(s.VerificationIDs) == 1:
+		return "verification/" + s.VerificationIDs[0]
+	case len(s.VerificationIDs) > 1:
+		return "verifications/" + s.VerificationIDs[0] + "+" + strconv.Itoa(len(s.VerificationIDs)-1)
+	case s.KUID != "":
+		return "kuid/" + s.KUID
+	}
+	return ""
+}
+
+// answer writes a short plain-text answer and returns its code.
+func answer(w http.ResponseWriter, code int, msg string) int {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	_, _ = io.WriteString(w, msg+"\n")
+	return code
+}
+
+// unavailable answers 503 with the Retry-After k-ID's schedule implies.
+func unavailable(w http.ResponseWriter, msg string) int {
+	w.Header().Set("Retry-After", RetryAfterSeconds)
+	return answer(w, http.StatusServiceUnavailable, msg)
+}

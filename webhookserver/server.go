@@ -1,0 +1,167 @@
+// Package webhookserver receives k-ID's webhook deliveries, verifies them and
+// stores each as a KidEvent. It answers k-ID exactly as k-ID expects: 200 only
+// once the event is stored, and a status code for every other case that
+// tells k-ID whether a retry can help (5xx) or not (4xx).
+//
+// The handler does no reconciling: controllers do all follow-up work.
+package webhookserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+)
+
+// Defaults of Options.
+const (
+	DefaultAddr         = "127.0.0.1:8080"
+	DefaultMaxBodyBytes = 64 << 10
+	// DefaultStoreTimeout bounds the wait for the API server, so that k-ID
+	// gets a 503 well before its own timeout and retries after 5 s and 10 s.
+	DefaultStoreTimeout = 3 * time.Second
+	// RetryAfterSeconds is the Retry-After of every 503: k-ID's first retry
+	// comes after 5 s.
+	RetryAfterSeconds = "5"
+	shutdownTimeout   = 15 * time.Second
+)
+
+// Options configure the receiver.
+type Options struct {
+	// Addr is the listen address.
+	Addr string
+	// MaxBodyBytes caps a delivery's body; a larger one gets 413 before any
+	// HMAC is computed.
+	MaxBodyBytes int64
+	// StoreTimeout bounds the create of a KidEvent.
+	StoreTimeout time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+func (o *Options) setDefaults() {
+	if o.Addr == "" {
+		o.Addr = DefaultAddr
+	}
+	if o.MaxBodyBytes <= 0 {
+		o.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if o.StoreTimeout <= 0 {
+		o.StoreTimeout = DefaultStoreTimeout
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+}
+
+// Server is the webhook receiver. It runs as a manager runnable on every
+// replica, reading products and Secrets from the manager's informer cache and
+// creating KidEvents with a direct (uncached) client.
+type Server struct {
+	opts   Options
+	cache  cache.Cache
+	reader client.Reader
+	writer client.Writer
+	ready  atomic.Bool
+}
+
+// New returns a receiver that reads through c (an informer cache) and writes
+// through w.
+func New(c cache.Cache, w client.Writer, opts Options) *Server {
+	opts.setDefaults()
+	return &Server{opts: opts, cache: c, reader: c, writer: w}
+}
+
+// NeedLeaderElection is false: every replica receives deliveries.
+func (s *Server) NeedLeaderElection() bool { return false }
+
+// Handler returns the receiver's routes: POST /webhooks/{namespace}/{product},
+// GET /healthz and GET /readyz.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/webhooks/{namespace}/{product}", s.receive)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !s.ready.Load() {
+			http.Error(w, "caches not synced", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	return mux
+}
+
+// Start serves until ctx ends, then lets requests in flight finish.
+func (s *Server) Start(ctx context.Context) error {
+	log := ctrl.LoggerFrom(ctx).WithName("webhookserver")
+	ln, err := net.Listen("tcp", s.opts.Addr)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", s.opts.Addr, err)
+	}
+	srv := &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		// The body is at most MaxBodyBytes; 10 s is generous for it.
+		ReadTimeout:    10 * time.Second,
+		WriteTimeout:   s.opts.StoreTimeout + 10*time.Second,
+		IdleTimeout:    90 * time.Second,
+		MaxHeaderBytes: 16 << 10,
+		// Requests in flight must outlive ctx while the server drains.
+		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	log.Info("receiving k-ID webhooks", "addr", ln.Addr().String())
+
+	go s.waitForCaches(ctx)
+
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serving webhooks: %w", err)
+	case <-ctx.Done():
+	}
+	s.ready.Store(false)
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		return fmt.Errorf("draining webhook requests: %w", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// waitForCaches makes the informers the handler reads exist, waits for them
+// to sync, then marks the receiver ready. Until then deliveries get 503, so
+// that a new replica never answers 404 for a product it has not seen yet.
+func (s *Server) waitForCaches(ctx context.Context) {
+	for _, obj := range []client.Object{&kidv1.KidProduct{}, &corev1.Secret{}} {
+		if _, err := s.cache.GetInformer(ctx, obj); err != nil {
+			ctrl.LoggerFrom(ctx).Error(err, "starting informer", "kind", fmt.Sprintf("%T", obj))
+			return
+		}
+	}
+	if s.cache.WaitForCacheSync(ctx) {
+		s.ready.Store(true)
+	}
+}
+
+// Ready reports whether the caches have synced.
+func (s *Server) Ready() bool { return s.ready.Load() }
+
+// MarkReady is for tests that drive Handler without Start.
+func (s *Server) MarkReady() { s.ready.Store(true) }
