@@ -1,0 +1,403 @@
+// Package fold computes a player's KidUser status from k-ID's events. It is
+// pure: no API calls, no clock, no randomness, so it can be tested
+// exhaustively.
+//
+// The fold is a join: each event is turned into a partial status (Delta), and
+// Merge joins two statuses field by field, each field taking the value with
+// the higher precedence (design.md §2, "Precedence"). Merge is commutative,
+// associative and idempotent, so the result does not depend on the order in
+// which k-ID's deliveries arrive, nor on how often they repeat. Linking two
+// KidUsers of one player is the same Merge.
+package fold
+
+import (
+	"slices"
+	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+	"github.com/kid-operator/kid-operator/internal/kid"
+)
+
+// MaxChallengeIDs bounds the challenges remembered per player (the CRD's
+// limit); the lexically smallest are kept, so Merge stays order-free.
+const MaxChallengeIDs = 64
+
+// MaxVerifications bounds the verification records per player (the CRD's
+// limit).
+const MaxVerifications = 32
+
+// Event is what the fold needs of a KidEvent.
+type Event struct {
+	// Name of the KidEvent.
+	Name string
+	// Type is k-ID's eventType.
+	Type string
+	// SignedAt is k-ID's signing time.
+	SignedAt time.Time
+	// Subject holds the ids the event names. For Verification.Revoke it may
+	// be narrowed to the ids of one player.
+	Subject kidv1.EventSubject
+	// Payload is the decoded data.
+	Payload kid.Payload
+}
+
+// Apply folds one event into a status and returns the result; st is not
+// modified.
+func Apply(st *kidv1.KidUserStatus, e *Event, privacy kid.Privacy) *kidv1.KidUserStatus {
+	out := Merge(st, Delta(e, privacy))
+	out.ObservedEvents = st.ObservedEvents + 1
+	return out
+}
+
+// Delta is the partial status one event stands for.
+func Delta(e *Event, privacy kid.Privacy) *kidv1.KidUserStatus {
+	p := &e.Payload
+	at := metav1.NewTime(e.SignedAt.UTC())
+	d := &kidv1.KidUserStatus{
+		SessionID:     e.Subject.SessionID,
+		KUID:          e.Subject.KUID,
+		LastEventRef:  &kidv1.LocalObjectReference{Name: e.Name},
+		LastEventTime: &at,
+	}
+	if e.Subject.ChallengeID != "" {
+		d.ChallengeIDs = []string{e.Subject.ChallengeID}
+	}
+	if d.SessionID != "" {
+		d.Session.State = kidv1.SessionActive
+	}
+	keep := func(email, dob string) {
+		pd := &kidv1.PersonalData{}
+		if privacy.KeepEmail {
+			pd.ApproverEmail = email
+		}
+		if privacy.KeepDateOfBirth {
+			pd.DateOfBirth = dob
+		}
+		if *pd != (kidv1.PersonalData{}) {
+			d.PersonalData = pd
+		}
+	}
+
+	switch e.Type {
+	case kid.ChallengeStateChange:
+		state := map[string]kidv1.ConsentState{
+			kid.StatusInProgress: kidv1.ConsentPending,
+			kid.StatusPending:    kidv1.ConsentPending,
+			kid.StatusPass:       kidv1.ConsentGranted,
+			kid.StatusFail:       kidv1.ConsentDenied,
+		}[p.Status]
+		if state != "" {
+			d.Consent = kidv1.ConsentStatus{State: state, ChallengeID: p.ID, Time: &at}
+		}
+		keep(p.ApproverEmail, p.DOB)
+	case kid.ParentalConsentGranted:
+		d.Consent = kidv1.ConsentStatus{State: kidv1.ConsentGranted, ChallengeID: p.ChallengeID, Time: &at}
+	case kid.VerificationResult, kid.AgeAssuranceResult:
+		if r := verificationRecord(p, at); r != nil {
+			d.Verification.Records = []kidv1.VerificationRecord{*r}
+		}
+		keep("", p.DOB)
+	case kid.VerificationRevoke:
+		for _, v := range p.Verifications {
+			if slices.Contains(e.Subject.VerificationIDs, v.ID) {
+				d.Verification.Records = append(d.Verification.Records, kidv1.VerificationRecord{
+					ID: v.ID, State: kidv1.VerificationRevoked, Reason: v.Reason, Time: &at,
+				})
+			}
+		}
+	case kid.SessionChangePermissions:
+		d.Session.PermissionsChangedAt = &at
+	case kid.SessionDelete:
+		d.Session = kidv1.SessionStatus{State: kidv1.SessionDeleted, DeletedAt: &at}
+		d.ErasedAt = &at
+	case kid.AccountDelete:
+		d.AccountDeleted = true
+		d.ErasedAt = &at
+	}
+	return normalize(d)
+}
+
+// verificationRecord reads a Verification.Result, or either shape of the
+// deprecated AgeAssurance.Result.
+func verificationRecord(p *kid.Payload, at metav1.Time) *kidv1.VerificationRecord {
+	if p.ID == "" {
+		return nil
+	}
+	r := &kidv1.VerificationRecord{ID: p.ID, Method: p.Method, AgeCategory: p.AgeCategory, Time: &at}
+	switch p.Status {
+	case kid.StatusPass:
+		r.State = kidv1.VerificationVerified
+	case kid.StatusFail:
+		r.State = kidv1.VerificationFailed
+		r.Reason = p.FailureReason
+	case kid.StatusInconclusive:
+		// Legacy AgeAssurance.Result: no decision. Recorded, so that it
+		// shows, but it ranks below any decision.
+		r.State = kidv1.VerificationUnverified
+		r.Reason = "inconclusive"
+	default:
+		return nil
+	}
+	switch {
+	case p.Age != nil:
+		r.Age = ageRange(p.Age.Low, p.Age.High)
+	case p.AgeRange != nil:
+		r.Age = ageRange(p.AgeRange.MinAge, p.AgeRange.MaxAge)
+	}
+	return r
+}
+
+func ageRange(low, high *kid.LenientInt) *kidv1.AgeRange {
+	conv := func(n *kid.LenientInt) *int32 {
+		if n == nil || !n.Set || n.Value < 0 || n.Value > 200 {
+			return nil
+		}
+		v := int32(n.Value)
+		return &v
+	}
+	a := &kidv1.AgeRange{Low: conv(low), High: conv(high)}
+	if a.Low == nil && a.High == nil {
+		return nil
+	}
+	return a
+}
+
+// Merge joins two statuses. Neither argument is modified.
+func Merge(a, b *kidv1.KidUserStatus) *kidv1.KidUserStatus {
+	out := &kidv1.KidUserStatus{
+		Conditions:     a.DeepCopy().Conditions, // owned by the controller, not the fold
+		SessionID:      minNonEmpty(a.SessionID, b.SessionID),
+		KUID:           minNonEmpty(a.KUID, b.KUID),
+		ChallengeIDs:   union(a.ChallengeIDs, b.ChallengeIDs, MaxChallengeIDs),
+		Consent:        mergeConsent(a.Consent, b.Consent),
+		Verification:   kidv1.VerificationStatus{Records: mergeRecords(a.Verification.Records, b.Verification.Records)},
+		Session:        mergeSession(a.Session, b.Session),
+		AccountDeleted: a.AccountDeleted || b.AccountDeleted,
+		PersonalData:   mergePersonal(a.PersonalData, b.PersonalData),
+		ErasedAt:       earliest(a.ErasedAt, b.ErasedAt),
+		ObservedEvents: a.ObservedEvents + b.ObservedEvents,
+	}
+	out.LastEventRef, out.LastEventTime = a.LastEventRef.DeepCopy(), a.LastEventTime.DeepCopy()
+	if later(b.LastEventTime, b.LastEventRef, a.LastEventTime, a.LastEventRef) {
+		out.LastEventRef, out.LastEventTime = b.LastEventRef.DeepCopy(), b.LastEventTime.DeepCopy()
+	}
+	return normalize(out)
+}
+
+// normalize derives the summary fields and applies erasure. It is
+// idempotent, so Merge stays a join.
+func normalize(st *kidv1.KidUserStatus) *kidv1.KidUserStatus {
+	st.Verification.State = summarize(st.Verification.Records)
+	if st.Consent.State == "" {
+		st.Consent.State = kidv1.ConsentNone
+	}
+	if st.ErasedAt != nil {
+		// Erased: keep what shows the erasure happened and what the game
+		// needs to refuse access; drop personal data and age details.
+		st.PersonalData = nil
+		for i := range st.Verification.Records {
+			st.Verification.Records[i].Age = nil
+			st.Verification.Records[i].AgeCategory = ""
+		}
+	}
+	return st
+}
+
+var consentRank = map[kidv1.ConsentState]int{
+	"": 0, kidv1.ConsentNone: 0, kidv1.ConsentPending: 1, kidv1.ConsentDenied: 2, kidv1.ConsentGranted: 3,
+}
+
+// mergeConsent: the higher state wins (None < Pending < Denied < Granted); of
+// two equal states, the earlier one, then the smaller challenge id.
+func mergeConsent(a, b kidv1.ConsentStatus) kidv1.ConsentStatus {
+	ra, rb := consentRank[a.State], consentRank[b.State]
+	switch {
+	case ra > rb:
+		return *a.DeepCopy()
+	case rb > ra:
+		return *b.DeepCopy()
+	case before(b.Time, a.Time) || (timeEqual(a.Time, b.Time) && b.ChallengeID < a.ChallengeID):
+		return *b.DeepCopy()
+	}
+	return *a.DeepCopy()
+}
+
+var verificationRank = map[kidv1.VerificationState]int{
+	kidv1.VerificationUnverified: 0, kidv1.VerificationFailed: 1, kidv1.VerificationVerified: 2, kidv1.VerificationRevoked: 3,
+}
+
+// outranks orders two records of one verification: the higher state first
+// (Unverified < Failed < Verified < Revoked: only a revocation takes Verified
+// away), then the earlier time, then the smaller reason, method.
+func outranks(a, b *kidv1.VerificationRecord) bool {
+	if ra, rb := verificationRank[a.State], verificationRank[b.State]; ra != rb {
+		return ra > rb
+	}
+	if !timeEqual(a.Time, b.Time) {
+		return before(a.Time, b.Time)
+	}
+	if a.Reason != b.Reason {
+		return a.Reason < b.Reason
+	}
+	return a.Method < b.Method
+}
+
+// mergeRecords joins the records by id. For one id, each field takes the
+// value of the highest-ranked record that has one, so a revocation keeps the
+// method and age of the verification it revoked.
+func mergeRecords(a, b []kidv1.VerificationRecord) []kidv1.VerificationRecord {
+	byID := map[string][]kidv1.VerificationRecord{}
+	for _, r := range slices.Concat(a, b) {
+		byID[r.ID] = append(byID[r.ID], r)
+	}
+	if len(byID) == 0 {
+		return nil
+	}
+	out := make([]kidv1.VerificationRecord, 0, len(byID))
+	for _, rs := range byID {
+		slices.SortFunc(rs, func(x, y kidv1.VerificationRecord) int {
+			switch {
+			case outranks(&x, &y):
+				return -1
+			case outranks(&y, &x):
+				return 1
+			}
+			return 0
+		})
+		merged := *rs[0].DeepCopy()
+		for _, r := range rs[1:] {
+			if merged.Method == "" {
+				merged.Method = r.Method
+			}
+			if merged.AgeCategory == "" {
+				merged.AgeCategory = r.AgeCategory
+			}
+			if merged.Age == nil && r.Age != nil {
+				merged.Age = r.Age.DeepCopy()
+			}
+		}
+		out = append(out, merged)
+	}
+	slices.SortFunc(out, func(x, y kidv1.VerificationRecord) int { return strings.Compare(x.ID, y.ID) })
+	if len(out) > MaxVerifications {
+		out = out[:MaxVerifications]
+	}
+	return out
+}
+
+// summarize: Verified if any verification passed and stands, else Revoked,
+// else Failed, else Unverified.
+func summarize(records []kidv1.VerificationRecord) kidv1.VerificationState {
+	has := func(s kidv1.VerificationState) bool {
+		return slices.ContainsFunc(records, func(r kidv1.VerificationRecord) bool { return r.State == s })
+	}
+	for _, s := range []kidv1.VerificationState{kidv1.VerificationVerified, kidv1.VerificationRevoked, kidv1.VerificationFailed} {
+		if has(s) {
+			return s
+		}
+	}
+	return kidv1.VerificationUnverified
+}
+
+// mergeSession: Deleted outranks Active (nothing resurrects a deleted
+// session); times take the latest change and the first deletion.
+func mergeSession(a, b kidv1.SessionStatus) kidv1.SessionStatus {
+	out := kidv1.SessionStatus{
+		State:                a.State,
+		PermissionsChangedAt: latest(a.PermissionsChangedAt, b.PermissionsChangedAt),
+		DeletedAt:            earliest(a.DeletedAt, b.DeletedAt),
+	}
+	if b.State == kidv1.SessionDeleted || out.State == "" {
+		out.State = b.State
+	}
+	return out
+}
+
+func mergePersonal(a, b *kidv1.PersonalData) *kidv1.PersonalData {
+	if a == nil && b == nil {
+		return nil
+	}
+	var x, y kidv1.PersonalData
+	if a != nil {
+		x = *a
+	}
+	if b != nil {
+		y = *b
+	}
+	return &kidv1.PersonalData{
+		DateOfBirth:   minNonEmpty(x.DateOfBirth, y.DateOfBirth),
+		ApproverEmail: minNonEmpty(x.ApproverEmail, y.ApproverEmail),
+	}
+}
+
+// minNonEmpty picks the non-empty one, or the smaller of two: a
+// deterministic choice where k-ID should never disagree with itself.
+func minNonEmpty(a, b string) string {
+	switch {
+	case a == "":
+		return b
+	case b == "":
+		return a
+	}
+	return min(a, b)
+}
+
+func union(a, b []string, limit int) []string {
+	if len(a) == 0 && len(b) == 0 {
+		return nil
+	}
+	out := slices.Concat(a, b)
+	slices.Sort(out)
+	out = slices.Compact(out)
+	if len(out) > limit {
+		out = out[:limit]
+	}
+	return out
+}
+
+func before(a, b *metav1.Time) bool {
+	switch {
+	case a == nil:
+		return false
+	case b == nil:
+		return true
+	}
+	return a.Before(b)
+}
+
+func timeEqual(a, b *metav1.Time) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Equal(b)
+}
+
+func earliest(a, b *metav1.Time) *metav1.Time {
+	if before(b, a) {
+		return b.DeepCopy()
+	}
+	return a.DeepCopy()
+}
+
+func latest(a, b *metav1.Time) *metav1.Time {
+	if a == nil || (b != nil && a.Before(b)) {
+		return b.DeepCopy()
+	}
+	return a.DeepCopy()
+}
+
+// later orders events by signing time, then name.
+func later(at *metav1.Time, a *kidv1.LocalObjectReference, bt *metav1.Time, b *kidv1.LocalObjectReference) bool {
+	switch {
+	case at == nil:
+		return false
+	case bt == nil:
+		return true
+	case !at.Equal(bt):
+		return bt.Before(at)
+	}
+	return a != nil && (b == nil || a.Name > b.Name)
+}

@@ -1,0 +1,249 @@
+package fold
+
+import (
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
+
+	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+	"github.com/kid-operator/kid-operator/internal/kid"
+	"github.com/kid-operator/kid-operator/internal/kidsim"
+)
+
+const (
+	challenge  = "c-1"
+	challenge2 = "c-2"
+	session    = "s-1"
+	kuid       = "k-1"
+	verif      = "v-1"
+	verif2     = "v-2"
+	email      = "parent@example.com"
+	dob        = "2011-07-12"
+)
+
+var t0 = time.Unix(1764000000, 0)
+
+// ev builds the Event the controller would hand to the fold for a payload
+// built by the simulator, signed n seconds after t0.
+func ev(t testing.TB, n int, eventType string, f kidsim.Fields) *Event {
+	body, err := kidsim.Build(eventType, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := kid.ParseEnvelope(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := env.Subject()
+	return &Event{
+		Name:     fmt.Sprintf("e%02d", n),
+		Type:     eventType,
+		SignedAt: t0.Add(time.Duration(n) * time.Second),
+		Subject:  kidv1.EventSubject{SessionID: s.SessionID, ChallengeID: s.ChallengeID, VerificationIDs: s.VerificationIDs, KUID: s.KUID},
+		Payload:  env.Payload,
+	}
+}
+
+var everything = kid.Privacy{KeepEmail: true, KeepDateOfBirth: true}
+
+func foldAll(events []*Event) *kidv1.KidUserStatus {
+	st := &kidv1.KidUserStatus{}
+	for _, e := range events {
+		st = Apply(st, e, everything)
+	}
+	return st
+}
+
+// sequences are realistic event sequences for one player, in k-ID's order.
+func sequences(t testing.TB) map[string][]*Event {
+	return map[string][]*Event{
+		"consent then session life": {
+			ev(t, 1, kid.ChallengeStateChange, kidsim.Fields{ChallengeID: challenge, Status: kid.StatusInProgress}),
+			ev(t, 2, kid.ChallengeStateChange, kidsim.Fields{ChallengeID: challenge, Status: kid.StatusPass, SessionID: session, KUID: kuid, DOB: dob, ApproverEmail: email}),
+			ev(t, 3, kid.SessionChangePermissions, kidsim.Fields{SessionID: session}),
+			ev(t, 4, kid.SessionChangePermissions, kidsim.Fields{SessionID: session}),
+			ev(t, 5, kid.SessionDelete, kidsim.Fields{SessionID: session}),
+		},
+		"denied then granted on a new challenge": {
+			ev(t, 1, kid.ChallengeStateChange, kidsim.Fields{ChallengeID: challenge, Status: kid.StatusInProgress}),
+			ev(t, 2, kid.ChallengeStateChange, kidsim.Fields{ChallengeID: challenge, Status: kid.StatusFail}),
+			ev(t, 3, kid.ChallengeStateChange, kidsim.Fields{ChallengeID: challenge2, Status: kid.StatusInProgress}),
+			ev(t, 4, kid.ParentalConsentGranted, kidsim.Fields{ChallengeID: challenge2}),
+			ev(t, 5, kid.ChallengeStateChange, kidsim.Fields{ChallengeID: challenge2, Status: kid.StatusPass, SessionID: session, KUID: kuid}),
+		},
+		"verified, revoked, verified again": {
+			ev(t, 1, kid.VerificationResult, kidsim.Fields{ID: verif, Status: kid.StatusPass, Method: "id-document", AgeLow: 43, AgeHigh: 43, DOB: "1981-06-20"}),
+			ev(t, 2, kid.VerificationRevoke, kidsim.Fields{VerificationIDs: []string{verif}, Reason: "fraudulent-activity-detected"}),
+			ev(t, 3, kid.VerificationResult, kidsim.Fields{ID: verif2, Status: kid.StatusFail, FailureReason: "age-criteria-not-met", AgeLow: 13, AgeHigh: 17}),
+			ev(t, 4, kid.VerificationResult, kidsim.Fields{ID: verif2, Status: kid.StatusPass, Method: "age-estimation-scan", AgeLow: 18, AgeHigh: 100}),
+			// A bulk revocation, narrowed (as the controller does) to the ids
+			// this player holds.
+			narrow(ev(t, 5, kid.VerificationRevoke, kidsim.Fields{VerificationIDs: []string{verif, "someone-else"}, Reason: "provider-reported-error"}), verif),
+		},
+		"account deleted after consent, with repeats": {
+			ev(t, 1, kid.ChallengeStateChange, kidsim.Fields{ChallengeID: challenge, Status: kid.StatusPass, SessionID: session, KUID: kuid, DOB: dob, ApproverEmail: email}),
+			ev(t, 1, kid.ChallengeStateChange, kidsim.Fields{ChallengeID: challenge, Status: kid.StatusPass, SessionID: session, KUID: kuid, DOB: dob, ApproverEmail: email}),
+			ev(t, 2, kid.ChallengeStateChange, kidsim.Fields{ChallengeID: challenge, Status: kid.StatusInProgress}),
+			ev(t, 3, kid.AgeAssuranceResult, kidsim.Fields{ID: verif, Status: kid.StatusPass, AgeCategory: "digital-youth", AgeLow: 14, AgeHigh: 16, DOB: dob}),
+			ev(t, 4, kid.AccountDelete, kidsim.Fields{KUID: kuid}),
+			ev(t, 5, kid.SessionChangePermissions, kidsim.Fields{SessionID: session}),
+		},
+		"legacy inconclusive then a decision": {
+			{Name: "e01", Type: kid.AgeAssuranceResult, SignedAt: t0, Payload: legacy(t, verif, kid.StatusInconclusive)},
+			{Name: "e02", Type: kid.AgeAssuranceResult, SignedAt: t0.Add(time.Second), Payload: legacy(t, verif, kid.StatusPass)},
+			ev(t, 3, kid.VerificationResult, kidsim.Fields{ID: verif2, Status: kid.StatusFail, FailureReason: "max-attempts-exceeded"}),
+			ev(t, 4, kid.VerificationRevoke, kidsim.Fields{VerificationIDs: []string{verif}}),
+			ev(t, 5, kid.VerificationResult, kidsim.Fields{ID: verif, Status: kid.StatusPass}),
+		},
+	}
+}
+
+func legacy(t testing.TB, id, status string) kid.Payload {
+	body := fmt.Sprintf(`{"eventType":"AgeAssurance.Result","data":{"id":%q,"status":%q,"ageRange":{"minAge":18,"maxAge":25,"confidence":0.8}}}`, id, status)
+	env, err := kid.ParseEnvelope([]byte(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return env.Payload
+}
+
+// permutations calls f with every ordering of events (Heap's algorithm).
+func permutations(events []*Event, f func([]*Event)) {
+	a := append([]*Event(nil), events...)
+	var generate func(int)
+	generate = func(k int) {
+		if k <= 1 {
+			f(a)
+			return
+		}
+		for i := 0; i < k; i++ {
+			generate(k - 1)
+			if k%2 == 0 {
+				a[i], a[k-1] = a[k-1], a[i]
+			} else {
+				a[0], a[k-1] = a[k-1], a[0]
+			}
+		}
+	}
+	generate(len(a))
+}
+
+func dump(st *kidv1.KidUserStatus) string {
+	b, _ := json.MarshalIndent(st, "", " ")
+	return string(b)
+}
+
+func TestEveryOrderFoldsToTheInOrderStatus(t *testing.T) {
+	for name, events := range sequences(t) {
+		t.Run(name, func(t *testing.T) {
+			want := foldAll(events)
+			n := 0
+			permutations(events, func(order []*Event) {
+				n++
+				if got := foldAll(order); !apiequality.Semantic.DeepEqual(got, want) {
+					t.Fatalf("order %v folds to\n%s\nwant\n%s", names(order), dump(got), dump(want))
+				}
+			})
+			if n < 120 {
+				t.Fatalf("only %d orders tried", n)
+			}
+		})
+	}
+}
+
+func TestLinkingIsTheSameAsOneFold(t *testing.T) {
+	// Two KidUsers of one player, each folded from part of the events, then
+	// merged, equal the fold of all the events on one user.
+	for name, events := range sequences(t) {
+		t.Run(name, func(t *testing.T) {
+			want := foldAll(events)
+			for split := 0; split <= len(events); split++ {
+				got := Merge(foldAll(events[:split]), foldAll(events[split:]))
+				if !apiequality.Semantic.DeepEqual(got, want) {
+					t.Fatalf("split at %d merges to\n%s\nwant\n%s", split, dump(got), dump(want))
+				}
+			}
+		})
+	}
+}
+
+func TestApplyingAnEventAgainChangesNothingButTheCount(t *testing.T) {
+	g := NewWithT(t)
+	for _, events := range sequences(t) {
+		once := foldAll(events)
+		twice := Apply(once, events[len(events)-1], everything)
+		twice.ObservedEvents = once.ObservedEvents
+		g.Expect(apiequality.Semantic.DeepEqual(once, twice)).To(BeTrue(), dump(twice))
+	}
+}
+
+func TestPrecedence(t *testing.T) {
+	g := NewWithT(t)
+	seqs := sequences(t)
+
+	st := foldAll(seqs["consent then session life"][:2])
+	g.Expect(st.Consent.State).To(Equal(kidv1.ConsentGranted))
+	g.Expect(st.SessionID).To(Equal(session))
+	g.Expect(st.KUID).To(Equal(kuid))
+	g.Expect(st.PersonalData).To(Equal(&kidv1.PersonalData{DateOfBirth: dob, ApproverEmail: email}))
+
+	late := Apply(st, ev(t, 9, kid.ChallengeStateChange, kidsim.Fields{ChallengeID: challenge, Status: kid.StatusInProgress}), everything)
+	g.Expect(late.Consent.State).To(Equal(kidv1.ConsentGranted), "a late IN_PROGRESS leaves consent Granted")
+
+	deleted := foldAll(seqs["consent then session life"])
+	g.Expect(deleted.Session.State).To(Equal(kidv1.SessionDeleted))
+	g.Expect(deleted.PersonalData).To(BeNil(), "Session.Delete erases personal data")
+	g.Expect(deleted.ErasedAt).NotTo(BeNil())
+	again := Apply(deleted, ev(t, 9, kid.ChallengeStateChange, kidsim.Fields{ChallengeID: challenge, Status: kid.StatusPass, SessionID: session, DOB: dob, ApproverEmail: email}), everything)
+	g.Expect(again.Session.State).To(Equal(kidv1.SessionDeleted), "nothing resurrects a deleted session")
+	g.Expect(again.PersonalData).To(BeNil(), "nor its personal data")
+
+	v := foldAll(seqs["verified, revoked, verified again"][:2])
+	g.Expect(v.Verification.State).To(Equal(kidv1.VerificationRevoked))
+	g.Expect(v.Verification.Records[0].Method).To(Equal("id-document"), "a revocation keeps what it revoked")
+	g.Expect(v.Verification.Records[0].Reason).To(Equal("fraudulent-activity-detected"))
+	v = Apply(v, ev(t, 9, kid.VerificationResult, kidsim.Fields{ID: verif, Status: kid.StatusPass}), everything)
+	g.Expect(v.Verification.State).To(Equal(kidv1.VerificationRevoked), "only a revocation takes Verified away, and a late PASS does not undo it")
+
+	all := foldAll(seqs["verified, revoked, verified again"])
+	g.Expect(all.Verification.State).To(Equal(kidv1.VerificationVerified), "a later verification that stands makes the player Verified")
+	g.Expect(all.Verification.Records).To(HaveLen(2), "the revocation of another player's verification is not recorded here")
+
+	legacyFold := foldAll(seqs["legacy inconclusive then a decision"][:1])
+	g.Expect(legacyFold.Verification.State).To(Equal(kidv1.VerificationUnverified))
+	g.Expect(legacyFold.Verification.Records[0].Reason).To(Equal("inconclusive"))
+	g.Expect(*legacyFold.Verification.Records[0].Age.Low).To(BeEquivalentTo(18))
+
+	denied := foldAll(seqs["denied then granted on a new challenge"][:2])
+	g.Expect(denied.Consent.State).To(Equal(kidv1.ConsentDenied))
+	g.Expect(foldAll(seqs["denied then granted on a new challenge"]).Consent.ChallengeID).To(Equal(challenge2))
+
+	acct := foldAll(seqs["account deleted after consent, with repeats"])
+	g.Expect(acct.AccountDeleted).To(BeTrue())
+	g.Expect(acct.PersonalData).To(BeNil())
+	g.Expect(acct.Verification.Records[0].Age).To(BeNil(), "age details are erased too")
+}
+
+func TestPrivacyKeepsOnlyWhatIsAllowed(t *testing.T) {
+	g := NewWithT(t)
+	pass := ev(t, 1, kid.ChallengeStateChange, kidsim.Fields{ChallengeID: challenge, Status: kid.StatusPass, SessionID: session, DOB: dob, ApproverEmail: email})
+	g.Expect(Apply(&kidv1.KidUserStatus{}, pass, kid.Privacy{}).PersonalData).To(BeNil())
+	g.Expect(Apply(&kidv1.KidUserStatus{}, pass, kid.Privacy{KeepEmail: true}).PersonalData).To(Equal(&kidv1.PersonalData{ApproverEmail: email}))
+}
+
+func narrow(e *Event, ids ...string) *Event {
+	e.Subject.VerificationIDs = ids
+	return e
+}
+
+func names(events []*Event) []string {
+	var out []string
+	for _, e := range events {
+		out = append(out, e.Name)
+	}
+	return out
+}
