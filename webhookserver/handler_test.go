@@ -21,7 +21,7 @@ import (
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
 	"github.com/kid-operator/kid-operator/internal/kid"
-	"github.com/kid-operator/kid-operator/internal/testenv"
+	"github.com/kid-operator/kid-operator/internal/scheme"
 )
 
 const testSecret = "s3cret"
@@ -49,7 +49,7 @@ func newTestServer(t *testing.T, funcs *interceptor.Funcs) (*Server, client.Clie
 		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "demo-webhook", Namespace: "default"}, Data: map[string][]byte{"current": []byte(testSecret)}},
 		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "empty", Namespace: "default"}, Data: map[string][]byte{"current": {}}},
 	}
-	b := fake.NewClientBuilder().WithScheme(testenv.Scheme).WithObjects(objs...)
+	b := fake.NewClientBuilder().WithScheme(scheme.Scheme).WithObjects(objs...)
 	if funcs != nil {
 		b = b.WithInterceptorFuncs(*funcs)
 	}

@@ -37,9 +37,9 @@ const (
 	// InvalidFilterReason: a KidAction's CEL filter does not compile.
 	InvalidFilterReason = "InvalidFilter"
 	// ConsentReason and friends explain KidUser conditions.
-	ConsentReason       = "Consent"
-	VerificationReason  = "Verification"
-	SessionReason       = "Session"
+	ConsentReason      = "Consent"
+	VerificationReason = "Verification"
+	SessionReason      = "Session"
 )
 
 // Label keys set on KidEvents so that `kubectl get -l` finds them.

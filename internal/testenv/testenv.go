@@ -9,30 +9,10 @@ import (
 	"path/filepath"
 	goruntime "runtime"
 
-	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
-	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+	"github.com/kid-operator/kid-operator/internal/scheme"
 )
-
-// Scheme knows the built-in kinds and kid.dev/v1alpha1.
-var Scheme = newScheme()
-
-func newScheme() *runtime.Scheme {
-	s := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(s); err != nil {
-		panic(err)
-	}
-	if err := apiextensionsv1.AddToScheme(s); err != nil {
-		panic(err)
-	}
-	if err := kidv1.AddToScheme(s); err != nil {
-		panic(err)
-	}
-	return s
-}
 
 // RepoRoot is the root of the source tree, found from this file.
 func RepoRoot() string {
@@ -50,6 +30,6 @@ func New() (*envtest.Environment, error) {
 	return &envtest.Environment{
 		CRDDirectoryPaths:     []string{filepath.Join(RepoRoot(), "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
-		Scheme:                Scheme,
+		Scheme:                scheme.Scheme,
 	}, nil
 }

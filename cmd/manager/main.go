@@ -1,0 +1,51 @@
+// Command manager runs kid-operator: the KidProduct, KidEvent and KidUser
+// controllers, and the k-ID webhook receiver.
+package main
+
+import (
+	"flag"
+	"os"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/kid-operator/kid-operator/internal/operator"
+	"github.com/kid-operator/kid-operator/webhookserver"
+)
+
+func main() {
+	var opts operator.Options
+	var qps float64
+	flag.StringVar(&opts.MetricsAddr, "metrics-bind-address", ":8443", "address of the /metrics endpoint (0 turns it off)")
+	flag.StringVar(&opts.ProbeAddr, "health-probe-bind-address", ":8081", "address of the /healthz and /readyz endpoints")
+	flag.BoolVar(&opts.LeaderElection, "leader-elect", false, "run the controllers on one replica at a time (the receiver runs on every replica)")
+	flag.StringVar(&opts.Webhook.Addr, "webhook-bind-address", envOr("KID_LISTEN_ADDR", ":8080"), "address the k-ID webhook receiver listens on (default $KID_LISTEN_ADDR)")
+	flag.Int64Var(&opts.Webhook.MaxBodyBytes, "webhook-max-body-bytes", webhookserver.DefaultMaxBodyBytes, "largest webhook body accepted; larger ones get 413")
+	flag.DurationVar(&opts.Webhook.StoreTimeout, "webhook-store-timeout", webhookserver.DefaultStoreTimeout, "how long a delivery waits for the API server before it gets 503")
+	flag.Float64Var(&qps, "kube-api-qps", operator.DefaultQPS, "API client requests per second")
+	flag.IntVar(&opts.Burst, "kube-api-burst", operator.DefaultBurst, "API client burst")
+	zapOpts := zap.Options{}
+	zapOpts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	opts.QPS = float32(qps)
+
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	log := ctrl.Log.WithName("setup")
+
+	mgr, err := operator.New(ctrl.GetConfigOrDie(), opts)
+	if err != nil {
+		log.Error(err, "building the manager")
+		os.Exit(1)
+	}
+	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+		log.Error(err, "running the manager")
+		os.Exit(1)
+	}
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}

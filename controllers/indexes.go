@@ -1,0 +1,107 @@
+// Package controllers holds one reconciler per kid.dev kind.
+package controllers
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+)
+
+// Field indexes on the informer cache.
+const (
+	// secretIndex: KidProducts by the name of their webhook Secret.
+	secretIndex = "kid.dev/webhook-secret"
+	// userIDIndex: KidUsers by every k-ID id they hold (idKey).
+	userIDIndex = "kid.dev/user-id"
+	// eventIDIndex: KidEvents by every k-ID id they name (idKey).
+	eventIDIndex = "kid.dev/event-id"
+)
+
+// idKey is the index value of one k-ID id within a product: ids of different
+// kinds or products never collide.
+func idKey(product string, kind kidv1.IdentityKind, id string) string {
+	return product + "/" + string(kind) + "/" + id
+}
+
+// userIDs returns the index values of the ids a KidUser holds.
+func userIDs(u *kidv1.KidUser) []string {
+	p := u.Spec.ProductRef.Name
+	keys := []string{idKey(p, u.Spec.Identity.Kind, u.Spec.Identity.ID)}
+	if u.Status.SessionID != "" {
+		keys = append(keys, idKey(p, kidv1.IdentitySession, u.Status.SessionID))
+	}
+	if u.Status.KUID != "" {
+		keys = append(keys, idKey(p, kidv1.IdentityAccount, u.Status.KUID))
+	}
+	for _, c := range u.Status.ChallengeIDs {
+		keys = append(keys, idKey(p, kidv1.IdentityChallenge, c))
+	}
+	for _, r := range u.Status.Verification.Records {
+		keys = append(keys, idKey(p, kidv1.IdentityVerification, r.ID))
+	}
+	return keys
+}
+
+// eventIDs returns the index values of the ids a KidEvent names.
+func eventIDs(e *kidv1.KidEvent) []string {
+	p, s := e.Spec.ProductRef.Name, e.Spec.Subject
+	var keys []string
+	add := func(kind kidv1.IdentityKind, id string) {
+		if id != "" {
+			keys = append(keys, idKey(p, kind, id))
+		}
+	}
+	add(kidv1.IdentitySession, s.SessionID)
+	add(kidv1.IdentityChallenge, s.ChallengeID)
+	add(kidv1.IdentityAccount, s.KUID)
+	for _, v := range s.VerificationIDs {
+		add(kidv1.IdentityVerification, v)
+	}
+	return keys
+}
+
+// SetupIndexes registers the field indexes the reconcilers read.
+func SetupIndexes(ctx context.Context, mgr ctrl.Manager) error {
+	idx := mgr.GetFieldIndexer()
+	if err := idx.IndexField(ctx, &kidv1.KidProduct{}, secretIndex, func(o client.Object) []string {
+		return []string{o.(*kidv1.KidProduct).Spec.Webhook.SecretRef.Name}
+	}); err != nil {
+		return fmt.Errorf("indexing KidProducts by secret: %w", err)
+	}
+	if err := idx.IndexField(ctx, &kidv1.KidUser{}, userIDIndex, func(o client.Object) []string {
+		return userIDs(o.(*kidv1.KidUser))
+	}); err != nil {
+		return fmt.Errorf("indexing KidUsers by id: %w", err)
+	}
+	if err := idx.IndexField(ctx, &kidv1.KidEvent{}, eventIDIndex, func(o client.Object) []string {
+		return eventIDs(o.(*kidv1.KidEvent))
+	}); err != nil {
+		return fmt.Errorf("indexing KidEvents by id: %w", err)
+	}
+	return nil
+}
+
+// identityRank orders identities by strength: a session is the player; the
+// others stand in for one until a link appears.
+var identityRank = map[kidv1.IdentityKind]int{
+	kidv1.IdentitySession: 3, kidv1.IdentityChallenge: 2, kidv1.IdentityVerification: 1, kidv1.IdentityAccount: 0,
+}
+
+// UserName is the deterministic name of the KidUser known by an identity:
+// the product, the identity's kind and a digest of the id (k-ID's ids are
+// not promised to be valid in object names).
+func UserName(product string, kind kidv1.IdentityKind, id string) string {
+	sum := sha256.Sum256([]byte(string(kind) + "\x00" + id))
+	return product + "-" + map[kidv1.IdentityKind]string{
+		kidv1.IdentitySession:      "session",
+		kidv1.IdentityChallenge:    "challenge",
+		kidv1.IdentityVerification: "verification",
+		kidv1.IdentityAccount:      "account",
+	}[kind] + "-" + hex.EncodeToString(sum[:10])
+}

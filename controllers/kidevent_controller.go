@@ -1,0 +1,363 @@
+package controllers
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"time"
+
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+
+	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+	"github.com/kid-operator/kid-operator/internal/fold"
+	"github.com/kid-operator/kid-operator/internal/kid"
+)
+
+// KidEventReconciler folds each stored KidEvent into the KidUser(s) it is
+// about, then marks the event Applied (or Ignored). An event is folded once:
+// only a Pending event is processed, and the fold itself is idempotent, so a
+// retry after a failure between the two writes changes nothing but the
+// user's event count.
+type KidEventReconciler struct {
+	client.Client
+	Recorder events.EventRecorder
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// MaxConcurrentReconciles defaults to 4.
+	MaxConcurrentReconciles int
+}
+
+// +kubebuilder:rbac:groups=kid.dev,resources=kidevents,verbs=get;list;watch;create;delete
+// +kubebuilder:rbac:groups=kid.dev,resources=kidevents/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=kid.dev,resources=kidusers,verbs=get;list;watch;create;delete
+// +kubebuilder:rbac:groups=kid.dev,resources=kidusers/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// SetupWithManager registers the controller. Only creates trigger it: the
+// spec of an event never changes, and status writes must not retrigger.
+func (r *KidEventReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.MaxConcurrentReconciles == 0 {
+		r.MaxConcurrentReconciles = 4
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&kidv1.KidEvent{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
+		Named("kidevent").
+		Complete(r)
+}
+
+func (r *KidEventReconciler) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+// Reconcile processes one KidEvent.
+func (r *KidEventReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	event := &kidv1.KidEvent{}
+	if err := r.Get(ctx, req.NamespacedName, event); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if event.Status.Phase != "" && event.Status.Phase != kidv1.EventPending {
+		return ctrl.Result{}, nil
+	}
+	if !kid.Known(event.Spec.EventType) {
+		// Test events and types this version does not know: kept for the
+		// record, folded into no user.
+		eventsProcessedTotal.WithLabelValues(typeLabel(event.Spec.EventType), "ignored").Inc()
+		return ctrl.Result{}, r.setPhase(ctx, event, kidv1.EventIgnored, nil)
+	}
+
+	product := &kidv1.KidProduct{}
+	if err := r.Get(ctx, types.NamespacedName{Namespace: event.Namespace, Name: event.Spec.ProductRef.Name}, product); err != nil {
+		// Without its product the privacy settings are unknown: wait.
+		return ctrl.Result{}, fmt.Errorf("reading product of event: %w", err)
+	}
+	fe, err := foldEvent(event)
+	if err != nil {
+		// Stored data that does not decode can never fold: ignore it.
+		ctrl.LoggerFrom(ctx).Error(err, "event data does not decode; ignoring the event")
+		eventsProcessedTotal.WithLabelValues(typeLabel(event.Spec.EventType), "ignored").Inc()
+		return ctrl.Result{}, r.setPhase(ctx, event, kidv1.EventIgnored, nil)
+	}
+
+	targets, err := r.targets(ctx, event, fe)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	privacy := kid.Privacy{KeepEmail: product.Spec.Privacy.StoreApproverEmail, KeepDateOfBirth: product.Spec.Privacy.StoreDateOfBirth}
+	erased := false
+	for _, t := range targets {
+		user, err := r.applyTo(ctx, event, t, privacy)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		erased = erased || user.Status.ErasedAt != nil
+	}
+	if erased && event.Spec.PersonalData {
+		// A late delivery about a player k-ID already erased: its personal
+		// data must not stay. The fold took what it may; drop the event.
+		eventsProcessedTotal.WithLabelValues(typeLabel(event.Spec.EventType), "erased").Inc()
+		erasedEventsTotal.Inc()
+		return ctrl.Result{}, client.IgnoreNotFound(r.Delete(ctx, event))
+	}
+	var userRef *kidv1.LocalObjectReference
+	if len(targets) > 0 {
+		userRef = &kidv1.LocalObjectReference{Name: targets[0].name}
+	}
+	if err := r.setPhase(ctx, event, kidv1.EventApplied, userRef); err != nil {
+		return ctrl.Result{}, err
+	}
+	eventsProcessedTotal.WithLabelValues(typeLabel(event.Spec.EventType), "applied").Inc()
+	if event.Spec.SignedAt != nil {
+		applyLatency.WithLabelValues(typeLabel(event.Spec.EventType)).Observe(r.now().Sub(event.Spec.SignedAt.Time).Seconds())
+	}
+	return ctrl.Result{}, nil
+}
+
+// foldEvent decodes what the fold needs of a KidEvent.
+func foldEvent(e *kidv1.KidEvent) (*fold.Event, error) {
+	fe := &fold.Event{Name: e.Name, Type: e.Spec.EventType, Subject: e.Spec.Subject, SignedAt: e.Spec.ReceivedAt.Time}
+	if e.Spec.SignedAt != nil {
+		fe.SignedAt = e.Spec.SignedAt.Time
+	}
+	if e.Spec.Data != nil {
+		if err := json.Unmarshal(e.Spec.Data.Raw, &fe.Payload); err != nil {
+			return nil, err
+		}
+	}
+	return fe, nil
+}
+
+// target is one KidUser an event folds into, with the event narrowed to
+// that user.
+type target struct {
+	name     string
+	identity kidv1.UserIdentity
+	event    *fold.Event
+}
+
+// targets resolves the KidUsers an event folds into (design.md §2, "Identity
+// and linking"):
+//   - an event that names a session folds into that session's user;
+//   - otherwise into the strongest user that already holds one of its ids,
+//     else into a user known by its strongest id;
+//   - Verification.Revoke folds each revoked id into whichever users hold it;
+//   - Account.Delete folds into every user with that kuid.
+//
+// Users that stand in for a player (known by a challenge, verification or
+// kuid) are merged into the player's session user by the KidUser controller
+// once a link appears.
+func (r *KidEventReconciler) targets(ctx context.Context, e *kidv1.KidEvent, fe *fold.Event) ([]target, error) {
+	product, s := e.Spec.ProductRef.Name, e.Spec.Subject
+	one := func(kind kidv1.IdentityKind, id string) target {
+		return target{name: UserName(product, kind, id), identity: kidv1.UserIdentity{Kind: kind, ID: id}, event: fe}
+	}
+	switch {
+	case s.SessionID != "":
+		return []target{one(kidv1.IdentitySession, s.SessionID)}, nil
+
+	case e.Spec.EventType == kid.VerificationRevoke:
+		byUser := map[string]*target{}
+		var order []string
+		for _, v := range s.VerificationIDs {
+			holders, err := r.holders(ctx, e.Namespace, idKey(product, kidv1.IdentityVerification, v))
+			if err != nil {
+				return nil, err
+			}
+			if len(holders) == 0 {
+				t := one(kidv1.IdentityVerification, v)
+				holders = []target{t}
+			}
+			for _, h := range holders {
+				t, ok := byUser[h.name]
+				if !ok {
+					narrowed := *fe
+					narrowed.Subject.VerificationIDs = nil
+					h.event = &narrowed
+					t = &h
+					byUser[h.name] = t
+					order = append(order, h.name)
+				}
+				t.event.Subject.VerificationIDs = append(t.event.Subject.VerificationIDs, v)
+			}
+		}
+		out := make([]target, 0, len(order))
+		for _, name := range order {
+			out = append(out, *byUser[name])
+		}
+		return out, nil
+
+	case e.Spec.EventType == kid.AccountDelete && s.KUID != "":
+		holders, err := r.holders(ctx, e.Namespace, idKey(product, kidv1.IdentityAccount, s.KUID))
+		if err != nil {
+			return nil, err
+		}
+		// The account's own record is kept too, so that a session linked to
+		// this kuid later still learns of the deletion.
+		own := one(kidv1.IdentityAccount, s.KUID)
+		if !slices.ContainsFunc(holders, func(h target) bool { return h.name == own.name }) {
+			holders = append(holders, own)
+		}
+		return holders, nil
+	}
+
+	// A challenge or a verification: the strongest holder, else its own.
+	var kind kidv1.IdentityKind
+	var id string
+	switch {
+	case s.ChallengeID != "":
+		kind, id = kidv1.IdentityChallenge, s.ChallengeID
+	case len(s.VerificationIDs) > 0:
+		kind, id = kidv1.IdentityVerification, s.VerificationIDs[0]
+	case s.KUID != "":
+		kind, id = kidv1.IdentityAccount, s.KUID
+	default:
+		return nil, nil
+	}
+	holders, err := r.holders(ctx, e.Namespace, idKey(product, kind, id))
+	if err != nil || len(holders) == 0 {
+		return []target{one(kind, id)}, err
+	}
+	return holders[:1], nil
+}
+
+// holders lists the users holding an id, strongest identity first.
+func (r *KidEventReconciler) holders(ctx context.Context, namespace, key string) ([]target, error) {
+	var users kidv1.KidUserList
+	if err := r.List(ctx, &users, client.InNamespace(namespace), client.MatchingFields{userIDIndex: key}); err != nil {
+		return nil, fmt.Errorf("listing users by id: %w", err)
+	}
+	slices.SortFunc(users.Items, strongerFirst)
+	out := make([]target, 0, len(users.Items))
+	for i := range users.Items {
+		u := &users.Items[i]
+		out = append(out, target{name: u.Name, identity: u.Spec.Identity})
+	}
+	return out, nil
+}
+
+// strongerFirst orders users by identity strength, then name.
+func strongerFirst(a, b kidv1.KidUser) int {
+	if ra, rb := identityRank[a.Spec.Identity.Kind], identityRank[b.Spec.Identity.Kind]; ra != rb {
+		return rb - ra
+	}
+	if a.Name < b.Name {
+		return -1
+	}
+	return 1
+}
+
+// applyTo folds the target's event into its KidUser, creating the user if
+// needed. The status write carries the resourceVersion read, so two
+// concurrent folds into one user never lose each other's work.
+func (r *KidEventReconciler) applyTo(ctx context.Context, e *kidv1.KidEvent, t target, privacy kid.Privacy) (*kidv1.KidUser, error) {
+	if t.event == nil {
+		fe, err := foldEvent(e)
+		if err != nil {
+			return nil, err
+		}
+		t.event = fe
+	}
+	user := &kidv1.KidUser{}
+	err := r.Get(ctx, types.NamespacedName{Namespace: e.Namespace, Name: t.name}, user)
+	switch {
+	case apierrors.IsNotFound(err):
+		user = &kidv1.KidUser{
+			ObjectMeta: metav1.ObjectMeta{
+				Name: t.name, Namespace: e.Namespace,
+				Labels: map[string]string{kidv1.ProductLabel: e.Spec.ProductRef.Name},
+			},
+			Spec: kidv1.KidUserSpec{ProductRef: e.Spec.ProductRef, Identity: t.identity},
+		}
+		if err := r.Create(ctx, user); err != nil {
+			// AlreadyExists: another worker made it; the retry reads it.
+			return nil, fmt.Errorf("creating user: %w", err)
+		}
+	case err != nil:
+		return nil, fmt.Errorf("reading user: %w", err)
+	}
+
+	before := user.DeepCopy()
+	user.Status = *fold.Apply(&user.Status, t.event, privacy)
+	setUserConditions(user)
+	if apiequality.Semantic.DeepEqual(before.Status, user.Status) {
+		return user, nil
+	}
+	if err := r.Status().Patch(ctx, user, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
+		return nil, fmt.Errorf("updating user status: %w", err)
+	}
+	r.recordTransitions(before, user)
+	return user, nil
+}
+
+// setUserConditions derives the KidUser conditions from its status.
+func setUserConditions(u *kidv1.KidUser) {
+	set := func(condType string, ok bool, reason, msg string) {
+		status := metav1.ConditionFalse
+		if ok {
+			status = metav1.ConditionTrue
+		}
+		meta.SetStatusCondition(&u.Status.Conditions, metav1.Condition{
+			Type: condType, Status: status, Reason: reason, Message: msg, ObservedGeneration: u.Generation,
+		})
+	}
+	st := &u.Status
+	set(kidv1.ConsentGrantedCondition, st.Consent.State == kidv1.ConsentGranted, kidv1.ConsentReason, "consent is "+string(st.Consent.State))
+	set(kidv1.AgeVerifiedCondition, st.Verification.State == kidv1.VerificationVerified, kidv1.VerificationReason, "verification is "+string(st.Verification.State))
+	if st.Session.State != "" {
+		set(kidv1.SessionActiveCondition, st.Session.State == kidv1.SessionActive, kidv1.SessionReason, "session is "+string(st.Session.State))
+	}
+}
+
+// recordTransitions emits a Kubernetes Event for each real transition. The
+// notes name states and k-ID's opaque ids, never personal data.
+func (r *KidEventReconciler) recordTransitions(before, after *kidv1.KidUser) {
+	if r.Recorder == nil {
+		return
+	}
+	b, a := &before.Status, &after.Status
+	if a.Consent.State != b.Consent.State && (a.Consent.State == kidv1.ConsentGranted || a.Consent.State == kidv1.ConsentDenied) {
+		r.Recorder.Eventf(after, nil, "Normal", "Consent"+string(a.Consent.State), "Fold", "parental consent %s (challenge %s)", a.Consent.State, a.Consent.ChallengeID)
+	}
+	if a.Verification.State != b.Verification.State {
+		eventType := "Normal"
+		if a.Verification.State == kidv1.VerificationRevoked {
+			eventType = "Warning"
+		}
+		r.Recorder.Eventf(after, nil, eventType, "Verification"+string(a.Verification.State), "Fold", "age verification %s", a.Verification.State)
+	}
+	if a.Session.State == kidv1.SessionDeleted && b.Session.State != kidv1.SessionDeleted {
+		r.Recorder.Eventf(after, nil, "Normal", "SessionDeleted", "Fold", "k-ID deleted the session; personal data erased")
+	}
+	if a.AccountDeleted && !b.AccountDeleted {
+		r.Recorder.Eventf(after, nil, "Normal", "AccountDeleted", "Fold", "k-ID deleted the account; personal data erased")
+	}
+}
+
+// setPhase writes the event's phase (one status write per event).
+func (r *KidEventReconciler) setPhase(ctx context.Context, e *kidv1.KidEvent, phase kidv1.EventPhase, userRef *kidv1.LocalObjectReference) error {
+	before := e.DeepCopy()
+	now := metav1.NewTime(r.now())
+	e.Status.Phase = phase
+	e.Status.UserRef = userRef
+	if phase == kidv1.EventApplied {
+		e.Status.AppliedAt = &now
+	}
+	if err := r.Status().Patch(ctx, e, client.MergeFrom(before)); err != nil {
+		return fmt.Errorf("updating event status: %w", err)
+	}
+	return nil
+}

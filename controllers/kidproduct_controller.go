@@ -1,0 +1,222 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+	"github.com/kid-operator/kid-operator/internal/kid"
+)
+
+// KidProductReconciler resolves a product's webhook Secret, publishes its
+// webhook path and Ready condition, tracks when its last events arrived, and
+// runs the retention sweep of its finished KidEvents.
+type KidProductReconciler struct {
+	client.Client
+	Recorder events.EventRecorder
+	// Now is the clock; nil means time.Now. Tests inject one.
+	Now func() time.Time
+}
+
+// +kubebuilder:rbac:groups=kid.dev,resources=kidproducts,verbs=get;list;watch
+// +kubebuilder:rbac:groups=kid.dev,resources=kidproducts/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
+
+// SetupWithManager registers the controller: products (spec changes only),
+// their Secrets through the secret index, and newly stored events.
+func (r *KidProductReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&kidv1.KidProduct{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.productsOfSecret)).
+		Watches(&kidv1.KidEvent{}, handler.EnqueueRequestsFromMapFunc(productOfEvent),
+			builder.WithPredicates(predicate.Funcs{
+				CreateFunc:  func(event.CreateEvent) bool { return true },
+				UpdateFunc:  func(e event.UpdateEvent) bool { return phaseChanged(e) },
+				DeleteFunc:  func(event.DeleteEvent) bool { return false },
+				GenericFunc: func(event.GenericEvent) bool { return false },
+			})).
+		Named("kidproduct").
+		Complete(r)
+}
+
+// phaseChanged: a finished event may now be due for retention.
+func phaseChanged(e event.UpdateEvent) bool {
+	o, ok1 := e.ObjectOld.(*kidv1.KidEvent)
+	n, ok2 := e.ObjectNew.(*kidv1.KidEvent)
+	return ok1 && ok2 && o.Status.Phase != n.Status.Phase
+}
+
+func (r *KidProductReconciler) productsOfSecret(ctx context.Context, o client.Object) []reconcile.Request {
+	var products kidv1.KidProductList
+	if err := r.List(ctx, &products, client.InNamespace(o.GetNamespace()), client.MatchingFields{secretIndex: o.GetName()}); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "listing products of a secret")
+		return nil
+	}
+	out := make([]reconcile.Request, 0, len(products.Items))
+	for _, p := range products.Items {
+		out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&p)})
+	}
+	return out
+}
+
+func productOfEvent(_ context.Context, o client.Object) []reconcile.Request {
+	e := o.(*kidv1.KidEvent)
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: e.Namespace, Name: e.Spec.ProductRef.Name}}}
+}
+
+func (r *KidProductReconciler) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+// errConfig is a problem only the user can fix: the product stalls and is
+// not retried until something it watches changes.
+type errConfig struct {
+	reason string
+	msg    string
+}
+
+func (e *errConfig) Error() string { return e.msg }
+
+// Reconcile brings one product's status up to date. Its status is written
+// once, at the end, and only if it changed.
+func (r *KidProductReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
+	product := &kidv1.KidProduct{}
+	if err := r.Get(ctx, req.NamespacedName, product); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	before := product.DeepCopy()
+	defer func() {
+		if err := r.patchStatus(ctx, before, product); err != nil {
+			retErr = errors.Join(retErr, err)
+		}
+	}()
+
+	product.Status.WebhookPath = "/webhooks/" + product.Namespace + "/" + product.Name
+	secretErr := r.reconcileSecret(ctx, product)
+	next, err := r.reconcileEvents(ctx, product)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	var cfg *errConfig
+	switch {
+	case errors.As(secretErr, &cfg):
+		r.setReady(product, metav1.ConditionFalse, cfg.reason, cfg.msg)
+		meta.SetStatusCondition(&product.Status.Conditions, metav1.Condition{Type: kidv1.StalledCondition, Status: metav1.ConditionTrue, Reason: cfg.reason, Message: cfg.msg, ObservedGeneration: product.Generation})
+	case secretErr != nil:
+		return ctrl.Result{}, secretErr
+	default:
+		r.setReady(product, metav1.ConditionTrue, kidv1.SucceededReason, "receiving webhooks at "+product.Status.WebhookPath)
+		meta.RemoveStatusCondition(&product.Status.Conditions, kidv1.StalledCondition)
+	}
+	meta.RemoveStatusCondition(&product.Status.Conditions, kidv1.ReconcilingCondition)
+	product.Status.ObservedGeneration = product.Generation
+	if next > 0 {
+		// A little jitter, so that many products do not sweep in lockstep.
+		next += time.Duration(rand.Int64N(int64(next/10) + 1))
+	}
+	return ctrl.Result{RequeueAfter: next}, nil
+}
+
+// reconcileSecret checks that the webhook Secret exists and holds a usable
+// key. It returns an *errConfig for what the user must fix.
+func (r *KidProductReconciler) reconcileSecret(ctx context.Context, p *kidv1.KidProduct) error {
+	secret := &corev1.Secret{}
+	name := p.Spec.Webhook.SecretRef.Name
+	if err := r.Get(ctx, types.NamespacedName{Namespace: p.Namespace, Name: name}, secret); err != nil {
+		if apierrors.IsNotFound(err) {
+			return &errConfig{reason: kidv1.SecretNotFoundReason, msg: fmt.Sprintf("webhook Secret %q not found; deliveries are answered 503", name)}
+		}
+		return fmt.Errorf("reading webhook secret: %w", err)
+	}
+	if len(kid.KeysFromSecretData(secret.Data)) == 0 {
+		return &errConfig{reason: kidv1.SecretKeyMissingReason, msg: fmt.Sprintf("webhook Secret %q holds no non-empty key; deliveries are answered 503", name)}
+	}
+	return nil
+}
+
+// reconcileEvents records the newest event times and deletes the finished
+// events retention lets go. It returns when the next event expires.
+func (r *KidProductReconciler) reconcileEvents(ctx context.Context, p *kidv1.KidProduct) (time.Duration, error) {
+	var list kidv1.KidEventList
+	// The cache's objects are read, never written: no need to copy them.
+	if err := r.List(ctx, &list, client.InNamespace(p.Namespace), client.MatchingLabels{kidv1.ProductLabel: p.Name}, client.UnsafeDisableDeepCopy); err != nil {
+		return 0, fmt.Errorf("listing events: %w", err)
+	}
+	events := make([]*kidv1.KidEvent, 0, len(list.Items))
+	for i := range list.Items {
+		e := &list.Items[i]
+		if e.Spec.ProductRef.Name != p.Name {
+			continue
+		}
+		events = append(events, e)
+		t := e.Spec.ReceivedAt
+		if p.Status.LastEventTime == nil || p.Status.LastEventTime.Before(&t) {
+			p.Status.LastEventTime = t.DeepCopy()
+		}
+		if e.Spec.EventType == kid.TestEvent && (p.Status.LastTestEventTime == nil || p.Status.LastTestEventTime.Before(&t)) {
+			p.Status.LastTestEventTime = t.DeepCopy()
+		}
+	}
+
+	byAge, byCount, next := retentionOf(p).expired(events, r.now())
+	deleted := 0
+	for reason, batch := range map[string][]*kidv1.KidEvent{"age": byAge, "count": byCount} {
+		for _, e := range batch {
+			if deleted == maxDeletesPerPass {
+				return time.Second, nil
+			}
+			if err := r.Delete(ctx, e, client.Preconditions{UID: &e.UID}); client.IgnoreNotFound(err) != nil {
+				return 0, fmt.Errorf("deleting expired event: %w", err)
+			}
+			retentionDeletedTotal.WithLabelValues(reason).Inc()
+			deleted++
+		}
+	}
+	return next, nil
+}
+
+func (r *KidProductReconciler) setReady(p *kidv1.KidProduct, status metav1.ConditionStatus, reason, msg string) {
+	old := meta.FindStatusCondition(p.Status.Conditions, kidv1.ReadyCondition)
+	meta.SetStatusCondition(&p.Status.Conditions, metav1.Condition{
+		Type: kidv1.ReadyCondition, Status: status, Reason: reason, Message: msg, ObservedGeneration: p.Generation,
+	})
+	if r.Recorder == nil || (old != nil && old.Status == status && old.Reason == reason) {
+		return
+	}
+	eventType := "Normal"
+	if status != metav1.ConditionTrue {
+		eventType = "Warning"
+	}
+	r.Recorder.Eventf(p, nil, eventType, reason, "Reconcile", "%s", msg)
+}
+
+func (r *KidProductReconciler) patchStatus(ctx context.Context, before, after *kidv1.KidProduct) error {
+	if apiequality.Semantic.DeepEqual(before.Status, after.Status) {
+		return nil
+	}
+	if err := r.Status().Patch(ctx, after, client.MergeFrom(before)); err != nil {
+		return fmt.Errorf("updating product status: %w", err)
+	}
+	return nil
+}

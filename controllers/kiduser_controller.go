@@ -1,0 +1,168 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+	"github.com/kid-operator/kid-operator/internal/fold"
+)
+
+// KidUserReconciler keeps the KidUsers of one player together and enforces
+// erasure:
+//   - a user that stands in for a player (known by a challenge, a
+//     verification or a kuid) is merged into the stronger user that holds its
+//     id, and deleted (a kuid's own record is kept, since one kuid can have
+//     several sessions over time);
+//   - once a user is erased (Session.Delete, Account.Delete), the stored
+//     events about it that still hold personal data are deleted.
+type KidUserReconciler struct {
+	client.Client
+	Recorder events.EventRecorder
+}
+
+// SetupWithManager registers the controller. It watches status too: links
+// appear in status. A change to one user also wakes the stand-ins whose ids
+// it now holds (their names are derived from the ids).
+func (r *KidUserReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&kidv1.KidUser{}).
+		Watches(&kidv1.KidUser{}, handler.EnqueueRequestsFromMapFunc(standIns)).
+		Named("kiduser").
+		Complete(r)
+}
+
+// standIns maps a user to the stand-in users its ids would name.
+func standIns(_ context.Context, o client.Object) []reconcile.Request {
+	u := o.(*kidv1.KidUser)
+	if u.Spec.Identity.Kind != kidv1.IdentitySession {
+		return nil
+	}
+	p := u.Spec.ProductRef.Name
+	var out []reconcile.Request
+	add := func(kind kidv1.IdentityKind, id string) {
+		out = append(out, reconcile.Request{NamespacedName: client.ObjectKey{Namespace: u.Namespace, Name: UserName(p, kind, id)}})
+	}
+	for _, c := range u.Status.ChallengeIDs {
+		add(kidv1.IdentityChallenge, c)
+	}
+	for _, v := range u.Status.Verification.Records {
+		add(kidv1.IdentityVerification, v.ID)
+	}
+	if u.Status.KUID != "" {
+		add(kidv1.IdentityAccount, u.Status.KUID)
+	}
+	return out
+}
+
+// Reconcile links and erases one user.
+func (r *KidUserReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	user := &kidv1.KidUser{}
+	if err := r.Get(ctx, req.NamespacedName, user); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if user.Spec.Identity.Kind != kidv1.IdentitySession {
+		merged, err := r.mergeIntoHolders(ctx, user)
+		if err != nil || merged {
+			return ctrl.Result{}, err
+		}
+	}
+	if user.Status.ErasedAt != nil {
+		return ctrl.Result{}, r.eraseEvents(ctx, user)
+	}
+	return ctrl.Result{}, nil
+}
+
+// mergeIntoHolders merges a stand-in into the stronger users holding its id.
+// It reports whether the stand-in was merged away (deleted).
+func (r *KidUserReconciler) mergeIntoHolders(ctx context.Context, standIn *kidv1.KidUser) (bool, error) {
+	key := idKey(standIn.Spec.ProductRef.Name, standIn.Spec.Identity.Kind, standIn.Spec.Identity.ID)
+	var users kidv1.KidUserList
+	if err := r.List(ctx, &users, client.InNamespace(standIn.Namespace), client.MatchingFields{userIDIndex: key}); err != nil {
+		return false, fmt.Errorf("listing users by id: %w", err)
+	}
+	rank := identityRank[standIn.Spec.Identity.Kind]
+	var holders []*kidv1.KidUser
+	for i := range users.Items {
+		if identityRank[users.Items[i].Spec.Identity.Kind] > rank {
+			holders = append(holders, &users.Items[i])
+		}
+	}
+	if len(holders) == 0 {
+		return false, nil
+	}
+	slices.SortFunc(holders, func(a, b *kidv1.KidUser) int { return strongerFirst(*a, *b) })
+	if standIn.Spec.Identity.Kind != kidv1.IdentityAccount {
+		// A challenge or verification belongs to one player.
+		holders = holders[:1]
+	}
+
+	from := standIn.Status.DeepCopy()
+	if standIn.Spec.Identity.Kind == kidv1.IdentityAccount {
+		// An account's record is merged again on every change, and stays:
+		// its events are counted where they were folded.
+		from.ObservedEvents = 0
+	}
+	for _, h := range holders {
+		before := h.DeepCopy()
+		h.Status = *fold.Merge(&h.Status, from)
+		setUserConditions(h)
+		if apiequality.Semantic.DeepEqual(before.Status, h.Status) {
+			continue
+		}
+		if err := r.Status().Patch(ctx, h, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
+			return false, fmt.Errorf("merging into user: %w", err)
+		}
+		if r.Recorder != nil {
+			r.Recorder.Eventf(h, standIn, "Normal", "Linked", "Merge", "merged %s user %s", standIn.Spec.Identity.Kind, standIn.Name)
+		}
+	}
+	if standIn.Spec.Identity.Kind == kidv1.IdentityAccount {
+		return false, nil
+	}
+	// Delete only the version that was merged: a fold that raced us
+	// changed the resourceVersion, and the retry merges it again.
+	rv := standIn.ResourceVersion
+	if err := r.Delete(ctx, standIn, client.Preconditions{UID: &standIn.UID, ResourceVersion: &rv}); client.IgnoreNotFound(err) != nil {
+		return false, fmt.Errorf("deleting merged user: %w", err)
+	}
+	return true, nil
+}
+
+// eraseEvents deletes the finished events about an erased user that still
+// hold personal data (possible only where the product's privacy settings
+// allowed keeping it).
+func (r *KidUserReconciler) eraseEvents(ctx context.Context, user *kidv1.KidUser) error {
+	seen := map[string]bool{}
+	for _, key := range userIDs(user) {
+		var list kidv1.KidEventList
+		if err := r.List(ctx, &list, client.InNamespace(user.Namespace), client.MatchingFields{eventIDIndex: key}); err != nil {
+			return fmt.Errorf("listing events by id: %w", err)
+		}
+		for i := range list.Items {
+			e := &list.Items[i]
+			if !e.Spec.PersonalData || seen[e.Name] {
+				continue
+			}
+			seen[e.Name] = true
+			if !e.Status.Phase.Finished() {
+				// Not folded yet: the KidEvent controller deletes it once
+				// it has folded it into this erased user.
+				continue
+			}
+			if err := r.Delete(ctx, e); client.IgnoreNotFound(err) != nil {
+				return fmt.Errorf("erasing event: %w", err)
+			}
+			erasedEventsTotal.Inc()
+		}
+	}
+	return nil
+}

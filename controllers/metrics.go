@@ -1,0 +1,43 @@
+package controllers
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/kid-operator/kid-operator/internal/kid"
+)
+
+var (
+	eventsProcessedTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kid_events_processed_total",
+		Help: "KidEvents processed by the KidEvent controller, by event type (known types, else unknown) and result (applied, ignored).",
+	}, []string{"type", "result"})
+
+	applyLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "kid_event_apply_latency_seconds",
+		Help:    "Time from k-ID signing an event to the event being folded into its KidUser, by event type.",
+		Buckets: []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300},
+	}, []string{"type"})
+
+	retentionDeletedTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kid_retention_deleted_total",
+		Help: "Finished KidEvents deleted by retention, by reason (age, count).",
+	}, []string{"reason"})
+
+	erasedEventsTotal = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "kid_erased_events_total",
+		Help: "KidEvents holding personal data deleted because k-ID deleted the player's session or account.",
+	})
+)
+
+func init() {
+	metrics.Registry.MustRegister(eventsProcessedTotal, applyLatency, retentionDeletedTotal, erasedEventsTotal)
+}
+
+// typeLabel bounds the event type label to the types this version knows.
+func typeLabel(eventType string) string {
+	if kid.Known(eventType) || eventType == kid.TestEvent {
+		return eventType
+	}
+	return "unknown"
+}

@@ -1,0 +1,123 @@
+// Package operator assembles kid-operator's manager: the informer cache, the
+// controllers and the webhook receiver. The manager command, `make run` and
+// the integration tests all build it here, so that they run the same thing.
+package operator
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/kid-operator/kid-operator/controllers"
+	"github.com/kid-operator/kid-operator/internal/scheme"
+	"github.com/kid-operator/kid-operator/webhookserver"
+)
+
+// Options configure the manager.
+type Options struct {
+	// MetricsAddr serves /metrics; "0" turns it off.
+	MetricsAddr string
+	// ProbeAddr serves /healthz and /readyz; "0" turns it off.
+	ProbeAddr string
+	// LeaderElection makes only one replica run the controllers; every
+	// replica receives webhooks.
+	LeaderElection          bool
+	LeaderElectionNamespace string
+	// Webhook configures the receiver.
+	Webhook webhookserver.Options
+	// QPS and Burst of the API client. The receiver creates one object per
+	// delivery and the controllers write about three more per event, so the
+	// client-go defaults (5 and 10) would throttle at a few events per
+	// second.
+	QPS   float32
+	Burst int
+	// Now is the controllers' clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Defaults of Options.
+const (
+	DefaultQPS   = 500
+	DefaultBurst = 1000
+)
+
+// New builds the manager with every controller and the receiver.
+func New(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
+	cfg = rest.CopyConfig(cfg)
+	cfg.QPS, cfg.Burst = opts.QPS, opts.Burst
+	if cfg.QPS == 0 {
+		cfg.QPS = DefaultQPS
+	}
+	if cfg.Burst == 0 {
+		cfg.Burst = DefaultBurst
+	}
+	if opts.MetricsAddr == "" {
+		opts.MetricsAddr = "0"
+	}
+	if opts.ProbeAddr == "" {
+		opts.ProbeAddr = "0"
+	}
+
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                  scheme.Scheme,
+		Metrics:                 metricsserver.Options{BindAddress: opts.MetricsAddr},
+		HealthProbeBindAddress:  opts.ProbeAddr,
+		LeaderElection:          opts.LeaderElection,
+		LeaderElectionID:        "kid-operator.kid.dev",
+		LeaderElectionNamespace: opts.LeaderElectionNamespace,
+		Cache: cache.Options{
+			// Managed fields are never read here; dropping them roughly
+			// halves the cache's memory.
+			DefaultTransform: cache.TransformStripManagedFields(),
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating manager: %w", err)
+	}
+
+	ctx := context.Background()
+	if err := controllers.SetupIndexes(ctx, mgr); err != nil {
+		return nil, err
+	}
+	if err := (&controllers.KidProductReconciler{
+		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kidproduct-controller"), Now: opts.Now,
+	}).SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("setting up KidProduct controller: %w", err)
+	}
+	if err := (&controllers.KidEventReconciler{
+		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kidevent-controller"), Now: opts.Now,
+	}).SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("setting up KidEvent controller: %w", err)
+	}
+	if err := (&controllers.KidUserReconciler{
+		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kiduser-controller"),
+	}).SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("setting up KidUser controller: %w", err)
+	}
+
+	receiver := webhookserver.New(mgr.GetCache(), mgr.GetClient(), opts.Webhook)
+	if err := mgr.Add(receiver); err != nil {
+		return nil, fmt.Errorf("adding webhook receiver: %w", err)
+	}
+	if opts.ProbeAddr != "0" {
+		if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+			return nil, err
+		}
+		if err := mgr.AddReadyzCheck("webhook-caches", func(*http.Request) error {
+			if !receiver.Ready() {
+				return fmt.Errorf("caches not synced")
+			}
+			return nil
+		}); err != nil {
+			return nil, err
+		}
+	}
+	return mgr, nil
+}
