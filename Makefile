@@ -18,7 +18,8 @@ help: ## Show this help.
 
 .PHONY: run
 run: controlplane ## Start a local control plane, the operator and a sample product.
-	KUBEBUILDER_ASSETS="$$(./hack/build-controlplane.sh)" go run ./cmd/localrun
+	go build -o $(BIN)/localrun ./cmd/localrun
+	KUBEBUILDER_ASSETS="$$(./hack/build-controlplane.sh)" $(BIN)/localrun
 
 .PHONY: test
 test: controlplane verify-generated vet ## Build what is missing, check generated files, vet, run every test.

@@ -73,6 +73,7 @@ type Server struct {
 	reader client.Reader
 	writer client.Writer
 	ready  atomic.Bool
+	addr   atomic.Value // string: the address actually listened on
 }
 
 // New returns a receiver that reads through c (an informer cache) and writes
@@ -122,6 +123,7 @@ func (s *Server) Start(ctx context.Context) error {
 		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
 
+	s.addr.Store(ln.Addr().String())
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	log.Info("receiving k-ID webhooks", "addr", ln.Addr().String())
@@ -158,6 +160,13 @@ func (s *Server) waitForCaches(ctx context.Context) {
 	if s.cache.WaitForCacheSync(ctx) {
 		s.ready.Store(true)
 	}
+}
+
+// Addr returns the address the receiver listens on, once started (useful
+// with port 0), or "".
+func (s *Server) Addr() string {
+	a, _ := s.addr.Load().(string)
+	return a
 }
 
 // Ready reports whether the caches have synced.

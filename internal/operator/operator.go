@@ -48,8 +48,15 @@ const (
 	DefaultBurst = 1000
 )
 
+// Operator is a manager with kid-operator's controllers and receiver.
+type Operator struct {
+	ctrl.Manager
+	// Receiver is the webhook receiver the manager runs.
+	Receiver *webhookserver.Server
+}
+
 // New builds the manager with every controller and the receiver.
-func New(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
+func New(cfg *rest.Config, opts Options) (*Operator, error) {
 	cfg = rest.CopyConfig(cfg)
 	cfg.QPS, cfg.Burst = opts.QPS, opts.Burst
 	if cfg.QPS == 0 {
@@ -119,5 +126,5 @@ func New(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 			return nil, err
 		}
 	}
-	return mgr, nil
+	return &Operator{Manager: mgr, Receiver: receiver}, nil
 }

@@ -1,0 +1,162 @@
+// Command localrun is `make run`: the embedded local default. It starts a
+// local control plane (kube-apiserver and etcd, built by
+// hack/build-controlplane.sh), installs the CRDs, creates the sample product
+// "demo" and its webhook Secret, and runs the operator with its receiver,
+// until Ctrl-C stops everything.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+	"github.com/kid-operator/kid-operator/internal/operator"
+	"github.com/kid-operator/kid-operator/internal/scheme"
+	"github.com/kid-operator/kid-operator/internal/testenv"
+	"github.com/kid-operator/kid-operator/webhookserver"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "make run:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context) (err error) {
+	ctrl.SetLogger(zap.New(zap.UseDevMode(os.Getenv("KID_DEBUG") != "")))
+	root := testenv.RepoRoot()
+
+	env, err := testenv.New()
+	if err != nil {
+		return err
+	}
+	fmt.Println("starting the local control plane (kube-apiserver and etcd)...")
+	cfg, err := env.Start()
+	if err != nil {
+		return fmt.Errorf("starting the control plane: %w", err)
+	}
+	defer func() {
+		fmt.Println("stopping the local control plane")
+		err = errors.Join(err, env.Stop())
+	}()
+
+	kubeconfig := filepath.Join(root, ".local", "kubeconfig")
+	if err := writeKubeconfig(env, kubeconfig); err != nil {
+		return err
+	}
+	c, err := client.New(cfg, client.Options{Scheme: scheme.Scheme})
+	if err != nil {
+		return err
+	}
+	secret, generated, err := webhookSecret()
+	if err != nil {
+		return err
+	}
+	if err := createDemo(ctx, c, filepath.Join(root, "config", "samples", "kid_v1alpha1_kidproduct.yaml"), secret); err != nil {
+		return err
+	}
+
+	addr := os.Getenv("KID_LISTEN_ADDR")
+	if addr == "" {
+		addr = webhookserver.DefaultAddr
+	}
+	mgr, err := operator.New(cfg, operator.Options{
+		MetricsAddr: os.Getenv("KID_METRICS_ADDR"),
+		Webhook:     webhookserver.Options{Addr: addr},
+	})
+	if err != nil {
+		return err
+	}
+
+	url := "http://" + addr + "/webhooks/default/demo"
+	secretNote := "from KID_WEBHOOK_SECRET"
+	if generated {
+		secretNote = "generated; set KID_WEBHOOK_SECRET to choose it"
+	}
+	fmt.Printf(`
+kid-operator is running on a local control plane.
+
+  kubeconfig:     %[1]s
+  webhook URL:    %[2]s
+  webhook secret: %[3]s (%[4]s)
+
+Try, in another shell:
+  kubectl --kubeconfig %[1]s get kid
+  go run ./cmd/kidsim send --url %[2]s --secret %[3]s --event Challenge.StateChange --status PASS --session s-1
+  kubectl --kubeconfig %[1]s get kidevents,kidusers
+
+Ctrl-C stops everything.
+`, kubeconfig, url, secret, secretNote)
+
+	return mgr.Start(ctx)
+}
+
+// writeKubeconfig writes an admin kubeconfig for the local control plane.
+func writeKubeconfig(env *envtest.Environment, path string) error {
+	user, err := env.AddUser(envtest.User{Name: "kid-admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return fmt.Errorf("adding the admin user: %w", err)
+	}
+	raw, err := user.KubeConfig()
+	if err != nil {
+		return fmt.Errorf("rendering the kubeconfig: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	return os.WriteFile(path, raw, 0o600)
+}
+
+// webhookSecret returns KID_WEBHOOK_SECRET, or a new random secret.
+func webhookSecret() (string, bool, error) {
+	if s := os.Getenv("KID_WEBHOOK_SECRET"); s != "" {
+		return s, false, nil
+	}
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		return "", false, err
+	}
+	return hex.EncodeToString(b), true, nil
+}
+
+// createDemo creates the sample product in namespace default, and the Secret
+// it references.
+func createDemo(ctx context.Context, c client.Client, samplePath, secret string) error {
+	raw, err := os.ReadFile(samplePath)
+	if err != nil {
+		return err
+	}
+	product := &kidv1.KidProduct{}
+	if err := utilyaml.Unmarshal(raw, product); err != nil {
+		return fmt.Errorf("reading %s: %w", samplePath, err)
+	}
+	product.Namespace = "default"
+	if err := c.Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: product.Spec.Webhook.SecretRef.Name, Namespace: product.Namespace},
+		StringData: map[string]string{"current": secret},
+	}); err != nil {
+		return fmt.Errorf("creating the webhook secret: %w", err)
+	}
+	if err := c.Create(ctx, product); err != nil {
+		return fmt.Errorf("creating the demo product: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,177 @@
+package testenv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync/atomic"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+	"github.com/kid-operator/kid-operator/internal/kidsim"
+	"github.com/kid-operator/kid-operator/internal/operator"
+	"github.com/kid-operator/kid-operator/internal/scheme"
+)
+
+// Clock is a clock that tests move forward.
+type Clock struct{ offset atomic.Int64 }
+
+// Now is the real time plus every Advance so far.
+func (c *Clock) Now() time.Time { return time.Now().Add(time.Duration(c.offset.Load())) }
+
+// Advance moves the clock forward.
+func (c *Clock) Advance(d time.Duration) { c.offset.Add(int64(d)) }
+
+// Harness is the operator, as a user runs it, on a local control plane.
+type Harness struct {
+	Env      *envtest.Environment
+	Config   *rest.Config
+	Client   client.Client
+	Operator *operator.Operator
+	// Clock drives the controllers (not the receiver, which checks real
+	// signing times).
+	Clock *Clock
+	// BaseURL is the receiver's, http://host:port.
+	BaseURL string
+
+	cancel  context.CancelFunc
+	done    chan error
+	certDir string
+}
+
+// Start starts a control plane and the operator on it, with the receiver on
+// a free local port, and waits until the receiver is ready.
+func Start() (*Harness, error) {
+	env, err := New()
+	if err != nil {
+		return nil, err
+	}
+	// The API server drains open watches for up to a minute when stopped
+	// while the operator runs; tests that stop it want it gone sooner (it
+	// is killed after this timeout).
+	apiServer := env.ControlPlane.GetAPIServer()
+	apiServer.StopTimeout = 5 * time.Second
+	// A certificate directory of our own survives a stop of the API server,
+	// so that tests can start it again with the same certificates and port.
+	certDir, err := os.MkdirTemp("", "kid-apiserver-")
+	if err != nil {
+		return nil, err
+	}
+	apiServer.CertDir = certDir
+	cfg, err := env.Start()
+	if err != nil {
+		return nil, fmt.Errorf("starting the control plane: %w", err)
+	}
+	h := &Harness{Env: env, Config: cfg, Clock: &Clock{}, done: make(chan error, 1), certDir: certDir}
+	if err := h.startOperator(); err != nil {
+		return nil, errors.Join(err, env.Stop())
+	}
+	return h, nil
+}
+
+func (h *Harness) startOperator() error {
+	var err error
+	if h.Client, err = client.New(h.Config, client.Options{Scheme: scheme.Scheme}); err != nil {
+		return err
+	}
+	opts := operator.Options{Now: h.Clock.Now}
+	opts.Webhook.Addr = "127.0.0.1:0"
+	op, err := operator.New(h.Config, opts)
+	if err != nil {
+		return err
+	}
+	h.Operator = op
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel = cancel
+	go func() { h.done <- op.Start(ctx) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for !op.Receiver.Ready() || op.Receiver.Addr() == "" {
+		if time.Now().After(deadline) {
+			return errors.New("the receiver did not become ready in 30s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	h.BaseURL = "http://" + op.Receiver.Addr()
+	return nil
+}
+
+// Stop stops the operator and the control plane.
+func (h *Harness) Stop() error {
+	h.cancel()
+	return errors.Join(<-h.done, h.Env.Stop(), os.RemoveAll(h.certDir))
+}
+
+// Product is a KidProduct a test created, with its secret.
+type Product struct {
+	*kidv1.KidProduct
+	Secret string
+	URL    string
+}
+
+// Sender returns a kidsim sender for the product, without retries.
+func (p *Product) Sender() *kidsim.Sender {
+	return &kidsim.Sender{URL: p.URL, Secret: []byte(p.Secret)}
+}
+
+// NewNamespace creates a namespace with a generated name.
+func (h *Harness) NewNamespace(ctx context.Context) (string, error) {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "kid-"}}
+	if err := h.Client.Create(ctx, ns); err != nil {
+		return "", err
+	}
+	return ns.Name, nil
+}
+
+// NewProduct creates a webhook Secret and a KidProduct named name in ns;
+// mutate, if set, adjusts the product before it is created.
+func (h *Harness) NewProduct(ctx context.Context, ns, name string, mutate func(*kidv1.KidProduct)) (*Product, error) {
+	secret := "secret-of-" + ns + "-" + name
+	if err := h.Client.Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: name + "-webhook", Namespace: ns},
+		StringData: map[string]string{"current": secret},
+	}); err != nil {
+		return nil, err
+	}
+	p := &kidv1.KidProduct{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: kidv1.KidProductSpec{
+			ProductID:   11472,
+			Environment: kidv1.EnvironmentTest,
+			Webhook:     kidv1.WebhookSpec{SecretRef: kidv1.LocalObjectReference{Name: name + "-webhook"}},
+		},
+	}
+	if mutate != nil {
+		mutate(p)
+	}
+	if err := h.Client.Create(ctx, p); err != nil {
+		return nil, err
+	}
+	return &Product{KidProduct: p, Secret: secret, URL: h.BaseURL + "/webhooks/" + ns + "/" + name}, nil
+}
+
+// WaitReady waits until the product is Ready, which also means the
+// operator's cache, and so the receiver, has seen it and its Secret.
+func (h *Harness) WaitReady(ctx context.Context, p *Product) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got := &kidv1.KidProduct{}
+		if err := h.Client.Get(ctx, client.ObjectKeyFromObject(p.KidProduct), got); err != nil {
+			return err
+		}
+		if meta.IsStatusConditionTrue(got.Status.Conditions, kidv1.ReadyCondition) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("product %s/%s not Ready after 30s: %+v", p.Namespace, p.Name, got.Status.Conditions)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,38 @@
+package webhookserver_test
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"net/http"
+	"strings"
+
+	. "github.com/onsi/gomega"
+
+	"github.com/kid-operator/kid-operator/internal/kid"
+	"github.com/kid-operator/kid-operator/internal/testenv"
+)
+
+func sha256Hex(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
+}
+
+// do sends a raw request.
+func do(method, url, body string, headers map[string]string) *http.Response {
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	ExpectWithOffset(2, err).NotTo(HaveOccurred())
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	ExpectWithOffset(2, err).NotTo(HaveOccurred())
+	return resp
+}
+
+// signed POSTs body to url, signed with the product's secret.
+func signed(p *testenv.Product, url, body, timestamp string) *http.Response {
+	return do(http.MethodPost, url, body, map[string]string{
+		kid.HeaderTimestamp: timestamp,
+		kid.HeaderSignature: kid.Sign([]byte(p.Secret), timestamp, []byte(body)),
+	})
+}
