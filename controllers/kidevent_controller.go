@@ -291,7 +291,7 @@ func (r *KidEventReconciler) applyTo(ctx context.Context, e *kidv1.KidEvent, t t
 	}
 
 	before := user.DeepCopy()
-	user.Status = *fold.Apply(&user.Status, t.event, privacy)
+	user.Status = *fold.Apply(&user.Status, t.event, privacy, string(user.UID))
 	setUserConditions(user)
 	if apiequality.Semantic.DeepEqual(before.Status, user.Status) {
 		return user, nil

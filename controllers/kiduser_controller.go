@@ -105,12 +105,7 @@ func (r *KidUserReconciler) mergeIntoHolders(ctx context.Context, standIn *kidv1
 		holders = holders[:1]
 	}
 
-	from := standIn.Status.DeepCopy()
-	if standIn.Spec.Identity.Kind == kidv1.IdentityAccount {
-		// An account's record is merged again on every change, and stays:
-		// its events are counted where they were folded.
-		from.ObservedEvents = 0
-	}
+	from := &standIn.Status
 	for _, h := range holders {
 		before := h.DeepCopy()
 		h.Status = *fold.Merge(&h.Status, from)

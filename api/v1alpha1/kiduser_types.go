@@ -240,9 +240,31 @@ type KidUserStatus struct {
 	// +optional
 	LastEventTime *metav1.Time `json:"lastEventTime,omitempty"`
 
-	// observedEvents counts the events folded in.
+	// observedEvents counts the events folded in: the sum of eventCounts.
 	// +optional
 	ObservedEvents int64 `json:"observedEvents,omitempty"`
+
+	// eventCounts counts the events folded in, by the UID of the KidUser
+	// object they were first folded into. Merging two users keeps the
+	// larger count of each origin, so a merge repeated after a failure
+	// never counts an event twice.
+	// +optional
+	// +listType=map
+	// +listMapKey=origin
+	// +kubebuilder:validation:MaxItems=128
+	EventCounts []EventCount `json:"eventCounts,omitempty"`
+}
+
+// EventCount is the number of events first folded into one KidUser object.
+type EventCount struct {
+	// origin is the UID of the KidUser object.
+	// +required
+	// +kubebuilder:validation:MaxLength=64
+	Origin string `json:"origin"`
+
+	// count of events.
+	// +required
+	Count int64 `json:"count"`
 }
 
 // KidUser is the state of one player in one product, as k-ID reported it.

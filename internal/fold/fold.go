@@ -7,7 +7,8 @@
 // the higher precedence (design.md §2, "Precedence"). Merge is commutative,
 // associative and idempotent, so the result does not depend on the order in
 // which k-ID's deliveries arrive, nor on how often they repeat. Linking two
-// KidUsers of one player is the same Merge.
+// KidUsers of one player is the same Merge. The one count, observedEvents,
+// is a grow-only counter per KidUser object, so it is a join too.
 package fold
 
 import (
@@ -45,10 +46,12 @@ type Event struct {
 }
 
 // Apply folds one event into a status and returns the result; st is not
-// modified.
-func Apply(st *kidv1.KidUserStatus, e *Event, privacy kid.Privacy) *kidv1.KidUserStatus {
+// modified. origin is the UID of the KidUser object being written: it keys
+// the event count (see Merge).
+func Apply(st *kidv1.KidUserStatus, e *Event, privacy kid.Privacy, origin string) *kidv1.KidUserStatus {
 	out := Merge(st, Delta(e, privacy))
-	out.ObservedEvents = st.ObservedEvents + 1
+	out.EventCounts = addCount(out.EventCounts, origin, 1)
+	out.ObservedEvents = sumCounts(out.EventCounts)
 	return out
 }
 
@@ -178,8 +181,9 @@ func Merge(a, b *kidv1.KidUserStatus) *kidv1.KidUserStatus {
 		AccountDeleted: a.AccountDeleted || b.AccountDeleted,
 		PersonalData:   mergePersonal(a.PersonalData, b.PersonalData),
 		ErasedAt:       earliest(a.ErasedAt, b.ErasedAt),
-		ObservedEvents: a.ObservedEvents + b.ObservedEvents,
+		EventCounts:    mergeCounts(a.EventCounts, b.EventCounts),
 	}
+	out.ObservedEvents = sumCounts(out.EventCounts)
 	out.LastEventRef, out.LastEventTime = a.LastEventRef.DeepCopy(), a.LastEventTime.DeepCopy()
 	if later(b.LastEventTime, b.LastEventRef, a.LastEventTime, a.LastEventRef) {
 		out.LastEventRef, out.LastEventTime = b.LastEventRef.DeepCopy(), b.LastEventTime.DeepCopy()
@@ -314,6 +318,44 @@ func mergeSession(a, b kidv1.SessionStatus) kidv1.SessionStatus {
 		out.State = b.State
 	}
 	return out
+}
+
+// mergeCounts keeps, per origin, the larger count: a grow-only counter, so
+// that merging the same users twice counts nothing twice.
+func mergeCounts(a, b []kidv1.EventCount) []kidv1.EventCount {
+	byOrigin := map[string]int64{}
+	for _, c := range slices.Concat(a, b) {
+		byOrigin[c.Origin] = max(byOrigin[c.Origin], c.Count)
+	}
+	if len(byOrigin) == 0 {
+		return nil
+	}
+	out := make([]kidv1.EventCount, 0, len(byOrigin))
+	for origin, n := range byOrigin {
+		out = append(out, kidv1.EventCount{Origin: origin, Count: n})
+	}
+	slices.SortFunc(out, func(x, y kidv1.EventCount) int { return strings.Compare(x.Origin, y.Origin) })
+	return out
+}
+
+func addCount(counts []kidv1.EventCount, origin string, n int64) []kidv1.EventCount {
+	for i := range counts {
+		if counts[i].Origin == origin {
+			counts[i].Count += n
+			return counts
+		}
+	}
+	counts = append(counts, kidv1.EventCount{Origin: origin, Count: n})
+	slices.SortFunc(counts, func(x, y kidv1.EventCount) int { return strings.Compare(x.Origin, y.Origin) })
+	return counts
+}
+
+func sumCounts(counts []kidv1.EventCount) int64 {
+	var n int64
+	for _, c := range counts {
+		n += c.Count
+	}
+	return n
 }
 
 func mergePersonal(a, b *kidv1.PersonalData) *kidv1.PersonalData {

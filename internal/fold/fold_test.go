@@ -50,10 +50,13 @@ func ev(t testing.TB, n int, eventType string, f kidsim.Fields) *Event {
 
 var everything = kid.Privacy{KeepEmail: true, KeepDateOfBirth: true}
 
-func foldAll(events []*Event) *kidv1.KidUserStatus {
+func foldAll(events []*Event) *kidv1.KidUserStatus { return foldInto("uid-1", events) }
+
+// foldInto folds events into a new KidUser object with the given UID.
+func foldInto(origin string, events []*Event) *kidv1.KidUserStatus {
 	st := &kidv1.KidUserStatus{}
 	for _, e := range events {
-		st = Apply(st, e, everything)
+		st = Apply(st, e, everything, origin)
 	}
 	return st
 }
@@ -162,7 +165,15 @@ func TestLinkingIsTheSameAsOneFold(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			want := foldAll(events)
 			for split := 0; split <= len(events); split++ {
-				got := Merge(foldAll(events[:split]), foldAll(events[split:]))
+				a, b := foldInto("uid-a", events[:split]), foldInto("uid-b", events[split:])
+				got := Merge(a, b)
+				if got.ObservedEvents != want.ObservedEvents {
+					t.Fatalf("split at %d counts %d events, want %d", split, got.ObservedEvents, want.ObservedEvents)
+				}
+				if again := Merge(got, a); !apiequality.Semantic.DeepEqual(again, got) {
+					t.Fatalf("merging a part again changed the result:\n%s", dump(again))
+				}
+				got.EventCounts, want.EventCounts = nil, nil
 				if !apiequality.Semantic.DeepEqual(got, want) {
 					t.Fatalf("split at %d merges to\n%s\nwant\n%s", split, dump(got), dump(want))
 				}
@@ -175,8 +186,8 @@ func TestApplyingAnEventAgainChangesNothingButTheCount(t *testing.T) {
 	g := NewWithT(t)
 	for _, events := range sequences(t) {
 		once := foldAll(events)
-		twice := Apply(once, events[len(events)-1], everything)
-		twice.ObservedEvents = once.ObservedEvents
+		twice := Apply(once, events[len(events)-1], everything, "uid-1")
+		twice.ObservedEvents, twice.EventCounts = once.ObservedEvents, once.EventCounts
 		g.Expect(apiequality.Semantic.DeepEqual(once, twice)).To(BeTrue(), dump(twice))
 	}
 }
@@ -191,14 +202,14 @@ func TestPrecedence(t *testing.T) {
 	g.Expect(st.KUID).To(Equal(kuid))
 	g.Expect(st.PersonalData).To(Equal(&kidv1.PersonalData{DateOfBirth: dob, ApproverEmail: email}))
 
-	late := Apply(st, ev(t, 9, kid.ChallengeStateChange, kidsim.Fields{ChallengeID: challenge, Status: kid.StatusInProgress}), everything)
+	late := Apply(st, ev(t, 9, kid.ChallengeStateChange, kidsim.Fields{ChallengeID: challenge, Status: kid.StatusInProgress}), everything, "uid-1")
 	g.Expect(late.Consent.State).To(Equal(kidv1.ConsentGranted), "a late IN_PROGRESS leaves consent Granted")
 
 	deleted := foldAll(seqs["consent then session life"])
 	g.Expect(deleted.Session.State).To(Equal(kidv1.SessionDeleted))
 	g.Expect(deleted.PersonalData).To(BeNil(), "Session.Delete erases personal data")
 	g.Expect(deleted.ErasedAt).NotTo(BeNil())
-	again := Apply(deleted, ev(t, 9, kid.ChallengeStateChange, kidsim.Fields{ChallengeID: challenge, Status: kid.StatusPass, SessionID: session, DOB: dob, ApproverEmail: email}), everything)
+	again := Apply(deleted, ev(t, 9, kid.ChallengeStateChange, kidsim.Fields{ChallengeID: challenge, Status: kid.StatusPass, SessionID: session, DOB: dob, ApproverEmail: email}), everything, "uid-1")
 	g.Expect(again.Session.State).To(Equal(kidv1.SessionDeleted), "nothing resurrects a deleted session")
 	g.Expect(again.PersonalData).To(BeNil(), "nor its personal data")
 
@@ -206,7 +217,7 @@ func TestPrecedence(t *testing.T) {
 	g.Expect(v.Verification.State).To(Equal(kidv1.VerificationRevoked))
 	g.Expect(v.Verification.Records[0].Method).To(Equal("id-document"), "a revocation keeps what it revoked")
 	g.Expect(v.Verification.Records[0].Reason).To(Equal("fraudulent-activity-detected"))
-	v = Apply(v, ev(t, 9, kid.VerificationResult, kidsim.Fields{ID: verif, Status: kid.StatusPass}), everything)
+	v = Apply(v, ev(t, 9, kid.VerificationResult, kidsim.Fields{ID: verif, Status: kid.StatusPass}), everything, "uid-1")
 	g.Expect(v.Verification.State).To(Equal(kidv1.VerificationRevoked), "only a revocation takes Verified away, and a late PASS does not undo it")
 
 	all := foldAll(seqs["verified, revoked, verified again"])
@@ -231,8 +242,8 @@ func TestPrecedence(t *testing.T) {
 func TestPrivacyKeepsOnlyWhatIsAllowed(t *testing.T) {
 	g := NewWithT(t)
 	pass := ev(t, 1, kid.ChallengeStateChange, kidsim.Fields{ChallengeID: challenge, Status: kid.StatusPass, SessionID: session, DOB: dob, ApproverEmail: email})
-	g.Expect(Apply(&kidv1.KidUserStatus{}, pass, kid.Privacy{}).PersonalData).To(BeNil())
-	g.Expect(Apply(&kidv1.KidUserStatus{}, pass, kid.Privacy{KeepEmail: true}).PersonalData).To(Equal(&kidv1.PersonalData{ApproverEmail: email}))
+	g.Expect(Apply(&kidv1.KidUserStatus{}, pass, kid.Privacy{}, "uid-1").PersonalData).To(BeNil())
+	g.Expect(Apply(&kidv1.KidUserStatus{}, pass, kid.Privacy{KeepEmail: true}, "uid-1").PersonalData).To(Equal(&kidv1.PersonalData{ApproverEmail: email}))
 }
 
 func narrow(e *Event, ids ...string) *Event {

@@ -1,0 +1,89 @@
+package controllers_test
+
+import (
+	"encoding/json"
+	"strconv"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+	"github.com/kid-operator/kid-operator/controllers"
+	"github.com/kid-operator/kid-operator/internal/kidsim"
+	"github.com/kid-operator/kid-operator/internal/testenv"
+)
+
+// newProduct makes a namespace and a Ready product "demo" in it.
+func newProduct(mutate func(*kidv1.KidProduct)) *testenv.Product {
+	GinkgoHelper()
+	ns, err := h.NewNamespace(ctx)
+	Expect(err).NotTo(HaveOccurred())
+	p, err := h.NewProduct(ctx, ns, "demo", mutate)
+	Expect(err).NotTo(HaveOccurred())
+	Expect(h.WaitReady(ctx, p)).To(Succeed())
+	return p
+}
+
+// send builds an event with the simulator and delivers it, signed, to the
+// real receiver; it must be answered 200.
+func send(p *testenv.Product, eventType string, f kidsim.Fields) {
+	GinkgoHelper()
+	body, err := kidsim.Build(eventType, f)
+	Expect(err).NotTo(HaveOccurred())
+	a := p.Sender().Deliver(ctx, body, strconv.FormatInt(time.Now().Unix(), 10), kidsim.Sign)
+	Expect(a.Status).To(Equal(200), a.String())
+}
+
+// user waits until the KidUser known by (kind, id) satisfies check.
+func user(p *testenv.Product, kind kidv1.IdentityKind, id string, check func(Gomega, *kidv1.KidUser)) *kidv1.KidUser {
+	GinkgoHelper()
+	u := &kidv1.KidUser{}
+	key := client.ObjectKey{Namespace: p.Namespace, Name: controllers.UserName(p.Name, kind, id)}
+	Eventually(func(g Gomega) {
+		g.Expect(h.Client.Get(ctx, key, u)).To(Succeed())
+		check(g, u)
+	}).Should(Succeed())
+	return u
+}
+
+func users(ns string) []kidv1.KidUser {
+	GinkgoHelper()
+	var list kidv1.KidUserList
+	Expect(h.Client.List(ctx, &list, client.InNamespace(ns))).To(Succeed())
+	return list.Items
+}
+
+func events(ns string) []kidv1.KidEvent {
+	GinkgoHelper()
+	var list kidv1.KidEventList
+	Expect(h.Client.List(ctx, &list, client.InNamespace(ns))).To(Succeed())
+	return list.Items
+}
+
+// allEventsFinished waits until every event of the namespace is finished.
+func allEventsFinished(ns string) {
+	GinkgoHelper()
+	Eventually(func(g Gomega) {
+		for _, e := range events(ns) {
+			g.Expect(e.Status.Phase.Finished()).To(BeTrue(), "%s is %q", e.Name, e.Status.Phase)
+		}
+	}).Should(Succeed())
+}
+
+// everythingJSON is what `kubectl get kid -A -o json` shows: every object of
+// every kid.dev kind, in every namespace.
+func everythingJSON() string {
+	GinkgoHelper()
+	var all []any
+	for _, list := range []client.ObjectList{&kidv1.KidProductList{}, &kidv1.KidEventList{}, &kidv1.KidUserList{}, &kidv1.KidActionList{}} {
+		Expect(h.Client.List(ctx, list)).To(Succeed())
+		all = append(all, list)
+	}
+	b, err := json.Marshal(all)
+	Expect(err).NotTo(HaveOccurred())
+	return string(b)
+}
+
+func nowTS() string { return strconv.FormatInt(time.Now().Unix(), 10) }
