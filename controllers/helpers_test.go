@@ -3,7 +3,6 @@ package controllers_test
 import (
 	"encoding/json"
 	"strconv"
-	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -32,7 +31,7 @@ func send(p *testenv.Product, eventType string, f kidsim.Fields) {
 	GinkgoHelper()
 	body, err := kidsim.Build(eventType, f)
 	Expect(err).NotTo(HaveOccurred())
-	a := p.Sender().Deliver(ctx, body, strconv.FormatInt(time.Now().Unix(), 10), kidsim.Sign)
+	a := p.Sender().Deliver(ctx, body, nowTS(), kidsim.Sign)
 	Expect(a.Status).To(Equal(200), a.String())
 }
 
@@ -86,4 +85,5 @@ func everythingJSON() string {
 	return string(b)
 }
 
-func nowTS() string { return strconv.FormatInt(time.Now().Unix(), 10) }
+// nowTS is a signature timestamp for now, on the harness's clock.
+func nowTS() string { return strconv.FormatInt(h.Clock.Now().Unix(), 10) }

@@ -36,8 +36,8 @@ type Harness struct {
 	Config   *rest.Config
 	Client   client.Client
 	Operator *operator.Operator
-	// Clock drives the controllers (not the receiver, which checks real
-	// signing times).
+	// Clock drives the controllers, the receiver and the products'
+	// senders, so a test can move all of them forward together.
 	Clock *Clock
 	// BaseURL is the receiver's, http://host:port.
 	BaseURL string
@@ -84,6 +84,7 @@ func (h *Harness) startOperator() error {
 	}
 	opts := operator.Options{Now: h.Clock.Now}
 	opts.Webhook.Addr = "127.0.0.1:0"
+	opts.Webhook.Now = h.Clock.Now
 	op, err := operator.New(h.Config, opts)
 	if err != nil {
 		return err
@@ -114,11 +115,13 @@ type Product struct {
 	*kidv1.KidProduct
 	Secret string
 	URL    string
+	clock  *Clock
 }
 
-// Sender returns a kidsim sender for the product, without retries.
+// Sender returns a kidsim sender for the product, without retries, on the
+// harness's clock.
 func (p *Product) Sender() *kidsim.Sender {
-	return &kidsim.Sender{URL: p.URL, Secret: []byte(p.Secret)}
+	return &kidsim.Sender{URL: p.URL, Secret: []byte(p.Secret), Now: p.clock.Now}
 }
 
 // NewNamespace creates a namespace with a generated name.
@@ -154,7 +157,7 @@ func (h *Harness) NewProduct(ctx context.Context, ns, name string, mutate func(*
 	if err := h.Client.Create(ctx, p); err != nil {
 		return nil, err
 	}
-	return &Product{KidProduct: p, Secret: secret, URL: h.BaseURL + "/webhooks/" + ns + "/" + name}, nil
+	return &Product{KidProduct: p, Secret: secret, URL: h.BaseURL + "/webhooks/" + ns + "/" + name, clock: h.Clock}, nil
 }
 
 // WaitReady waits until the product is Ready, which also means the

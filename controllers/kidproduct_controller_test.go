@@ -1,0 +1,89 @@
+package controllers_test
+
+import (
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+	"github.com/kid-operator/kid-operator/internal/kid"
+	"github.com/kid-operator/kid-operator/internal/kidsim"
+)
+
+func product(ns string) *kidv1.KidProduct {
+	GinkgoHelper()
+	p := &kidv1.KidProduct{}
+	Expect(h.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "demo"}, p)).To(Succeed())
+	return p
+}
+
+func readyReason(g Gomega, ns string) string {
+	p := &kidv1.KidProduct{}
+	g.Expect(h.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "demo"}, p)).To(Succeed())
+	c := meta.FindStatusCondition(p.Status.Conditions, kidv1.ReadyCondition)
+	g.Expect(c).NotTo(BeNil())
+	return c.Reason
+}
+
+var _ = Describe("KidProduct controller", func() {
+	It("publishes the webhook path and Ready, and follows its Secret", func() {
+		p := newProduct(nil)
+		got := product(p.Namespace)
+		Expect(got.Status.WebhookPath).To(Equal("/webhooks/" + p.Namespace + "/demo"))
+		Expect(got.Status.ObservedGeneration).To(Equal(got.Generation))
+		Expect(meta.IsStatusConditionPresentAndEqual(got.Status.Conditions, kidv1.StalledCondition, metav1.ConditionTrue)).To(BeFalse())
+
+		secret := &corev1.Secret{}
+		Expect(h.Client.Get(ctx, client.ObjectKey{Namespace: p.Namespace, Name: "demo-webhook"}, secret)).To(Succeed())
+		secret.Data = map[string][]byte{"current": {}}
+		Expect(h.Client.Update(ctx, secret)).To(Succeed())
+		Eventually(func(g Gomega) string { return readyReason(g, p.Namespace) }).Should(Equal(kidv1.SecretKeyMissingReason))
+		stalled := meta.FindStatusCondition(product(p.Namespace).Status.Conditions, kidv1.StalledCondition)
+		Expect(stalled).NotTo(BeNil())
+		Expect(stalled.Status).To(Equal(metav1.ConditionTrue))
+
+		Expect(h.Client.Delete(ctx, secret)).To(Succeed())
+		Eventually(func(g Gomega) string { return readyReason(g, p.Namespace) }).Should(Equal(kidv1.SecretNotFoundReason))
+
+		Expect(h.Client.Create(ctx, &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: "demo-webhook", Namespace: p.Namespace},
+			StringData: map[string]string{"next": "rotated"},
+		})).To(Succeed())
+		Eventually(func(g Gomega) string { return readyReason(g, p.Namespace) }).Should(Equal(kidv1.SucceededReason))
+		Expect(meta.FindStatusCondition(product(p.Namespace).Status.Conditions, kidv1.StalledCondition)).To(BeNil())
+	})
+
+	It("records when the last event and the last Test event arrived", func() {
+		p := newProduct(nil)
+		send(p, kid.TestEvent, kidsim.Fields{})
+		Eventually(func(g Gomega) {
+			got := product(p.Namespace)
+			g.Expect(got.Status.LastTestEventTime).NotTo(BeNil())
+			g.Expect(got.Status.LastEventTime).NotTo(BeNil())
+		}).Should(Succeed())
+	})
+
+	It("deletes finished events past retention, and keeps younger ones", func() {
+		p := newProduct(nil)
+		send(p, kid.ChallengeStateChange, kidsim.Fields{ChallengeID: "old", Status: kid.StatusPass, SessionID: "s-old"})
+		send(p, kid.SessionDelete, kidsim.Fields{SessionID: "s-old"})
+		allEventsFinished(p.Namespace)
+		Expect(events(p.Namespace)).To(HaveLen(2))
+
+		// Eight days later (the default retention is seven), a new event.
+		h.Clock.Advance(8 * 24 * time.Hour)
+		DeferCleanup(func() { h.Clock.Advance(-8 * 24 * time.Hour) })
+		send(p, kid.TestEvent, kidsim.Fields{})
+		Eventually(func(g Gomega) {
+			left := events(p.Namespace)
+			g.Expect(left).To(HaveLen(1))
+			g.Expect(left[0].Spec.EventType).To(Equal(kid.TestEvent))
+		}).Should(Succeed())
+		Consistently(func() int { return len(events(p.Namespace)) }, "500ms").Should(Equal(1))
+	})
+})

@@ -1,0 +1,77 @@
+package controllers_test
+
+import (
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+	"github.com/kid-operator/kid-operator/internal/kid"
+	"github.com/kid-operator/kid-operator/internal/kidsim"
+	"github.com/kid-operator/kid-operator/internal/testenv"
+)
+
+var _ = Describe("Erasure", func() {
+	const (
+		email = "erase-me@example.com"
+		dob   = "2012-03-04"
+	)
+	var p *testenv.Product
+	BeforeEach(func() {
+		// A product that may keep personal data, so that there is some to
+		// erase.
+		p = newProduct(func(p *kidv1.KidProduct) {
+			p.Spec.Privacy = kidv1.PrivacySpec{StoreApproverEmail: true, StoreDateOfBirth: true}
+		})
+	})
+
+	consent := func(session, kuid string) {
+		send(p, kid.ChallengeStateChange, kidsim.Fields{ChallengeID: "c-" + session, Status: kid.StatusInProgress})
+		send(p, kid.ChallengeStateChange, kidsim.Fields{ChallengeID: "c-" + session, Status: kid.StatusPass, SessionID: session, KUID: kuid, DOB: dob, ApproverEmail: email})
+		user(p, kidv1.IdentitySession, session, func(g Gomega, u *kidv1.KidUser) {
+			g.Expect(u.Status.PersonalData).To(Equal(&kidv1.PersonalData{DateOfBirth: dob, ApproverEmail: email}))
+		})
+		allEventsFinished(p.Namespace)
+		Expect(everythingJSON()).To(And(ContainSubstring(email), ContainSubstring(dob)), "the data is there before the erasure")
+	}
+
+	It("leaves no email or date of birth anywhere after Session.Delete", func() {
+		consent("s-1", "k-1")
+		send(p, kid.SessionDelete, kidsim.Fields{SessionID: "s-1"})
+		Eventually(everythingJSON).ShouldNot(Or(ContainSubstring(email), ContainSubstring(dob)))
+		u := user(p, kidv1.IdentitySession, "s-1", func(g Gomega, u *kidv1.KidUser) { g.Expect(u.Status.ErasedAt).NotTo(BeNil()) })
+		Expect(u.Status.Session.State).To(Equal(kidv1.SessionDeleted))
+		Expect(u.Status.Consent.State).To(Equal(kidv1.ConsentGranted), "what the game needs to refuse access stays")
+	})
+
+	It("leaves no email or date of birth anywhere after Account.Delete, and erases what arrives late", func() {
+		consent("s-2", "k-2")
+		send(p, kid.AccountDelete, kidsim.Fields{KUID: "k-2"})
+		Eventually(everythingJSON).ShouldNot(Or(ContainSubstring(email), ContainSubstring(dob)))
+
+		// A late retry of the consent, carrying the data again.
+		send(p, kid.ChallengeStateChange, kidsim.Fields{ChallengeID: "c-s-2", Status: kid.StatusPass, SessionID: "s-2", KUID: "k-2", DOB: dob, ApproverEmail: email, ProductID: 1})
+		Eventually(everythingJSON).ShouldNot(Or(ContainSubstring(email), ContainSubstring(dob)))
+		Consistently(everythingJSON, "1s", "100ms").ShouldNot(Or(ContainSubstring(email), ContainSubstring(dob)))
+		user(p, kidv1.IdentitySession, "s-2", func(g Gomega, u *kidv1.KidUser) {
+			g.Expect(u.Status.AccountDeleted).To(BeTrue())
+			g.Expect(u.Status.PersonalData).To(BeNil())
+		})
+	})
+})
+
+var _ = Describe("Stand-ins", func() {
+	It("merges a challenge's user into the session's once a PASS links them", func() {
+		p := newProduct(nil)
+		send(p, kid.ChallengeStateChange, kidsim.Fields{ChallengeID: "c-1", Status: kid.StatusInProgress})
+		user(p, kidv1.IdentityChallenge, "c-1", func(g Gomega, u *kidv1.KidUser) { g.Expect(u.Status.Consent.State).To(Equal(kidv1.ConsentPending)) })
+		send(p, kid.ChallengeStateChange, kidsim.Fields{ChallengeID: "c-1", Status: kid.StatusPass, SessionID: "s-1"})
+		user(p, kidv1.IdentitySession, "s-1", func(g Gomega, u *kidv1.KidUser) { g.Expect(u.Status.ObservedEvents).To(BeEquivalentTo(2)) })
+		Eventually(func() []kidv1.KidUser { return users(p.Namespace) }, 5*time.Second).Should(HaveLen(1))
+		// A late delivery about the challenge alone goes to the session's user.
+		send(p, kid.ParentalConsentGranted, kidsim.Fields{ChallengeID: "c-1"})
+		user(p, kidv1.IdentitySession, "s-1", func(g Gomega, u *kidv1.KidUser) { g.Expect(u.Status.ObservedEvents).To(BeEquivalentTo(3)) })
+		Consistently(func() []kidv1.KidUser { return users(p.Namespace) }, "500ms").Should(HaveLen(1))
+	})
+})
