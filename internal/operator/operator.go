@@ -55,6 +55,8 @@ type Operator struct {
 	Receiver *webhookserver.Server
 }
 
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
+
 // New builds the manager with every controller and the receiver.
 func New(cfg *rest.Config, opts Options) (*Operator, error) {
 	cfg = rest.CopyConfig(cfg)
