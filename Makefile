@@ -31,9 +31,9 @@ bench: ## Run the micro-benchmarks.
 
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for FUZZTIME (default 30s).
-	go test ./internal/kid -run '^$$' -fuzz '^FuzzParseSignatureHeaders$$' -fuzztime $(FUZZTIME)
-	go test ./internal/kid -run '^$$' -fuzz '^FuzzParseEnvelope$$' -fuzztime $(FUZZTIME)
-	go test ./webhookserver -run '^$$' -fuzz '^FuzzHandler$$' -fuzztime $(FUZZTIME)
+	go test ./internal/kid -run '^$$' -fuzz '^FuzzParseSignatureHeaders$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s
+	go test ./internal/kid -run '^$$' -fuzz '^FuzzParseEnvelope$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s
+	go test ./webhookserver -run '^$$' -fuzz '^FuzzHandler$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s
 
 ##@ Build
 

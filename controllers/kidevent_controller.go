@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"slices"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+	"github.com/kid-operator/kid-operator/internal/actions"
 	"github.com/kid-operator/kid-operator/internal/fold"
 	"github.com/kid-operator/kid-operator/internal/kid"
 )
@@ -32,6 +34,10 @@ import (
 type KidEventReconciler struct {
 	client.Client
 	Recorder events.EventRecorder
+	// Filters holds the KidActions' compiled CEL filters.
+	Filters *actions.Filters
+	// HTTPClient sends http actions; nil means http.DefaultClient.
+	HTTPClient *http.Client
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// MaxConcurrentReconciles defaults to 4.
@@ -42,16 +48,22 @@ type KidEventReconciler struct {
 // +kubebuilder:rbac:groups=kid.dev,resources=kidevents/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=kid.dev,resources=kidusers,verbs=get;list;watch;create;delete
 // +kubebuilder:rbac:groups=kid.dev,resources=kidusers/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=kid.dev,resources=kidevents,verbs=patch
+// +kubebuilder:rbac:groups=kid.dev,resources=kidactions,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
-// SetupWithManager registers the controller. Only creates trigger it: the
-// spec of an event never changes, and status writes must not retrigger.
+// SetupWithManager registers the controller. Creates trigger it, and
+// annotation changes (the redrive annotation): the spec of an event never
+// changes, and status writes must not retrigger.
 func (r *KidEventReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.MaxConcurrentReconciles == 0 {
 		r.MaxConcurrentReconciles = 4
 	}
+	if r.Filters == nil {
+		r.Filters = actions.NewFilters()
+	}
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&kidv1.KidEvent{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		For(&kidv1.KidEvent{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
 		Named("kidevent").
 		Complete(r)
@@ -64,22 +76,35 @@ func (r *KidEventReconciler) now() time.Time {
 	return time.Now()
 }
 
-// Reconcile processes one KidEvent.
+// Reconcile processes one KidEvent: it folds a Pending event into its
+// user(s), then runs the KidActions it matched until each run is done.
 func (r *KidEventReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	event := &kidv1.KidEvent{}
 	if err := r.Get(ctx, req.NamespacedName, event); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	if event.Status.Phase != "" && event.Status.Phase != kidv1.EventPending {
+	if _, ok := event.Annotations[kidv1.RedriveAnnotation]; ok {
+		if err := r.redrive(ctx, event); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	switch event.Status.Phase {
+	case "", kidv1.EventPending:
+	case kidv1.EventApplied:
+		if !slices.ContainsFunc(event.Status.Actions, func(a kidv1.ActionRunStatus) bool { return a.Phase == kidv1.RunPending }) {
+			return ctrl.Result{}, nil
+		}
+		return r.continueRuns(ctx, event)
+	default:
 		return ctrl.Result{}, nil
 	}
+
 	if !kid.Known(event.Spec.EventType) {
 		// Test events and types this version does not know: kept for the
 		// record, folded into no user.
 		eventsProcessedTotal.WithLabelValues(typeLabel(event.Spec.EventType), "ignored").Inc()
-		return ctrl.Result{}, r.setPhase(ctx, event, kidv1.EventIgnored, nil)
+		return ctrl.Result{}, r.setPhase(ctx, event, kidv1.EventIgnored, nil, nil)
 	}
-
 	product := &kidv1.KidProduct{}
 	if err := r.Get(ctx, types.NamespacedName{Namespace: event.Namespace, Name: event.Spec.ProductRef.Name}, product); err != nil {
 		// Without its product the privacy settings are unknown: wait.
@@ -90,7 +115,7 @@ func (r *KidEventReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		// Stored data that does not decode can never fold: ignore it.
 		ctrl.LoggerFrom(ctx).Error(err, "event data does not decode; ignoring the event")
 		eventsProcessedTotal.WithLabelValues(typeLabel(event.Spec.EventType), "ignored").Inc()
-		return ctrl.Result{}, r.setPhase(ctx, event, kidv1.EventIgnored, nil)
+		return ctrl.Result{}, r.setPhase(ctx, event, kidv1.EventIgnored, nil, nil)
 	}
 
 	targets, err := r.targets(ctx, event, fe)
@@ -98,12 +123,14 @@ func (r *KidEventReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		return ctrl.Result{}, err
 	}
 	privacy := kid.Privacy{KeepEmail: product.Spec.Privacy.StoreApproverEmail, KeepDateOfBirth: product.Spec.Privacy.StoreDateOfBirth}
+	var folded []*kidv1.KidUser
 	erased := false
 	for _, t := range targets {
 		user, err := r.applyTo(ctx, event, t, privacy)
 		if err != nil {
 			return ctrl.Result{}, err
 		}
+		folded = append(folded, user)
 		erased = erased || user.Status.ErasedAt != nil
 	}
 	if erased && event.Spec.PersonalData {
@@ -113,18 +140,57 @@ func (r *KidEventReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		erasedEventsTotal.Inc()
 		return ctrl.Result{}, client.IgnoreNotFound(r.Delete(ctx, event))
 	}
+
 	var userRef *kidv1.LocalObjectReference
-	if len(targets) > 0 {
-		userRef = &kidv1.LocalObjectReference{Name: targets[0].name}
+	var userStatus *kidv1.KidUserStatus
+	if len(folded) > 0 {
+		userRef = &kidv1.LocalObjectReference{Name: folded[0].Name}
+		userStatus = &folded[0].Status
 	}
-	if err := r.setPhase(ctx, event, kidv1.EventApplied, userRef); err != nil {
+	runs, err := r.matchActions(ctx, event, product, userStatus)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := r.setPhase(ctx, event, kidv1.EventApplied, userRef, runs); err != nil {
 		return ctrl.Result{}, err
 	}
 	eventsProcessedTotal.WithLabelValues(typeLabel(event.Spec.EventType), "applied").Inc()
 	if event.Spec.SignedAt != nil {
 		applyLatency.WithLabelValues(typeLabel(event.Spec.EventType)).Observe(r.now().Sub(event.Spec.SignedAt.Time).Seconds())
 	}
-	return ctrl.Result{}, nil
+	if len(runs) == 0 {
+		return ctrl.Result{}, nil
+	}
+	next, err := r.runActions(ctx, event, product)
+	return ctrl.Result{RequeueAfter: next}, err
+}
+
+// continueRuns makes the next due attempts of an applied event's runs.
+func (r *KidEventReconciler) continueRuns(ctx context.Context, event *kidv1.KidEvent) (ctrl.Result, error) {
+	product := &kidv1.KidProduct{}
+	if err := r.Get(ctx, types.NamespacedName{Namespace: event.Namespace, Name: event.Spec.ProductRef.Name}, product); err != nil {
+		return ctrl.Result{}, fmt.Errorf("reading product of event: %w", err)
+	}
+	next, err := r.runActions(ctx, event, product)
+	return ctrl.Result{RequeueAfter: next}, err
+}
+
+// redrive puts the failed runs back to Pending and removes the annotation
+// that asked for it.
+func (r *KidEventReconciler) redrive(ctx context.Context, event *kidv1.KidEvent) error {
+	before := event.DeepCopy()
+	redrive(event)
+	if !apiequality.Semantic.DeepEqual(before.Status, event.Status) {
+		if err := r.Status().Patch(ctx, event, client.MergeFrom(before)); err != nil {
+			return fmt.Errorf("redriving event: %w", err)
+		}
+	}
+	before = event.DeepCopy()
+	delete(event.Annotations, kidv1.RedriveAnnotation)
+	if err := r.Patch(ctx, event, client.MergeFrom(before)); err != nil {
+		return fmt.Errorf("removing the redrive annotation: %w", err)
+	}
+	return nil
 }
 
 // foldEvent decodes what the fold needs of a KidEvent.
@@ -347,12 +413,14 @@ func (r *KidEventReconciler) recordTransitions(before, after *kidv1.KidUser) {
 	}
 }
 
-// setPhase writes the event's phase (one status write per event).
-func (r *KidEventReconciler) setPhase(ctx context.Context, e *kidv1.KidEvent, phase kidv1.EventPhase, userRef *kidv1.LocalObjectReference) error {
+// setPhase writes the event's phase, user and action runs (one status write
+// per event).
+func (r *KidEventReconciler) setPhase(ctx context.Context, e *kidv1.KidEvent, phase kidv1.EventPhase, userRef *kidv1.LocalObjectReference, runs []kidv1.ActionRunStatus) error {
 	before := e.DeepCopy()
 	now := metav1.NewTime(r.now())
 	e.Status.Phase = phase
 	e.Status.UserRef = userRef
+	e.Status.Actions = runs
 	if phase == kidv1.EventApplied {
 		e.Status.AppliedAt = &now
 	}

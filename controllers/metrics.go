@@ -24,6 +24,17 @@ var (
 		Help: "Finished KidEvents deleted by retention, by reason (age, count).",
 	}, []string{"reason"})
 
+	actionAttemptsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kid_action_attempts_total",
+		Help: "KidAction attempts, by action (namespace/name) and result: success, retry, failure, dry-run.",
+	}, []string{"action", "result"})
+
+	actionDelay = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "kid_action_delay_seconds",
+		Help:    "Time from the receiver storing an event to an action's success, by action.",
+		Buckets: []float64{0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800},
+	}, []string{"action"})
+
 	erasedEventsTotal = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "kid_erased_events_total",
 		Help: "KidEvents holding personal data deleted because k-ID deleted the player's session or account.",
@@ -31,7 +42,7 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(eventsProcessedTotal, applyLatency, retentionDeletedTotal, erasedEventsTotal)
+	metrics.Registry.MustRegister(eventsProcessedTotal, applyLatency, retentionDeletedTotal, erasedEventsTotal, actionAttemptsTotal, actionDelay)
 }
 
 // typeLabel bounds the event type label to the types this version knows.

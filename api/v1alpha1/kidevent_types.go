@@ -152,6 +152,11 @@ type ActionRunStatus struct {
 	// +kubebuilder:validation:MaxLength=1024
 	LastError string `json:"lastError,omitempty"`
 
+	// message says what ran, or for a dry run what would have run.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Message string `json:"message,omitempty"`
+
 	// nextAttemptAt is when the next attempt is due.
 	// +optional
 	NextAttemptAt *metav1.Time `json:"nextAttemptAt,omitempty"`
@@ -229,6 +234,18 @@ type KidEventList struct {
 func init() {
 	SchemeBuilder.Register(&KidEvent{}, &KidEventList{})
 }
+
+// Action run phases.
+const (
+	RunPending   = "Pending"
+	RunSucceeded = "Succeeded"
+	RunFailed    = "Failed"
+	RunSkipped   = "Skipped"
+)
+
+// RedriveAnnotation, set on a KidEvent (to any value), runs its failed
+// actions again from their first attempt; the controller removes it.
+const RedriveAnnotation = "kid.dev/redrive"
 
 // SubjectAnnotation holds a short, human-readable subject for the Subject
 // printer column (a JSONPath cannot pick "whichever id is set").

@@ -16,6 +16,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/kid-operator/kid-operator/controllers"
+	"github.com/kid-operator/kid-operator/internal/actions"
 	"github.com/kid-operator/kid-operator/internal/scheme"
 	"github.com/kid-operator/kid-operator/webhookserver"
 )
@@ -40,6 +41,8 @@ type Options struct {
 	Burst int
 	// Now is the controllers' clock; nil means time.Now.
 	Now func() time.Time
+	// HTTPClient sends KidActions' requests; nil means a default client.
+	HTTPClient *http.Client
 }
 
 // Defaults of Options.
@@ -100,8 +103,10 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up KidProduct controller: %w", err)
 	}
+	filters := actions.NewFilters()
 	if err := (&controllers.KidEventReconciler{
 		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kidevent-controller"), Now: opts.Now,
+		Filters: filters, HTTPClient: opts.HTTPClient,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up KidEvent controller: %w", err)
 	}
@@ -109,6 +114,12 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kiduser-controller"),
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up KidUser controller: %w", err)
+	}
+
+	if err := (&controllers.KidActionReconciler{
+		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kidaction-controller"), Filters: filters,
+	}).SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("setting up KidAction controller: %w", err)
 	}
 
 	receiver := webhookserver.New(mgr.GetCache(), mgr.GetClient(), opts.Webhook)

@@ -1,0 +1,289 @@
+package controllers
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"slices"
+	"time"
+
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	corev1 "k8s.io/api/core/v1"
+
+	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+	"github.com/kid-operator/kid-operator/internal/actions"
+)
+
+// This file is the KidEvent controller's part in running KidActions: which
+// actions an event starts (matchActions, once, when the event is folded) and
+// each run's attempts (runActions), recorded in the event's status.actions.
+
+// webhookID is the stable id of one (event, action) pair: the webhook-id
+// header of every attempt, so the target can deduplicate.
+func webhookID(e *kidv1.KidEvent, action string) string {
+	sum := sha256.Sum256([]byte(e.Namespace + "/" + e.Name + "/" + action))
+	return "kid_" + hex.EncodeToString(sum[:16])
+}
+
+// matchActions returns a Pending run for each KidAction the event matches,
+// given the user status after the fold. A suspended product starts none. An
+// action that is not usable (its filter does not compile or fails) gets a
+// Skipped run that says why, rather than silence.
+func (r *KidEventReconciler) matchActions(ctx context.Context, e *kidv1.KidEvent, product *kidv1.KidProduct, user *kidv1.KidUserStatus) ([]kidv1.ActionRunStatus, error) {
+	if product.Spec.Suspend {
+		return nil, nil
+	}
+	var list kidv1.KidActionList
+	if err := r.List(ctx, &list, client.InNamespace(e.Namespace)); err != nil {
+		return nil, fmt.Errorf("listing actions: %w", err)
+	}
+	if len(list.Items) == 0 {
+		return nil, nil
+	}
+	in, err := actions.NewInput(e, user)
+	if err != nil {
+		return nil, err
+	}
+	var runs []kidv1.ActionRunStatus
+	for i := range list.Items {
+		a := &list.Items[i]
+		ok, err := r.Filters.Matches(a, e, in)
+		switch {
+		case err != nil:
+			runs = append(runs, kidv1.ActionRunStatus{Name: a.Name, Phase: kidv1.RunSkipped, LastError: truncate(err.Error())})
+		case ok:
+			runs = append(runs, kidv1.ActionRunStatus{Name: a.Name, Phase: kidv1.RunPending})
+		}
+	}
+	slices.SortFunc(runs, func(x, y kidv1.ActionRunStatus) int { return compareStrings(x.Name, y.Name) })
+	if len(runs) > 64 {
+		runs = runs[:64]
+	}
+	return runs, nil
+}
+
+// runActions makes the attempts that are due, records them, and settles the
+// event's phase once every run is done. It returns when to come back.
+func (r *KidEventReconciler) runActions(ctx context.Context, e *kidv1.KidEvent, product *kidv1.KidProduct) (time.Duration, error) {
+	if product.Spec.Suspend {
+		// Runs wait while the product is suspended.
+		return time.Minute, nil
+	}
+	before := e.DeepCopy()
+	now := r.now()
+	var in *actions.Input
+	next := time.Duration(0)
+	for i := range e.Status.Actions {
+		run := &e.Status.Actions[i]
+		if run.Phase != kidv1.RunPending {
+			continue
+		}
+		if run.NextAttemptAt != nil && run.NextAttemptAt.After(now) {
+			next = minPositive(next, run.NextAttemptAt.Sub(now))
+			continue
+		}
+		if in == nil {
+			var err error
+			if in, err = r.actionInput(ctx, e); err != nil {
+				return 0, err
+			}
+		}
+		if d := r.attempt(ctx, e, run, in, now); d > 0 {
+			next = minPositive(next, d)
+		}
+	}
+	settle(e)
+	if !apiequality.Semantic.DeepEqual(before.Status, e.Status) {
+		if err := r.Status().Patch(ctx, e, client.MergeFrom(before)); err != nil {
+			return 0, fmt.Errorf("recording action runs: %w", err)
+		}
+	}
+	return next, nil
+}
+
+// actionInput is the input of an event's runs: the event and its user's
+// current status.
+func (r *KidEventReconciler) actionInput(ctx context.Context, e *kidv1.KidEvent) (*actions.Input, error) {
+	var status *kidv1.KidUserStatus
+	if e.Status.UserRef != nil {
+		u := &kidv1.KidUser{}
+		err := r.Get(ctx, types.NamespacedName{Namespace: e.Namespace, Name: e.Status.UserRef.Name}, u)
+		if client.IgnoreNotFound(err) != nil {
+			return nil, fmt.Errorf("reading user: %w", err)
+		}
+		if err == nil {
+			status = &u.Status
+		}
+	}
+	return actions.NewInput(e, status)
+}
+
+// attempt makes one attempt of a run and records it. It returns the wait
+// before the next attempt, or 0 when the run is done.
+func (r *KidEventReconciler) attempt(ctx context.Context, e *kidv1.KidEvent, run *kidv1.ActionRunStatus, in *actions.Input, now time.Time) time.Duration {
+	log := ctrl.LoggerFrom(ctx).WithValues("action", run.Name)
+	a := &kidv1.KidAction{}
+	if err := r.Get(ctx, types.NamespacedName{Namespace: e.Namespace, Name: run.Name}, a); err != nil {
+		finish(run, kidv1.RunSkipped, now, "action unavailable: "+err.Error())
+		return 0
+	}
+	if _, err := r.Filters.Compile(a); err != nil {
+		finish(run, kidv1.RunSkipped, now, "action not Ready: "+kidv1.InvalidFilterReason+": "+err.Error())
+		return 0
+	}
+	if a.Spec.DryRun {
+		run.Message = truncate(describe(a, e, in))
+		finish(run, kidv1.RunSucceeded, now, "")
+		actionAttemptsTotal.WithLabelValues(e.Namespace+"/"+a.Name, "dry-run").Inc()
+		return 0
+	}
+
+	run.Attempts++
+	var out actions.Outcome
+	switch {
+	case a.Spec.HTTP != nil:
+		out = r.post(ctx, e, a, in, now)
+	case a.Spec.Resource != nil:
+		out = actions.Create(ctx, r.Client, a, e, in)
+	}
+	label := e.Namespace + "/" + a.Name
+	if out.Err == nil {
+		run.Message = truncate(describe(a, e, in))
+		finish(run, kidv1.RunSucceeded, now, "")
+		actionAttemptsTotal.WithLabelValues(label, "success").Inc()
+		actionDelay.WithLabelValues(label).Observe(now.Sub(e.Spec.ReceivedAt.Time).Seconds())
+		return 0
+	}
+	log.Info("action attempt failed", "attempt", run.Attempts, "error", out.Err.Error())
+	maxAttempts := int32(1)
+	if a.Spec.HTTP != nil {
+		maxAttempts = max(a.Spec.HTTP.MaxAttempts, 1)
+	} else {
+		maxAttempts = 5
+	}
+	if out.Permanent || run.Attempts >= maxAttempts {
+		finish(run, kidv1.RunFailed, now, out.Err.Error())
+		actionAttemptsTotal.WithLabelValues(label, "failure").Inc()
+		r.recordActionFailure(e, a, out.Err)
+		return 0
+	}
+	actionAttemptsTotal.WithLabelValues(label, "retry").Inc()
+	wait := actions.NextDelay(run.Attempts, out.RetryAfter)
+	at := metav1.NewTime(now.Add(wait))
+	run.LastError = truncate(out.Err.Error())
+	run.NextAttemptAt = &at
+	return wait
+}
+
+func (r *KidEventReconciler) post(ctx context.Context, e *kidv1.KidEvent, a *kidv1.KidAction, in *actions.Input, now time.Time) actions.Outcome {
+	id := webhookID(e, a.Name)
+	body, err := actions.Body(a.Spec.HTTP, id, in)
+	if err != nil {
+		return actions.Outcome{Err: err, Permanent: true}
+	}
+	var secret []byte
+	if ref := a.Spec.HTTP.SigningSecretRef; ref != nil {
+		s := &corev1.Secret{}
+		if err := r.Get(ctx, types.NamespacedName{Namespace: e.Namespace, Name: ref.Name}, s); err != nil {
+			return actions.Outcome{Err: fmt.Errorf("reading signing secret: %w", err)}
+		}
+		if secret = s.Data[ref.Key]; len(secret) == 0 {
+			return actions.Outcome{Err: fmt.Errorf("signing secret %s has no key %q", ref.Name, ref.Key)}
+		}
+	}
+	c := r.HTTPClient
+	if c == nil {
+		c = http.DefaultClient
+	}
+	return actions.Post(ctx, c, a.Spec.HTTP, id, body, secret, now)
+}
+
+func (r *KidEventReconciler) recordActionFailure(e *kidv1.KidEvent, a *kidv1.KidAction, err error) {
+	if r.Recorder != nil {
+		r.Recorder.Eventf(e, a, "Warning", "ActionFailed", "RunAction", "action %s failed: %s", a.Name, truncate(err.Error()))
+	}
+}
+
+// describe says what a run does (or, dry, would do).
+func describe(a *kidv1.KidAction, e *kidv1.KidEvent, in *actions.Input) string {
+	prefix := ""
+	if a.Spec.DryRun {
+		prefix = "dry run: would "
+	}
+	switch {
+	case a.Spec.HTTP != nil:
+		return fmt.Sprintf("%sPOST to %s with webhook-id %s", prefix, a.Spec.HTTP.URL, webhookID(e, a.Name))
+	case a.Spec.Resource != nil:
+		obj, err := actions.Render(a, e, in)
+		if err != nil {
+			return prefix + "create nothing: " + err.Error()
+		}
+		return fmt.Sprintf("%screate %s %s/%s", prefix, obj.GetKind(), obj.GetNamespace(), obj.GetName())
+	}
+	return prefix + "do nothing"
+}
+
+func finish(run *kidv1.ActionRunStatus, phase string, now time.Time, lastError string) {
+	at := metav1.NewTime(now)
+	run.Phase = phase
+	run.CompletedAt = &at
+	run.NextAttemptAt = nil
+	if lastError != "" {
+		run.LastError = truncate(lastError)
+	}
+}
+
+// settle sets an applied event's final phase once every run is done:
+// Succeeded, or Failed if any run failed.
+func settle(e *kidv1.KidEvent) {
+	if e.Status.Phase != kidv1.EventApplied || len(e.Status.Actions) == 0 {
+		return
+	}
+	phase := kidv1.EventSucceeded
+	for _, run := range e.Status.Actions {
+		switch run.Phase {
+		case kidv1.RunPending:
+			return
+		case kidv1.RunFailed:
+			phase = kidv1.EventFailed
+		}
+	}
+	e.Status.Phase = phase
+}
+
+// redrive puts an event's failed runs back to their first attempt.
+func redrive(e *kidv1.KidEvent) {
+	for i := range e.Status.Actions {
+		run := &e.Status.Actions[i]
+		if run.Phase == kidv1.RunFailed {
+			*run = kidv1.ActionRunStatus{Name: run.Name, Phase: kidv1.RunPending}
+		}
+	}
+	if e.Status.Phase == kidv1.EventFailed {
+		e.Status.Phase = kidv1.EventApplied
+	}
+}
+
+func truncate(s string) string {
+	if len(s) > 1000 {
+		return s[:1000] + "…"
+	}
+	return s
+}
+
+func compareStrings(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,24 @@
+package actions
+
+import (
+	"math/rand/v2"
+	"time"
+)
+
+// Backoff of retried runs: exponential from BaseDelay, capped at MaxDelay,
+// with ±20 % jitter so that runs failing together do not retry together.
+const (
+	BaseDelay = time.Second
+	MaxDelay  = 5 * time.Minute
+)
+
+// NextDelay is the wait before attempt n+1 after n failed attempts (n ≥ 1).
+// A Retry-After the target asked for wins when it is longer.
+func NextDelay(n int32, retryAfter time.Duration) time.Duration {
+	d := MaxDelay
+	if n < 20 {
+		d = min(BaseDelay<<(n-1), MaxDelay)
+	}
+	d += time.Duration((rand.Float64()*0.4 - 0.2) * float64(d))
+	return max(d, retryAfter)
+}
