@@ -12,6 +12,7 @@ import (
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -43,6 +44,9 @@ type Options struct {
 	Now func() time.Time
 	// HTTPClient sends KidActions' requests; nil means a default client.
 	HTTPClient *http.Client
+	// SkipControllerNameValidation lets one process build the manager more
+	// than once (tests that restart the operator).
+	SkipControllerNameValidation bool
 }
 
 // Defaults of Options.
@@ -84,6 +88,7 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 		LeaderElection:          opts.LeaderElection,
 		LeaderElectionID:        "kid-operator.kid.dev",
 		LeaderElectionNamespace: opts.LeaderElectionNamespace,
+		Controller: config.Controller{SkipNameValidation: &opts.SkipControllerNameValidation},
 		Cache: cache.Options{
 			// Managed fields are never read here; dropping them roughly
 			// halves the cache's memory.

@@ -82,7 +82,7 @@ func (h *Harness) startOperator() error {
 	if h.Client, err = client.New(h.Config, client.Options{Scheme: scheme.Scheme}); err != nil {
 		return err
 	}
-	opts := operator.Options{Now: h.Clock.Now}
+	opts := operator.Options{Now: h.Clock.Now, SkipControllerNameValidation: true}
 	opts.Webhook.Addr = "127.0.0.1:0"
 	opts.Webhook.Now = h.Clock.Now
 	op, err := operator.New(h.Config, opts)
@@ -102,6 +102,17 @@ func (h *Harness) startOperator() error {
 	}
 	h.BaseURL = "http://" + op.Receiver.Addr()
 	return nil
+}
+
+// RestartOperator stops the operator and starts a new one on the same
+// control plane, as a rollout or a crash would. The receiver's address
+// changes; products made before keep the old URL.
+func (h *Harness) RestartOperator() error {
+	h.cancel()
+	if err := <-h.done; err != nil {
+		return err
+	}
+	return h.startOperator()
 }
 
 // Stop stops the operator and the control plane.

@@ -1,0 +1,350 @@
+package controllers_test
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"sync"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+	"github.com/kid-operator/kid-operator/internal/actions"
+	"github.com/kid-operator/kid-operator/internal/kid"
+	"github.com/kid-operator/kid-operator/internal/kidsim"
+	"github.com/kid-operator/kid-operator/internal/testenv"
+)
+
+// target is a local HTTP endpoint that answers from a script and records
+// every delivery.
+type target struct {
+	*httptest.Server
+	mu      sync.Mutex
+	answers []int // answered in order; 200 once they run out
+	retry   string
+	got     []delivery
+}
+
+type delivery struct {
+	id, signature string
+	status        int
+	at            time.Time
+}
+
+func newTarget(answers ...int) *target {
+	t := &target{answers: answers}
+	t.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		status := http.StatusOK
+		if len(t.answers) > 0 {
+			status, t.answers = t.answers[0], t.answers[1:]
+		}
+		if t.retry != "" && status != http.StatusOK {
+			w.Header().Set("Retry-After", t.retry)
+		}
+		t.got = append(t.got, delivery{id: r.Header.Get("webhook-id"), signature: r.Header.Get("webhook-signature"), status: status, at: time.Now()})
+		w.WriteHeader(status)
+	}))
+	DeferCleanup(t.Close)
+	return t
+}
+
+func (t *target) deliveries() []delivery {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return append([]delivery(nil), t.got...)
+}
+
+// succeededPerID counts the deliveries answered 2xx, per webhook-id.
+func (t *target) succeededPerID() map[string]int {
+	out := map[string]int{}
+	for _, d := range t.deliveries() {
+		if d.status == http.StatusOK {
+			out[d.id]++
+		}
+	}
+	return out
+}
+
+func httpAction(p *testenv.Product, name, url string, mutate func(*kidv1.KidAction)) *kidv1.KidAction {
+	GinkgoHelper()
+	a := &kidv1.KidAction{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: p.Namespace},
+		Spec: kidv1.KidActionSpec{
+			EventTypes: []string{kid.ChallengeStateChange},
+			HTTP:       &kidv1.HTTPAction{URL: url, MaxAttempts: 3},
+		},
+	}
+	if mutate != nil {
+		mutate(a)
+	}
+	Expect(h.Client.Create(ctx, a)).To(Succeed())
+	Eventually(func(g Gomega) {
+		got := &kidv1.KidAction{}
+		g.Expect(h.Client.Get(ctx, client.ObjectKeyFromObject(a), got)).To(Succeed())
+		g.Expect(got.Status.ObservedGeneration).To(Equal(got.Generation))
+	}).Should(Succeed())
+	return a
+}
+
+// runOf waits until the event about challenge c has a run of action that
+// satisfies check.
+func runOf(p *testenv.Product, c, action string, check func(Gomega, kidv1.EventPhase, kidv1.ActionRunStatus), timeout time.Duration) {
+	GinkgoHelper()
+	Eventually(func(g Gomega) {
+		var found bool
+		for _, e := range events(p.Namespace) {
+			if e.Spec.Subject.ChallengeID != c {
+				continue
+			}
+			for _, run := range e.Status.Actions {
+				if run.Name == action {
+					found = true
+					check(g, e.Status.Phase, run)
+				}
+			}
+		}
+		g.Expect(found).To(BeTrue(), "no run of %s for %s yet", action, c)
+	}, timeout, "100ms").Should(Succeed())
+}
+
+var _ = Describe("KidAction", func() {
+	var p *testenv.Product
+	BeforeEach(func() { p = newProduct(nil) })
+
+	It("runs only for matching products, types and filters, and signs with Standard Webhooks headers", func() {
+		t := newTarget()
+		Expect(h.Client.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "hook", Namespace: p.Namespace}, StringData: map[string]string{"secret": "whsec_MDEyMzQ1Njc4OWFiY2RlZg=="}})).To(Succeed())
+		httpAction(p, "granted", t.URL, func(a *kidv1.KidAction) {
+			a.Spec.Products = []string{"demo"}
+			a.Spec.Filter = `event.data.status == "PASS" && user.consent.state == "Granted"`
+			a.Spec.HTTP.SigningSecretRef = &kidv1.SecretKeySelector{Name: "hook", Key: "secret"}
+		})
+		httpAction(p, "other-product", t.URL, func(a *kidv1.KidAction) { a.Spec.Products = []string{"not-demo"} })
+		send(p, kid.ChallengeStateChange, kidsim.Fields{ChallengeID: "c-in", Status: kid.StatusInProgress})
+		send(p, kid.ChallengeStateChange, kidsim.Fields{ChallengeID: "c-ok", Status: kid.StatusPass, SessionID: "s-ok"})
+		send(p, kid.SessionDelete, kidsim.Fields{SessionID: "s-x"})
+
+		runOf(p, "c-ok", "granted", func(g Gomega, phase kidv1.EventPhase, run kidv1.ActionRunStatus) {
+			g.Expect(run.Phase).To(Equal(kidv1.RunSucceeded))
+			g.Expect(run.Attempts).To(BeEquivalentTo(1))
+			g.Expect(run.CompletedAt).NotTo(BeNil())
+			g.Expect(phase).To(Equal(kidv1.EventSucceeded))
+		}, 10*time.Second)
+		allEventsFinished(p.Namespace)
+		Consistently(t.deliveries, "500ms").Should(HaveLen(1))
+		d := t.deliveries()[0]
+		Expect(d.signature).To(HavePrefix("v1,"))
+		Expect(d.id).To(HavePrefix("kid_"))
+		for _, e := range events(p.Namespace) {
+			if e.Spec.Subject.ChallengeID != "c-ok" {
+				Expect(e.Status.Actions).To(BeEmpty(), e.Name)
+				Expect(e.Status.Phase).To(Equal(kidv1.EventApplied))
+			}
+		}
+	})
+
+	It("reports a filter that does not compile as InvalidFilter, and records skipped runs", func() {
+		a := httpAction(p, "broken", "http://127.0.0.1:1/", func(a *kidv1.KidAction) { a.Spec.Filter = `event.data.status ==` })
+		got := &kidv1.KidAction{}
+		Expect(h.Client.Get(ctx, client.ObjectKeyFromObject(a), got)).To(Succeed())
+		ready := meta.FindStatusCondition(got.Status.Conditions, kidv1.ReadyCondition)
+		Expect(ready).NotTo(BeNil())
+		Expect(ready.Status).To(Equal(metav1.ConditionFalse))
+		Expect(ready.Reason).To(Equal(kidv1.InvalidFilterReason))
+		Expect(ready.Message).To(ContainSubstring("Syntax error"))
+
+		send(p, kid.ChallengeStateChange, kidsim.Fields{ChallengeID: "c-1", Status: kid.StatusPass})
+		runOf(p, "c-1", "broken", func(g Gomega, _ kidv1.EventPhase, run kidv1.ActionRunStatus) {
+			g.Expect(run.Phase).To(Equal(kidv1.RunSkipped))
+			g.Expect(run.LastError).To(ContainSubstring("Syntax error"))
+		}, 5*time.Second)
+	})
+
+	It("retries a failure with backoff, then succeeds", func() {
+		t := newTarget(http.StatusInternalServerError, http.StatusBadGateway)
+		httpAction(p, "flaky", t.URL, nil)
+		send(p, kid.ChallengeStateChange, kidsim.Fields{ChallengeID: "c-1", Status: kid.StatusPass})
+		runOf(p, "c-1", "flaky", func(g Gomega, phase kidv1.EventPhase, run kidv1.ActionRunStatus) {
+			g.Expect(run.Phase).To(Equal(kidv1.RunSucceeded))
+			g.Expect(run.Attempts).To(BeEquivalentTo(3))
+			g.Expect(phase).To(Equal(kidv1.EventSucceeded))
+		}, 15*time.Second)
+		d := t.deliveries()
+		Expect(d).To(HaveLen(3))
+		Expect(d[0].id).To(Equal(d[2].id), "every attempt carries the same webhook-id")
+		// Backoff: about 1 s, then about 2 s (±20 %).
+		Expect(d[1].at.Sub(d[0].at)).To(BeNumerically(">=", 800*time.Millisecond))
+		Expect(d[2].at.Sub(d[1].at)).To(BeNumerically(">=", 1600*time.Millisecond))
+	})
+
+	It("fails for good after maxAttempts, and at once on a permanent 4xx", func() {
+		t := newTarget(http.StatusServiceUnavailable, http.StatusServiceUnavailable, http.StatusServiceUnavailable)
+		httpAction(p, "down", t.URL, func(a *kidv1.KidAction) { a.Spec.HTTP.MaxAttempts = 2 })
+		send(p, kid.ChallengeStateChange, kidsim.Fields{ChallengeID: "c-1", Status: kid.StatusPass})
+		runOf(p, "c-1", "down", func(g Gomega, phase kidv1.EventPhase, run kidv1.ActionRunStatus) {
+			g.Expect(run.Phase).To(Equal(kidv1.RunFailed))
+			g.Expect(run.Attempts).To(BeEquivalentTo(2))
+			g.Expect(run.LastError).To(ContainSubstring("503"))
+			g.Expect(phase).To(Equal(kidv1.EventFailed))
+		}, 10*time.Second)
+
+		gone := newTarget(http.StatusGone)
+		httpAction(p, "gone", gone.URL, nil)
+		send(p, kid.ChallengeStateChange, kidsim.Fields{ChallengeID: "c-2", Status: kid.StatusPass})
+		runOf(p, "c-2", "gone", func(g Gomega, _ kidv1.EventPhase, run kidv1.ActionRunStatus) {
+			g.Expect(run.Phase).To(Equal(kidv1.RunFailed))
+			g.Expect(run.Attempts).To(BeEquivalentTo(1))
+		}, 10*time.Second)
+	})
+
+	It("honours Retry-After", func() {
+		t := newTarget(http.StatusTooManyRequests)
+		t.retry = "3"
+		httpAction(p, "limited", t.URL, nil)
+		send(p, kid.ChallengeStateChange, kidsim.Fields{ChallengeID: "c-1", Status: kid.StatusPass})
+		runOf(p, "c-1", "limited", func(g Gomega, _ kidv1.EventPhase, run kidv1.ActionRunStatus) {
+			g.Expect(run.Phase).To(Equal(kidv1.RunSucceeded))
+		}, 15*time.Second)
+		d := t.deliveries()
+		Expect(d).To(HaveLen(2))
+		Expect(d[1].at.Sub(d[0].at)).To(BeNumerically(">=", 3*time.Second))
+	})
+
+	It("has its effect once per event and action when k-ID delivers three times", func() {
+		t := newTarget()
+		httpAction(p, "once", t.URL, nil)
+		body, err := kidsim.Build(kid.ChallengeStateChange, kidsim.Fields{ChallengeID: "c-1", Status: kid.StatusPass, SessionID: "s-1"})
+		Expect(err).NotTo(HaveOccurred())
+		for i := range 3 {
+			ts := strconv.FormatInt(h.Clock.Now().Add(time.Duration(i)*5*time.Second).Unix(), 10)
+			Expect(p.Sender().Deliver(ctx, body, ts, kidsim.Sign).Status).To(Equal(200))
+		}
+		allEventsFinished(p.Namespace)
+		Consistently(t.succeededPerID, "1s").Should(HaveLen(1))
+		Expect(t.succeededPerID()).To(ContainElement(1))
+	})
+
+	It("creates a resource once, with a deterministic name", func() {
+		tmpl := `{"apiVersion":"v1","kind":"ConfigMap","data":{"session":"{{.user.sessionId}}","event":"{{.event.type}}"}}`
+		a := &kidv1.KidAction{
+			ObjectMeta: metav1.ObjectMeta{Name: "erase-job", Namespace: p.Namespace},
+			Spec: kidv1.KidActionSpec{
+				EventTypes: []string{kid.SessionDelete},
+				Resource:   &kidv1.ResourceAction{Template: apiextensionsv1.JSON{Raw: []byte(tmpl)}},
+			},
+		}
+		Expect(h.Client.Create(ctx, a)).To(Succeed())
+		body, err := kidsim.Build(kid.SessionDelete, kidsim.Fields{SessionID: "s-9"})
+		Expect(err).NotTo(HaveOccurred())
+		Eventually(func() int { return p.Sender().Deliver(ctx, body, nowTS(), kidsim.Sign).Status }).Should(Equal(200))
+		Expect(p.Sender().Deliver(ctx, body, nowTS(), kidsim.Sign).Status).To(Equal(200))
+		allEventsFinished(p.Namespace)
+
+		Eventually(func(g Gomega) {
+			var cms corev1.ConfigMapList
+			g.Expect(h.Client.List(ctx, &cms, client.InNamespace(p.Namespace), client.MatchingLabels{actions.ActionLabel: "erase-job"})).To(Succeed())
+			g.Expect(cms.Items).To(HaveLen(1))
+			g.Expect(cms.Items[0].Data).To(Equal(map[string]string{"session": "s-9", "event": kid.SessionDelete}))
+		}).Should(Succeed())
+	})
+
+	It("fails clearly when the operator may not create the resource's kind", func() {
+		// envtest's admin may create anything, so use a kind that does not
+		// exist: the same permanent, recorded failure path.
+		a := &kidv1.KidAction{
+			ObjectMeta: metav1.ObjectMeta{Name: "no-such-kind", Namespace: p.Namespace},
+			Spec: kidv1.KidActionSpec{
+				EventTypes: []string{kid.SessionDelete},
+				Resource:   &kidv1.ResourceAction{Template: apiextensionsv1.JSON{Raw: []byte(`{"apiVersion":"example.com/v1","kind":"Nope"}`)}},
+			},
+		}
+		Expect(h.Client.Create(ctx, a)).To(Succeed())
+		Eventually(func() int {
+			body, _ := kidsim.Build(kid.SessionDelete, kidsim.Fields{SessionID: "s-8"})
+			return p.Sender().Deliver(ctx, body, nowTS(), kidsim.Sign).Status
+		}).Should(Equal(200))
+		Eventually(func(g Gomega) {
+			for _, e := range events(p.Namespace) {
+				g.Expect(e.Status.Actions).To(ConsistOf(And(HaveField("Name", "no-such-kind"), HaveField("Phase", kidv1.RunFailed), HaveField("LastError", ContainSubstring("Nope")))))
+			}
+		}, 10*time.Second).Should(Succeed())
+	})
+
+	It("records a dry run and does nothing", func() {
+		t := newTarget()
+		httpAction(p, "dry", t.URL, func(a *kidv1.KidAction) { a.Spec.DryRun = true })
+		send(p, kid.ChallengeStateChange, kidsim.Fields{ChallengeID: "c-1", Status: kid.StatusPass})
+		runOf(p, "c-1", "dry", func(g Gomega, _ kidv1.EventPhase, run kidv1.ActionRunStatus) {
+			g.Expect(run.Phase).To(Equal(kidv1.RunSucceeded))
+			g.Expect(run.Message).To(ContainSubstring("dry run: would POST to " + t.URL))
+		}, 5*time.Second)
+		Consistently(t.deliveries, "500ms").Should(BeEmpty())
+	})
+
+	It("runs no actions for a suspended product", func() {
+		suspended, err := h.NewProduct(ctx, p.Namespace, "paused", func(kp *kidv1.KidProduct) { kp.Spec.Suspend = true })
+		Expect(err).NotTo(HaveOccurred())
+		Expect(h.WaitReady(ctx, suspended)).To(Succeed())
+		t := newTarget()
+		httpAction(p, "all", t.URL, nil)
+		send(suspended, kid.ChallengeStateChange, kidsim.Fields{ChallengeID: "c-1", Status: kid.StatusPass})
+		allEventsFinished(p.Namespace)
+		Consistently(t.deliveries, "500ms").Should(BeEmpty())
+	})
+
+	It("re-runs the failed actions of an event when asked to redrive", func() {
+		t := newTarget(http.StatusBadRequest)
+		httpAction(p, "fixme", t.URL, nil)
+		send(p, kid.ChallengeStateChange, kidsim.Fields{ChallengeID: "c-1", Status: kid.StatusPass})
+		runOf(p, "c-1", "fixme", func(g Gomega, _ kidv1.EventPhase, run kidv1.ActionRunStatus) {
+			g.Expect(run.Phase).To(Equal(kidv1.RunFailed))
+		}, 5*time.Second)
+		e := events(p.Namespace)[0]
+		patch := client.MergeFrom(e.DeepCopy())
+		e.Annotations[kidv1.RedriveAnnotation] = "please"
+		Expect(h.Client.Patch(ctx, &e, patch)).To(Succeed())
+		runOf(p, "c-1", "fixme", func(g Gomega, phase kidv1.EventPhase, run kidv1.ActionRunStatus) {
+			g.Expect(run.Phase).To(Equal(kidv1.RunSucceeded))
+			g.Expect(phase).To(Equal(kidv1.EventSucceeded))
+		}, 5*time.Second)
+		Eventually(func(g Gomega) {
+			got := &kidv1.KidEvent{}
+			g.Expect(h.Client.Get(ctx, client.ObjectKeyFromObject(&e), got)).To(Succeed())
+			g.Expect(got.Annotations).NotTo(HaveKey(kidv1.RedriveAnnotation))
+		}).Should(Succeed())
+		Expect(t.deliveries()).To(HaveLen(2))
+	})
+})
+
+var _ = Describe("KidAction across a restart of the operator", Ordered, func() {
+	It("delivers each pair once in effect when the manager restarts between attempts", func() {
+		p := newProduct(nil)
+		t := newTarget(http.StatusInternalServerError)
+		httpAction(p, "survives", t.URL, nil)
+		send(p, kid.ChallengeStateChange, kidsim.Fields{ChallengeID: "c-1", Status: kid.StatusPass})
+		runOf(p, "c-1", "survives", func(g Gomega, _ kidv1.EventPhase, run kidv1.ActionRunStatus) {
+			g.Expect(run.Attempts).To(BeEquivalentTo(1))
+			g.Expect(run.NextAttemptAt).NotTo(BeNil())
+		}, 5*time.Second)
+
+		Expect(h.RestartOperator()).To(Succeed())
+
+		runOf(p, "c-1", "survives", func(g Gomega, _ kidv1.EventPhase, run kidv1.ActionRunStatus) {
+			g.Expect(run.Phase).To(Equal(kidv1.RunSucceeded))
+			g.Expect(run.Attempts).To(BeEquivalentTo(2))
+		}, 15*time.Second)
+		Consistently(t.succeededPerID, "1s").Should(HaveLen(1))
+		Expect(t.succeededPerID()).To(ContainElement(1))
+		Expect(t.deliveries()).To(HaveLen(2))
+	})
+})
+
