@@ -76,8 +76,19 @@ func (r *KidEventReconciler) runActions(ctx context.Context, e *kidv1.KidEvent, 
 		// Runs wait while the product is suspended.
 		return time.Minute, nil
 	}
-	before := e.DeepCopy()
 	now := r.now()
+	if due(e, now) {
+		// The cache may lag behind our own last write; an attempt must not
+		// repeat one that already succeeded.
+		reader := r.APIReader
+		if reader == nil {
+			reader = r.Client
+		}
+		if err := reader.Get(ctx, client.ObjectKeyFromObject(e), e); err != nil {
+			return 0, client.IgnoreNotFound(err)
+		}
+	}
+	before := e.DeepCopy()
 	var in *actions.Input
 	next := time.Duration(0)
 	for i := range e.Status.Actions {
@@ -106,6 +117,13 @@ func (r *KidEventReconciler) runActions(ctx context.Context, e *kidv1.KidEvent, 
 		}
 	}
 	return next, nil
+}
+
+// due reports whether any pending run's next attempt is due.
+func due(e *kidv1.KidEvent, now time.Time) bool {
+	return slices.ContainsFunc(e.Status.Actions, func(run kidv1.ActionRunStatus) bool {
+		return run.Phase == kidv1.RunPending && (run.NextAttemptAt == nil || !run.NextAttemptAt.After(now))
+	})
 }
 
 // actionInput is the input of an event's runs: the event and its user's

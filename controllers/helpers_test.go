@@ -66,7 +66,7 @@ func allEventsFinished(ns string) {
 	GinkgoHelper()
 	Eventually(func(g Gomega) {
 		for _, e := range events(ns) {
-			g.Expect(e.Status.Phase.Finished()).To(BeTrue(), "%s is %q", e.Name, e.Status.Phase)
+			g.Expect(e.Status.Finished()).To(BeTrue(), "%s is %q", e.Name, e.Status.Phase)
 		}
 	}).Should(Succeed())
 }

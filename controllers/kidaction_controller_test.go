@@ -229,8 +229,9 @@ var _ = Describe("KidAction", func() {
 			Expect(p.Sender().Deliver(ctx, body, ts, kidsim.Sign).Status).To(Equal(200))
 		}
 		allEventsFinished(p.Namespace)
-		Consistently(t.succeededPerID, "1s").Should(HaveLen(1))
-		Expect(t.succeededPerID()).To(ContainElement(1))
+		Expect(events(p.Namespace)).To(HaveLen(1))
+		Eventually(t.succeededPerID).Should(HaveLen(1))
+		Consistently(t.succeededPerID, "1s").Should(Equal(map[string]int{t.deliveries()[0].id: 1}))
 	})
 
 	It("creates a resource once, with a deterministic name", func() {

@@ -38,6 +38,9 @@ type KidEventReconciler struct {
 	Filters *actions.Filters
 	// HTTPClient sends http actions; nil means http.DefaultClient.
 	HTTPClient *http.Client
+	// APIReader reads around the cache; an action is attempted only after
+	// the API server confirms its run is still pending. Nil means Client.
+	APIReader client.Reader
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// MaxConcurrentReconciles defaults to 4.
@@ -84,9 +87,9 @@ func (r *KidEventReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if _, ok := event.Annotations[kidv1.RedriveAnnotation]; ok {
-		if err := r.redrive(ctx, event); err != nil {
-			return ctrl.Result{}, err
-		}
+		// The removal of the annotation wakes the next pass, which runs
+		// the redriven actions from an up-to-date cache.
+		return ctrl.Result{}, r.redrive(ctx, event)
 	}
 	switch event.Status.Phase {
 	case "", kidv1.EventPending:

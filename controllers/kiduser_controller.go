@@ -148,7 +148,7 @@ func (r *KidUserReconciler) eraseEvents(ctx context.Context, user *kidv1.KidUser
 				continue
 			}
 			seen[e.Name] = true
-			if !e.Status.Phase.Finished() {
+			if !e.Status.Finished() {
 				// Not folded yet: the KidEvent controller deletes it once
 				// it has folded it into this erased user.
 				continue

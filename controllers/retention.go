@@ -52,7 +52,7 @@ func retentionOf(p *kidv1.KidProduct) retention {
 func (r retention) expired(events []*kidv1.KidEvent, now time.Time) (byAge, byCount []*kidv1.KidEvent, next time.Duration) {
 	finished := make([]*kidv1.KidEvent, 0, len(events))
 	for _, e := range events {
-		if e.Status.Phase.Finished() && e.DeletionTimestamp == nil {
+		if e.Status.Finished() && e.DeletionTimestamp == nil {
 			finished = append(finished, e)
 		}
 	}

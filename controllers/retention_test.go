@@ -103,3 +103,15 @@ func TestRetentionKeepsAProductAt10PerSecondUnder10000(t *testing.T) {
 	// Within the horizon (5m15s at 10/s = 3150 events) nothing is deleted.
 	g.Expect(kept).To(BeNumerically(">=", 3150))
 }
+
+func TestRetentionKeepsEventsWithPendingActionRuns(t *testing.T) {
+	g := NewWithT(t)
+	now := time.Unix(1764000000, 0)
+	r := retention{maxAge: time.Hour, maxEvents: 100, horizon: time.Minute}
+	pending := eventAt("pending-run", now.Add(-2*time.Hour), kidv1.EventApplied)
+	pending.Status.Actions = []kidv1.ActionRunStatus{{Name: "a", Phase: kidv1.RunPending}}
+	done := eventAt("done-run", now.Add(-2*time.Hour), kidv1.EventApplied)
+	done.Status.Actions = []kidv1.ActionRunStatus{{Name: "a", Phase: kidv1.RunSkipped}}
+	byAge, _, _ := r.expired([]*kidv1.KidEvent{pending, done}, now)
+	g.Expect(names(byAge)).To(Equal([]string{"done-run"}))
+}

@@ -36,11 +36,19 @@ const (
 	EventIgnored EventPhase = "Ignored"
 )
 
-// Finished reports whether nothing more will happen to an event in this
-// phase, so that retention may delete it.
-func (p EventPhase) Finished() bool {
-	switch p {
-	case EventApplied, EventSucceeded, EventFailed, EventIgnored:
+// Finished reports whether nothing more will happen to the event, so that
+// retention may delete it: it was ignored, or folded and none of its action
+// runs is still pending.
+func (s *KidEventStatus) Finished() bool {
+	switch s.Phase {
+	case EventSucceeded, EventFailed, EventIgnored:
+		return true
+	case EventApplied:
+		for _, run := range s.Actions {
+			if run.Phase == RunPending {
+				return false
+			}
+		}
 		return true
 	}
 	return false

@@ -111,7 +111,7 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 	filters := actions.NewFilters()
 	if err := (&controllers.KidEventReconciler{
 		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kidevent-controller"), Now: opts.Now,
-		Filters: filters, HTTPClient: opts.HTTPClient,
+		Filters: filters, HTTPClient: opts.HTTPClient, APIReader: mgr.GetAPIReader(),
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up KidEvent controller: %w", err)
 	}
