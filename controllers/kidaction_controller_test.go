@@ -348,4 +348,3 @@ var _ = Describe("KidAction across a restart of the operator", Ordered, func() {
 		Expect(t.deliveries()).To(HaveLen(2))
 	})
 })
-

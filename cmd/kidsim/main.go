@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net/http"
 	"os"
 	"os/signal"
 	"slices"
@@ -33,6 +34,7 @@ Commands:
   send         build (or read) an event, sign it and deliver it with k-ID's retries
   test-button  send the two Test deliveries of Compliance Studio's "Test Webhook" button
   sign         print the X-Signature-Hmac-Sha256 of a body
+  target       serve an endpoint that prints what KidActions deliver to it
   examples     list the example payloads of k-ID's docs (use with send --example)
 
 Run 'kidsim COMMAND -h' for a command's flags. The secret may also come from
@@ -60,6 +62,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return testButton(ctx, args[1:], out)
 	case "sign":
 		return sign(args[1:], out)
+	case "target":
+		return target(ctx, args[1:], out)
 	case "examples":
 		names := slices.Sorted(maps.Keys(kid.Examples))
 		for _, name := range names {
@@ -204,5 +208,31 @@ func sign(args []string, out io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(out, "%s: %s\n%s: %s\n", kid.HeaderTimestamp, timestamp, kid.HeaderSignature, kid.Sign([]byte(secret), timestamp, b))
+	return nil
+}
+
+func target(ctx context.Context, args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("target", flag.ContinueOnError)
+	var addr, secret string
+	var status int
+	fs.StringVar(&addr, "addr", "127.0.0.1:9090", "address to listen on")
+	fs.StringVar(&secret, "secret", "", "the KidAction's signing secret, to check webhook-signature")
+	fs.IntVar(&status, "status", 200, "the status code to answer")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	t := &kidsim.Target{Status: status, Out: out}
+	if secret != "" {
+		t.Secret = []byte(secret)
+	}
+	srv := &http.Server{Addr: addr, Handler: t, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		_ = srv.Close()
+	}()
+	fmt.Fprintf(out, "kidsim target listening on http://%s/\n", addr)
+	if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
 	return nil
 }

@@ -57,7 +57,9 @@ func TestMatches(t *testing.T) {
 		{name: "unlisted type does not", mutate: func(a *kidv1.KidAction) { a.Spec.EventTypes = []string{"Session.Delete"} }},
 		{name: "true filter on data matches", mutate: func(a *kidv1.KidAction) { a.Spec.Filter = `event.data.status == "PASS"` }, want: true},
 		{name: "false filter does not", mutate: func(a *kidv1.KidAction) { a.Spec.Filter = `event.data.status == "FAIL"` }},
-		{name: "filter on the user after the fold", mutate: func(a *kidv1.KidAction) { a.Spec.Filter = `user.consent.state == "Granted" && event.subject.sessionId == "s-1"` }, want: true},
+		{name: "filter on the user after the fold", mutate: func(a *kidv1.KidAction) {
+			a.Spec.Filter = `user.consent.state == "Granted" && event.subject.sessionId == "s-1"`
+		}, want: true},
 		{name: "a field the event lacks is an error, not a match", mutate: func(a *kidv1.KidAction) { a.Spec.Filter = `event.data.nope == "x"` }, wantErr: "no such key"},
 		{name: "a syntax error is the compiler's message", mutate: func(a *kidv1.KidAction) { a.Spec.Filter = `event.data.status ==` }, wantErr: "Syntax error"},
 		{name: "a non-boolean filter is refused", mutate: func(a *kidv1.KidAction) { a.Spec.Filter = `"PASS"` }, wantErr: "boolean"},

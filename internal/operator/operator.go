@@ -88,7 +88,7 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 		LeaderElection:          opts.LeaderElection,
 		LeaderElectionID:        "kid-operator.kid.dev",
 		LeaderElectionNamespace: opts.LeaderElectionNamespace,
-		Controller: config.Controller{SkipNameValidation: &opts.SkipControllerNameValidation},
+		Controller:              config.Controller{SkipNameValidation: &opts.SkipControllerNameValidation},
 		Cache: cache.Options{
 			// Managed fields are never read here; dropping them roughly
 			// halves the cache's memory.

@@ -1,0 +1,108 @@
+package kidsim
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+
+	"github.com/kid-operator/kid-operator/internal/actions"
+	"github.com/kid-operator/kid-operator/internal/kid"
+)
+
+// recorder answers from a script and records what it was sent.
+type recorder struct {
+	mu         sync.Mutex
+	answers    []int
+	timestamps []string
+	verified   []bool
+}
+
+func (rec *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	body := new(bytes.Buffer)
+	_, _ = body.ReadFrom(r.Body)
+	ts := r.Header.Get(kid.HeaderTimestamp)
+	rec.timestamps = append(rec.timestamps, ts)
+	rec.verified = append(rec.verified, kid.Sign([]byte("s"), ts, body.Bytes()) == r.Header.Get(kid.HeaderSignature))
+	status := 200
+	if len(rec.answers) > 0 {
+		status, rec.answers = rec.answers[0], rec.answers[1:]
+	}
+	w.WriteHeader(status)
+}
+
+func TestSendRetriesOnKIDsScheduleUntil200(t *testing.T) {
+	g := NewWithT(t)
+	rec := &recorder{answers: []int{503, 204}}
+	srv := httptest.NewServer(rec)
+	defer srv.Close()
+	clock := time.Unix(1764000000, 0)
+	s := &Sender{URL: srv.URL, Secret: []byte("s"), Schedule: []time.Duration{time.Millisecond, time.Millisecond},
+		Now: func() time.Time { clock = clock.Add(5 * time.Second); return clock }}
+	attempts, err := s.Send(context.Background(), []byte(kid.Examples["test"]))
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(attempts).To(HaveLen(3), "a 204 is not success for k-ID: it retries")
+	g.Expect([]int{attempts[0].Status, attempts[1].Status, attempts[2].Status}).To(Equal([]int{503, 204, 200}))
+	g.Expect(rec.verified).To(Equal([]bool{true, true, true}))
+	g.Expect(rec.timestamps[0]).NotTo(Equal(rec.timestamps[1]), "each attempt is signed anew by default")
+
+	rec = &recorder{answers: []int{500, 500, 500}}
+	srv2 := httptest.NewServer(rec)
+	defer srv2.Close()
+	s = &Sender{URL: srv2.URL, Secret: []byte("s"), Schedule: []time.Duration{time.Millisecond, time.Millisecond}, KeepTimestamp: true}
+	attempts, err = s.Send(context.Background(), []byte(kid.Examples["test"]))
+	g.Expect(err).To(MatchError(ContainSubstring("not delivered after 3 attempts")))
+	g.Expect(attempts).To(HaveLen(3))
+	g.Expect(rec.timestamps[0]).To(Equal(rec.timestamps[2]))
+	g.Expect(RetrySchedule).To(Equal([]time.Duration{5 * time.Second, 10 * time.Second}))
+}
+
+func TestTestButtonSendsOneSignedAndOneUnsigned(t *testing.T) {
+	g := NewWithT(t)
+	rec := &recorder{}
+	srv := httptest.NewServer(rec)
+	defer srv.Close()
+	(&Sender{URL: srv.URL, Secret: []byte("s")}).TestButton(context.Background(), "id-1")
+	g.Expect(rec.verified).To(Equal([]bool{true, false}))
+}
+
+func TestBuildMakesEveryTypeParseable(t *testing.T) {
+	for _, typ := range []string{kid.ChallengeStateChange, kid.VerificationResult, kid.VerificationRevoke, kid.AccountDelete,
+		kid.AgeAssuranceResult, kid.ParentalConsentGranted, kid.SessionChangePermissions, kid.SessionDelete, kid.TestEvent} {
+		g := NewWithT(t)
+		body, err := Build(typ, Fields{SessionID: "s", ChallengeID: "c", KUID: "k", VerificationIDs: []string{"v"}})
+		g.Expect(err).NotTo(HaveOccurred())
+		env, err := kid.ParseEnvelope(body)
+		g.Expect(err).NotTo(HaveOccurred(), typ)
+		g.Expect(env.EventType).To(Equal(typ))
+	}
+	_, err := Build("Nope", Fields{})
+	NewWithT(t).Expect(err).To(HaveOccurred())
+}
+
+func TestTargetChecksTheSignature(t *testing.T) {
+	g := NewWithT(t)
+	var out bytes.Buffer
+	srv := httptest.NewServer(&Target{Secret: []byte("whsec_c2VjcmV0"), Out: &out})
+	defer srv.Close()
+	post := func(sig string) {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL, strings.NewReader("{}"))
+		req.Header.Set("webhook-id", "kid_1")
+		req.Header.Set("webhook-timestamp", "1")
+		req.Header.Set("webhook-signature", sig)
+		resp, err := http.DefaultClient.Do(req)
+		g.Expect(err).NotTo(HaveOccurred())
+		resp.Body.Close()
+	}
+	post(actions.SignStandardWebhook([]byte("whsec_c2VjcmV0"), "kid_1", "1", []byte("{}")))
+	post("v1,AAAA")
+	g.Expect(out.String()).To(And(ContainSubstring("signature ok"), ContainSubstring("signature INVALID")))
+}
