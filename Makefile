@@ -26,8 +26,9 @@ test: controlplane verify-generated vet ## Build what is missing, check generate
 	KUBEBUILDER_ASSETS="$$(./hack/build-controlplane.sh)" go test ./... -count=1 $(if $(GINKGO_FLAGS),-args $(GINKGO_FLAGS))
 
 .PHONY: bench
-bench: ## Run the micro-benchmarks.
+bench: controlplane ## Micro-benchmarks, then the load benchmark on the local control plane (BENCH_FLAGS).
 	go test ./... -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME)
+	KUBEBUILDER_ASSETS="$$(./hack/build-controlplane.sh)" go run ./hack/bench $(BENCH_FLAGS)
 
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for FUZZTIME (default 30s).

@@ -28,6 +28,8 @@ type Options struct {
 	MetricsAddr string
 	// ProbeAddr serves /healthz and /readyz; "0" turns it off.
 	ProbeAddr string
+	// PprofAddr serves /debug/pprof; "" or "0" turns it off.
+	PprofAddr string
 	// LeaderElection makes only one replica run the controllers; every
 	// replica receives webhooks.
 	LeaderElection          bool
@@ -85,6 +87,7 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 		Scheme:                  scheme.Scheme,
 		Metrics:                 metricsserver.Options{BindAddress: opts.MetricsAddr},
 		HealthProbeBindAddress:  opts.ProbeAddr,
+		PprofBindAddress:        opts.PprofAddr,
 		LeaderElection:          opts.LeaderElection,
 		LeaderElectionID:        "kid-operator.kid.dev",
 		LeaderElectionNamespace: opts.LeaderElectionNamespace,

@@ -1,0 +1,227 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/kid-operator/kid-operator/internal/scheme"
+	"github.com/kid-operator/kid-operator/internal/testenv"
+)
+
+// plane is the local control plane, with a client that never waits on its
+// own rate limiter (the raw ceiling must measure the API server, not us).
+type plane struct {
+	env        *envtest.Environment
+	cfg        *rest.Config
+	client     client.Client
+	kubeconfig string
+	etcdDir    string
+}
+
+func startPlane(workDir string) (*plane, error) {
+	env, err := testenv.New()
+	if err != nil {
+		return nil, err
+	}
+	etcdDir, err := os.MkdirTemp(workDir, "etcd-")
+	if err != nil {
+		return nil, err
+	}
+	env.ControlPlane.Etcd = &envtest.Etcd{DataDir: etcdDir}
+	cfg, err := env.Start()
+	if err != nil {
+		return nil, fmt.Errorf("starting the control plane: %w", err)
+	}
+	p := &plane{env: env, etcdDir: etcdDir, kubeconfig: filepath.Join(workDir, "kubeconfig")}
+	user, err := env.AddUser(envtest.User{Name: "bench", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := user.KubeConfig()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(p.kubeconfig, raw, 0o600); err != nil {
+		return nil, err
+	}
+	p.cfg = rest.CopyConfig(cfg)
+	p.cfg.QPS, p.cfg.Burst = 1e6, 1e6
+	if p.client, err = client.New(p.cfg, client.Options{Scheme: scheme.Scheme}); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *plane) stop() {
+	_ = p.env.Stop()
+	_ = os.RemoveAll(p.etcdDir)
+}
+
+// etcdBytes is the size of etcd's database file.
+func (p *plane) etcdBytes() int64 {
+	fi, err := os.Stat(filepath.Join(p.etcdDir, "member", "snap", "db"))
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+// manager is the operator's manager, run as its own process.
+type manager struct {
+	bin, kubeconfig string
+	cmd             *exec.Cmd
+	webhook, probe  string
+	metrics, pprof  string
+}
+
+func freeAddr() string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func newManager(bin, kubeconfig string) *manager {
+	return &manager{bin: bin, kubeconfig: kubeconfig, webhook: freeAddr(), probe: freeAddr(), metrics: freeAddr(), pprof: freeAddr()}
+}
+
+// start starts the manager and returns how long it took to be ready.
+func (m *manager) start(ctx context.Context) (time.Duration, error) {
+	begin := time.Now()
+	m.cmd = exec.Command(m.bin,
+		"--webhook-bind-address="+m.webhook, "--health-probe-bind-address="+m.probe,
+		"--metrics-bind-address="+m.metrics, "--pprof-bind-address="+m.pprof,
+		"--zap-log-level=error")
+	m.cmd.Env = append(os.Environ(), "KUBECONFIG="+m.kubeconfig)
+	m.cmd.Stderr = os.Stderr
+	if err := m.cmd.Start(); err != nil {
+		return 0, err
+	}
+	for {
+		resp, err := http.Get("http://" + m.probe + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return time.Since(begin), nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Since(begin) > 2*time.Minute {
+			return 0, errors.New("manager not ready after 2 minutes")
+		}
+	}
+}
+
+func (m *manager) stop() error {
+	if m.cmd == nil || m.cmd.Process == nil {
+		return nil
+	}
+	_ = m.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- m.cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		_ = m.cmd.Process.Kill()
+		<-done
+	}
+	m.cmd = nil
+	return nil
+}
+
+// rssBytes is the manager's resident memory, from /proc.
+func (m *manager) rssBytes() int64 {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", m.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if rest, ok := strings.CutPrefix(s.Text(), "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// metrics scrapes the manager's Prometheus text and returns the sum of the
+// samples of a metric whose labels contain every given fragment.
+func (m *manager) metric(name string, fragments ...string) float64 {
+	resp, err := http.Get("http://" + m.metrics + "/metrics")
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var sum float64
+	for _, line := range strings.Split(string(body), "\n") {
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
+			continue
+		}
+		ok := true
+		for _, f := range fragments {
+			ok = ok && strings.Contains(line, f)
+		}
+		if !ok {
+			continue
+		}
+		fields := strings.Fields(line)
+		v, _ := strconv.ParseFloat(fields[len(fields)-1], 64)
+		sum += v
+	}
+	return sum
+}
+
+// writes is the number of mutating API requests the manager made so far.
+func (m *manager) writes() float64 {
+	var n float64
+	for _, method := range []string{"POST", "PUT", "PATCH", "DELETE"} {
+		n += m.metric("rest_client_requests_total", `method="`+method+`"`)
+	}
+	return n
+}
+
+// profile takes a CPU profile of the manager and returns pprof's top lines.
+func (m *manager) profile(seconds int, workDir string) (string, error) {
+	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", m.pprof, seconds))
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	path := filepath.Join(workDir, "manager.cpu.pprof")
+	f, err := os.Create(path)
+	if err != nil {
+		return "", err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return "", err
+	}
+	f.Close()
+	out, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=25", m.bin, path).CombinedOutput()
+	return string(out), err
+}

@@ -1,0 +1,77 @@
+// Command bench is kid-operator's load benchmark (`make bench`). On the local
+// control plane that `make run` uses, it measures in one run:
+//
+//   - raw: the API server's ceiling, client-go creates of KidEvents of the
+//     size the receiver writes, at concurrency C;
+//   - receiver: distinct signed deliveries over HTTP to the manager, run as a
+//     user runs it (its own process), at the same C;
+//   - e2e: from the first send until every event is Applied and every
+//     KidUser reflects its event, and the API writes per event;
+//   - scale: the manager's memory and etcd's size at 10,000 KidEvents +
+//     10,000 KidUsers and at 50,000 KidUsers, and the manager's time to be
+//     ready again after a restart at each size.
+//
+// Every throughput is also given as a ratio to raw, measured in the same run.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/kid-operator/kid-operator/internal/testenv"
+)
+
+type config struct {
+	n, c, cHigh    int
+	scale          bool
+	users50k       int
+	profileSeconds int
+	managerBin     string
+	workDir        string
+}
+
+func main() {
+	var cfg config
+	flag.IntVar(&cfg.n, "n", 5000, "objects or deliveries per measurement")
+	flag.IntVar(&cfg.c, "c", 16, "concurrency")
+	flag.IntVar(&cfg.cHigh, "c-high", 64, "second concurrency for the raw ceiling (0 skips it)")
+	flag.BoolVar(&cfg.scale, "scale", true, "run the scale measurements (10k events + users, 50k users)")
+	flag.IntVar(&cfg.users50k, "users", 50000, "KidUsers for the second scale point")
+	flag.IntVar(&cfg.profileSeconds, "profile-seconds", 8, "CPU profile of the manager during the receiver run (0 skips it)")
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.Level(zapcore.ErrorLevel)))
+
+	root := testenv.RepoRoot()
+	cfg.workDir = filepath.Join(root, ".local", "bench")
+	cfg.managerBin = filepath.Join(root, "bin", "manager")
+	if err := os.MkdirAll(cfg.workDir, 0o755); err != nil {
+		fail(err)
+	}
+	build := exec.Command("go", "build", "-o", cfg.managerBin, "./cmd/manager")
+	build.Dir, build.Stdout, build.Stderr = root, os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fail(fmt.Errorf("building the manager: %w", err))
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
+	defer cancel()
+	r, err := run(ctx, cfg)
+	if err != nil {
+		fail(err)
+	}
+	r.print(os.Stdout)
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "bench:", err)
+	os.Exit(1)
+}

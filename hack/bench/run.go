@@ -1,0 +1,173 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+	"github.com/kid-operator/kid-operator/internal/kid"
+	"github.com/kid-operator/kid-operator/internal/kidsim"
+	"github.com/kid-operator/kid-operator/webhookserver"
+)
+
+const (
+	benchNS = "bench"
+	rawNS   = "raw"
+	secret  = "bench-secret"
+)
+
+// delivery builds the i-th distinct event of a run: a consent PASS for a new
+// player, the event that costs the most (a new KidUser and its status).
+func delivery(run string, i int) []byte {
+	id := run + "-" + strconv.Itoa(i)
+	body, err := kidsim.Build(kid.ChallengeStateChange, kidsim.Fields{
+		ChallengeID: "c-" + id, Status: kid.StatusPass, SessionID: "s-" + id, KUID: "k-" + id, ProductID: 11472,
+	})
+	if err != nil {
+		panic(err)
+	}
+	return body
+}
+
+// parallel runs f(i) for i in [0, n) on c workers and returns the elapsed
+// time.
+func parallel(n, c int, f func(i int)) time.Duration {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range c {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				f(i)
+			}
+		}()
+	}
+	wg.Wait()
+	return time.Since(start)
+}
+
+// rawCeiling creates n KidEvents of the receiver's shape at concurrency c.
+func rawCeiling(ctx context.Context, p *plane, n, c int, tag string) (float64, error) {
+	product := &kidv1.KidProduct{ObjectMeta: metav1.ObjectMeta{Name: "raw", Namespace: rawNS, UID: "raw-uid"}}
+	var errs atomic.Int64
+	elapsed := parallel(n, c, func(i int) {
+		body := delivery("raw"+tag, i)
+		env, err := kid.ParseEnvelope(body)
+		if err != nil {
+			panic(err)
+		}
+		now := time.Now()
+		e, err := webhookserver.NewKidEvent(product, env, body, now, now)
+		if err != nil {
+			panic(err)
+		}
+		if err := p.client.Create(ctx, e); err != nil {
+			errs.Add(1)
+		}
+	})
+	if errs.Load() > 0 {
+		return 0, fmt.Errorf("raw ceiling: %d creates failed", errs.Load())
+	}
+	return float64(n) / elapsed.Seconds(), nil
+}
+
+func createProduct(ctx context.Context, p *plane) error {
+	for _, ns := range []string{benchNS, rawNS} {
+		if err := p.client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+			return err
+		}
+	}
+	if err := p.client.Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "bench-webhook", Namespace: benchNS},
+		StringData: map[string]string{"current": secret},
+	}); err != nil {
+		return err
+	}
+	return p.client.Create(ctx, &kidv1.KidProduct{
+		ObjectMeta: metav1.ObjectMeta{Name: "bench", Namespace: benchNS},
+		Spec: kidv1.KidProductSpec{
+			ProductID: 11472, Environment: kidv1.EnvironmentTest,
+			Webhook: kidv1.WebhookSpec{SecretRef: kidv1.LocalObjectReference{Name: "bench-webhook"}},
+			// Keep every event for the scale measurements.
+			Retention: kidv1.RetentionSpec{MaxEvents: ptr.To[int32](100000)},
+		},
+	})
+}
+
+// receiverRun is one run of n distinct deliveries at concurrency c.
+type receiverRun struct {
+	elapsed   time.Duration
+	latencies []time.Duration
+	non200    int
+}
+
+func sendAll(ctx context.Context, m *manager, run string, n, c int) receiverRun {
+	url := "http://" + m.webhook + "/webhooks/" + benchNS + "/bench"
+	transport := &http.Transport{MaxIdleConns: c, MaxIdleConnsPerHost: c}
+	s := &kidsim.Sender{URL: url, Secret: []byte(secret), Client: &http.Client{Transport: transport, Timeout: 30 * time.Second}}
+	lat := make([]time.Duration, n)
+	var non200 atomic.Int64
+	elapsed := parallel(n, c, func(i int) {
+		a := s.Deliver(ctx, delivery(run, i), strconv.FormatInt(time.Now().Unix(), 10), kidsim.Sign)
+		lat[i] = a.Duration
+		if a.Status != http.StatusOK {
+			non200.Add(1)
+		}
+	})
+	transport.CloseIdleConnections()
+	return receiverRun{elapsed: elapsed, latencies: lat, non200: int(non200.Load())}
+}
+
+// waitApplied waits until the manager has applied want events in all.
+func waitApplied(ctx context.Context, m *manager, want float64) error {
+	for m.metric("kid_events_processed_total", `result="applied"`) < want {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %v applied events: %w", want, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// checkUsers verifies that every delivered player's KidUser reflects its
+// event (consent Granted, session linked).
+func checkUsers(ctx context.Context, p *plane, want int) error {
+	var users kidv1.KidUserList
+	if err := p.client.List(ctx, &users, client.InNamespace(benchNS)); err != nil {
+		return err
+	}
+	granted := 0
+	for _, u := range users.Items {
+		if u.Status.Consent.State == kidv1.ConsentGranted && u.Status.SessionID != "" {
+			granted++
+		}
+	}
+	if granted != want {
+		return fmt.Errorf("%d of %d users reflect their event", granted, want)
+	}
+	return nil
+}
+
+func percentile(d []time.Duration, p float64) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(float64(len(s))*p))]
+}
