@@ -43,7 +43,8 @@ type KidEventReconciler struct {
 	APIReader client.Reader
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
-	// MaxConcurrentReconciles defaults to 4.
+	// MaxConcurrentReconciles defaults to 16: each event waits on three API
+	// round trips in turn, so throughput is workers divided by latency.
 	MaxConcurrentReconciles int
 }
 
@@ -60,7 +61,7 @@ type KidEventReconciler struct {
 // changes, and status writes must not retrigger.
 func (r *KidEventReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.MaxConcurrentReconciles == 0 {
-		r.MaxConcurrentReconciles = 4
+		r.MaxConcurrentReconciles = 16
 	}
 	if r.Filters == nil {
 		r.Filters = actions.NewFilters()
@@ -401,7 +402,7 @@ func (r *KidEventReconciler) recordTransitions(before, after *kidv1.KidUser) {
 	if a.Consent.State != b.Consent.State && (a.Consent.State == kidv1.ConsentGranted || a.Consent.State == kidv1.ConsentDenied) {
 		r.Recorder.Eventf(after, nil, "Normal", "Consent"+string(a.Consent.State), "Fold", "parental consent %s (challenge %s)", a.Consent.State, a.Consent.ChallengeID)
 	}
-	if a.Verification.State != b.Verification.State {
+	if a.Verification.State != b.Verification.State && a.Verification.State != kidv1.VerificationUnverified {
 		eventType := "Normal"
 		if a.Verification.State == kidv1.VerificationRevoked {
 			eventType = "Warning"

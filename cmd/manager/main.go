@@ -19,6 +19,7 @@ func main() {
 	flag.StringVar(&opts.MetricsAddr, "metrics-bind-address", ":8443", "address of the /metrics endpoint (0 turns it off)")
 	flag.StringVar(&opts.ProbeAddr, "health-probe-bind-address", ":8081", "address of the /healthz and /readyz endpoints")
 	flag.StringVar(&opts.PprofAddr, "pprof-bind-address", "0", "address of the /debug/pprof endpoints (0 turns them off)")
+	flag.BoolVar(&opts.ReceiverOnly, "receiver-only", false, "run only the webhook receiver, no controllers (a receiving tier that scales on its own)")
 	flag.BoolVar(&opts.LeaderElection, "leader-elect", false, "run the controllers on one replica at a time (the receiver runs on every replica)")
 	flag.StringVar(&opts.Webhook.Addr, "webhook-bind-address", envOr("KID_LISTEN_ADDR", ":8080"), "address the k-ID webhook receiver listens on (default $KID_LISTEN_ADDR)")
 	flag.Int64Var(&opts.Webhook.MaxBodyBytes, "webhook-max-body-bytes", webhookserver.DefaultMaxBodyBytes, "largest webhook body accepted; larger ones get 413")

@@ -85,6 +85,7 @@ func (p *plane) etcdBytes() int64 {
 // manager is the operator's manager, run as its own process.
 type manager struct {
 	bin, kubeconfig string
+	extraArgs       []string
 	cmd             *exec.Cmd
 	webhook, probe  string
 	metrics, pprof  string
@@ -110,6 +111,7 @@ func (m *manager) start(ctx context.Context) (time.Duration, error) {
 		"--webhook-bind-address="+m.webhook, "--health-probe-bind-address="+m.probe,
 		"--metrics-bind-address="+m.metrics, "--pprof-bind-address="+m.pprof,
 		"--zap-log-level=error")
+	m.cmd.Args = append(m.cmd.Args, m.extraArgs...)
 	m.cmd.Env = append(os.Environ(), "KUBECONFIG="+m.kubeconfig)
 	m.cmd.Stderr = os.Stderr
 	if err := m.cmd.Start(); err != nil {

@@ -26,10 +26,13 @@ type results struct {
 	n, c           int
 	raw, rawHigh   float64
 	cHigh          int
-	receiver       receiverRun
+	receiver       receiverRun // receiver-only manager
+	receiverBusy   receiverRun // the full manager, during the e2e run
 	e2e            time.Duration
 	writesPerEvent float64
 	throttledSecs  float64
+	reconcileErrs  map[string]float64
+	e2eTimeline    []float64
 	profile        string
 	scale          []scalePoint
 }
@@ -61,6 +64,22 @@ func run(ctx context.Context, cfg config) (*results, error) {
 		return nil, err
 	}
 
+	// The receiver: a receiver-only manager (a non-leader replica runs the
+	// same), so that the figure is the receiver's and the API server's.
+	log("receiver: %d deliveries at concurrency %d to a receiver-only manager", cfg.n, cfg.c)
+	recv := newManager(cfg.managerBin, p.kubeconfig)
+	recv.extraArgs = []string{"--receiver-only"}
+	if _, err := recv.start(ctx); err != nil {
+		return nil, err
+	}
+	r.receiver = sendAll(ctx, recv, "recv", cfg.n, cfg.c)
+	if err := recv.stop(); err != nil {
+		return nil, err
+	}
+	if err := p.client.DeleteAllOf(ctx, &kidv1.KidEvent{}, client.InNamespace(benchNS)); err != nil {
+		return nil, err
+	}
+
 	m := newManager(cfg.managerBin, p.kubeconfig)
 	if _, err := m.start(ctx); err != nil {
 		return nil, err
@@ -70,8 +89,8 @@ func run(ctx context.Context, cfg config) (*results, error) {
 		return nil, err
 	}
 
-	// Receiver and end to end: one run of n distinct deliveries.
-	log("receiver and end to end: %d deliveries at concurrency %d", cfg.n, cfg.c)
+	// End to end: n more distinct deliveries, to the full manager.
+	log("end to end: %d deliveries at concurrency %d to the full manager", cfg.n, cfg.c)
 	writesBefore := m.writes()
 	profileDone := make(chan struct{})
 	if cfg.profileSeconds > 0 {
@@ -83,17 +102,24 @@ func run(ctx context.Context, cfg config) (*results, error) {
 		close(profileDone)
 	}
 	start := time.Now()
-	r.receiver = sendAll(ctx, m, "e2e", cfg.n, cfg.c)
+	timeline := make(chan []float64, 1)
+	go func() { timeline <- sample(ctx, m, float64(cfg.n)) }()
+	r.receiverBusy = sendAll(ctx, m, "e2e", cfg.n, cfg.c)
 	if err := waitApplied(ctx, m, float64(cfg.n)); err != nil {
 		return nil, err
 	}
 	r.e2e = time.Since(start)
+	r.e2eTimeline = <-timeline
 	r.writesPerEvent = (m.writes() - writesBefore) / float64(cfg.n)
 	<-profileDone
 	if err := checkUsers(ctx, p, cfg.n); err != nil {
 		return nil, err
 	}
 	r.throttledSecs = m.metric("rest_client_rate_limiter_duration_seconds_sum")
+	r.reconcileErrs = map[string]float64{}
+	for _, c := range []string{"kidevent", "kiduser", "kidproduct", "kidaction"} {
+		r.reconcileErrs[c] = m.metric("controller_runtime_reconcile_errors_total", `controller="`+c+`"`)
+	}
 
 	if !cfg.scale {
 		return r, nil
@@ -201,13 +227,25 @@ func (r *results) print(w io.Writer) {
 	if r.rawHigh > 0 {
 		row(fmt.Sprintf("raw ceiling, C=%d", r.cHigh), r.rawHigh, "/s", r.rawHigh/r.raw)
 	}
+	latencies := func(rr receiverRun) string {
+		return fmt.Sprintf("%.1f / %.1f / %.1f ms", ms(percentile(rr.latencies, 0.50)), ms(percentile(rr.latencies, 0.99)), ms(percentile(rr.latencies, 0.999)))
+	}
 	row(fmt.Sprintf("receiver accepted, C=%d", r.c), recv, "/s", recv/r.raw)
-	fmt.Fprintf(w, "%-44s %12s\n", "ack latency p50 / p99 / p99.9", fmt.Sprintf("%.1f / %.1f / %.1f ms",
-		ms(percentile(r.receiver.latencies, 0.50)), ms(percentile(r.receiver.latencies, 0.99)), ms(percentile(r.receiver.latencies, 0.999))))
-	fmt.Fprintf(w, "%-44s %12d\n", "non-200 answers", r.receiver.non200)
+	fmt.Fprintf(w, "%-44s %12s\n", "  ack latency p50 / p99 / p99.9", latencies(r.receiver))
+	fmt.Fprintf(w, "%-44s %12d\n", "  non-200 answers", r.receiver.non200)
+	busy := rate(r.receiverBusy.elapsed)
+	row("receiver, controllers busy (e2e run)", busy, "/s", busy/r.raw)
+	fmt.Fprintf(w, "%-44s %12s\n", "  ack latency p50 / p99 / p99.9", latencies(r.receiverBusy))
+	fmt.Fprintf(w, "%-44s %12d\n", "  non-200 answers", r.receiverBusy.non200)
 	row("end to end (every event Applied, user folded)", e2e, "/s", e2e/r.raw)
 	fmt.Fprintf(w, "%-44s %12.2f\n", "API writes per event (manager)", r.writesPerEvent)
 	fmt.Fprintf(w, "%-44s %12s\n", "client rate limiter wait, total", fmt.Sprintf("%.3f s", r.throttledSecs))
+	for _, c := range []string{"kidevent", "kiduser", "kidproduct", "kidaction"} {
+		fmt.Fprintf(w, "%-44s %12.0f\n", "reconcile errors ("+c+")", r.reconcileErrs[c])
+	}
+	if len(r.e2eTimeline) > 0 {
+		fmt.Fprintf(w, "%-44s %v\n", "events applied, each second of the e2e run", r.e2eTimeline)
+	}
 	for _, s := range r.scale {
 		fmt.Fprintf(w, "%-44s %12s\n", "scale: "+s.label, fmt.Sprintf("%d events, %d users", s.events, s.users))
 		fmt.Fprintf(w, "%-44s %12s\n", "  manager RSS", fmt.Sprintf("%.0f MiB", mib(s.rssBytes)))
@@ -224,10 +262,28 @@ func (r *results) print(w io.Writer) {
 	}
 	fmt.Fprintf(w, "bench: raw=%.0f/s receiver=%.0f/s (%.2f) e2e=%.0f/s (%.2f) writes_per_event=%.2f p99_ack_ms=%.1f rss_mib_10k=%.0f\n",
 		r.raw, recv, recv/r.raw, e2e, e2e/r.raw, r.writesPerEvent, ms(percentile(r.receiver.latencies, 0.99)), rss10k)
+	if r.receiver.non200+r.receiverBusy.non200 > 0 {
+		fmt.Fprintf(w, "bench: WARNING: %d non-200 answers\n", r.receiver.non200+r.receiverBusy.non200)
+	}
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func indent(s string) string {
 	return "  " + strings.ReplaceAll(strings.TrimSpace(s), "\n", "\n  ")
+}
+
+// sample records, each second, how many events the manager has applied,
+// until want.
+func sample(ctx context.Context, m *manager, want float64) []float64 {
+	var out []float64
+	for ctx.Err() == nil {
+		time.Sleep(time.Second)
+		n := m.metric("kid_events_processed_total", `result="applied"`)
+		out = append(out, n)
+		if n >= want {
+			return out
+		}
+	}
+	return out
 }

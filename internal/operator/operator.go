@@ -46,6 +46,9 @@ type Options struct {
 	Now func() time.Time
 	// HTTPClient sends KidActions' requests; nil means a default client.
 	HTTPClient *http.Client
+	// ReceiverOnly runs the webhook receiver without the controllers: a
+	// receiving tier that scales apart from the one that reconciles.
+	ReceiverOnly bool
 	// SkipControllerNameValidation lets one process build the manager more
 	// than once (tests that restart the operator).
 	SkipControllerNameValidation bool
@@ -102,6 +105,18 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 		return nil, fmt.Errorf("creating manager: %w", err)
 	}
 
+	receiver := webhookserver.New(mgr.GetCache(), mgr.GetClient(), opts.Webhook)
+	if err := mgr.Add(receiver); err != nil {
+		return nil, fmt.Errorf("adding webhook receiver: %w", err)
+	}
+	if err := addProbes(mgr, receiver, opts.ProbeAddr); err != nil {
+		return nil, err
+	}
+	op := &Operator{Manager: mgr, Receiver: receiver}
+	if opts.ReceiverOnly {
+		return op, nil
+	}
+
 	ctx := context.Background()
 	if err := controllers.SetupIndexes(ctx, mgr); err != nil {
 		return nil, err
@@ -130,22 +145,21 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 		return nil, fmt.Errorf("setting up KidAction controller: %w", err)
 	}
 
-	receiver := webhookserver.New(mgr.GetCache(), mgr.GetClient(), opts.Webhook)
-	if err := mgr.Add(receiver); err != nil {
-		return nil, fmt.Errorf("adding webhook receiver: %w", err)
+	return op, nil
+}
+
+// addProbes serves /healthz, and /readyz once the receiver's caches synced.
+func addProbes(mgr ctrl.Manager, receiver *webhookserver.Server, addr string) error {
+	if addr == "0" {
+		return nil
 	}
-	if opts.ProbeAddr != "0" {
-		if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
-			return nil, err
-		}
-		if err := mgr.AddReadyzCheck("webhook-caches", func(*http.Request) error {
-			if !receiver.Ready() {
-				return fmt.Errorf("caches not synced")
-			}
-			return nil
-		}); err != nil {
-			return nil, err
-		}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return err
 	}
-	return &Operator{Manager: mgr, Receiver: receiver}, nil
+	return mgr.AddReadyzCheck("webhook-caches", func(*http.Request) error {
+		if !receiver.Ready() {
+			return fmt.Errorf("caches not synced")
+		}
+		return nil
+	})
 }
