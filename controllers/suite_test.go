@@ -6,8 +6,6 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/kid-operator/kid-operator/internal/testenv"
 )
@@ -17,7 +15,7 @@ import (
 // signed by the simulator, as they would from k-ID.
 
 var (
-	h   *testenv.Harness
+	h   = testenv.SuiteHarness()
 	ctx = context.Background()
 )
 
@@ -25,16 +23,3 @@ func TestControllers(t *testing.T) {
 	RegisterFailHandler(Fail)
 	RunSpecs(t, "Controllers on a local control plane")
 }
-
-var _ = BeforeSuite(func() {
-	ctrl.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
-	var err error
-	h, err = testenv.Start()
-	Expect(err).NotTo(HaveOccurred())
-})
-
-var _ = AfterSuite(func() {
-	if h != nil {
-		Expect(h.Stop()).To(Succeed())
-	}
-})

@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -82,6 +83,29 @@ func (p *plane) etcdBytes() int64 {
 	return fi.Size()
 }
 
+// apiServerProfile takes a CPU profile of kube-apiserver (its
+// /debug/pprof, as an admin) and returns pprof's top lines.
+func (p *plane) apiServerProfile(ctx context.Context, seconds int, workDir string) (string, error) {
+	cs, err := kubernetes.NewForConfig(p.cfg)
+	if err != nil {
+		return "", err
+	}
+	raw, err := cs.RESTClient().Get().AbsPath("/debug/pprof/profile").Param("seconds", strconv.Itoa(seconds)).DoRaw(ctx)
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(workDir, "kube-apiserver.cpu.pprof")
+	if err := os.WriteFile(path, raw, 0o644); err != nil {
+		return "", err
+	}
+	return pprofTop(path)
+}
+
+func pprofTop(path string) (string, error) {
+	out, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=25", path).CombinedOutput()
+	return string(out), err
+}
+
 // manager is the operator's manager, run as its own process.
 type manager struct {
 	bin, kubeconfig string
@@ -90,6 +114,9 @@ type manager struct {
 	webhook, probe  string
 	metrics, pprof  string
 }
+
+// memoryLimit is the manager's GOMEMLIMIT in the shipped Deployment.
+const memoryLimit = "200MiB"
 
 func freeAddr() string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -112,7 +139,8 @@ func (m *manager) start(ctx context.Context) (time.Duration, error) {
 		"--metrics-bind-address="+m.metrics, "--pprof-bind-address="+m.pprof,
 		"--zap-log-level=error")
 	m.cmd.Args = append(m.cmd.Args, m.extraArgs...)
-	m.cmd.Env = append(os.Environ(), "KUBECONFIG="+m.kubeconfig)
+	// GOMEMLIMIT as config/manager/manager.yaml sets it.
+	m.cmd.Env = append(os.Environ(), "KUBECONFIG="+m.kubeconfig, "GOMEMLIMIT="+memoryLimit)
 	m.cmd.Stderr = os.Stderr
 	if err := m.cmd.Start(); err != nil {
 		return 0, err
@@ -224,6 +252,5 @@ func (m *manager) profile(seconds int, workDir string) (string, error) {
 		return "", err
 	}
 	f.Close()
-	out, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=25", m.bin, path).CombinedOutput()
-	return string(out), err
+	return pprofTop(path)
 }

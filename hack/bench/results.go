@@ -25,6 +25,7 @@ type scalePoint struct {
 type results struct {
 	n, c           int
 	raw, rawHigh   float64
+	rawLatencies   []time.Duration
 	cHigh          int
 	receiver       receiverRun // receiver-only manager
 	receiverBusy   receiverRun // the full manager, during the e2e run
@@ -34,6 +35,7 @@ type results struct {
 	reconcileErrs  map[string]float64
 	e2eTimeline    []float64
 	profile        string
+	apiProfile     string
 	scale          []scalePoint
 }
 
@@ -51,12 +53,12 @@ func run(ctx context.Context, cfg config) (*results, error) {
 	// Raw ceiling, before the manager runs, so nothing else uses the API
 	// server; the objects are removed before the manager starts.
 	log("raw ceiling: %d creates at concurrency %d", cfg.n, cfg.c)
-	if r.raw, err = rawCeiling(ctx, p, cfg.n, cfg.c, "a"); err != nil {
+	if r.raw, r.rawLatencies, err = rawCeiling(ctx, p, cfg.n, cfg.c, "a"); err != nil {
 		return nil, err
 	}
 	if cfg.cHigh > 0 {
 		log("raw ceiling: %d creates at concurrency %d", cfg.n, cfg.cHigh)
-		if r.rawHigh, err = rawCeiling(ctx, p, cfg.n, cfg.cHigh, "b"); err != nil {
+		if r.rawHigh, _, err = rawCeiling(ctx, p, cfg.n, cfg.cHigh, "b"); err != nil {
 			return nil, err
 		}
 	}
@@ -92,14 +94,19 @@ func run(ctx context.Context, cfg config) (*results, error) {
 	// End to end: n more distinct deliveries, to the full manager.
 	log("end to end: %d deliveries at concurrency %d to the full manager", cfg.n, cfg.c)
 	writesBefore := m.writes()
-	profileDone := make(chan struct{})
+	profileDone := make(chan struct{}, 2)
 	if cfg.profileSeconds > 0 {
 		go func() {
-			defer close(profileDone)
 			r.profile, _ = m.profile(cfg.profileSeconds, cfg.workDir)
+			profileDone <- struct{}{}
+		}()
+		go func() {
+			r.apiProfile, _ = p.apiServerProfile(ctx, cfg.profileSeconds, cfg.workDir)
+			profileDone <- struct{}{}
 		}()
 	} else {
-		close(profileDone)
+		profileDone <- struct{}{}
+		profileDone <- struct{}{}
 	}
 	start := time.Now()
 	timeline := make(chan []float64, 1)
@@ -111,6 +118,7 @@ func run(ctx context.Context, cfg config) (*results, error) {
 	r.e2e = time.Since(start)
 	r.e2eTimeline = <-timeline
 	r.writesPerEvent = (m.writes() - writesBefore) / float64(cfg.n)
+	<-profileDone
 	<-profileDone
 	if err := checkUsers(ctx, p, cfg.n); err != nil {
 		return nil, err
@@ -224,6 +232,8 @@ func (r *results) print(w io.Writer) {
 		fmt.Fprintf(w, "%-44s %12s %8s\n", name, fmt.Sprintf("%.0f %s", v, unit), rs)
 	}
 	row(fmt.Sprintf("raw ceiling, C=%d", r.c), r.raw, "/s", 1)
+	fmt.Fprintf(w, "%-44s %12s\n", "  create latency p50 / p99 / p99.9", fmt.Sprintf("%.1f / %.1f / %.1f ms",
+		ms(percentile(r.rawLatencies, 0.50)), ms(percentile(r.rawLatencies, 0.99)), ms(percentile(r.rawLatencies, 0.999))))
 	if r.rawHigh > 0 {
 		row(fmt.Sprintf("raw ceiling, C=%d", r.cHigh), r.rawHigh, "/s", r.rawHigh/r.raw)
 	}
@@ -254,7 +264,10 @@ func (r *results) print(w io.Writer) {
 		fmt.Fprintf(w, "%-44s %12s\n", "  manager RSS after restart", fmt.Sprintf("%.0f MiB", mib(s.rssRestarted)))
 	}
 	if r.profile != "" {
-		fmt.Fprintf(w, "\nmanager CPU profile during the receiver run (top):\n%s\n", indent(r.profile))
+		fmt.Fprintf(w, "\nmanager CPU profile during the e2e run (top):\n%s\n", indent(r.profile))
+	}
+	if r.apiProfile != "" {
+		fmt.Fprintf(w, "\nkube-apiserver CPU profile during the e2e run (top):\n%s\n", indent(r.apiProfile))
 	}
 	rss10k := 0.0
 	if len(r.scale) > 0 {

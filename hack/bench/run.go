@@ -63,10 +63,12 @@ func parallel(n, c int, f func(i int)) time.Duration {
 	return time.Since(start)
 }
 
-// rawCeiling creates n KidEvents of the receiver's shape at concurrency c.
-func rawCeiling(ctx context.Context, p *plane, n, c int, tag string) (float64, error) {
+// rawCeiling creates n KidEvents of the receiver's shape at concurrency c,
+// and returns the rate and each create's latency.
+func rawCeiling(ctx context.Context, p *plane, n, c int, tag string) (float64, []time.Duration, error) {
 	product := &kidv1.KidProduct{ObjectMeta: metav1.ObjectMeta{Name: "raw", Namespace: rawNS, UID: "raw-uid"}}
 	var errs atomic.Int64
+	lat := make([]time.Duration, n)
 	elapsed := parallel(n, c, func(i int) {
 		body := delivery("raw"+tag, i)
 		env, err := kid.ParseEnvelope(body)
@@ -78,14 +80,16 @@ func rawCeiling(ctx context.Context, p *plane, n, c int, tag string) (float64, e
 		if err != nil {
 			panic(err)
 		}
+		start := time.Now()
 		if err := p.client.Create(ctx, e); err != nil {
 			errs.Add(1)
 		}
+		lat[i] = time.Since(start)
 	})
 	if errs.Load() > 0 {
-		return 0, fmt.Errorf("raw ceiling: %d creates failed", errs.Load())
+		return 0, nil, fmt.Errorf("raw ceiling: %d creates failed", errs.Load())
 	}
-	return float64(n) / elapsed.Seconds(), nil
+	return float64(n) / elapsed.Seconds(), lat, nil
 }
 
 func createProduct(ctx context.Context, p *plane) error {

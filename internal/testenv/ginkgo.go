@@ -1,0 +1,27 @@
+package testenv
+
+import (
+	"github.com/onsi/ginkgo/v2"
+	"github.com/onsi/gomega"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+)
+
+// SuiteHarness registers the Ginkgo BeforeSuite that starts the operator on
+// a local control plane, and the AfterSuite that stops it. The returned
+// harness is filled in when the suite starts.
+func SuiteHarness() *Harness {
+	h := &Harness{}
+	ginkgo.BeforeSuite(func() {
+		ctrl.SetLogger(zap.New(zap.WriteTo(ginkgo.GinkgoWriter), zap.UseDevMode(true)))
+		started, err := Start()
+		gomega.Expect(err).NotTo(gomega.HaveOccurred())
+		*h = *started
+	})
+	ginkgo.AfterSuite(func() {
+		if h.Env != nil {
+			gomega.Expect(h.Stop()).To(gomega.Succeed())
+		}
+	})
+	return h
+}
