@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"time"
 
+	authorizationv1 "k8s.io/api/authorization/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -32,6 +34,7 @@ type KidActionReconciler struct {
 }
 
 // +kubebuilder:rbac:groups=kid.dev,resources=kidactions/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=authorization.k8s.io,resources=selfsubjectaccessreviews,verbs=create
 
 // SetupWithManager registers the controller.
 func (r *KidActionReconciler) SetupWithManager(mgr ctrl.Manager) error {
@@ -41,8 +44,10 @@ func (r *KidActionReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Complete(r)
 }
 
-// Reconcile sets Ready (False with InvalidFilter when the filter does not
-// compile), and the counts of runs recorded on the namespace's events.
+// Reconcile sets Ready (False with InvalidFilter, InvalidTemplate or
+// MissingPermission, and Stalled, for what the user must fix), and the counts
+// of runs recorded on the namespace's events. It comes back every 30 s, so a
+// permission granted later makes the action Ready.
 func (r *KidActionReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
 	a := &kidv1.KidAction{}
 	if err := r.Get(ctx, req.NamespacedName, a); err != nil {
@@ -61,13 +66,16 @@ func (r *KidActionReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	cond := func(t string, s metav1.ConditionStatus, reason, msg string) {
 		meta.SetStatusCondition(&a.Status.Conditions, metav1.Condition{Type: t, Status: s, Reason: reason, Message: msg, ObservedGeneration: a.Generation})
 	}
-	if _, err := r.Filters.Compile(a); err != nil {
-		msg := "filter does not compile: " + err.Error()
+	reason, msg, err := r.validate(ctx, a)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if reason != "" {
 		old := meta.FindStatusCondition(a.Status.Conditions, kidv1.ReadyCondition)
-		cond(kidv1.ReadyCondition, metav1.ConditionFalse, kidv1.InvalidFilterReason, msg)
-		cond(kidv1.StalledCondition, metav1.ConditionTrue, kidv1.InvalidFilterReason, msg)
-		if r.Recorder != nil && (old == nil || old.Reason != kidv1.InvalidFilterReason) {
-			r.Recorder.Eventf(a, nil, "Warning", kidv1.InvalidFilterReason, "Validate", "%s", truncate(msg))
+		cond(kidv1.ReadyCondition, metav1.ConditionFalse, reason, msg)
+		cond(kidv1.StalledCondition, metav1.ConditionTrue, reason, msg)
+		if r.Recorder != nil && (old == nil || old.Reason != reason) {
+			r.Recorder.Eventf(a, nil, "Warning", reason, "Validate", "%s", truncate(msg))
 		}
 	} else {
 		cond(kidv1.ReadyCondition, metav1.ConditionTrue, kidv1.SucceededReason, "action is ready")
@@ -79,6 +87,44 @@ func (r *KidActionReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		return ctrl.Result{}, err
 	}
 	return ctrl.Result{RequeueAfter: countsInterval}, nil
+}
+
+// validate returns the reason and message that keep the action from being
+// Ready, or "" when it is: its filter compiles and, for a resource action,
+// kid-operator may create the template's kind in the action's namespace (asked
+// of the API server, so a missing grant shows before an event needs it).
+func (r *KidActionReconciler) validate(ctx context.Context, a *kidv1.KidAction) (string, string, error) {
+	if _, err := r.Filters.Compile(a); err != nil {
+		return kidv1.InvalidFilterReason, "filter does not compile: " + err.Error(), nil
+	}
+	if a.Spec.Resource == nil {
+		return "", "", nil
+	}
+	var obj unstructured.Unstructured
+	if err := obj.UnmarshalJSON(a.Spec.Resource.Template.Raw); err != nil {
+		return kidv1.InvalidTemplateReason, "template is not a Kubernetes object: " + err.Error(), nil
+	}
+	gvk := obj.GroupVersionKind()
+	mapping, err := r.RESTMapper().RESTMapping(gvk.GroupKind(), gvk.Version)
+	if err != nil {
+		if meta.IsNoMatchError(err) {
+			return kidv1.InvalidTemplateReason, fmt.Sprintf("template kind %s is not served by this cluster", gvk), nil
+		}
+		return "", "", fmt.Errorf("mapping the template's kind: %w", err)
+	}
+	review := &authorizationv1.SelfSubjectAccessReview{Spec: authorizationv1.SelfSubjectAccessReviewSpec{
+		ResourceAttributes: &authorizationv1.ResourceAttributes{
+			Namespace: a.Namespace, Verb: "create", Group: mapping.Resource.Group, Resource: mapping.Resource.Resource,
+		},
+	}}
+	if err := r.Create(ctx, review); err != nil {
+		return "", "", fmt.Errorf("reviewing kid-operator's permissions: %w", err)
+	}
+	if !review.Status.Allowed {
+		return kidv1.MissingPermissionReason, fmt.Sprintf("kid-operator may not create %s in namespace %s: grant its service account create on %s (see config/samples/actions_rbac_jobs.yaml)",
+			mapping.Resource.GroupResource(), a.Namespace, mapping.Resource.GroupResource()), nil
+	}
+	return "", "", nil
 }
 
 // count refreshes the succeeded and failed counts and the last run time from

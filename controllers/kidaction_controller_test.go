@@ -2,6 +2,8 @@ package controllers_test
 
 import (
 	"net/http"
+	"os"
+	"path/filepath"
 	"net/http/httptest"
 	"strconv"
 	"sync"
@@ -10,12 +12,17 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/yaml"
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+	"github.com/kid-operator/kid-operator/controllers"
 	"github.com/kid-operator/kid-operator/internal/actions"
 	"github.com/kid-operator/kid-operator/internal/kid"
 	"github.com/kid-operator/kid-operator/internal/kidsim"
@@ -348,3 +355,64 @@ var _ = Describe("KidAction across a restart of the operator", Ordered, func() {
 		Expect(t.deliveries()).To(HaveLen(2))
 	})
 })
+
+var _ = Describe("KidAction permissions", func() {
+	It("is not Ready while kid-operator may not create the template's kind, and Ready once granted", func() {
+		p := newProduct(nil)
+		// A manager identity with kid-operator's own permissions only.
+		user, err := h.Env.AddUser(envtest.User{Name: "kid-operator-restricted"}, nil)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(h.Client.Create(ctx, &rbacv1.ClusterRoleBinding{
+			ObjectMeta: metav1.ObjectMeta{GenerateName: "kid-restricted-"},
+			RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: operatorRole()},
+			Subjects:   []rbacv1.Subject{{Kind: "User", Name: "kid-operator-restricted"}},
+		})).To(Succeed())
+		restricted, err := client.New(user.Config(), client.Options{Scheme: h.Client.Scheme(), Mapper: h.Client.RESTMapper()})
+		Expect(err).NotTo(HaveOccurred())
+
+		a := &kidv1.KidAction{
+			ObjectMeta: metav1.ObjectMeta{Name: "make-cm", Namespace: p.Namespace},
+			Spec: kidv1.KidActionSpec{Resource: &kidv1.ResourceAction{Template: apiextensionsv1.JSON{Raw: []byte(`{"apiVersion":"v1","kind":"ConfigMap"}`)}}},
+		}
+		Expect(h.Client.Create(ctx, a)).To(Succeed())
+		r := &controllers.KidActionReconciler{Client: restricted, Filters: actions.NewFilters()}
+		reason := func() string {
+			GinkgoHelper()
+			_, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(a)})
+			Expect(err).NotTo(HaveOccurred())
+			got := &kidv1.KidAction{}
+			Expect(h.Client.Get(ctx, client.ObjectKeyFromObject(a), got)).To(Succeed())
+			c := meta.FindStatusCondition(got.Status.Conditions, kidv1.ReadyCondition)
+			Expect(c).NotTo(BeNil())
+			if c.Status == metav1.ConditionFalse {
+				Expect(c.Message).To(ContainSubstring("grant its service account create on configmaps"))
+			}
+			return c.Reason
+		}
+		Expect(reason()).To(Equal(kidv1.MissingPermissionReason))
+
+		Expect(h.Client.Create(ctx, &rbacv1.Role{
+			ObjectMeta: metav1.ObjectMeta{Name: "kid-actions", Namespace: p.Namespace},
+			Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"create"}}},
+		})).To(Succeed())
+		Expect(h.Client.Create(ctx, &rbacv1.RoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: "kid-actions", Namespace: p.Namespace},
+			RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "kid-actions"},
+			Subjects:   []rbacv1.Subject{{Kind: "User", Name: "kid-operator-restricted"}},
+		})).To(Succeed())
+		Eventually(reason).Should(Equal(kidv1.SucceededReason))
+	})
+})
+
+// operatorRole installs the ClusterRole generated from the RBAC markers
+// (config/rbac/role.yaml) under a unique name, and returns the name.
+func operatorRole() string {
+	GinkgoHelper()
+	raw, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "config", "rbac", "role.yaml"))
+	Expect(err).NotTo(HaveOccurred())
+	role := &rbacv1.ClusterRole{}
+	Expect(yaml.Unmarshal(raw, role)).To(Succeed())
+	role.ObjectMeta = metav1.ObjectMeta{GenerateName: "kid-operator-manager-"}
+	Expect(h.Client.Create(ctx, role)).To(Succeed())
+	return role.Name
+}

@@ -36,6 +36,12 @@ const (
 	SecretKeyMissingReason = "SecretKeyMissing"
 	// InvalidFilterReason: a KidAction's CEL filter does not compile.
 	InvalidFilterReason = "InvalidFilter"
+	// InvalidTemplateReason: a resource action's template names no known
+	// kind.
+	InvalidTemplateReason = "InvalidTemplate"
+	// MissingPermissionReason: kid-operator may not create the kind a
+	// resource action's template names.
+	MissingPermissionReason = "MissingPermission"
 	// ConsentReason and friends explain KidUser conditions.
 	ConsentReason      = "Consent"
 	VerificationReason = "Verification"
