@@ -37,9 +37,9 @@ type Options struct {
 	// Webhook configures the receiver.
 	Webhook webhookserver.Options
 	// QPS and Burst of the API client. The receiver creates one object per
-	// delivery and the controllers write about three more per event, so the
-	// client-go defaults (5 and 10) would throttle at a few events per
-	// second.
+	// delivery and the controllers write four more per event (docs/
+	// benchmarks.md), so the client-go defaults (5 and 10) would throttle at
+	// one or two events per second.
 	QPS   float32
 	Burst int
 	// Now is the controllers' clock; nil means time.Now.
@@ -91,7 +91,8 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 		Metrics:                 metricsserver.Options{BindAddress: opts.MetricsAddr},
 		HealthProbeBindAddress:  opts.ProbeAddr,
 		PprofBindAddress:        opts.PprofAddr,
-		LeaderElection:          opts.LeaderElection,
+		// A receiver-only replica has nothing to lead.
+		LeaderElection:          opts.LeaderElection && !opts.ReceiverOnly,
 		LeaderElectionID:        "kid-operator.kid.dev",
 		LeaderElectionNamespace: opts.LeaderElectionNamespace,
 		Controller:              config.Controller{SkipNameValidation: &opts.SkipControllerNameValidation},
