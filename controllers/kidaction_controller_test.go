@@ -2,9 +2,9 @@ package controllers_test
 
 import (
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"net/http/httptest"
 	"strconv"
 	"sync"
 	"time"
@@ -372,7 +372,7 @@ var _ = Describe("KidAction permissions", func() {
 
 		a := &kidv1.KidAction{
 			ObjectMeta: metav1.ObjectMeta{Name: "make-cm", Namespace: p.Namespace},
-			Spec: kidv1.KidActionSpec{Resource: &kidv1.ResourceAction{Template: apiextensionsv1.JSON{Raw: []byte(`{"apiVersion":"v1","kind":"ConfigMap"}`)}}},
+			Spec:       kidv1.KidActionSpec{Resource: &kidv1.ResourceAction{Template: apiextensionsv1.JSON{Raw: []byte(`{"apiVersion":"v1","kind":"ConfigMap"}`)}}},
 		}
 		Expect(h.Client.Create(ctx, a)).To(Succeed())
 		r := &controllers.KidActionReconciler{Client: restricted, Filters: actions.NewFilters()}

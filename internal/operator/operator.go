@@ -87,10 +87,10 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 	}
 
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                  scheme.Scheme,
-		Metrics:                 metricsserver.Options{BindAddress: opts.MetricsAddr},
-		HealthProbeBindAddress:  opts.ProbeAddr,
-		PprofBindAddress:        opts.PprofAddr,
+		Scheme:                 scheme.Scheme,
+		Metrics:                metricsserver.Options{BindAddress: opts.MetricsAddr},
+		HealthProbeBindAddress: opts.ProbeAddr,
+		PprofBindAddress:       opts.PprofAddr,
 		// A receiver-only replica has nothing to lead.
 		LeaderElection:          opts.LeaderElection && !opts.ReceiverOnly,
 		LeaderElectionID:        "kid-operator.kid.dev",
