@@ -61,7 +61,8 @@ verify-generated: manifests generate ## Fail when generated files are not commit
 	@test -z "$$(git status --porcelain -- config api)" || { git status --porcelain -- config api; echo 'generated files are not committed'; exit 1; }
 
 .PHONY: vet
-vet: ## go vet.
+vet: ## gofmt check and go vet.
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'run gofmt -w on the files above'; exit 1; }
 	go vet ./...
 
 .PHONY: deploy
