@@ -63,9 +63,9 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, productLabel *st
 		return unavailable(w, "product not ready")
 	}
 
-	body, ok := s.readBody(w, r)
-	if !ok {
-		return http.StatusRequestEntityTooLarge
+	body, code := s.readBody(w, r)
+	if code != 0 {
+		return code
 	}
 
 	verifier := kid.Verifier{Keys: keys, Tolerance: product.TimestampTolerance().Duration, Now: s.opts.Now}
@@ -122,25 +122,22 @@ func (s *Server) webhookKeys(ctx context.Context, product *kidv1.KidProduct) ([]
 	return keys, nil
 }
 
-// readBody reads the whole body, at most MaxBodyBytes of it. It answers 413
-// itself, before anything is hashed, when the body is larger.
-func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+// readBody reads the whole body, at most MaxBodyBytes of it. When it cannot,
+// it answers itself and returns the code: 413, before anything is hashed,
+// for a larger body; 400 for one that could not be read to its end.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int) {
 	limit := s.opts.MaxBodyBytes
 	if r.ContentLength > limit {
-		answer(w, http.StatusRequestEntityTooLarge, "body too large")
-		return nil, false
+		return nil, answer(w, http.StatusRequestEntityTooLarge, "body too large")
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
-	if int64(len(body)) > limit {
-		answer(w, http.StatusRequestEntityTooLarge, "body too large")
-		return nil, false
+	switch {
+	case int64(len(body)) > limit:
+		return nil, answer(w, http.StatusRequestEntityTooLarge, "body too large")
+	case err != nil:
+		return nil, answer(w, http.StatusBadRequest, "body could not be read")
 	}
-	if err != nil {
-		// A body cut short cannot verify; the 401 that follows is right, but
-		// say nothing more specific to the sender.
-		return nil, true
-	}
-	return body, true
+	return body, 0
 }
 
 // NewKidEvent builds the KidEvent of a verified delivery. (Exported for the

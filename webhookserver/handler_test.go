@@ -3,6 +3,7 @@ package webhookserver
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -70,7 +71,12 @@ type request struct {
 	signature string // default: a valid signature
 	noHeaders bool
 	chunked   bool
+	cutShort  bool // the body breaks off with a read error
 }
+
+type brokenReader struct{}
+
+func (brokenReader) Read([]byte) (int, error) { return 0, io.ErrUnexpectedEOF }
 
 func (r request) do(s *Server) *httptest.ResponseRecorder {
 	if r.method == "" {
@@ -85,8 +91,12 @@ func (r request) do(s *Server) *httptest.ResponseRecorder {
 	if r.signature == "" {
 		r.signature = kid.Sign([]byte(testSecret), r.timestamp, []byte(r.body))
 	}
-	req := httptest.NewRequest(r.method, r.path, strings.NewReader(r.body))
-	if r.chunked {
+	var body io.Reader = strings.NewReader(r.body)
+	if r.cutShort {
+		body = io.MultiReader(body, brokenReader{})
+	}
+	req := httptest.NewRequest(r.method, r.path, body)
+	if r.chunked || r.cutShort {
 		req.ContentLength = -1
 	}
 	if !r.noHeaders {
@@ -128,6 +138,7 @@ func TestReceiveAnswers(t *testing.T) {
 		{name: "product whose secret has only an empty key is 503", req: request{path: "/webhooks/default/emptykey", body: valid}, want: 503, retryAfter: true},
 		{name: "body over the cap is 413", req: request{body: big}, want: 413},
 		{name: "chunked body over the cap is 413", req: request{body: big, chunked: true}, want: 413},
+		{name: "body that breaks off is 400", req: request{body: `{"eventType":"Te`, cutShort: true}, want: 400},
 		{name: "no signature headers is 401", req: request{body: valid, noHeaders: true}, want: 401},
 		{name: "malformed signature is 401", req: request{body: valid, signature: "abc"}, want: 401},
 		{name: "malformed timestamp is 401", req: request{body: valid, timestamp: "yesterday", signature: strings.Repeat("0", 64)}, want: 401},
