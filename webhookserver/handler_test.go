@@ -55,7 +55,7 @@ func newTestServer(t *testing.T, funcs *interceptor.Funcs) (*Server, client.Clie
 		b = b.WithInterceptorFuncs(*funcs)
 	}
 	c := b.Build()
-	s := &Server{reader: c, writer: c}
+	s := &Server{reader: c, store: ClientStore(c)}
 	s.opts = Options{Now: func() time.Time { return testNow }}
 	s.opts.setDefaults()
 	s.MarkReady()

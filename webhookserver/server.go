@@ -66,21 +66,21 @@ func (o *Options) setDefaults() {
 
 // Server is the webhook receiver. It runs as a manager runnable on every
 // replica, reading products and Secrets from the manager's informer cache and
-// creating KidEvents with a direct (uncached) client.
+// creating KidEvents directly on the API server.
 type Server struct {
 	opts   Options
 	cache  cache.Cache
 	reader client.Reader
-	writer client.Writer
+	store  Store
 	ready  atomic.Bool
 	addr   atomic.Value // string: the address actually listened on
 }
 
-// New returns a receiver that reads through c (an informer cache) and writes
-// through w.
-func New(c cache.Cache, w client.Writer, opts Options) *Server {
+// New returns a receiver that reads products and Secrets through c (an
+// informer cache) and stores events with store.
+func New(c cache.Cache, store Store, opts Options) *Server {
 	opts.setDefaults()
-	return &Server{opts: opts, cache: c, reader: c, writer: w}
+	return &Server{opts: opts, cache: c, reader: c, store: store}
 }
 
 // NeedLeaderElection is false: every replica receives deliveries.

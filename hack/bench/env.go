@@ -102,7 +102,7 @@ func (p *plane) apiServerProfile(ctx context.Context, seconds int, workDir strin
 }
 
 func pprofTop(path string) (string, error) {
-	out, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=25", path).CombinedOutput()
+	out, err := exec.Command("go", "tool", "pprof", "-top", "-cum", "-nodecount=30", path).CombinedOutput()
 	return string(out), err
 }
 

@@ -36,6 +36,7 @@ type results struct {
 	e2eTimeline    []float64
 	profile        string
 	apiProfile     string
+	recvProfile    string
 	scale          []scalePoint
 }
 
@@ -74,7 +75,15 @@ func run(ctx context.Context, cfg config) (*results, error) {
 	if _, err := recv.start(ctx); err != nil {
 		return nil, err
 	}
+	recvProfiled := make(chan struct{})
+	go func() {
+		defer close(recvProfiled)
+		if cfg.profileSeconds > 0 {
+			r.recvProfile, _ = recv.profile(cfg.profileSeconds, cfg.workDir)
+		}
+	}()
 	r.receiver = sendAll(ctx, recv, "recv", cfg.n, cfg.c)
+	<-recvProfiled
 	if err := recv.stop(); err != nil {
 		return nil, err
 	}
@@ -262,6 +271,9 @@ func (r *results) print(w io.Writer) {
 		fmt.Fprintf(w, "%-44s %12s\n", "  etcd database", fmt.Sprintf("%.0f MiB", mib(s.etcdBytes)))
 		fmt.Fprintf(w, "%-44s %12s\n", "  ready after restart", fmt.Sprintf("%.1f s", s.readyAfter.Seconds()))
 		fmt.Fprintf(w, "%-44s %12s\n", "  manager RSS after restart", fmt.Sprintf("%.0f MiB", mib(s.rssRestarted)))
+	}
+	if r.recvProfile != "" {
+		fmt.Fprintf(w, "\nreceiver-only manager CPU profile during the receiver run (top):\n%s\n", indent(r.recvProfile))
 	}
 	if r.profile != "" {
 		fmt.Fprintf(w, "\nmanager CPU profile during the e2e run (top):\n%s\n", indent(r.profile))

@@ -106,7 +106,11 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 		return nil, fmt.Errorf("creating manager: %w", err)
 	}
 
-	receiver := webhookserver.New(mgr.GetCache(), mgr.GetClient(), opts.Webhook)
+	store, err := webhookserver.RESTStore(cfg)
+	if err != nil {
+		return nil, err
+	}
+	receiver := webhookserver.New(mgr.GetCache(), store, opts.Webhook)
 	if err := mgr.Add(receiver); err != nil {
 		return nil, fmt.Errorf("adding webhook receiver: %w", err)
 	}
