@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
@@ -24,6 +25,10 @@ import (
 // This file is the KidEvent controller's part in running KidActions: which
 // actions an event starts (matchActions, once, when the event is folded) and
 // each run's attempts (runActions), recorded in the event's status.actions.
+
+// defaultResourceAttempts bounds the attempts of a resource action, whose
+// spec has no maxAttempts: only transient API errors are retried.
+const defaultResourceAttempts = 5
 
 // webhookID is the stable id of one (event, action) pair: the webhook-id
 // header of every attempt, so the target can deduplicate.
@@ -62,7 +67,7 @@ func (r *KidEventReconciler) matchActions(ctx context.Context, e *kidv1.KidEvent
 			runs = append(runs, kidv1.ActionRunStatus{Name: a.Name, Phase: kidv1.RunPending})
 		}
 	}
-	slices.SortFunc(runs, func(x, y kidv1.ActionRunStatus) int { return compareStrings(x.Name, y.Name) })
+	slices.SortFunc(runs, func(x, y kidv1.ActionRunStatus) int { return strings.Compare(x.Name, y.Name) })
 	if len(runs) > 64 {
 		runs = runs[:64]
 	}
@@ -173,18 +178,16 @@ func (r *KidEventReconciler) attempt(ctx context.Context, e *kidv1.KidEvent, run
 	}
 	label := e.Namespace + "/" + a.Name
 	if out.Err == nil {
-		run.Message = truncate(describe(a, e, in))
+		run.Message = truncate(out.Did)
 		finish(run, kidv1.RunSucceeded, now, "")
 		actionAttemptsTotal.WithLabelValues(label, "success").Inc()
 		actionDelay.WithLabelValues(label).Observe(now.Sub(e.Spec.ReceivedAt.Time).Seconds())
 		return 0
 	}
 	log.Info("action attempt failed", "attempt", run.Attempts, "error", out.Err.Error())
-	maxAttempts := int32(1)
+	maxAttempts := int32(defaultResourceAttempts)
 	if a.Spec.HTTP != nil {
 		maxAttempts = max(a.Spec.HTTP.MaxAttempts, 1)
-	} else {
-		maxAttempts = 5
 	}
 	if out.Permanent || run.Attempts >= maxAttempts {
 		finish(run, kidv1.RunFailed, now, out.Err.Error())
@@ -220,7 +223,9 @@ func (r *KidEventReconciler) post(ctx context.Context, e *kidv1.KidEvent, a *kid
 	if c == nil {
 		c = http.DefaultClient
 	}
-	return actions.Post(ctx, c, a.Spec.HTTP, id, body, secret, now)
+	out := actions.Post(ctx, c, a.Spec.HTTP, id, body, secret, now)
+	out.Did = describe(a, e, in)
+	return out
 }
 
 func (r *KidEventReconciler) recordActionFailure(e *kidv1.KidEvent, a *kidv1.KidAction, err error) {
@@ -243,7 +248,7 @@ func describe(a *kidv1.KidAction, e *kidv1.KidEvent, in *actions.Input) string {
 		if err != nil {
 			return prefix + "create nothing: " + err.Error()
 		}
-		return fmt.Sprintf("%screate %s %s/%s", prefix, obj.GetKind(), obj.GetNamespace(), obj.GetName())
+		return prefix + "create " + actions.Describe(obj)
 	}
 	return prefix + "do nothing"
 }
@@ -294,14 +299,4 @@ func truncate(s string) string {
 		return s[:1000] + "…"
 	}
 	return s
-}
-
-func compareStrings(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }

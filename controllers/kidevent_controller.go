@@ -243,7 +243,7 @@ func (r *KidEventReconciler) targets(ctx context.Context, e *kidv1.KidEvent, fe 
 		byUser := map[string]*target{}
 		var order []string
 		for _, v := range s.VerificationIDs {
-			holders, err := r.holders(ctx, e.Namespace, idKey(product, kidv1.IdentityVerification, v))
+			holders, err := r.holders(ctx, e.Namespace, idKey(product, kidv1.IdentityVerification, v), fe)
 			if err != nil {
 				return nil, err
 			}
@@ -271,7 +271,7 @@ func (r *KidEventReconciler) targets(ctx context.Context, e *kidv1.KidEvent, fe 
 		return out, nil
 
 	case e.Spec.EventType == kid.AccountDelete && s.KUID != "":
-		holders, err := r.holders(ctx, e.Namespace, idKey(product, kidv1.IdentityAccount, s.KUID))
+		holders, err := r.holders(ctx, e.Namespace, idKey(product, kidv1.IdentityAccount, s.KUID), fe)
 		if err != nil {
 			return nil, err
 		}
@@ -297,15 +297,16 @@ func (r *KidEventReconciler) targets(ctx context.Context, e *kidv1.KidEvent, fe 
 	default:
 		return nil, nil
 	}
-	holders, err := r.holders(ctx, e.Namespace, idKey(product, kind, id))
+	holders, err := r.holders(ctx, e.Namespace, idKey(product, kind, id), fe)
 	if err != nil || len(holders) == 0 {
 		return []target{one(kind, id)}, err
 	}
 	return holders[:1], nil
 }
 
-// holders lists the users holding an id, strongest identity first.
-func (r *KidEventReconciler) holders(ctx context.Context, namespace, key string) ([]target, error) {
+// holders lists the users holding an id, strongest identity first, each a
+// target for fe.
+func (r *KidEventReconciler) holders(ctx context.Context, namespace, key string, fe *fold.Event) ([]target, error) {
 	var users kidv1.KidUserList
 	if err := r.List(ctx, &users, client.InNamespace(namespace), client.MatchingFields{userIDIndex: key}); err != nil {
 		return nil, fmt.Errorf("listing users by id: %w", err)
@@ -314,7 +315,7 @@ func (r *KidEventReconciler) holders(ctx context.Context, namespace, key string)
 	out := make([]target, 0, len(users.Items))
 	for i := range users.Items {
 		u := &users.Items[i]
-		out = append(out, target{name: u.Name, identity: u.Spec.Identity})
+		out = append(out, target{name: u.Name, identity: u.Spec.Identity, event: fe})
 	}
 	return out, nil
 }
@@ -334,13 +335,6 @@ func strongerFirst(a, b kidv1.KidUser) int {
 // needed. The status write carries the resourceVersion read, so two
 // concurrent folds into one user never lose each other's work.
 func (r *KidEventReconciler) applyTo(ctx context.Context, e *kidv1.KidEvent, t target, privacy kid.Privacy) (*kidv1.KidUser, error) {
-	if t.event == nil {
-		fe, err := foldEvent(e)
-		if err != nil {
-			return nil, err
-		}
-		t.event = fe
-	}
 	user := &kidv1.KidUser{}
 	err := r.Get(ctx, types.NamespacedName{Namespace: e.Namespace, Name: t.name}, user)
 	switch {

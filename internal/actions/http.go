@@ -32,6 +32,8 @@ type Outcome struct {
 	Permanent bool
 	// RetryAfter is the wait the target asked for, if any.
 	RetryAfter time.Duration
+	// Did says what the attempt did, for the run's record.
+	Did string
 }
 
 // Body renders the request body: the action's bodyTemplate over the input,

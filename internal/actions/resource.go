@@ -103,6 +103,11 @@ func renderValue(v any, data map[string]any) (any, error) {
 	return v, nil
 }
 
+// Describe names an object: kind namespace/name.
+func Describe(obj *unstructured.Unstructured) string {
+	return obj.GetKind() + " " + obj.GetNamespace() + "/" + obj.GetName()
+}
+
 // Create creates the rendered object once. AlreadyExists counts as done: it
 // is the object an earlier attempt made.
 func Create(ctx context.Context, c client.Client, a *kidv1.KidAction, e *kidv1.KidEvent, in *Input) Outcome {
@@ -112,7 +117,7 @@ func Create(ctx context.Context, c client.Client, a *kidv1.KidAction, e *kidv1.K
 	}
 	switch err := c.Create(ctx, obj); {
 	case err == nil, apierrors.IsAlreadyExists(err):
-		return Outcome{}
+		return Outcome{Did: Describe(obj)}
 	case apierrors.IsForbidden(err):
 		gvk := obj.GroupVersionKind()
 		return Outcome{Permanent: true, Err: fmt.Errorf("kid-operator may not create %s in %s: grant its service account create on %s (see the README, Actions): %w",
