@@ -21,6 +21,10 @@ const (
 	userIDIndex = "kid.dev/user-id"
 	// eventIDIndex: KidEvents by every k-ID id they name (idKey).
 	eventIDIndex = "kid.dev/event-id"
+	// eventProductIndex: KidEvents by the name of their product, for the
+	// product's pass over its events (a label selector would scan every
+	// event of the namespace).
+	eventProductIndex = "kid.dev/event-product"
 )
 
 // idKey is the index value of one k-ID id within a product: ids of different
@@ -83,6 +87,11 @@ func SetupIndexes(ctx context.Context, mgr ctrl.Manager) error {
 		return eventIDs(o.(*kidv1.KidEvent))
 	}); err != nil {
 		return fmt.Errorf("indexing KidEvents by id: %w", err)
+	}
+	if err := idx.IndexField(ctx, &kidv1.KidEvent{}, eventProductIndex, func(o client.Object) []string {
+		return []string{o.(*kidv1.KidEvent).Spec.ProductRef.Name}
+	}); err != nil {
+		return fmt.Errorf("indexing KidEvents by product: %w", err)
 	}
 	return nil
 }

@@ -31,6 +31,13 @@ import (
 // only a Pending event is processed, and the fold itself is idempotent, so a
 // retry after a failure between the two writes changes nothing but the
 // user's event count.
+//
+// A player's transitions (consent granted, verified, erased) are recorded in
+// the KidUser's status and conditions and counted in metrics, not as
+// Kubernetes Events: one Event per player would be one more API write per
+// k-ID event (a fifth of the API server's work per event, docs/benchmarks.md)
+// and would bury the Events an operator must see. Events are kept for what
+// needs a person: a failed action, an invalid KidAction, a product not Ready.
 type KidEventReconciler struct {
 	client.Client
 	Recorder events.EventRecorder
@@ -363,7 +370,6 @@ func (r *KidEventReconciler) applyTo(ctx context.Context, e *kidv1.KidEvent, t t
 	if err := r.Status().Patch(ctx, user, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
 		return nil, fmt.Errorf("updating user status: %w", err)
 	}
-	r.recordTransitions(before, user)
 	return user, nil
 }
 
@@ -383,31 +389,6 @@ func setUserConditions(u *kidv1.KidUser) {
 	set(kidv1.AgeVerifiedCondition, st.Verification.State == kidv1.VerificationVerified, kidv1.VerificationReason, "verification is "+string(st.Verification.State))
 	if st.Session.State != "" {
 		set(kidv1.SessionActiveCondition, st.Session.State == kidv1.SessionActive, kidv1.SessionReason, "session is "+string(st.Session.State))
-	}
-}
-
-// recordTransitions emits a Kubernetes Event for each real transition. The
-// notes name states and k-ID's opaque ids, never personal data.
-func (r *KidEventReconciler) recordTransitions(before, after *kidv1.KidUser) {
-	if r.Recorder == nil {
-		return
-	}
-	b, a := &before.Status, &after.Status
-	if a.Consent.State != b.Consent.State && (a.Consent.State == kidv1.ConsentGranted || a.Consent.State == kidv1.ConsentDenied) {
-		r.Recorder.Eventf(after, nil, "Normal", "Consent"+string(a.Consent.State), "Fold", "parental consent %s (challenge %s)", a.Consent.State, a.Consent.ChallengeID)
-	}
-	if a.Verification.State != b.Verification.State && a.Verification.State != kidv1.VerificationUnverified {
-		eventType := "Normal"
-		if a.Verification.State == kidv1.VerificationRevoked {
-			eventType = "Warning"
-		}
-		r.Recorder.Eventf(after, nil, eventType, "Verification"+string(a.Verification.State), "Fold", "age verification %s", a.Verification.State)
-	}
-	if a.Session.State == kidv1.SessionDeleted && b.Session.State != kidv1.SessionDeleted {
-		r.Recorder.Eventf(after, nil, "Normal", "SessionDeleted", "Fold", "k-ID deleted the session; personal data erased")
-	}
-	if a.AccountDeleted && !b.AccountDeleted {
-		r.Recorder.Eventf(after, nil, "Normal", "AccountDeleted", "Fold", "k-ID deleted the account; personal data erased")
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -41,27 +42,42 @@ type KidProductReconciler struct {
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
 
 // SetupWithManager registers the controller: products (spec changes only),
-// their Secrets through the secret index, and newly stored events.
+// their Secrets through the secret index, and stored or finished events.
 func (r *KidProductReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&kidv1.KidProduct{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.productsOfSecret)).
-		Watches(&kidv1.KidEvent{}, handler.EnqueueRequestsFromMapFunc(productOfEvent),
-			builder.WithPredicates(predicate.Funcs{
-				CreateFunc:  func(event.CreateEvent) bool { return true },
-				UpdateFunc:  func(e event.UpdateEvent) bool { return phaseChanged(e) },
-				DeleteFunc:  func(event.DeleteEvent) bool { return false },
-				GenericFunc: func(event.GenericEvent) bool { return false },
-			})).
+		Watches(&kidv1.KidEvent{}, wakeProductOfEvent).
 		Named("kidproduct").
 		Complete(r)
 }
 
-// phaseChanged: a finished event may now be due for retention.
-func phaseChanged(e event.UpdateEvent) bool {
-	o, ok1 := e.ObjectOld.(*kidv1.KidEvent)
-	n, ok2 := e.ObjectNew.(*kidv1.KidEvent)
-	return ok1 && ok2 && o.Status.Phase != n.Status.Phase
+// eventWakeDelay is how long an event's product waits before its pass over
+// its events. The queue holds one request per product, so a burst of events
+// makes one pass, not one per event; the pass reads every event of the
+// product, and lastEventTime is at most this late.
+const eventWakeDelay = time.Second
+
+// wakeProductOfEvent wakes an event's product, a little later, when the
+// event is stored (lastEventTime) and when its phase changes (a finished
+// event may be due for retention).
+var wakeProductOfEvent = handler.Funcs{
+	CreateFunc: func(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+		addProductOf(e.Object, q)
+	},
+	UpdateFunc: func(_ context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+		o, ok1 := e.ObjectOld.(*kidv1.KidEvent)
+		n, ok2 := e.ObjectNew.(*kidv1.KidEvent)
+		if ok1 && ok2 && o.Status.Phase != n.Status.Phase {
+			addProductOf(n, q)
+		}
+	},
+}
+
+func addProductOf(o client.Object, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	if e, ok := o.(*kidv1.KidEvent); ok {
+		q.AddAfter(reconcile.Request{NamespacedName: types.NamespacedName{Namespace: e.Namespace, Name: e.Spec.ProductRef.Name}}, eventWakeDelay)
+	}
 }
 
 func (r *KidProductReconciler) productsOfSecret(ctx context.Context, o client.Object) []reconcile.Request {
@@ -75,11 +91,6 @@ func (r *KidProductReconciler) productsOfSecret(ctx context.Context, o client.Ob
 		out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&p)})
 	}
 	return out
-}
-
-func productOfEvent(_ context.Context, o client.Object) []reconcile.Request {
-	e := o.(*kidv1.KidEvent)
-	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: e.Namespace, Name: e.Spec.ProductRef.Name}}}
 }
 
 func (r *KidProductReconciler) now() time.Time {
@@ -160,15 +171,12 @@ func (r *KidProductReconciler) reconcileSecret(ctx context.Context, p *kidv1.Kid
 func (r *KidProductReconciler) reconcileEvents(ctx context.Context, p *kidv1.KidProduct) (time.Duration, error) {
 	var list kidv1.KidEventList
 	// The cache's objects are read, never written: no need to copy them.
-	if err := r.List(ctx, &list, client.InNamespace(p.Namespace), client.MatchingLabels{kidv1.ProductLabel: p.Name}, client.UnsafeDisableDeepCopy); err != nil {
+	if err := r.List(ctx, &list, client.InNamespace(p.Namespace), client.MatchingFields{eventProductIndex: p.Name}, client.UnsafeDisableDeepCopy); err != nil {
 		return 0, fmt.Errorf("listing events: %w", err)
 	}
 	events := make([]*kidv1.KidEvent, 0, len(list.Items))
 	for i := range list.Items {
 		e := &list.Items[i]
-		if e.Spec.ProductRef.Name != p.Name {
-			continue
-		}
 		events = append(events, e)
 		t := e.Spec.ReceivedAt
 		if p.Status.LastEventTime == nil || p.Status.LastEventTime.Before(&t) {

@@ -6,7 +6,6 @@ import (
 	"slices"
 
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
-	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -24,9 +23,10 @@ import (
 //     several sessions over time);
 //   - once a user is erased (Session.Delete, Account.Delete), the stored
 //     events about it that still hold personal data are deleted.
+//
+// It records no Kubernetes Event per player: see KidEventReconciler.
 type KidUserReconciler struct {
 	client.Client
-	Recorder events.EventRecorder
 }
 
 // SetupWithManager registers the controller. It watches status too: links
@@ -115,9 +115,6 @@ func (r *KidUserReconciler) mergeIntoHolders(ctx context.Context, standIn *kidv1
 		}
 		if err := r.Status().Patch(ctx, h, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
 			return false, fmt.Errorf("merging into user: %w", err)
-		}
-		if r.Recorder != nil {
-			r.Recorder.Eventf(h, standIn, "Normal", "Linked", "Merge", "merged %s user %s", standIn.Spec.Identity.Kind, standIn.Name)
 		}
 	}
 	if standIn.Spec.Identity.Kind == kidv1.IdentityAccount {

@@ -32,6 +32,7 @@ import (
 
 type config struct {
 	n, c, cHigh    int
+	rounds         int
 	scale          bool
 	users50k       int
 	profileSeconds int
@@ -43,11 +44,13 @@ func main() {
 	var cfg config
 	flag.IntVar(&cfg.n, "n", 5000, "objects or deliveries per measurement")
 	flag.IntVar(&cfg.c, "c", 16, "concurrency")
+	flag.IntVar(&cfg.rounds, "rounds", 3, "interleaved rounds of the raw ceiling and the receiver (the medians are reported)")
 	flag.IntVar(&cfg.cHigh, "c-high", 64, "second concurrency for the raw ceiling (0 skips it)")
 	flag.BoolVar(&cfg.scale, "scale", true, "run the scale measurements (10k events + users, 50k users)")
 	flag.IntVar(&cfg.users50k, "users", 50000, "KidUsers for the second scale point")
 	flag.IntVar(&cfg.profileSeconds, "profile-seconds", 8, "CPU profile of the manager during the receiver run (0 skips it)")
 	flag.Parse()
+	cfg.rounds = max(cfg.rounds, 1)
 	ctrl.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.Level(zapcore.ErrorLevel)))
 
 	root := testenv.RepoRoot()

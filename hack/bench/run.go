@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"slices"
@@ -16,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+	"github.com/kid-operator/kid-operator/internal/fold"
 	"github.com/kid-operator/kid-operator/internal/kid"
 	"github.com/kid-operator/kid-operator/internal/kidsim"
 	"github.com/kid-operator/kid-operator/webhookserver"
@@ -64,11 +66,12 @@ func parallel(n, c int, f func(i int)) time.Duration {
 }
 
 // rawCeiling creates n KidEvents of the receiver's shape at concurrency c,
-// and returns the rate and each create's latency.
-func rawCeiling(ctx context.Context, p *plane, n, c int, tag string) (float64, []time.Duration, error) {
+// and returns the rate, each create's latency and the objects created.
+func rawCeiling(ctx context.Context, p *plane, n, c int, tag string) (float64, []time.Duration, []*kidv1.KidEvent, error) {
 	product := &kidv1.KidProduct{ObjectMeta: metav1.ObjectMeta{Name: "raw", Namespace: rawNS, UID: "raw-uid"}}
 	var errs atomic.Int64
 	lat := make([]time.Duration, n)
+	events := make([]*kidv1.KidEvent, n)
 	elapsed := parallel(n, c, func(i int) {
 		body := delivery("raw"+tag, i)
 		env, err := kid.ParseEnvelope(body)
@@ -85,11 +88,70 @@ func rawCeiling(ctx context.Context, p *plane, n, c int, tag string) (float64, [
 			errs.Add(1)
 		}
 		lat[i] = time.Since(start)
+		events[i] = e
 	})
 	if errs.Load() > 0 {
-		return 0, nil, fmt.Errorf("raw ceiling: %d creates failed", errs.Load())
+		return 0, nil, nil, fmt.Errorf("raw ceiling: %d creates failed", errs.Load())
 	}
-	return float64(n) / elapsed.Seconds(), lat, nil
+	return float64(n) / elapsed.Seconds(), lat, events, nil
+}
+
+// writeCost is the API server's ceiling for one kind of write, at the
+// benchmark's concurrency.
+type writeCost struct {
+	name string
+	rate float64
+}
+
+// writeCosts measures, on the raw ceiling's events, the rate of each other
+// write that design.md's API asks of a k-ID event about a new player: the
+// event's status (phase Applied, userRef), the KidUser's create and its
+// status (the fold). The writes are those the KidEvent controller makes.
+func writeCosts(ctx context.Context, p *plane, events []*kidv1.KidEvent, c int) ([]writeCost, error) {
+	n := len(events)
+	var errs atomic.Int64
+	check := func(err error) {
+		if err != nil {
+			errs.Add(1)
+		}
+	}
+	users := make([]*kidv1.KidUser, n)
+	eventStatus := parallel(n, c, func(i int) {
+		e := events[i]
+		before := e.DeepCopy()
+		now := metav1.Now()
+		e.Status.Phase, e.Status.AppliedAt = kidv1.EventApplied, &now
+		e.Status.UserRef = &kidv1.LocalObjectReference{Name: "user-" + e.Name}
+		check(p.client.Status().Patch(ctx, e, client.MergeFrom(before)))
+	})
+	userCreate := parallel(n, c, func(i int) {
+		e := events[i]
+		users[i] = &kidv1.KidUser{
+			ObjectMeta: metav1.ObjectMeta{Name: "user-" + e.Name, Namespace: rawNS, Labels: map[string]string{kidv1.ProductLabel: "raw"}},
+			Spec: kidv1.KidUserSpec{
+				ProductRef: kidv1.LocalObjectReference{Name: "raw"},
+				Identity:   kidv1.UserIdentity{Kind: kidv1.IdentitySession, ID: e.Spec.Subject.SessionID},
+			},
+		}
+		check(p.client.Create(ctx, users[i]))
+	})
+	userStatus := parallel(n, c, func(i int) {
+		e, u := events[i], users[i]
+		fe := &fold.Event{Name: e.Name, Type: e.Spec.EventType, Subject: e.Spec.Subject, SignedAt: e.Spec.ReceivedAt.Time}
+		check(json.Unmarshal(e.Spec.Data.Raw, &fe.Payload))
+		before := u.DeepCopy()
+		u.Status = *fold.Apply(&u.Status, fe, kid.Privacy{}, string(u.UID))
+		check(p.client.Status().Patch(ctx, u, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})))
+	})
+	if errs.Load() > 0 {
+		return nil, fmt.Errorf("write costs: %d writes failed", errs.Load())
+	}
+	rate := func(d time.Duration) float64 { return float64(n) / d.Seconds() }
+	return []writeCost{
+		{"KidEvent status (Applied)", rate(eventStatus)},
+		{"KidUser create", rate(userCreate)},
+		{"KidUser status (the fold)", rate(userStatus)},
+	}, nil
 }
 
 func createProduct(ctx context.Context, p *plane) error {

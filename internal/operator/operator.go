@@ -139,7 +139,7 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 		return nil, fmt.Errorf("setting up KidEvent controller: %w", err)
 	}
 	if err := (&controllers.KidUserReconciler{
-		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kiduser-controller"),
+		Client: mgr.GetClient(),
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up KidUser controller: %w", err)
 	}

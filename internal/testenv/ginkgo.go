@@ -1,6 +1,8 @@
 package testenv
 
 import (
+	"time"
+
 	"github.com/onsi/ginkgo/v2"
 	"github.com/onsi/gomega"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -13,6 +15,10 @@ import (
 func SuiteHarness() *Harness {
 	h := &Harness{}
 	ginkgo.BeforeSuite(func() {
+		// An upper bound, not a wait: a controller's work under a loaded
+		// machine, or a product's pass that waits for a burst of events to
+		// settle (a second), outlasts Gomega's default of one second.
+		gomega.SetDefaultEventuallyTimeout(10 * time.Second)
 		ctrl.SetLogger(zap.New(zap.WriteTo(ginkgo.GinkgoWriter), zap.UseDevMode(true)))
 		started, err := Start()
 		gomega.Expect(err).NotTo(gomega.HaveOccurred())
