@@ -251,7 +251,7 @@ func mib(b int64) float64 { return float64(b) / (1 << 20) }
 
 // Aggregates of the rounds, and the floor the API server sets for an event.
 func (r *results) rate(d time.Duration) float64 { return float64(r.n) / d.Seconds() }
-func (r *results) raw() float64                { return median(r.rawRounds) }
+func (r *results) raw() float64                 { return median(r.rawRounds) }
 
 func (r *results) receiver() float64 {
 	rates := make([]float64, len(r.recvRounds))
