@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -72,6 +73,27 @@ func startPlane(workDir string) (*plane, error) {
 func (p *plane) stop() {
 	_ = p.env.Stop()
 	_ = os.RemoveAll(p.etcdDir)
+}
+
+// deleteAll deletes every object of a kind in a namespace. A collection
+// delete of tens of thousands of objects outlasts the API server's request
+// timeout (it answers 504, or resets the stream, and goes on deleting), so
+// it is repeated until the list is empty.
+func (p *plane) deleteAll(ctx context.Context, obj client.Object, list client.ObjectList, ns string) error {
+	for {
+		deleteErr := p.client.DeleteAllOf(ctx, obj, client.InNamespace(ns))
+		if err := p.client.List(ctx, list, client.InNamespace(ns), client.Limit(1)); err != nil {
+			return err
+		}
+		if meta.LenList(list) == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("deleting %T in %s: %w (last error: %v)", obj, ns, ctx.Err(), deleteErr)
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // etcdBytes is the size of etcd's database file.

@@ -4,7 +4,11 @@
 //   - raw: the API server's ceiling, client-go creates of KidEvents of the
 //     size the receiver writes, at concurrency C;
 //   - receiver: distinct signed deliveries over HTTP to the manager, run as a
-//     user runs it (its own process), at the same C;
+//     user runs it (its own process), at the same C, in rounds interleaved
+//     with the raw ones (the medians are reported);
+//   - write costs: the API server's ceiling for each other write an event
+//     needs (its status, the KidUser's create and status), and from them the
+//     floor the API alone sets for an event;
 //   - e2e: from the first send until every event is Applied and every
 //     KidUser reflects its event, and the API writes per event;
 //   - scale: the manager's memory and etcd's size at 10,000 KidEvents +

@@ -96,6 +96,8 @@ func rawCeiling(ctx context.Context, p *plane, n, c int, tag string) (float64, [
 	return float64(n) / elapsed.Seconds(), lat, events, nil
 }
 
+const userCreateWrite = "KidUser create"
+
 // writeCost is the API server's ceiling for one kind of write, at the
 // benchmark's concurrency.
 type writeCost struct {
@@ -149,7 +151,7 @@ func writeCosts(ctx context.Context, p *plane, events []*kidv1.KidEvent, c int) 
 	rate := func(d time.Duration) float64 { return float64(n) / d.Seconds() }
 	return []writeCost{
 		{"KidEvent status (Applied)", rate(eventStatus)},
-		{"KidUser create", rate(userCreate)},
+		{userCreateWrite, rate(userCreate)},
 		{"KidUser status (the fold)", rate(userStatus)},
 	}, nil
 }
