@@ -34,9 +34,9 @@ import (
 //
 // A player's transitions (consent granted, verified, erased) are recorded in
 // the KidUser's status and conditions and counted in metrics, not as
-// Kubernetes Events: one Event per player would be one more API write per
-// k-ID event (a fifth of the API server's work per event, docs/benchmarks.md)
-// and would bury the Events an operator must see. Events are kept for what
+// Kubernetes Events: an Event per player would be one more API write per
+// k-ID event (it was the fifth, docs/benchmarks.md) and would bury the
+// Events an operator must see. Events are kept for what
 // needs a person: a failed action, an invalid KidAction, a product not Ready.
 type KidEventReconciler struct {
 	client.Client

@@ -45,7 +45,6 @@ type results struct {
 
 func run(ctx context.Context, cfg config) (*results, error) {
 	r := &results{n: cfg.n, c: cfg.c, cHigh: cfg.cHigh}
-	var err error
 	p, err := startPlane(cfg.workDir)
 	if err != nil {
 		return nil, err
