@@ -257,14 +257,14 @@ func (m *manager) writes() float64 {
 	return n
 }
 
-// profile takes a CPU profile of the manager and returns pprof's top lines.
-func (m *manager) profile(seconds int, workDir string) (string, error) {
+// profile takes a CPU profile of the manager into path and returns pprof's
+// top lines.
+func (m *manager) profile(seconds int, path string) (string, error) {
 	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", m.pprof, seconds))
 	if err != nil {
 		return "", err
 	}
 	defer resp.Body.Close()
-	path := filepath.Join(workDir, "manager.cpu.pprof")
 	f, err := os.Create(path)
 	if err != nil {
 		return "", err

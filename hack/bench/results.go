@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -81,7 +82,7 @@ func run(ctx context.Context, cfg config) (*results, error) {
 		go func() {
 			defer close(recvProfiled)
 			if k == 0 && cfg.profileSeconds > 0 {
-				r.recvProfile, _ = recv.profile(cfg.profileSeconds, cfg.workDir)
+				r.recvProfile, _ = recv.profile(cfg.profileSeconds, filepath.Join(cfg.workDir, "receiver.cpu.pprof"))
 			}
 		}()
 		r.recvRounds = append(r.recvRounds, sendAll(ctx, recv, fmt.Sprintf("recv%d", k), cfg.n, cfg.c))
@@ -132,7 +133,7 @@ func run(ctx context.Context, cfg config) (*results, error) {
 	profileDone := make(chan struct{}, 2)
 	if cfg.profileSeconds > 0 {
 		go func() {
-			r.profile, _ = m.profile(cfg.profileSeconds, cfg.workDir)
+			r.profile, _ = m.profile(cfg.profileSeconds, filepath.Join(cfg.workDir, "manager.cpu.pprof"))
 			profileDone <- struct{}{}
 		}()
 		go func() {
