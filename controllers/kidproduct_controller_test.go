@@ -1,6 +1,7 @@
 package controllers_test
 
 import (
+	"strconv"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -66,6 +67,23 @@ var _ = Describe("KidProduct controller", func() {
 			g.Expect(got.Status.LastTestEventTime).NotTo(BeNil())
 			g.Expect(got.Status.LastEventTime).NotTo(BeNil())
 		}).Should(Succeed())
+	})
+
+	It("makes one pass over its events for a burst, not one per event", func() {
+		p := newProduct(nil)
+		before := reconciles("kidproduct")
+		const burst = 20
+		for i := range burst {
+			id := strconv.Itoa(i)
+			send(p, kid.ChallengeStateChange, kidsim.Fields{ChallengeID: "burst-" + id, Status: kid.StatusPass, SessionID: "s-burst-" + id})
+		}
+		allEventsFinished(p.Namespace)
+		// The pass woken by the last phase change is due a second later.
+		time.Sleep(2 * time.Second)
+		Expect(product(p.Namespace).Status.LastEventTime).NotTo(BeNil())
+		// Woken one by one, the burst's 20 creates and 20 phase changes would
+		// have made up to 40 passes.
+		Expect(reconciles("kidproduct") - before).To(BeNumerically("<=", 8))
 	})
 
 	It("deletes finished events past retention, and keeps younger ones", func() {
