@@ -286,8 +286,9 @@ func (r *results) receiverLatencies() []time.Duration {
 	return all
 }
 
+// receiverNon200 counts the non-200 answers of the receiver rounds.
 func (r *results) receiverNon200() int {
-	n := r.receiverBusy.non200
+	n := 0
 	for _, rr := range r.recvRounds {
 		n += rr.non200
 	}
@@ -347,7 +348,7 @@ func (r *results) print(w io.Writer) {
 	}
 	text("  each round, x the raw round before it", strings.Join(perRound, ", "))
 	text("  ack latency p50 / p99 / p99.9", latencies(r.receiverLatencies()))
-	text("  non-200 answers", fmt.Sprint(r.receiverNon200()-r.receiverBusy.non200))
+	text("  non-200 answers", fmt.Sprint(r.receiverNon200()))
 	if floor := r.floor(newPlayer); floor > 0 {
 		text(fmt.Sprintf("API server ceiling of each write, C=%d", r.c), "")
 		row("  KidEvent create (the raw ceiling)", raw, "/s", 1)
@@ -396,7 +397,7 @@ func (r *results) print(w io.Writer) {
 	}
 	fmt.Fprintf(w, "bench: raw=%.0f/s receiver=%.0f/s (%.2f) e2e=%.0f/s (%.2f) writes_per_event=%.2f p99_ack_ms=%.1f rss_mib_10k=%.0f\n",
 		raw, recv, recvRatio, e2e, e2e/raw, r.writesPerEvent, ms(percentile(r.receiverLatencies(), 0.99)), rss10k)
-	if n := r.receiverNon200(); n > 0 {
+	if n := r.receiverNon200() + r.receiverBusy.non200; n > 0 {
 		fmt.Fprintf(w, "bench: WARNING: %d non-200 answers\n", n)
 	}
 }
