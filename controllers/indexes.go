@@ -15,7 +15,8 @@ import (
 
 // Field indexes on the informer cache.
 const (
-	// secretIndex: KidProducts by the name of their webhook Secret.
+	// secretIndex: KidProducts by the names of their webhook and API
+	// Secrets.
 	secretIndex = "kid.dev/webhook-secret"
 	// userIDIndex: KidUsers by every k-ID id they hold (idKey).
 	userIDIndex = "kid.dev/user-id"
@@ -74,7 +75,12 @@ func eventIDs(e *kidv1.KidEvent) []string {
 func SetupIndexes(ctx context.Context, mgr ctrl.Manager) error {
 	idx := mgr.GetFieldIndexer()
 	if err := idx.IndexField(ctx, &kidv1.KidProduct{}, secretIndex, func(o client.Object) []string {
-		return []string{o.(*kidv1.KidProduct).Spec.Webhook.SecretRef.Name}
+		p := o.(*kidv1.KidProduct)
+		names := []string{p.Spec.Webhook.SecretRef.Name}
+		if p.Spec.API != nil && p.Spec.API.SecretRef.Name != p.Spec.Webhook.SecretRef.Name {
+			names = append(names, p.Spec.API.SecretRef.Name)
+		}
+		return names
 	}); err != nil {
 		return fmt.Errorf("indexing KidProducts by secret: %w", err)
 	}

@@ -22,9 +22,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
 	"github.com/kid-operator/kid-operator/internal/kid"
+	"github.com/kid-operator/kid-operator/internal/kidapi"
 )
 
 // KidProductReconciler resolves a product's webhook Secret, publishes its
@@ -35,6 +37,9 @@ type KidProductReconciler struct {
 	Recorder events.EventRecorder
 	// Now is the clock; nil means time.Now. Tests inject one.
 	Now func() time.Time
+	// APIClients are the products' k-ID API clients; nil leaves every
+	// product on webhooks alone.
+	APIClients *APIClients
 }
 
 // +kubebuilder:rbac:groups=kid.dev,resources=kidproducts,verbs=get;list;watch
@@ -44,12 +49,15 @@ type KidProductReconciler struct {
 // SetupWithManager registers the controller: products (spec changes only),
 // their Secrets through the secret index, and stored or finished events.
 func (r *KidProductReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr).
 		For(&kidv1.KidProduct{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.productsOfSecret)).
-		Watches(&kidv1.KidEvent{}, wakeProductOfEvent).
-		Named("kidproduct").
-		Complete(r)
+		Watches(&kidv1.KidEvent{}, wakeProductOfEvent)
+	if r.APIClients != nil {
+		// k-ID refused a product's key during a sync or a poll.
+		b = b.WatchesRawSource(source.Channel(r.APIClients.Wakes(), &handler.EnqueueRequestForObject{}))
+	}
+	return b.Named("kidproduct").Complete(r)
 }
 
 // eventWakeDelay is how long an event's product waits before its pass over
@@ -140,6 +148,13 @@ func (r *KidProductReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		r.setReady(product, metav1.ConditionTrue, kidv1.SucceededReason, "receiving webhooks at "+product.Status.WebhookPath)
 		meta.RemoveStatusCondition(&product.Status.Conditions, kidv1.StalledCondition)
 	}
+	apiNext, err := r.reconcileAPI(ctx, product)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if apiNext > 0 && (next == 0 || apiNext < next) {
+		next = apiNext
+	}
 	meta.RemoveStatusCondition(&product.Status.Conditions, kidv1.ReconcilingCondition)
 	product.Status.ObservedGeneration = product.Generation
 	if next > 0 {
@@ -202,6 +217,47 @@ func (r *KidProductReconciler) reconcileEvents(ctx context.Context, p *kidv1.Kid
 		}
 	}
 	return next, nil
+}
+
+// unreachableRecheck is how soon a product whose API k-ID did not answer is
+// checked again.
+const unreachableRecheck = time.Minute
+
+// reconcileAPI sets APIReady: whether the product can call k-ID's REST API.
+// It returns when to look again.
+func (r *KidProductReconciler) reconcileAPI(ctx context.Context, p *kidv1.KidProduct) (time.Duration, error) {
+	set := func(status metav1.ConditionStatus, reason, msg string) {
+		meta.SetStatusCondition(&p.Status.Conditions, metav1.Condition{
+			Type: kidv1.APIReadyCondition, Status: status, Reason: reason, Message: msg, ObservedGeneration: p.Generation,
+		})
+	}
+	if p.Spec.API == nil || r.APIClients == nil {
+		if r.APIClients != nil {
+			r.APIClients.Forget(client.ObjectKeyFromObject(p))
+		}
+		set(metav1.ConditionFalse, kidv1.NotConfiguredReason, "no spec.api: the product works on webhooks alone; session sync and recovery are off")
+		return 0, nil
+	}
+	c, err := r.APIClients.For(ctx, r.Client, p)
+	var cfg *errConfig
+	switch {
+	case errors.As(err, &cfg):
+		set(metav1.ConditionFalse, cfg.reason, cfg.msg)
+		return 0, nil
+	case err != nil:
+		return 0, err
+	}
+	switch err := c.Probe(ctx, r.now()); {
+	case err == nil:
+		set(metav1.ConditionTrue, kidv1.APIReadyReason, "k-ID accepts the API key; session sync and recovery are on")
+		return 0, nil
+	case kidapi.IsUnauthorized(err):
+		set(metav1.ConditionFalse, kidv1.UnauthorizedReason, fmt.Sprintf("k-ID refused the API key in Secret %q (401); session sync and recovery are paused until it changes", p.Spec.API.SecretRef.Name))
+		return probeInterval, nil
+	default:
+		set(metav1.ConditionFalse, kidv1.UnreachableReason, "k-ID's API did not answer: "+err.Error())
+		return unreachableRecheck, nil
+	}
 }
 
 func (r *KidProductReconciler) setReady(p *kidv1.KidProduct, status metav1.ConditionStatus, reason, msg string) {

@@ -4,10 +4,13 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"time"
 
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -22,19 +25,42 @@ import (
 //     id, and deleted (a kuid's own record is kept, since one kuid can have
 //     several sessions over time);
 //   - once a user is erased (Session.Delete, Account.Delete), the stored
-//     events about it that still hold personal data are deleted.
+//     events about it that still hold personal data are deleted;
+//   - with the product's k-ID API configured, the session is synced and a
+//     pending challenge or verification is polled (kiduser_api.go).
 //
 // It records no Kubernetes Event per player: see KidEventReconciler.
 type KidUserReconciler struct {
 	client.Client
+	// APIClients are the products' k-ID API clients; nil turns session
+	// sync and recovery off.
+	APIClients *APIClients
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// MaxConcurrentReconciles defaults to 4: a user waits on k-ID's API
+	// as well as on the API server.
+	MaxConcurrentReconciles int
+
+	polls pollMemory
+}
+
+func (r *KidUserReconciler) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
 }
 
 // SetupWithManager registers the controller. It watches status too: links
 // appear in status. A change to one user also wakes the stand-ins whose ids
 // it now holds (their names are derived from the ids).
 func (r *KidUserReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.MaxConcurrentReconciles == 0 {
+		r.MaxConcurrentReconciles = 4
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&kidv1.KidUser{}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
 		Watches(&kidv1.KidUser{}, handler.EnqueueRequestsFromMapFunc(standIns)).
 		Named("kiduser").
 		Complete(r)
@@ -67,6 +93,9 @@ func standIns(_ context.Context, o client.Object) []reconcile.Request {
 func (r *KidUserReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	user := &kidv1.KidUser{}
 	if err := r.Get(ctx, req.NamespacedName, user); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.polls.forget(req.NamespacedName)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if user.Spec.Identity.Kind != kidv1.IdentitySession {
@@ -78,7 +107,8 @@ func (r *KidUserReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	if user.Status.ErasedAt != nil {
 		return ctrl.Result{}, r.eraseEvents(ctx, user)
 	}
-	return ctrl.Result{}, nil
+	next, err := r.reconcileAPI(ctx, user)
+	return ctrl.Result{RequeueAfter: next}, err
 }
 
 // mergeIntoHolders merges a stand-in into the stronger users holding its id.

@@ -39,10 +39,26 @@ var (
 		Name: "kid_erased_events_total",
 		Help: "KidEvents holding personal data deleted because k-ID deleted the player's session or account.",
 	})
+
+	sessionSyncsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kid_session_syncs_total",
+		Help: "Reads of a session from k-ID's /session/get, by result: changed (one status write), unchanged (304 or same content: no write), deleted (k-ID no longer knows the session).",
+	}, []string{"result"})
+
+	recoveryPollsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kid_recovery_polls_total",
+		Help: "Polls of a pending challenge or verification, by kind and result: changed (an event was stored), unchanged, not-found.",
+	}, []string{"kind", "result"})
+
+	recoveredEventsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kid_polled_events_total",
+		Help: "Events stored from k-ID's REST API (source poll), by event type; a webhook of the same change is then a duplicate.",
+	}, []string{"type"})
 )
 
 func init() {
-	metrics.Registry.MustRegister(eventsProcessedTotal, applyLatency, retentionDeletedTotal, erasedEventsTotal, actionAttemptsTotal, actionDelay)
+	metrics.Registry.MustRegister(eventsProcessedTotal, applyLatency, retentionDeletedTotal, erasedEventsTotal, actionAttemptsTotal, actionDelay,
+		sessionSyncsTotal, recoveryPollsTotal, recoveredEventsTotal)
 }
 
 // typeLabel bounds the event type label to the types this version knows.

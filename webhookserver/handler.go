@@ -2,8 +2,6 @@ package webhookserver
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"io"
 	"net/http"
@@ -11,14 +9,12 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/validation"
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+	"github.com/kid-operator/kid-operator/internal/inbox"
 	"github.com/kid-operator/kid-operator/internal/kid"
 )
 
@@ -87,7 +83,7 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, productLabel *st
 		// The error names what is wrong, never the payload's values.
 		return answer(w, http.StatusBadRequest, err.Error())
 	}
-	event, err := NewKidEvent(&product, env, body, signedAt, s.opts.Now())
+	event, err := inbox.Build(&product, env, body, signedAt, s.opts.Now(), kidv1.SourceWebhook)
 	if err != nil {
 		return answer(w, http.StatusBadRequest, err.Error())
 	}
@@ -138,87 +134,6 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int) 
 		return nil, answer(w, http.StatusBadRequest, "body could not be read")
 	}
 	return body, 0
-}
-
-// NewKidEvent builds the KidEvent of a verified delivery. (Exported for the
-// load benchmark, whose raw ceiling creates objects of exactly this shape.)
-func NewKidEvent(product *kidv1.KidProduct, env *kid.Envelope, body []byte, signedAt, now time.Time) (*kidv1.KidEvent, error) {
-	privacy := kid.Privacy{
-		KeepEmail:       product.Spec.Privacy.StoreApproverEmail,
-		KeepDateOfBirth: product.Spec.Privacy.StoreDateOfBirth,
-	}
-	data, personal, err := kid.Redact(env.Data, privacy)
-	if err != nil {
-		return nil, err
-	}
-	subject := env.Subject()
-	sum := sha256.Sum256(body)
-	signed := metav1.NewTime(signedAt)
-
-	event := &kidv1.KidEvent{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:      kid.EventName(product.Name, env.EventType, env.Identity(body, signedAt)),
-			Namespace: product.Namespace,
-			Labels: map[string]string{
-				kidv1.ProductLabel:   product.Name,
-				kidv1.EventTypeLabel: labelValue(env.EventType),
-			},
-			OwnerReferences: []metav1.OwnerReference{{
-				APIVersion: kidv1.GroupVersion.String(),
-				Kind:       "KidProduct",
-				Name:       product.Name,
-				UID:        product.UID,
-			}},
-		},
-		Spec: kidv1.KidEventSpec{
-			ProductRef: kidv1.LocalObjectReference{Name: product.Name},
-			EventType:  env.EventType,
-			Subject: kidv1.EventSubject{
-				SessionID:       subject.SessionID,
-				ChallengeID:     subject.ChallengeID,
-				VerificationIDs: subject.VerificationIDs,
-				KUID:            subject.KUID,
-			},
-			Data:         &apiextensionsv1.JSON{Raw: data},
-			PersonalData: personal,
-			ReceivedAt:   metav1.NewTime(now),
-			SignedAt:     &signed,
-			BodySHA256:   hex.EncodeToString(sum[:]),
-			Source:       kidv1.SourceWebhook,
-		},
-	}
-	if subject.SessionID != "" && len(validation.IsValidLabelValue(subject.SessionID)) == 0 {
-		event.Labels[kidv1.SessionLabel] = subject.SessionID
-	}
-	if s := subjectSummary(subject); s != "" {
-		event.Annotations = map[string]string{kidv1.SubjectAnnotation: s}
-	}
-	return event, nil
-}
-
-// labelValue returns v when it is a valid label value, else its slug.
-func labelValue(v string) string {
-	if len(validation.IsValidLabelValue(v)) == 0 {
-		return v
-	}
-	return kid.TypeSlug(v)
-}
-
-// subjectSummary is the Subject printer column: the strongest id, by kind.
-func subjectSummary(s kid.Subject) string {
-	switch {
-	case s.SessionID != "":
-		return "session/" + s.SessionID
-	case s.ChallengeID != "":
-		return "challenge/" + s.ChallengeID
-	case len(s.VerificationIDs) == 1:
-		return "verification/" + s.VerificationIDs[0]
-	case len(s.VerificationIDs) > 1:
-		return "verifications/" + s.VerificationIDs[0] + "+" + strconv.Itoa(len(s.VerificationIDs)-1)
-	case s.KUID != "":
-		return "kuid/" + s.KUID
-	}
-	return ""
 }
 
 // answer writes a short plain-text answer and returns its code.

@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+	"github.com/kid-operator/kid-operator/internal/inbox"
 	"github.com/kid-operator/kid-operator/internal/kid"
 	"github.com/kid-operator/kid-operator/internal/scheme"
 )
@@ -55,7 +56,7 @@ func newTestServer(t *testing.T, funcs *interceptor.Funcs) (*Server, client.Clie
 		b = b.WithInterceptorFuncs(*funcs)
 	}
 	c := b.Build()
-	s := &Server{reader: c, store: ClientStore(c)}
+	s := &Server{reader: c, store: inbox.ClientStore(c)}
 	s.opts = Options{Now: func() time.Time { return testNow }}
 	s.opts.setDefaults()
 	s.MarkReady()

@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+	"github.com/kid-operator/kid-operator/internal/inbox"
 )
 
 // Defaults of Options.
@@ -71,14 +72,14 @@ type Server struct {
 	opts   Options
 	cache  cache.Cache
 	reader client.Reader
-	store  Store
+	store  inbox.Store
 	ready  atomic.Bool
 	addr   atomic.Value // string: the address actually listened on
 }
 
 // New returns a receiver that reads products and Secrets through c (an
 // informer cache) and stores events with store.
-func New(c cache.Cache, store Store, opts Options) *Server {
+func New(c cache.Cache, store inbox.Store, opts Options) *Server {
 	opts.setDefaults()
 	return &Server{opts: opts, cache: c, reader: c, store: store}
 }

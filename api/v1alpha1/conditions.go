@@ -13,6 +13,14 @@ const (
 	StalledCondition = "Stalled"
 )
 
+// Condition types of a KidProduct.
+const (
+	// APIReadyCondition is True when the product can call k-ID's REST API:
+	// its key is present and k-ID accepts it. A product without spec.api
+	// has it False with reason NotConfigured and works on webhooks alone.
+	APIReadyCondition = "APIReady"
+)
+
 // Condition types of a KidUser.
 const (
 	// ConsentGrantedCondition is True once a trusted adult granted consent.
@@ -42,6 +50,15 @@ const (
 	// MissingPermissionReason: kid-operator may not create the kind a
 	// resource action's template names.
 	MissingPermissionReason = "MissingPermission"
+	// NotConfiguredReason: the product has no spec.api; session sync and
+	// recovery are off.
+	NotConfiguredReason = "NotConfigured"
+	// APIReadyReason: the API key is present and k-ID accepted it.
+	APIReadyReason = "Ready"
+	// UnauthorizedReason: k-ID answered 401 to the product's API key.
+	UnauthorizedReason = "Unauthorized"
+	// UnreachableReason: k-ID's API could not be reached; calls are retried.
+	UnreachableReason = "Unreachable"
 	// ConsentReason and friends explain KidUser conditions.
 	ConsentReason      = "Consent"
 	VerificationReason = "Verification"

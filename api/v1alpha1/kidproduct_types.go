@@ -70,18 +70,79 @@ type WebhookSpec struct {
 	TimestampTolerance *metav1.Duration `json:"timestampTolerance,omitempty"`
 }
 
-// APISpec configures calls to k-ID's REST API.
+// APISpec configures calls to k-ID's REST API: session sync and the recovery
+// of events a webhook missed (design.md §3). Every duration and rate has a
+// bound, so that no product can make the operator hammer k-ID or hold its
+// workers.
 type APISpec struct {
 	// secretRef selects the key of a Secret that holds the product's API key.
 	// +required
 	SecretRef SecretKeySelector `json:"secretRef"`
 
-	// baseURL overrides the API base URL that environment implies, for
-	// example to point at the k-ID simulator.
+	// baseURL overrides the API base URL that environment implies: the URL up
+	// to and including /api/v1, for example to point at the k-ID simulator.
 	// +optional
 	// +kubebuilder:validation:MaxLength=2048
 	// +kubebuilder:validation:Pattern=`^https?://`
 	BaseURL string `json:"baseURL,omitempty"`
+
+	// requestsPerSecond bounds the calls this product makes to k-ID (a token
+	// bucket). Defaults to 5 in test and 100 in live, well under k-ID's
+	// limits of 10 and 500.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=500
+	RequestsPerSecond *int32 `json:"requestsPerSecond,omitempty"`
+
+	// burst is how many calls may go at once before the rate applies.
+	// Defaults to requestsPerSecond.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=500
+	Burst *int32 `json:"burst,omitempty"`
+
+	// timeout bounds one call. Defaults to 10s; at most 30s.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('30s')",message="timeout must be between 1s and 30s"
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
+
+	// sessionResync is how often each active session is read again from
+	// k-ID (with its etag, so an unchanged session costs no write), with
+	// 10% jitter. Defaults to 24h; between 1m and 720h.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1m') && duration(self) <= duration('720h')",message="sessionResync must be between 1m and 720h"
+	SessionResync *metav1.Duration `json:"sessionResync,omitempty"`
+
+	// recovery configures the polling of pending challenges and
+	// verifications, which recovers a decision whose webhook was lost.
+	// +optional
+	Recovery RecoverySpec `json:"recovery,omitempty"`
+}
+
+// RecoverySpec is the backoff on which pending challenges and verifications
+// are polled: first after firstPoll, then at doubling intervals up to
+// maxInterval, until horizon has passed since the challenge or verification
+// was first seen.
+// +kubebuilder:validation:XValidation:rule="!has(self.firstPoll) || !has(self.maxInterval) || duration(self.firstPoll) <= duration(self.maxInterval)",message="firstPoll must not exceed maxInterval"
+type RecoverySpec struct {
+	// firstPoll is the wait before the first poll. Defaults to 30s; between
+	// 1s and 1h.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('1h')",message="firstPoll must be between 1s and 1h"
+	FirstPoll *metav1.Duration `json:"firstPoll,omitempty"`
+
+	// maxInterval caps the doubling interval. Defaults to 1h; between 1s
+	// and 24h.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('24h')",message="maxInterval must be between 1s and 24h"
+	MaxInterval *metav1.Duration `json:"maxInterval,omitempty"`
+
+	// horizon is how long a pending challenge or verification is polled.
+	// Defaults to 336h (14 days: k-ID deletes verifications pending longer);
+	// at most 2160h (90 days).
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1m') && duration(self) <= duration('2160h')",message="horizon must be between 1m and 2160h"
+	Horizon *metav1.Duration `json:"horizon,omitempty"`
 }
 
 // RetentionSpec bounds the finished KidEvents kept for a product.
@@ -140,7 +201,7 @@ type SecretKeySelector struct {
 
 // KidProductStatus is what the controller observed of a KidProduct.
 type KidProductStatus struct {
-	// conditions: Ready, Reconciling, Stalled.
+	// conditions: Ready, APIReady, Reconciling, Stalled.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -175,6 +236,7 @@ type KidProductStatus struct {
 // +kubebuilder:printcolumn:name="Product ID",type=integer,JSONPath=`.spec.productId`
 // +kubebuilder:printcolumn:name="Env",type=string,JSONPath=`.spec.environment`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="API",type=string,JSONPath=`.status.conditions[?(@.type=="APIReady")].reason`
 // +kubebuilder:printcolumn:name="Path",type=string,JSONPath=`.status.webhookPath`
 // +kubebuilder:printcolumn:name="Last Event",type=date,JSONPath=`.status.lastEventTime`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
@@ -214,4 +276,52 @@ func (p *KidProduct) TimestampTolerance() metav1.Duration {
 		return *t
 	}
 	return metav1.Duration{Duration: DefaultTimestampTolerance}
+}
+
+// Defaults of APISpec.
+const (
+	DefaultTestRequestsPerSecond = 5
+	DefaultLiveRequestsPerSecond = 100
+	DefaultAPITimeout            = 10 * time.Second
+	DefaultSessionResync         = 24 * time.Hour
+	DefaultFirstPoll             = 30 * time.Second
+	DefaultMaxPollInterval       = time.Hour
+	DefaultRecoveryHorizon       = 14 * 24 * time.Hour
+)
+
+// RateLimit is the product's rate of calls to k-ID and its burst.
+func (a *APISpec) RateLimit(env Environment) (rps, burst int) {
+	rps = DefaultTestRequestsPerSecond
+	if env == EnvironmentLive {
+		rps = DefaultLiveRequestsPerSecond
+	}
+	if a.RequestsPerSecond != nil {
+		rps = int(*a.RequestsPerSecond)
+	}
+	burst = rps
+	if a.Burst != nil {
+		burst = int(*a.Burst)
+	}
+	return rps, burst
+}
+
+// CallTimeout bounds one call to k-ID.
+func (a *APISpec) CallTimeout() time.Duration { return durationOr(a.Timeout, DefaultAPITimeout) }
+
+// ResyncInterval is how often an active session is read again.
+func (a *APISpec) ResyncInterval() time.Duration {
+	return durationOr(a.SessionResync, DefaultSessionResync)
+}
+
+// Backoff returns the recovery schedule: the first wait, the cap on the
+// doubling interval, and the horizon.
+func (r *RecoverySpec) Backoff() (first, maxInterval, horizon time.Duration) {
+	return durationOr(r.FirstPoll, DefaultFirstPoll), durationOr(r.MaxInterval, DefaultMaxPollInterval), durationOr(r.Horizon, DefaultRecoveryHorizon)
+}
+
+func durationOr(d *metav1.Duration, def time.Duration) time.Duration {
+	if d != nil && d.Duration > 0 {
+		return d.Duration
+	}
+	return def
 }

@@ -165,6 +165,66 @@ type SessionStatus struct {
 	// deletedAt is when k-ID signed the Session.Delete.
 	// +optional
 	DeletedAt *metav1.Time `json:"deletedAt,omitempty"`
+
+	// permissions as k-ID's /session/get reported them at syncedAt.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=128
+	Permissions []SessionPermission `json:"permissions,omitempty"`
+
+	// permissionsSummary is "<enabled>/<all> enabled", for kubectl.
+	// +optional
+	// +kubebuilder:validation:MaxLength=32
+	PermissionsSummary string `json:"permissionsSummary,omitempty"`
+
+	// ageStatus as k-ID reported it: DIGITAL_MINOR, DIGITAL_YOUTH or
+	// LEGAL_ADULT (an open set).
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	AgeStatus string `json:"ageStatus,omitempty"`
+
+	// jurisdiction as k-ID reported it, for example US-CA.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	Jurisdiction string `json:"jurisdiction,omitempty"`
+
+	// status is k-ID's own session status (ACTIVE, ...), as reported.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	Status string `json:"status,omitempty"`
+
+	// etag of the session as last read, sent back so that an unchanged
+	// session costs k-ID a 304 and the cluster no write.
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	ETag string `json:"etag,omitempty"`
+
+	// syncedAt is when the session was last read from k-ID with a change.
+	// +optional
+	SyncedAt *metav1.Time `json:"syncedAt,omitempty"`
+}
+
+// SessionPermission is one permission of a session, as k-ID reports it.
+type SessionPermission struct {
+	// name is the product's permission slug.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
+	Name string `json:"name"`
+
+	// enabled says whether the player may use the feature.
+	// +required
+	Enabled bool `json:"enabled"`
+
+	// managedBy: PLAYER, GUARDIAN or PROHIBITED (an open set).
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	ManagedBy string `json:"managedBy,omitempty"`
+
+	// verifiedAgeThreshold is the verified age the permission needs, if any.
+	// +optional
+	VerifiedAgeThreshold *int32 `json:"verifiedAgeThreshold,omitempty"`
 }
 
 // PersonalData holds the personal data the product's privacy settings allow
@@ -277,6 +337,9 @@ type EventCount struct {
 // +kubebuilder:printcolumn:name="Consent",type=string,JSONPath=`.status.consent.state`
 // +kubebuilder:printcolumn:name="Verification",type=string,JSONPath=`.status.verification.state`
 // +kubebuilder:printcolumn:name="Session State",type=string,JSONPath=`.status.session.state`
+// +kubebuilder:printcolumn:name="Permissions",type=string,priority=1,JSONPath=`.status.session.permissionsSummary`
+// +kubebuilder:printcolumn:name="Age Status",type=string,priority=1,JSONPath=`.status.session.ageStatus`
+// +kubebuilder:printcolumn:name="Synced",type=date,priority=1,JSONPath=`.status.session.syncedAt`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="self.spec == oldSelf.spec",message="spec is immutable: a KidUser's identity never changes"
 type KidUser struct {

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -120,6 +121,17 @@ var _ = Describe("Validation", func() {
 		Entry("an api baseURL that is not http(s)", func(p *kidv1.KidProduct) {
 			p.Spec.API = &kidv1.APISpec{SecretRef: kidv1.SecretKeySelector{Name: "k", Key: "k"}, BaseURL: "ftp://x"}
 		}, "spec.api.baseURL in body should match '^https?://'"),
+		Entry("an api rate over k-ID's 500 per second", func(p *kidv1.KidProduct) { withAPI(p).RequestsPerSecond = ptr.To[int32](501) }, "spec.api.requestsPerSecond in body should be less than or equal to 500"),
+		Entry("an api burst over 500", func(p *kidv1.KidProduct) { withAPI(p).Burst = ptr.To[int32](501) }, "spec.api.burst in body should be less than or equal to 500"),
+		Entry("an api timeout over 30s", func(p *kidv1.KidProduct) { withAPI(p).Timeout = &metav1.Duration{Duration: 31 * time.Second} }, "timeout must be between 1s and 30s"),
+		Entry("a session resync under a minute", func(p *kidv1.KidProduct) { withAPI(p).SessionResync = &metav1.Duration{Duration: 59 * time.Second} }, "sessionResync must be between 1m and 720h"),
+		Entry("a session resync over 30 days", func(p *kidv1.KidProduct) { withAPI(p).SessionResync = &metav1.Duration{Duration: 721 * time.Hour} }, "sessionResync must be between 1m and 720h"),
+		Entry("a first poll under a second", func(p *kidv1.KidProduct) { withAPI(p).Recovery.FirstPoll = &metav1.Duration{Duration: 500 * time.Millisecond} }, "firstPoll must be between 1s and 1h"),
+		Entry("a poll interval over a day", func(p *kidv1.KidProduct) { withAPI(p).Recovery.MaxInterval = &metav1.Duration{Duration: 25 * time.Hour} }, "maxInterval must be between 1s and 24h"),
+		Entry("a first poll after the interval cap", func(p *kidv1.KidProduct) {
+			withAPI(p).Recovery = kidv1.RecoverySpec{FirstPoll: &metav1.Duration{Duration: time.Minute}, MaxInterval: &metav1.Duration{Duration: time.Second}}
+		}, "firstPoll must not exceed maxInterval"),
+		Entry("a recovery horizon over 90 days", func(p *kidv1.KidProduct) { withAPI(p).Recovery.Horizon = &metav1.Duration{Duration: 2161 * time.Hour} }, "horizon must be between 1m and 2160h"),
 	)
 
 	DescribeTable("refuses an invalid KidAction",
@@ -198,9 +210,15 @@ var _ = Describe("kubectl's view", func() {
 			Expect(names).To(Equal(append([]string{"Name"}, columns...)))
 			Expect(table.Rows).To(HaveLen(1))
 		},
-		Entry("KidProduct", "kidproducts", func(ns string) client.Object { return validProduct(ns) }, []string{"Product ID", "Env", "Ready", "Path", "Last Event", "Age"}),
+		Entry("KidProduct", "kidproducts", func(ns string) client.Object { return validProduct(ns) }, []string{"Product ID", "Env", "Ready", "API", "Path", "Last Event", "Age"}),
 		Entry("KidEvent", "kidevents", func(ns string) client.Object { return validEvent(ns) }, []string{"Product", "Type", "Subject", "Phase", "Age"}),
-		Entry("KidUser", "kidusers", func(ns string) client.Object { return validUser(ns) }, []string{"Product", "Session", "Consent", "Verification", "Session State", "Age"}),
+		Entry("KidUser", "kidusers", func(ns string) client.Object { return validUser(ns) }, []string{"Product", "Session", "Consent", "Verification", "Session State", "Permissions", "Age Status", "Synced", "Age"}),
 		Entry("KidAction", "kidactions", func(ns string) client.Object { return validAction(ns) }, []string{"Ready", "Dry Run", "Succeeded", "Failed", "Age"}),
 	)
 })
+
+// withAPI gives a product a valid spec.api and returns it.
+func withAPI(p *kidv1.KidProduct) *kidv1.APISpec {
+	p.Spec.API = &kidv1.APISpec{SecretRef: kidv1.SecretKeySelector{Name: "k", Key: "k"}}
+	return p.Spec.API
+}

@@ -6,6 +6,8 @@
 //	kidsim send --url URL --secret S --file event.json
 //	kidsim test-button --url URL --secret S
 //	kidsim sign --secret S --timestamp 1700000000 --file event.json
+//	kidsim serve --api-key K --webhook-url URL --secret S   (a stateful fake k-ID)
+//	kidsim challenge start; kidsim challenge approve ID     (drive a running serve)
 package main
 
 import (
@@ -37,6 +39,17 @@ Commands:
   target       serve an endpoint that prints what KidActions deliver to it
   examples     list the example payloads of k-ID's docs (use with send --example)
 
+  serve        run a stateful fake k-ID: its REST API (/api/v1/), an admin API
+               (/kidsim/) and webhook deliveries of every state change
+  challenge    start | approve ID [--kuid --email --dob] | deny ID
+  verification start | pass ID | fail ID | revoke ID [--reason]
+  session      permission SESSION NAME on|off | delete SESSION
+  account      delete KUID
+  faults       [--deliveries drop|5xx|timeout|""] [--delivery-delay 2s]
+               [--rate-limit 10 --burst 10] [--retry-after 1s]
+  (the last five drive a running serve: --sim URL, default $KIDSIM_URL or
+  http://127.0.0.1:8090)
+
 Run 'kidsim COMMAND -h' for a command's flags. The secret may also come from
 KID_WEBHOOK_SECRET.
 `
@@ -64,6 +77,18 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return sign(args[1:], out)
 	case "target":
 		return target(ctx, args[1:], out)
+	case "serve":
+		return serve(ctx, args[1:], out)
+	case "challenge":
+		return challengeCmd(ctx, args[1:], out)
+	case "verification":
+		return verificationCmd(ctx, args[1:], out)
+	case "session":
+		return sessionCmd(ctx, args[1:], out)
+	case "account":
+		return accountCmd(ctx, args[1:], out)
+	case "faults":
+		return faultsCmd(ctx, args[1:], out)
 	case "examples":
 		names := slices.Sorted(maps.Keys(kid.Examples))
 		for _, name := range names {

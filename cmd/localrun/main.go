@@ -1,8 +1,9 @@
 // Command localrun is `make run`: the embedded local default. It starts a
 // local control plane (kube-apiserver and etcd, built by
-// hack/build-controlplane.sh), installs the CRDs, creates the sample product
-// "demo" and its webhook Secret, and runs the operator with its receiver,
-// until Ctrl-C stops everything.
+// hack/build-controlplane.sh), installs the CRDs, starts the simulator's fake
+// k-ID (its REST API and its webhooks), creates the sample product "demo"
+// with its webhook and API Secrets pointed at the fake, and runs the
+// operator with its receiver, until Ctrl-C stops everything.
 package main
 
 import (
@@ -11,10 +12,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -25,7 +28,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+	"github.com/kid-operator/kid-operator/internal/kidsim"
 	"github.com/kid-operator/kid-operator/internal/operator"
+	"github.com/kid-operator/kid-operator/internal/outbound"
 	"github.com/kid-operator/kid-operator/internal/scheme"
 	"github.com/kid-operator/kid-operator/internal/testenv"
 	"github.com/kid-operator/kid-operator/webhookserver"
@@ -70,23 +75,42 @@ func run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	if err := createDemo(ctx, c, filepath.Join(root, "config", "samples", "kid_v1alpha1_kidproduct.yaml"), secret); err != nil {
-		return err
-	}
-
 	addr := os.Getenv("KID_LISTEN_ADDR")
 	if addr == "" {
 		addr = webhookserver.DefaultAddr
 	}
+	url := "http://" + addr + "/webhooks/default/demo"
+
+	// The fake k-ID: k-ID itself is not reachable from a laptop's cluster,
+	// and the fake lets a new user move a player along by hand.
+	simAddr := os.Getenv("KIDSIM_LISTEN_ADDR")
+	if simAddr == "" {
+		simAddr = "127.0.0.1:8090"
+	}
+	fake := kidsim.NewFake(kidsim.FakeOptions{
+		APIKey: demoAPIKey, ProductID: 11472, WebhookURL: url, WebhookSecret: []byte(secret),
+		PropagationDelay: 1500 * time.Millisecond,
+	})
+	defer fake.Close()
+	if simAddr, err = fake.ListenAndServe(ctx, simAddr); err != nil {
+		return fmt.Errorf("starting the fake k-ID: %w", err)
+	}
+	samplePath := filepath.Join(root, "config", "samples", "kid_v1alpha1_kidproduct.yaml")
+	if err := createDemo(ctx, c, samplePath, secret, "http://"+simAddr+"/api/v1"); err != nil {
+		return err
+	}
+
 	mgr, err := operator.New(cfg, operator.Options{
 		MetricsAddr: os.Getenv("KID_METRICS_ADDR"),
 		Webhook:     webhookserver.Options{Addr: addr},
+		// The walkthrough's fake k-ID and kidsim target listen on
+		// loopback, which a deployed operator refuses to call.
+		Outbound: outbound.Options{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}},
 	})
 	if err != nil {
 		return err
 	}
 
-	url := "http://" + addr + "/webhooks/default/demo"
 	secretNote := "from KID_WEBHOOK_SECRET"
 	if generated {
 		secretNote = "generated; set KID_WEBHOOK_SECRET to choose it"
@@ -97,14 +121,17 @@ kid-operator is running on a local control plane.
   kubeconfig:     %[1]s
   webhook URL:    %[2]s
   webhook secret: %[3]s (%[4]s)
+  fake k-ID:      http://%[5]s (its API at /api/v1, key %[6]q; it delivers to the webhook URL)
 
-Try, in another shell:
-  kubectl --kubeconfig %[1]s get kid
-  go run ./cmd/kidsim send --url %[2]s --secret %[3]s --event Challenge.StateChange --status PASS --session s-1
-  kubectl --kubeconfig %[1]s get kidevents,kidusers
+Try, in another shell (README, "Walkthrough"):
+  export KUBECONFIG=%[1]s KIDSIM_URL=http://%[5]s
+  go run ./cmd/kidsim challenge start
+  go run ./cmd/kidsim challenge approve <challenge id>
+  go run ./cmd/kidsim session permission <session id> text-chat-private on
+  kubectl get kidusers -o wide
 
 Ctrl-C stops everything.
-`, kubeconfig, url, secret, secretNote)
+`, kubeconfig, url, secret, secretNote, simAddr, demoAPIKey)
 
 	return mgr.Start(ctx)
 }
@@ -137,9 +164,12 @@ func webhookSecret() (string, bool, error) {
 	return hex.EncodeToString(b), true, nil
 }
 
-// createDemo creates the sample product in namespace default, and the Secret
-// it references.
-func createDemo(ctx context.Context, c client.Client, samplePath, secret string) error {
+// demoAPIKey is the fake k-ID's API key under make run.
+const demoAPIKey = "demo-api-key"
+
+// createDemo creates the sample product in namespace default, with its
+// webhook Secret and its API pointed at the fake k-ID.
+func createDemo(ctx context.Context, c client.Client, samplePath, secret, apiBaseURL string) error {
 	raw, err := os.ReadFile(samplePath)
 	if err != nil {
 		return err
@@ -154,6 +184,15 @@ func createDemo(ctx context.Context, c client.Client, samplePath, secret string)
 		StringData: map[string]string{"current": secret},
 	}); err != nil {
 		return fmt.Errorf("creating the webhook secret: %w", err)
+	}
+	if product.Spec.API != nil {
+		product.Spec.API.BaseURL = apiBaseURL
+		if err := c.Create(ctx, &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: product.Spec.API.SecretRef.Name, Namespace: product.Namespace},
+			StringData: map[string]string{product.Spec.API.SecretRef.Key: demoAPIKey},
+		}); err != nil {
+			return fmt.Errorf("creating the API secret: %w", err)
+		}
 	}
 	if err := c.Create(ctx, product); err != nil {
 		return fmt.Errorf("creating the demo product: %w", err)

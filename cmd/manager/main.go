@@ -4,12 +4,15 @@ package main
 
 import (
 	"flag"
+	"fmt"
 	"os"
+	"strings"
 
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/kid-operator/kid-operator/internal/operator"
+	"github.com/kid-operator/kid-operator/internal/outbound"
 	"github.com/kid-operator/kid-operator/webhookserver"
 )
 
@@ -26,10 +29,28 @@ func main() {
 	flag.DurationVar(&opts.Webhook.StoreTimeout, "webhook-store-timeout", webhookserver.DefaultStoreTimeout, "how long a delivery waits for the API server before it gets 503")
 	flag.Float64Var(&qps, "kube-api-qps", operator.DefaultQPS, "API client requests per second")
 	flag.IntVar(&opts.Burst, "kube-api-burst", operator.DefaultBurst, "API client burst")
+	var allowCIDRs, allowHosts, denyCIDRs string
+	flag.StringVar(&allowCIDRs, "outbound-allow-cidrs", "", "comma-separated address ranges that KidActions and the k-ID API client may call although they are loopback, link-local, private or cluster ranges (refused by default), e.g. 10.20.0.0/16")
+	flag.StringVar(&allowHosts, "outbound-allow-hosts", "", "comma-separated host names that may be called whatever they resolve to, e.g. backend.games.svc.cluster.local")
+	flag.StringVar(&denyCIDRs, "outbound-deny-cidrs", "", "comma-separated address ranges refused on top of the defaults (the cluster's pod and service ranges when they are public)")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	opts.QPS = float32(qps)
+	var err error
+	if opts.Outbound.Allow, err = outbound.ParsePrefixes(allowCIDRs); err != nil {
+		fmt.Fprintln(os.Stderr, "--outbound-allow-cidrs:", err)
+		os.Exit(2)
+	}
+	if opts.Outbound.Deny, err = outbound.ParsePrefixes(denyCIDRs); err != nil {
+		fmt.Fprintln(os.Stderr, "--outbound-deny-cidrs:", err)
+		os.Exit(2)
+	}
+	for _, h := range strings.Split(allowHosts, ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			opts.Outbound.AllowHosts = append(opts.Outbound.AllowHosts, h)
+		}
+	}
 
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	log := ctrl.Log.WithName("setup")

@@ -159,7 +159,9 @@ func (m *manager) start(ctx context.Context) (time.Duration, error) {
 	m.cmd = exec.Command(m.bin,
 		"--webhook-bind-address="+m.webhook, "--health-probe-bind-address="+m.probe,
 		"--metrics-bind-address="+m.metrics, "--pprof-bind-address="+m.pprof,
-		"--zap-log-level=error")
+		"--zap-log-level=error",
+		// The session sync measurement's fake k-ID listens on loopback.
+		"--outbound-allow-cidrs=127.0.0.0/8")
 	m.cmd.Args = append(m.cmd.Args, m.extraArgs...)
 	// GOMEMLIMIT as config/manager/manager.yaml sets it.
 	m.cmd.Env = append(os.Environ(), "KUBECONFIG="+m.kubeconfig, "GOMEMLIMIT="+memoryLimit)

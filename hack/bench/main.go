@@ -11,6 +11,10 @@
 //     floor the API alone sets for an event;
 //   - e2e: from the first send until every event is Applied and every
 //     KidUser reflects its event, and the API writes per event;
+//   - session sync: players consent at the simulator's fake k-ID, which
+//     delivers to the manager; the manager reads each new session back from
+//     the fake's /session/get. The API writes per player and the writes of
+//     the sync alone;
 //   - scale: the manager's memory and etcd's size at 10,000 KidEvents +
 //     10,000 KidUsers and at 50,000 KidUsers, and the manager's time to be
 //     ready again after a restart at each size.
@@ -40,6 +44,7 @@ type config struct {
 	scale          bool
 	users50k       int
 	profileSeconds int
+	syncSessions   int
 	managerBin     string
 	workDir        string
 }
@@ -52,6 +57,7 @@ func main() {
 	flag.IntVar(&cfg.cHigh, "c-high", 64, "second concurrency for the raw ceiling (0 skips it)")
 	flag.BoolVar(&cfg.scale, "scale", true, "run the scale measurements (10k events + users, 50k users)")
 	flag.IntVar(&cfg.users50k, "users", 50000, "KidUsers for the second scale point")
+	flag.IntVar(&cfg.syncSessions, "sync-sessions", 500, "players whose session the manager reads from a fake k-ID, for the writes a synced session costs (0 skips it)")
 	flag.IntVar(&cfg.profileSeconds, "profile-seconds", 8, "CPU profile of the manager during the receiver run (0 skips it)")
 	flag.Parse()
 	cfg.rounds = max(cfg.rounds, 1)

@@ -42,6 +42,7 @@ type results struct {
 	apiProfile     string
 	recvProfile    string
 	scale          []scalePoint
+	sync           syncRun
 }
 
 func run(ctx context.Context, cfg config) (*results, error) {
@@ -163,6 +164,12 @@ func run(ctx context.Context, cfg config) (*results, error) {
 	r.reconcileErrs = map[string]float64{}
 	for _, c := range []string{"kidevent", "kiduser", "kidproduct", "kidaction"} {
 		r.reconcileErrs[c] = m.metric("controller_runtime_reconcile_errors_total", `controller="`+c+`"`)
+	}
+	if cfg.syncSessions > 0 {
+		log("session sync: %d players consent at a fake k-ID, which delivers to the manager", cfg.syncSessions)
+		if r.sync, err = sessionSync(ctx, p, m, cfg.syncSessions); err != nil {
+			return nil, err
+		}
 	}
 
 	if !cfg.scale {
@@ -372,6 +379,12 @@ func (r *results) print(w io.Writer) {
 	for _, c := range []string{"kidevent", "kiduser", "kidproduct", "kidaction"} {
 		text("reconcile errors ("+c+")", fmt.Sprintf("%.0f", r.reconcileErrs[c]))
 	}
+	if r.sync.sessions > 0 {
+		text(fmt.Sprintf("session sync: %d players (IN_PROGRESS, PASS)", r.sync.sessions), "")
+		text("  API writes per player, with the sync", fmt.Sprintf("%.2f", r.sync.writesPerSession))
+		text("  of which the session read's writes", fmt.Sprintf("%.2f", r.sync.syncWrites))
+		text("  k-ID API calls per player", fmt.Sprintf("%.2f", float64(r.sync.apiCalls)/float64(r.sync.sessions)))
+	}
 	if len(r.e2eTimeline) > 0 {
 		fmt.Fprintf(w, "%-46s %v\n", "events applied, each second of the e2e run", r.e2eTimeline)
 	}
@@ -397,6 +410,10 @@ func (r *results) print(w io.Writer) {
 	}
 	fmt.Fprintf(w, "bench: raw=%.0f/s receiver=%.0f/s (%.2f) e2e=%.0f/s (%.2f) writes_per_event=%.2f p99_ack_ms=%.1f rss_mib_10k=%.0f\n",
 		raw, recv, recvRatio, e2e, e2e/raw, r.writesPerEvent, ms(percentile(r.receiverLatencies(), 0.99)), rss10k)
+	if r.sync.sessions > 0 {
+		fmt.Fprintf(w, "bench: sync_sessions=%d writes_per_synced_player=%.2f sync_writes_per_session=%.2f api_calls_per_player=%.2f\n",
+			r.sync.sessions, r.sync.writesPerSession, r.sync.syncWrites, float64(r.sync.apiCalls)/float64(r.sync.sessions))
+	}
 	if n := r.receiverNon200() + r.receiverBusy.non200; n > 0 {
 		fmt.Fprintf(w, "bench: WARNING: %d non-200 answers\n", n)
 	}

@@ -18,9 +18,9 @@ import (
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
 	"github.com/kid-operator/kid-operator/internal/fold"
+	"github.com/kid-operator/kid-operator/internal/inbox"
 	"github.com/kid-operator/kid-operator/internal/kid"
 	"github.com/kid-operator/kid-operator/internal/kidsim"
-	"github.com/kid-operator/kid-operator/webhookserver"
 )
 
 const (
@@ -79,7 +79,7 @@ func rawCeiling(ctx context.Context, p *plane, n, c int, tag string) (float64, [
 			panic(err)
 		}
 		now := time.Now()
-		e, err := webhookserver.NewKidEvent(product, env, body, now, now)
+		e, err := inbox.Build(product, env, body, now, now, kidv1.SourceWebhook)
 		if err != nil {
 			panic(err)
 		}

@@ -13,6 +13,7 @@ package fold
 
 import (
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -307,17 +308,98 @@ func summarize(records []kidv1.VerificationRecord) kidv1.VerificationState {
 }
 
 // mergeSession: Deleted outranks Active (nothing resurrects a deleted
-// session); times take the latest change and the first deletion.
+// session); times take the latest change and the first deletion; what k-ID's
+// /session/get reported is taken whole from the later read.
 func mergeSession(a, b kidv1.SessionStatus) kidv1.SessionStatus {
+	synced := &a
+	if syncedLater(&b, &a) {
+		synced = &b
+	}
 	out := kidv1.SessionStatus{
 		State:                a.State,
 		PermissionsChangedAt: latest(a.PermissionsChangedAt, b.PermissionsChangedAt),
 		DeletedAt:            earliest(a.DeletedAt, b.DeletedAt),
+		Permissions:          slices.Clone(synced.Permissions),
+		PermissionsSummary:   synced.PermissionsSummary,
+		AgeStatus:            synced.AgeStatus,
+		Jurisdiction:         synced.Jurisdiction,
+		Status:               synced.Status,
+		ETag:                 synced.ETag,
+		SyncedAt:             synced.SyncedAt.DeepCopy(),
+	}
+	for i := range out.Permissions {
+		out.Permissions[i] = *out.Permissions[i].DeepCopy()
 	}
 	if b.State == kidv1.SessionDeleted || out.State == "" {
 		out.State = b.State
 	}
 	return out
+}
+
+// syncedLater orders two reads of a session: the later one, then (should
+// two reads carry one time) the larger etag, so Merge stays a join.
+func syncedLater(b, a *kidv1.SessionStatus) bool {
+	switch {
+	case b.SyncedAt == nil:
+		return false
+	case a.SyncedAt == nil:
+		return true
+	case !a.SyncedAt.Equal(b.SyncedAt):
+		return a.SyncedAt.Before(b.SyncedAt)
+	}
+	return b.ETag > a.ETag
+}
+
+// Session is what k-ID's /session/get reported of a session.
+type Session struct {
+	SessionID    string
+	KUID         string
+	AgeStatus    string
+	Jurisdiction string
+	Status       string
+	ETag         string
+	DateOfBirth  string
+	Permissions  []kidv1.SessionPermission
+	// At is when k-ID answered.
+	At time.Time
+}
+
+// SyncDelta is the partial status a read of the session stands for. It is
+// joined with Merge like an event's Delta, so a sync and a fold that race
+// each other both survive. The date of birth is kept only where the
+// product's privacy settings allow it.
+func SyncDelta(s *Session, privacy kid.Privacy) *kidv1.KidUserStatus {
+	at := metav1.NewTime(s.At.UTC())
+	enabled := 0
+	perms := make([]kidv1.SessionPermission, 0, len(s.Permissions))
+	for _, p := range s.Permissions {
+		if p.Enabled {
+			enabled++
+		}
+		perms = append(perms, *p.DeepCopy())
+	}
+	slices.SortFunc(perms, func(x, y kidv1.SessionPermission) int { return strings.Compare(x.Name, y.Name) })
+	d := &kidv1.KidUserStatus{
+		SessionID: s.SessionID,
+		KUID:      s.KUID,
+		Session: kidv1.SessionStatus{
+			State:              kidv1.SessionActive,
+			Permissions:        perms,
+			PermissionsSummary: strconv.Itoa(enabled) + "/" + strconv.Itoa(len(perms)) + " enabled",
+			AgeStatus:          s.AgeStatus,
+			Jurisdiction:       s.Jurisdiction,
+			Status:             s.Status,
+			ETag:               s.ETag,
+			SyncedAt:           &at,
+		},
+	}
+	if len(perms) == 0 {
+		d.Session.Permissions = nil
+	}
+	if privacy.KeepDateOfBirth && s.DateOfBirth != "" {
+		d.PersonalData = &kidv1.PersonalData{DateOfBirth: s.DateOfBirth}
+	}
+	return normalize(d)
 }
 
 // mergeCounts keeps, per origin, the larger count: a grow-only counter, so

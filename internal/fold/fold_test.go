@@ -258,3 +258,60 @@ func names(events []*Event) []string {
 	}
 	return out
 }
+
+func read(n int, etag string, enabled bool) *Session {
+	return &Session{
+		SessionID: session, KUID: kuid, AgeStatus: "DIGITAL_MINOR", Jurisdiction: "US-CA", Status: "ACTIVE",
+		ETag: etag, DateOfBirth: dob, At: t0.Add(time.Duration(n) * time.Second),
+		Permissions: []kidv1.SessionPermission{
+			{Name: "text-chat-private", Enabled: enabled, ManagedBy: "GUARDIAN"},
+			{Name: "ai-generated-avatars", Enabled: true, ManagedBy: "PLAYER"},
+		},
+	}
+}
+
+func TestSessionReadsJoinWithEventsInAnyOrder(t *testing.T) {
+	// Two reads of the session and the events of a player's consent, in
+	// every order: the later read's permissions win, and the rest is the
+	// events' fold.
+	seq := sequences(t)["consent then session life"][:4]
+	reads := []*kidv1.KidUserStatus{SyncDelta(read(6, "etag-2", true), everything), SyncDelta(read(3, "etag-1", false), everything)}
+	var want *kidv1.KidUserStatus
+	n := 0
+	permutations(append(seq, nil, nil), func(order []*Event) {
+		st, r := &kidv1.KidUserStatus{}, 0
+		for _, e := range order {
+			if e == nil {
+				st = Merge(st, reads[r])
+				r++
+				continue
+			}
+			st = Apply(st, e, everything, "uid-1")
+		}
+		if want == nil {
+			want = st
+		}
+		n++
+		if !apiequality.Semantic.DeepEqual(st, want) {
+			t.Fatalf("order %d gives\n%s\nwant\n%s", n, dump(st), dump(want))
+		}
+	})
+	g := NewWithT(t)
+	g.Expect(want.Session.ETag).To(Equal("etag-2"))
+	g.Expect(want.Session.PermissionsSummary).To(Equal("2/2 enabled"))
+	g.Expect(want.Session.Permissions[1]).To(Equal(kidv1.SessionPermission{Name: "text-chat-private", Enabled: true, ManagedBy: "GUARDIAN"}))
+	g.Expect(want.Session.AgeStatus).To(Equal("DIGITAL_MINOR"))
+	g.Expect(want.Consent.State).To(Equal(kidv1.ConsentGranted))
+	g.Expect(want.Session.PermissionsChangedAt).NotTo(BeNil())
+}
+
+func TestSessionReadKeepsTheDateOfBirthOnlyWhereAllowedAndNeverAfterErasure(t *testing.T) {
+	g := NewWithT(t)
+	g.Expect(SyncDelta(read(1, "e", true), kid.Privacy{}).PersonalData).To(BeNil())
+	g.Expect(SyncDelta(read(1, "e", true), kid.Privacy{KeepDateOfBirth: true}).PersonalData).To(Equal(&kidv1.PersonalData{DateOfBirth: dob}))
+
+	deleted := foldAll(sequences(t)["consent then session life"])
+	after := Merge(deleted, SyncDelta(read(9, "e", true), everything))
+	g.Expect(after.PersonalData).To(BeNil(), "a read after the erasure brings no personal data back")
+	g.Expect(after.Session.State).To(Equal(kidv1.SessionDeleted))
+}

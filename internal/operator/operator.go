@@ -18,6 +18,8 @@ import (
 
 	"github.com/kid-operator/kid-operator/controllers"
 	"github.com/kid-operator/kid-operator/internal/actions"
+	"github.com/kid-operator/kid-operator/internal/inbox"
+	"github.com/kid-operator/kid-operator/internal/outbound"
 	"github.com/kid-operator/kid-operator/internal/scheme"
 	"github.com/kid-operator/kid-operator/webhookserver"
 )
@@ -44,7 +46,12 @@ type Options struct {
 	Burst int
 	// Now is the controllers' clock; nil means time.Now.
 	Now func() time.Time
-	// HTTPClient sends KidActions' requests; nil means a default client.
+	// Outbound configures the one outbound HTTP client, which KidActions
+	// and the k-ID API client share: timeouts, no redirects, and the
+	// address guard (loopback, link-local, private and cluster ranges are
+	// refused unless allowed here).
+	Outbound outbound.Options
+	// HTTPClient, if set, replaces the outbound client (tests).
 	HTTPClient *http.Client
 	// ReceiverOnly runs the webhook receiver without the controllers: a
 	// receiving tier that scales apart from the one that reconciles.
@@ -106,7 +113,7 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 		return nil, fmt.Errorf("creating manager: %w", err)
 	}
 
-	store, err := webhookserver.RESTStore(cfg)
+	store, err := inbox.RESTStore(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -122,24 +129,34 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 		return op, nil
 	}
 
+	httpClient := opts.HTTPClient
+	if httpClient == nil {
+		if opts.Outbound.Timeout == 0 {
+			// The longest any caller may ask for; each request is
+			// bounded more tightly by its own context.
+			opts.Outbound.Timeout = 30 * time.Second
+		}
+		httpClient = outbound.New(opts.Outbound)
+	}
+	apiClients := controllers.NewAPIClients(httpClient)
 	ctx := context.Background()
 	if err := controllers.SetupIndexes(ctx, mgr); err != nil {
 		return nil, err
 	}
 	if err := (&controllers.KidProductReconciler{
-		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kidproduct-controller"), Now: opts.Now,
+		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kidproduct-controller"), Now: opts.Now, APIClients: apiClients,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up KidProduct controller: %w", err)
 	}
 	filters := actions.NewFilters()
 	if err := (&controllers.KidEventReconciler{
 		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kidevent-controller"), Now: opts.Now,
-		Filters: filters, HTTPClient: opts.HTTPClient, APIReader: mgr.GetAPIReader(),
+		Filters: filters, HTTPClient: httpClient, APIReader: mgr.GetAPIReader(),
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up KidEvent controller: %w", err)
 	}
 	if err := (&controllers.KidUserReconciler{
-		Client: mgr.GetClient(),
+		Client: mgr.GetClient(), APIClients: apiClients, Now: opts.Now,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up KidUser controller: %w", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"sync/atomic"
 	"time"
@@ -83,6 +84,9 @@ func (h *Harness) startOperator() error {
 		return err
 	}
 	opts := operator.Options{Now: h.Clock.Now, SkipControllerNameValidation: true}
+	// The simulator's targets and fake k-ID listen on loopback, which a
+	// deployed operator refuses to call.
+	opts.Outbound.Allow = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 	opts.Webhook.Addr = "127.0.0.1:0"
 	opts.Webhook.Now = h.Clock.Now
 	op, err := operator.New(h.Config, opts)
@@ -147,7 +151,7 @@ func (h *Harness) NewNamespace(ctx context.Context) (string, error) {
 // NewProduct creates a webhook Secret and a KidProduct named name in ns;
 // mutate, if set, adjusts the product before it is created.
 func (h *Harness) NewProduct(ctx context.Context, ns, name string, mutate func(*kidv1.KidProduct)) (*Product, error) {
-	secret := "secret-of-" + ns + "-" + name
+	secret := h.WebhookSecret(ns, name)
 	if err := h.Client.Create(ctx, &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: name + "-webhook", Namespace: ns},
 		StringData: map[string]string{"current": secret},
@@ -168,8 +172,17 @@ func (h *Harness) NewProduct(ctx context.Context, ns, name string, mutate func(*
 	if err := h.Client.Create(ctx, p); err != nil {
 		return nil, err
 	}
-	return &Product{KidProduct: p, Secret: secret, URL: h.BaseURL + "/webhooks/" + ns + "/" + name, clock: h.Clock}, nil
+	return &Product{KidProduct: p, Secret: secret, URL: h.WebhookURL(ns, name), clock: h.Clock}, nil
 }
+
+// WebhookURL is where the receiver takes the deliveries of a product, known
+// before the product exists (a fake k-ID is told it first).
+func (h *Harness) WebhookURL(ns, name string) string {
+	return h.BaseURL + "/webhooks/" + ns + "/" + name
+}
+
+// WebhookSecret is the webhook secret NewProduct gives a product.
+func (h *Harness) WebhookSecret(ns, name string) string { return "secret-of-" + ns + "-" + name }
 
 // WaitReady waits until the product is Ready, which also means the
 // operator's cache, and so the receiver, has seen it and its Secret.

@@ -1,0 +1,162 @@
+package controllers
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+
+	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+	"github.com/kid-operator/kid-operator/internal/kidapi"
+)
+
+// APIClients holds one k-ID API client per product, shared by the KidProduct
+// controller (which checks the key) and the KidUser controller (which syncs
+// sessions and recovers missed events). A product's client, and with it its
+// rate limiter, is rebuilt only when its API configuration or key changes,
+// so the rate holds across reconciles.
+type APIClients struct {
+	// HTTP is the operator's one outbound client (timeouts, address guard).
+	HTTP *http.Client
+
+	mu        sync.Mutex
+	byProduct map[types.NamespacedName]*APIClient
+	// wake tells the KidProduct controller that a product's API state
+	// changed (k-ID refused its key), so APIReady shows it at once.
+	wake chan event.GenericEvent
+}
+
+// NewAPIClients returns an empty set of clients that call k-ID through hc.
+func NewAPIClients(hc *http.Client) *APIClients {
+	return &APIClients{HTTP: hc, byProduct: map[types.NamespacedName]*APIClient{}, wake: make(chan event.GenericEvent, 64)}
+}
+
+// APIClient is one product's k-ID API client and what is known of its key.
+type APIClient struct {
+	*kidapi.Client
+	fingerprint string
+	// unauthorized is set when k-ID answered 401: calls stop until the
+	// key changes or a probe succeeds.
+	unauthorized atomic.Bool
+	// probed is set once a call showed that k-ID accepts the key.
+	probed atomic.Bool
+	// lastProbe is when the key was last probed (Unix nanoseconds).
+	lastProbe atomic.Int64
+}
+
+// Unauthorized reports whether k-ID refused the product's key.
+func (c *APIClient) Unauthorized() bool { return c.unauthorized.Load() }
+
+// For returns the product's client. A missing Secret or key is an *errConfig
+// the user must fix.
+func (s *APIClients) For(ctx context.Context, r client.Reader, p *kidv1.KidProduct) (*APIClient, error) {
+	api := p.Spec.API
+	if api == nil {
+		return nil, nil
+	}
+	secret := &corev1.Secret{}
+	if err := r.Get(ctx, types.NamespacedName{Namespace: p.Namespace, Name: api.SecretRef.Name}, secret); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, &errConfig{reason: kidv1.SecretNotFoundReason, msg: fmt.Sprintf("API Secret %q not found; session sync and recovery are off", api.SecretRef.Name)}
+		}
+		return nil, fmt.Errorf("reading API secret: %w", err)
+	}
+	key := string(secret.Data[api.SecretRef.Key])
+	if key == "" {
+		return nil, &errConfig{reason: kidv1.SecretKeyMissingReason, msg: fmt.Sprintf("API Secret %q has no key %q; session sync and recovery are off", api.SecretRef.Name, api.SecretRef.Key)}
+	}
+	rps, burst := api.RateLimit(p.Spec.Environment)
+	cfg := kidapi.Config{
+		BaseURL:    kidapi.BaseURL(string(p.Spec.Environment), api.BaseURL),
+		APIKey:     key,
+		Product:    p.Namespace + "/" + p.Name,
+		RPS:        float64(rps),
+		Burst:      burst,
+		Timeout:    api.CallTimeout(),
+		HTTPClient: s.HTTP,
+	}
+	sum := sha256.Sum256([]byte(cfg.BaseURL + "\x00" + key + "\x00" + strconv.Itoa(rps) + "/" + strconv.Itoa(burst) + "/" + cfg.Timeout.String()))
+	fingerprint := hex.EncodeToString(sum[:])
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	name := client.ObjectKeyFromObject(p)
+	if c, ok := s.byProduct[name]; ok && c.fingerprint == fingerprint {
+		return c, nil
+	}
+	c := &APIClient{Client: kidapi.New(cfg), fingerprint: fingerprint}
+	s.byProduct[name] = c
+	return c, nil
+}
+
+// Forget drops a product's client (the product was deleted or lost its
+// spec.api).
+func (s *APIClients) Forget(product types.NamespacedName) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.byProduct, product)
+}
+
+// Refused records that k-ID answered 401 to a product's key and wakes the
+// product, so that its APIReady condition says so.
+func (s *APIClients) Refused(c *APIClient, product types.NamespacedName) {
+	if c.unauthorized.Swap(true) {
+		return
+	}
+	p := &kidv1.KidProduct{}
+	p.Namespace, p.Name = product.Namespace, product.Name
+	select {
+	case s.wake <- event.GenericEvent{Object: p}:
+	default:
+		// The product controller is behind; its periodic re-check
+		// will see the flag.
+	}
+}
+
+// Wakes is the channel the KidProduct controller watches.
+func (s *APIClients) Wakes() <-chan event.GenericEvent { return s.wake }
+
+// probeInterval is how often a key k-ID refused is tried again, in case it
+// was fixed at k-ID rather than in the Secret.
+const probeInterval = 10 * time.Minute
+
+// probeSessionID names no session: k-ID answers it with 400 NOT_FOUND when
+// it accepts the key, and 401 when it does not. It is a read, so it is safe
+// against the live environment.
+const probeSessionID = "kid-operator-api-key-probe"
+
+// Probe checks the key with one call, unless it is known to work or was
+// refused less than probeInterval ago. It returns nil when k-ID accepts the
+// key, and the error of the call otherwise.
+func (c *APIClient) Probe(ctx context.Context, now time.Time) error {
+	if c.probed.Load() && !c.unauthorized.Load() {
+		return nil
+	}
+	if last := c.lastProbe.Load(); last != 0 && c.unauthorized.Load() && now.Sub(time.Unix(0, last)) < probeInterval {
+		return &kidapi.Error{HTTPStatus: http.StatusUnauthorized, Code: "UNAUTHORIZED", Message: "k-ID refused the API key"}
+	}
+	c.lastProbe.Store(now.UnixNano())
+	_, err := c.GetSession(ctx, probeSessionID, "")
+	var apiErr *kidapi.Error
+	switch {
+	case err == nil, errors.As(err, &apiErr) && apiErr.HTTPStatus == http.StatusBadRequest:
+		c.unauthorized.Store(false)
+		c.probed.Store(true)
+		return nil
+	case kidapi.IsUnauthorized(err):
+		c.unauthorized.Store(true)
+	}
+	return err
+}

@@ -1,0 +1,401 @@
+package controllers_test
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+	"github.com/kid-operator/kid-operator/controllers"
+	"github.com/kid-operator/kid-operator/internal/kid"
+	"github.com/kid-operator/kid-operator/internal/kidsim"
+	"github.com/kid-operator/kid-operator/internal/testenv"
+)
+
+// fakeKid is the simulator's stateful fake of k-ID, serving its REST API on
+// loopback and delivering its webhooks to one product's receiver URL.
+type fakeKid struct {
+	*kidsim.Fake
+	URL string // the API base URL, up to /api/v1
+}
+
+const apiKey = "api-key-of-the-test"
+
+// newFakeKid starts a fake k-ID that delivers to the product ns/demo, with
+// a short retry schedule (k-ID's 5 s and 10 s, scaled down).
+func newFakeKid(ns string) *fakeKid {
+	GinkgoHelper()
+	f := kidsim.NewFake(kidsim.FakeOptions{
+		APIKey:        apiKey,
+		ProductID:     11472,
+		WebhookURL:    h.WebhookURL(ns, "demo"),
+		WebhookSecret: []byte(h.WebhookSecret(ns, "demo")),
+		Schedule:      []time.Duration{100 * time.Millisecond, 200 * time.Millisecond},
+		Now:           h.Clock.Now,
+	})
+	srv := httptest.NewServer(f.Handler())
+	DeferCleanup(func() { srv.Close(); f.Close() })
+	return &fakeKid{Fake: f, URL: srv.URL + "/api/v1"}
+}
+
+// apiProduct makes a namespace, a fake k-ID for it and a Ready product
+// "demo" whose spec.api points at the fake, polling on a fast schedule.
+func apiProduct(mutate func(*kidv1.KidProduct)) (*testenv.Product, *fakeKid) {
+	GinkgoHelper()
+	ns, err := h.NewNamespace(ctx)
+	Expect(err).NotTo(HaveOccurred())
+	fake := newFakeKid(ns)
+	Expect(h.Client.Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "demo-api", Namespace: ns},
+		StringData: map[string]string{"key": apiKey},
+	})).To(Succeed())
+	rps := int32(50)
+	p, err := h.NewProduct(ctx, ns, "demo", func(p *kidv1.KidProduct) {
+		p.Spec.API = &kidv1.APISpec{
+			SecretRef:         kidv1.SecretKeySelector{Name: "demo-api", Key: "key"},
+			BaseURL:           fake.URL,
+			RequestsPerSecond: &rps,
+			Recovery: kidv1.RecoverySpec{
+				FirstPoll:   &metav1.Duration{Duration: time.Second},
+				MaxInterval: &metav1.Duration{Duration: 2 * time.Second},
+			},
+		}
+		if mutate != nil {
+			mutate(p)
+		}
+	})
+	Expect(err).NotTo(HaveOccurred())
+	Expect(h.WaitReady(ctx, p)).To(Succeed())
+	return p, fake
+}
+
+// register creates the KidUser with which a game asks the operator to
+// follow a challenge or verification it started (design.md §3, Recovery).
+func register(p *testenv.Product, kind kidv1.IdentityKind, id string) {
+	GinkgoHelper()
+	Expect(h.Client.Create(ctx, &kidv1.KidUser{
+		ObjectMeta: metav1.ObjectMeta{Name: controllers.UserName(p.Name, kind, id), Namespace: p.Namespace},
+		Spec:       kidv1.KidUserSpec{ProductRef: kidv1.LocalObjectReference{Name: p.Name}, Identity: kidv1.UserIdentity{Kind: kind, ID: id}},
+	})).To(Succeed())
+}
+
+func apiReady(p *testenv.Product) *metav1.Condition {
+	GinkgoHelper()
+	got := &kidv1.KidProduct{}
+	Expect(h.Client.Get(ctx, client.ObjectKeyFromObject(p.KidProduct), got)).To(Succeed())
+	return meta.FindStatusCondition(got.Status.Conditions, kidv1.APIReadyCondition)
+}
+
+// requests lists the fake's API calls to one endpoint.
+func requests(f *fakeKid, endpoint string) []kidsim.APIRequest {
+	var out []kidsim.APIRequest
+	for _, r := range f.Requests() {
+		if r.Endpoint == endpoint {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// eventsOf lists the namespace's events of one type about one challenge.
+func eventsAbout(ns, eventType, challenge string) []kidv1.KidEvent {
+	var out []kidv1.KidEvent
+	for _, e := range events(ns) {
+		if e.Spec.EventType == eventType && e.Spec.Subject.ChallengeID == challenge {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// touch changes an annotation of a user, which wakes its reconcile without
+// changing anything it reads.
+func touch(u *kidv1.KidUser, value string) {
+	GinkgoHelper()
+	patch := client.MergeFrom(u.DeepCopy())
+	if u.Annotations == nil {
+		u.Annotations = map[string]string{}
+	}
+	u.Annotations["test.kid.dev/touch"] = value
+	Expect(h.Client.Patch(ctx, u, patch)).To(Succeed())
+}
+
+var _ = Describe("k-ID API: session sync and recovery", func() {
+	It("recovers a consent and a verification whose webhooks were all lost", func() {
+		p, fake := apiProduct(nil)
+		fake.SetDeliveryFault(kidsim.FaultDrop)
+
+		challenge := fake.StartChallenge()
+		register(p, kidv1.IdentityChallenge, challenge)
+		session, err := fake.ApproveChallenge(challenge, kidsim.Approval{})
+		Expect(err).NotTo(HaveOccurred())
+		verification := fake.StartVerification()
+		register(p, kidv1.IdentityVerification, verification)
+		Expect(fake.CompleteVerification(verification, true)).To(Succeed())
+
+		u := user(p, kidv1.IdentitySession, session, func(g Gomega, u *kidv1.KidUser) {
+			g.Expect(u.Status.Consent.State).To(Equal(kidv1.ConsentGranted))
+			g.Expect(u.Status.Consent.ChallengeID).To(Equal(challenge))
+			g.Expect(u.Status.Session.SyncedAt).NotTo(BeNil(), "the new session is read from k-ID")
+		})
+		Expect(u.Status.Session.Permissions).NotTo(BeEmpty())
+		user(p, kidv1.IdentityVerification, verification, func(g Gomega, u *kidv1.KidUser) {
+			g.Expect(u.Status.Verification.State).To(Equal(kidv1.VerificationVerified))
+		})
+		for _, e := range events(p.Namespace) {
+			Expect(e.Spec.Source).To(Equal(kidv1.SourcePoll), "%s came from the API: no webhook reached the receiver", e.Name)
+		}
+		Expect(eventsAbout(p.Namespace, kid.ChallengeStateChange, challenge)).To(HaveLen(1), "the PASS; the IN_PROGRESS was never seen: the game registered the challenge")
+		dropped := 0
+		for _, d := range fake.Deliveries() {
+			if d.Fault == kidsim.FaultDrop {
+				dropped++
+			}
+		}
+		Expect(dropped).To(BeNumerically(">=", 3), "the fake dropped the challenge's and the verification's webhooks")
+		Eventually(func(g Gomega) {
+			g.Expect(users(p.Namespace)).To(HaveLen(2), "the challenge's stand-in was merged into the session's user")
+		}).Should(Succeed())
+	})
+
+	DescribeTable("stores one event per change and runs each action once, whichever of webhook and poll arrives first",
+		func(deliveryDelay time.Duration, firstSource kidv1.EventSource) {
+			p, fake := apiProduct(nil)
+			t := newTarget()
+			httpAction(p, "granted", t.URL, func(a *kidv1.KidAction) {
+				a.Spec.Filter = `event.data.status == "PASS"`
+			})
+			fake.SetDeliveryDelay(deliveryDelay)
+
+			challenge := fake.StartChallenge()
+			register(p, kidv1.IdentityChallenge, challenge)
+			_, err := fake.ApproveChallenge(challenge, kidsim.Approval{})
+			Expect(err).NotTo(HaveOccurred())
+
+			// Both channels have spoken: the webhooks were answered 200
+			// (stored or duplicate) and the poll saw the PASS.
+			Eventually(func(g Gomega) {
+				ok := 0
+				for _, d := range fake.Deliveries() {
+					if d.Status == http.StatusOK {
+						ok++
+					}
+				}
+				g.Expect(ok).To(Equal(2), "IN_PROGRESS and PASS delivered")
+			}, 20*time.Second).Should(Succeed())
+			allEventsFinished(p.Namespace)
+			pass := []kidv1.KidEvent{}
+			for _, e := range eventsAbout(p.Namespace, kid.ChallengeStateChange, challenge) {
+				if strings.Contains(string(e.Spec.Data.Raw), `"PASS"`) {
+					pass = append(pass, e)
+				}
+			}
+			Expect(pass).To(HaveLen(1))
+			Expect(pass[0].Spec.Source).To(Equal(firstSource))
+			Consistently(func(g Gomega) {
+				g.Expect(t.succeededPerID()).To(HaveLen(1))
+				for _, n := range t.succeededPerID() {
+					g.Expect(n).To(Equal(1), "the action had its effect once")
+				}
+			}, 2*time.Second).Should(Succeed())
+		},
+		Entry("webhook first", time.Duration(0), kidv1.SourceWebhook),
+		Entry("poll first (the webhook is late)", 4*time.Second, kidv1.SourcePoll),
+	)
+
+	It("shows a permission a parent changed, and reads an unchanged session without a write", func() {
+		p, fake := apiProduct(nil)
+		challenge := fake.StartChallenge()
+		session, err := fake.ApproveChallenge(challenge, kidsim.Approval{})
+		Expect(err).NotTo(HaveOccurred())
+		enabled := func(u *kidv1.KidUser, name string) bool {
+			for _, perm := range u.Status.Session.Permissions {
+				if perm.Name == name {
+					return perm.Enabled
+				}
+			}
+			return false
+		}
+		user(p, kidv1.IdentitySession, session, func(g Gomega, u *kidv1.KidUser) {
+			g.Expect(u.Status.Session.ETag).NotTo(BeEmpty())
+			g.Expect(enabled(u, "text-chat-private")).To(BeFalse())
+		})
+
+		Expect(fake.SetPermission(session, "text-chat-private", true)).To(Succeed())
+		u := user(p, kidv1.IdentitySession, session, func(g Gomega, u *kidv1.KidUser) {
+			g.Expect(u.Status.Session.PermissionsChangedAt).NotTo(BeNil(), "the webhook arrived")
+			g.Expect(enabled(u, "text-chat-private")).To(BeTrue(), "and the session was read again")
+		})
+		Expect(u.Status.Session.PermissionsSummary).To(MatchRegexp(`^\d+/\d+ enabled$`))
+
+		// A day later (and the 10% spread) the session is due for its resync, and k-ID has
+		// nothing new: a 304, and no write.
+		notModified := func() int {
+			n := 0
+			for _, r := range requests(fake, "session/get") {
+				if r.Status == http.StatusNotModified && r.Query.Get("sessionId") == session {
+					n++
+				}
+			}
+			return n
+		}
+		before := notModified()
+		h.Clock.Advance(27 * time.Hour)
+		touch(u, "resync")
+		Eventually(notModified).Should(BeNumerically(">", before))
+		rv := u.ResourceVersion
+		Consistently(func(g Gomega) {
+			got := &kidv1.KidUser{}
+			g.Expect(h.Client.Get(ctx, client.ObjectKeyFromObject(u), got)).To(Succeed())
+			g.Expect(got.ResourceVersion).To(Equal(rv), "no status write for an unchanged session")
+		}, 2*time.Second).Should(Succeed())
+	})
+
+	It("shows a session k-ID deleted, erased, although its webhook was lost", func() {
+		p, fake := apiProduct(func(p *kidv1.KidProduct) { p.Spec.Privacy.StoreDateOfBirth = true })
+		challenge := fake.StartChallenge()
+		session, err := fake.ApproveChallenge(challenge, kidsim.Approval{DOB: "2013-04-01"})
+		Expect(err).NotTo(HaveOccurred())
+		u := user(p, kidv1.IdentitySession, session, func(g Gomega, u *kidv1.KidUser) {
+			g.Expect(u.Status.PersonalData).NotTo(BeNil(), "the date of birth the product may keep")
+			g.Expect(u.Status.Session.SyncedAt).NotTo(BeNil())
+		})
+
+		fake.SetDeliveryFault(kidsim.FaultDrop)
+		Expect(fake.DeleteSession(session)).To(Succeed())
+		h.Clock.Advance(27 * time.Hour)
+		touch(u, "resync")
+		user(p, kidv1.IdentitySession, session, func(g Gomega, u *kidv1.KidUser) {
+			g.Expect(u.Status.Session.State).To(Equal(kidv1.SessionDeleted))
+			g.Expect(u.Status.ErasedAt).NotTo(BeNil())
+			g.Expect(u.Status.PersonalData).To(BeNil())
+		})
+		Expect(everythingJSON()).NotTo(ContainSubstring("2013-04-01"))
+		var polled []kidv1.KidEvent
+		for _, e := range events(p.Namespace) {
+			if e.Spec.EventType == kid.SessionDelete {
+				polled = append(polled, e)
+			}
+		}
+		Expect(polled).To(HaveLen(1))
+		Expect(polled[0].Spec.Source).To(Equal(kidv1.SourcePoll))
+	})
+
+	It("honours k-ID's 429 and Retry-After", func() {
+		p, fake := apiProduct(nil)
+		fake.SetDeliveryFault(kidsim.FaultDrop)
+		fake.SetRateLimit(2, 1)
+		fake.SetRetryAfter(3 * time.Second)
+		for range 6 {
+			register(p, kidv1.IdentityChallenge, fake.StartChallenge())
+		}
+		Eventually(func() []kidsim.APIRequest { return requests(fake, "challenge/get-status") }, 20*time.Second).Should(ContainElement(HaveField("Status", http.StatusTooManyRequests)))
+		time.Sleep(4 * time.Second)
+		all := fake.Requests()
+		for _, limited := range all {
+			if limited.Status != http.StatusTooManyRequests {
+				continue
+			}
+			for _, r := range all {
+				// Calls already on their way when k-ID answered may land
+				// just after it; none may start in the wait that follows.
+				if r.At.After(limited.At.Add(300*time.Millisecond)) && r.At.Before(limited.At.Add(2900*time.Millisecond)) {
+					Fail("a call " + r.At.Sub(limited.At).String() + " after a 429 that asked for 3s")
+				}
+			}
+		}
+	})
+
+	It("says so when k-ID refuses the key, and recovers when the Secret is fixed", func() {
+		p, fake := apiProduct(nil)
+		Expect(apiReady(p).Reason).To(Equal(kidv1.APIReadyReason))
+
+		fake.SetAPIKey("a-rotated-key")
+		challenge := fake.StartChallenge()
+		register(p, kidv1.IdentityChallenge, challenge)
+		Eventually(func(g Gomega) {
+			c := apiReady(p)
+			g.Expect(c.Status).To(Equal(metav1.ConditionFalse))
+			g.Expect(c.Reason).To(Equal(kidv1.UnauthorizedReason))
+		}).Should(Succeed())
+
+		secret := &corev1.Secret{}
+		Expect(h.Client.Get(ctx, client.ObjectKey{Namespace: p.Namespace, Name: "demo-api"}, secret)).To(Succeed())
+		secret.Data["key"] = []byte("a-rotated-key")
+		Expect(h.Client.Update(ctx, secret)).To(Succeed())
+		Eventually(func(g Gomega) {
+			g.Expect(apiReady(p).Reason).To(Equal(kidv1.APIReadyReason))
+		}).Should(Succeed())
+	})
+
+	It("says a product without spec.api works on webhooks alone", func() {
+		p := newProduct(nil)
+		Eventually(func(g Gomega) {
+			c := apiReady(p)
+			g.Expect(c).NotTo(BeNil())
+			g.Expect(c.Reason).To(Equal(kidv1.NotConfiguredReason))
+		}).Should(Succeed())
+	})
+
+	It("never exceeds the product's rate, measured at k-ID, with 5,000 pending players", func() {
+		rps, burst := int32(200), int32(20)
+		p, fake := apiProduct(func(p *kidv1.KidProduct) {
+			p.Spec.API.RequestsPerSecond, p.Spec.API.Burst = &rps, &burst
+		})
+		// Challenges the game started and registered, which k-ID answers
+		// as not found: each poll is a real call that k-ID counts, and
+		// stores nothing, so the spec measures the client, not etcd.
+		const players = 5000
+		ids := make(chan string, players)
+		for i := range players {
+			ids <- fmt.Sprintf("pending-%05d", i)
+		}
+		close(ids)
+		// Let the players go whatever happens, so the rest of the suite
+		// runs without them.
+		DeferCleanup(func() {
+			Expect(h.Client.DeleteAllOf(ctx, &kidv1.KidUser{}, client.InNamespace(p.Namespace))).To(Succeed())
+		})
+		var wg sync.WaitGroup
+		for range 16 {
+			wg.Go(func() {
+				defer GinkgoRecover()
+				for id := range ids {
+					register(p, kidv1.IdentityChallenge, id)
+				}
+			})
+		}
+		wg.Wait()
+		polledOnce := func() int {
+			seen := map[string]bool{}
+			for _, r := range requests(fake, "challenge/get-status") {
+				seen[r.Query.Get("challengeId")] = true
+			}
+			return len(seen)
+		}
+		Eventually(polledOnce, 3*time.Minute, time.Second).Should(Equal(players))
+
+		var times []time.Time
+		for _, r := range fake.Requests() {
+			times = append(times, r.At)
+		}
+		most := kidsim.MaxInWindow(times, time.Second)
+		GinkgoWriter.Printf("%d calls; at most %d in any second (rate %d, burst %d)\n", len(times), most, rps, burst)
+		// A token bucket allows burst + rate*window calls to start in a
+		// window; the fake stamps arrivals, which loopback jitter can
+		// bunch by a call or two.
+		Expect(most).To(BeNumerically("<=", rps+burst+2))
+		Expect(most).To(BeNumerically(">=", rps/2), "the limit was reached, so the test measured it")
+
+	})
+})

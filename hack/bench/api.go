@@ -1,0 +1,113 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+	"github.com/kid-operator/kid-operator/internal/kidsim"
+)
+
+// apiNS holds the product whose k-ID API is the simulator's fake, for the
+// session sync measurement.
+const apiNS = "bench-api"
+
+// syncRun is what the session sync measurement saw.
+type syncRun struct {
+	sessions         int
+	writesPerSession float64 // every API write of the manager, per player (two events and a read)
+	syncWrites       float64 // status writes of the sync alone (reads that changed the user)
+	apiCalls         int     // calls the fake k-ID answered
+}
+
+// sessionSync measures what session sync adds: n players consent at a fake
+// k-ID, which delivers each PASS to the manager; the manager folds it and
+// reads the new session from the fake. It returns the manager's API writes
+// per player, to compare with writes_per_event of the webhook-only run.
+func sessionSync(ctx context.Context, p *plane, m *manager, n int) (syncRun, error) {
+	fake := kidsim.NewFake(kidsim.FakeOptions{
+		APIKey: "bench-api-key", ProductID: 11472,
+		WebhookURL: "http://" + m.webhook + "/webhooks/" + apiNS + "/bench", WebhookSecret: []byte(secret),
+		Schedule:   kidsim.RetrySchedule,
+		HTTPClient: &http.Client{Timeout: 10 * time.Second},
+	})
+	defer fake.Close()
+	fakeCtx, stopFake := context.WithCancel(ctx)
+	defer stopFake()
+	addr, err := fake.ListenAndServe(fakeCtx, "127.0.0.1:0")
+	if err != nil {
+		return syncRun{}, err
+	}
+	if err := p.client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: apiNS}}); err != nil {
+		return syncRun{}, err
+	}
+	for name, data := range map[string]map[string]string{"bench-webhook": {"current": secret}, "bench-api": {"key": "bench-api-key"}} {
+		if err := p.client.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: apiNS}, StringData: data}); err != nil {
+			return syncRun{}, err
+		}
+	}
+	rps := int32(500)
+	if err := p.client.Create(ctx, &kidv1.KidProduct{
+		ObjectMeta: metav1.ObjectMeta{Name: "bench", Namespace: apiNS},
+		Spec: kidv1.KidProductSpec{
+			ProductID: 11472, Environment: kidv1.EnvironmentTest,
+			Webhook: kidv1.WebhookSpec{SecretRef: kidv1.LocalObjectReference{Name: "bench-webhook"}},
+			API: &kidv1.APISpec{
+				SecretRef: kidv1.SecretKeySelector{Name: "bench-api", Key: "key"},
+				BaseURL:   "http://" + addr + "/api/v1", RequestsPerSecond: &rps,
+			},
+		},
+	}); err != nil {
+		return syncRun{}, err
+	}
+	// The product must be Ready before the fake delivers to it.
+	for ready := false; !ready; {
+		got := &kidv1.KidProduct{}
+		if err := p.client.Get(ctx, client.ObjectKey{Namespace: apiNS, Name: "bench"}, got); err != nil {
+			return syncRun{}, err
+		}
+		for _, c := range got.Status.Conditions {
+			ready = ready || (c.Type == kidv1.APIReadyCondition && c.Status == metav1.ConditionTrue)
+		}
+		select {
+		case <-ctx.Done():
+			return syncRun{}, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+
+	applied := m.metric("kid_events_processed_total", `result="applied"`)
+	changed := m.metric("kid_session_syncs_total", `result="changed"`)
+	calls := len(fake.Requests())
+	writes := m.writes()
+	for range n {
+		if _, err := fake.ApproveChallenge(fake.StartChallenge(), kidsim.Approval{}); err != nil {
+			return syncRun{}, err
+		}
+	}
+	// Each player is two events (IN_PROGRESS, PASS) and one changed read.
+	if err := waitApplied(ctx, m, applied+float64(2*n)); err != nil {
+		return syncRun{}, err
+	}
+	for m.metric("kid_session_syncs_total", `result="changed"`) < changed+float64(n) {
+		select {
+		case <-ctx.Done():
+			return syncRun{}, fmt.Errorf("waiting for %d session reads: %w", n, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	// Let the stand-ins' merges settle before counting.
+	time.Sleep(2 * time.Second)
+	return syncRun{
+		sessions:         n,
+		writesPerSession: (m.writes() - writes) / float64(n),
+		syncWrites:       (m.metric("kid_session_syncs_total", `result="changed"`) - changed) / float64(n),
+		apiCalls:         len(fake.Requests()) - calls,
+	}, nil
+}

@@ -1,0 +1,302 @@
+package kidsim
+
+import (
+	"crypto/hmac"
+	"encoding/json"
+	"math"
+	"mime"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kid-operator/kid-operator/internal/kid"
+)
+
+const (
+	apiPrefix   = "/api/v1/"
+	adminPrefix = "/kidsim/"
+)
+
+// Endpoints of the REST API the fake serves, as APIRequest.Endpoint names
+// them.
+const (
+	EndpointSessionGet         = "session/get"
+	EndpointChallengeGetStatus = "challenge/get-status"
+	EndpointAgeVerificationGet = "age-verification/get-status"
+)
+
+// Codes of k-ID's error bodies.
+const (
+	CodeInvalidInput = "INVALID_INPUT"
+	CodeNotFound     = "NOT_FOUND"
+	CodeUnauthorized = "UNAUTHORIZED"
+)
+
+// APIError is the body of k-ID's error answers.
+type APIError struct {
+	Error        string `json:"error"`
+	ErrorMessage string `json:"errorMessage"`
+}
+
+// answer is an API response before it is written. A nil body writes none.
+type answer struct {
+	status int
+	header http.Header
+	body   any
+}
+
+func apiError(status int, code, message string) answer {
+	return answer{status: status, body: APIError{Error: code, ErrorMessage: message}}
+}
+
+func ok(body any) answer { return answer{status: http.StatusOK, body: body} }
+
+func (a answer) write(w http.ResponseWriter) {
+	for k, v := range a.header {
+		w.Header()[k] = v
+	}
+	if a.body == nil {
+		w.WriteHeader(a.status)
+		return
+	}
+	b, err := json.Marshal(a.body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(a.status)
+	_, _ = w.Write(b)
+}
+
+// serveAPI answers the REST API and records each call.
+func (f *Fake) serveAPI(w http.ResponseWriter, r *http.Request) {
+	rec := APIRequest{At: f.opts.Now(), Method: r.Method, Endpoint: strings.TrimPrefix(r.URL.Path, apiPrefix), Query: r.URL.Query()}
+	a := f.answerAPI(r, rec)
+	rec.Status = a.status
+	f.mu.Lock()
+	f.requests = append(f.requests, rec)
+	f.mu.Unlock()
+	if f.opts.OnAPIRequest != nil {
+		f.opts.OnAPIRequest(rec)
+	}
+	a.write(w)
+}
+
+// answerAPI checks in k-ID's order: the key, the rate, the method, the
+// Accept header, then the parameters.
+func (f *Fake) answerAPI(r *http.Request, rec APIRequest) answer {
+	key, authorized := f.authorize(r.Header.Get("Authorization"))
+	if !authorized {
+		return apiError(http.StatusUnauthorized, CodeUnauthorized, "The API key is missing or invalid.")
+	}
+	if retryAfter, allowed := f.allow(key, rec.At); !allowed {
+		return answer{status: http.StatusTooManyRequests, header: http.Header{"Retry-After": {retryAfter}}}
+	}
+	var handle func(url.Values, time.Time) answer
+	switch rec.Endpoint {
+	case EndpointSessionGet:
+		handle = f.sessionGet
+	case EndpointChallengeGetStatus:
+		handle = f.challengeGetStatus
+	case EndpointAgeVerificationGet:
+		handle = f.verificationGetStatus
+	default:
+		return apiError(http.StatusNotFound, CodeNotFound, "Unknown API method.")
+	}
+	if r.Method != http.MethodGet {
+		a := apiError(http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED", "Use GET for this API method.")
+		a.header = http.Header{"Allow": {http.MethodGet}}
+		return a
+	}
+	if !acceptsJSON(r.Header.Values("Accept")) {
+		return apiError(http.StatusBadRequest, CodeInvalidInput, "Accept: application/json is required")
+	}
+	return handle(rec.Query, rec.At)
+}
+
+// authorize checks the Bearer key in constant time.
+func (f *Fake) authorize(header string) (string, bool) {
+	scheme, key, found := strings.Cut(header, " ")
+	if !found || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	key = strings.TrimSpace(key)
+	f.mu.Lock()
+	want := f.apiKey
+	f.mu.Unlock()
+	return key, want != "" && hmac.Equal([]byte(key), []byte(want))
+}
+
+// acceptsJSON reports whether the Accept header names application/json. A
+// wildcard does not count: the fake is strict so that a client which
+// forgets the header finds out here rather than against k-ID.
+func acceptsJSON(values []string) bool {
+	for _, v := range values {
+		for part := range strings.SplitSeq(v, ",") {
+			mt, _, err := mime.ParseMediaType(strings.TrimSpace(part))
+			if err == nil && mt == "application/json" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// sessionGet answers /session/get?sessionId= or ?kuid=, with an optional
+// etag.
+func (f *Fake) sessionGet(q url.Values, now time.Time) answer {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var s *storedSession
+	switch id, kuid := q.Get("sessionId"), q.Get("kuid"); {
+	case id != "":
+		s = f.sessions[id]
+	case kuid != "":
+		s = f.newestOfLocked(kuid, now)
+	default:
+		return apiError(http.StatusBadRequest, CodeInvalidInput, "Either sessionId or kuid is required.")
+	}
+	if s == nil {
+		return apiError(http.StatusBadRequest, CodeNotFound, "The session could not be found.")
+	}
+	if f.propagatingLocked(s, now) {
+		// k-ID's vendor guidance reports a 404, unlike the documented 400
+		// for a deleted session; the fake keeps the difference.
+		return apiError(http.StatusNotFound, CodeNotFound, "The session could not be found.")
+	}
+	if e := q.Get("etag"); e != "" && hmac.Equal([]byte(e), []byte(s.Etag)) {
+		return answer{status: http.StatusNotModified}
+	}
+	return ok(map[string]any{"session": s.copy(), "status": kid.StatusPass})
+}
+
+// newestOfLocked returns the newest session of the kuid that has propagated,
+// or else the newest still propagating (which answers 404), or nil.
+func (f *Fake) newestOfLocked(kuid string, now time.Time) *storedSession {
+	var visible, propagating *storedSession
+	for _, s := range f.sessions {
+		if s.KUID != kuid {
+			continue
+		}
+		newest := &visible
+		if f.propagatingLocked(s, now) {
+			newest = &propagating
+		}
+		if *newest == nil || s.seq > (*newest).seq {
+			*newest = s
+		}
+	}
+	if visible != nil {
+		return visible
+	}
+	return propagating
+}
+
+func (f *Fake) propagatingLocked(s *storedSession, now time.Time) bool {
+	return now.Before(s.createdAt.Add(f.opts.PropagationDelay))
+}
+
+// challengeGetStatus answers /challenge/get-status?challengeId=.
+func (f *Fake) challengeGetStatus(q url.Values, _ time.Time) answer {
+	id := q.Get("challengeId")
+	if id == "" {
+		return apiError(http.StatusBadRequest, CodeInvalidInput, "challengeId is required.")
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, found := f.challenges[id]
+	if !found {
+		return apiError(http.StatusBadRequest, CodeNotFound, "The challenge could not be found.")
+	}
+	type status struct {
+		ChallengeID string `json:"challengeId"`
+		Status      string `json:"status"`
+		SessionID   string `json:"sessionId,omitempty"`
+		KUID        string `json:"kuid,omitempty"`
+	}
+	return ok(status{ChallengeID: c.ChallengeID, Status: c.Status, SessionID: c.SessionID, KUID: c.KUID})
+}
+
+// verificationGetStatus answers /age-verification/get-status?id=.
+func (f *Fake) verificationGetStatus(q url.Values, _ time.Time) answer {
+	id := q.Get("id")
+	if id == "" {
+		// k-ID answers a missing id, as when a client sends verificationId
+		// instead, with a 400 and no body at all.
+		return answer{status: http.StatusBadRequest}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	v, found := f.verifications[id]
+	if !found {
+		return apiError(http.StatusBadRequest, CodeInvalidInput, "The age verification could not be found.")
+	}
+	type status struct {
+		ID            string    `json:"id"`
+		Status        string    `json:"status"`
+		Method        string    `json:"method,omitempty"`
+		AgeCategory   string    `json:"ageCategory,omitempty"`
+		Age           *AgeRange `json:"age,omitempty"`
+		FailureReason string    `json:"failureReason,omitempty"`
+	}
+	return ok(status{ID: v.ID, Status: v.Status, Method: v.Method, AgeCategory: v.AgeCategory, Age: v.Age, FailureReason: v.FailureReason})
+}
+
+// rateLimit is the token bucket's configuration; rps 0 is off.
+type rateLimit struct {
+	rps   float64
+	burst int
+}
+
+// bucket is one API key's token bucket.
+type bucket struct {
+	tokens float64
+	last   time.Time
+}
+
+// allow takes a token from the key's bucket. When none is left it returns
+// the Retry-After to send.
+func (f *Fake) allow(key string, now time.Time) (string, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.limit.rps <= 0 {
+		return "", true
+	}
+	b, found := f.buckets[key]
+	if !found {
+		b = &bucket{tokens: float64(f.limit.burst), last: now}
+		f.buckets[key] = b
+	}
+	if elapsed := now.Sub(b.last); elapsed > 0 {
+		b.tokens = math.Min(float64(f.limit.burst), b.tokens+elapsed.Seconds()*f.limit.rps)
+		b.last = now
+	}
+	if b.tokens >= 1 {
+		b.tokens--
+		return "", true
+	}
+	return strconv.FormatInt(int64(math.Ceil(max(f.retryAfter, 0).Seconds())), 10), false
+}
+
+// MaxInWindow returns the largest number of the times that fall within one
+// window [t, t+window): a test compares it with a rate to prove that a
+// client never exceeded it.
+func MaxInWindow(times []time.Time, window time.Duration) int {
+	if window <= 0 {
+		return 0
+	}
+	sorted := slices.SortedFunc(slices.Values(times), time.Time.Compare)
+	best, start := 0, 0
+	for end, t := range sorted {
+		for t.Sub(sorted[start]) >= window {
+			start++
+		}
+		best = max(best, end-start+1)
+	}
+	return best
+}
