@@ -52,8 +52,8 @@ func (r *KidUserReconciler) now() time.Time {
 }
 
 // SetupWithManager registers the controller. It watches status too: links
-// appear in status. A change to one user also wakes the stand-ins whose ids
-// it now holds (their names are derived from the ids).
+// appear in status. A change to one user also wakes the stand-ins that hold
+// one of its ids.
 func (r *KidUserReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.MaxConcurrentReconciles == 0 {
 		r.MaxConcurrentReconciles = 4
@@ -61,30 +61,32 @@ func (r *KidUserReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&kidv1.KidUser{}).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
-		Watches(&kidv1.KidUser{}, handler.EnqueueRequestsFromMapFunc(standIns)).
+		Watches(&kidv1.KidUser{}, handler.EnqueueRequestsFromMapFunc(r.standIns)).
 		Named("kiduser").
 		Complete(r)
 }
 
-// standIns maps a user to the stand-in users its ids would name.
-func standIns(_ context.Context, o client.Object) []reconcile.Request {
+// standIns maps a session's user to the stand-ins holding one of its ids.
+// They are found through the id index, not by their names: a stand-in the
+// game registered (a KidUser it created for a challenge it started) may
+// have any name.
+func (r *KidUserReconciler) standIns(ctx context.Context, o client.Object) []reconcile.Request {
 	u := o.(*kidv1.KidUser)
 	if u.Spec.Identity.Kind != kidv1.IdentitySession {
 		return nil
 	}
-	p := u.Spec.ProductRef.Name
 	var out []reconcile.Request
-	add := func(kind kidv1.IdentityKind, id string) {
-		out = append(out, reconcile.Request{NamespacedName: client.ObjectKey{Namespace: u.Namespace, Name: UserName(p, kind, id)}})
-	}
-	for _, c := range u.Status.ChallengeIDs {
-		add(kidv1.IdentityChallenge, c)
-	}
-	for _, v := range u.Status.Verification.Records {
-		add(kidv1.IdentityVerification, v.ID)
-	}
-	if u.Status.KUID != "" {
-		add(kidv1.IdentityAccount, u.Status.KUID)
+	for _, key := range userIDs(u)[1:] {
+		var users kidv1.KidUserList
+		if err := r.List(ctx, &users, client.InNamespace(u.Namespace), client.MatchingFields{userIDIndex: key}); err != nil {
+			ctrl.LoggerFrom(ctx).Error(err, "listing stand-ins by id")
+			return nil
+		}
+		for i := range users.Items {
+			if s := &users.Items[i]; s.Spec.Identity.Kind != kidv1.IdentitySession {
+				out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(s)})
+			}
+		}
 	}
 	return out
 }
