@@ -5,12 +5,12 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"net/http"
 	"slices"
 	"strings"
 	"time"
 
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -20,6 +20,7 @@ import (
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
 	"github.com/kid-operator/kid-operator/internal/actions"
+	"github.com/kid-operator/kid-operator/internal/outbound"
 )
 
 // This file is the KidEvent controller's part in running KidActions: which
@@ -29,6 +30,17 @@ import (
 // defaultResourceAttempts bounds the attempts of a resource action, whose
 // spec has no maxAttempts: only transient API errors are retried.
 const defaultResourceAttempts = 5
+
+// attemptsBudget is the wall-clock time one pass over an event spends
+// starting attempts. Each attempt is bounded (actions.MaxHTTPTimeout), but an
+// event may have 64 runs, and the KidEvent workers are shared by every
+// namespace.
+const attemptsBudget = actions.MaxHTTPTimeout
+
+// defaultHTTPClient sends http actions when the reconciler was given no
+// client: the outbound client with no allowances, never http.DefaultClient,
+// which would reach any address.
+var defaultHTTPClient = outbound.New(outbound.Options{Timeout: actions.MaxHTTPTimeout})
 
 // webhookID is the stable id of one (event, action) pair: the webhook-id
 // header of every attempt, so the target can deduplicate.
@@ -59,7 +71,7 @@ func (r *KidEventReconciler) matchActions(ctx context.Context, e *kidv1.KidEvent
 	var runs []kidv1.ActionRunStatus
 	for i := range list.Items {
 		a := &list.Items[i]
-		ok, err := r.Filters.Matches(a, e, in)
+		ok, err := r.Filters.Matches(ctx, a, e, in)
 		switch {
 		case err != nil:
 			runs = append(runs, kidv1.ActionRunStatus{Name: a.Name, Phase: kidv1.RunSkipped, LastError: truncate(err.Error())})
@@ -96,6 +108,7 @@ func (r *KidEventReconciler) runActions(ctx context.Context, e *kidv1.KidEvent, 
 	before := e.DeepCopy()
 	var in *actions.Input
 	next := time.Duration(0)
+	started := time.Now()
 	for i := range e.Status.Actions {
 		run := &e.Status.Actions[i]
 		if run.Phase != kidv1.RunPending {
@@ -103,6 +116,13 @@ func (r *KidEventReconciler) runActions(ctx context.Context, e *kidv1.KidEvent, 
 		}
 		if run.NextAttemptAt != nil && run.NextAttemptAt.After(now) {
 			next = minPositive(next, run.NextAttemptAt.Sub(now))
+			continue
+		}
+		if time.Since(started) >= attemptsBudget {
+			// The rest are due but wait for the next pass, behind the
+			// other events in the queue: an event whose actions are slow
+			// holds a worker for one budget and one attempt at most.
+			next = minPositive(next, time.Second)
 			continue
 		}
 		if in == nil {
@@ -153,7 +173,13 @@ func (r *KidEventReconciler) actionInput(ctx context.Context, e *kidv1.KidEvent)
 func (r *KidEventReconciler) attempt(ctx context.Context, e *kidv1.KidEvent, run *kidv1.ActionRunStatus, in *actions.Input, now time.Time) time.Duration {
 	log := ctrl.LoggerFrom(ctx).WithValues("action", run.Name)
 	a := &kidv1.KidAction{}
-	if err := r.Get(ctx, types.NamespacedName{Namespace: e.Namespace, Name: run.Name}, a); err != nil {
+	key := types.NamespacedName{Namespace: e.Namespace, Name: run.Name}
+	if err := r.Get(ctx, key, a); err != nil {
+		if apierrors.IsNotFound(err) {
+			// The KidAction controller forgets it too; whichever sees
+			// the deletion first.
+			r.Filters.Forget(key)
+		}
 		finish(run, kidv1.RunSkipped, now, "action unavailable: "+err.Error())
 		return 0
 	}
@@ -162,7 +188,7 @@ func (r *KidEventReconciler) attempt(ctx context.Context, e *kidv1.KidEvent, run
 		return 0
 	}
 	if a.Spec.DryRun {
-		run.Message = truncate(describe(a, e, in))
+		run.Message = truncate(describe(ctx, a, e, in))
 		finish(run, kidv1.RunSucceeded, now, "")
 		actionAttemptsTotal.WithLabelValues(e.Namespace+"/"+a.Name, "dry-run").Inc()
 		return 0
@@ -174,7 +200,7 @@ func (r *KidEventReconciler) attempt(ctx context.Context, e *kidv1.KidEvent, run
 	case a.Spec.HTTP != nil:
 		out = r.post(ctx, e, a, in, now)
 	case a.Spec.Resource != nil:
-		out = actions.Create(ctx, r.Client, a, e, in)
+		out = actions.Create(ctx, r.Impersonator, a, e, in)
 	}
 	label := e.Namespace + "/" + a.Name
 	if out.Err == nil {
@@ -205,10 +231,6 @@ func (r *KidEventReconciler) attempt(ctx context.Context, e *kidv1.KidEvent, run
 
 func (r *KidEventReconciler) post(ctx context.Context, e *kidv1.KidEvent, a *kidv1.KidAction, in *actions.Input, now time.Time) actions.Outcome {
 	id := webhookID(e, a.Name)
-	body, err := actions.Body(a.Spec.HTTP, id, in)
-	if err != nil {
-		return actions.Outcome{Err: err, Permanent: true}
-	}
 	var secret []byte
 	if ref := a.Spec.HTTP.SigningSecretRef; ref != nil {
 		s := &corev1.Secret{}
@@ -221,10 +243,11 @@ func (r *KidEventReconciler) post(ctx context.Context, e *kidv1.KidEvent, a *kid
 	}
 	c := r.HTTPClient
 	if c == nil {
-		c = http.DefaultClient
+		c = defaultHTTPClient
 	}
-	out := actions.Post(ctx, c, a.Spec.HTTP, id, body, secret, now)
-	out.Did = describe(a, e, in)
+	// Rendering and the request share one deadline, actions.Timeout.
+	out := actions.Deliver(ctx, c, a.Spec.HTTP, id, in, secret, now)
+	out.Did = describe(ctx, a, e, in)
 	return out
 }
 
@@ -235,7 +258,7 @@ func (r *KidEventReconciler) recordActionFailure(e *kidv1.KidEvent, a *kidv1.Kid
 }
 
 // describe says what a run does (or, dry, would do).
-func describe(a *kidv1.KidAction, e *kidv1.KidEvent, in *actions.Input) string {
+func describe(ctx context.Context, a *kidv1.KidAction, e *kidv1.KidEvent, in *actions.Input) string {
 	prefix := ""
 	if a.Spec.DryRun {
 		prefix = "dry run: would "
@@ -244,7 +267,7 @@ func describe(a *kidv1.KidAction, e *kidv1.KidEvent, in *actions.Input) string {
 	case a.Spec.HTTP != nil:
 		return fmt.Sprintf("%sPOST to %s with webhook-id %s", prefix, a.Spec.HTTP.URL, webhookID(e, a.Name))
 	case a.Spec.Resource != nil:
-		obj, err := actions.Render(a, e, in)
+		obj, err := actions.Render(ctx, a, e, in)
 		if err != nil {
 			return prefix + "create nothing: " + err.Error()
 		}

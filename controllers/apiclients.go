@@ -20,6 +20,7 @@ import (
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
 	"github.com/kid-operator/kid-operator/internal/kidapi"
+	"github.com/kid-operator/kid-operator/internal/secrets"
 )
 
 // APIClients holds one k-ID API client per product, shared by the KidProduct
@@ -30,6 +31,9 @@ import (
 type APIClients struct {
 	// HTTP is the operator's one outbound client (timeouts, address guard).
 	HTTP *http.Client
+	// Secrets reads the products' API key Secrets (one get each, kept for
+	// a short TTL). Nil reads them with the reader For is given.
+	Secrets *secrets.Cache
 
 	mu        sync.Mutex
 	byProduct map[types.NamespacedName]*APIClient
@@ -66,14 +70,14 @@ func (s *APIClients) For(ctx context.Context, r client.Reader, p *kidv1.KidProdu
 	if api == nil {
 		return nil, nil
 	}
-	secret := &corev1.Secret{}
-	if err := r.Get(ctx, types.NamespacedName{Namespace: p.Namespace, Name: api.SecretRef.Name}, secret); err != nil {
+	data, err := s.readSecret(ctx, r, types.NamespacedName{Namespace: p.Namespace, Name: api.SecretRef.Name})
+	if err != nil {
 		if apierrors.IsNotFound(err) {
 			return nil, &errConfig{reason: kidv1.SecretNotFoundReason, msg: fmt.Sprintf("API Secret %q not found; session sync and recovery are off", api.SecretRef.Name)}
 		}
 		return nil, fmt.Errorf("reading API secret: %w", err)
 	}
-	key := string(secret.Data[api.SecretRef.Key])
+	key := string(data[api.SecretRef.Key])
 	if key == "" {
 		return nil, &errConfig{reason: kidv1.SecretKeyMissingReason, msg: fmt.Sprintf("API Secret %q has no key %q; session sync and recovery are off", api.SecretRef.Name, api.SecretRef.Key)}
 	}
@@ -99,6 +103,24 @@ func (s *APIClients) For(ctx context.Context, r client.Reader, p *kidv1.KidProdu
 	c := &APIClient{Client: kidapi.New(cfg), fingerprint: fingerprint}
 	s.byProduct[name] = c
 	return c, nil
+}
+
+// readSecret returns a Secret's data: from the secrets cache when there is
+// one (every KidUser reconcile asks for its product's client, so the key is
+// not read from the API server each time), else through r.
+func (s *APIClients) readSecret(ctx context.Context, r client.Reader, key types.NamespacedName) (map[string][]byte, error) {
+	if s.Secrets != nil {
+		secret, err := s.Secrets.Get(ctx, key)
+		if err != nil {
+			return nil, err
+		}
+		return secret.Data, nil
+	}
+	secret := &corev1.Secret{}
+	if err := r.Get(ctx, key, secret); err != nil {
+		return nil, err
+	}
+	return secret.Data, nil
 }
 
 // Forget drops a product's client (the product was deleted or lost its

@@ -16,7 +16,8 @@ import (
 // Field indexes on the informer cache.
 const (
 	// secretIndex: KidProducts by the names of their webhook and API
-	// Secrets.
+	// Secrets (secretNames), to wake the products of a Secret found
+	// changed.
 	secretIndex = "kid.dev/webhook-secret"
 	// userIDIndex: KidUsers by every k-ID id they hold (idKey).
 	userIDIndex = "kid.dev/user-id"
@@ -71,16 +72,21 @@ func eventIDs(e *kidv1.KidEvent) []string {
 	return keys
 }
 
+// secretNames are the names of the Secrets a product names (webhook, then
+// API), each once: the only Secrets the operator reads.
+func secretNames(p *kidv1.KidProduct) []string {
+	names := []string{p.Spec.Webhook.SecretRef.Name}
+	if p.Spec.API != nil && p.Spec.API.SecretRef.Name != p.Spec.Webhook.SecretRef.Name {
+		names = append(names, p.Spec.API.SecretRef.Name)
+	}
+	return names
+}
+
 // SetupIndexes registers the field indexes the reconcilers read.
 func SetupIndexes(ctx context.Context, mgr ctrl.Manager) error {
 	idx := mgr.GetFieldIndexer()
 	if err := idx.IndexField(ctx, &kidv1.KidProduct{}, secretIndex, func(o client.Object) []string {
-		p := o.(*kidv1.KidProduct)
-		names := []string{p.Spec.Webhook.SecretRef.Name}
-		if p.Spec.API != nil && p.Spec.API.SecretRef.Name != p.Spec.Webhook.SecretRef.Name {
-			names = append(names, p.Spec.API.SecretRef.Name)
-		}
-		return names
+		return secretNames(o.(*kidv1.KidProduct))
 	}); err != nil {
 		return fmt.Errorf("indexing KidProducts by secret: %w", err)
 	}

@@ -8,6 +8,7 @@ import (
 
 	authorizationv1 "k8s.io/api/authorization/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -24,17 +25,29 @@ import (
 // countsInterval is how often a KidAction's run counts are refreshed.
 const countsInterval = 30 * time.Second
 
-// KidActionReconciler validates KidActions (their CEL filter compiles) and
-// keeps their run counts. The runs themselves belong to the KidEvent
-// controller, which records them on each event.
+// KidActionReconciler validates KidActions (their CEL filter compiles within
+// its cost budget, their templates are allowed, a resource action has a
+// ServiceAccount that may create its namespaced kind) and keeps their run
+// counts. The runs themselves belong to the KidEvent controller, which
+// records them on each event.
 type KidActionReconciler struct {
 	client.Client
 	Recorder events.EventRecorder
 	Filters  *actions.Filters
+	// Impersonator acts as a resource action's ServiceAccount, built on the
+	// manager's rest.Config, to ask whether it may create the template's
+	// kind; it also knows the default ServiceAccount. Nil: resource actions
+	// are never Ready.
+	Impersonator *actions.Impersonator
 }
 
+// kid-operator creates a resource action's object as the action's
+// ServiceAccount, so it needs to impersonate ServiceAccounts, and no create
+// rights on those kinds itself. The access review is asked as the
+// ServiceAccount (every authenticated user may ask about itself), so
+// kid-operator needs no right on access reviews either.
 // +kubebuilder:rbac:groups=kid.dev,resources=kidactions/status,verbs=get;update;patch
-// +kubebuilder:rbac:groups=authorization.k8s.io,resources=selfsubjectaccessreviews,verbs=create
+// +kubebuilder:rbac:groups="",resources=serviceaccounts,verbs=impersonate
 
 // SetupWithManager registers the controller.
 func (r *KidActionReconciler) SetupWithManager(mgr ctrl.Manager) error {
@@ -44,13 +57,17 @@ func (r *KidActionReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Complete(r)
 }
 
-// Reconcile sets Ready (False with InvalidFilter, InvalidTemplate or
-// MissingPermission, and Stalled, for what the user must fix), and the counts
-// of runs recorded on the namespace's events. It comes back every 30 s, so a
-// permission granted later makes the action Ready.
+// Reconcile sets Ready (False with InvalidFilter, InvalidTemplate,
+// ServiceAccountRequired or MissingPermission, and Stalled, for what the user
+// must fix), and the counts of runs recorded on the namespace's events. It
+// comes back every 30 s, so a permission granted later makes the action
+// Ready. A deleted action's compiled filter is forgotten.
 func (r *KidActionReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
 	a := &kidv1.KidAction{}
 	if err := r.Get(ctx, req.NamespacedName, a); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.Filters.Forget(req.NamespacedName)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	before := a.DeepCopy()
@@ -90,12 +107,17 @@ func (r *KidActionReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 }
 
 // validate returns the reason and message that keep the action from being
-// Ready, or "" when it is: its filter compiles and, for a resource action,
-// kid-operator may create the template's kind in the action's namespace (asked
-// of the API server, so a missing grant shows before an event needs it).
+// Ready, or "" when it is: its filter compiles within its cost budget, its
+// templates are allowed, and, for a resource action, the template's kind is
+// served and namespaced, the action has a ServiceAccount, and that
+// ServiceAccount may create the kind in the action's namespace (asked of the
+// API server, so a missing grant shows before an event needs it).
 func (r *KidActionReconciler) validate(ctx context.Context, a *kidv1.KidAction) (string, string, error) {
 	if _, err := r.Filters.Compile(a); err != nil {
-		return kidv1.InvalidFilterReason, "filter does not compile: " + err.Error(), nil
+		return kidv1.InvalidFilterReason, "filter is invalid: " + err.Error(), nil
+	}
+	if err := actions.CheckTemplates(a); err != nil {
+		return kidv1.InvalidTemplateReason, "template is invalid: " + err.Error(), nil
 	}
 	if a.Spec.Resource == nil {
 		return "", "", nil
@@ -112,17 +134,33 @@ func (r *KidActionReconciler) validate(ctx context.Context, a *kidv1.KidAction) 
 		}
 		return "", "", fmt.Errorf("mapping the template's kind: %w", err)
 	}
+	if mapping.Scope.Name() != meta.RESTScopeNameNamespace {
+		return kidv1.InvalidTemplateReason, actions.ClusterScopedError(gvk.GroupKind()).Error(), nil
+	}
+	sa := r.Impersonator.ServiceAccount(a)
+	if sa == "" {
+		return kidv1.ServiceAccountRequiredReason, actions.ErrServiceAccountRequired.Error(), nil
+	}
+	c, err := r.Impersonator.Client(a.Namespace, sa)
+	if err != nil {
+		return "", "", err
+	}
+	// A SelfSubjectAccessReview made as the ServiceAccount answers for
+	// exactly the identity the create will use, groups included.
 	review := &authorizationv1.SelfSubjectAccessReview{Spec: authorizationv1.SelfSubjectAccessReviewSpec{
 		ResourceAttributes: &authorizationv1.ResourceAttributes{
 			Namespace: a.Namespace, Verb: "create", Group: mapping.Resource.Group, Resource: mapping.Resource.Resource,
 		},
 	}}
-	if err := r.Create(ctx, review); err != nil {
-		return "", "", fmt.Errorf("reviewing kid-operator's permissions: %w", err)
+	if err := c.Create(ctx, review); err != nil {
+		if actions.IsImpersonationForbidden(err) {
+			return kidv1.MissingPermissionReason, actions.ImpersonationError(a.Namespace, sa).Error(), nil
+		}
+		return "", "", fmt.Errorf("reviewing the permissions of ServiceAccount %s/%s: %w", a.Namespace, sa, err)
 	}
 	if !review.Status.Allowed {
-		return kidv1.MissingPermissionReason, fmt.Sprintf("kid-operator may not create %s in namespace %s: grant its service account create on %s (see config/samples/actions_rbac_jobs.yaml)",
-			mapping.Resource.GroupResource(), a.Namespace, mapping.Resource.GroupResource()), nil
+		return kidv1.MissingPermissionReason, fmt.Sprintf("ServiceAccount %s may not create %s in namespace %s: grant it create on %s with a Role and RoleBinding (see config/samples/actions_rbac_jobs.yaml)",
+			sa, mapping.Resource.GroupResource(), a.Namespace, mapping.Resource.GroupResource()), nil
 	}
 	return "", "", nil
 }

@@ -1,6 +1,7 @@
 package controllers_test
 
 import (
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -11,9 +12,12 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	authorizationv1 "k8s.io/api/authorization/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -241,13 +245,14 @@ var _ = Describe("KidAction", func() {
 		Consistently(t.succeededPerID, "1s").Should(Equal(map[string]int{t.deliveries()[0].id: 1}))
 	})
 
-	It("creates a resource once, with a deterministic name", func() {
+	It("creates a resource once, with a deterministic name, as its ServiceAccount", func() {
+		serviceAccountMay(p.Namespace, "kid-actions", rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"create"}})
 		tmpl := `{"apiVersion":"v1","kind":"ConfigMap","data":{"session":"{{.user.sessionId}}","event":"{{.event.type}}"}}`
 		a := &kidv1.KidAction{
 			ObjectMeta: metav1.ObjectMeta{Name: "erase-job", Namespace: p.Namespace},
 			Spec: kidv1.KidActionSpec{
 				EventTypes: []string{kid.SessionDelete},
-				Resource:   &kidv1.ResourceAction{Template: apiextensionsv1.JSON{Raw: []byte(tmpl)}},
+				Resource:   &kidv1.ResourceAction{Template: apiextensionsv1.JSON{Raw: []byte(tmpl)}, ServiceAccountName: "kid-actions"},
 			},
 		}
 		Expect(h.Client.Create(ctx, a)).To(Succeed())
@@ -265,14 +270,13 @@ var _ = Describe("KidAction", func() {
 		}).Should(Succeed())
 	})
 
-	It("fails clearly when the operator may not create the resource's kind", func() {
-		// envtest's admin may create anything, so use a kind that does not
-		// exist: the same permanent, recorded failure path.
+	It("fails clearly when the resource's kind is not served", func() {
+		serviceAccountMay(p.Namespace, "kid-actions", rbacv1.PolicyRule{APIGroups: []string{"*"}, Resources: []string{"*"}, Verbs: []string{"create"}})
 		a := &kidv1.KidAction{
 			ObjectMeta: metav1.ObjectMeta{Name: "no-such-kind", Namespace: p.Namespace},
 			Spec: kidv1.KidActionSpec{
 				EventTypes: []string{kid.SessionDelete},
-				Resource:   &kidv1.ResourceAction{Template: apiextensionsv1.JSON{Raw: []byte(`{"apiVersion":"example.com/v1","kind":"Nope"}`)}},
+				Resource:   &kidv1.ResourceAction{Template: apiextensionsv1.JSON{Raw: []byte(`{"apiVersion":"example.com/v1","kind":"Nope"}`)}, ServiceAccountName: "kid-actions"},
 			},
 		}
 		Expect(h.Client.Create(ctx, a)).To(Succeed())
@@ -357,7 +361,7 @@ var _ = Describe("KidAction across a restart of the operator", Ordered, func() {
 })
 
 var _ = Describe("KidAction permissions", func() {
-	It("is not Ready while kid-operator may not create the template's kind, and Ready once granted", func() {
+	It("asks as the action's ServiceAccount, with kid-operator's own role only, and is Ready once the ServiceAccount is granted", func() {
 		p := newProduct(nil)
 		// A manager identity with kid-operator's own permissions only.
 		user, err := h.Env.AddUser(envtest.User{Name: "kid-operator-restricted"}, nil)
@@ -369,13 +373,20 @@ var _ = Describe("KidAction permissions", func() {
 		})).To(Succeed())
 		restricted, err := client.New(user.Config(), client.Options{Scheme: h.Client.Scheme(), Mapper: h.Client.RESTMapper()})
 		Expect(err).NotTo(HaveOccurred())
+		Expect(allowed(restricted, p.Namespace, "", "configmaps")).To(BeFalse(), "kid-operator itself needs no create rights on what actions create")
 
+		Expect(h.Client.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "kid-actions", Namespace: p.Namespace}})).To(Succeed())
 		a := &kidv1.KidAction{
 			ObjectMeta: metav1.ObjectMeta{Name: "make-cm", Namespace: p.Namespace},
-			Spec:       kidv1.KidActionSpec{Resource: &kidv1.ResourceAction{Template: apiextensionsv1.JSON{Raw: []byte(`{"apiVersion":"v1","kind":"ConfigMap"}`)}}},
+			Spec: kidv1.KidActionSpec{Resource: &kidv1.ResourceAction{
+				Template: apiextensionsv1.JSON{Raw: []byte(`{"apiVersion":"v1","kind":"ConfigMap"}`)}, ServiceAccountName: "kid-actions",
+			}},
 		}
 		Expect(h.Client.Create(ctx, a)).To(Succeed())
-		r := &controllers.KidActionReconciler{Client: restricted, Filters: actions.NewFilters()}
+		r := &controllers.KidActionReconciler{
+			Client: restricted, Filters: actions.NewFilters(),
+			Impersonator: actions.NewImpersonator(user.Config(), client.Options{Scheme: h.Client.Scheme(), Mapper: h.Client.RESTMapper()}, ""),
+		}
 		reason := func() string {
 			GinkgoHelper()
 			_, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(a)})
@@ -385,24 +396,242 @@ var _ = Describe("KidAction permissions", func() {
 			c := meta.FindStatusCondition(got.Status.Conditions, kidv1.ReadyCondition)
 			Expect(c).NotTo(BeNil())
 			if c.Status == metav1.ConditionFalse {
-				Expect(c.Message).To(ContainSubstring("grant its service account create on configmaps"))
+				Expect(c.Message).To(ContainSubstring("ServiceAccount kid-actions may not create configmaps"))
 			}
 			return c.Reason
 		}
 		Expect(reason()).To(Equal(kidv1.MissingPermissionReason))
 
-		Expect(h.Client.Create(ctx, &rbacv1.Role{
-			ObjectMeta: metav1.ObjectMeta{Name: "kid-actions", Namespace: p.Namespace},
-			Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"create"}}},
-		})).To(Succeed())
-		Expect(h.Client.Create(ctx, &rbacv1.RoleBinding{
-			ObjectMeta: metav1.ObjectMeta{Name: "kid-actions", Namespace: p.Namespace},
-			RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "kid-actions"},
-			Subjects:   []rbacv1.Subject{{Kind: "User", Name: "kid-operator-restricted"}},
-		})).To(Succeed())
+		serviceAccountMay(p.Namespace, "kid-actions", rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"create"}})
 		Eventually(reason).Should(Equal(kidv1.SucceededReason))
 	})
 })
+
+var _ = Describe("KidAction authors reach no further than their namespace's ServiceAccounts", func() {
+	var p *testenv.Product
+	BeforeEach(func() { p = newProduct(nil) })
+
+	configMap := `{"apiVersion":"v1","kind":"ConfigMap","data":{"session":"{{.user.sessionId}}"}}`
+	job := `{"apiVersion":"batch/v1","kind":"Job","spec":{"template":{"spec":{"restartPolicy":"Never","containers":[{"name":"erase","image":"busybox:1.36"}]}}}}`
+
+	It("creates nothing for a resource action without a ServiceAccount", func() {
+		// The operator runs as an admin here: without impersonation it
+		// would create anything.
+		a := resourceAction(p, "no-sa", configMap, "")
+		ready := readyCondition(a)
+		Expect(ready.Status).To(Equal(metav1.ConditionFalse))
+		Expect(ready.Reason).To(Equal(kidv1.ServiceAccountRequiredReason))
+		Expect(ready.Message).To(ContainSubstring("serviceAccountName is required"))
+		Expect(isStalled(a)).To(BeTrue())
+
+		send(p, kid.SessionDelete, kidsim.Fields{SessionID: "s-1"})
+		runsOf(p.Namespace, "no-sa", func(g Gomega, run kidv1.ActionRunStatus) {
+			g.Expect(run.Phase).To(Equal(kidv1.RunFailed))
+			g.Expect(run.Attempts).To(BeEquivalentTo(1), "no retry: the user must fix it")
+			g.Expect(run.LastError).To(ContainSubstring("serviceAccountName is required"))
+		})
+		Expect(objectsOf(p.Namespace, "no-sa", &corev1.ConfigMapList{})).To(BeZero())
+	})
+
+	It("creates what its ServiceAccount may create, and is MissingPermission for what it may not", func() {
+		serviceAccountMay(p.Namespace, "cm-only", rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"create"}})
+		cm := resourceAction(p, "make-cm", configMap, "cm-only")
+		Expect(readyCondition(cm).Reason).To(Equal(kidv1.SucceededReason))
+		j := resourceAction(p, "make-job", job, "cm-only")
+		ready := readyCondition(j)
+		Expect(ready.Status).To(Equal(metav1.ConditionFalse))
+		Expect(ready.Reason).To(Equal(kidv1.MissingPermissionReason))
+		Expect(ready.Message).To(ContainSubstring("ServiceAccount cm-only may not create jobs.batch in namespace " + p.Namespace))
+		Expect(isStalled(j)).To(BeTrue())
+
+		send(p, kid.SessionDelete, kidsim.Fields{SessionID: "s-2"})
+		runsOf(p.Namespace, "make-cm", func(g Gomega, run kidv1.ActionRunStatus) {
+			g.Expect(run.Phase).To(Equal(kidv1.RunSucceeded))
+			g.Expect(run.Message).To(ContainSubstring("as ServiceAccount cm-only"))
+		})
+		runsOf(p.Namespace, "make-job", func(g Gomega, run kidv1.ActionRunStatus) {
+			g.Expect(run.Phase).To(Equal(kidv1.RunFailed))
+			g.Expect(run.LastError).To(ContainSubstring("ServiceAccount cm-only may not create Job in " + p.Namespace))
+		})
+		Expect(objectsOf(p.Namespace, "make-cm", &corev1.ConfigMapList{})).To(Equal(1))
+		Expect(objectsOf(p.Namespace, "make-job", &batchv1.JobList{})).To(BeZero())
+	})
+
+	It("refuses a cluster-scoped template, whatever its ServiceAccount may do", func() {
+		// Even a ServiceAccount that may create Namespaces and
+		// ClusterRoles cluster-wide: an action stays in its namespace.
+		serviceAccountMay(p.Namespace, "powerful")
+		crb := &rbacv1.ClusterRoleBinding{
+			ObjectMeta: metav1.ObjectMeta{GenerateName: "kid-powerful-"},
+			RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "cluster-admin"},
+			Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: "powerful", Namespace: p.Namespace}},
+		}
+		Expect(h.Client.Create(ctx, crb)).To(Succeed())
+		DeferCleanup(func() { Expect(h.Client.Delete(ctx, crb)).To(Succeed()) })
+
+		ns := resourceAction(p, "make-ns", `{"apiVersion":"v1","kind":"Namespace"}`, "powerful")
+		role := resourceAction(p, "make-role", `{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRole","rules":[{"apiGroups":["*"],"resources":["*"],"verbs":["*"]}]}`, "powerful")
+		for _, a := range []*kidv1.KidAction{ns, role} {
+			ready := readyCondition(a)
+			Expect(ready.Reason).To(Equal(kidv1.InvalidTemplateReason), a.Name)
+			Expect(ready.Message).To(ContainSubstring("is cluster-scoped"))
+			Expect(isStalled(a)).To(BeTrue())
+		}
+
+		send(p, kid.SessionDelete, kidsim.Fields{SessionID: "s-3"})
+		for _, name := range []string{"make-ns", "make-role"} {
+			runsOf(p.Namespace, name, func(g Gomega, run kidv1.ActionRunStatus) {
+				g.Expect(run.Phase).To(Equal(kidv1.RunFailed))
+				g.Expect(run.LastError).To(ContainSubstring("is cluster-scoped"))
+			})
+		}
+		Expect(objectsOf("", "make-ns", &corev1.NamespaceList{})).To(BeZero())
+		Expect(objectsOf("", "make-role", &rbacv1.ClusterRoleList{})).To(BeZero())
+	})
+
+	It("reports a template that could run away as InvalidTemplate, and its runs fail at once", func() {
+		t := newTarget()
+		a := httpAction(p, "loops", t.URL, func(a *kidv1.KidAction) { a.Spec.HTTP.BodyTemplate = `{{range 1000000000}}x{{end}}` })
+		ready := readyCondition(a)
+		Expect(ready.Reason).To(Equal(kidv1.InvalidTemplateReason))
+		Expect(ready.Message).To(ContainSubstring("range is not allowed"))
+		Expect(isStalled(a)).To(BeTrue())
+
+		send(p, kid.ChallengeStateChange, kidsim.Fields{ChallengeID: "c-1", Status: kid.StatusPass})
+		runOf(p, "c-1", "loops", func(g Gomega, _ kidv1.EventPhase, run kidv1.ActionRunStatus) {
+			g.Expect(run.Phase).To(Equal(kidv1.RunFailed))
+			g.Expect(run.LastError).To(ContainSubstring("range is not allowed"))
+		}, 5*time.Second)
+		Expect(t.deliveries()).To(BeEmpty())
+	})
+
+	It("refuses a filter that would cost too much as InvalidFilter", func() {
+		t := newTarget()
+		nested := "true"
+		for i := range 8 {
+			nested = fmt.Sprintf("[0,1,2,3,4,5,6,7,8,9].all(v%d, %s)", i, nested)
+		}
+		a := httpAction(p, "costly", t.URL, func(a *kidv1.KidAction) { a.Spec.Filter = nested })
+		ready := readyCondition(a)
+		Expect(ready.Reason).To(Equal(kidv1.InvalidFilterReason))
+		Expect(ready.Message).To(ContainSubstring("filter is too expensive"))
+	})
+
+	It("forgets the compiled filter of a deleted action", func() {
+		filters := actions.NewFilters()
+		r := &controllers.KidActionReconciler{Client: h.Client, Filters: filters}
+		a := httpAction(p, "short-lived", "http://127.0.0.1:1/", func(a *kidv1.KidAction) { a.Spec.Filter = `event.type == "Test"` })
+		req := ctrl.Request{NamespacedName: client.ObjectKeyFromObject(a)}
+		_, err := r.Reconcile(ctx, req)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(filters.Len()).To(Equal(1))
+
+		Expect(h.Client.Delete(ctx, a)).To(Succeed())
+		Eventually(func() bool { return apierrors.IsNotFound(h.Client.Get(ctx, req.NamespacedName, &kidv1.KidAction{})) }).Should(BeTrue())
+		_, err = r.Reconcile(ctx, req)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(filters.Len()).To(BeZero())
+	})
+})
+
+// resourceAction creates a resource action for Session.Delete events, run as
+// the ServiceAccount sa ("" for none), and waits until it is reconciled.
+func resourceAction(p *testenv.Product, name, tmpl, sa string) *kidv1.KidAction {
+	GinkgoHelper()
+	a := &kidv1.KidAction{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: p.Namespace},
+		Spec: kidv1.KidActionSpec{
+			EventTypes: []string{kid.SessionDelete},
+			Resource:   &kidv1.ResourceAction{Template: apiextensionsv1.JSON{Raw: []byte(tmpl)}, ServiceAccountName: sa},
+		},
+	}
+	Expect(h.Client.Create(ctx, a)).To(Succeed())
+	return a
+}
+
+// readyCondition waits until the action's generation is reconciled and
+// returns its Ready condition.
+func readyCondition(a *kidv1.KidAction) metav1.Condition {
+	GinkgoHelper()
+	var ready metav1.Condition
+	Eventually(func(g Gomega) {
+		got := &kidv1.KidAction{}
+		g.Expect(h.Client.Get(ctx, client.ObjectKeyFromObject(a), got)).To(Succeed())
+		g.Expect(got.Status.ObservedGeneration).To(Equal(got.Generation))
+		c := meta.FindStatusCondition(got.Status.Conditions, kidv1.ReadyCondition)
+		g.Expect(c).NotTo(BeNil())
+		ready = *c
+	}).Should(Succeed())
+	return ready
+}
+
+func isStalled(a *kidv1.KidAction) bool {
+	GinkgoHelper()
+	got := &kidv1.KidAction{}
+	Expect(h.Client.Get(ctx, client.ObjectKeyFromObject(a), got)).To(Succeed())
+	return meta.IsStatusConditionTrue(got.Status.Conditions, kidv1.StalledCondition)
+}
+
+// runsOf waits until every event of the namespace has a run of action and
+// each satisfies check.
+func runsOf(ns, action string, check func(Gomega, kidv1.ActionRunStatus)) {
+	GinkgoHelper()
+	Eventually(func(g Gomega) {
+		list := events(ns)
+		g.Expect(list).NotTo(BeEmpty())
+		for _, e := range list {
+			var found bool
+			for _, run := range e.Status.Actions {
+				if run.Name == action {
+					found = true
+					check(g, run)
+				}
+			}
+			g.Expect(found).To(BeTrue(), "no run of %s on %s yet", action, e.Name)
+		}
+	}).Should(Succeed())
+}
+
+// objectsOf counts the objects a resource action made (in ns, or cluster
+// wide for ""), by its label.
+func objectsOf(ns, action string, list client.ObjectList) int {
+	GinkgoHelper()
+	Expect(h.Client.List(ctx, list, client.InNamespace(ns), client.MatchingLabels{actions.ActionLabel: action})).To(Succeed())
+	return meta.LenList(list)
+}
+
+// serviceAccountMay creates the ServiceAccount sa in ns, as a user would
+// (impersonation does not need it), grants it rules with a Role and a
+// RoleBinding, and waits until the API server's authorizer agrees.
+func serviceAccountMay(ns, sa string, rules ...rbacv1.PolicyRule) {
+	GinkgoHelper()
+	err := h.Client.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa, Namespace: ns}})
+	Expect(client.IgnoreAlreadyExists(err)).To(Succeed())
+	if len(rules) == 0 {
+		return
+	}
+	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{GenerateName: sa + "-", Namespace: ns}, Rules: rules}
+	Expect(h.Client.Create(ctx, role)).To(Succeed())
+	Expect(h.Client.Create(ctx, &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: sa + "-", Namespace: ns},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: role.Name},
+		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: sa, Namespace: ns}},
+	})).To(Succeed())
+	as, err := actions.NewImpersonator(h.Config, client.Options{Scheme: h.Client.Scheme(), Mapper: h.Client.RESTMapper()}, "").Client(ns, sa)
+	Expect(err).NotTo(HaveOccurred())
+	r := rules[0]
+	Eventually(func() bool { return allowed(as, ns, r.APIGroups[0], r.Resources[0]) }).Should(BeTrue())
+}
+
+// allowed asks, as c's identity, whether it may create group/resource in ns.
+func allowed(c client.Client, ns, group, resource string) bool {
+	GinkgoHelper()
+	review := &authorizationv1.SelfSubjectAccessReview{Spec: authorizationv1.SelfSubjectAccessReviewSpec{
+		ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: ns, Verb: "create", Group: group, Resource: resource},
+	}}
+	Expect(c.Create(ctx, review)).To(Succeed())
+	return review.Status.Allowed
+}
 
 // operatorRole installs the ClusterRole generated from the RBAC markers
 // (config/rbac/role.yaml) under a unique name, and returns the name.

@@ -43,8 +43,12 @@ type KidEventReconciler struct {
 	Recorder events.EventRecorder
 	// Filters holds the KidActions' compiled CEL filters.
 	Filters *actions.Filters
-	// HTTPClient sends http actions; nil means http.DefaultClient.
+	// HTTPClient sends http actions; nil means an outbound client with no
+	// allowances (internal addresses refused).
 	HTTPClient *http.Client
+	// Impersonator gives resource actions a client that acts as their
+	// ServiceAccount; nil turns resource actions off (their runs fail).
+	Impersonator *actions.Impersonator
 	// APIReader reads around the cache; an action is attempted only after
 	// the API server confirms its run is still pending. Nil means Client.
 	APIReader client.Reader

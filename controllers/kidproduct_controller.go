@@ -27,6 +27,7 @@ import (
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
 	"github.com/kid-operator/kid-operator/internal/kid"
 	"github.com/kid-operator/kid-operator/internal/kidapi"
+	"github.com/kid-operator/kid-operator/internal/secrets"
 )
 
 // KidProductReconciler resolves a product's webhook Secret, publishes its
@@ -40,19 +41,37 @@ type KidProductReconciler struct {
 	// APIClients are the products' k-ID API clients; nil leaves every
 	// product on webhooks alone.
 	APIClients *APIClients
+	// Secrets reads the Secrets products name (one get each, kept for a
+	// short TTL, shared with the receiver). Nil reads them with Client,
+	// which must then not cache Secrets.
+	Secrets *secrets.Cache
+	// SecretRecheck is how often every Secret a product names is read
+	// again (with up to as much again of jitter), so that a change is seen
+	// without watching Secrets; 0 means DefaultSecretRecheck.
+	SecretRecheck time.Duration
 }
 
+// DefaultSecretRecheck is how often, at the least, the Secrets products name
+// are read again: a Secret changed or deleted is seen within one to two of
+// these (or sooner, when the receiver or a sync re-reads it first).
+const DefaultSecretRecheck = time.Minute
+
+// The operator reads the Secrets its products name, one get each, and
+// never lists or watches Secrets: it has no business holding the others.
 // +kubebuilder:rbac:groups=kid.dev,resources=kidproducts,verbs=get;list;watch
 // +kubebuilder:rbac:groups=kid.dev,resources=kidproducts/status,verbs=get;update;patch
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get
 
 // SetupWithManager registers the controller: products (spec changes only),
-// their Secrets through the secret index, and stored or finished events.
+// stored or finished events, and changes of the Secrets they name (seen by
+// re-reading them, not by a watch).
 func (r *KidProductReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	b := ctrl.NewControllerManagedBy(mgr).
 		For(&kidv1.KidProduct{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.productsOfSecret)).
 		Watches(&kidv1.KidEvent{}, wakeProductOfEvent)
+	if r.Secrets != nil {
+		b = b.WatchesRawSource(source.Func(r.secretChanges))
+	}
 	if r.APIClients != nil {
 		// k-ID refused a product's key during a sync or a poll.
 		b = b.WatchesRawSource(source.Channel(r.APIClients.Wakes(), &handler.EnqueueRequestForObject{}))
@@ -88,9 +107,70 @@ func addProductOf(o client.Object, q workqueue.TypedRateLimitingInterface[reconc
 	}
 }
 
-func (r *KidProductReconciler) productsOfSecret(ctx context.Context, o client.Object) []reconcile.Request {
+// secretChanges is the source that stands in for a watch on Secrets: it
+// wakes the products that name a Secret whenever a read of it (by this
+// controller, the receiver or the API clients, which share the cache) finds
+// it created, changed or deleted, and it re-reads every Secret a product
+// names once per SecretRecheck, so that a change nobody else read is seen
+// too. Only the Secrets products name are read.
+func (r *KidProductReconciler) secretChanges(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
+	r.Secrets.OnChange(func(key types.NamespacedName) {
+		if ctx.Err() != nil {
+			return
+		}
+		for _, req := range r.productsOfSecret(ctx, key) {
+			q.Add(req)
+		}
+	})
+	go r.recheckSecrets(ctx)
+	return nil
+}
+
+func (r *KidProductReconciler) secretRecheck() time.Duration {
+	if r.SecretRecheck > 0 {
+		return r.SecretRecheck
+	}
+	return DefaultSecretRecheck
+}
+
+// recheckSecrets reads every Secret a product names again, each time it is
+// older than SecretRecheck, every one to two SecretRecheck, until ctx ends.
+// A read that finds a change wakes the products (secretChanges).
+func (r *KidProductReconciler) recheckSecrets(ctx context.Context) {
+	log := ctrl.LoggerFrom(ctx).WithName("secret-recheck")
+	every := r.secretRecheck()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(every + time.Duration(rand.Int64N(int64(every)))):
+		}
+		var products kidv1.KidProductList
+		if err := r.List(ctx, &products, client.UnsafeDisableDeepCopy); err != nil {
+			log.Error(err, "listing products")
+			continue
+		}
+		seen := map[types.NamespacedName]bool{}
+		for i := range products.Items {
+			p := &products.Items[i]
+			for _, name := range secretNames(p) {
+				key := types.NamespacedName{Namespace: p.Namespace, Name: name}
+				if seen[key] || ctx.Err() != nil {
+					continue
+				}
+				seen[key] = true
+				if _, err := r.Secrets.GetWithin(ctx, key, every); err != nil && !apierrors.IsNotFound(err) {
+					log.Info("re-reading a product's secret failed", "product", client.ObjectKeyFromObject(p), "error", err.Error())
+				}
+			}
+		}
+	}
+}
+
+// productsOfSecret lists the products that name a Secret.
+func (r *KidProductReconciler) productsOfSecret(ctx context.Context, key types.NamespacedName) []reconcile.Request {
 	var products kidv1.KidProductList
-	if err := r.List(ctx, &products, client.InNamespace(o.GetNamespace()), client.MatchingFields{secretIndex: o.GetName()}); err != nil {
+	if err := r.List(ctx, &products, client.InNamespace(key.Namespace), client.MatchingFields{secretIndex: key.Name}); err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "listing products of a secret")
 		return nil
 	}
@@ -99,6 +179,23 @@ func (r *KidProductReconciler) productsOfSecret(ctx context.Context, o client.Ob
 		out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&p)})
 	}
 	return out
+}
+
+// readSecret returns a Secret's data, from the secrets cache when there is
+// one.
+func (r *KidProductReconciler) readSecret(ctx context.Context, key types.NamespacedName) (map[string][]byte, error) {
+	if r.Secrets != nil {
+		s, err := r.Secrets.Get(ctx, key)
+		if err != nil {
+			return nil, err
+		}
+		return s.Data, nil
+	}
+	s := &corev1.Secret{}
+	if err := r.Get(ctx, key, s); err != nil {
+		return nil, err
+	}
+	return s.Data, nil
 }
 
 func (r *KidProductReconciler) now() time.Time {
@@ -167,15 +264,15 @@ func (r *KidProductReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 // reconcileSecret checks that the webhook Secret exists and holds a usable
 // key. It returns an *errConfig for what the user must fix.
 func (r *KidProductReconciler) reconcileSecret(ctx context.Context, p *kidv1.KidProduct) error {
-	secret := &corev1.Secret{}
 	name := p.Spec.Webhook.SecretRef.Name
-	if err := r.Get(ctx, types.NamespacedName{Namespace: p.Namespace, Name: name}, secret); err != nil {
+	data, err := r.readSecret(ctx, types.NamespacedName{Namespace: p.Namespace, Name: name})
+	if err != nil {
 		if apierrors.IsNotFound(err) {
 			return &errConfig{reason: kidv1.SecretNotFoundReason, msg: fmt.Sprintf("webhook Secret %q not found; deliveries are answered 503", name)}
 		}
 		return fmt.Errorf("reading webhook secret: %w", err)
 	}
-	if len(kid.KeysFromSecretData(secret.Data)) == 0 {
+	if len(kid.KeysFromSecretData(data)) == 0 {
 		return &errConfig{reason: kidv1.SecretKeyMissingReason, msg: fmt.Sprintf("webhook Secret %q holds no non-empty key; deliveries are answered 503", name)}
 	}
 	return nil
@@ -239,6 +336,14 @@ func (r *KidProductReconciler) reconcileAPI(ctx context.Context, p *kidv1.KidPro
 		return 0, nil
 	}
 	c, err := r.APIClients.For(ctx, r.Client, p)
+	if err == nil && c.Unauthorized() && r.Secrets != nil {
+		// k-ID refused the key: the Secret may already hold a new one that
+		// the cached copy predates. Read it again (at most once a second).
+		key := types.NamespacedName{Namespace: p.Namespace, Name: p.Spec.API.SecretRef.Name}
+		if _, reread, rerr := r.Secrets.Refresh(ctx, key); rerr == nil && reread {
+			c, err = r.APIClients.For(ctx, r.Client, p)
+		}
+	}
 	var cfg *errConfig
 	switch {
 	case errors.As(err, &cfg):

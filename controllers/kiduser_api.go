@@ -71,6 +71,9 @@ type pollState struct {
 	uid           types.UID // a user deleted and made again starts afresh
 	sessionReadAt time.Time // the last read of the session that k-ID answered
 	polledAt      time.Time // the last poll of the pending challenge or verification
+	// unwritten is a read of the session not yet written (its write lost
+	// an optimistic-lock race with a fold).
+	unwritten *kidv1.KidUserStatus
 	// slotAt is when the call this user booked with the product's rate
 	// limiter is due; zero when it holds none.
 	slotAt time.Time
@@ -226,6 +229,11 @@ func (r *KidUserReconciler) sessionDue(product *kidv1.KidProduct, user *kidv1.Ki
 
 // syncSession reads the user's session from k-ID when due.
 func (r *KidUserReconciler) syncSession(ctx context.Context, c *APIClient, product *kidv1.KidProduct, user *kidv1.KidUser, now time.Time) (time.Duration, error) {
+	if unwritten := r.polls.get(user).unwritten; unwritten != nil {
+		// A read whose write lost a race with a fold: write it again,
+		// without asking k-ID a second time.
+		return 0, r.writeSync(ctx, user, unwritten)
+	}
 	due, wait := r.sessionDue(product, user, now)
 	if !due {
 		return wait, nil
@@ -252,29 +260,38 @@ func (r *KidUserReconciler) syncSession(ctx context.Context, c *APIClient, produ
 	case err != nil:
 		return r.apiFailed(ctx, c, product, "session", err)
 	}
-
-	before := user.DeepCopy()
 	privacy := kid.Privacy{KeepEmail: product.Spec.Privacy.StoreApproverEmail, KeepDateOfBirth: product.Spec.Privacy.StoreDateOfBirth}
-	user.Status = *fold.Merge(&user.Status, fold.SyncDelta(&fold.Session{
+	delta := fold.SyncDelta(&fold.Session{
 		SessionID: st.SessionID, KUID: session.KUID, AgeStatus: session.AgeStatus, Jurisdiction: session.Jurisdiction,
 		Status: session.Status, ETag: session.ETag, DateOfBirth: session.DateOfBirth,
 		Permissions: permissions(session.Permissions), At: now,
-	}, privacy))
+	}, privacy)
+	r.readSession(user, now)
+	return 0, r.writeSync(ctx, user, delta)
+}
+
+// writeSync joins a read of the session into the user. The write carries the
+// resourceVersion read; when a fold wrote first, the read is kept and
+// written again on the retry. (A join of the same read onto a newer status
+// is still right.)
+func (r *KidUserReconciler) writeSync(ctx context.Context, user *kidv1.KidUser, delta *kidv1.KidUserStatus) error {
+	before := user.DeepCopy()
+	user.Status = *fold.Merge(&user.Status, delta)
 	setUserConditions(user)
 	if sameButTime(before.Status.Session, user.Status.Session) && apiequality.Semantic.DeepEqual(before.Status.PersonalData, user.Status.PersonalData) && before.Status.KUID == user.Status.KUID {
 		// k-ID sent the session whole (no etag match) but nothing changed.
 		sessionSyncsTotal.WithLabelValues("unchanged").Inc()
 		user.Status = before.Status
-		r.readSession(user, now)
-		return 0, nil
+		r.polls.update(user, func(s *pollState) { s.unwritten = nil })
+		return nil
 	}
 	if err := r.Status().Patch(ctx, user, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
-		// A fold raced us (the optimistic lock): the retry reads again.
-		return 0, fmt.Errorf("writing synced session: %w", err)
+		r.polls.update(user, func(s *pollState) { s.unwritten = delta })
+		return fmt.Errorf("writing synced session: %w", err)
 	}
-	r.readSession(user, now)
+	r.polls.update(user, func(s *pollState) { s.unwritten = nil })
 	sessionSyncsTotal.WithLabelValues("changed").Inc()
-	return 0, nil
+	return nil
 }
 
 // readSession remembers a read k-ID answered, and the changes it answered

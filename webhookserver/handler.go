@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -16,6 +15,7 @@ import (
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
 	"github.com/kid-operator/kid-operator/internal/inbox"
 	"github.com/kid-operator/kid-operator/internal/kid"
+	"github.com/kid-operator/kid-operator/internal/secrets"
 )
 
 // receive handles one delivery. The order of the checks is the contract
@@ -43,6 +43,11 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, productLabel *st
 	}
 
 	key := types.NamespacedName{Namespace: r.PathValue("namespace"), Name: r.PathValue("product")}
+	if s.namespaces != nil && !s.namespaces[key.Namespace] {
+		// Not a namespace this operator serves: as unknown as a product
+		// that does not exist.
+		return answer(w, http.StatusNotFound, "no such product")
+	}
 	var product kidv1.KidProduct
 	if err := s.reader.Get(r.Context(), key, &product); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -53,7 +58,11 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, productLabel *st
 	}
 	*productLabel = key.String()
 
-	keys, err := s.webhookKeys(r.Context(), &product)
+	keys, _, err := s.webhookKeys(r.Context(), &product, false)
+	if apierrors.IsNotFound(err) || errors.Is(err, kid.ErrNoKeys) {
+		// The Secret may have been fixed since it was read.
+		keys, _, err = s.webhookKeys(r.Context(), &product, true)
+	}
 	if err != nil {
 		log.Info("refusing delivery: product has no usable webhook secret", "product", key, "reason", err.Error())
 		return unavailable(w, "product not ready")
@@ -67,6 +76,16 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, productLabel *st
 	verifier := kid.Verifier{Keys: keys, Tolerance: product.TimestampTolerance().Duration, Now: s.opts.Now}
 	timestamp := r.Header.Get(kid.HeaderTimestamp)
 	signedAt, keyName, err := verifier.Verify(timestamp, r.Header.Get(kid.HeaderSignature), body)
+	if signatureMismatch(err) {
+		// No key verified: the Secret may have been rotated since it was
+		// read. Read it again and try the keys it holds now; the cache
+		// re-reads one Secret at most once a second, so a stream of bad
+		// signatures costs the API server nothing more.
+		if fresh, reread, ferr := s.webhookKeys(r.Context(), &product, true); ferr == nil && reread {
+			verifier.Keys = fresh
+			signedAt, keyName, err = verifier.Verify(timestamp, r.Header.Get(kid.HeaderSignature), body)
+		}
+	}
 	if err != nil {
 		var se *kid.SignatureError
 		reason := "error"
@@ -104,18 +123,36 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, productLabel *st
 	return answer(w, http.StatusOK, "stored")
 }
 
-// webhookKeys returns the product's usable webhook keys, from the cache.
-func (s *Server) webhookKeys(ctx context.Context, product *kidv1.KidProduct) ([]kid.Key, error) {
-	var secret corev1.Secret
+// webhookKeys returns the product's usable webhook keys, from a copy of its
+// Secret at most the secrets cache's TTL old; refresh asks for the Secret to
+// be read again (at most once a second per Secret). The bool says whether
+// it was.
+func (s *Server) webhookKeys(ctx context.Context, product *kidv1.KidProduct, refresh bool) ([]kid.Key, bool, error) {
 	key := types.NamespacedName{Namespace: product.Namespace, Name: product.Spec.Webhook.SecretRef.Name}
-	if err := s.reader.Get(ctx, key, &secret); err != nil {
-		return nil, err
+	var secret *secrets.Secret
+	var reread bool
+	var err error
+	if refresh {
+		secret, reread, err = s.secrets.Refresh(ctx, key)
+	} else {
+		secret, err = s.secrets.Get(ctx, key)
+	}
+	if err != nil {
+		return nil, reread, err
 	}
 	keys := kid.KeysFromSecretData(secret.Data)
 	if len(keys) == 0 {
-		return nil, kid.ErrNoKeys
+		return nil, reread, kid.ErrNoKeys
 	}
-	return keys, nil
+	return keys, reread, nil
+}
+
+// signatureMismatch reports whether err says that no key verified the
+// signature (rather than that the headers were missing, malformed or out of
+// the time window, which no other key can fix).
+func signatureMismatch(err error) bool {
+	var se *kid.SignatureError
+	return errors.As(err, &se) && se.Reason == kid.FailureMismatch
 }
 
 // readBody reads the whole body, at most MaxBodyBytes of it. When it cannot,

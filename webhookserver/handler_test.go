@@ -24,6 +24,7 @@ import (
 	"github.com/kid-operator/kid-operator/internal/inbox"
 	"github.com/kid-operator/kid-operator/internal/kid"
 	"github.com/kid-operator/kid-operator/internal/scheme"
+	"github.com/kid-operator/kid-operator/internal/secrets"
 )
 
 const testSecret = "s3cret"
@@ -56,7 +57,7 @@ func newTestServer(t *testing.T, funcs *interceptor.Funcs) (*Server, client.Clie
 		b = b.WithInterceptorFuncs(*funcs)
 	}
 	c := b.Build()
-	s := &Server{reader: c, store: inbox.ClientStore(c)}
+	s := &Server{reader: c, secrets: secrets.New(c, secrets.Options{}), store: inbox.ClientStore(c)}
 	s.opts = Options{Now: func() time.Time { return testNow }}
 	s.opts.setDefaults()
 	s.MarkReady()

@@ -15,13 +15,13 @@ import (
 	"sync/atomic"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
 	"github.com/kid-operator/kid-operator/internal/inbox"
+	"github.com/kid-operator/kid-operator/internal/secrets"
 )
 
 // Defaults of Options.
@@ -48,6 +48,10 @@ type Options struct {
 	StoreTimeout time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Namespaces, if set, are the only namespaces whose products the
+	// receiver serves (the manager's --watch-namespaces); a delivery for
+	// any other namespace gets 404, as an unknown product does.
+	Namespaces []string
 }
 
 func (o *Options) setDefaults() {
@@ -66,22 +70,33 @@ func (o *Options) setDefaults() {
 }
 
 // Server is the webhook receiver. It runs as a manager runnable on every
-// replica, reading products and Secrets from the manager's informer cache and
-// creating KidEvents directly on the API server.
+// replica, reading products from the manager's informer cache and their
+// webhook Secrets through a short-lived cache of single gets (no informer
+// holds Secrets), and creating KidEvents directly on the API server.
 type Server struct {
-	opts   Options
-	cache  cache.Cache
-	reader client.Reader
-	store  inbox.Store
-	ready  atomic.Bool
-	addr   atomic.Value // string: the address actually listened on
+	opts    Options
+	cache   cache.Cache
+	reader  client.Reader
+	secrets *secrets.Cache
+	// namespaces is the set of Options.Namespaces; nil means all.
+	namespaces map[string]bool
+	store      inbox.Store
+	ready      atomic.Bool
+	addr       atomic.Value // string: the address actually listened on
 }
 
-// New returns a receiver that reads products and Secrets through c (an
-// informer cache) and stores events with store.
-func New(c cache.Cache, store inbox.Store, opts Options) *Server {
+// New returns a receiver that reads products through c (an informer cache)
+// and their webhook Secrets through sec, and stores events with store.
+func New(c cache.Cache, sec *secrets.Cache, store inbox.Store, opts Options) *Server {
 	opts.setDefaults()
-	return &Server{opts: opts, cache: c, reader: c, store: store}
+	s := &Server{opts: opts, cache: c, reader: c, secrets: sec, store: store}
+	if len(opts.Namespaces) > 0 {
+		s.namespaces = map[string]bool{}
+		for _, ns := range opts.Namespaces {
+			s.namespaces[ns] = true
+		}
+	}
+	return s
 }
 
 // NeedLeaderElection is false: every replica receives deliveries.
@@ -148,11 +163,12 @@ func (s *Server) Start(ctx context.Context) error {
 	return nil
 }
 
-// waitForCaches makes the informers the handler reads exist, waits for them
-// to sync, then marks the receiver ready. Until then deliveries get 503, so
-// that a new replica never answers 404 for a product it has not seen yet.
+// waitForCaches makes the informer the handler reads exist (products; Secrets
+// have none), waits for it to sync, then marks the receiver ready. Until
+// then deliveries get 503, so that a new replica never answers 404 for a
+// product it has not seen yet.
 func (s *Server) waitForCaches(ctx context.Context) {
-	for _, obj := range []client.Object{&kidv1.KidProduct{}, &corev1.Secret{}} {
+	for _, obj := range []client.Object{&kidv1.KidProduct{}} {
 		if _, err := s.cache.GetInformer(ctx, obj); err != nil {
 			ctrl.LoggerFrom(ctx).Error(err, "starting informer", "kind", fmt.Sprintf("%T", obj))
 			return

@@ -62,6 +62,10 @@ type HTTPAction struct {
 
 	// bodyTemplate reshapes the JSON body (a Go text/template over the
 	// event and user). By default the body is the event and the user status.
+	// range, define, template and block are not allowed, nor functions other
+	// than and, or, not, eq, ne, lt, le, gt, ge, len, index, slice, json and
+	// printf; the rendered body is at most 64 KiB. A template outside these
+	// makes the action Ready=False with reason InvalidTemplate.
 	// +optional
 	// +kubebuilder:validation:MaxLength=16384
 	BodyTemplate string `json:"bodyTemplate,omitempty"`
@@ -72,8 +76,11 @@ type HTTPAction struct {
 	// +optional
 	SigningSecretRef *SecretKeySelector `json:"signingSecretRef,omitempty"`
 
-	// timeout of one attempt. Defaults to 10s.
+	// timeout of one attempt, from rendering the body to the answer.
+	// Defaults to 10s; between 1s and 30s, since an attempt holds a worker
+	// that every namespace's events share.
 	// +optional
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('30s')",message="timeout must be between 1s and 30s"
 	Timeout *metav1.Duration `json:"timeout,omitempty"`
 
 	// maxAttempts before the run fails for good. Defaults to 5.
@@ -101,18 +108,42 @@ type HTTPHeader struct {
 // ResourceAction creates a Kubernetes object, such as a Job, once per event.
 type ResourceAction struct {
 	// template of the object to create; its name is set by the controller,
-	// deterministically, so a retry never makes a second object.
+	// deterministically, so a retry never makes a second object, and its
+	// namespace is the action's. Its kind must be namespaced. String fields
+	// may hold Go templates, with the limits of http.bodyTemplate (64 KiB
+	// rendered, for all the fields together).
 	// +required
 	// +kubebuilder:pruning:PreserveUnknownFields
 	// +kubebuilder:validation:Schemaless
 	// +kubebuilder:validation:Type=object
 	Template apiextensionsv1.JSON `json:"template"`
+
+	// serviceAccountName is the ServiceAccount, in the action's namespace,
+	// that kid-operator acts as when it creates the object: the object is
+	// created only if that ServiceAccount may create it. Required unless the
+	// administrator set a default (--default-action-service-account);
+	// without one the action is Ready=False with reason
+	// ServiceAccountRequired and creates nothing.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	ServiceAccountName string `json:"serviceAccountName,omitempty"`
 }
+
+// Reasons of a KidAction's Ready condition, beside those in conditions.go
+// (InvalidFilter, InvalidTemplate, MissingPermission).
+const (
+	// ServiceAccountRequiredReason: a resource action names no
+	// ServiceAccount to create its object as, and no default is configured.
+	ServiceAccountRequiredReason = "ServiceAccountRequired"
+)
 
 // KidActionStatus is what the controller observed of a KidAction.
 type KidActionStatus struct {
 	// conditions: Ready (False with reason InvalidFilter when the filter
-	// does not compile), Reconciling, Stalled.
+	// does not compile or may cost too much, InvalidTemplate,
+	// ServiceAccountRequired or MissingPermission), Reconciling, Stalled.
 	// +optional
 	// +listType=map
 	// +listMapKey=type

@@ -65,8 +65,11 @@ type WebhookSpec struct {
 	SecretRef LocalObjectReference `json:"secretRef"`
 
 	// timestampTolerance is how far X-Signature-Timestamp may lie from now,
-	// in either direction. Defaults to 5m.
+	// in either direction. Defaults to 5m; between 1s and 1h. It is also how
+	// long a captured delivery can be replayed, and it lengthens the
+	// deduplication horizon that retention keeps every event for.
 	// +optional
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('1h')",message="timestampTolerance must be between 1s and 1h"
 	TimestampTolerance *metav1.Duration `json:"timestampTolerance,omitempty"`
 }
 
@@ -270,12 +273,22 @@ func init() {
 // GetConditions returns the status conditions.
 func (p *KidProduct) GetConditions() []metav1.Condition { return p.Status.Conditions }
 
-// TimestampTolerance returns the window the signature timestamp must lie in.
+// Bounds of webhook.timestampTolerance, as the CRD validates them.
+const (
+	MinTimestampTolerance = time.Second
+	MaxTimestampTolerance = time.Hour
+)
+
+// TimestampTolerance returns the window the signature timestamp must lie in:
+// the spec's, clamped to [MinTimestampTolerance, MaxTimestampTolerance] (the
+// API server refuses values outside, but an object stored before the bound
+// existed may hold one), or the default when unset.
 func (p *KidProduct) TimestampTolerance() metav1.Duration {
-	if t := p.Spec.Webhook.TimestampTolerance; t != nil && t.Duration > 0 {
-		return *t
+	t := p.Spec.Webhook.TimestampTolerance
+	if t == nil || t.Duration <= 0 {
+		return metav1.Duration{Duration: DefaultTimestampTolerance}
 	}
-	return metav1.Duration{Duration: DefaultTimestampTolerance}
+	return metav1.Duration{Duration: min(max(t.Duration, MinTimestampTolerance), MaxTimestampTolerance)}
 }
 
 // Defaults of APISpec.

@@ -117,6 +117,12 @@ var _ = Describe("Validation", func() {
 		Entry("an environment other than test or live", func(p *kidv1.KidProduct) { p.Spec.Environment = "prod" }, `spec.environment: Unsupported value: "prod": supported values: "test", "live"`),
 		Entry("no webhook secret", func(p *kidv1.KidProduct) { p.Spec.Webhook.SecretRef.Name = "" }, "spec.webhook.secretRef.name: Invalid value: \"\": spec.webhook.secretRef.name in body should be at least 1 chars long"),
 		Entry("a name longer than 63", func(p *kidv1.KidProduct) { p.Name = strings.Repeat("p", 64) }, "a KidProduct name is at most 63 characters"),
+		Entry("a timestamp tolerance over an hour", func(p *kidv1.KidProduct) {
+			p.Spec.Webhook.TimestampTolerance = &metav1.Duration{Duration: time.Hour + time.Second}
+		}, "timestampTolerance must be between 1s and 1h"),
+		Entry("a timestamp tolerance under a second", func(p *kidv1.KidProduct) {
+			p.Spec.Webhook.TimestampTolerance = &metav1.Duration{Duration: 500 * time.Millisecond}
+		}, "timestampTolerance must be between 1s and 1h"),
 		Entry("retention.maxEvents of 0", func(p *kidv1.KidProduct) { p.Spec.Retention.MaxEvents = ptr.To[int32](0) }, "spec.retention.maxEvents in body should be greater than or equal to 1"),
 		Entry("an api baseURL that is not http(s)", func(p *kidv1.KidProduct) {
 			p.Spec.API = &kidv1.APISpec{SecretRef: kidv1.SecretKeySelector{Name: "k", Key: "k"}, BaseURL: "ftp://x"}
@@ -126,8 +132,12 @@ var _ = Describe("Validation", func() {
 		Entry("an api timeout over 30s", func(p *kidv1.KidProduct) { withAPI(p).Timeout = &metav1.Duration{Duration: 31 * time.Second} }, "timeout must be between 1s and 30s"),
 		Entry("a session resync under a minute", func(p *kidv1.KidProduct) { withAPI(p).SessionResync = &metav1.Duration{Duration: 59 * time.Second} }, "sessionResync must be between 1m and 720h"),
 		Entry("a session resync over 30 days", func(p *kidv1.KidProduct) { withAPI(p).SessionResync = &metav1.Duration{Duration: 721 * time.Hour} }, "sessionResync must be between 1m and 720h"),
-		Entry("a first poll under a second", func(p *kidv1.KidProduct) { withAPI(p).Recovery.FirstPoll = &metav1.Duration{Duration: 500 * time.Millisecond} }, "firstPoll must be between 1s and 1h"),
-		Entry("a poll interval over a day", func(p *kidv1.KidProduct) { withAPI(p).Recovery.MaxInterval = &metav1.Duration{Duration: 25 * time.Hour} }, "maxInterval must be between 1s and 24h"),
+		Entry("a first poll under a second", func(p *kidv1.KidProduct) {
+			withAPI(p).Recovery.FirstPoll = &metav1.Duration{Duration: 500 * time.Millisecond}
+		}, "firstPoll must be between 1s and 1h"),
+		Entry("a poll interval over a day", func(p *kidv1.KidProduct) {
+			withAPI(p).Recovery.MaxInterval = &metav1.Duration{Duration: 25 * time.Hour}
+		}, "maxInterval must be between 1s and 24h"),
 		Entry("a first poll after the interval cap", func(p *kidv1.KidProduct) {
 			withAPI(p).Recovery = kidv1.RecoverySpec{FirstPoll: &metav1.Duration{Duration: time.Minute}, MaxInterval: &metav1.Duration{Duration: time.Second}}
 		}, "firstPoll must not exceed maxInterval"),
@@ -152,6 +162,16 @@ var _ = Describe("Validation", func() {
 			}
 		}, "spec.eventTypes: Too many"),
 		Entry("a filter longer than 4096", func(a *kidv1.KidAction) { a.Spec.Filter = strings.Repeat("x", 4097) }, "spec.filter: Too long"),
+		Entry("an http timeout over 30s", func(a *kidv1.KidAction) { a.Spec.HTTP.Timeout = &metav1.Duration{Duration: 31 * time.Second} }, "timeout must be between 1s and 30s"),
+		Entry("an http timeout of an hour", func(a *kidv1.KidAction) { a.Spec.HTTP.Timeout = &metav1.Duration{Duration: time.Hour} }, "timeout must be between 1s and 30s"),
+		Entry("a serviceAccountName that is not a DNS-1123 name", func(a *kidv1.KidAction) {
+			a.Spec.HTTP = nil
+			a.Spec.Resource = &kidv1.ResourceAction{Template: apiextensionsv1.JSON{Raw: []byte(`{"apiVersion":"v1","kind":"ConfigMap"}`)}, ServiceAccountName: "Kid_Actions"}
+		}, "spec.resource.serviceAccountName in body should match"),
+		Entry("a serviceAccountName longer than 253", func(a *kidv1.KidAction) {
+			a.Spec.HTTP = nil
+			a.Spec.Resource = &kidv1.ResourceAction{Template: apiextensionsv1.JSON{Raw: []byte(`{"apiVersion":"v1","kind":"ConfigMap"}`)}, ServiceAccountName: strings.Repeat("a", 254)}
+		}, "spec.resource.serviceAccountName: Too long"),
 	)
 
 	DescribeTable("refuses an invalid KidEvent",

@@ -12,10 +12,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -115,6 +117,20 @@ func run(ctx context.Context) (err error) {
 	if generated {
 		secretNote = "generated; set KID_WEBHOOK_SECRET to choose it"
 	}
+	done := make(chan error, 1)
+	waiting, stopWaiting := context.WithCancel(ctx)
+	defer stopWaiting()
+	go func() {
+		err := mgr.Start(ctx)
+		stopWaiting()
+		done <- err
+	}()
+	// The banner invites a delivery at once, so it waits until one would
+	// be verified and stored, not answered 503.
+	if !receiverReady(waiting, url) {
+		// Ctrl-C, or the operator stopped on its own (its error says why).
+		return <-done
+	}
 	fmt.Printf(`
 kid-operator is running on a local control plane.
 
@@ -133,7 +149,32 @@ Try, in another shell (README, "Walkthrough"):
 Ctrl-C stops everything.
 `, kubeconfig, url, secret, secretNote, simAddr, demoAPIKey)
 
-	return mgr.Start(ctx)
+	return <-done
+}
+
+// receiverReady waits until the receiver verifies deliveries for the demo
+// product: an unsigned POST is then answered 401 (before, 503 or no answer),
+// and refused before anything is stored. It reports false when ctx ended
+// first.
+func receiverReady(ctx context.Context, url string) bool {
+	client := &http.Client{Timeout: 2 * time.Second}
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader("{}"))
+		if err != nil {
+			return false
+		}
+		if resp, err := client.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusUnauthorized {
+				return true
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // writeKubeconfig writes an admin kubeconfig for the local control plane.

@@ -8,23 +8,29 @@ import (
 	"os"
 	"strings"
 
+	"k8s.io/apimachinery/pkg/util/validation"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/kid-operator/kid-operator/internal/operator"
 	"github.com/kid-operator/kid-operator/internal/outbound"
+	"github.com/kid-operator/kid-operator/internal/secrets"
 	"github.com/kid-operator/kid-operator/webhookserver"
 )
 
 func main() {
 	var opts operator.Options
 	var qps float64
-	flag.StringVar(&opts.MetricsAddr, "metrics-bind-address", ":8443", "address of the /metrics endpoint (0 turns it off)")
+	flag.StringVar(&opts.MetricsAddr, "metrics-bind-address", ":8443", "address of the /metrics endpoint (0 turns it off); HTTPS with TokenReview/SubjectAccessReview checks unless it is a loopback address, where it is plain HTTP")
+	flag.StringVar(&opts.MetricsCertDir, "metrics-cert-dir", "", "directory holding tls.crt and tls.key for the metrics endpoint (default: a self-signed certificate)")
 	flag.StringVar(&opts.ProbeAddr, "health-probe-bind-address", ":8081", "address of the /healthz and /readyz endpoints")
 	flag.StringVar(&opts.PprofAddr, "pprof-bind-address", "0", "address of the /debug/pprof endpoints (0 turns them off)")
 	flag.BoolVar(&opts.ReceiverOnly, "receiver-only", false, "run only the webhook receiver, no controllers (a receiving tier that scales on its own)")
 	flag.BoolVar(&opts.LeaderElection, "leader-elect", false, "run the controllers on one replica at a time (the receiver runs on every replica)")
-	flag.StringVar(&opts.Webhook.Addr, "webhook-bind-address", envOr("KID_LISTEN_ADDR", ":8080"), "address the k-ID webhook receiver listens on (default $KID_LISTEN_ADDR)")
+	flag.StringVar(&opts.Webhook.Addr, "webhook-bind-address", envOr("KID_LISTEN_ADDR", ":8080"), "address the k-ID webhook receiver listens on (default $KID_LISTEN_ADDR); 0 runs no receiver (controllers only, beside a --receiver-only tier)")
+	var watchNamespaces string
+	flag.StringVar(&watchNamespaces, "watch-namespaces", "", "comma-separated namespaces the operator serves (its cache, controllers and receiver see only these; Roles in them suffice, see config/rbac/namespaced); empty: every namespace")
+	flag.DurationVar(&opts.SecretTTL, "secret-ttl", secrets.DefaultTTL, "how long a Secret a product names is used before it is read again (a rotation also takes effect at the first delivery no cached key verifies)")
 	flag.Int64Var(&opts.Webhook.MaxBodyBytes, "webhook-max-body-bytes", webhookserver.DefaultMaxBodyBytes, "largest webhook body accepted; larger ones get 413")
 	flag.DurationVar(&opts.Webhook.StoreTimeout, "webhook-store-timeout", webhookserver.DefaultStoreTimeout, "how long a delivery waits for the API server before it gets 503")
 	flag.Float64Var(&qps, "kube-api-qps", operator.DefaultQPS, "API client requests per second")
@@ -32,11 +38,13 @@ func main() {
 	var allowCIDRs, allowHosts, denyCIDRs string
 	flag.StringVar(&allowCIDRs, "outbound-allow-cidrs", "", "comma-separated address ranges that KidActions and the k-ID API client may call although they are loopback, link-local, private or cluster ranges (refused by default), e.g. 10.20.0.0/16")
 	flag.StringVar(&allowHosts, "outbound-allow-hosts", "", "comma-separated host names that may be called whatever they resolve to, e.g. backend.games.svc.cluster.local")
+	flag.StringVar(&opts.DefaultActionServiceAccount, "default-action-service-account", "", "ServiceAccount (in each KidAction's namespace) that resource actions naming none create their objects as; empty: each must name one")
 	flag.StringVar(&denyCIDRs, "outbound-deny-cidrs", "", "comma-separated address ranges refused on top of the defaults (the cluster's pod and service ranges when they are public)")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	opts.QPS = float32(qps)
+	opts.WatchNamespaces = strings.Split(watchNamespaces, ",")
 	var err error
 	if opts.Outbound.Allow, err = outbound.ParsePrefixes(allowCIDRs); err != nil {
 		fmt.Fprintln(os.Stderr, "--outbound-allow-cidrs:", err)
@@ -45,6 +53,12 @@ func main() {
 	if opts.Outbound.Deny, err = outbound.ParsePrefixes(denyCIDRs); err != nil {
 		fmt.Fprintln(os.Stderr, "--outbound-deny-cidrs:", err)
 		os.Exit(2)
+	}
+	if sa := opts.DefaultActionServiceAccount; sa != "" {
+		if errs := validation.IsDNS1123Subdomain(sa); len(errs) > 0 {
+			fmt.Fprintln(os.Stderr, "--default-action-service-account:", strings.Join(errs, "; "))
+			os.Exit(2)
+		}
 	}
 	for _, h := range strings.Split(allowHosts, ",") {
 		if h = strings.TrimSpace(h); h != "" {

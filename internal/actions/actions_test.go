@@ -69,7 +69,7 @@ func TestMatches(t *testing.T) {
 			g := NewWithT(t)
 			a := action("")
 			tc.mutate(a)
-			ok, err := NewFilters().Matches(a, event(), in)
+			ok, err := NewFilters().Matches(context.Background(), a, event(), in)
 			if tc.wantErr != "" {
 				g.Expect(err).To(MatchError(ContainSubstring(tc.wantErr)))
 				g.Expect(ok).To(BeFalse())
@@ -124,9 +124,13 @@ func TestPostClassifiesAnswers(t *testing.T) {
 		{code: 429, retryAfter: "7", wantErr: true, wait: 7 * time.Second},
 		{code: 503, retryAfter: now.Add(30 * time.Second).UTC().Format(http.TimeFormat), wantErr: true, wait: 30 * time.Second},
 		{code: 500, wantErr: true},
+		// A target cannot park a run for years, nor overflow the wait.
+		{code: 503, retryAfter: "99999999", wantErr: true, wait: MaxDelay},
+		{code: 429, retryAfter: "99999999999999999999999", wantErr: true, wait: MaxDelay},
+		{code: 503, retryAfter: now.Add(90 * 24 * time.Hour).UTC().Format(http.TimeFormat), wantErr: true, wait: MaxDelay},
 	}
 	for _, tc := range cases {
-		t.Run(http.StatusText(tc.code), func(t *testing.T) {
+		t.Run(http.StatusText(tc.code)+" "+tc.retryAfter, func(t *testing.T) {
 			g := NewWithT(t)
 			var got http.Header
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -163,19 +167,20 @@ func TestNextDelayGrowsAndHonoursRetryAfter(t *testing.T) {
 		g.Expect(d).To(BeNumerically("<=", time.Duration(float64(base)*1.2)))
 	}
 	g.Expect(NextDelay(1, time.Minute)).To(Equal(time.Minute))
+	g.Expect(NextDelay(1, 1000*time.Hour)).To(BeNumerically("<=", MaxDelay), "Retry-After is capped at the backoff's maximum")
 }
 
 func TestBodyTemplate(t *testing.T) {
 	g := NewWithT(t)
 	in, err := NewInput(event(), &kidv1.KidUserStatus{SessionID: "s-1"})
 	g.Expect(err).NotTo(HaveOccurred())
-	b, err := Body(&kidv1.HTTPAction{}, "kid_1", in)
+	b, err := Body(context.Background(), &kidv1.HTTPAction{}, "kid_1", in)
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(string(b)).To(And(ContainSubstring(`"id":"kid_1"`), ContainSubstring(`"type":"Challenge.StateChange"`), ContainSubstring(`"sessionId":"s-1"`)))
-	b, err = Body(&kidv1.HTTPAction{BodyTemplate: `{"player":"{{.user.sessionId}}","status":{{json .event.data.status}}}`}, "kid_1", in)
+	b, err = Body(context.Background(), &kidv1.HTTPAction{BodyTemplate: `{"player":"{{.user.sessionId}}","status":{{json .event.data.status}}}`}, "kid_1", in)
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(string(b)).To(Equal(`{"player":"s-1","status":"PASS"}`))
-	_, err = Body(&kidv1.HTTPAction{BodyTemplate: `{{`}, "kid_1", in)
+	_, err = Body(context.Background(), &kidv1.HTTPAction{BodyTemplate: `{{`}, "kid_1", in)
 	g.Expect(err).To(HaveOccurred())
 }
 
@@ -185,7 +190,7 @@ func TestRenderResource(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	a := &kidv1.KidAction{ObjectMeta: metav1.ObjectMeta{Name: "erase"}, Spec: kidv1.KidActionSpec{Resource: &kidv1.ResourceAction{Template: apiextensionsv1.JSON{Raw: []byte(
 		`{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"ignored","namespace":"elsewhere"},"data":{"session":"{{.user.sessionId}}","type":"{{.event.type}}","n":"1"}}`)}}}}
-	obj, err := Render(a, event(), in)
+	obj, err := Render(context.Background(), a, event(), in)
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(obj.GetName()).To(Equal(ResourceName("erase", event().Name)))
 	g.Expect(obj.GetNamespace()).To(Equal("games"), "never another namespace")

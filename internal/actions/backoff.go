@@ -13,12 +13,13 @@ const (
 )
 
 // NextDelay is the wait before attempt n+1 after n failed attempts (n ≥ 1).
-// A Retry-After the target asked for wins when it is longer.
+// A Retry-After the target asked for wins when it is longer, up to MaxDelay:
+// a target does not decide how long a run stays pending.
 func NextDelay(n int32, retryAfter time.Duration) time.Duration {
 	d := MaxDelay
 	if n < 20 {
 		d = min(BaseDelay<<(n-1), MaxDelay)
 	}
 	d += time.Duration((rand.Float64()*0.4 - 0.2) * float64(d))
-	return max(d, retryAfter)
+	return max(d, min(retryAfter, MaxDelay))
 }

@@ -1,19 +1,17 @@
 package actions
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"strings"
-	"text/template"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"sigs.k8s.io/controller-runtime/pkg/client"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
 )
@@ -37,15 +35,17 @@ func ResourceName(action, event string) string {
 }
 
 // Render fills the template: every string value holding "{{" is a Go
-// text/template over the input (.event, .user). The object gets its
-// deterministic name, the event's namespace and labels naming the event and
-// the action.
-func Render(a *kidv1.KidAction, e *kidv1.KidEvent, in *Input) (*unstructured.Unstructured, error) {
+// text/template over the input (.event, .user), held to the subset
+// parseTemplate allows; all of them together write at most MaxRenderedBytes.
+// The object gets its deterministic name, the event's namespace and labels
+// naming the event and the action.
+func Render(ctx context.Context, a *kidv1.KidAction, e *kidv1.KidEvent, in *Input) (*unstructured.Unstructured, error) {
 	var obj map[string]any
 	if err := json.Unmarshal(a.Spec.Resource.Template.Raw, &obj); err != nil {
 		return nil, fmt.Errorf("decoding template: %w", err)
 	}
-	rendered, err := renderValue(obj, map[string]any{"event": in.Event, "user": in.User})
+	left := MaxRenderedBytes
+	rendered, err := renderValue(ctx, obj, map[string]any{"event": in.Event, "user": in.User}, &left)
 	if err != nil {
 		return nil, err
 	}
@@ -66,11 +66,11 @@ func Render(a *kidv1.KidAction, e *kidv1.KidEvent, in *Input) (*unstructured.Uns
 	return u, nil
 }
 
-func renderValue(v any, data map[string]any) (any, error) {
+func renderValue(ctx context.Context, v any, data map[string]any, left *int) (any, error) {
 	switch t := v.(type) {
 	case map[string]any:
 		for k, inner := range t {
-			r, err := renderValue(inner, data)
+			r, err := renderValue(ctx, inner, data, left)
 			if err != nil {
 				return nil, err
 			}
@@ -79,7 +79,7 @@ func renderValue(v any, data map[string]any) (any, error) {
 		return t, nil
 	case []any:
 		for i, inner := range t {
-			r, err := renderValue(inner, data)
+			r, err := renderValue(ctx, inner, data, left)
 			if err != nil {
 				return nil, err
 			}
@@ -90,15 +90,15 @@ func renderValue(v any, data map[string]any) (any, error) {
 		if !strings.Contains(t, "{{") {
 			return t, nil
 		}
-		tmpl, err := template.New("field").Option("missingkey=zero").Parse(t)
+		tmpl, err := parseTemplate("field", t)
 		if err != nil {
-			return nil, fmt.Errorf("parsing template %q: %w", t, err)
+			return nil, fmt.Errorf("parsing template %s: %w", quoteShort(t), err)
 		}
-		var buf bytes.Buffer
-		if err := tmpl.Execute(&buf, data); err != nil {
-			return nil, fmt.Errorf("rendering template %q: %w", t, err)
+		b, err := execute(ctx, tmpl, data, left)
+		if err != nil {
+			return nil, fmt.Errorf("rendering template %s: %w", quoteShort(t), err)
 		}
-		return buf.String(), nil
+		return string(b), nil
 	}
 	return v, nil
 }
@@ -108,23 +108,53 @@ func Describe(obj *unstructured.Unstructured) string {
 	return obj.GetKind() + " " + obj.GetNamespace() + "/" + obj.GetName()
 }
 
-// Create creates the rendered object once. AlreadyExists counts as done: it
-// is the object an earlier attempt made.
-func Create(ctx context.Context, c client.Client, a *kidv1.KidAction, e *kidv1.KidEvent, in *Input) Outcome {
-	obj, err := Render(a, e, in)
+// Create creates the rendered object once, as the action's ServiceAccount
+// (see Impersonator), in the event's namespace. AlreadyExists counts as done:
+// it is the object an earlier attempt made. What the user must fix (no
+// ServiceAccount, a cluster-scoped kind, a missing grant, an invalid
+// template) fails at once.
+func Create(ctx context.Context, imp *Impersonator, a *kidv1.KidAction, e *kidv1.KidEvent, in *Input) Outcome {
+	sa := imp.ServiceAccount(a)
+	if sa == "" {
+		return Outcome{Permanent: true, Err: ErrServiceAccountRequired}
+	}
+	c, err := imp.Client(e.Namespace, sa)
+	if err != nil {
+		return Outcome{Err: err}
+	}
+	obj, err := Render(ctx, a, e, in)
 	if err != nil {
 		return Outcome{Err: err, Permanent: true}
 	}
+	gvk := obj.GroupVersionKind()
+	// The namespace set above means nothing to a cluster-scoped kind: the
+	// client would create it at cluster scope, outside any tenant's reach.
+	namespaced, err := c.IsObjectNamespaced(obj)
+	switch {
+	case meta.IsNoMatchError(err):
+		return Outcome{Permanent: true, Err: fmt.Errorf("template kind %s is not served by this cluster", gvk)}
+	case err != nil:
+		return Outcome{Err: fmt.Errorf("mapping the template's kind: %w", err)}
+	case !namespaced:
+		return Outcome{Permanent: true, Err: ClusterScopedError(gvk.GroupKind())}
+	}
 	switch err := c.Create(ctx, obj); {
 	case err == nil, apierrors.IsAlreadyExists(err):
-		return Outcome{Did: Describe(obj)}
+		return Outcome{Did: Describe(obj) + " as ServiceAccount " + sa}
+	case IsImpersonationForbidden(err):
+		return Outcome{Permanent: true, Err: ImpersonationError(e.Namespace, sa)}
 	case apierrors.IsForbidden(err):
-		gvk := obj.GroupVersionKind()
-		return Outcome{Permanent: true, Err: fmt.Errorf("kid-operator may not create %s in %s: grant its service account create on %s (see the README, Actions): %w",
-			gvk.Kind, e.Namespace, gvk.GroupKind().String(), err)}
+		return Outcome{Permanent: true, Err: fmt.Errorf("ServiceAccount %s may not create %s in %s: grant it create on %s with a Role and RoleBinding (see config/samples/actions_rbac_jobs.yaml)",
+			sa, gvk.Kind, e.Namespace, gvk.GroupKind().String())}
 	case apierrors.IsInvalid(err), apierrors.IsBadRequest(err), apierrors.IsNotFound(err), meta.IsNoMatchError(err):
 		return Outcome{Permanent: true, Err: err}
 	default:
 		return Outcome{Err: err}
 	}
+}
+
+// ClusterScopedError is the InvalidTemplate message of a template whose kind
+// is cluster-scoped.
+func ClusterScopedError(gk schema.GroupKind) error {
+	return fmt.Errorf("template kind %s is cluster-scoped: a KidAction creates objects only in its own namespace", gk)
 }

@@ -5,15 +5,23 @@ package operator
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"path/filepath"
+	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	metricsfilters "sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/kid-operator/kid-operator/controllers"
@@ -21,13 +29,21 @@ import (
 	"github.com/kid-operator/kid-operator/internal/inbox"
 	"github.com/kid-operator/kid-operator/internal/outbound"
 	"github.com/kid-operator/kid-operator/internal/scheme"
+	"github.com/kid-operator/kid-operator/internal/secrets"
 	"github.com/kid-operator/kid-operator/webhookserver"
 )
 
 // Options configure the manager.
 type Options struct {
-	// MetricsAddr serves /metrics; "0" turns it off.
+	// MetricsAddr serves /metrics; "0" turns it off. On a loopback address
+	// it is plain HTTP for whoever can reach it (tests, `make run`, a
+	// scraping sidecar); on any other address it is HTTPS, and a scrape
+	// must carry a bearer token that the API server authenticates
+	// (TokenReview) and authorises for GET /metrics (SubjectAccessReview).
 	MetricsAddr string
+	// MetricsCertDir holds tls.crt and tls.key for the HTTPS metrics
+	// endpoint; empty means a self-signed certificate made at start.
+	MetricsCertDir string
 	// ProbeAddr serves /healthz and /readyz; "0" turns it off.
 	ProbeAddr string
 	// PprofAddr serves /debug/pprof; "" or "0" turns it off.
@@ -53,9 +69,26 @@ type Options struct {
 	Outbound outbound.Options
 	// HTTPClient, if set, replaces the outbound client (tests).
 	HTTPClient *http.Client
+	// DefaultActionServiceAccount is the ServiceAccount (in each action's
+	// namespace) that resource actions naming none create their objects
+	// as; empty means every resource action must name one.
+	DefaultActionServiceAccount string
 	// ReceiverOnly runs the webhook receiver without the controllers: a
 	// receiving tier that scales apart from the one that reconciles.
 	ReceiverOnly bool
+	// WatchNamespaces, if set, are the only namespaces the operator sees:
+	// its informer cache holds their objects only, the receiver answers
+	// 404 for products elsewhere, and Roles in those namespaces are all
+	// the RBAC it needs (config/rbac/namespaced). Empty means every
+	// namespace.
+	WatchNamespaces []string
+	// SecretTTL is how long a Secret a product names is used before it is
+	// read again; 0 means secrets.DefaultTTL.
+	SecretTTL time.Duration
+	// SecretRecheck is how often, at the least, the controllers read the
+	// Secrets products name again (with jitter up to as much again); 0
+	// means controllers.DefaultSecretRecheck.
+	SecretRecheck time.Duration
 	// SkipControllerNameValidation lets one process build the manager more
 	// than once (tests that restart the operator).
 	SkipControllerNameValidation bool
@@ -70,11 +103,18 @@ const (
 // Operator is a manager with kid-operator's controllers and receiver.
 type Operator struct {
 	ctrl.Manager
-	// Receiver is the webhook receiver the manager runs.
+	// Receiver is the webhook receiver the manager runs; nil when the
+	// webhook address is "0".
 	Receiver *webhookserver.Server
+	// Secrets is the cache of the Secrets products name, which the
+	// receiver and the controllers share.
+	Secrets *secrets.Cache
 }
 
+// Leader election: its Lease, and the core Events it records about it
+// (config/namespaced grants these in the operator's own namespace only).
 // +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 
 // New builds the manager with every controller and the receiver.
 func New(cfg *rest.Config, opts Options) (*Operator, error) {
@@ -92,10 +132,29 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 	if opts.ProbeAddr == "" {
 		opts.ProbeAddr = "0"
 	}
+	noReceiver := opts.Webhook.Addr == "0"
+	if noReceiver && opts.ReceiverOnly {
+		return nil, errors.New("a receiver-only manager needs a webhook address")
+	}
+	namespaces, err := watchNamespaces(opts.WatchNamespaces)
+	if err != nil {
+		return nil, err
+	}
+	cacheOpts := cache.Options{
+		// Managed fields are never read here; dropping them roughly
+		// halves the cache's memory.
+		DefaultTransform: cache.TransformStripManagedFields(),
+	}
+	if len(namespaces) > 0 {
+		cacheOpts.DefaultNamespaces = map[string]cache.Config{}
+		for _, ns := range namespaces {
+			cacheOpts.DefaultNamespaces[ns] = cache.Config{}
+		}
+	}
 
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 scheme.Scheme,
-		Metrics:                metricsserver.Options{BindAddress: opts.MetricsAddr},
+		Metrics:                metricsOptions(opts),
 		HealthProbeBindAddress: opts.ProbeAddr,
 		PprofBindAddress:       opts.PprofAddr,
 		// A receiver-only replica has nothing to lead.
@@ -103,28 +162,32 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 		LeaderElectionID:        "kid-operator.kid.dev",
 		LeaderElectionNamespace: opts.LeaderElectionNamespace,
 		Controller:              config.Controller{SkipNameValidation: &opts.SkipControllerNameValidation},
-		Cache: cache.Options{
-			// Managed fields are never read here; dropping them roughly
-			// halves the cache's memory.
-			DefaultTransform: cache.TransformStripManagedFields(),
-		},
+		Cache:                   cacheOpts,
+		// No informer ever holds Secrets: the few that products name are
+		// read one get at a time (internal/secrets), and anything else
+		// that reads a Secret through the client reads it live.
+		Client: client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}}}},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating manager: %w", err)
 	}
 
-	store, err := inbox.RESTStore(cfg)
-	if err != nil {
+	sec := secrets.New(mgr.GetAPIReader(), secrets.Options{TTL: opts.SecretTTL})
+	op := &Operator{Manager: mgr, Secrets: sec}
+	if !noReceiver {
+		store, err := inbox.RESTStore(cfg)
+		if err != nil {
+			return nil, err
+		}
+		opts.Webhook.Namespaces = namespaces
+		op.Receiver = webhookserver.New(mgr.GetCache(), sec, store, opts.Webhook)
+		if err := mgr.Add(op.Receiver); err != nil {
+			return nil, fmt.Errorf("adding webhook receiver: %w", err)
+		}
+	}
+	if err := addProbes(mgr, op.Receiver, opts.ProbeAddr); err != nil {
 		return nil, err
 	}
-	receiver := webhookserver.New(mgr.GetCache(), store, opts.Webhook)
-	if err := mgr.Add(receiver); err != nil {
-		return nil, fmt.Errorf("adding webhook receiver: %w", err)
-	}
-	if err := addProbes(mgr, receiver, opts.ProbeAddr); err != nil {
-		return nil, err
-	}
-	op := &Operator{Manager: mgr, Receiver: receiver}
 	if opts.ReceiverOnly {
 		return op, nil
 	}
@@ -139,19 +202,22 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 		httpClient = outbound.New(opts.Outbound)
 	}
 	apiClients := controllers.NewAPIClients(httpClient)
+	apiClients.Secrets = sec
 	ctx := context.Background()
 	if err := controllers.SetupIndexes(ctx, mgr); err != nil {
 		return nil, err
 	}
 	if err := (&controllers.KidProductReconciler{
 		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kidproduct-controller"), Now: opts.Now, APIClients: apiClients,
+		Secrets: sec, SecretRecheck: opts.SecretRecheck,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up KidProduct controller: %w", err)
 	}
 	filters := actions.NewFilters()
+	impersonator := actions.NewImpersonator(mgr.GetConfig(), client.Options{Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper()}, opts.DefaultActionServiceAccount)
 	if err := (&controllers.KidEventReconciler{
 		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kidevent-controller"), Now: opts.Now,
-		Filters: filters, HTTPClient: httpClient, APIReader: mgr.GetAPIReader(),
+		Filters: filters, HTTPClient: httpClient, APIReader: mgr.GetAPIReader(), Impersonator: impersonator,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up KidEvent controller: %w", err)
 	}
@@ -162,7 +228,7 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 	}
 
 	if err := (&controllers.KidActionReconciler{
-		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kidaction-controller"), Filters: filters,
+		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kidaction-controller"), Filters: filters, Impersonator: impersonator,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up KidAction controller: %w", err)
 	}
@@ -170,13 +236,69 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 	return op, nil
 }
 
-// addProbes serves /healthz, and /readyz once the receiver's caches synced.
+// watchNamespaces returns the namespaces named, trimmed and without
+// duplicates.
+func watchNamespaces(names []string) ([]string, error) {
+	var out []string
+	seen := map[string]bool{}
+	for _, ns := range names {
+		ns = strings.TrimSpace(ns)
+		if ns == "" || seen[ns] {
+			continue
+		}
+		if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
+			return nil, fmt.Errorf("watch namespace %q: %s", ns, strings.Join(errs, "; "))
+		}
+		seen[ns] = true
+		out = append(out, ns)
+	}
+	return out, nil
+}
+
+// metricsOptions serves /metrics as plain HTTP on a loopback address, and
+// otherwise as HTTPS behind controller-runtime's filter: the scraper's
+// bearer token is checked with a TokenReview and its right to GET /metrics
+// with a SubjectAccessReview (config/rbac/metrics_auth_role.yaml lets the
+// operator ask; metrics_reader_role.yaml is the scraper's).
+func metricsOptions(opts Options) metricsserver.Options {
+	m := metricsserver.Options{BindAddress: opts.MetricsAddr}
+	if opts.MetricsAddr == "0" || IsLoopback(opts.MetricsAddr) {
+		return m
+	}
+	m.SecureServing = true
+	m.FilterProvider = metricsfilters.WithAuthenticationAndAuthorization
+	if opts.MetricsCertDir != "" {
+		m.CertDir = filepath.Clean(opts.MetricsCertDir)
+		m.CertName, m.KeyName = "tls.crt", "tls.key"
+	}
+	return m
+}
+
+// IsLoopback reports whether a listen address (host:port) binds a loopback
+// address only. An empty host (":8443") binds every address, so it is not.
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// addProbes serves /healthz, and /readyz once the receiver's caches synced
+// (at once when there is no receiver).
 func addProbes(mgr ctrl.Manager, receiver *webhookserver.Server, addr string) error {
 	if addr == "0" {
 		return nil
 	}
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return err
+	}
+	if receiver == nil {
+		return mgr.AddReadyzCheck("ping", healthz.Ping)
 	}
 	return mgr.AddReadyzCheck("webhook-caches", func(*http.Request) error {
 		if !receiver.Ready() {

@@ -12,7 +12,13 @@ import (
 // SuiteHarness registers the Ginkgo BeforeSuite that starts the operator on
 // a local control plane, and the AfterSuite that stops it. The returned
 // harness is filled in when the suite starts.
-func SuiteHarness() *Harness {
+func SuiteHarness() *Harness { return suite(Start) }
+
+// ControlPlaneSuite is SuiteHarness without the operator: the suite's specs
+// start operators of their own (StartOperator).
+func ControlPlaneSuite() *Harness { return suite(StartControlPlane) }
+
+func suite(start func() (*Harness, error)) *Harness {
 	h := &Harness{}
 	ginkgo.BeforeSuite(func() {
 		// An upper bound, not a wait: a controller's work under a loaded
@@ -20,7 +26,7 @@ func SuiteHarness() *Harness {
 		// settle (a second), outlasts Gomega's default of one second.
 		gomega.SetDefaultEventuallyTimeout(10 * time.Second)
 		ctrl.SetLogger(zap.New(zap.WriteTo(ginkgo.GinkgoWriter), zap.UseDevMode(true)))
-		started, err := Start()
+		started, err := start()
 		gomega.Expect(err).NotTo(gomega.HaveOccurred())
 		*h = *started
 	})

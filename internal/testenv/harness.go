@@ -51,6 +51,20 @@ type Harness struct {
 // Start starts a control plane and the operator on it, with the receiver on
 // a free local port, and waits until the receiver is ready.
 func Start() (*Harness, error) {
+	h, err := StartControlPlane()
+	if err != nil {
+		return nil, err
+	}
+	if err := h.startOperator(); err != nil {
+		return nil, errors.Join(err, h.Env.Stop(), os.RemoveAll(h.certDir))
+	}
+	return h, nil
+}
+
+// StartControlPlane starts a control plane with the CRDs installed and no
+// operator: for tests that run operators of their own (StartOperator), for
+// example under a restricted identity.
+func StartControlPlane() (*Harness, error) {
 	env, err := New()
 	if err != nil {
 		return nil, err
@@ -72,40 +86,73 @@ func Start() (*Harness, error) {
 		return nil, fmt.Errorf("starting the control plane: %w", err)
 	}
 	h := &Harness{Env: env, Config: cfg, Clock: &Clock{}, done: make(chan error, 1), certDir: certDir}
-	if err := h.startOperator(); err != nil {
-		return nil, errors.Join(err, env.Stop())
+	if h.Client, err = client.New(h.Config, client.Options{Scheme: scheme.Scheme}); err != nil {
+		return nil, errors.Join(err, env.Stop(), os.RemoveAll(certDir))
 	}
 	return h, nil
 }
 
-func (h *Harness) startOperator() error {
-	var err error
-	if h.Client, err = client.New(h.Config, client.Options{Scheme: scheme.Scheme}); err != nil {
-		return err
-	}
-	opts := operator.Options{Now: h.Clock.Now, SkipControllerNameValidation: true}
+// SecretRecheck is how often the tests' operators re-read the Secrets
+// products name (a deployed operator: every one to two minutes), so that
+// specs see a changed or deleted Secret within seconds.
+const SecretRecheck = 2 * time.Second
+
+// OperatorOptions are the options the harness runs the operator with: the
+// receiver on a free loopback port, the harness's clock, loopback targets
+// allowed, and Secrets re-read every SecretRecheck.
+func (h *Harness) OperatorOptions() operator.Options {
+	opts := operator.Options{Now: h.Clock.Now, SkipControllerNameValidation: true, SecretRecheck: SecretRecheck}
 	// The simulator's targets and fake k-ID listen on loopback, which a
 	// deployed operator refuses to call.
 	opts.Outbound.Allow = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 	opts.Webhook.Addr = "127.0.0.1:0"
 	opts.Webhook.Now = h.Clock.Now
-	op, err := operator.New(h.Config, opts)
+	return opts
+}
+
+func (h *Harness) startOperator() error {
+	op, stop, err := StartOperator(h.Config, h.OperatorOptions())
 	if err != nil {
 		return err
 	}
 	h.Operator = op
+	h.cancel = func() { h.done <- stop() }
+	h.BaseURL = "http://" + op.Receiver.Addr()
+	return nil
+}
+
+// StartOperator builds an operator with cfg (its identity) and opts, starts
+// it, and waits until its receiver, if it has one, is ready. stop stops it
+// and returns what its Start returned.
+func StartOperator(cfg *rest.Config, opts operator.Options) (op *operator.Operator, stop func() error, err error) {
+	op, err = operator.New(cfg, opts)
+	if err != nil {
+		return nil, nil, err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	h.cancel = cancel
-	go func() { h.done <- op.Start(ctx) }()
+	done := make(chan error, 1)
+	go func() { done <- op.Start(ctx) }()
+	stop = func() error {
+		cancel()
+		return <-done
+	}
+	if op.Receiver == nil {
+		return op, stop, nil
+	}
 	deadline := time.Now().Add(30 * time.Second)
 	for !op.Receiver.Ready() || op.Receiver.Addr() == "" {
+		select {
+		case err := <-done:
+			cancel()
+			return nil, nil, fmt.Errorf("the operator stopped before its receiver was ready: %w", err)
+		default:
+		}
 		if time.Now().After(deadline) {
-			return errors.New("the receiver did not become ready in 30s")
+			return nil, nil, errors.Join(errors.New("the receiver did not become ready in 30s"), stop())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	h.BaseURL = "http://" + op.Receiver.Addr()
-	return nil
+	return op, stop, nil
 }
 
 // RestartOperator stops the operator and starts a new one on the same
@@ -119,10 +166,14 @@ func (h *Harness) RestartOperator() error {
 	return h.startOperator()
 }
 
-// Stop stops the operator and the control plane.
+// Stop stops the operator, if the harness runs one, and the control plane.
 func (h *Harness) Stop() error {
-	h.cancel()
-	return errors.Join(<-h.done, h.Env.Stop(), os.RemoveAll(h.certDir))
+	var err error
+	if h.cancel != nil {
+		h.cancel()
+		err = <-h.done
+	}
+	return errors.Join(err, h.Env.Stop(), os.RemoveAll(h.certDir))
 }
 
 // Product is a KidProduct a test created, with its secret.
