@@ -61,7 +61,7 @@ type KidEventReconciler struct {
 
 // +kubebuilder:rbac:groups=kid.dev,resources=kidevents,verbs=get;list;watch;create;delete
 // +kubebuilder:rbac:groups=kid.dev,resources=kidevents/status,verbs=get;update;patch
-// +kubebuilder:rbac:groups=kid.dev,resources=kidusers,verbs=get;list;watch;create;delete
+// +kubebuilder:rbac:groups=kid.dev,resources=kidusers,verbs=get;list;watch;create;delete;patch
 // +kubebuilder:rbac:groups=kid.dev,resources=kidusers/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=kid.dev,resources=kidevents,verbs=patch
 // +kubebuilder:rbac:groups=kid.dev,resources=kidactions,verbs=get;list;watch
@@ -105,6 +105,10 @@ func (r *KidEventReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	}
 	switch event.Status.Phase {
 	case "", kidv1.EventPending:
+		if event.Spec.Source == kidv1.SourceBrowser {
+			// A hint from a game page: never folded, never acted on.
+			return ctrl.Result{}, r.confirmBrowserEvent(ctx, event)
+		}
 	case kidv1.EventApplied:
 		if !slices.ContainsFunc(event.Status.Actions, func(a kidv1.ActionRunStatus) bool { return a.Phase == kidv1.RunPending }) {
 			return ctrl.Result{}, nil

@@ -332,7 +332,7 @@ func (r *KidProductReconciler) reconcileAPI(ctx context.Context, p *kidv1.KidPro
 		if r.APIClients != nil {
 			r.APIClients.Forget(client.ObjectKeyFromObject(p))
 		}
-		set(metav1.ConditionFalse, kidv1.NotConfiguredReason, "no spec.api: the product works on webhooks alone; session sync and recovery are off")
+		set(metav1.ConditionFalse, kidv1.NotConfiguredReason, "no spec.api: the product works on webhooks alone; session sync, recovery and the confirmation of browser events are off")
 		return 0, nil
 	}
 	c, err := r.APIClients.For(ctx, r.Client, p)

@@ -74,6 +74,8 @@ type pollState struct {
 	// unwritten is a read of the session not yet written (its write lost
 	// an optimistic-lock race with a fold).
 	unwritten *kidv1.KidUserStatus
+	// handledRequest is the kid.dev/requested-at value last answered.
+	handledRequest string
 	// slotAt is when the call this user booked with the product's rate
 	// limiter is due; zero when it holds none.
 	slotAt time.Time
@@ -140,17 +142,23 @@ func (r *KidUserReconciler) reconcileAPI(ctx context.Context, user *kidv1.KidUse
 		return jitter(refusedRecheck), nil
 	}
 
-	now := r.now()
+	// kid.dev/requested-at asks for k-ID now, whatever the schedule: a
+	// browser event's confirmation, or a person's kubectl annotate.
+	requested := user.Annotations[kidv1.RequestedAtAnnotation]
+	pass := &apiPass{now: r.now(), force: requested != "" && requested != r.polls.get(user).handledRequest}
 	var next []time.Duration
-	if wait, err := r.syncSession(ctx, c, product, user, now); err != nil {
+	if wait, err := r.syncSession(ctx, c, product, user, pass); err != nil {
 		return 0, err
 	} else if wait > 0 {
 		next = append(next, wait)
 	}
-	if wait, err := r.recover(ctx, c, product, user, now); err != nil {
+	if wait, err := r.recover(ctx, c, product, user, pass); err != nil {
 		return 0, err
 	} else if wait > 0 {
 		next = append(next, wait)
+	}
+	if pass.force && !pass.waiting {
+		r.polls.update(user, func(s *pollState) { s.handledRequest = requested })
 	}
 	if len(next) == 0 {
 		return 0, nil
@@ -158,12 +166,28 @@ func (r *KidUserReconciler) reconcileAPI(ctx context.Context, user *kidv1.KidUse
 	return slices.Min(next), nil
 }
 
+// apiPass is one reconcile's business with k-ID.
+type apiPass struct {
+	now time.Time
+	// force asks k-ID now, whatever the schedule.
+	force bool
+	// waiting is set when a call had to wait (for its slot, or to retry),
+	// so a forced request is not yet answered.
+	waiting bool
+}
+
 // takeSlot returns 0 when the user may call k-ID now, having taken a token
 // of the product's rate limiter; otherwise the wait before it asks again.
 // A user that must wait first books a slot in the product's schedule, so
 // that a backlog comes back one user per rate-interval instead of all at
 // once; when the slot comes, the token is taken at the moment of the call.
-func (r *KidUserReconciler) takeSlot(c *APIClient, user *kidv1.KidUser, now time.Time) time.Duration {
+func (r *KidUserReconciler) takeSlot(c *APIClient, user *kidv1.KidUser, p *apiPass) time.Duration {
+	d := r.slot(c, user, p.now)
+	p.waiting = p.waiting || d > 0
+	return d
+}
+
+func (r *KidUserReconciler) slot(c *APIClient, user *kidv1.KidUser, now time.Time) time.Duration {
 	slot := r.polls.get(user).slotAt
 	if slot.IsZero() {
 		if d := c.Book(); d > 0 {
@@ -186,10 +210,13 @@ func (r *KidUserReconciler) takeSlot(c *APIClient, user *kidv1.KidUser, now time
 
 // sessionDue says whether the user's session should be read now, and if
 // not, how long until it should.
-func (r *KidUserReconciler) sessionDue(product *kidv1.KidProduct, user *kidv1.KidUser, now time.Time) (bool, time.Duration) {
-	st := &user.Status
-	if user.Spec.Identity.Kind != kidv1.IdentitySession || st.SessionID == "" || st.Session.State != kidv1.SessionActive {
+func (r *KidUserReconciler) sessionDue(product *kidv1.KidProduct, user *kidv1.KidUser, p *apiPass) (bool, time.Duration) {
+	st, now := &user.Status, p.now
+	if user.Spec.Identity.Kind != kidv1.IdentitySession || st.Session.State == kidv1.SessionDeleted {
 		return false, 0
+	}
+	if p.force {
+		return true, 0
 	}
 	mem := r.polls.get(user)
 	known := mem.sessionReadAt
@@ -228,28 +255,39 @@ func (r *KidUserReconciler) sessionDue(product *kidv1.KidProduct, user *kidv1.Ki
 }
 
 // syncSession reads the user's session from k-ID when due.
-func (r *KidUserReconciler) syncSession(ctx context.Context, c *APIClient, product *kidv1.KidProduct, user *kidv1.KidUser, now time.Time) (time.Duration, error) {
+func (r *KidUserReconciler) syncSession(ctx context.Context, c *APIClient, product *kidv1.KidProduct, user *kidv1.KidUser, p *apiPass) (time.Duration, error) {
+	now := p.now
 	if unwritten := r.polls.get(user).unwritten; unwritten != nil {
 		// A read whose write lost a race with a fold: write it again,
 		// without asking k-ID a second time.
 		return 0, r.writeSync(ctx, user, unwritten)
 	}
-	due, wait := r.sessionDue(product, user, now)
+	due, wait := r.sessionDue(product, user, p)
 	if !due {
 		return wait, nil
 	}
-	if d := r.takeSlot(c, user, now); d > 0 {
+	if d := r.takeSlot(c, user, p); d > 0 {
 		return d, nil
 	}
 	st := &user.Status
-	session, err := c.WithReservation().GetSession(ctx, st.SessionID, st.Session.ETag)
+	// A session's user knows its id from its identity, even before k-ID
+	// confirmed it (a browser event made it).
+	sessionID := user.Spec.Identity.ID
+	session, err := c.WithReservation().GetSession(ctx, sessionID, st.Session.ETag)
 	switch {
 	case errors.Is(err, kidapi.ErrNotModified):
 		sessionSyncsTotal.WithLabelValues("unchanged").Inc()
 		r.readSession(user, now)
 		return 0, nil
 	case kidapi.IsNotFound(err):
+		if st.SessionID == "" {
+			// Never confirmed: a browser event named a session k-ID
+			// does not know. Nothing to erase, nothing to believe.
+			sessionSyncsTotal.WithLabelValues("unknown").Inc()
+			return 0, nil
+		}
 		if r.withinPropagation(user, now) {
+			p.waiting = true
 			return propagationRetry, nil
 		}
 		// k-ID no longer knows the session: it was deleted, and its
@@ -258,11 +296,13 @@ func (r *KidUserReconciler) syncSession(ctx context.Context, c *APIClient, produ
 		sessionSyncsTotal.WithLabelValues("deleted").Inc()
 		return 0, r.storePolled(ctx, product, kid.SessionDelete, map[string]any{"id": st.SessionID})
 	case err != nil:
-		return r.apiFailed(ctx, c, product, "session", err)
+		wait, err := r.apiFailed(ctx, c, product, "session", err)
+		p.waiting = p.waiting || wait > 0
+		return wait, err
 	}
 	privacy := kid.Privacy{KeepEmail: product.Spec.Privacy.StoreApproverEmail, KeepDateOfBirth: product.Spec.Privacy.StoreDateOfBirth}
 	delta := fold.SyncDelta(&fold.Session{
-		SessionID: st.SessionID, KUID: session.KUID, AgeStatus: session.AgeStatus, Jurisdiction: session.Jurisdiction,
+		SessionID: sessionID, KUID: session.KUID, AgeStatus: session.AgeStatus, Jurisdiction: session.Jurisdiction,
 		Status: session.Status, ETag: session.ETag, DateOfBirth: session.DateOfBirth,
 		Permissions: permissions(session.Permissions), At: now,
 	}, privacy)
@@ -380,21 +420,22 @@ func pollPoint(elapsed, first, maxInterval time.Duration) (point, next time.Dura
 }
 
 // recover polls the user's pending challenge or verification when due.
-func (r *KidUserReconciler) recover(ctx context.Context, c *APIClient, product *kidv1.KidProduct, user *kidv1.KidUser, now time.Time) (time.Duration, error) {
+func (r *KidUserReconciler) recover(ctx context.Context, c *APIClient, product *kidv1.KidProduct, user *kidv1.KidUser, p *apiPass) (time.Duration, error) {
+	now := p.now
 	kind, id, since := pending(user)
 	if kind == "" {
 		return 0, nil
 	}
 	first, maxInterval, horizon := product.Spec.API.Recovery.Backoff()
 	elapsed := now.Sub(since)
-	if elapsed > horizon {
+	if elapsed > horizon && !p.force {
 		return 0, nil
 	}
 	point, next := pollPoint(elapsed, first, maxInterval)
-	if point < 0 || !r.polls.get(user).polledAt.Before(since.Add(point)) {
+	if !p.force && (point < 0 || !r.polls.get(user).polledAt.Before(since.Add(point))) {
 		return next, nil
 	}
-	if d := r.takeSlot(c, user, now); d > 0 {
+	if d := r.takeSlot(c, user, p); d > 0 {
 		return d, nil
 	}
 	var err error
@@ -405,6 +446,7 @@ func (r *KidUserReconciler) recover(ctx context.Context, c *APIClient, product *
 	}
 	if err != nil {
 		wait, err := r.apiFailed(ctx, c, product, string(kind), err)
+		p.waiting = p.waiting || wait > 0
 		if err != nil || wait > 0 {
 			return wait, err
 		}

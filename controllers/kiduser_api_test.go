@@ -11,6 +11,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -405,5 +406,75 @@ var _ = Describe("k-ID API: session sync and recovery", func() {
 		Expect(most).To(BeNumerically("<=", rps+burst+2))
 		Expect(most).To(BeNumerically(">=", rps/2), "the limit was reached, so the test measured it")
 
+	})
+})
+
+// browserEvent stores what the relay stores for a k-ID widget's DOM event:
+// source browser, about the relay token's subject.
+func browserEvent(p *testenv.Product, name, eventType, data string, subject kidv1.EventSubject) *kidv1.KidEvent {
+	GinkgoHelper()
+	e := &kidv1.KidEvent{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: p.Namespace, Labels: map[string]string{kidv1.ProductLabel: p.Name}},
+		Spec: kidv1.KidEventSpec{
+			ProductRef: kidv1.LocalObjectReference{Name: p.Name}, EventType: eventType, Subject: subject,
+			Data:       &apiextensionsv1.JSON{Raw: []byte(data)},
+			ReceivedAt: metav1.NewTime(h.Clock.Now()), Source: kidv1.SourceBrowser,
+		},
+	}
+	Expect(h.Client.Create(ctx, e)).To(Succeed())
+	return e
+}
+
+func phaseOf(e *kidv1.KidEvent) func(g Gomega) {
+	return func(g Gomega) {
+		got := &kidv1.KidEvent{}
+		g.Expect(h.Client.Get(ctx, client.ObjectKeyFromObject(e), got)).To(Succeed())
+		g.Expect(got.Status.Phase).To(Equal(kidv1.EventIgnored))
+	}
+}
+
+var _ = Describe("Browser (DOM) events", func() {
+	It("are never folded nor acted on, and make the cluster ask k-ID at once", func() {
+		// Recovery's schedule would wait an hour: only the confirmation
+		// can explain a poll within the spec.
+		hour := &metav1.Duration{Duration: time.Hour}
+		p, fake := apiProduct(func(p *kidv1.KidProduct) { p.Spec.API.Recovery = kidv1.RecoverySpec{FirstPoll: hour, MaxInterval: hour} })
+		fake.SetDeliveryFault(kidsim.FaultDrop)
+		t := newTarget()
+		httpAction(p, "on-dom-types", t.URL, func(a *kidv1.KidAction) {
+			a.Spec.EventTypes = []string{"Widget.AgeGate.Result", kid.VerificationResult}
+		})
+		challenge := fake.StartChallenge()
+		session, err := fake.ApproveChallenge(challenge, kidsim.Approval{})
+		Expect(err).NotTo(HaveOccurred())
+
+		result := browserEvent(p, "dom-agegate-result", "Widget.AgeGate.Result",
+			fmt.Sprintf(`{"status":"PASS","challengeId":%q,"sessionId":%q}`, challenge, session), kidv1.EventSubject{ChallengeID: challenge})
+		// Anyone can post a message: a PASS for a verification k-ID never made.
+		forged := browserEvent(p, "dom-forged-verification", kid.VerificationResult,
+			`{"verificationId":"forged-1","status":"PASS","method":"id-document","provider":"veratad"}`, kidv1.EventSubject{VerificationIDs: []string{"forged-1"}})
+		Eventually(phaseOf(result)).Should(Succeed())
+		Eventually(phaseOf(forged)).Should(Succeed())
+
+		user(p, kidv1.IdentitySession, session, func(g Gomega, u *kidv1.KidUser) {
+			g.Expect(u.Status.Consent.State).To(Equal(kidv1.ConsentGranted), "from k-ID's answer to the confirmation")
+		})
+		polled := eventsAbout(p.Namespace, kid.ChallengeStateChange, challenge)
+		Expect(polled).To(HaveLen(1))
+		Expect(polled[0].Spec.Source).To(Equal(kidv1.SourcePoll))
+		Expect(requests(fake, "age-verification/get-status")).To(ContainElement(HaveField("Query", HaveKeyWithValue("id", []string{"forged-1"}))), "the forged verification was asked about")
+		Consistently(func(g Gomega) {
+			for _, u := range users(p.Namespace) {
+				g.Expect(u.Status.Verification.State).NotTo(Equal(kidv1.VerificationVerified), "%s: a DOM event is never believed", u.Name)
+			}
+			g.Expect(t.deliveries()).To(BeEmpty(), "no action ran for a browser event")
+		}, 2*time.Second).Should(Succeed())
+	})
+
+	It("stay a record, asking nothing, for a product without spec.api", func() {
+		p := newProduct(nil)
+		e := browserEvent(p, "dom-challenge", "Widget.AgeGate.Challenge", `{"status":"PENDING","challengeId":"c-dom"}`, kidv1.EventSubject{ChallengeID: "c-dom"})
+		Eventually(phaseOf(e)).Should(Succeed())
+		Consistently(func() []kidv1.KidUser { return users(p.Namespace) }, time.Second).Should(BeEmpty())
 	})
 })

@@ -31,8 +31,10 @@ const (
 	EventSucceeded EventPhase = "Succeeded"
 	// EventFailed: applied, and at least one action failed for good.
 	EventFailed EventPhase = "Failed"
-	// EventIgnored: a Test event or a type this version does not know; kept
-	// for the record, folded into no user.
+	// EventIgnored: a Test event, a type this version does not know, or a
+	// browser (DOM) event, which is a hint that makes the controllers ask
+	// k-ID and is never trusted itself; kept for the record, folded into no
+	// user.
 	EventIgnored EventPhase = "Ignored"
 )
 
@@ -254,6 +256,13 @@ const (
 // RedriveAnnotation, set on a KidEvent (to any value), runs its failed
 // actions again from their first attempt; the controller removes it.
 const RedriveAnnotation = "kid.dev/redrive"
+
+// RequestedAtAnnotation, set on a KidUser (to any new value, such as the
+// time), asks the KidUser controller to ask k-ID now: read the session and
+// poll a pending challenge or verification, whatever their schedule (as
+// Flux's reconcile.fluxcd.io/requestedAt). A browser event sets it to its own
+// name; a person can set it with kubectl annotate.
+const RequestedAtAnnotation = "kid.dev/requested-at"
 
 // SubjectAnnotation holds a short, human-readable subject for the Subject
 // printer column (a JSONPath cannot pick "whichever id is set").

@@ -41,6 +41,11 @@ type KidProductSpec struct {
 	// +optional
 	API *APISpec `json:"api,omitempty"`
 
+	// browser configures the relay of k-ID's widget (DOM) events from the
+	// game's pages, and the live status stream those pages read.
+	// +optional
+	Browser *BrowserSpec `json:"browser,omitempty"`
+
 	// retention bounds how many finished KidEvents are kept, and for how long.
 	// +optional
 	Retention RetentionSpec `json:"retention,omitempty"`
@@ -146,6 +151,49 @@ type RecoverySpec struct {
 	// +optional
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1m') && duration(self) <= duration('2160h')",message="horizon must be between 1m and 2160h"
 	Horizon *metav1.Duration `json:"horizon,omitempty"`
+}
+
+// BrowserSpec configures the browser relay (design.md §3, "Three
+// channels"). A relayed DOM event is a hint: it is stored with source
+// browser, never folded into a KidUser and never runs an action; with
+// spec.api set, it makes the controllers ask k-ID at once.
+type BrowserSpec struct {
+	// allowedOrigins are the origins of the game's pages that may relay
+	// events and read the status stream (CORS), matched exactly, scheme
+	// included: https://play.example.com.
+	// +required
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MaxLength=253
+	// +kubebuilder:validation:items:Pattern=`^https?://[^/?#\s]+$`
+	AllowedOrigins []string `json:"allowedOrigins"`
+
+	// tokenSecretRef names a Secret whose every non-empty key may sign relay
+	// tokens (so a key can be rotated like the webhook secret). The game's
+	// backend mints a token per player page (webhookserver/relaytoken).
+	// +required
+	TokenSecretRef LocalObjectReference `json:"tokenSecretRef"`
+
+	// requestsPerSecond bounds the relayed events of this product; past it
+	// the relay answers 429 and stores nothing. Defaults to 10.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100
+	RequestsPerSecond *int32 `json:"requestsPerSecond,omitempty"`
+
+	// burst of relayed events above the rate. Defaults to 20.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=200
+	Burst *int32 `json:"burst,omitempty"`
+
+	// maxStreams bounds the status streams open at once for this product.
+	// Defaults to 100.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000
+	MaxStreams *int32 `json:"maxStreams,omitempty"`
 }
 
 // RetentionSpec bounds the finished KidEvents kept for a product.
@@ -337,4 +385,26 @@ func durationOr(d *metav1.Duration, def time.Duration) time.Duration {
 		return d.Duration
 	}
 	return def
+}
+
+// Defaults of BrowserSpec.
+const (
+	DefaultBrowserRequestsPerSecond = 10
+	DefaultBrowserBurst             = 20
+	DefaultBrowserMaxStreams        = 100
+)
+
+// Limits returns the relay's rate, burst and stream cap.
+func (b *BrowserSpec) Limits() (rps, burst, streams int) {
+	rps, burst, streams = DefaultBrowserRequestsPerSecond, DefaultBrowserBurst, DefaultBrowserMaxStreams
+	if b.RequestsPerSecond != nil {
+		rps = int(*b.RequestsPerSecond)
+	}
+	if b.Burst != nil {
+		burst = int(*b.Burst)
+	}
+	if b.MaxStreams != nil {
+		streams = int(*b.MaxStreams)
+	}
+	return rps, burst, streams
 }
