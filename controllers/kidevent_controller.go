@@ -103,6 +103,17 @@ func (r *KidEventReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		// the redriven actions from an up-to-date cache.
 		return ctrl.Result{}, r.redrive(ctx, event)
 	}
+	if event.Status.Phase == "" || event.Status.Phase == kidv1.EventPending {
+		// The cache may lag behind this controller's own last write: an
+		// event requeued soon after it was applied (to retry its runs) can
+		// still show Pending there, and folding it again would count it
+		// twice and reset its runs. Only the API server's copy tells.
+		fresh, err := r.reread(ctx, event)
+		if err != nil || fresh == nil {
+			return ctrl.Result{}, err
+		}
+		event = fresh
+	}
 	switch event.Status.Phase {
 	case "", kidv1.EventPending:
 		if event.Spec.Source == kidv1.SourceBrowser {
@@ -194,13 +205,28 @@ func (r *KidEventReconciler) continueRuns(ctx context.Context, event *kidv1.KidE
 	return ctrl.Result{RequeueAfter: next}, err
 }
 
+// reread returns the API server's copy of an event (through APIReader,
+// around the cache).
+func (r *KidEventReconciler) reread(ctx context.Context, e *kidv1.KidEvent) (*kidv1.KidEvent, error) {
+	reader := r.APIReader
+	if reader == nil {
+		reader = r.Client
+	}
+	fresh := &kidv1.KidEvent{}
+	if err := reader.Get(ctx, client.ObjectKeyFromObject(e), fresh); err != nil {
+		return nil, client.IgnoreNotFound(err)
+	}
+	return fresh, nil
+}
+
 // redrive puts the failed runs back to Pending and removes the annotation
 // that asked for it.
 func (r *KidEventReconciler) redrive(ctx context.Context, event *kidv1.KidEvent) error {
 	before := event.DeepCopy()
 	redrive(event)
 	if !apiequality.Semantic.DeepEqual(before.Status, event.Status) {
-		if err := r.Status().Patch(ctx, event, client.MergeFrom(before)); err != nil {
+		// The runs list is replaced whole: only over the version read.
+		if err := r.Status().Patch(ctx, event, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
 			return fmt.Errorf("redriving event: %w", err)
 		}
 	}
@@ -411,7 +437,10 @@ func (r *KidEventReconciler) setPhase(ctx context.Context, e *kidv1.KidEvent, ph
 	if phase == kidv1.EventApplied {
 		e.Status.AppliedAt = &now
 	}
-	if err := r.Status().Patch(ctx, e, client.MergeFrom(before)); err != nil {
+	// A JSON merge patch replaces the runs list whole, so it is written
+	// only over the version it was computed from: a stale read can never
+	// put a succeeded run back to Pending.
+	if err := r.Status().Patch(ctx, e, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
 		return fmt.Errorf("updating event status: %w", err)
 	}
 	return nil

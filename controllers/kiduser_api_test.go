@@ -438,7 +438,9 @@ var _ = Describe("Browser (DOM) events", func() {
 		// Recovery's schedule would wait an hour: only the confirmation
 		// can explain a poll within the spec.
 		hour := &metav1.Duration{Duration: time.Hour}
-		p, fake := apiProduct(func(p *kidv1.KidProduct) { p.Spec.API.Recovery = kidv1.RecoverySpec{FirstPoll: hour, MaxInterval: hour} })
+		p, fake := apiProduct(func(p *kidv1.KidProduct) {
+			p.Spec.API.Recovery = kidv1.RecoverySpec{FirstPoll: hour, MaxInterval: hour}
+		})
 		fake.SetDeliveryFault(kidsim.FaultDrop)
 		t := newTarget()
 		httpAction(p, "on-dom-types", t.URL, func(a *kidv1.KidAction) {
