@@ -141,7 +141,34 @@ func (r *KidEventReconciler) runActions(ctx context.Context, e *kidv1.KidEvent, 
 			return 0, fmt.Errorf("recording action runs: %w", err)
 		}
 	}
+	if e.Status.Finished() && !before.Status.Finished() {
+		// The erasure pass skips an event whose runs are pending; now that
+		// they settled, nothing else would wake it.
+		if err := r.eraseIfErased(ctx, e); err != nil {
+			return 0, err
+		}
+	}
 	return next, nil
+}
+
+// eraseIfErased deletes a finished event that kept personal data about a
+// player k-ID has since erased (design.md §2, "Erasure").
+func (r *KidEventReconciler) eraseIfErased(ctx context.Context, e *kidv1.KidEvent) error {
+	if !e.Spec.PersonalData || e.Status.UserRef == nil {
+		return nil
+	}
+	u := &kidv1.KidUser{}
+	if err := r.Get(ctx, types.NamespacedName{Namespace: e.Namespace, Name: e.Status.UserRef.Name}, u); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	if u.Status.ErasedAt == nil {
+		return nil
+	}
+	if err := r.Delete(ctx, e, client.Preconditions{UID: &e.UID}); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("erasing event: %w", err)
+	}
+	erasedEventsTotal.Inc()
+	return nil
 }
 
 // due reports whether any pending run's next attempt is due.

@@ -1,6 +1,7 @@
 package controllers_test
 
 import (
+	"net/http"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -58,6 +59,26 @@ var _ = Describe("Erasure", func() {
 			g.Expect(u.Status.AccountDeleted).To(BeTrue())
 			g.Expect(u.Status.PersonalData).To(BeNil())
 		})
+	})
+})
+
+var _ = Describe("Erasure of events whose actions were still running", func() {
+	It("deletes the personal data once the runs settle", func() {
+		const email = "still-running@example.com"
+		p := newProduct(func(p *kidv1.KidProduct) { p.Spec.Privacy.StoreApproverEmail = true })
+		// The backend is down for the first attempt and asks for 3 s: the
+		// run is pending when k-ID deletes the session.
+		t := newTarget(http.StatusServiceUnavailable)
+		t.retry = "3"
+		httpAction(p, "slow", t.URL, nil)
+		send(p, kid.ChallengeStateChange, kidsim.Fields{ChallengeID: "c-run", Status: kid.StatusPass, SessionID: "s-run", ApproverEmail: email})
+		Eventually(t.deliveries).Should(HaveLen(1))
+		send(p, kid.SessionDelete, kidsim.Fields{SessionID: "s-run"})
+		user(p, kidv1.IdentitySession, "s-run", func(g Gomega, u *kidv1.KidUser) { g.Expect(u.Status.ErasedAt).NotTo(BeNil()) })
+		Expect(everythingJSON()).To(ContainSubstring(email), "the event with a pending run is kept while it runs")
+
+		Eventually(func() map[string]int { return t.succeededPerID() }, 10*time.Second).Should(HaveLen(1))
+		Eventually(everythingJSON, 5*time.Second).ShouldNot(ContainSubstring(email), "erased once its run settled")
 	})
 })
 
