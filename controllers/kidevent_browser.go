@@ -36,7 +36,7 @@ func (r *KidEventReconciler) confirmBrowserEvent(ctx context.Context, event *kid
 	var userRef *kidv1.LocalObjectReference
 	kind, id := browserSubject(event.Spec.Subject)
 	if product.Spec.API != nil && kind != "" {
-		name, err := r.requestConfirmation(ctx, event, kind, id)
+		name, err := r.requestConfirmation(ctx, event, product, kind, id)
 		if err != nil {
 			return err
 		}
@@ -67,7 +67,7 @@ func browserSubject(s kidv1.EventSubject) (kidv1.IdentityKind, string) {
 // requestConfirmation annotates the strongest KidUser holding the subject,
 // or a new stand-in known by it, so that the KidUser controller asks k-ID
 // now. The annotation's value is the event's name: the same event asks once.
-func (r *KidEventReconciler) requestConfirmation(ctx context.Context, event *kidv1.KidEvent, kind kidv1.IdentityKind, id string) (string, error) {
+func (r *KidEventReconciler) requestConfirmation(ctx context.Context, event *kidv1.KidEvent, p *kidv1.KidProduct, kind kidv1.IdentityKind, id string) (string, error) {
 	product := event.Spec.ProductRef.Name
 	holders, err := r.holders(ctx, event.Namespace, idKey(product, kind, id), nil)
 	if err != nil {
@@ -82,8 +82,9 @@ func (r *KidEventReconciler) requestConfirmation(ctx context.Context, event *kid
 		user = &kidv1.KidUser{
 			ObjectMeta: metav1.ObjectMeta{
 				Name: UserName(product, kind, id), Namespace: event.Namespace,
-				Labels:      map[string]string{kidv1.ProductLabel: product},
-				Annotations: map[string]string{kidv1.RequestedAtAnnotation: event.Name},
+				Labels:          map[string]string{kidv1.ProductLabel: product},
+				Annotations:     map[string]string{kidv1.RequestedAtAnnotation: event.Name},
+				OwnerReferences: []metav1.OwnerReference{p.OwnerReference()},
 			},
 			Spec: kidv1.KidUserSpec{ProductRef: event.Spec.ProductRef, Identity: kidv1.UserIdentity{Kind: kind, ID: id}},
 		}

@@ -156,7 +156,7 @@ func (r *KidEventReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	var folded []*kidv1.KidUser
 	erased := false
 	for _, t := range targets {
-		user, err := r.applyTo(ctx, event, t, privacy)
+		user, err := r.applyTo(ctx, event, product, t, privacy)
 		if err != nil {
 			return ctrl.Result{}, err
 		}
@@ -375,7 +375,7 @@ func strongerFirst(a, b kidv1.KidUser) int {
 // applyTo folds the target's event into its KidUser, creating the user if
 // needed. The status write carries the resourceVersion read, so two
 // concurrent folds into one user never lose each other's work.
-func (r *KidEventReconciler) applyTo(ctx context.Context, e *kidv1.KidEvent, t target, privacy kid.Privacy) (*kidv1.KidUser, error) {
+func (r *KidEventReconciler) applyTo(ctx context.Context, e *kidv1.KidEvent, product *kidv1.KidProduct, t target, privacy kid.Privacy) (*kidv1.KidUser, error) {
 	user := &kidv1.KidUser{}
 	err := r.Get(ctx, types.NamespacedName{Namespace: e.Namespace, Name: t.name}, user)
 	switch {
@@ -384,6 +384,9 @@ func (r *KidEventReconciler) applyTo(ctx context.Context, e *kidv1.KidEvent, t t
 			ObjectMeta: metav1.ObjectMeta{
 				Name: t.name, Namespace: e.Namespace,
 				Labels: map[string]string{kidv1.ProductLabel: e.Spec.ProductRef.Name},
+				// Deleting the product deletes its players too: no
+				// personal data outlives it.
+				OwnerReferences: []metav1.OwnerReference{product.OwnerReference()},
 			},
 			Spec: kidv1.KidUserSpec{ProductRef: e.Spec.ProductRef, Identity: t.identity},
 		}

@@ -8,6 +8,7 @@ import (
 
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
@@ -109,7 +110,14 @@ func (r *KidUserReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	if user.Status.ErasedAt != nil {
 		return ctrl.Result{}, r.eraseEvents(ctx, user)
 	}
+	bound, err := r.boundStandIn(ctx, user)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
 	next, err := r.reconcileAPI(ctx, user)
+	if bound > 0 && (next == 0 || bound < next) {
+		next = bound
+	}
 	return ctrl.Result{RequeueAfter: next}, err
 }
 
@@ -189,4 +197,33 @@ func (r *KidUserReconciler) eraseEvents(ctx context.Context, user *kidv1.KidUser
 		}
 	}
 	return nil
+}
+
+// boundStandIn drops the personal data of a stand-in that nothing linked to
+// a session within the product's retention (retention.maxAge since its last
+// event): a verification's date of birth must not outlive the events it came
+// from when no Session.Delete or Account.Delete can ever reach it. It
+// returns when to look again.
+func (r *KidUserReconciler) boundStandIn(ctx context.Context, user *kidv1.KidUser) (time.Duration, error) {
+	if user.Spec.Identity.Kind == kidv1.IdentitySession || user.Status.PersonalData == nil {
+		return 0, nil
+	}
+	product := &kidv1.KidProduct{}
+	if err := r.Get(ctx, types.NamespacedName{Namespace: user.Namespace, Name: user.Spec.ProductRef.Name}, product); err != nil {
+		return 0, client.IgnoreNotFound(err)
+	}
+	since := user.CreationTimestamp.Time
+	if t := user.Status.LastEventTime; t != nil && t.After(since) {
+		since = t.Time
+	}
+	if wait := since.Add(retentionOf(product).maxAge).Sub(r.now()); wait > 0 {
+		return wait, nil
+	}
+	before := user.DeepCopy()
+	user.Status.PersonalData = nil
+	if err := r.Status().Patch(ctx, user, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
+		return 0, fmt.Errorf("dropping an unlinked stand-in's personal data: %w", err)
+	}
+	standInsBoundTotal.Inc()
+	return 0, nil
 }

@@ -82,6 +82,39 @@ var _ = Describe("Erasure of events whose actions were still running", func() {
 	})
 })
 
+var _ = Describe("A stand-in nothing links to a session", func() {
+	It("loses its personal data after the product's retention", func() {
+		p := newProduct(func(p *kidv1.KidProduct) { p.Spec.Privacy.StoreDateOfBirth = true })
+		send(p, kid.VerificationResult, kidsim.Fields{ID: "v-alone", Status: kid.StatusPass, DOB: "2010-10-10"})
+		u := user(p, kidv1.IdentityVerification, "v-alone", func(g Gomega, u *kidv1.KidUser) {
+			g.Expect(u.Status.PersonalData).NotTo(BeNil())
+		})
+		// No Session.Delete or Account.Delete can ever name it: the
+		// retention (7 days by default) bounds what it keeps.
+		h.Clock.Advance(8 * 24 * time.Hour)
+		touch(u, "after-retention")
+		user(p, kidv1.IdentityVerification, "v-alone", func(g Gomega, u *kidv1.KidUser) {
+			g.Expect(u.Status.PersonalData).To(BeNil())
+			g.Expect(u.Status.Verification.State).To(Equal(kidv1.VerificationVerified), "what the game needs stays")
+		})
+	})
+})
+
+var _ = Describe("A KidUser's owner", func() {
+	It("is its product, so deleting the product deletes its players and their data", func() {
+		p := newProduct(nil)
+		send(p, kid.ChallengeStateChange, kidsim.Fields{ChallengeID: "c-own", Status: kid.StatusInProgress})
+		send(p, kid.VerificationResult, kidsim.Fields{ID: "v-own", Status: kid.StatusPass})
+		Eventually(func(g Gomega) {
+			us := users(p.Namespace)
+			g.Expect(us).To(HaveLen(2))
+			for _, u := range us {
+				g.Expect(u.OwnerReferences).To(ConsistOf(HaveField("UID", p.UID)), u.Name)
+			}
+		}).Should(Succeed())
+	})
+})
+
 var _ = Describe("Stand-ins", func() {
 	It("merges a challenge's user into the session's once a PASS links them", func() {
 		p := newProduct(nil)

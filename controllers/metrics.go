@@ -40,6 +40,11 @@ var (
 		Help: "KidEvents holding personal data deleted because k-ID deleted the player's session or account.",
 	})
 
+	standInsBoundTotal = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "kid_standin_personal_data_dropped_total",
+		Help: "Stand-in KidUsers (never linked to a session) whose personal data was dropped after the product's retention.maxAge.",
+	})
+
 	sessionSyncsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "kid_session_syncs_total",
 		Help: "Reads of a session from k-ID's /session/get, by result: changed (one status write), unchanged (304 or same content: no write), deleted (k-ID no longer knows the session).",
@@ -58,7 +63,7 @@ var (
 
 func init() {
 	metrics.Registry.MustRegister(eventsProcessedTotal, applyLatency, retentionDeletedTotal, erasedEventsTotal, actionAttemptsTotal, actionDelay,
-		sessionSyncsTotal, recoveryPollsTotal, recoveredEventsTotal)
+		sessionSyncsTotal, recoveryPollsTotal, recoveredEventsTotal, standInsBoundTotal)
 }
 
 // typeLabel bounds the event type label to the types this version knows.

@@ -408,3 +408,10 @@ func (b *BrowserSpec) Limits() (rps, burst, streams int) {
 	}
 	return rps, burst, streams
 }
+
+// OwnerReference makes an object owned by the product: deleting the product
+// deletes its KidEvents and KidUsers (through the garbage collector), so no
+// personal data outlives the product.
+func (p *KidProduct) OwnerReference() metav1.OwnerReference {
+	return metav1.OwnerReference{APIVersion: GroupVersion.String(), Kind: "KidProduct", Name: p.Name, UID: p.UID}
+}

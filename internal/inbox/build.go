@@ -45,12 +45,7 @@ func Build(product *kidv1.KidProduct, env *kid.Envelope, body []byte, signedAt, 
 				kidv1.ProductLabel:   product.Name,
 				kidv1.EventTypeLabel: labelValue(env.EventType),
 			},
-			OwnerReferences: []metav1.OwnerReference{{
-				APIVersion: kidv1.GroupVersion.String(),
-				Kind:       "KidProduct",
-				Name:       product.Name,
-				UID:        product.UID,
-			}},
+			OwnerReferences: []metav1.OwnerReference{product.OwnerReference()},
 		},
 		Spec: kidv1.KidEventSpec{
 			ProductRef: kidv1.LocalObjectReference{Name: product.Name},
