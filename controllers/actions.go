@@ -181,18 +181,45 @@ func due(e *kidv1.KidEvent, now time.Time) bool {
 // actionInput is the input of an event's runs: the event and its user's
 // current status.
 func (r *KidEventReconciler) actionInput(ctx context.Context, e *kidv1.KidEvent) (*actions.Input, error) {
+	u, err := r.userOf(ctx, e)
+	if err != nil {
+		return nil, err
+	}
 	var status *kidv1.KidUserStatus
-	if e.Status.UserRef != nil {
-		u := &kidv1.KidUser{}
-		err := r.Get(ctx, types.NamespacedName{Namespace: e.Namespace, Name: e.Status.UserRef.Name}, u)
-		if client.IgnoreNotFound(err) != nil {
-			return nil, fmt.Errorf("reading user: %w", err)
-		}
-		if err == nil {
-			status = &u.Status
-		}
+	if u != nil {
+		status = &u.Status
 	}
 	return actions.NewInput(e, status)
+}
+
+// userOf returns the KidUser an event's runs describe: the one it was folded
+// into or, when that was a stand-in since merged away, the user that holds
+// the event's ids now (the one the stand-in was merged into). A retried run
+// never sends an empty user because a merge happened between its attempts.
+func (r *KidEventReconciler) userOf(ctx context.Context, e *kidv1.KidEvent) (*kidv1.KidUser, error) {
+	if e.Status.UserRef == nil {
+		return nil, nil
+	}
+	u := &kidv1.KidUser{}
+	err := r.Get(ctx, types.NamespacedName{Namespace: e.Namespace, Name: e.Status.UserRef.Name}, u)
+	switch {
+	case err == nil:
+		return u, nil
+	case !apierrors.IsNotFound(err):
+		return nil, fmt.Errorf("reading user: %w", err)
+	}
+	for _, key := range eventIDs(e) {
+		holders, err := r.holders(ctx, e.Namespace, key, nil)
+		if err != nil {
+			return nil, err
+		}
+		if len(holders) > 0 {
+			if err := r.Get(ctx, types.NamespacedName{Namespace: e.Namespace, Name: holders[0].name}, u); err == nil {
+				return u, nil
+			}
+		}
+	}
+	return nil, nil
 }
 
 // attempt makes one attempt of a run and records it. It returns the wait

@@ -2,6 +2,7 @@ package controllers_test
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -47,6 +48,7 @@ type delivery struct {
 	id, signature string
 	status        int
 	at            time.Time
+	body          string
 }
 
 func newTarget(answers ...int) *target {
@@ -61,7 +63,8 @@ func newTarget(answers ...int) *target {
 		if t.retry != "" && status != http.StatusOK {
 			w.Header().Set("Retry-After", t.retry)
 		}
-		t.got = append(t.got, delivery{id: r.Header.Get("webhook-id"), signature: r.Header.Get("webhook-signature"), status: status, at: time.Now()})
+		body, _ := io.ReadAll(io.LimitReader(r.Body, 64<<10))
+		t.got = append(t.got, delivery{id: r.Header.Get("webhook-id"), signature: r.Header.Get("webhook-signature"), status: status, at: time.Now(), body: string(body)})
 		w.WriteHeader(status)
 	}))
 	DeferCleanup(t.Close)
