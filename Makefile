@@ -22,7 +22,7 @@ run: controlplane ## Start a local control plane, the operator and a sample prod
 	KUBEBUILDER_ASSETS="$$(./hack/build-controlplane.sh)" $(BIN)/localrun
 
 .PHONY: test
-test: controlplane verify-generated vet ## Build what is missing, check generated files, vet, run every test.
+test: controlplane chromium verify-generated vet ## Build what is missing, check generated files, vet, run every test.
 	KUBEBUILDER_ASSETS="$$(./hack/build-controlplane.sh)" go test ./... -count=1 $(if $(GINKGO_FLAGS),-args $(GINKGO_FLAGS))
 
 .PHONY: bench
@@ -42,6 +42,19 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 30s).
 build: ## Build the manager and kidsim into bin/.
 	CGO_ENABLED=0 go build -o $(BIN)/manager ./cmd/manager
 	CGO_ENABLED=0 go build -o $(BIN)/kidsim ./cmd/kidsim
+
+# The browser tests (internal/browsertest) drive a real Chromium; KID_CHROMIUM
+# may name another Chromium or Chrome binary.
+CHROMIUM_INSTALL := apt-get update && apt-get install -y chromium
+
+.PHONY: chromium
+chromium: ## Check that Chromium, which the browser tests drive, is installed.
+	@if [ -n "$$KID_CHROMIUM" ]; then command -v "$$KID_CHROMIUM" >/dev/null || { echo "KID_CHROMIUM=$$KID_CHROMIUM is not an executable"; exit 1; }; \
+	elif ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null && ! command -v google-chrome >/dev/null; then \
+		echo 'make test needs Chromium for the browser tests (internal/browsertest). Install it with:'; \
+		echo '    $(CHROMIUM_INSTALL)'; \
+		exit 1; \
+	fi
 
 .PHONY: controlplane
 controlplane: ## Build etcd and kube-apiserver from the Go module proxy into bin/k8s (once).

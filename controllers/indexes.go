@@ -20,7 +20,7 @@ const (
 	// changed.
 	secretIndex = "kid.dev/webhook-secret"
 	// userIDIndex: KidUsers by every k-ID id they hold (idKey).
-	userIDIndex = "kid.dev/user-id"
+	userIDIndex = kidv1.UserIDIndex
 	// eventIDIndex: KidEvents by every k-ID id they name (idKey).
 	eventIDIndex = "kid.dev/event-id"
 	// eventProductIndex: KidEvents by the name of their product, for the
@@ -29,30 +29,13 @@ const (
 	eventProductIndex = "kid.dev/event-product"
 )
 
-// idKey is the index value of one k-ID id within a product: ids of different
-// kinds or products never collide.
+// idKey is the index value of one k-ID id within a product.
 func idKey(product string, kind kidv1.IdentityKind, id string) string {
-	return product + "/" + string(kind) + "/" + id
+	return kidv1.UserIDKey(product, kind, id)
 }
 
 // userIDs returns the index values of the ids a KidUser holds.
-func userIDs(u *kidv1.KidUser) []string {
-	p := u.Spec.ProductRef.Name
-	keys := []string{idKey(p, u.Spec.Identity.Kind, u.Spec.Identity.ID)}
-	if u.Status.SessionID != "" {
-		keys = append(keys, idKey(p, kidv1.IdentitySession, u.Status.SessionID))
-	}
-	if u.Status.KUID != "" {
-		keys = append(keys, idKey(p, kidv1.IdentityAccount, u.Status.KUID))
-	}
-	for _, c := range u.Status.ChallengeIDs {
-		keys = append(keys, idKey(p, kidv1.IdentityChallenge, c))
-	}
-	for _, r := range u.Status.Verification.Records {
-		keys = append(keys, idKey(p, kidv1.IdentityVerification, r.ID))
-	}
-	return keys
-}
+func userIDs(u *kidv1.KidUser) []string { return u.IDKeys() }
 
 // eventIDs returns the index values of the ids a KidEvent names.
 func eventIDs(e *kidv1.KidEvent) []string {

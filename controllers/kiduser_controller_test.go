@@ -92,6 +92,7 @@ var _ = Describe("A stand-in nothing links to a session", func() {
 		// No Session.Delete or Account.Delete can ever name it: the
 		// retention (7 days by default) bounds what it keeps.
 		h.Clock.Advance(8 * 24 * time.Hour)
+		DeferCleanup(func() { h.Clock.Advance(-8 * 24 * time.Hour) })
 		touch(u, "after-retention")
 		user(p, kidv1.IdentityVerification, "v-alone", func(g Gomega, u *kidv1.KidUser) {
 			g.Expect(u.Status.PersonalData).To(BeNil())

@@ -4,6 +4,11 @@
 // tells k-ID whether a retry can help (5xx) or not (4xx).
 //
 // The handler does no reconciling: controllers do all follow-up work.
+//
+// The same server serves the game's own pages: k-ID's widget (DOM) events
+// they relay, stored as hints with source browser (relay.go), and a live
+// stream of their player's status (status.go), both behind a relay token
+// (webhookserver/relaytoken) and CORS for the product's allowed origins.
 package webhookserver
 
 import (
@@ -52,6 +57,9 @@ type Options struct {
 	// receiver serves (the manager's --watch-namespaces); a delivery for
 	// any other namespace gets 404, as an unknown product does.
 	Namespaces []string
+	// Browser configures the browser relay and the status stream
+	// (relay.go, status.go).
+	Browser BrowserOptions
 }
 
 func (o *Options) setDefaults() {
@@ -67,6 +75,7 @@ func (o *Options) setDefaults() {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	o.Browser.setDefaults()
 }
 
 // Server is the webhook receiver. It runs as a manager runnable on every
@@ -81,8 +90,10 @@ type Server struct {
 	// namespaces is the set of Options.Namespaces; nil means all.
 	namespaces map[string]bool
 	store      inbox.Store
-	ready      atomic.Bool
-	addr       atomic.Value // string: the address actually listened on
+	// browser is the state of the browser endpoints.
+	browser *browserRelay
+	ready   atomic.Bool
+	addr    atomic.Value // string: the address actually listened on
 }
 
 // New returns a receiver that reads products through c (an informer cache)
@@ -90,6 +101,7 @@ type Server struct {
 func New(c cache.Cache, sec *secrets.Cache, store inbox.Store, opts Options) *Server {
 	opts.setDefaults()
 	s := &Server{opts: opts, cache: c, reader: c, secrets: sec, store: store}
+	s.browser = newBrowserRelay(newCacheUsers(c, opts.Browser.RegisterUserIndex), opts.Browser)
 	if len(opts.Namespaces) > 0 {
 		s.namespaces = map[string]bool{}
 		for _, ns := range opts.Namespaces {
@@ -103,10 +115,14 @@ func New(c cache.Cache, sec *secrets.Cache, store inbox.Store, opts Options) *Se
 func (s *Server) NeedLeaderElection() bool { return false }
 
 // Handler returns the receiver's routes: POST /webhooks/{namespace}/{product},
-// GET /healthz and GET /readyz.
+// GET /sdk/kid-events.js (sdk.go), POST /browser/{namespace}/{product} and
+// GET /browser/{namespace}/{product}/status (relay.go, status.go), GET
+// /healthz and GET /readyz.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/webhooks/{namespace}/{product}", s.receive)
+	handleSDK(mux)
+	s.handleBrowser(mux)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
@@ -127,17 +143,7 @@ func (s *Server) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", s.opts.Addr, err)
 	}
-	srv := &http.Server{
-		Handler:           s.Handler(),
-		ReadHeaderTimeout: 5 * time.Second,
-		// The body is at most MaxBodyBytes; 10 s is generous for it.
-		ReadTimeout:    10 * time.Second,
-		WriteTimeout:   s.opts.StoreTimeout + 10*time.Second,
-		IdleTimeout:    90 * time.Second,
-		MaxHeaderBytes: 16 << 10,
-		// Requests in flight must outlive ctx while the server drains.
-		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
-	}
+	srv := s.httpServer(ctx)
 
 	s.addr.Store(ln.Addr().String())
 	errc := make(chan error, 1)
@@ -152,6 +158,8 @@ func (s *Server) Start(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	s.ready.Store(false)
+	// Status streams would hold the drain until its timeout.
+	s.browser.stop()
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(shutdownCtx); err != nil {
@@ -161,6 +169,22 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 	return nil
+}
+
+// httpServer is the receiver's HTTP server, with its bounds. The status
+// stream lifts the read and write deadlines for itself (status.go).
+func (s *Server) httpServer(ctx context.Context) *http.Server {
+	return &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		// The body is at most MaxBodyBytes; 10 s is generous for it.
+		ReadTimeout:    10 * time.Second,
+		WriteTimeout:   s.opts.StoreTimeout + 10*time.Second,
+		IdleTimeout:    90 * time.Second,
+		MaxHeaderBytes: 16 << 10,
+		// Requests in flight must outlive ctx while the server drains.
+		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
 }
 
 // waitForCaches makes the informer the handler reads exist (products; Secrets

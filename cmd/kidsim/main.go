@@ -6,6 +6,7 @@
 //	kidsim send --url URL --secret S --file event.json
 //	kidsim test-button --url URL --secret S
 //	kidsim sign --secret S --timestamp 1700000000 --file event.json
+//	kidsim relay-token --secret S --product ns/name --challenge ID --ttl 1h
 //	kidsim serve --api-key K --webhook-url URL --secret S   (a stateful fake k-ID)
 //	kidsim challenge start; kidsim challenge approve ID     (drive a running serve)
 package main
@@ -36,11 +37,15 @@ Commands:
   send         build (or read) an event, sign it and deliver it with k-ID's retries
   test-button  send the two Test deliveries of Compliance Studio's "Test Webhook" button
   sign         print the X-Signature-Hmac-Sha256 of a body
+  relay-token  print a relay token for a game's page (--secret S --product ns/name
+               --challenge ID | --verification ID | --session ID [--ttl 1h])
   target       serve an endpoint that prints what KidActions deliver to it
   examples     list the example payloads of k-ID's docs (use with send --example)
 
   serve        run a stateful fake k-ID: its REST API (/api/v1/), an admin API
-               (/kidsim/) and webhook deliveries of every state change
+               (/kidsim/), webhook deliveries of every state change, and a
+               stand-in for k-ID's widget (/widget?challengeId=ID) that posts
+               k-ID's DOM events to the page that frames it
   challenge    start | approve ID [--kuid --email --dob] | deny ID
   verification start | pass ID | fail ID | revoke ID [--reason]
   session      permission SESSION NAME on|off | delete SESSION
@@ -75,6 +80,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return testButton(ctx, args[1:], out)
 	case "sign":
 		return sign(args[1:], out)
+	case "relay-token":
+		return relayToken(args[1:], out)
 	case "target":
 		return target(ctx, args[1:], out)
 	case "serve":

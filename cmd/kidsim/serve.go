@@ -69,7 +69,8 @@ func serve(ctx context.Context, args []string, out io.Writer) error {
 	if target == "" {
 		target = "nowhere (no --webhook-url)"
 	}
-	log.printf("kidsim serve listening on http://%s (API http://%s/api/v1/, admin http://%s/kidsim/); deliveries to %s", addr, addr, addr, target)
+	log.printf("kidsim serve listening on http://%s (API http://%s/api/v1/, admin http://%s/kidsim/, widget http://%s%s?challengeId=ID); deliveries to %s",
+		addr, addr, addr, addr, kidsim.WidgetPath, target)
 	<-ctx.Done()
 	log.printf("kidsim serve stopping")
 	return nil

@@ -2,8 +2,10 @@
 // local control plane (kube-apiserver and etcd, built by
 // hack/build-controlplane.sh), installs the CRDs, starts the simulator's fake
 // k-ID (its REST API and its webhooks), creates the sample product "demo"
-// with its webhook and API Secrets pointed at the fake, and runs the
-// operator with its receiver, until Ctrl-C stops everything.
+// with its webhook and API Secrets pointed at the fake, serves the DOM
+// events demo (a game's page that frames the fake's widget and uses the
+// receiver's kid-events.js), and runs the operator with its receiver, until
+// Ctrl-C stops everything.
 package main
 
 import (
@@ -97,8 +99,25 @@ func run(ctx context.Context) (err error) {
 	if simAddr, err = fake.ListenAndServe(ctx, simAddr); err != nil {
 		return fmt.Errorf("starting the fake k-ID: %w", err)
 	}
+	// The DOM events demo: a game's page on an origin of its own.
+	demoAddr := os.Getenv("KID_DEMO_LISTEN_ADDR")
+	if demoAddr == "" {
+		demoAddr = "127.0.0.1:8092"
+	}
+	relayKey, err := randomHex(24)
+	if err != nil {
+		return err
+	}
+	receiverURL := "http://" + addr
+	if demoAddr, err = serveDemo(ctx, demoAddr, receiverURL, "http://"+simAddr, fake, []byte(relayKey)); err != nil {
+		return fmt.Errorf("starting the DOM events demo: %w", err)
+	}
 	samplePath := filepath.Join(root, "config", "samples", "kid_v1alpha1_kidproduct.yaml")
-	if err := createDemo(ctx, c, samplePath, secret, "http://"+simAddr+"/api/v1"); err != nil {
+	browser := &kidv1.BrowserSpec{
+		AllowedOrigins: demoOrigins(demoAddr),
+		TokenSecretRef: kidv1.LocalObjectReference{Name: demoRelaySecret},
+	}
+	if err := createDemo(ctx, c, samplePath, secret, "http://"+simAddr+"/api/v1", browser, relayKey); err != nil {
 		return err
 	}
 
@@ -138,6 +157,8 @@ kid-operator is running on a local control plane.
   webhook URL:    %[2]s
   webhook secret: %[3]s (%[4]s)
   fake k-ID:      http://%[5]s (its API at /api/v1, key %[6]q; it delivers to the webhook URL)
+  DOM events demo: http://%[7]s/ (a game's page: the fake k-ID's widget, kid-events.js
+                  from the receiver, the relay and the player's live status)
 
 Try, in another shell (README, "Walkthrough"):
   export KUBECONFIG=%[1]s KIDSIM_URL=http://%[5]s
@@ -147,7 +168,7 @@ Try, in another shell (README, "Walkthrough"):
   kubectl get kidusers -o wide
 
 Ctrl-C stops everything.
-`, kubeconfig, url, secret, secretNote, simAddr, demoAPIKey)
+`, kubeconfig, url, secret, secretNote, simAddr, demoAPIKey, demoAddr)
 
 	return <-done
 }
@@ -198,19 +219,26 @@ func webhookSecret() (string, bool, error) {
 	if s := os.Getenv("KID_WEBHOOK_SECRET"); s != "" {
 		return s, false, nil
 	}
-	b := make([]byte, 24)
+	s, err := randomHex(24)
+	return s, err == nil, err
+}
+
+// randomHex returns n random bytes, hex-encoded.
+func randomHex(n int) (string, error) {
+	b := make([]byte, n)
 	if _, err := rand.Read(b); err != nil {
-		return "", false, err
+		return "", err
 	}
-	return hex.EncodeToString(b), true, nil
+	return hex.EncodeToString(b), nil
 }
 
 // demoAPIKey is the fake k-ID's API key under make run.
 const demoAPIKey = "demo-api-key"
 
 // createDemo creates the sample product in namespace default, with its
-// webhook Secret and its API pointed at the fake k-ID.
-func createDemo(ctx context.Context, c client.Client, samplePath, secret, apiBaseURL string) error {
+// webhook Secret, its API pointed at the fake k-ID and, if browser is set,
+// its relay token Secret and spec.browser.
+func createDemo(ctx context.Context, c client.Client, samplePath, secret, apiBaseURL string, browser *kidv1.BrowserSpec, relayKey string) error {
 	raw, err := os.ReadFile(samplePath)
 	if err != nil {
 		return err
@@ -234,6 +262,15 @@ func createDemo(ctx context.Context, c client.Client, samplePath, secret, apiBas
 		}); err != nil {
 			return fmt.Errorf("creating the API secret: %w", err)
 		}
+	}
+	if browser != nil {
+		if err := c.Create(ctx, &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: browser.TokenSecretRef.Name, Namespace: product.Namespace},
+			StringData: map[string]string{"current": relayKey},
+		}); err != nil {
+			return fmt.Errorf("creating the relay token secret: %w", err)
+		}
+		product.Spec.Browser = browser
 	}
 	if err := c.Create(ctx, product); err != nil {
 		return fmt.Errorf("creating the demo product: %w", err)

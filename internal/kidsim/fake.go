@@ -293,12 +293,13 @@ func NewFake(o FakeOptions) *Fake {
 	mux := http.NewServeMux()
 	mux.HandleFunc(apiPrefix, f.serveAPI)
 	mux.Handle(adminPrefix, f.adminHandler())
+	mux.HandleFunc("GET "+WidgetPath, f.serveWidget)
 	f.handler = mux
 	return f
 }
 
-// Handler serves the REST API under /api/v1/ and the admin API under
-// /kidsim/.
+// Handler serves the REST API under /api/v1/, the admin API under /kidsim/
+// and a stand-in for k-ID's widget at /widget (widget.go).
 func (f *Fake) Handler() http.Handler { return f.handler }
 
 // Close stops sending: deliveries waiting for their delay or a retry end,

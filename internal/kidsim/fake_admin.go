@@ -21,6 +21,14 @@ func (f *Fake) adminHandler() http.Handler {
 	mux.HandleFunc("POST /kidsim/challenges", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, f.challenge(f.StartChallenge()))
 	})
+	mux.HandleFunc("GET /kidsim/challenges/{id}", func(w http.ResponseWriter, r *http.Request) {
+		c, ok := f.lookupChallenge(r.PathValue("id"))
+		if !ok {
+			writeError(w, http.StatusNotFound, "challenge "+r.PathValue("id")+": not found")
+			return
+		}
+		writeJSON(w, http.StatusOK, c)
+	})
 	mux.HandleFunc("POST /kidsim/challenges/{id}/approve", func(w http.ResponseWriter, r *http.Request) {
 		var a Approval
 		if !readJSON(w, r, &a) {
@@ -221,6 +229,16 @@ func (f *Fake) challenge(id string) Challenge {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return *f.challenges[id]
+}
+
+func (f *Fake) lookupChallenge(id string) (Challenge, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, ok := f.challenges[id]
+	if !ok {
+		return Challenge{}, false
+	}
+	return *c, true
 }
 
 func (f *Fake) verification(id string) Verification {

@@ -180,6 +180,9 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 			return nil, err
 		}
 		opts.Webhook.Namespaces = namespaces
+		// The status stream reads KidUsers through the id index, which
+		// the controllers register; without them, the receiver does.
+		opts.Webhook.Browser.RegisterUserIndex = opts.ReceiverOnly
 		op.Receiver = webhookserver.New(mgr.GetCache(), sec, store, opts.Webhook)
 		if err := mgr.Add(op.Receiver); err != nil {
 			return nil, fmt.Errorf("adding webhook receiver: %w", err)

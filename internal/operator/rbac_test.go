@@ -64,12 +64,14 @@ func TestTheNamespacedRoleGrantsWhatTheGeneratedClusterRoleGrants(t *testing.T) 
 		slices.DeleteFunc(grants(rulesOf(t, "config/rbac/role.yaml")), func(g string) bool { return !leaderElection(g) })))
 }
 
-func TestTheReceiverMayOnlyReadProductsGetSecretsAndCreateEvents(t *testing.T) {
+func TestTheReceiverMayOnlyReadProductsAndUsersGetSecretsAndCreateEvents(t *testing.T) {
 	g := NewWithT(t)
 	want := []string{
 		"/secrets:get",
 		"kid.dev/kidevents:create",
 		"kid.dev/kidproducts:get", "kid.dev/kidproducts:list", "kid.dev/kidproducts:watch",
+		// The browser status stream reads the KidUser holding its subject.
+		"kid.dev/kidusers:get", "kid.dev/kidusers:list", "kid.dev/kidusers:watch",
 	}
 	g.Expect(grants(rulesOf(t, "config/rbac/receiver_role.yaml"))).To(Equal(want))
 	g.Expect(grants(rulesOf(t, "config/rbac/namespaced/receiver_role.yaml"))).To(Equal(want))
