@@ -128,7 +128,17 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, productLabel *st
 // be read again (at most once a second per Secret). The bool says whether
 // it was.
 func (s *Server) webhookKeys(ctx context.Context, product *kidv1.KidProduct, refresh bool) ([]kid.Key, bool, error) {
-	key := types.NamespacedName{Namespace: product.Namespace, Name: product.Spec.Webhook.SecretRef.Name}
+	keys, reread, err := s.secretKeys(ctx, types.NamespacedName{Namespace: product.Namespace, Name: product.Spec.Webhook.SecretRef.Name}, refresh)
+	if err == nil && len(keys) == 0 {
+		err = kid.ErrNoKeys
+	}
+	return keys, reread, err
+}
+
+// secretKeys returns the non-empty keys of a Secret a product names, from
+// the secrets cache, or read again when refresh asks for it (at most once a
+// second per Secret; the bool says whether it was).
+func (s *Server) secretKeys(ctx context.Context, key types.NamespacedName, refresh bool) ([]kid.Key, bool, error) {
 	var secret *secrets.Secret
 	var reread bool
 	var err error
@@ -140,11 +150,7 @@ func (s *Server) webhookKeys(ctx context.Context, product *kidv1.KidProduct, ref
 	if err != nil {
 		return nil, reread, err
 	}
-	keys := kid.KeysFromSecretData(secret.Data)
-	if len(keys) == 0 {
-		return nil, reread, kid.ErrNoKeys
-	}
-	return keys, reread, nil
+	return kid.KeysFromSecretData(secret.Data), reread, nil
 }
 
 // signatureMismatch reports whether err says that no key verified the

@@ -21,8 +21,6 @@ import (
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
 	"github.com/kid-operator/kid-operator/internal/inbox"
-	"github.com/kid-operator/kid-operator/internal/kid"
-	"github.com/kid-operator/kid-operator/internal/secrets"
 	"github.com/kid-operator/kid-operator/webhookserver/relaytoken"
 )
 
@@ -174,21 +172,33 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request) {
 	relayRequestsTotal.WithLabelValues(productLabel, strconv.Itoa(code)).Inc()
 }
 
-func (s *Server) handleRelay(w http.ResponseWriter, r *http.Request, productLabel *string) int {
-	log := ctrl.LoggerFrom(r.Context())
-	if r.Method != http.MethodPost && r.Method != http.MethodOptions {
-		w.Header().Set("Allow", "OPTIONS, POST")
-		return relayAnswer(w, http.StatusMethodNotAllowed, "only POST is accepted")
+// browserPreamble does what the relay and the status stream do first: the
+// method, the product (with spec.browser, in a watched namespace), the
+// origin, and a preflight. It returns the product, or nil and the code it
+// answered.
+func (s *Server) browserPreamble(w http.ResponseWriter, r *http.Request, productLabel *string, method string) (*kidv1.KidProduct, int) {
+	if r.Method != method && r.Method != http.MethodOptions {
+		w.Header().Set("Allow", http.MethodOptions+", "+method)
+		return nil, relayAnswer(w, http.StatusMethodNotAllowed, "only "+method+" is accepted")
 	}
 	product, code := s.browserProduct(w, r, productLabel)
 	if code != 0 {
-		return code
+		return nil, code
 	}
 	if code := allowOrigin(w, r, product); code != 0 {
-		return code
+		return nil, code
 	}
 	if r.Method == http.MethodOptions {
-		return preflight(w, http.MethodPost)
+		return nil, preflight(w, method)
+	}
+	return product, 0
+}
+
+func (s *Server) handleRelay(w http.ResponseWriter, r *http.Request, productLabel *string) int {
+	log := ctrl.LoggerFrom(r.Context())
+	product, code := s.browserPreamble(w, r, productLabel, http.MethodPost)
+	if product == nil {
+		return code
 	}
 
 	now := s.opts.Now()
@@ -332,20 +342,12 @@ func (s *Server) verifyRelayToken(ctx context.Context, p *kidv1.KidProduct, toke
 // relayKeys returns the non-empty values of the product's relay token
 // Secret, as the webhook keys are read (webhookKeys).
 func (s *Server) relayKeys(ctx context.Context, p *kidv1.KidProduct, refresh bool) ([][]byte, bool, error) {
-	key := types.NamespacedName{Namespace: p.Namespace, Name: p.Spec.Browser.TokenSecretRef.Name}
-	var secret *secrets.Secret
-	var reread bool
-	var err error
-	if refresh {
-		secret, reread, err = s.secrets.Refresh(ctx, key)
-	} else {
-		secret, err = s.secrets.Get(ctx, key)
-	}
+	found, reread, err := s.secretKeys(ctx, types.NamespacedName{Namespace: p.Namespace, Name: p.Spec.Browser.TokenSecretRef.Name}, refresh)
 	if err != nil {
 		return nil, reread, err
 	}
 	var keys [][]byte
-	for _, k := range kid.KeysFromSecretData(secret.Data) {
+	for _, k := range found {
 		keys = append(keys, k.Secret)
 	}
 	if len(keys) == 0 {

@@ -82,19 +82,9 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request, productLabel *string) int {
-	if r.Method != http.MethodGet && r.Method != http.MethodOptions {
-		w.Header().Set("Allow", "GET, OPTIONS")
-		return relayAnswer(w, http.StatusMethodNotAllowed, "only GET is accepted")
-	}
-	product, code := s.browserProduct(w, r, productLabel)
-	if code != 0 {
+	product, code := s.browserPreamble(w, r, productLabel, http.MethodGet)
+	if product == nil {
 		return code
-	}
-	if code := allowOrigin(w, r, product); code != 0 {
-		return code
-	}
-	if r.Method == http.MethodOptions {
-		return preflight(w, http.MethodGet)
 	}
 
 	token := r.URL.Query().Get("token")

@@ -12,7 +12,6 @@ import (
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/validation"
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
 	"github.com/kid-operator/kid-operator/internal/kid"
@@ -137,11 +136,7 @@ func DOMEventTypes() []string {
 // data are those of every other event; signedAt is unset, since k-ID signed
 // nothing.
 func BuildBrowser(product *kidv1.KidProduct, msg *BrowserMessage, subject kidv1.EventSubject, now time.Time) (*kidv1.KidEvent, error) {
-	privacy := kid.Privacy{
-		KeepEmail:       product.Spec.Privacy.StoreApproverEmail,
-		KeepDateOfBirth: product.Spec.Privacy.StoreDateOfBirth,
-	}
-	data, personal, err := kid.Redact(msg.Data, privacy)
+	data, personal, err := kid.Redact(msg.Data, privacyOf(product))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrNotDOMEvent, err)
 	}
@@ -152,35 +147,12 @@ func BuildBrowser(product *kidv1.KidProduct, msg *BrowserMessage, subject kidv1.
 		subject.SessionID, subject.ChallengeID, strings.Join(subject.VerificationIDs, ","), subject.KUID,
 		bodyHex,
 	}, "\x00")
-
-	event := &kidv1.KidEvent{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:      kid.EventName(product.Name, msg.EventType, identity),
-			Namespace: product.Namespace,
-			Labels: map[string]string{
-				kidv1.ProductLabel:   product.Name,
-				kidv1.EventTypeLabel: labelValue(msg.EventType),
-			},
-			OwnerReferences: []metav1.OwnerReference{product.OwnerReference()},
-		},
-		Spec: kidv1.KidEventSpec{
-			ProductRef:   kidv1.LocalObjectReference{Name: product.Name},
-			EventType:    msg.EventType,
-			Subject:      subject,
-			Data:         &apiextensionsv1.JSON{Raw: data},
-			PersonalData: personal,
-			ReceivedAt:   metav1.NewTime(now),
-			BodySHA256:   bodyHex,
-			Source:       kidv1.SourceBrowser,
-		},
-	}
-	if subject.SessionID != "" && len(validation.IsValidLabelValue(subject.SessionID)) == 0 {
-		event.Labels[kidv1.SessionLabel] = subject.SessionID
-	}
-	s := kid.Subject{SessionID: subject.SessionID, ChallengeID: subject.ChallengeID, VerificationIDs: subject.VerificationIDs, KUID: subject.KUID}
-	if sum := subjectSummary(s); sum != "" {
-		event.Annotations = map[string]string{kidv1.SubjectAnnotation: sum}
-	}
+	event := newEvent(product, kid.EventName(product.Name, msg.EventType, identity), msg.EventType, subject)
+	event.Spec.Data = &apiextensionsv1.JSON{Raw: data}
+	event.Spec.PersonalData = personal
+	event.Spec.ReceivedAt = metav1.NewTime(now)
+	event.Spec.BodySHA256 = bodyHex
+	event.Spec.Source = kidv1.SourceBrowser
 	return event, nil
 }
 

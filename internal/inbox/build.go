@@ -25,52 +25,61 @@ import (
 // sent it (a webhook body, or the body the poller made of an API answer);
 // signedAt is k-ID's signing time, or when the API answered.
 func Build(product *kidv1.KidProduct, env *kid.Envelope, body []byte, signedAt, now time.Time, source kidv1.EventSource) (*kidv1.KidEvent, error) {
-	privacy := kid.Privacy{
-		KeepEmail:       product.Spec.Privacy.StoreApproverEmail,
-		KeepDateOfBirth: product.Spec.Privacy.StoreDateOfBirth,
-	}
-	data, personal, err := kid.Redact(env.Data, privacy)
+	data, personal, err := kid.Redact(env.Data, privacyOf(product))
 	if err != nil {
 		return nil, err
 	}
 	subject := env.Subject()
 	sum := sha256.Sum256(body)
 	signed := metav1.NewTime(signedAt)
+	event := newEvent(product, kid.EventName(product.Name, env.EventType, env.Identity(body, signedAt)), env.EventType, kidv1.EventSubject{
+		SessionID:       subject.SessionID,
+		ChallengeID:     subject.ChallengeID,
+		VerificationIDs: subject.VerificationIDs,
+		KUID:            subject.KUID,
+	})
+	event.Spec.Data = &apiextensionsv1.JSON{Raw: data}
+	event.Spec.PersonalData = personal
+	event.Spec.ReceivedAt = metav1.NewTime(now)
+	event.Spec.SignedAt = &signed
+	event.Spec.BodySHA256 = hex.EncodeToString(sum[:])
+	event.Spec.Source = source
+	return event, nil
+}
 
+// privacyOf is what the product lets events keep.
+func privacyOf(product *kidv1.KidProduct) kid.Privacy {
+	return kid.Privacy{KeepEmail: product.Spec.Privacy.StoreApproverEmail, KeepDateOfBirth: product.Spec.Privacy.StoreDateOfBirth}
+}
+
+// newEvent is what every event has, whatever its channel: its name, the
+// product's labels and ownership, the session label and the subject
+// annotation.
+func newEvent(product *kidv1.KidProduct, name, eventType string, subject kidv1.EventSubject) *kidv1.KidEvent {
 	event := &kidv1.KidEvent{
 		ObjectMeta: metav1.ObjectMeta{
-			Name:      kid.EventName(product.Name, env.EventType, env.Identity(body, signedAt)),
+			Name:      name,
 			Namespace: product.Namespace,
 			Labels: map[string]string{
 				kidv1.ProductLabel:   product.Name,
-				kidv1.EventTypeLabel: labelValue(env.EventType),
+				kidv1.EventTypeLabel: labelValue(eventType),
 			},
 			OwnerReferences: []metav1.OwnerReference{product.OwnerReference()},
 		},
 		Spec: kidv1.KidEventSpec{
 			ProductRef: kidv1.LocalObjectReference{Name: product.Name},
-			EventType:  env.EventType,
-			Subject: kidv1.EventSubject{
-				SessionID:       subject.SessionID,
-				ChallengeID:     subject.ChallengeID,
-				VerificationIDs: subject.VerificationIDs,
-				KUID:            subject.KUID,
-			},
-			Data:         &apiextensionsv1.JSON{Raw: data},
-			PersonalData: personal,
-			ReceivedAt:   metav1.NewTime(now),
-			SignedAt:     &signed,
-			BodySHA256:   hex.EncodeToString(sum[:]),
-			Source:       source,
+			EventType:  eventType,
+			Subject:    subject,
 		},
 	}
 	if subject.SessionID != "" && len(validation.IsValidLabelValue(subject.SessionID)) == 0 {
 		event.Labels[kidv1.SessionLabel] = subject.SessionID
 	}
-	if s := subjectSummary(subject); s != "" {
-		event.Annotations = map[string]string{kidv1.SubjectAnnotation: s}
+	s := kid.Subject{SessionID: subject.SessionID, ChallengeID: subject.ChallengeID, VerificationIDs: subject.VerificationIDs, KUID: subject.KUID}
+	if summary := subjectSummary(s); summary != "" {
+		event.Annotations = map[string]string{kidv1.SubjectAnnotation: summary}
 	}
-	return event, nil
+	return event
 }
 
 // labelValue returns v when it is a valid label value, else its slug.
