@@ -407,10 +407,13 @@ var _ = Describe("k-ID API: session sync and recovery", func() {
 		}
 		most := kidsim.MaxInWindow(times, time.Second)
 		GinkgoWriter.Printf("%d calls; at most %d in any second (rate %d, burst %d)\n", len(times), most, rps, burst)
-		// A token bucket allows burst + rate*window calls to start in a
-		// window; the fake stamps arrivals, which loopback jitter can
-		// bunch by a call or two.
-		Expect(most).To(BeNumerically("<=", rps+burst+2))
+		// A token bucket lets burst + rate×window calls start in a window.
+		// The fake stamps arrivals, and a call's trip over loopback varies
+		// by milliseconds on a loaded machine, which can move a few calls
+		// into a window: rate/20 allows 50 ms of such jitter, far below
+		// what one token too many per second would show over a minute of
+		// sustained load (rate/20 per second, every second).
+		Expect(most).To(BeNumerically("<=", rps+burst+rps/20))
 		Expect(most).To(BeNumerically(">=", rps/2), "the limit was reached, so the test measured it")
 
 	})

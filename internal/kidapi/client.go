@@ -19,6 +19,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -113,6 +114,7 @@ type Client struct {
 	product       string
 	limiter       *rate.Limiter
 	schedule      *rate.Limiter // Book's slots, at the limiter's rate
+	limitMu       sync.Mutex    // orders the limiters' clock (reserve)
 	timeout       time.Duration
 	http          *http.Client
 	maxAttempts   int
@@ -220,8 +222,7 @@ func (c *Client) Reserve() time.Duration {
 	if d := c.pause(); d > 0 {
 		return d
 	}
-	now := c.now()
-	r := c.limiter.ReserveN(now, 1)
+	r, now := c.reserve(c.limiter)
 	if !r.OK() {
 		// Only a burst below 1 refuses for ever; New never builds one.
 		return time.Second
@@ -230,7 +231,7 @@ func (c *Client) Reserve() time.Duration {
 	if d == 0 {
 		return 0
 	}
-	r.CancelAt(now)
+	c.cancel(r)
 	ratelimitedTotal.WithLabelValues(c.product).Inc()
 	ratelimitWaitSeconds.WithLabelValues(c.product).Add(d.Seconds())
 	return d
@@ -250,12 +251,31 @@ func (c *Client) Book() time.Duration {
 	if d := c.pause(); d > 0 {
 		return d
 	}
-	now := c.now()
-	r := c.schedule.ReserveN(now, 1)
+	r, now := c.reserve(c.schedule)
 	if !r.OK() {
 		return time.Second
 	}
 	return r.DelayFrom(now)
+}
+
+// reserve takes one token of l at the current time. The time is read under
+// a lock with the reservation, so the limiter sees times in order: with
+// times read before the lock, a caller that read its time first but got the
+// lock second would move the bucket's clock back, and the next caller would
+// be credited that interval twice (a token above the rate now and then,
+// as k-ID would count it).
+func (c *Client) reserve(l *rate.Limiter) (*rate.Reservation, time.Time) {
+	c.limitMu.Lock()
+	defer c.limitMu.Unlock()
+	now := c.now()
+	return l.ReserveN(now, 1), now
+}
+
+// cancel gives a reserved token back, in time order as reserve takes them.
+func (c *Client) cancel(r *rate.Reservation) {
+	c.limitMu.Lock()
+	defer c.limitMu.Unlock()
+	r.CancelAt(c.now())
 }
 
 // Reserved is a Client seen by a caller whose Reserve returned 0. Its first
@@ -420,8 +440,7 @@ func (c *Client) acquire(ctx context.Context, endpoint string, backoff time.Dura
 	// The token is taken after the backoff, not before: one held while
 	// sleeping would be spent late, next to tokens spent on time, and k-ID
 	// would see more than the rate in that second.
-	now := c.now()
-	res := c.limiter.ReserveN(now, 1)
+	res, now := c.reserve(c.limiter)
 	if !res.OK() {
 		return throttled(endpoint, time.Second, last)
 	}
@@ -432,11 +451,11 @@ func (c *Client) acquire(ctx context.Context, endpoint string, backoff time.Dura
 	ratelimitedTotal.WithLabelValues(c.product).Inc()
 	ratelimitWaitSeconds.WithLabelValues(c.product).Add(delay.Seconds())
 	if (!blocking && delay > c.maxInlineWait-backoff) || (blocking && pastDeadline(ctx, delay)) {
-		res.CancelAt(now)
+		c.cancel(res)
 		return throttled(endpoint, delay, last)
 	}
 	if err := c.sleep(ctx, delay); err != nil {
-		res.CancelAt(c.now())
+		c.cancel(res)
 		return contextError(endpoint, err)
 	}
 	return nil
