@@ -410,9 +410,9 @@ var _ = Describe("k-ID API: session sync and recovery", func() {
 		// A token bucket lets burst + rate×window calls start in a window.
 		// The fake stamps arrivals, and a call's trip over loopback varies
 		// by milliseconds on a loaded machine, which can move a few calls
-		// into a window: rate/20 allows 50 ms of such jitter, far below
-		// what one token too many per second would show over a minute of
-		// sustained load (rate/20 per second, every second).
+		// into a window: rate/20 allows 50 ms of such jitter. A limiter
+		// that did not hold (a bucket per worker, a rebuilt client, calls
+		// that skip it) shows far more over a minute at the limit.
 		Expect(most).To(BeNumerically("<=", rps+burst+rps/20))
 		Expect(most).To(BeNumerically(">=", rps/2), "the limit was reached, so the test measured it")
 
