@@ -72,6 +72,11 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, productLabel *st
 	if code != 0 {
 		return code
 	}
+	release, ok := s.acquire("webhook")
+	if !ok {
+		return unavailable(w, "too many deliveries in flight")
+	}
+	defer release()
 
 	verifier := kid.Verifier{Keys: keys, Tolerance: product.TimestampTolerance().Duration, Now: s.opts.Now}
 	timestamp := r.Header.Get(kid.HeaderTimestamp)

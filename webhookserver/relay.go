@@ -212,6 +212,12 @@ func (s *Server) handleRelay(w http.ResponseWriter, r *http.Request, productLabe
 	if code != 0 {
 		return relayAnswer(w, code, http.StatusText(code))
 	}
+	release, ok := s.acquire("browser")
+	if !ok {
+		w.Header().Set("Retry-After", RetryAfterSeconds)
+		return relayAnswer(w, http.StatusServiceUnavailable, "too many events in flight")
+	}
+	defer release()
 
 	claims, code, msg := s.verifyRelayToken(r.Context(), product, bearer(r))
 	if code != 0 {

@@ -51,6 +51,10 @@ type Options struct {
 	MaxBodyBytes int64
 	// StoreTimeout bounds the create of a KidEvent.
 	StoreTimeout time.Duration
+	// MaxInFlight bounds the webhook deliveries and browser events being
+	// verified and stored at one time; past it the answer is 503 with
+	// Retry-After at once (limits.go). Zero means DefaultMaxInFlight.
+	MaxInFlight int
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Namespaces, if set, are the only namespaces whose products the
@@ -72,6 +76,9 @@ func (o *Options) setDefaults() {
 	if o.StoreTimeout <= 0 {
 		o.StoreTimeout = DefaultStoreTimeout
 	}
+	if o.MaxInFlight <= 0 {
+		o.MaxInFlight = DefaultMaxInFlight
+	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -92,8 +99,10 @@ type Server struct {
 	store      inbox.Store
 	// browser is the state of the browser endpoints.
 	browser *browserRelay
-	ready   atomic.Bool
-	addr    atomic.Value // string: the address actually listened on
+	// inFlight bounds the requests verifying and storing (limits.go).
+	inFlight inFlight
+	ready    atomic.Bool
+	addr     atomic.Value // string: the address actually listened on
 }
 
 // New returns a receiver that reads products through c (an informer cache)
@@ -171,20 +180,13 @@ func (s *Server) Start(ctx context.Context) error {
 	return nil
 }
 
-// httpServer is the receiver's HTTP server, with its bounds. The status
-// stream lifts the read and write deadlines for itself (status.go).
+// httpServer is the receiver's HTTP server, with its limits (limits.go).
 func (s *Server) httpServer(ctx context.Context) *http.Server {
-	return &http.Server{
-		Handler:           s.Handler(),
-		ReadHeaderTimeout: 5 * time.Second,
-		// The body is at most MaxBodyBytes; 10 s is generous for it.
-		ReadTimeout:    10 * time.Second,
-		WriteTimeout:   s.opts.StoreTimeout + 10*time.Second,
-		IdleTimeout:    90 * time.Second,
-		MaxHeaderBytes: 16 << 10,
+	return s.limitedHTTPServer(&http.Server{
+		Handler: s.Handler(),
 		// Requests in flight must outlive ctx while the server drains.
 		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
-	}
+	})
 }
 
 // waitForCaches makes the informer the handler reads exist (products; Secrets

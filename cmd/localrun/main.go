@@ -58,13 +58,15 @@ func run(ctx context.Context) (err error) {
 		return err
 	}
 	fmt.Println("starting the local control plane (kube-apiserver and etcd)...")
+	// etcd and kube-apiserver die with this process, however it ends
+	// (testenv.New); testenv.Stop also removes their data.
 	cfg, err := env.Start()
 	if err != nil {
-		return fmt.Errorf("starting the control plane: %w", err)
+		return errors.Join(fmt.Errorf("starting the control plane: %w", err), testenv.Stop(env))
 	}
 	defer func() {
 		fmt.Println("stopping the local control plane")
-		err = errors.Join(err, env.Stop())
+		err = errors.Join(err, testenv.Stop(env))
 	}()
 
 	kubeconfig := filepath.Join(root, ".local", "kubeconfig")

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"sync/atomic"
 	"time"
 
@@ -43,9 +42,8 @@ type Harness struct {
 	// BaseURL is the receiver's, http://host:port.
 	BaseURL string
 
-	cancel  context.CancelFunc
-	done    chan error
-	certDir string
+	cancel context.CancelFunc
+	done   chan error
 }
 
 // Start starts a control plane and the operator on it, with the receiver on
@@ -56,7 +54,7 @@ func Start() (*Harness, error) {
 		return nil, err
 	}
 	if err := h.startOperator(); err != nil {
-		return nil, errors.Join(err, h.Env.Stop(), os.RemoveAll(h.certDir))
+		return nil, errors.Join(err, Stop(h.Env))
 	}
 	return h, nil
 }
@@ -74,20 +72,16 @@ func StartControlPlane() (*Harness, error) {
 	// is killed after this timeout).
 	apiServer := env.ControlPlane.GetAPIServer()
 	apiServer.StopTimeout = 5 * time.Second
-	// A certificate directory of our own survives a stop of the API server,
-	// so that tests can start it again with the same certificates and port.
-	certDir, err := os.MkdirTemp("", "kid-apiserver-")
-	if err != nil {
-		return nil, err
-	}
-	apiServer.CertDir = certDir
+	// New gives the API server a certificate directory of our own, which
+	// survives a stop of the API server, so that tests can start it again
+	// with the same certificates and port.
 	cfg, err := env.Start()
 	if err != nil {
-		return nil, fmt.Errorf("starting the control plane: %w", err)
+		return nil, errors.Join(fmt.Errorf("starting the control plane: %w", err), Stop(env))
 	}
-	h := &Harness{Env: env, Config: cfg, Clock: &Clock{}, done: make(chan error, 1), certDir: certDir}
+	h := &Harness{Env: env, Config: cfg, Clock: &Clock{}, done: make(chan error, 1)}
 	if h.Client, err = client.New(h.Config, client.Options{Scheme: scheme.Scheme}); err != nil {
-		return nil, errors.Join(err, env.Stop(), os.RemoveAll(certDir))
+		return nil, errors.Join(err, Stop(env))
 	}
 	return h, nil
 }
@@ -173,7 +167,7 @@ func (h *Harness) Stop() error {
 		h.cancel()
 		err = <-h.done
 	}
-	return errors.Join(err, h.Env.Stop(), os.RemoveAll(h.certDir))
+	return errors.Join(err, Stop(h.Env))
 }
 
 // Product is a KidProduct a test created, with its secret.
