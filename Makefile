@@ -48,9 +48,13 @@ build: ## Build the manager and kidsim into bin/.
 CHROMIUM_INSTALL := apt-get update && apt-get install -y chromium
 
 .PHONY: chromium
-chromium: ## Check that Chromium, which the browser tests drive, is installed.
+chromium: ## Install Chromium, which the browser tests drive, when it is missing (as root, with apt-get).
 	@if [ -n "$$KID_CHROMIUM" ]; then command -v "$$KID_CHROMIUM" >/dev/null || { echo "KID_CHROMIUM=$$KID_CHROMIUM is not an executable"; exit 1; }; \
-	elif ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null && ! command -v google-chrome >/dev/null; then \
+	elif command -v chromium >/dev/null || command -v chromium-browser >/dev/null || command -v google-chrome >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo 'installing Chromium for the browser tests (internal/browsertest)'; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
+	else \
 		echo 'make test needs Chromium for the browser tests (internal/browsertest). Install it with:'; \
 		echo '    $(CHROMIUM_INSTALL)'; \
 		exit 1; \

@@ -87,23 +87,23 @@ func (r *KidEventReconciler) matchActions(ctx context.Context, e *kidv1.KidEvent
 }
 
 // runActions makes the attempts that are due, records them, and settles the
-// event's phase once every run is done. It returns when to come back.
-func (r *KidEventReconciler) runActions(ctx context.Context, e *kidv1.KidEvent, product *kidv1.KidProduct) (time.Duration, error) {
+// event's phase once every run is done. It returns when to come back. fresh
+// says that e is the API server's copy (the answer to this pass's own
+// write), which needs no second read.
+func (r *KidEventReconciler) runActions(ctx context.Context, e *kidv1.KidEvent, product *kidv1.KidProduct, fresh bool) (time.Duration, error) {
 	if product.Spec.Suspend {
 		// Runs wait while the product is suspended.
 		return time.Minute, nil
 	}
 	now := r.now()
-	if due(e, now) {
+	if !fresh && due(e, now) {
 		// The cache may lag behind our own last write; an attempt must not
 		// repeat one that already succeeded.
-		reader := r.APIReader
-		if reader == nil {
-			reader = r.Client
+		read, err := r.reread(ctx, e)
+		if err != nil || read == nil {
+			return 0, err
 		}
-		if err := reader.Get(ctx, client.ObjectKeyFromObject(e), e); err != nil {
-			return 0, client.IgnoreNotFound(err)
-		}
+		e = read
 	}
 	before := e.DeepCopy()
 	var in *actions.Input

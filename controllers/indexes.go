@@ -19,9 +19,9 @@ const (
 	// Secrets (secretNames), to wake the products of a Secret found
 	// changed.
 	secretIndex = "kid.dev/webhook-secret"
-	// userIDIndex: KidUsers by every k-ID id they hold (idKey).
+	// userIDIndex: KidUsers by every k-ID id they hold (kidv1.UserIDKey).
 	userIDIndex = kidv1.UserIDIndex
-	// eventIDIndex: KidEvents by every k-ID id they name (idKey).
+	// eventIDIndex: KidEvents by every k-ID id they name (kidv1.UserIDKey).
 	eventIDIndex = "kid.dev/event-id"
 	// eventProductIndex: KidEvents by the name of their product, for the
 	// product's pass over its events (a label selector would scan every
@@ -29,21 +29,13 @@ const (
 	eventProductIndex = "kid.dev/event-product"
 )
 
-// idKey is the index value of one k-ID id within a product.
-func idKey(product string, kind kidv1.IdentityKind, id string) string {
-	return kidv1.UserIDKey(product, kind, id)
-}
-
-// userIDs returns the index values of the ids a KidUser holds.
-func userIDs(u *kidv1.KidUser) []string { return u.IDKeys() }
-
 // eventIDs returns the index values of the ids a KidEvent names.
 func eventIDs(e *kidv1.KidEvent) []string {
 	p, s := e.Spec.ProductRef.Name, e.Spec.Subject
 	var keys []string
 	add := func(kind kidv1.IdentityKind, id string) {
 		if id != "" {
-			keys = append(keys, idKey(p, kind, id))
+			keys = append(keys, kidv1.UserIDKey(p, kind, id))
 		}
 	}
 	add(kidv1.IdentitySession, s.SessionID)
@@ -74,7 +66,7 @@ func SetupIndexes(ctx context.Context, mgr ctrl.Manager) error {
 		return fmt.Errorf("indexing KidProducts by secret: %w", err)
 	}
 	if err := idx.IndexField(ctx, &kidv1.KidUser{}, userIDIndex, func(o client.Object) []string {
-		return userIDs(o.(*kidv1.KidUser))
+		return o.(*kidv1.KidUser).IDKeys()
 	}); err != nil {
 		return fmt.Errorf("indexing KidUsers by id: %w", err)
 	}

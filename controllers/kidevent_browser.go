@@ -69,7 +69,7 @@ func browserSubject(s kidv1.EventSubject) (kidv1.IdentityKind, string) {
 // now. The annotation's value is the event's name: the same event asks once.
 func (r *KidEventReconciler) requestConfirmation(ctx context.Context, event *kidv1.KidEvent, p *kidv1.KidProduct, kind kidv1.IdentityKind, id string) (string, error) {
 	product := event.Spec.ProductRef.Name
-	holders, err := r.holders(ctx, event.Namespace, idKey(product, kind, id), nil)
+	holders, err := r.holders(ctx, event.Namespace, kidv1.UserIDKey(product, kind, id), nil)
 	if err != nil {
 		return "", err
 	}

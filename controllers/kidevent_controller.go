@@ -191,7 +191,7 @@ func (r *KidEventReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	if len(runs) == 0 {
 		return ctrl.Result{}, nil
 	}
-	next, err := r.runActions(ctx, event, product)
+	next, err := r.runActions(ctx, event, product, true)
 	return ctrl.Result{RequeueAfter: next}, err
 }
 
@@ -201,7 +201,7 @@ func (r *KidEventReconciler) continueRuns(ctx context.Context, event *kidv1.KidE
 	if err := r.Get(ctx, types.NamespacedName{Namespace: event.Namespace, Name: event.Spec.ProductRef.Name}, product); err != nil {
 		return ctrl.Result{}, fmt.Errorf("reading product of event: %w", err)
 	}
-	next, err := r.runActions(ctx, event, product)
+	next, err := r.runActions(ctx, event, product, false)
 	return ctrl.Result{RequeueAfter: next}, err
 }
 
@@ -284,7 +284,7 @@ func (r *KidEventReconciler) targets(ctx context.Context, e *kidv1.KidEvent, fe 
 		byUser := map[string]*target{}
 		var order []string
 		for _, v := range s.VerificationIDs {
-			holders, err := r.holders(ctx, e.Namespace, idKey(product, kidv1.IdentityVerification, v), fe)
+			holders, err := r.holders(ctx, e.Namespace, kidv1.UserIDKey(product, kidv1.IdentityVerification, v), fe)
 			if err != nil {
 				return nil, err
 			}
@@ -312,7 +312,7 @@ func (r *KidEventReconciler) targets(ctx context.Context, e *kidv1.KidEvent, fe 
 		return out, nil
 
 	case e.Spec.EventType == kid.AccountDelete && s.KUID != "":
-		holders, err := r.holders(ctx, e.Namespace, idKey(product, kidv1.IdentityAccount, s.KUID), fe)
+		holders, err := r.holders(ctx, e.Namespace, kidv1.UserIDKey(product, kidv1.IdentityAccount, s.KUID), fe)
 		if err != nil {
 			return nil, err
 		}
@@ -338,7 +338,7 @@ func (r *KidEventReconciler) targets(ctx context.Context, e *kidv1.KidEvent, fe 
 	default:
 		return nil, nil
 	}
-	holders, err := r.holders(ctx, e.Namespace, idKey(product, kind, id), fe)
+	holders, err := r.holders(ctx, e.Namespace, kidv1.UserIDKey(product, kind, id), fe)
 	if err != nil || len(holders) == 0 {
 		return []target{one(kind, id)}, err
 	}

@@ -387,7 +387,7 @@ func pending(user *kidv1.KidUser) (kind kidv1.IdentityKind, id string, since tim
 			since = st.Consent.Time.Time
 		}
 		return kidv1.IdentityChallenge, st.Consent.ChallengeID, since
-	case ident.Kind == kidv1.IdentityChallenge && st.Consent.State == kidv1.ConsentNone || ident.Kind == kidv1.IdentityChallenge && st.Consent.State == "":
+	case ident.Kind == kidv1.IdentityChallenge && (st.Consent.State == "" || st.Consent.State == kidv1.ConsentNone):
 		// A challenge the game registered (it created this KidUser) and
 		// of which no event has arrived yet.
 		return kidv1.IdentityChallenge, ident.ID, user.CreationTimestamp.Time

@@ -77,7 +77,7 @@ func (r *KidUserReconciler) standIns(ctx context.Context, o client.Object) []rec
 		return nil
 	}
 	var out []reconcile.Request
-	for _, key := range userIDs(u)[1:] {
+	for _, key := range u.IDKeys()[1:] {
 		var users kidv1.KidUserList
 		if err := r.List(ctx, &users, client.InNamespace(u.Namespace), client.MatchingFields{userIDIndex: key}); err != nil {
 			ctrl.LoggerFrom(ctx).Error(err, "listing stand-ins by id")
@@ -124,7 +124,7 @@ func (r *KidUserReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 // mergeIntoHolders merges a stand-in into the stronger users holding its id.
 // It reports whether the stand-in was merged away (deleted).
 func (r *KidUserReconciler) mergeIntoHolders(ctx context.Context, standIn *kidv1.KidUser) (bool, error) {
-	key := idKey(standIn.Spec.ProductRef.Name, standIn.Spec.Identity.Kind, standIn.Spec.Identity.ID)
+	key := kidv1.UserIDKey(standIn.Spec.ProductRef.Name, standIn.Spec.Identity.Kind, standIn.Spec.Identity.ID)
 	var users kidv1.KidUserList
 	if err := r.List(ctx, &users, client.InNamespace(standIn.Namespace), client.MatchingFields{userIDIndex: key}); err != nil {
 		return false, fmt.Errorf("listing users by id: %w", err)
@@ -174,7 +174,7 @@ func (r *KidUserReconciler) mergeIntoHolders(ctx context.Context, standIn *kidv1
 // allowed keeping it).
 func (r *KidUserReconciler) eraseEvents(ctx context.Context, user *kidv1.KidUser) error {
 	seen := map[string]bool{}
-	for _, key := range userIDs(user) {
+	for _, key := range user.IDKeys() {
 		var list kidv1.KidEventList
 		if err := r.List(ctx, &list, client.InNamespace(user.Namespace), client.MatchingFields{eventIDIndex: key}); err != nil {
 			return fmt.Errorf("listing events by id: %w", err)

@@ -112,14 +112,7 @@ var _ = Describe("Fault 5: hostile clients", func() {
 		ns string
 		p  *testenv.Product
 	)
-	BeforeEach(func() {
-		var err error
-		ns, err = h.NewNamespace(ctx)
-		Expect(err).NotTo(HaveOccurred())
-		p, err = h.NewProduct(ctx, ns, "demo", nil)
-		Expect(err).NotTo(HaveOccurred())
-		Expect(h.WaitReady(ctx, p)).To(Succeed())
-	})
+	BeforeEach(func() { ns, p = readyProduct(h) })
 
 	It("answers a well-formed delivery at its normal latency while 500 slow connections are open, and cuts them off", func() {
 		// Baseline: the normal latency of a delivery.
@@ -233,13 +226,8 @@ var _ = Describe("Fault 3: the API server restarted for 10 s under load", Serial
 	It("stores every delivery exactly once, each 200 on some attempt of k-ID's schedule", func() {
 		// A control plane and operator of this spec's own: the restart
 		// leaves the controllers' watches on a backoff of up to 30 s, which
-		// the suite's shared operator must not inherit. The harness sets
-		// the API server's StopTimeout to 5 s, but envtest's Start
-		// overwrites it with the control plane's stop timeout (20 s unless
-		// this variable says otherwise), and with the operator's watches
-		// open a stop takes all of it: an outage of 10 s needs the 5 s the
-		// harness meant.
-		GinkgoT().Setenv("KUBEBUILDER_CONTROLPLANE_STOP_TIMEOUT", "5s")
+		// the suite's shared operator must not inherit. (The harness stops
+		// a component within 5 s, so the outage stays near 10 s.)
 		h, err := testenv.Start()
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(func() {
@@ -248,11 +236,7 @@ var _ = Describe("Fault 3: the API server restarted for 10 s under load", Serial
 				fmt.Fprintf(GinkgoWriter, "stopping fault 3's control plane: %v\n", err)
 			}
 		})
-		ns, err := h.NewNamespace(ctx)
-		Expect(err).NotTo(HaveOccurred())
-		p, err := h.NewProduct(ctx, ns, "demo", nil)
-		Expect(err).NotTo(HaveOccurred())
-		Expect(h.WaitReady(ctx, p)).To(Succeed())
+		ns, p := readyProduct(h)
 
 		apiServer := h.Env.ControlPlane.APIServer
 

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 
+	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
 	"github.com/kid-operator/kid-operator/internal/kid"
@@ -35,4 +36,16 @@ func signed(p *testenv.Product, url, body, timestamp string) *http.Response {
 		kid.HeaderTimestamp: timestamp,
 		kid.HeaderSignature: kid.Sign([]byte(p.Secret), timestamp, []byte(body)),
 	})
+}
+
+// readyProduct makes a namespace on the harness and a Ready product "demo"
+// in it.
+func readyProduct(on *testenv.Harness) (string, *testenv.Product) {
+	GinkgoHelper()
+	ns, err := on.NewNamespace(ctx)
+	Expect(err).NotTo(HaveOccurred())
+	p, err := on.NewProduct(ctx, ns, "demo", nil)
+	Expect(err).NotTo(HaveOccurred())
+	Expect(on.WaitReady(ctx, p)).To(Succeed())
+	return ns, p
 }

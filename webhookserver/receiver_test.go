@@ -39,14 +39,7 @@ var _ = Describe("Receiving k-ID's deliveries", func() {
 		ns string
 		p  *testenv.Product
 	)
-	BeforeEach(func() {
-		var err error
-		ns, err = h.NewNamespace(ctx)
-		Expect(err).NotTo(HaveOccurred())
-		p, err = h.NewProduct(ctx, ns, "demo", nil)
-		Expect(err).NotTo(HaveOccurred())
-		Expect(h.WaitReady(ctx, p)).To(Succeed())
-	})
+	BeforeEach(func() { ns, p = readyProduct(h) })
 
 	It("stores every example payload of k-ID's docs as exactly one KidEvent, and answers 200", func() {
 		for _, name := range slices.Sorted(maps.Keys(kid.Examples)) {
@@ -216,11 +209,7 @@ var _ = Describe("Receiving k-ID's deliveries", func() {
 
 var _ = Describe("When the API server is down", Ordered, func() {
 	It("answers 503 within a bounded time, and 200 to the same delivery once it is back", func() {
-		ns, err := h.NewNamespace(ctx)
-		Expect(err).NotTo(HaveOccurred())
-		p, err := h.NewProduct(ctx, ns, "demo", nil)
-		Expect(err).NotTo(HaveOccurred())
-		Expect(h.WaitReady(ctx, p)).To(Succeed())
+		ns, p := readyProduct(h)
 
 		// Stop returns an error when the API server had to be killed after
 		// its stop timeout; either way it is down.

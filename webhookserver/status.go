@@ -116,7 +116,7 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request, productLab
 func (s *Server) stream(w http.ResponseWriter, r *http.Request, product *kidv1.KidProduct, claims relaytoken.Claims) int {
 	log := ctrl.LoggerFrom(r.Context())
 	ctx := r.Context()
-	key := userIDKey(product.Name, identityKind(claims.Subject.Kind), claims.Subject.ID)
+	key := kidv1.UserIDKey(product.Name, identityKind(claims.Subject.Kind), claims.Subject.ID)
 
 	// Subscribe before the first read: a change in between wakes it.
 	wake, cancel, err := s.browser.users.subscribe(ctx, product.Namespace, key)

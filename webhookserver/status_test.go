@@ -198,7 +198,7 @@ func newStatusServer(t *testing.T, opts BrowserOptions) (*Server, *fakeUsers, st
 func TestStatusStreamsTheSubjectsStateUntilFinal(t *testing.T) {
 	g := NewWithT(t)
 	_, users, base := newStatusServer(t, BrowserOptions{})
-	key := userIDKey("demo", kidv1.IdentityChallenge, challengeID)
+	key := kidv1.UserIDKey("demo", kidv1.IdentityChallenge, challengeID)
 
 	resp := openStatus(t, base, token(t, relaytoken.KindChallenge, challengeID), pageOrigin)
 	g.Expect(resp.StatusCode).To(Equal(http.StatusOK))
@@ -248,7 +248,7 @@ func TestStatusStreamsTheSubjectsStateUntilFinal(t *testing.T) {
 func TestStatusStreamNeverSendsPersonalData(t *testing.T) {
 	g := NewWithT(t)
 	_, users, base := newStatusServer(t, BrowserOptions{})
-	users.set(userIDKey("demo", kidv1.IdentityVerification, verifyID), challengeUser("u", kidv1.IdentityVerification, verifyID, kidv1.KidUserStatus{
+	users.set(kidv1.UserIDKey("demo", kidv1.IdentityVerification, verifyID), challengeUser("u", kidv1.IdentityVerification, verifyID, kidv1.KidUserStatus{
 		KUID:         "kuid-secret",
 		PersonalData: &kidv1.PersonalData{DateOfBirth: "1981-06-20", ApproverEmail: "parent@example.com"},
 		Verification: kidv1.VerificationStatus{State: kidv1.VerificationVerified, Records: []kidv1.VerificationRecord{{ID: verifyID, State: kidv1.VerificationVerified, Method: "id-document", AgeCategory: "adult"}}},
@@ -303,7 +303,7 @@ func TestStatusStreamEnds(t *testing.T) {
 	})
 	t.Run("at once when the first state is final", func(t *testing.T) {
 		_, users, base := newStatusServer(t, BrowserOptions{})
-		users.set(userIDKey("demo", kidv1.IdentitySession, sessionID), challengeUser("s", kidv1.IdentitySession, sessionID, kidv1.KidUserStatus{
+		users.set(kidv1.UserIDKey("demo", kidv1.IdentitySession, sessionID), challengeUser("s", kidv1.IdentitySession, sessionID, kidv1.KidUserStatus{
 			Session: kidv1.SessionStatus{State: kidv1.SessionDeleted},
 		}))
 		frames := sse(openStatus(t, base, token(t, relaytoken.KindSession, sessionID), pageOrigin))
@@ -433,7 +433,7 @@ func TestStatusStreamOutlivesTheServersTimeouts(t *testing.T) {
 		g.Expect(ok).To(BeTrue(), "the stream ended early")
 		g.Expect(f.comment).To(Equal("heartbeat"))
 	}
-	users.set(userIDKey("demo", kidv1.IdentityChallenge, challengeID), challengeUser("c", kidv1.IdentityChallenge, challengeID, kidv1.KidUserStatus{
+	users.set(kidv1.UserIDKey("demo", kidv1.IdentityChallenge, challengeID), challengeUser("c", kidv1.IdentityChallenge, challengeID, kidv1.KidUserStatus{
 		Consent: kidv1.ConsentStatus{State: kidv1.ConsentDenied, ChallengeID: challengeID},
 	}))
 	g.Expect(nextStatus(t, frames).Consent).To(Equal("Denied"))

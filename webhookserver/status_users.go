@@ -20,18 +20,10 @@ const UserIDIndex = kidv1.UserIDIndex
 
 // +kubebuilder:rbac:groups=kid.dev,resources=kidusers,verbs=get;list;watch
 
-// userIDKey is the index value of one k-ID id within a product.
-func userIDKey(product string, kind kidv1.IdentityKind, id string) string {
-	return kidv1.UserIDKey(product, kind, id)
-}
-
-// userIDKeys returns the index values of the ids a KidUser holds.
-func userIDKeys(u *kidv1.KidUser) []string { return u.IDKeys() }
-
 // userSource is where the status stream reads KidUsers.
 type userSource interface {
 	// holders returns the KidUsers of namespace ns that hold key (a
-	// userIDKey). They are shared with the cache: read them only.
+	// kidv1.UserIDKey). They are shared with the cache: read them only.
 	holders(ctx context.Context, ns, key string) ([]kidv1.KidUser, error)
 	// subscribe returns a channel that receives (coalesced) whenever a
 	// KidUser of ns that holds, or held, key changes, until cancel.
@@ -99,7 +91,7 @@ func (c *cacheUsers) setup(ctx context.Context) error {
 	}
 	if c.registerIndex {
 		if err := c.cache.IndexField(ctx, &kidv1.KidUser{}, UserIDIndex, func(o client.Object) []string {
-			return userIDKeys(o.(*kidv1.KidUser))
+			return o.(*kidv1.KidUser).IDKeys()
 		}); err != nil {
 			return fmt.Errorf("indexing KidUsers by id: %w", err)
 		}
@@ -137,7 +129,7 @@ func (c *cacheUsers) notify(obj any) {
 	if len(c.subs) == 0 {
 		return
 	}
-	for _, key := range userIDKeys(u) {
+	for _, key := range u.IDKeys() {
 		for ch := range c.subs[u.Namespace+"\x00"+key] {
 			select {
 			case ch <- struct{}{}:

@@ -69,9 +69,9 @@ func StartControlPlane() (*Harness, error) {
 	}
 	// The API server drains open watches for up to a minute when stopped
 	// while the operator runs; tests that stop it want it gone sooner (it
-	// is killed after this timeout).
-	apiServer := env.ControlPlane.GetAPIServer()
-	apiServer.StopTimeout = 5 * time.Second
+	// is killed after this timeout). envtest gives this to every component
+	// when it starts them, overwriting any StopTimeout set on them before.
+	env.ControlPlaneStopTimeout = 5 * time.Second
 	// New gives the API server a certificate directory of our own, which
 	// survives a stop of the API server, so that tests can start it again
 	// with the same certificates and port.
