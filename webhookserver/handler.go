@@ -38,7 +38,7 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, productLabel *st
 		w.Header().Set("Allow", http.MethodPost)
 		return answer(w, http.StatusMethodNotAllowed, "only POST is accepted")
 	}
-	if !s.ready.Load() {
+	if !s.synced.Load() {
 		return unavailable(w, "the receiver is starting")
 	}
 

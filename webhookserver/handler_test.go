@@ -179,7 +179,7 @@ func TestReceiveCountsSignatureFailuresByReason(t *testing.T) {
 func TestReceiveIsUnavailableUntilCachesSync(t *testing.T) {
 	g := NewWithT(t)
 	s, c := newTestServer(t, nil)
-	s.ready.Store(false)
+	s.synced.Store(false)
 	rec := request{body: kid.Examples["test"]}.do(s)
 	g.Expect(rec.Code).To(Equal(503))
 	g.Expect(countEvents(t, c)).To(BeZero())

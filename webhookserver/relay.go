@@ -262,7 +262,7 @@ func (s *Server) handleRelay(w http.ResponseWriter, r *http.Request, productLabe
 // here and has spec.browser; otherwise it answers (503 until the caches
 // synced, 404) and returns the code.
 func (s *Server) browserProduct(w http.ResponseWriter, r *http.Request, productLabel *string) (*kidv1.KidProduct, int) {
-	if !s.ready.Load() {
+	if !s.synced.Load() {
 		w.Header().Set("Retry-After", RetryAfterSeconds)
 		return nil, relayAnswer(w, http.StatusServiceUnavailable, "the receiver is starting")
 	}

@@ -422,7 +422,7 @@ func TestRelayAnswers503WhenTheAPIServerFails(t *testing.T) {
 func TestRelayIsUnavailableUntilCachesSync(t *testing.T) {
 	g := NewWithT(t)
 	s, c, _ := newRelayServer(t, nil, time.Now())
-	s.ready.Store(false)
+	s.synced.Store(false)
 	rec := relayRequest{body: domChallenge, token: token(t, relaytoken.KindChallenge, challengeID)}.do(s)
 	g.Expect(rec.Code).To(Equal(http.StatusServiceUnavailable))
 	g.Expect(storedEvents(t, c)).To(BeEmpty())

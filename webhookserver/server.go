@@ -39,7 +39,12 @@ const (
 	// RetryAfterSeconds is the Retry-After of every 503: k-ID's first retry
 	// comes after 5 s.
 	RetryAfterSeconds = "5"
-	shutdownTimeout   = 15 * time.Second
+	// ShutdownTimeout bounds the wait for requests in flight once the
+	// receiver stops accepting (after its drain period).
+	ShutdownTimeout = 15 * time.Second
+	// MaxDrainPeriod bounds Options.DrainPeriod: a pod's grace period must
+	// cover the drain and ShutdownTimeout.
+	MaxDrainPeriod = 5 * time.Minute
 )
 
 // Options configure the receiver.
@@ -51,6 +56,13 @@ type Options struct {
 	MaxBodyBytes int64
 	// StoreTimeout bounds the create of a KidEvent.
 	StoreTimeout time.Duration
+	// DrainPeriod is how long the receiver keeps serving after it is told
+	// to stop, while its readiness already fails: long enough for the
+	// Service (or ingress) to take it out of its endpoints, so that no
+	// delivery meets a closed port while another replica is ready. Zero
+	// means none (tests, `make run`); the manager command's default is
+	// DefaultDrainPeriod.
+	DrainPeriod time.Duration
 	// MaxInFlight bounds the webhook deliveries and browser events being
 	// verified and stored at one time; past it the answer is 503 with
 	// Retry-After at once (limits.go). Zero means DefaultMaxInFlight.
@@ -101,7 +113,12 @@ type Server struct {
 	browser *browserRelay
 	// inFlight bounds the requests verifying and storing (limits.go).
 	inFlight inFlight
-	ready    atomic.Bool
+	// synced: the caches the handlers read have synced; until then
+	// requests get 503.
+	synced atomic.Bool
+	// draining: the receiver was told to stop; it fails readiness but
+	// still serves, so that the Service moves traffic away first.
+	draining atomic.Bool
 	addr     atomic.Value // string: the address actually listened on
 }
 
@@ -136,8 +153,8 @@ func (s *Server) Handler() http.Handler {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !s.ready.Load() {
-			http.Error(w, "caches not synced", http.StatusServiceUnavailable)
+		if !s.Ready() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = w.Write([]byte("ok\n"))
@@ -145,7 +162,14 @@ func (s *Server) Handler() http.Handler {
 	return mux
 }
 
-// Start serves until ctx ends, then lets requests in flight finish.
+// DefaultDrainPeriod is the manager command's drain period: a few seconds
+// covers kube-proxy and common ingress controllers, which learn of a
+// terminating pod through the EndpointSlice controller.
+const DefaultDrainPeriod = 5 * time.Second
+
+// Start serves until ctx ends, then drains: readiness fails at once, the
+// receiver keeps serving for the drain period, then stops accepting and lets
+// requests in flight finish (ShutdownTimeout at most).
 func (s *Server) Start(ctx context.Context) error {
 	log := ctrl.LoggerFrom(ctx).WithName("webhookserver")
 	ln, err := net.Listen("tcp", s.opts.Addr)
@@ -166,10 +190,19 @@ func (s *Server) Start(ctx context.Context) error {
 		return fmt.Errorf("serving webhooks: %w", err)
 	case <-ctx.Done():
 	}
-	s.ready.Store(false)
-	// Status streams would hold the drain until its timeout.
+	s.draining.Store(true)
+	if d := s.opts.DrainPeriod; d > 0 {
+		log.Info("draining: not ready, still serving", "for", d)
+		select {
+		case <-time.After(d):
+		case err := <-errc:
+			return fmt.Errorf("serving webhooks: %w", err)
+		}
+	}
+	// Status streams would hold the shutdown until its timeout; their
+	// pages reconnect to a replica that is ready.
 	s.browser.stop()
-	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ShutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(shutdownCtx); err != nil {
 		return fmt.Errorf("draining webhook requests: %w", err)
@@ -201,7 +234,7 @@ func (s *Server) waitForCaches(ctx context.Context) {
 		}
 	}
 	if s.cache.WaitForCacheSync(ctx) {
-		s.ready.Store(true)
+		s.synced.Store(true)
 	}
 }
 
@@ -212,8 +245,9 @@ func (s *Server) Addr() string {
 	return a
 }
 
-// Ready reports whether the caches have synced.
-func (s *Server) Ready() bool { return s.ready.Load() }
+// Ready reports whether the receiver should be sent traffic: its caches
+// synced and it is not draining.
+func (s *Server) Ready() bool { return s.synced.Load() && !s.draining.Load() }
 
 // MarkReady is for tests that drive Handler without Start.
-func (s *Server) MarkReady() { s.ready.Store(true) }
+func (s *Server) MarkReady() { s.synced.Store(true) }

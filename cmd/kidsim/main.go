@@ -250,10 +250,12 @@ func target(ctx context.Context, args []string, out io.Writer) error {
 	fs.StringVar(&addr, "addr", "127.0.0.1:9090", "address to listen on")
 	fs.StringVar(&secret, "secret", "", "the KidAction's signing secret, to check webhook-signature")
 	fs.IntVar(&status, "status", 200, "the status code to answer")
+	var dedupe bool
+	fs.BoolVar(&dedupe, "dedupe", false, "take each webhook-id once, as a Standard Webhooks receiver should: a repeat is answered 200 and printed as a repeat")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	t := &kidsim.Target{Status: status, Out: out}
+	t := &kidsim.Target{Status: status, Out: out, Dedupe: dedupe}
 	if secret != "" {
 		t.Secret = []byte(secret)
 	}

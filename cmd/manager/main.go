@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/util/validation"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -27,6 +28,11 @@ func main() {
 	flag.StringVar(&opts.PprofAddr, "pprof-bind-address", "0", "address of the /debug/pprof endpoints (0 turns them off)")
 	flag.BoolVar(&opts.ReceiverOnly, "receiver-only", false, "run only the webhook receiver, no controllers (a receiving tier that scales on its own)")
 	flag.BoolVar(&opts.LeaderElection, "leader-elect", false, "run the controllers on one replica at a time (the receiver runs on every replica)")
+	flag.StringVar(&opts.LeaderElectionNamespace, "leader-election-namespace", "", "namespace of the leader election Lease (default: the pod's own namespace; required outside a cluster)")
+	flag.DurationVar(&opts.LeaseDuration, "leader-elect-lease-duration", 15*time.Second, "how long a leader that stopped renewing holds the lease: the longest the controllers pause when the leader dies hard")
+	flag.DurationVar(&opts.RenewDeadline, "leader-elect-renew-deadline", 10*time.Second, "how long the leader tries to renew before it gives up leading (less than the lease duration)")
+	flag.DurationVar(&opts.RetryPeriod, "leader-elect-retry-period", 2*time.Second, "how often replicas try to acquire or renew the lease")
+	flag.DurationVar(&opts.Webhook.DrainPeriod, "webhook-drain-period", webhookserver.DefaultDrainPeriod, "after SIGTERM, how long the receiver keeps serving while its readiness fails, so that the Service stops sending to it first; the pod's terminationGracePeriodSeconds must exceed this plus 15s")
 	flag.StringVar(&opts.Webhook.Addr, "webhook-bind-address", envOr("KID_LISTEN_ADDR", ":8080"), "address the k-ID webhook receiver listens on (default $KID_LISTEN_ADDR); 0 runs no receiver (controllers only, beside a --receiver-only tier)")
 	var watchNamespaces string
 	flag.StringVar(&watchNamespaces, "watch-namespaces", "", "comma-separated namespaces the operator serves (its cache, controllers and receiver see only these; Roles in them suffice, see config/rbac/namespaced); empty: every namespace")
@@ -52,6 +58,10 @@ func main() {
 	}
 	if opts.Outbound.Deny, err = outbound.ParsePrefixes(denyCIDRs); err != nil {
 		fmt.Fprintln(os.Stderr, "--outbound-deny-cidrs:", err)
+		os.Exit(2)
+	}
+	if d := opts.Webhook.DrainPeriod; d < 0 || d > webhookserver.MaxDrainPeriod {
+		fmt.Fprintf(os.Stderr, "--webhook-drain-period: %s is outside 0 to %s\n", d, webhookserver.MaxDrainPeriod)
 		os.Exit(2)
 	}
 	if sa := opts.DefaultActionServiceAccount; sa != "" {

@@ -106,3 +106,30 @@ func TestTargetChecksTheSignature(t *testing.T) {
 	post("v1,AAAA")
 	g.Expect(out.String()).To(And(ContainSubstring("signature ok"), ContainSubstring("signature INVALID")))
 }
+
+func TestTargetCountsEachWebhookIDAndTakesARepeatOnceWithDedupe(t *testing.T) {
+	g := NewWithT(t)
+	var out bytes.Buffer
+	failing := &Target{Status: http.StatusServiceUnavailable}
+	dedupe := &Target{Dedupe: true, Out: &out}
+	post := func(url, id string) int {
+		req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader("{}"))
+		req.Header.Set("webhook-id", id)
+		resp, err := http.DefaultClient.Do(req)
+		g.Expect(err).NotTo(HaveOccurred())
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	f, d := httptest.NewServer(failing), httptest.NewServer(dedupe)
+	defer f.Close()
+	defer d.Close()
+
+	g.Expect(post(f.URL, "kid_1")).To(Equal(http.StatusServiceUnavailable))
+	g.Expect(failing.Taken()).To(BeEmpty(), "a failed delivery is not taken")
+
+	g.Expect(post(d.URL, "kid_1")).To(Equal(http.StatusOK))
+	g.Expect(post(d.URL, "kid_2")).To(Equal(http.StatusOK))
+	g.Expect(post(d.URL, "kid_1")).To(Equal(http.StatusOK), "a repeat is answered 200, so the sender stops")
+	g.Expect(dedupe.Taken()).To(Equal(map[string]int{"kid_1": 2, "kid_2": 1}))
+	g.Expect(strings.Count(out.String(), "repeat (not taken again)")).To(Equal(1))
+}

@@ -13,16 +13,37 @@ import (
 
 // Target is an HTTP endpoint for KidActions to deliver to: it prints each
 // delivery, checks its Standard Webhooks signature when it knows the secret,
-// and answers with Status (200 by default).
+// and answers with Status (200 by default). It counts the deliveries of each
+// webhook-id it answered with success, and with Dedupe it behaves as a
+// Standard Webhooks receiver should: a webhook-id it already took is
+// answered 200 again but is marked a repeat, not taken a second time.
 type Target struct {
 	// Secret verifies webhook-signature; nil skips the check.
 	Secret []byte
 	// Status is the answer; 0 means 200.
 	Status int
-	// Out receives one line per delivery.
+	// Out receives one line per delivery; nil prints nothing.
 	Out io.Writer
+	// Dedupe takes each webhook-id once: a repeat is answered 200 and
+	// printed as a repeat.
+	Dedupe bool
 
 	mu sync.Mutex
+	// taken counts the successful deliveries of each webhook-id.
+	taken map[string]int
+}
+
+// Taken returns, for each webhook-id answered with success, how many
+// deliveries of it were: 1 unless a sender repeated one it had delivered
+// (with Dedupe, the repeats were not taken again).
+func (t *Target) Taken() map[string]int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make(map[string]int, len(t.taken))
+	for id, n := range t.taken {
+		out[id] = n
+	}
+	return out
 }
 
 // ServeHTTP implements http.Handler.
@@ -44,7 +65,20 @@ func (t *Target) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		status = http.StatusOK
 	}
 	t.mu.Lock()
-	fmt.Fprintf(t.Out, "%s %s webhook-id=%s %s -> %d\n%s\n", r.Method, r.URL.Path, id, verdict, status, body)
+	repeat := t.taken[id] > 0
+	if repeat && t.Dedupe {
+		status = http.StatusOK
+		verdict += ", repeat (not taken again)"
+	}
+	if status/100 == 2 && id != "" {
+		if t.taken == nil {
+			t.taken = map[string]int{}
+		}
+		t.taken[id]++
+	}
+	if t.Out != nil {
+		fmt.Fprintf(t.Out, "%s %s webhook-id=%s %s -> %d\n%s\n", r.Method, r.URL.Path, id, verdict, status, body)
+	}
 	t.mu.Unlock()
 	w.WriteHeader(status)
 }

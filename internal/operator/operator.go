@@ -52,6 +52,12 @@ type Options struct {
 	// replica receives webhooks.
 	LeaderElection          bool
 	LeaderElectionNamespace string
+	// LeaseDuration, RenewDeadline and RetryPeriod time the election
+	// (zero: controller-runtime's 15 s, 10 s and 2 s). A leader that dies
+	// hard is replaced within LeaseDuration and a RetryPeriod; one that
+	// stops on SIGTERM releases its lease, and is replaced within a
+	// RetryPeriod.
+	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
 	// Webhook configures the receiver.
 	Webhook webhookserver.Options
 	// QPS and Burst of the API client. The receiver creates one object per
@@ -161,6 +167,16 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 		LeaderElection:          opts.LeaderElection && !opts.ReceiverOnly,
 		LeaderElectionID:        "kid-operator.kid.dev",
 		LeaderElectionNamespace: opts.LeaderElectionNamespace,
+		LeaseDuration:           nonZero(opts.LeaseDuration),
+		RenewDeadline:           nonZero(opts.RenewDeadline),
+		RetryPeriod:             nonZero(opts.RetryPeriod),
+		// The process exits once the manager stops, so the lease can be
+		// given up at once rather than left to expire: a rolling restart
+		// moves the controllers in a RetryPeriod, not a LeaseDuration.
+		LeaderElectionReleaseOnCancel: true,
+		// The receiver drains first, then the controllers finish their
+		// reconciles (controller-runtime stops them in that order).
+		GracefulShutdownTimeout: ptr(opts.Webhook.DrainPeriod + webhookserver.ShutdownTimeout + 15*time.Second),
 		Controller:              config.Controller{SkipNameValidation: &opts.SkipControllerNameValidation},
 		Cache:                   cacheOpts,
 		// No informer ever holds Secrets: the few that products name are
@@ -239,6 +255,16 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 	return op, nil
 }
 
+// nonZero is a pointer to d, or nil (the default) when d is zero.
+func nonZero(d time.Duration) *time.Duration {
+	if d == 0 {
+		return nil
+	}
+	return &d
+}
+
+func ptr[T any](v T) *T { return &v }
+
 // watchNamespaces returns the namespaces named, trimmed and without
 // duplicates.
 func watchNamespaces(names []string) ([]string, error) {
@@ -292,7 +318,7 @@ func IsLoopback(addr string) bool {
 }
 
 // addProbes serves /healthz, and /readyz once the receiver's caches synced
-// (at once when there is no receiver).
+// and until it starts draining (at once when there is no receiver).
 func addProbes(mgr ctrl.Manager, receiver *webhookserver.Server, addr string) error {
 	if addr == "0" {
 		return nil
@@ -303,9 +329,9 @@ func addProbes(mgr ctrl.Manager, receiver *webhookserver.Server, addr string) er
 	if receiver == nil {
 		return mgr.AddReadyzCheck("ping", healthz.Ping)
 	}
-	return mgr.AddReadyzCheck("webhook-caches", func(*http.Request) error {
+	return mgr.AddReadyzCheck("webhook-receiver", func(*http.Request) error {
 		if !receiver.Ready() {
-			return fmt.Errorf("caches not synced")
+			return fmt.Errorf("caches not synced, or draining before a stop")
 		}
 		return nil
 	})
