@@ -25,6 +25,27 @@ run: controlplane ## Start a local control plane, the operator and a sample prod
 test: controlplane chromium verify-generated vet ## Build what is missing, check generated files, vet, run every test.
 	KUBEBUILDER_ASSETS="$$(./hack/build-controlplane.sh)" go test ./... -count=1 $(if $(GINKGO_FLAGS),-args $(GINKGO_FLAGS))
 
+# The fault tests (internal/faults, docs/design.md "Failure modes") run the
+# manager as separate processes and kill them; .ci/run runs them after make
+# test. KID_FAULT_SEED repeats fault 4's kill moments; KID_MANAGER_BIN runs
+# them against another build of the manager.
+.PHONY: test-faults
+test-faults: controlplane ## Fault tests: rolling restart, leader killed, 50 crashes between writes (about 4 minutes).
+	@echo 'fault tests: full output in $(BIN)/test-faults.log'
+	@rc=0; KUBEBUILDER_ASSETS="$$(./hack/build-controlplane.sh)" go test -tags faults ./internal/faults -count=1 -timeout 20m -v \
+		-args -ginkgo.label-filter='!soak' -ginkgo.v -ginkgo.no-color >$(BIN)/test-faults.log 2>&1 || rc=$$?; \
+	grep -E '^  (seed|injected|counted|restart): |^(ok|FAIL|PASS)|Ran [0-9]' $(BIN)/test-faults.log; \
+	if [ $$rc != 0 ]; then tail -n 80 $(BIN)/test-faults.log; fi; exit $$rc
+
+SOAK_DURATION ?= 30m
+.PHONY: soak
+soak: controlplane ## Fault 6: SOAK_DURATION (default 30m) of steady traffic; prints the memory and goroutine slopes.
+	@echo 'soak: full output in $(BIN)/soak.log'
+	@rc=0; KID_SOAK_DURATION=$(SOAK_DURATION) KUBEBUILDER_ASSETS="$$(./hack/build-controlplane.sh)" go test -tags faults ./internal/faults -count=1 -timeout 0 -v \
+		-args -ginkgo.label-filter=soak -ginkgo.v -ginkgo.no-color >$(BIN)/soak.log 2>&1 || rc=$$?; \
+	grep -E '^soak|^  (injected|counted): |^(ok|FAIL|PASS)|Ran [0-9]' $(BIN)/soak.log; \
+	if [ $$rc != 0 ]; then tail -n 80 $(BIN)/soak.log; fi; exit $$rc
+
 .PHONY: bench
 bench: controlplane ## Micro-benchmarks, then the load benchmark on the local control plane (BENCH_FLAGS).
 	go test ./... -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME)
@@ -81,6 +102,7 @@ verify-generated: manifests generate ## Fail when generated files are not commit
 vet: ## gofmt check and go vet.
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'run gofmt -w on the files above'; exit 1; }
 	go vet ./...
+	go vet -tags faults ./internal/faults
 
 .PHONY: deploy
 deploy: manifests ## Apply config/default to the current kubectl context.

@@ -28,9 +28,11 @@ import (
 
 // KidEventReconciler folds each stored KidEvent into the KidUser(s) it is
 // about, then marks the event Applied (or Ignored). An event is folded once:
-// only a Pending event is processed, and the fold itself is idempotent, so a
-// retry after a failure between the two writes changes nothing but the
-// user's event count.
+// only a Pending event is processed, and the fold itself is idempotent. A
+// retry after a failure between the two writes (the user's, then the
+// event's) changes nothing, not even the user's event count: the first fold
+// left the event's name in the user's inFlightEvents, and the retry folds
+// into that same user.
 //
 // A player's transitions (consent granted, verified, erased) are recorded in
 // the KidUser's status and conditions and counted in metrics, not as
@@ -258,6 +260,10 @@ type target struct {
 	name     string
 	identity kidv1.UserIdentity
 	event    *fold.Event
+	// holdsEvent: the user has the event in flight already, so this is a
+	// fold repeated after a failure between the user's write and the
+	// event's.
+	holdsEvent bool
 }
 
 // targets resolves the KidUsers an event folds into (design.md §2, "Identity
@@ -342,11 +348,19 @@ func (r *KidEventReconciler) targets(ctx context.Context, e *kidv1.KidEvent, fe 
 	if err != nil || len(holders) == 0 {
 		return []target{one(kind, id)}, err
 	}
+	if i := slices.IndexFunc(holders, func(h target) bool { return h.holdsEvent }); i >= 0 {
+		// A fold repeated after a crash goes back to the user the first
+		// fold counted the event on, though a stronger holder may have
+		// appeared since: that one would count it again, and the merge of
+		// the first into it would add both counts. The KidUser controller
+		// merges them anyway.
+		return holders[i : i+1], nil
+	}
 	return holders[:1], nil
 }
 
 // holders lists the users holding an id, strongest identity first, each a
-// target for fe.
+// target for fe (nil where only the users are wanted).
 func (r *KidEventReconciler) holders(ctx context.Context, namespace, key string, fe *fold.Event) ([]target, error) {
 	var users kidv1.KidUserList
 	if err := r.List(ctx, &users, client.InNamespace(namespace), client.MatchingFields{userIDIndex: key}); err != nil {
@@ -356,7 +370,11 @@ func (r *KidEventReconciler) holders(ctx context.Context, namespace, key string,
 	out := make([]target, 0, len(users.Items))
 	for i := range users.Items {
 		u := &users.Items[i]
-		out = append(out, target{name: u.Name, identity: u.Spec.Identity, event: fe})
+		t := target{name: u.Name, identity: u.Spec.Identity, event: fe}
+		if fe != nil {
+			t.holdsEvent = slices.Contains(u.Status.InFlightEvents, fe.Name)
+		}
+		out = append(out, t)
 	}
 	return out, nil
 }
@@ -379,6 +397,11 @@ func (r *KidEventReconciler) applyTo(ctx context.Context, e *kidv1.KidEvent, pro
 	user := &kidv1.KidUser{}
 	err := r.Get(ctx, types.NamespacedName{Namespace: e.Namespace, Name: t.name}, user)
 	switch {
+	case apierrors.IsNotFound(err) && t.holdsEvent:
+		// Merged away since it was listed, with the event's name: made
+		// again, it would count the event a second time. The retry finds
+		// the name on the user it was merged into.
+		return nil, fmt.Errorf("user %s, which holds this event, is gone; resolving the event's users again", t.name)
 	case apierrors.IsNotFound(err):
 		user = &kidv1.KidUser{
 			ObjectMeta: metav1.ObjectMeta{
@@ -399,6 +422,11 @@ func (r *KidEventReconciler) applyTo(ctx context.Context, e *kidv1.KidEvent, pro
 	}
 
 	before := user.DeepCopy()
+	inFlight, err := r.stillInFlight(ctx, user, t.event.Name)
+	if err != nil {
+		return nil, err
+	}
+	user.Status.InFlightEvents = inFlight
 	user.Status = *fold.Apply(&user.Status, t.event, privacy, string(user.UID))
 	setUserConditions(user)
 	if apiequality.Semantic.DeepEqual(before.Status, user.Status) {
@@ -408,6 +436,35 @@ func (r *KidEventReconciler) applyTo(ctx context.Context, e *kidv1.KidEvent, pro
 		return nil, fmt.Errorf("updating user status: %w", err)
 	}
 	return user, nil
+}
+
+// stillInFlight returns the user's inFlightEvents without the events the
+// cache shows finished (past Pending) or gone (retention, erasure), keeping
+// the one being folded. A name is there only to tell a fold repeated after a
+// crash that its event was counted, and an event past Pending is never
+// folded again; pruned at each fold, the list holds about the events in
+// flight, not the player's history. The cache may lag, so a finished event's
+// name can stay one fold longer; it never shows an event finished before it
+// was.
+func (r *KidEventReconciler) stillInFlight(ctx context.Context, user *kidv1.KidUser, folding string) ([]string, error) {
+	var kept []string
+	for _, name := range user.Status.InFlightEvents {
+		if name != folding {
+			e := &kidv1.KidEvent{}
+			err := r.Get(ctx, types.NamespacedName{Namespace: user.Namespace, Name: name}, e)
+			if apierrors.IsNotFound(err) {
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("reading an event in flight: %w", err)
+			}
+			if e.Status.Phase != "" && e.Status.Phase != kidv1.EventPending {
+				continue
+			}
+		}
+		kept = append(kept, name)
+	}
+	return kept, nil
 }
 
 // setUserConditions derives the KidUser conditions from its status.

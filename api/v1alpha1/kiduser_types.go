@@ -313,6 +313,18 @@ type KidUserStatus struct {
 	// +listMapKey=origin
 	// +kubebuilder:validation:MaxItems=128
 	EventCounts []EventCount `json:"eventCounts,omitempty"`
+
+	// inFlightEvents names the KidEvents folded into this user that were
+	// not yet seen Applied. The user is written before its event is marked
+	// Applied, so a crash between the two writes leaves the event Pending
+	// and it is folded again: finding its name here, that fold does not
+	// count it again. Names are dropped once their event is seen finished
+	// or gone, so the list holds about the events in flight, not a history.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=253
+	InFlightEvents []string `json:"inFlightEvents,omitempty"`
 }
 
 // EventCount is the number of events first folded into one KidUser object.

@@ -69,7 +69,12 @@ func run(ctx context.Context) (err error) {
 		err = errors.Join(err, testenv.Stop(env))
 	}()
 
-	kubeconfig := filepath.Join(root, ".local", "kubeconfig")
+	// KID_KUBECONFIG moves it, so that a test of `make run` leaves a
+	// developer's own run alone.
+	kubeconfig := os.Getenv("KID_KUBECONFIG")
+	if kubeconfig == "" {
+		kubeconfig = filepath.Join(root, ".local", "kubeconfig")
+	}
 	if err := writeKubeconfig(env, kubeconfig); err != nil {
 		return err
 	}

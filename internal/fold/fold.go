@@ -8,7 +8,9 @@
 // associative and idempotent, so the result does not depend on the order in
 // which k-ID's deliveries arrive, nor on how often they repeat. Linking two
 // KidUsers of one player is the same Merge. The one count, observedEvents,
-// is a grow-only counter per KidUser object, so it is a join too.
+// is a grow-only counter per KidUser object, so it is a join too; the names
+// of the events in flight (folded, not yet marked Applied) keep a fold
+// repeated after a crash from counting its event twice.
 package fold
 
 import (
@@ -31,6 +33,14 @@ const MaxChallengeIDs = 64
 // limit).
 const MaxVerifications = 32
 
+// MaxInFlightEvents bounds the names of events in flight per player (the
+// CRD's limit). The controller drops the names of finished events before
+// each fold, so the list holds about the events being folded at once and
+// never reaches this; were it exceeded, the lexically smallest names are
+// kept, so Merge stays order-free, and an event whose name was dropped
+// would be counted again if its fold were repeated.
+const MaxInFlightEvents = 64
+
 // Event is what the fold needs of a KidEvent.
 type Event struct {
 	// Name of the KidEvent.
@@ -49,10 +59,19 @@ type Event struct {
 // Apply folds one event into a status and returns the result; st is not
 // modified. origin is the UID of the KidUser object being written: it keys
 // the event count (see Merge).
+//
+// Everything but the count is a join, so folding an event again changes
+// nothing; the count would grow. The controller writes the user before it
+// marks the event Applied, so a crash between the two writes folds the event
+// again: its name, left in inFlightEvents by the first fold (Delta puts it
+// there), says it was counted.
 func Apply(st *kidv1.KidUserStatus, e *Event, privacy kid.Privacy, origin string) *kidv1.KidUserStatus {
+	counted := e.Name != "" && slices.Contains(st.InFlightEvents, e.Name)
 	out := Merge(st, Delta(e, privacy))
-	out.EventCounts = addCount(out.EventCounts, origin, 1)
-	out.ObservedEvents = sumCounts(out.EventCounts)
+	if !counted {
+		out.EventCounts = addCount(out.EventCounts, origin, 1)
+		out.ObservedEvents = sumCounts(out.EventCounts)
+	}
 	return out
 }
 
@@ -65,6 +84,9 @@ func Delta(e *Event, privacy kid.Privacy) *kidv1.KidUserStatus {
 		KUID:          e.Subject.KUID,
 		LastEventRef:  &kidv1.LocalObjectReference{Name: e.Name},
 		LastEventTime: &at,
+	}
+	if e.Name != "" {
+		d.InFlightEvents = []string{e.Name}
 	}
 	if e.Subject.ChallengeID != "" {
 		d.ChallengeIDs = []string{e.Subject.ChallengeID}
@@ -183,6 +205,10 @@ func Merge(a, b *kidv1.KidUserStatus) *kidv1.KidUserStatus {
 		PersonalData:   mergePersonal(a.PersonalData, b.PersonalData),
 		ErasedAt:       earliest(a.ErasedAt, b.ErasedAt),
 		EventCounts:    mergeCounts(a.EventCounts, b.EventCounts),
+		// A stand-in's names move to the user it is merged into, so that an
+		// event folded into the stand-in and folded again after a crash,
+		// now into that user, is not counted twice.
+		InFlightEvents: union(a.InFlightEvents, b.InFlightEvents, MaxInFlightEvents),
 	}
 	out.ObservedEvents = sumCounts(out.EventCounts)
 	out.LastEventRef, out.LastEventTime = a.LastEventRef.DeepCopy(), a.LastEventTime.DeepCopy()

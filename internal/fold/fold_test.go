@@ -3,6 +3,7 @@ package fold
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -160,12 +161,20 @@ func TestEveryOrderFoldsToTheInOrderStatus(t *testing.T) {
 
 func TestLinkingIsTheSameAsOneFold(t *testing.T) {
 	// Two KidUsers of one player, each folded from part of the events, then
-	// merged, equal the fold of all the events on one user.
+	// merged, equal the fold of all the events on one user. A repeated
+	// event goes to the part that already holds it: the controller folds
+	// an event again only after a crash, and then into the user that holds
+	// it in flight (targets), never into a second user that would count it
+	// again.
 	for name, events := range sequences(t) {
 		t.Run(name, func(t *testing.T) {
 			want := foldAll(events)
 			for split := 0; split <= len(events); split++ {
-				a, b := foldInto("uid-a", events[:split]), foldInto("uid-b", events[split:])
+				first := events[:split]
+				rest := slices.DeleteFunc(slices.Clone(events[split:]), func(e *Event) bool {
+					return slices.ContainsFunc(first, func(f *Event) bool { return f.Name == e.Name })
+				})
+				a, b := foldInto("uid-a", first), foldInto("uid-b", rest)
 				got := Merge(a, b)
 				if got.ObservedEvents != want.ObservedEvents {
 					t.Fatalf("split at %d counts %d events, want %d", split, got.ObservedEvents, want.ObservedEvents)
@@ -182,14 +191,69 @@ func TestLinkingIsTheSameAsOneFold(t *testing.T) {
 	}
 }
 
-func TestApplyingAnEventAgainChangesNothingButTheCount(t *testing.T) {
+func TestApplyingAnEventAgainChangesNothingNotEvenTheCount(t *testing.T) {
+	// What a crash between the user's write and the event's leaves: the
+	// event folded, and folded again.
 	g := NewWithT(t)
-	for _, events := range sequences(t) {
+	for name, events := range sequences(t) {
 		once := foldAll(events)
-		twice := Apply(once, events[len(events)-1], everything, "uid-1")
-		twice.ObservedEvents, twice.EventCounts = once.ObservedEvents, once.EventCounts
-		g.Expect(apiequality.Semantic.DeepEqual(once, twice)).To(BeTrue(), dump(twice))
+		g.Expect(once.InFlightEvents).To(Equal(slices.Compact(slices.Sorted(slices.Values(names(events))))), name)
+		for _, e := range events {
+			twice := Apply(once, e, everything, "uid-1")
+			g.Expect(apiequality.Semantic.DeepEqual(once, twice)).To(BeTrue(), "%s, %s again:\n%s", name, e.Name, dump(twice))
+		}
 	}
+}
+
+func TestAnEventFoldedIntoAStandInIsNotCountedAgainOnTheUserItWasMergedInto(t *testing.T) {
+	// A challenge's first event is folded into the challenge's stand-in, and
+	// the crash comes before the event is marked Applied. The stand-in is
+	// merged into the session's user, and the event, folded again, now
+	// resolves to that user.
+	g := NewWithT(t)
+	pending := ev(t, 1, kid.ChallengeStateChange, kidsim.Fields{ChallengeID: challenge, Status: kid.StatusInProgress})
+	pass := ev(t, 2, kid.ChallengeStateChange, kidsim.Fields{ChallengeID: challenge, Status: kid.StatusPass, SessionID: session, KUID: kuid})
+	standIn := foldInto("uid-a", []*Event{pending})
+	merged := Merge(foldInto("uid-b", []*Event{pass}), standIn)
+	g.Expect(merged.ObservedEvents).To(BeEquivalentTo(2))
+	g.Expect(merged.InFlightEvents).To(Equal([]string{"e01", "e02"}), "the stand-in's name moved with its count")
+
+	again := Apply(merged, pending, everything, "uid-b")
+	g.Expect(again.ObservedEvents).To(BeEquivalentTo(2), "the event was counted once, on the stand-in")
+	g.Expect(apiequality.Semantic.DeepEqual(again, merged)).To(BeTrue(), dump(again))
+
+	// The merge repeated after a failure, in either order, changes nothing.
+	g.Expect(apiequality.Semantic.DeepEqual(Merge(again, standIn), merged)).To(BeTrue())
+	g.Expect(Merge(standIn, again).InFlightEvents).To(Equal(merged.InFlightEvents))
+}
+
+func TestInFlightEventsAreBounded(t *testing.T) {
+	// The controller drops finished events' names before each fold, so the
+	// bound is never reached; past it, the fold still counts each new event
+	// once and keeps the lexically smallest names, in any order.
+	g := NewWithT(t)
+	var events []*Event
+	for n := range MaxInFlightEvents + 6 {
+		e := ev(t, n, kid.SessionChangePermissions, kidsim.Fields{SessionID: session})
+		e.Name = fmt.Sprintf("e%03d", n)
+		events = append(events, e)
+	}
+	st := foldAll(events)
+	g.Expect(st.ObservedEvents).To(BeEquivalentTo(len(events)))
+	g.Expect(st.InFlightEvents).To(HaveLen(MaxInFlightEvents))
+	g.Expect(st.InFlightEvents).To(Equal(names(events[:MaxInFlightEvents])), "the smallest names are kept")
+	reversed := slices.Clone(events)
+	slices.Reverse(reversed)
+	g.Expect(apiequality.Semantic.DeepEqual(foldAll(reversed), st)).To(BeTrue(), "the names kept do not depend on the order")
+
+	a, b := foldInto("uid-a", events[:40]), foldInto("uid-b", events[40:])
+	g.Expect(Merge(a, b).InFlightEvents).To(Equal(st.InFlightEvents))
+	g.Expect(Merge(b, a).InFlightEvents).To(Equal(st.InFlightEvents))
+
+	// What the bound costs, were it ever reached: a name it dropped no
+	// longer keeps a repeated fold from counting its event again.
+	g.Expect(Apply(st, events[0], everything, "uid-1").ObservedEvents).To(Equal(st.ObservedEvents))
+	g.Expect(Apply(st, events[len(events)-1], everything, "uid-1").ObservedEvents).To(Equal(st.ObservedEvents + 1))
 }
 
 func TestPrecedence(t *testing.T) {

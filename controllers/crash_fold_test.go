@@ -1,0 +1,209 @@
+package controllers_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+
+	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+	"github.com/kid-operator/kid-operator/controllers"
+	"github.com/kid-operator/kid-operator/internal/actions"
+	"github.com/kid-operator/kid-operator/internal/fold"
+	"github.com/kid-operator/kid-operator/internal/inbox"
+	"github.com/kid-operator/kid-operator/internal/kid"
+	"github.com/kid-operator/kid-operator/internal/kidsim"
+	"github.com/kid-operator/kid-operator/internal/scheme"
+)
+
+// builtEvent builds a KidEvent as the receiver stores it, not yet created,
+// and what the fold reads of it.
+func builtEvent(product *kidv1.KidProduct, now time.Time, eventType string, f kidsim.Fields) (*kidv1.KidEvent, *fold.Event) {
+	GinkgoHelper()
+	body, err := kidsim.Build(eventType, f)
+	Expect(err).NotTo(HaveOccurred())
+	env, err := kid.ParseEnvelope(body)
+	Expect(err).NotTo(HaveOccurred())
+	event, err := inbox.Build(product, env, body, now, now, kidv1.SourceWebhook)
+	Expect(err).NotTo(HaveOccurred())
+	fe := &fold.Event{Name: event.Name, Type: event.Spec.EventType, SignedAt: event.Spec.SignedAt.Time, Subject: event.Spec.Subject}
+	Expect(json.Unmarshal(event.Spec.Data.Raw, &fe.Payload)).To(Succeed())
+	return event, fe
+}
+
+// foldedBeforeACrash writes the KidUser known by (kind, id) as the KidEvent
+// controller's first write leaves it: made, then fe folded into its status.
+// A crash before the second write (the event's Applied) leaves the event
+// Pending, and the restarted controller folds it again. The event is
+// created after this, so that the running controller's first fold of it is
+// that second one.
+func foldedBeforeACrash(p *kidv1.KidProduct, kind kidv1.IdentityKind, id string, fe *fold.Event) *kidv1.KidUser {
+	GinkgoHelper()
+	u := &kidv1.KidUser{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: controllers.UserName(p.Name, kind, id), Namespace: p.Namespace,
+			Labels:          map[string]string{kidv1.ProductLabel: p.Name},
+			OwnerReferences: []metav1.OwnerReference{p.OwnerReference()},
+		},
+		Spec: kidv1.KidUserSpec{ProductRef: kidv1.LocalObjectReference{Name: p.Name}, Identity: kidv1.UserIdentity{Kind: kind, ID: id}},
+	}
+	Expect(h.Client.Create(ctx, u)).To(Succeed())
+	before := u.DeepCopy()
+	u.Status = *fold.Apply(&u.Status, fe, kid.Privacy{}, string(u.UID))
+	Expect(h.Client.Status().Patch(ctx, u, client.MergeFrom(before))).To(Succeed())
+	Expect(u.Status.ObservedEvents).To(BeEquivalentTo(1))
+	Expect(u.Status.InFlightEvents).To(Equal([]string{fe.Name}))
+	return u
+}
+
+// applied waits until the event is past Pending. The controller writes the
+// user before the event, so the user's fold is done by then.
+func applied(e *kidv1.KidEvent) {
+	GinkgoHelper()
+	Eventually(func(g Gomega) {
+		got := &kidv1.KidEvent{}
+		g.Expect(h.Client.Get(ctx, client.ObjectKeyFromObject(e), got)).To(Succeed())
+		g.Expect(got.Status.Phase).To(Equal(kidv1.EventApplied))
+	}).Should(Succeed())
+}
+
+var _ = Describe("A crash between a user's write and its event's", func() {
+	It("counts the event folded again once, and forgets its name once it is applied", func() {
+		p := newProduct(nil)
+		event, fe := builtEvent(p.KidProduct, h.Clock.Now(), kid.ChallengeStateChange, kidsim.Fields{ChallengeID: "c-crash", Status: kid.StatusPass, SessionID: "s-crash"})
+		u := foldedBeforeACrash(p.KidProduct, kidv1.IdentitySession, "s-crash", fe)
+
+		Expect(h.Client.Create(ctx, event)).To(Succeed())
+		applied(event)
+		got := &kidv1.KidUser{}
+		Expect(h.Client.Get(ctx, client.ObjectKeyFromObject(u), got)).To(Succeed())
+		Expect(got.Status.ObservedEvents).To(BeEquivalentTo(1), "the event was counted once")
+		Expect(got.Status.InFlightEvents).To(Equal([]string{event.Name}), "nothing has folded into the user since")
+
+		// The next event for the player drops the name of the first, which
+		// it sees Applied; its own stays until a later fold sees it so.
+		send(p, kid.SessionChangePermissions, kidsim.Fields{SessionID: "s-crash"})
+		var second string
+		Eventually(func(g Gomega) {
+			all := events(p.Namespace)
+			g.Expect(all).To(HaveLen(2))
+			for _, e := range all {
+				if e.Name != event.Name {
+					second = e.Name
+				}
+			}
+		}).Should(Succeed())
+		user(p, kidv1.IdentitySession, "s-crash", func(g Gomega, u *kidv1.KidUser) {
+			g.Expect(u.Status.ObservedEvents).To(BeEquivalentTo(2))
+			g.Expect(u.Status.InFlightEvents).To(Equal([]string{second}))
+		})
+	})
+
+	It("counts an event folded into a stand-in once, when it is folded again after the stand-in was merged", func() {
+		p := newProduct(nil)
+		event, fe := builtEvent(p.KidProduct, h.Clock.Now(), kid.ChallengeStateChange, kidsim.Fields{ChallengeID: "c-merged", Status: kid.StatusInProgress})
+		standIn := foldedBeforeACrash(p.KidProduct, kidv1.IdentityChallenge, "c-merged", fe)
+
+		// The challenge passes: the session's user holds the challenge, and
+		// the KidUser controller merges the stand-in into it, name and all.
+		send(p, kid.ChallengeStateChange, kidsim.Fields{ChallengeID: "c-merged", Status: kid.StatusPass, SessionID: "s-merged"})
+		Eventually(func() bool {
+			return apierrors.IsNotFound(h.Client.Get(ctx, client.ObjectKeyFromObject(standIn), &kidv1.KidUser{}))
+		}).Should(BeTrue(), "the stand-in was merged away")
+		u := user(p, kidv1.IdentitySession, "s-merged", func(g Gomega, u *kidv1.KidUser) {
+			g.Expect(u.Status.ObservedEvents).To(BeEquivalentTo(2))
+			g.Expect(u.Status.InFlightEvents).To(ContainElement(event.Name))
+		})
+
+		Expect(h.Client.Create(ctx, event)).To(Succeed())
+		applied(event)
+		got := &kidv1.KidUser{}
+		Expect(h.Client.Get(ctx, client.ObjectKeyFromObject(u), got)).To(Succeed())
+		Expect(got.Status.ObservedEvents).To(BeEquivalentTo(2), "the event was counted once, on the stand-in")
+	})
+
+	It("folds the event again into the stand-in that counted it, though a stronger user holds its id now", func() {
+		// The order matters here, and the running controllers would merge
+		// the stand-in before the retry, so the reconcilers are driven by
+		// hand over a fake API server.
+		product := &kidv1.KidProduct{ObjectMeta: metav1.ObjectMeta{Name: "demo", Namespace: "crash", UID: "uid-product"}}
+		crash := false
+		c := fake.NewClientBuilder().
+			WithScheme(scheme.Scheme).
+			WithStatusSubresource(&kidv1.KidUser{}, &kidv1.KidEvent{}).
+			WithIndex(&kidv1.KidUser{}, kidv1.UserIDIndex, func(o client.Object) []string { return o.(*kidv1.KidUser).IDKeys() }).
+			WithObjects(product).
+			WithInterceptorFuncs(interceptor.Funcs{
+				// The event counts are keyed by UID, which the fake does
+				// not assign.
+				Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+					obj.SetUID(types.UID("uid-" + obj.GetName()))
+					return c.Create(ctx, obj, opts...)
+				},
+				// The process dies after the user's write, before the
+				// event's.
+				SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
+					if _, ok := obj.(*kidv1.KidEvent); ok && crash {
+						crash = false
+						return errors.New("killed")
+					}
+					return c.SubResource(sub).Patch(ctx, obj, patch, opts...)
+				},
+			}).
+			Build()
+		r := &controllers.KidEventReconciler{Client: c, Filters: actions.NewFilters()}
+		store := func(eventType string, f kidsim.Fields) *kidv1.KidEvent {
+			GinkgoHelper()
+			e, _ := builtEvent(product, time.Now(), eventType, f)
+			Expect(c.Create(ctx, e)).To(Succeed())
+			return e
+		}
+		reconcile := func(o client.Object) error {
+			_, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(o)})
+			return err
+		}
+		get := func(name string) *kidv1.KidUser {
+			GinkgoHelper()
+			u := &kidv1.KidUser{}
+			Expect(c.Get(ctx, client.ObjectKey{Namespace: product.Namespace, Name: name}, u)).To(Succeed())
+			return u
+		}
+		standIn := controllers.UserName(product.Name, kidv1.IdentityChallenge, "c-race")
+		session := controllers.UserName(product.Name, kidv1.IdentitySession, "s-race")
+
+		pending := store(kid.ChallengeStateChange, kidsim.Fields{ChallengeID: "c-race", Status: kid.StatusInProgress})
+		crash = true
+		Expect(reconcile(pending)).To(MatchError("updating event status: killed"))
+		Expect(get(standIn).Status.ObservedEvents).To(BeEquivalentTo(1))
+
+		// After the restart, the challenge's PASS is folded first: the
+		// session's user now holds the challenge, and the stand-in is not
+		// merged into it yet.
+		Expect(reconcile(store(kid.ChallengeStateChange, kidsim.Fields{ChallengeID: "c-race", Status: kid.StatusPass, SessionID: "s-race"}))).To(Succeed())
+		Expect(get(session).Status.ChallengeIDs).To(ContainElement("c-race"))
+
+		Expect(reconcile(pending)).To(Succeed())
+		got := &kidv1.KidEvent{}
+		Expect(c.Get(ctx, client.ObjectKeyFromObject(pending), got)).To(Succeed())
+		Expect(got.Status.Phase).To(Equal(kidv1.EventApplied))
+		Expect(got.Status.UserRef).To(Equal(&kidv1.LocalObjectReference{Name: standIn}), "folded again where it was counted")
+		Expect(get(standIn).Status.ObservedEvents).To(BeEquivalentTo(1))
+		Expect(get(session).Status.ObservedEvents).To(BeEquivalentTo(1))
+
+		ur := &controllers.KidUserReconciler{Client: c}
+		_, err := ur.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKey{Namespace: product.Namespace, Name: standIn}})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(apierrors.IsNotFound(c.Get(ctx, client.ObjectKey{Namespace: product.Namespace, Name: standIn}, &kidv1.KidUser{}))).To(BeTrue(), "the stand-in was merged away")
+		Expect(get(session).Status.ObservedEvents).To(BeEquivalentTo(2), "two events, each counted once")
+	})
+})
