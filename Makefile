@@ -6,6 +6,21 @@ SHELL := /usr/bin/env bash -o pipefail
 BIN := $(CURDIR)/bin
 CONTROLLER_TOOLS_VERSION := v0.23.0
 CONTROLLER_GEN := $(BIN)/tools/controller-gen-$(CONTROLLER_TOOLS_VERSION)
+# Helm, for the chart in config/helm/kid-operator, built from the Go module
+# proxy like controller-gen; its version is the one hack/tools/helm/go.mod
+# requires.
+HELM_VERSION := $(shell awk '$$2 == "helm.sh/helm/v3" {print $$3; exit}' hack/tools/helm/go.mod)
+HELM := $(BIN)/tools/helm-$(HELM_VERSION)
+CHART := config/helm/kid-operator
+# kubectl: the one on the PATH, else the one hack/tools/kubectl builds from
+# the Go module proxy (its version is the one that module requires), so that
+# make test and make deploy work on a machine that has none.
+KUBECTL_VERSION := $(shell awk '$$1 == "k8s.io/kubectl" {print $$2; exit}' hack/tools/kubectl/go.mod)
+KUBECTL ?= $(or $(shell command -v kubectl 2>/dev/null),$(BIN)/tools/kubectl-$(KUBECTL_VERSION))
+# The image `make docker-build`, `docker-push` and `deploy` use. Nothing is
+# published for you: set IMG to a repository your cluster pulls from.
+IMG ?= ghcr.io/kid-operator/kid-operator:v0.1.0
+CONTAINER_TOOL ?= docker
 GINKGO_FLAGS ?=
 FUZZTIME ?= 30s
 BENCHTIME ?= 1s
@@ -22,7 +37,11 @@ run: controlplane ## Start a local control plane, the operator and a sample prod
 	KUBEBUILDER_ASSETS="$$(./hack/build-controlplane.sh)" $(BIN)/localrun
 
 .PHONY: test
-test: controlplane chromium verify-generated vet ## Build what is missing, check generated files, vet, run every test.
+# internal/deploytest renders the chart with this Helm, and kustomizes and
+# deploys with this kubectl.
+test: export KID_HELM := $(HELM)
+test: export KID_KUBECTL := $(KUBECTL)
+test: controlplane chromium verify-generated vet helm-check kubectl ## Build what is missing, check generated files, vet, run every test.
 	KUBEBUILDER_ASSETS="$$(./hack/build-controlplane.sh)" go test ./... -count=1 $(if $(GINKGO_FLAGS),-args $(GINKGO_FLAGS))
 
 # The fault tests (internal/faults, docs/design.md "Failure modes") run the
@@ -60,9 +79,10 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 30s).
 ##@ Build
 
 .PHONY: build
-build: ## Build the manager and kidsim into bin/.
+build: ## Build the manager, kidsim and the kubectl plugin (kubectl-kid) into bin/
 	CGO_ENABLED=0 go build -o $(BIN)/manager ./cmd/manager
 	CGO_ENABLED=0 go build -o $(BIN)/kidsim ./cmd/kidsim
+	CGO_ENABLED=0 go build -o $(BIN)/kubectl-kid ./cmd/kubectl-kid
 
 # The browser tests (internal/browsertest) drive a real Chromium; KID_CHROMIUM
 # may name another Chromium or Chrome binary.
@@ -86,8 +106,9 @@ controlplane: ## Build etcd and kube-apiserver from the Go module proxy into bin
 	./hack/build-controlplane.sh >/dev/null
 
 .PHONY: manifests
-manifests: $(CONTROLLER_GEN) ## Generate CRDs and RBAC from the markers.
+manifests: $(CONTROLLER_GEN) ## Generate CRDs and RBAC from the markers, and copy them into the Helm chart.
 	$(CONTROLLER_GEN) rbac:roleName=manager-role crd paths="./..." output:crd:artifacts:config=config/crd/bases
+	go run ./hack/helmsync
 
 .PHONY: generate
 generate: $(CONTROLLER_GEN) ## Generate DeepCopy methods.
@@ -104,9 +125,103 @@ vet: ## gofmt check and go vet.
 	go vet ./...
 	go vet -tags faults ./internal/faults
 
+##@ Deploy
+
+# Images are built where a container engine runs (a developer's machine, a
+# CI job); the project's own machines have none. ko builds the manager's
+# image without one: KO_DOCKER_REPO=<repository> ko build --bare ./cmd/manager
+.PHONY: docker-build
+docker-build: ## Build the image IMG from the Dockerfile (needs a running container engine).
+	@$(CONTAINER_TOOL) info >/dev/null 2>&1 || { \
+		echo 'docker-build: no container engine answers here ($(CONTAINER_TOOL) info failed), so the image cannot be built on this machine.'; \
+		echo 'Build it where one runs: a CI job (docker build -t $(IMG) . && docker push $(IMG)),'; \
+		echo 'or, without Docker, with ko (https://ko.build): KO_DOCKER_REPO=<repository> ko build --bare --tags <tag> ./cmd/manager'; \
+		exit 1; }
+	$(CONTAINER_TOOL) build -t $(IMG) .
+
+.PHONY: docker-push
+docker-push: ## Push the image IMG (needs a running container engine).
+	@$(CONTAINER_TOOL) info >/dev/null 2>&1 || { \
+		echo 'docker-push: no container engine answers here ($(CONTAINER_TOOL) info failed): push from where the image was built (see make docker-build).'; \
+		exit 1; }
+	$(CONTAINER_TOOL) push $(IMG)
+
+# deploy and undeploy apply config/default through a kustomization in
+# bin/deploy that sets the image to IMG (kustomize's images:), so that
+# kubectl's built-in kustomize suffices and config/ stays unchanged.
+# undeploy leaves the CRDs, and with them every KidProduct, KidEvent and
+# KidUser in the cluster, and the namespace (products may live there),
+# unless UNDEPLOY_CRDS=true.
+UNDEPLOY_CRDS ?= false
+
+.PHONY: deploy-kustomization
+deploy-kustomization: ## Write bin/deploy/kustomization.yaml: config/default with the image IMG.
+	@case '$(IMG)' in ''|*' '*) echo 'IMG must name an image, e.g. make deploy IMG=registry.example.com/kid-operator:v0.1.0'; exit 1;; esac
+	@mkdir -p $(BIN)/deploy
+	@img='$(IMG)'; digest=; tag=; \
+	case "$$img" in *@*) digest=$${img#*@}; img=$${img%@*};; esac; \
+	case "$${img##*/}" in *:*) tag=$${img##*:}; img=$${img%:*};; esac; \
+	if [ -z "$$digest" ] && [ -z "$$tag" ]; then tag=latest; fi; \
+	{ echo '# Written by make deploy-kustomization; not committed.'; \
+	  echo 'resources:'; echo '- ../../config/default'; \
+	  echo 'images:'; echo '- name: ghcr.io/kid-operator/kid-operator'; echo "  newName: $$img"; \
+	  if [ -n "$$tag" ]; then echo "  newTag: \"$$tag\""; fi; \
+	  if [ -n "$$digest" ]; then echo "  digest: $$digest"; fi; \
+	} >$(BIN)/deploy/kustomization.yaml
+
 .PHONY: deploy
-deploy: manifests ## Apply config/default to the current kubectl context.
-	kubectl apply -k config/default
+deploy: manifests deploy-kustomization kubectl ## Apply config/default with the image IMG to the current kubectl context.
+	$(KUBECTL) apply --server-side --field-manager=kid-operator-deploy -k $(BIN)/deploy
+
+.PHONY: undeploy
+undeploy: deploy-kustomization kubectl ## Delete what deploy applied; the CRDs, every kid.dev object and the namespace stay unless UNDEPLOY_CRDS=true.
+	@mkdir -p $(BIN)/undeploy
+	@{ echo '# Written by make undeploy; not committed.'; echo 'resources:'; echo '- ../deploy'; \
+	  if [ '$(UNDEPLOY_CRDS)' != true ]; then \
+	    echo 'patches:'; \
+	    echo '- target: {kind: CustomResourceDefinition}'; echo '  patch: |-'; \
+	    echo '    $$patch: delete'; echo '    apiVersion: apiextensions.k8s.io/v1'; \
+	    echo '    kind: CustomResourceDefinition'; echo '    metadata: {name: any}'; \
+	    echo '- target: {kind: Namespace}'; echo '  patch: |-'; \
+	    echo '    $$patch: delete'; echo '    apiVersion: v1'; \
+	    echo '    kind: Namespace'; echo '    metadata: {name: any}'; \
+	  fi; } >$(BIN)/undeploy/kustomization.yaml
+	$(KUBECTL) delete --ignore-not-found -k $(BIN)/undeploy
+
+.PHONY: kubectl
+kubectl: $(if $(filter $(BIN)/%,$(KUBECTL)),$(KUBECTL)) ## Build kubectl from the Go module proxy when none is on the PATH.
+
+$(BIN)/tools/kubectl-%:
+	mkdir -p $(BIN)/tools
+	cd hack/tools/kubectl && minor=$$(echo $* | cut -d. -f2) && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w \
+		-X k8s.io/component-base/version.gitVersion=$(subst v0.,v1.,$*) -X k8s.io/component-base/version.gitMajor=1 \
+		-X k8s.io/component-base/version.gitMinor=$$minor" -o $@.tmp .
+	mv $@.tmp $@
+
+##@ Helm chart
+
+.PHONY: helm
+helm: $(HELM) ## Build Helm (bin/tools/helm-<version>) from the Go module proxy.
+
+.PHONY: helm-check
+helm-check: $(HELM) ## helm lint the chart and render it with the default values and with every option on.
+	$(HELM) lint --strict $(CHART)
+	$(HELM) lint --strict $(CHART) -f $(CHART)/ci/all-on-values.yaml
+	$(HELM) template kid-operator $(CHART) -n kid-system >/dev/null
+	$(HELM) template kid-operator $(CHART) -n kid-system -f $(CHART)/ci/all-on-values.yaml >/dev/null
+
+# Helm's default Kubernetes version (what `helm template` renders for, and
+# the chart's kubeVersion is checked against) is stamped in as Helm's own
+# release build does: 1.<minor of the client-go it was built with>.
+$(HELM):
+	mkdir -p $(BIN)/tools
+	cd hack/tools/helm && minor=$$(go list -m -f '{{.Version}}' k8s.io/client-go | cut -d. -f2) && \
+		CGO_ENABLED=0 GOBIN=$(BIN)/tools go install -trimpath -ldflags "-s -w \
+		-X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
+		-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$$minor \
+		-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$$minor" \
+		helm.sh/helm/v3/cmd/helm
+	mv $(BIN)/tools/helm $@
 
 $(CONTROLLER_GEN):
 	mkdir -p $(BIN)/tools

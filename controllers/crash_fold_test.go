@@ -51,7 +51,7 @@ func foldedBeforeACrash(p *kidv1.KidProduct, kind kidv1.IdentityKind, id string,
 	GinkgoHelper()
 	u := &kidv1.KidUser{
 		ObjectMeta: metav1.ObjectMeta{
-			Name: controllers.UserName(p.Name, kind, id), Namespace: p.Namespace,
+			Name: kidv1.UserName(p.Name, kind, id), Namespace: p.Namespace,
 			Labels:          map[string]string{kidv1.ProductLabel: p.Name},
 			OwnerReferences: []metav1.OwnerReference{p.OwnerReference()},
 		},
@@ -178,8 +178,8 @@ var _ = Describe("A crash between a user's write and its event's", func() {
 			Expect(c.Get(ctx, client.ObjectKey{Namespace: product.Namespace, Name: name}, u)).To(Succeed())
 			return u
 		}
-		standIn := controllers.UserName(product.Name, kidv1.IdentityChallenge, "c-race")
-		session := controllers.UserName(product.Name, kidv1.IdentitySession, "s-race")
+		standIn := kidv1.UserName(product.Name, kidv1.IdentityChallenge, "c-race")
+		session := kidv1.UserName(product.Name, kidv1.IdentitySession, "s-race")
 
 		pending := store(kid.ChallengeStateChange, kidsim.Fields{ChallengeID: "c-race", Status: kid.StatusInProgress})
 		crash = true

@@ -10,7 +10,6 @@ import (
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
-	"github.com/kid-operator/kid-operator/controllers"
 	"github.com/kid-operator/kid-operator/internal/kidsim"
 	"github.com/kid-operator/kid-operator/internal/testenv"
 )
@@ -40,7 +39,7 @@ func send(p *testenv.Product, eventType string, f kidsim.Fields) {
 func user(p *testenv.Product, kind kidv1.IdentityKind, id string, check func(Gomega, *kidv1.KidUser)) *kidv1.KidUser {
 	GinkgoHelper()
 	u := &kidv1.KidUser{}
-	key := client.ObjectKey{Namespace: p.Namespace, Name: controllers.UserName(p.Name, kind, id)}
+	key := client.ObjectKey{Namespace: p.Namespace, Name: kidv1.UserName(p.Name, kind, id)}
 	Eventually(func(g Gomega) {
 		g.Expect(h.Client.Get(ctx, key, u)).To(Succeed())
 		check(g, u)

@@ -3,8 +3,6 @@ package controllers
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -81,23 +79,4 @@ func SetupIndexes(ctx context.Context, mgr ctrl.Manager) error {
 		return fmt.Errorf("indexing KidEvents by product: %w", err)
 	}
 	return nil
-}
-
-// identityRank orders identities by strength: a session is the player; the
-// others stand in for one until a link appears.
-var identityRank = map[kidv1.IdentityKind]int{
-	kidv1.IdentitySession: 3, kidv1.IdentityChallenge: 2, kidv1.IdentityVerification: 1, kidv1.IdentityAccount: 0,
-}
-
-// UserName is the deterministic name of the KidUser known by an identity:
-// the product, the identity's kind and a digest of the id (k-ID's ids are
-// not promised to be valid in object names).
-func UserName(product string, kind kidv1.IdentityKind, id string) string {
-	sum := sha256.Sum256([]byte(string(kind) + "\x00" + id))
-	return product + "-" + map[kidv1.IdentityKind]string{
-		kidv1.IdentitySession:      "session",
-		kidv1.IdentityChallenge:    "challenge",
-		kidv1.IdentityVerification: "verification",
-		kidv1.IdentityAccount:      "account",
-	}[kind] + "-" + hex.EncodeToString(sum[:10])
 }

@@ -81,7 +81,7 @@ func (r *KidEventReconciler) requestConfirmation(ctx context.Context, event *kid
 	} else {
 		user = &kidv1.KidUser{
 			ObjectMeta: metav1.ObjectMeta{
-				Name: UserName(product, kind, id), Namespace: event.Namespace,
+				Name: kidv1.UserName(product, kind, id), Namespace: event.Namespace,
 				Labels:          map[string]string{kidv1.ProductLabel: product},
 				Annotations:     map[string]string{kidv1.RequestedAtAnnotation: event.Name},
 				OwnerReferences: []metav1.OwnerReference{p.OwnerReference()},

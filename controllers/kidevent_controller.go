@@ -280,7 +280,7 @@ type target struct {
 func (r *KidEventReconciler) targets(ctx context.Context, e *kidv1.KidEvent, fe *fold.Event) ([]target, error) {
 	product, s := e.Spec.ProductRef.Name, e.Spec.Subject
 	one := func(kind kidv1.IdentityKind, id string) target {
-		return target{name: UserName(product, kind, id), identity: kidv1.UserIdentity{Kind: kind, ID: id}, event: fe}
+		return target{name: kidv1.UserName(product, kind, id), identity: kidv1.UserIdentity{Kind: kind, ID: id}, event: fe}
 	}
 	switch {
 	case s.SessionID != "":
@@ -381,7 +381,7 @@ func (r *KidEventReconciler) holders(ctx context.Context, namespace, key string,
 
 // strongerFirst orders users by identity strength, then name.
 func strongerFirst(a, b kidv1.KidUser) int {
-	if ra, rb := identityRank[a.Spec.Identity.Kind], identityRank[b.Spec.Identity.Kind]; ra != rb {
+	if ra, rb := a.Spec.Identity.Kind.Strength(), b.Spec.Identity.Kind.Strength(); ra != rb {
 		return rb - ra
 	}
 	if a.Name < b.Name {

@@ -87,7 +87,8 @@ const eventWakeDelay = time.Second
 
 // wakeProductOfEvent wakes an event's product, a little later, when the
 // event is stored (lastEventTime) and when its phase changes (a finished
-// event may be due for retention).
+// event may be due for retention), and when an event still Pending is
+// deleted (the backlog gauges, which a phase change updates otherwise).
 var wakeProductOfEvent = handler.Funcs{
 	CreateFunc: func(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 		addProductOf(e.Object, q)
@@ -97,6 +98,14 @@ var wakeProductOfEvent = handler.Funcs{
 		n, ok2 := e.ObjectNew.(*kidv1.KidEvent)
 		if ok1 && ok2 && o.Status.Phase != n.Status.Phase {
 			addProductOf(n, q)
+		}
+	},
+	DeleteFunc: func(_ context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+		// Retention deletes finished events only, in the product's own
+		// pass: those need no second pass. A Pending one goes when the
+		// fold finds its player erased.
+		if ev, ok := e.Object.(*kidv1.KidEvent); ok && eventPending(ev) {
+			addProductOf(ev, q)
 		}
 	},
 }
@@ -219,6 +228,12 @@ func (e *errConfig) Error() string { return e.msg }
 func (r *KidProductReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
 	product := &kidv1.KidProduct{}
 	if err := r.Get(ctx, req.NamespacedName, product); err != nil {
+		if apierrors.IsNotFound(err) {
+			// Labels of products that are gone are dropped, so that the
+			// metrics stay bounded by the products that exist.
+			eventsPending.DeleteLabelValues(req.String())
+			oldestPendingTimestamp.DeleteLabelValues(req.String())
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	before := product.DeepCopy()
@@ -287,6 +302,7 @@ func (r *KidProductReconciler) reconcileEvents(ctx context.Context, p *kidv1.Kid
 		return 0, fmt.Errorf("listing events: %w", err)
 	}
 	events := make([]*kidv1.KidEvent, 0, len(list.Items))
+	pendingCount, oldestPending := 0, time.Time{}
 	for i := range list.Items {
 		e := &list.Items[i]
 		events = append(events, e)
@@ -297,7 +313,20 @@ func (r *KidProductReconciler) reconcileEvents(ctx context.Context, p *kidv1.Kid
 		if e.Spec.EventType == kid.TestEvent && (p.Status.LastTestEventTime == nil || p.Status.LastTestEventTime.Before(&t)) {
 			p.Status.LastTestEventTime = t.DeepCopy()
 		}
+		if eventPending(e) {
+			pendingCount++
+			if oldestPending.IsZero() || t.Time.Before(oldestPending) {
+				oldestPending = t.Time
+			}
+		}
 	}
+	label := client.ObjectKeyFromObject(p).String()
+	eventsPending.WithLabelValues(label).Set(float64(pendingCount))
+	oldest := 0.0
+	if !oldestPending.IsZero() {
+		oldest = float64(oldestPending.UnixNano()) / 1e9
+	}
+	oldestPendingTimestamp.WithLabelValues(label).Set(oldest)
 
 	byAge, byCount, next := retentionOf(p).expired(events, r.now())
 	deleted := 0
@@ -314,6 +343,12 @@ func (r *KidProductReconciler) reconcileEvents(ctx context.Context, p *kidv1.Kid
 		}
 	}
 	return next, nil
+}
+
+// eventPending reports whether an event is stored and not yet folded (the
+// receiver creates it without a phase).
+func eventPending(e *kidv1.KidEvent) bool {
+	return e.Status.Phase == "" || e.Status.Phase == kidv1.EventPending
 }
 
 // unreachableRecheck is how soon a product whose API k-ID did not answer is

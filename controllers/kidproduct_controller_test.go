@@ -8,8 +8,10 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
 	"github.com/kid-operator/kid-operator/internal/kid"
@@ -21,6 +23,48 @@ func product(ns string) *kidv1.KidProduct {
 	p := &kidv1.KidProduct{}
 	Expect(h.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "demo"}, p)).To(Succeed())
 	return p
+}
+
+// productGauge reads a gauge of the product ns/demo from the operator's
+// registry (it runs in this process); ok is false when it has no series.
+func productGauge(name, ns string) (value float64, ok bool) {
+	GinkgoHelper()
+	families, err := ctrlmetrics.Registry.Gather()
+	Expect(err).NotTo(HaveOccurred())
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "product" && l.GetValue() == ns+"/demo" {
+					return m.GetGauge().GetValue(), true
+				}
+			}
+		}
+	}
+	return 0, false
+}
+
+// blockUserCreates makes every KidUser create in ns fail, as a full quota
+// would: the fold of an event about a new player fails and is retried, so
+// the event stays Pending. The local control plane runs no quota
+// controller, so the quota's status is written here; the API server's
+// admission then refuses what would exceed it.
+func blockUserCreates(ns string) *corev1.ResourceQuota {
+	GinkgoHelper()
+	name := corev1.ResourceName("count/kidusers.kid.dev")
+	q := &corev1.ResourceQuota{
+		ObjectMeta: metav1.ObjectMeta{Name: "no-users", Namespace: ns},
+		Spec:       corev1.ResourceQuotaSpec{Hard: corev1.ResourceList{name: resource.MustParse("0")}},
+	}
+	Expect(h.Client.Create(ctx, q)).To(Succeed())
+	q.Status = corev1.ResourceQuotaStatus{
+		Hard: corev1.ResourceList{name: resource.MustParse("0")},
+		Used: corev1.ResourceList{name: resource.MustParse("0")},
+	}
+	Expect(h.Client.Status().Update(ctx, q)).To(Succeed())
+	return q
 }
 
 func readyReason(g Gomega, ns string) string {
@@ -95,6 +139,50 @@ var _ = Describe("KidProduct controller", func() {
 		// is due a second after it: the count stays low through that too.
 		passes := func() float64 { return reconciles("kidproduct") - before }
 		Consistently(passes, 2*time.Second, 50*time.Millisecond).Should(BeNumerically("<=", 8))
+	})
+
+	It("exports its backlog: how many events are Pending and since when, and drops both with the product", func() {
+		p := newProduct(nil)
+		pendingOf := func() float64 { v, _ := productGauge("kid_events_pending", p.Namespace); return v }
+		oldestOf := func() float64 {
+			v, _ := productGauge("kid_events_oldest_pending_timestamp_seconds", p.Namespace)
+			return v
+		}
+		send(p, kid.TestEvent, kidsim.Fields{})
+		allEventsFinished(p.Namespace)
+		Eventually(func(g Gomega) {
+			_, ok := productGauge("kid_events_pending", p.Namespace)
+			g.Expect(ok).To(BeTrue(), "a pass has counted the product's events")
+		}).Should(Succeed())
+		Expect(pendingOf()).To(BeZero())
+		Expect(oldestOf()).To(BeZero(), "0 while nothing is Pending")
+
+		quota := blockUserCreates(p.Namespace)
+		send(p, kid.ChallengeStateChange, kidsim.Fields{ChallengeID: "stuck", Status: kid.StatusPass, SessionID: "s-stuck"})
+		var stuck kidv1.KidEvent
+		for _, e := range events(p.Namespace) {
+			if e.Spec.EventType == kid.ChallengeStateChange {
+				stuck = e
+			}
+		}
+		Expect(stuck.Name).NotTo(BeEmpty())
+		Eventually(pendingOf).Should(Equal(1.0))
+		// ReceivedAt is stored to the second; the gauge is that time.
+		Expect(oldestOf()).To(Equal(float64(stuck.Spec.ReceivedAt.Unix())))
+		Consistently(pendingOf, "1500ms").Should(Equal(1.0), "the fold cannot create the player's KidUser")
+
+		// The quota gone, the fold's next retry succeeds and the backlog
+		// empties. The retry backs off exponentially: a few seconds here.
+		Expect(h.Client.Delete(ctx, quota)).To(Succeed())
+		Eventually(pendingOf, 30*time.Second).Should(BeZero())
+		Expect(oldestOf()).To(BeZero())
+
+		Expect(h.Client.Delete(ctx, p.KidProduct)).To(Succeed())
+		Eventually(func(g Gomega) {
+			_, pendingLeft := productGauge("kid_events_pending", p.Namespace)
+			_, oldestLeft := productGauge("kid_events_oldest_pending_timestamp_seconds", p.Namespace)
+			g.Expect(pendingLeft || oldestLeft).To(BeFalse(), "a deleted product's series are dropped")
+		}).Should(Succeed())
 	})
 
 	It("deletes finished events past retention, and keeps younger ones", func() {

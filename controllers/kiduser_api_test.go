@@ -17,7 +17,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
-	"github.com/kid-operator/kid-operator/controllers"
 	"github.com/kid-operator/kid-operator/internal/kid"
 	"github.com/kid-operator/kid-operator/internal/kidsim"
 	"github.com/kid-operator/kid-operator/internal/testenv"
@@ -172,7 +171,7 @@ var _ = Describe("k-ID API: session sync and recovery", func() {
 			for _, u := range users(p.Namespace) {
 				names = append(names, u.Name)
 			}
-			g.Expect(names).To(ConsistOf(controllers.UserName(p.Name, kidv1.IdentitySession, session), "game-verification-"+verification),
+			g.Expect(names).To(ConsistOf(kidv1.UserName(p.Name, kidv1.IdentitySession, session), "game-verification-"+verification),
 				"the challenge the game registered was merged into the session's user")
 		}).Should(Succeed())
 	})

@@ -129,10 +129,10 @@ func (r *KidUserReconciler) mergeIntoHolders(ctx context.Context, standIn *kidv1
 	if err := r.List(ctx, &users, client.InNamespace(standIn.Namespace), client.MatchingFields{userIDIndex: key}); err != nil {
 		return false, fmt.Errorf("listing users by id: %w", err)
 	}
-	rank := identityRank[standIn.Spec.Identity.Kind]
+	rank := standIn.Spec.Identity.Kind.Strength()
 	var holders []*kidv1.KidUser
 	for i := range users.Items {
-		if identityRank[users.Items[i].Spec.Identity.Kind] > rank {
+		if users.Items[i].Spec.Identity.Kind.Strength() > rank {
 			holders = append(holders, &users.Items[i])
 		}
 	}

@@ -59,11 +59,30 @@ var (
 		Name: "kid_polled_events_total",
 		Help: "Events stored from k-ID's REST API (source poll), by event type; a webhook of the same change is then a duplicate.",
 	}, []string{"type"})
+
+	// The backlog of the KidEvent controller, per product. Nothing else
+	// measures it: the work queue holds an event only while it is due, not
+	// while it waits out a retry, and the receiver's and the controllers'
+	// counters live in different processes that restart apart. The product
+	// controller already lists a product's events at every pass (woken by
+	// each stored event and each phase change), so it counts them there.
+	eventsPending = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "kid_events_pending",
+		Help: "KidEvents stored and not yet folded (phase Pending), by product (namespace/name), as of the product's last pass.",
+	}, []string{"product"})
+
+	// A time rather than an age, so that it stays right between passes:
+	// time() minus it grows on its own while the backlog waits, even if
+	// nothing wakes the product.
+	oldestPendingTimestamp = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "kid_events_oldest_pending_timestamp_seconds",
+		Help: "When the oldest KidEvent still Pending was stored (Unix seconds), by product; 0 when none is.",
+	}, []string{"product"})
 )
 
 func init() {
 	metrics.Registry.MustRegister(eventsProcessedTotal, applyLatency, retentionDeletedTotal, erasedEventsTotal, actionAttemptsTotal, actionDelay,
-		sessionSyncsTotal, recoveryPollsTotal, recoveredEventsTotal, standInsBoundTotal)
+		sessionSyncsTotal, recoveryPollsTotal, recoveredEventsTotal, standInsBoundTotal, eventsPending, oldestPendingTimestamp)
 }
 
 // typeLabel bounds the event type label to the types this version knows.

@@ -227,16 +227,12 @@ func strongest(users []kidv1.KidUser) *kidv1.KidUser {
 		if !u.DeletionTimestamp.IsZero() {
 			continue
 		}
-		if best == nil || identityRank[u.Spec.Identity.Kind] > identityRank[best.Spec.Identity.Kind] ||
-			(identityRank[u.Spec.Identity.Kind] == identityRank[best.Spec.Identity.Kind] && u.Name < best.Name) {
+		if best == nil || u.Spec.Identity.Kind.Strength() > best.Spec.Identity.Kind.Strength() ||
+			(u.Spec.Identity.Kind.Strength() == best.Spec.Identity.Kind.Strength() && u.Name < best.Name) {
 			best = u
 		}
 	}
 	return best
-}
-
-var identityRank = map[kidv1.IdentityKind]int{
-	kidv1.IdentitySession: 3, kidv1.IdentityChallenge: 2, kidv1.IdentityVerification: 1, kidv1.IdentityAccount: 0,
 }
 
 // statusOf is the status message of a subject held by u (nil: nobody yet).

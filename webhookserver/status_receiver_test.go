@@ -15,7 +15,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
-	"github.com/kid-operator/kid-operator/controllers"
 	"github.com/kid-operator/kid-operator/internal/kid"
 	"github.com/kid-operator/kid-operator/internal/kidsim"
 	"github.com/kid-operator/kid-operator/webhookserver/relaytoken"
@@ -155,13 +154,13 @@ var _ = Describe("A game's page following its player's status", func() {
 		// The controllers make a stand-in for the pending challenge...
 		deliver(kidsim.Fields{ChallengeID: challengeID, Status: kid.StatusInProgress})
 		Expect(statusUntil(frames, func(s status) bool { return s.Consent == "Pending" })).
-			To(statusIs(controllers.UserName("demo", kidv1.IdentityChallenge, challengeID), "Pending", "Unverified", "", false))
+			To(statusIs(kidv1.UserName("demo", kidv1.IdentityChallenge, challengeID), "Pending", "Unverified", "", false))
 
 		// ... and merge it into the session's user once the PASS links
 		// them.
 		deliver(kidsim.Fields{ChallengeID: challengeID, Status: kid.StatusPass, SessionID: sessionID, KUID: "kuid-1", ApproverEmail: "parent@example.com"})
 		last := statusUntil(frames, func(s status) bool { return s.Final })
-		Expect(last).To(statusIs(controllers.UserName("demo", kidv1.IdentitySession, sessionID), "Granted", "Unverified", "Active", true))
+		Expect(last).To(statusIs(kidv1.UserName("demo", kidv1.IdentitySession, sessionID), "Granted", "Unverified", "Active", true))
 		streamEnds(frames, "final")
 	})
 

@@ -6,7 +6,7 @@ import (
 )
 
 // EventSource says how an event reached the cluster.
-// +kubebuilder:validation:Enum=webhook;poll;browser
+// +kubebuilder:validation:Enum=webhook;poll;browser;manual
 type EventSource string
 
 const (
@@ -16,6 +16,12 @@ const (
 	SourcePoll EventSource = "poll"
 	// SourceBrowser: relayed from a k-ID widget's DOM event.
 	SourceBrowser EventSource = "browser"
+	// SourceManual: written by a person for a request that reached the team
+	// another way than k-ID (kubectl kid erase: a data-subject request made
+	// by email, say). Whoever may create KidEvents could already write one
+	// with any other source; this one says honestly that k-ID signed
+	// nothing. It is folded and runs actions like a webhook.
+	SourceManual EventSource = "manual"
 )
 
 // EventPhase is where a KidEvent is in its life.

@@ -290,6 +290,7 @@ type KidProductStatus struct {
 // +kubebuilder:printcolumn:name="API",type=string,JSONPath=`.status.conditions[?(@.type=="APIReady")].reason`
 // +kubebuilder:printcolumn:name="Path",type=string,JSONPath=`.status.webhookPath`
 // +kubebuilder:printcolumn:name="Last Event",type=date,JSONPath=`.status.lastEventTime`
+// +kubebuilder:printcolumn:name="Last Test",type=date,JSONPath=`.status.lastTestEventTime`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 63",message="a KidProduct name is at most 63 characters: it becomes part of every KidEvent name and label"
 type KidProduct struct {

@@ -1,5 +1,39 @@
 package v1alpha1
 
+import (
+	"crypto/sha256"
+	"encoding/hex"
+)
+
+// Strength orders identities: a session is the player; the others stand in
+// for one until a link appears, and are merged into the strongest user
+// holding one of their ids. The controllers, the receiver's status stream and
+// kubectl kid all pick a player by it.
+func (k IdentityKind) Strength() int {
+	switch k {
+	case IdentitySession:
+		return 3
+	case IdentityChallenge:
+		return 2
+	case IdentityVerification:
+		return 1
+	}
+	return 0
+}
+
+// UserName is the deterministic name of the KidUser known by an identity:
+// the product, the identity's kind and a digest of the id (k-ID's ids are
+// not promised to be valid in object names).
+func UserName(product string, kind IdentityKind, id string) string {
+	sum := sha256.Sum256([]byte(string(kind) + "\x00" + id))
+	return product + "-" + map[IdentityKind]string{
+		IdentitySession:      "session",
+		IdentityChallenge:    "challenge",
+		IdentityVerification: "verification",
+		IdentityAccount:      "account",
+	}[kind] + "-" + hex.EncodeToString(sum[:10])
+}
+
 // UserIDIndex is the field index of KidUsers by every k-ID id they hold,
 // each as UserIDKey(product, kind, id). It links events to players: the
 // controllers fold an event into the user holding one of its ids and merge

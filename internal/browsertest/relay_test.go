@@ -14,7 +14,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
-	"github.com/kid-operator/kid-operator/controllers"
 	"github.com/kid-operator/kid-operator/internal/browserdemo"
 	"github.com/kid-operator/kid-operator/internal/kidsim"
 	"github.com/kid-operator/kid-operator/internal/testenv"
@@ -143,7 +142,7 @@ func (s *scenario) users() []kidv1.KidUser {
 // sessionUser waits until the session's KidUser satisfies check.
 func (s *scenario) sessionUser(session string, check func(Gomega, *kidv1.KidUser)) {
 	GinkgoHelper()
-	key := client.ObjectKey{Namespace: s.ns, Name: controllers.UserName("demo", kidv1.IdentitySession, session)}
+	key := client.ObjectKey{Namespace: s.ns, Name: kidv1.UserName("demo", kidv1.IdentitySession, session)}
 	Eventually(func(g Gomega) {
 		u := &kidv1.KidUser{}
 		g.Expect(h.Client.Get(ctx, key, u)).To(Succeed())
@@ -288,7 +287,7 @@ var _ = Describe("DOM events relayed from a page, confirmed at k-ID", func() {
 		Expect(err).NotTo(HaveOccurred())
 		Eventually(func() string { return s.page.statusText("consent") }).WithTimeout(30 * time.Second).Should(Equal("Granted"))
 		Eventually(func() string { return s.page.statusText("final") }).Should(Equal("true"))
-		Expect(s.page.statusText("user")).To(Equal(controllers.UserName("demo", kidv1.IdentitySession, session)))
+		Expect(s.page.statusText("user")).To(Equal(kidv1.UserName("demo", kidv1.IdentitySession, session)))
 
 		Expect(s.page.events()).To(BeEmpty(), "no DOM event was posted")
 		Expect(s.eventsFrom(kidv1.SourceBrowser)).To(BeEmpty())

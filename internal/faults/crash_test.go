@@ -3,7 +3,6 @@
 package faults
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -19,7 +18,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
-	"github.com/kid-operator/kid-operator/controllers"
 	"github.com/kid-operator/kid-operator/internal/fold"
 	"github.com/kid-operator/kid-operator/internal/kid"
 	"github.com/kid-operator/kid-operator/internal/kidsim"
@@ -131,17 +129,12 @@ var _ = Describe("Fault 4: crash between writes", func() {
 
 		players, order := journeys(ns, 150)
 		tr := newTraffic(p)
-		streamCtx, stop := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			tr.stream(streamCtx, 10, func(i int) []byte {
-				if i >= len(order) {
-					return nil
-				}
-				return order[i]
-			})
-		}()
+		stop, done := tr.start(10, 0, func(i int) []byte {
+			if i >= len(order) {
+				return nil
+			}
+			return order[i]
+		})
 
 		// Kill the controllers at random moments from their start: while
 		// they sync, fold the backlog, and run actions.
@@ -196,7 +189,7 @@ var _ = Describe("Fault 4: crash between writes", func() {
 // and counts exactly them.
 func checkUser(g Gomega, product, ns string, kind kidv1.IdentityKind, id string, events []*kidv1.KidEvent) {
 	u := &kidv1.KidUser{}
-	g.Expect(h.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: controllers.UserName(product, kind, id)}, u)).To(Succeed())
+	g.Expect(h.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: kidv1.UserName(product, kind, id)}, u)).To(Succeed())
 	want := foldOf(events)
 	g.Expect(u.Status.ObservedEvents).To(BeEquivalentTo(len(events)), "observedEvents of %s", u.Name)
 	got, exp := folded(u.Status), folded(*want)

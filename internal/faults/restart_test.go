@@ -3,7 +3,6 @@
 package faults
 
 import (
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -60,9 +59,7 @@ var _ = Describe("Fault 1: rolling restart", func() {
 		ns, p := newProduct(lb.URL, a, b)
 
 		tr := newTraffic(p)
-		streamCtx, stop := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() { defer close(done); tr.stream(streamCtx, 20, passWithSession) }()
+		stop, _ := tr.start(20, 0, passWithSession)
 		time.Sleep(3 * time.Second)
 		for _, r := range []*replica{a, b} {
 			began := time.Now()
@@ -75,7 +72,6 @@ var _ = Describe("Fault 1: rolling restart", func() {
 			time.Sleep(3 * time.Second)
 		}
 		stop()
-		<-done
 		c := tr.wait()
 		report("injected", "each of 2 replicas stopped with SIGTERM and started again, under 20 deliveries/s")
 		report("counted", "%s; connections refused or reset: %d (%d while another replica was ready); no ready replica: %d",
@@ -186,9 +182,7 @@ var _ = Describe("Fault 2: leader killed", func() {
 		}).Should(BeTrue(), "a replica leads")
 
 		tr := newTraffic(p)
-		streamCtx, stop := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() { defer close(done); tr.stream(streamCtx, 20, passWithSession) }()
+		stop, _ := tr.start(20, 0, passWithSession)
 		time.Sleep(4 * time.Second)
 		killed := time.Now()
 		leader.kill()
@@ -198,7 +192,6 @@ var _ = Describe("Fault 2: leader killed", func() {
 		Expect(leader.waitReady(time.Minute)).To(Succeed())
 		time.Sleep(4 * time.Second)
 		stop()
-		<-done
 		c := tr.wait()
 
 		var repeats int

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -68,6 +69,22 @@ func (t *traffic) send(body []byte) {
 	}()
 }
 
+// start streams in the background: next(i) every 1/rate seconds, for at
+// most d (0: no limit), until next returns nil or stop is called. stop
+// returns once no more deliveries will start; done is closed then too.
+func (t *traffic) start(rate float64, d time.Duration, next func(i int) []byte) (stop func(), done <-chan struct{}) {
+	ctx, cancel := context.WithCancel(context.Background())
+	if d > 0 {
+		ctx, cancel = context.WithTimeout(context.Background(), d)
+	}
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t.stream(ctx, rate, next)
+	}()
+	return func() { cancel(); <-finished }, finished
+}
+
 // stream sends next(i) every 1/rate seconds until ctx ends or next returns
 // nil.
 func (t *traffic) stream(ctx context.Context, rate float64, next func(i int) []byte) {
@@ -123,6 +140,29 @@ func (t *traffic) wait() counts {
 		}
 	}
 	return c
+}
+
+// eventNames are the KidEvents the deliveries k-ID saw answered 200 stand
+// for: one a distinct event, as the receiver names it (kid.Envelope.Identity:
+// a repeat of one event, and permission changes of one session within k-ID's
+// notification window, are one).
+func (t *traffic) eventNames(g Gomega, product string) map[string]bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	names := map[string]bool{}
+	for _, d := range t.sent {
+		for _, a := range d.attempts {
+			if !a.OK() {
+				continue
+			}
+			env, err := kid.ParseEnvelope(d.body)
+			g.Expect(err).NotTo(HaveOccurred())
+			unix, err := strconv.ParseInt(a.Timestamp, 10, 64)
+			g.Expect(err).NotTo(HaveOccurred())
+			names[kid.EventName(product, env.EventType, env.Identity(d.body, time.Unix(unix, 0)))] = true
+		}
+	}
+	return names
 }
 
 // storedOnce checks that every delivery k-ID saw answered 200 is stored as

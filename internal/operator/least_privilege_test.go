@@ -32,7 +32,6 @@ import (
 	"sigs.k8s.io/yaml"
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
-	"github.com/kid-operator/kid-operator/controllers"
 	"github.com/kid-operator/kid-operator/internal/kid"
 	"github.com/kid-operator/kid-operator/internal/kidsim"
 	"github.com/kid-operator/kid-operator/internal/operator"
@@ -265,7 +264,7 @@ func deliver(p *testenv.Product, eventType string, f kidsim.Fields) kidsim.Attem
 // consentGranted waits until the session's KidUser shows the consent.
 func consentGranted(p *testenv.Product, session string) {
 	GinkgoHelper()
-	key := client.ObjectKey{Namespace: p.Namespace, Name: controllers.UserName(p.Name, kidv1.IdentitySession, session)}
+	key := client.ObjectKey{Namespace: p.Namespace, Name: kidv1.UserName(p.Name, kidv1.IdentitySession, session)}
 	Eventually(func(g Gomega) {
 		u := &kidv1.KidUser{}
 		g.Expect(h.Client.Get(ctx, key, u)).To(Succeed())
