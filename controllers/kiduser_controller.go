@@ -28,7 +28,9 @@ import (
 //   - once a user is erased (Session.Delete, Account.Delete), the stored
 //     events about it that still hold personal data are deleted;
 //   - with the product's k-ID API configured, the session is synced and a
-//     pending challenge or verification is polled (kiduser_api.go).
+//     pending challenge or verification is polled (kiduser_api.go);
+//   - a user is deleted when the product's retention.users says so
+//     (kiduser_retention.go).
 //
 // It records no Kubernetes Event per player: see KidEventReconciler.
 type KidUserReconciler struct {
@@ -108,17 +110,22 @@ func (r *KidUserReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		}
 	}
 	if user.Status.ErasedAt != nil {
-		return ctrl.Result{}, r.eraseEvents(ctx, user)
+		if err := r.eraseEvents(ctx, user); err != nil {
+			return ctrl.Result{}, err
+		}
+		_, expiry, err := r.expireUser(ctx, user)
+		return ctrl.Result{RequeueAfter: expiry}, err
+	}
+	gone, expiry, err := r.expireUser(ctx, user)
+	if err != nil || gone {
+		return ctrl.Result{}, err
 	}
 	bound, err := r.boundStandIn(ctx, user)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
 	next, err := r.reconcileAPI(ctx, user)
-	if bound > 0 && (next == 0 || bound < next) {
-		next = bound
-	}
-	return ctrl.Result{RequeueAfter: next}, err
+	return ctrl.Result{RequeueAfter: soonest(next, bound, expiry)}, err
 }
 
 // mergeIntoHolders merges a stand-in into the stronger users holding its id.

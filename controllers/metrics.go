@@ -21,7 +21,7 @@ var (
 
 	retentionDeletedTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "kid_retention_deleted_total",
-		Help: "Finished KidEvents deleted by retention, by reason (age, count).",
+		Help: "Objects deleted by the product's retention, by reason: age and count (finished KidEvents), user-erased and user-inactive (KidUsers).",
 	}, []string{"reason"})
 
 	actionAttemptsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{

@@ -27,6 +27,12 @@ type retention struct {
 	// still see a retry of its delivery, which must find the stored object
 	// (AlreadyExists) rather than make a new one. Nothing younger is deleted.
 	horizon time.Duration
+	// userAfterErasure is how long an erased KidUser is kept; never shorter
+	// than horizon (kiduser_retention.go says why).
+	userAfterErasure time.Duration
+	// userAfterInactivity is how long an inactive KidUser is kept; zero
+	// keeps it.
+	userAfterInactivity time.Duration
 }
 
 func retentionOf(p *kidv1.KidProduct) retention {
@@ -41,7 +47,19 @@ func retentionOf(p *kidv1.KidProduct) retention {
 	if p.Spec.Retention.MaxEvents != nil {
 		r.maxEvents = int(*p.Spec.Retention.MaxEvents)
 	}
-	r.maxAge = max(r.maxAge, r.horizon)
+	r.maxAge = min(max(r.maxAge, r.horizon), kidv1.MaxRetentionMaxAge)
+
+	// The API server refuses values outside the bounds, but an object
+	// stored before they existed may hold one: clamp, as maxAge is.
+	users := p.Spec.Retention.Users
+	r.userAfterErasure = kidv1.DefaultUserRetentionAfterErasure
+	if users.AfterErasure != nil && users.AfterErasure.Duration > 0 {
+		r.userAfterErasure = users.AfterErasure.Duration
+	}
+	r.userAfterErasure = min(max(r.userAfterErasure, kidv1.MinUserRetentionAfterErasure, r.horizon), kidv1.MaxUserRetention)
+	if users.AfterInactivity != nil && users.AfterInactivity.Duration > 0 {
+		r.userAfterInactivity = min(max(users.AfterInactivity.Duration, kidv1.MinUserRetentionAfterInactivity), kidv1.MaxUserRetention)
+	}
 	return r
 }
 

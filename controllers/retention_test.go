@@ -38,6 +38,8 @@ func TestRetentionDefaultsAndHorizon(t *testing.T) {
 
 	p.Spec.Retention.MaxAge = &metav1.Duration{Duration: time.Second}
 	g.Expect(retentionOf(p).maxAge).To(Equal(r.horizon), "never sooner than the deduplication horizon")
+	p.Spec.Retention.MaxAge = &metav1.Duration{Duration: 20 * 365 * 24 * time.Hour}
+	g.Expect(retentionOf(p).maxAge).To(Equal(kidv1.MaxRetentionMaxAge), "never longer than the CRD's bound, for objects stored before it")
 }
 
 func TestRetentionExpiry(t *testing.T) {

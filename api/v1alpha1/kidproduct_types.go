@@ -46,7 +46,8 @@ type KidProductSpec struct {
 	// +optional
 	Browser *BrowserSpec `json:"browser,omitempty"`
 
-	// retention bounds how many finished KidEvents are kept, and for how long.
+	// retention bounds how many finished KidEvents are kept, and for how
+	// long, and when a KidUser is deleted.
 	// +optional
 	Retention RetentionSpec `json:"retention,omitempty"`
 
@@ -196,12 +197,15 @@ type BrowserSpec struct {
 	MaxStreams *int32 `json:"maxStreams,omitempty"`
 }
 
-// RetentionSpec bounds the finished KidEvents kept for a product.
+// RetentionSpec bounds the finished KidEvents kept for a product, and says
+// when its KidUsers are deleted.
 type RetentionSpec struct {
-	// maxAge is how long a finished event is kept. Defaults to 168h (7 days).
-	// It is never shorter than the deduplication horizon (the timestamp
-	// tolerance plus k-ID's retry window), whatever is set here.
+	// maxAge is how long a finished event is kept. Defaults to 168h (7 days);
+	// at most 87600h (10 years). It is never shorter than the deduplication
+	// horizon (the timestamp tolerance plus k-ID's retry window), whatever is
+	// set here.
 	// +optional
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s') && duration(self) <= duration('87600h')",message="maxAge must be between 0s and 87600h"
 	MaxAge *metav1.Duration `json:"maxAge,omitempty"`
 
 	// maxEvents is how many finished events are kept at most. Defaults to
@@ -211,6 +215,38 @@ type RetentionSpec struct {
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=100000
 	MaxEvents *int32 `json:"maxEvents,omitempty"`
+
+	// users says when a KidUser is deleted. By default an erased user is
+	// deleted 720h after its erasure and no other user is.
+	// +optional
+	Users UserRetentionSpec `json:"users,omitempty"`
+}
+
+// UserRetentionSpec says when a KidUser is deleted (design.md §2, "KidUser
+// lifecycle"). A later event about a deleted player makes a new KidUser, as
+// for a player never seen.
+type UserRetentionSpec struct {
+	// afterErasure is how long a KidUser is kept after k-ID deleted its
+	// session or account and its personal data was erased (status.erasedAt),
+	// so that the erasure stays visible for audit. Defaults to 720h (30
+	// days); between 1h and 87600h (10 years). It is never shorter than the
+	// deduplication horizon (the timestamp tolerance plus k-ID's retry
+	// window), whatever is set here: until then a late delivery of an event
+	// signed before the erasure may still arrive, and the erased user is what
+	// keeps its personal data out.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1h') && duration(self) <= duration('87600h')",message="afterErasure must be between 1h and 87600h"
+	AfterErasure *metav1.Duration `json:"afterErasure,omitempty"`
+
+	// afterInactivity deletes a KidUser that has been inactive this long:
+	// no event signed, and no change read from k-ID's API (session.syncedAt),
+	// since the latest of those and its creation. Unset (the default) keeps
+	// such users: k-ID stays the source of truth, and the next event about
+	// a returning player makes its KidUser again. Between 24h and 87600h
+	// (10 years).
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('24h') && duration(self) <= duration('87600h')",message="afterInactivity must be between 24h and 87600h"
+	AfterInactivity *metav1.Duration `json:"afterInactivity,omitempty"`
 }
 
 // PrivacySpec lists the personal data that may be stored.
@@ -339,6 +375,16 @@ func (p *KidProduct) TimestampTolerance() metav1.Duration {
 	}
 	return metav1.Duration{Duration: min(max(t.Duration, MinTimestampTolerance), MaxTimestampTolerance)}
 }
+
+// Bounds and default of retention.users, as the CRD validates them.
+const (
+	DefaultUserRetentionAfterErasure = 30 * 24 * time.Hour
+	MinUserRetentionAfterErasure     = time.Hour
+	MinUserRetentionAfterInactivity  = 24 * time.Hour
+	MaxUserRetention                 = 10 * 365 * 24 * time.Hour
+	// MaxRetentionMaxAge bounds retention.maxAge (the CRD's 87600h).
+	MaxRetentionMaxAge = 87600 * time.Hour
+)
 
 // Defaults of APISpec.
 const (

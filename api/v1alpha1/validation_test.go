@@ -1,6 +1,7 @@
 package v1alpha1_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -142,7 +143,34 @@ var _ = Describe("Validation", func() {
 			withAPI(p).Recovery = kidv1.RecoverySpec{FirstPoll: &metav1.Duration{Duration: time.Minute}, MaxInterval: &metav1.Duration{Duration: time.Second}}
 		}, "firstPoll must not exceed maxInterval"),
 		Entry("a recovery horizon over 90 days", func(p *kidv1.KidProduct) { withAPI(p).Recovery.Horizon = &metav1.Duration{Duration: 2161 * time.Hour} }, "horizon must be between 1m and 2160h"),
+		Entry("events kept over 10 years", func(p *kidv1.KidProduct) {
+			p.Spec.Retention.MaxAge = &metav1.Duration{Duration: 87601 * time.Hour}
+		}, "maxAge must be between 0s and 87600h"),
+		Entry("erased users kept under an hour", func(p *kidv1.KidProduct) {
+			p.Spec.Retention.Users.AfterErasure = &metav1.Duration{Duration: 59 * time.Minute}
+		}, "afterErasure must be between 1h and 87600h"),
+		Entry("erased users kept over 10 years", func(p *kidv1.KidProduct) {
+			p.Spec.Retention.Users.AfterErasure = &metav1.Duration{Duration: 87601 * time.Hour}
+		}, "afterErasure must be between 1h and 87600h"),
+		Entry("inactive users deleted under a day", func(p *kidv1.KidProduct) {
+			p.Spec.Retention.Users.AfterInactivity = &metav1.Duration{Duration: 23 * time.Hour}
+		}, "afterInactivity must be between 24h and 87600h"),
+		Entry("inactive users kept over 10 years", func(p *kidv1.KidProduct) {
+			p.Spec.Retention.Users.AfterInactivity = &metav1.Duration{Duration: 87601 * time.Hour}
+		}, "afterInactivity must be between 24h and 87600h"),
 	)
+
+	It("accepts user retention at its bounds", func() {
+		for i, users := range []kidv1.UserRetentionSpec{
+			{AfterErasure: &metav1.Duration{Duration: time.Hour}, AfterInactivity: &metav1.Duration{Duration: 24 * time.Hour}},
+			{AfterErasure: &metav1.Duration{Duration: 87600 * time.Hour}, AfterInactivity: &metav1.Duration{Duration: 87600 * time.Hour}},
+		} {
+			p := validProduct(ns)
+			p.Name = fmt.Sprintf("users-%d", i)
+			p.Spec.Retention.Users = users
+			Expect(k8s.Create(ctx, p)).To(Succeed())
+		}
+	})
 
 	DescribeTable("refuses an invalid KidAction",
 		func(mutate func(*kidv1.KidAction), message string) {
