@@ -42,10 +42,7 @@ func signed(p *testenv.Product, url, body, timestamp string) *http.Response {
 // in it.
 func readyProduct(on *testenv.Harness) (string, *testenv.Product) {
 	GinkgoHelper()
-	ns, err := on.NewNamespace(ctx)
+	p, err := on.NewReadyProduct(ctx, "demo", nil)
 	Expect(err).NotTo(HaveOccurred())
-	p, err := on.NewProduct(ctx, ns, "demo", nil)
-	Expect(err).NotTo(HaveOccurred())
-	Expect(on.WaitReady(ctx, p)).To(Succeed())
-	return ns, p
+	return p.Namespace, p
 }

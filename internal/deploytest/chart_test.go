@@ -14,6 +14,8 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
+
+	"github.com/kid-operator/kid-operator/internal/testenv"
 )
 
 // The chart must deploy what config/default deploys: the same CRDs, the
@@ -98,26 +100,6 @@ func TestTheChartRendersWhatConfigDefaultApplies(t *testing.T) {
 	})
 }
 
-// grants expands RBAC rules into "group/resource:verb" (or "url:verb"), so
-// that rules can be compared whatever their grouping and order.
-func grants(rules []rbacv1.PolicyRule) []string {
-	var out []string
-	for _, r := range rules {
-		for _, v := range r.Verbs {
-			for _, g := range r.APIGroups {
-				for _, res := range r.Resources {
-					out = append(out, g+"/"+res+":"+v)
-				}
-			}
-			for _, u := range r.NonResourceURLs {
-				out = append(out, u+":"+v)
-			}
-		}
-	}
-	slices.Sort(out)
-	return slices.Compact(out)
-}
-
 func rulesOf(t *testing.T, path string) []rbacv1.PolicyRule {
 	t.Helper()
 	raw, err := os.ReadFile(filepath.Join(root, path))
@@ -137,10 +119,10 @@ func TestWithWatchNamespacesTheChartGrantsRolesThereOnly(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 
 	isLease := func(s string) bool { return strings.HasPrefix(s, "coordination.k8s.io/leases:") }
-	manager := grants(rulesOf(t, "config/rbac/role.yaml"))
+	manager := testenv.Grants(rulesOf(t, "config/rbac/role.yaml"))
 	g.Expect(slices.ContainsFunc(manager, isLease)).To(BeTrue())
 	withoutLeases := slices.DeleteFunc(slices.Clone(manager), isLease)
-	receiver := grants(rulesOf(t, "config/rbac/receiver_role.yaml"))
+	receiver := testenv.Grants(rulesOf(t, "config/rbac/receiver_role.yaml"))
 
 	for _, name := range []string{"kid-operator-manager-role", "kid-operator-receiver-role"} {
 		g.Expect(find(objs, "ClusterRole", "*", name)).To(BeNil(), "%s is cluster-wide although watchNamespaces is set", name)
@@ -151,10 +133,10 @@ func TestWithWatchNamespacesTheChartGrantsRolesThereOnly(t *testing.T) {
 	for _, ns := range []string{"games", "arcade"} {
 		role, err := typed[rbacv1.Role](find(objs, "Role", ns, "kid-operator-controller-manager"))
 		g.Expect(err).NotTo(HaveOccurred(), "the manager's Role in %s", ns)
-		g.Expect(grants(role.Rules)).To(Equal(withoutLeases), "the manager's Role in %s grants what the markers grant, leader election aside", ns)
+		g.Expect(testenv.Grants(role.Rules)).To(Equal(withoutLeases), "the manager's Role in %s grants what the markers grant, leader election aside", ns)
 		role, err = typed[rbacv1.Role](find(objs, "Role", ns, "kid-operator-receiver"))
 		g.Expect(err).NotTo(HaveOccurred(), "the receiver's Role in %s", ns)
-		g.Expect(grants(role.Rules)).To(Equal(receiver))
+		g.Expect(testenv.Grants(role.Rules)).To(Equal(receiver))
 		for _, sa := range []string{"kid-operator-controller-manager", "kid-operator-receiver"} {
 			b, err := typed[rbacv1.RoleBinding](find(objs, "RoleBinding", ns, sa))
 			g.Expect(err).NotTo(HaveOccurred())
@@ -164,7 +146,7 @@ func TestWithWatchNamespacesTheChartGrantsRolesThereOnly(t *testing.T) {
 	}
 	election, err := typed[rbacv1.Role](find(objs, "Role", releaseNamespace, "kid-operator-leader-election-role"))
 	g.Expect(err).NotTo(HaveOccurred())
-	g.Expect(slices.ContainsFunc(grants(election.Rules), isLease)).To(BeTrue(), "leader election needs leases in the release namespace")
+	g.Expect(slices.ContainsFunc(testenv.Grants(election.Rules), isLease)).To(BeTrue(), "leader election needs leases in the release namespace")
 	g.Expect(find(objs, "Role", "*", "kid-operator-controller-manager").GetNamespace()).NotTo(Equal(releaseNamespace))
 
 	for _, name := range []string{"kid-operator-controller-manager", "kid-operator-receiver"} {

@@ -109,11 +109,8 @@ func kidInBackground(ns string, args ...string) *gbytes.Buffer {
 // newProduct makes a namespace and a Ready product "demo" in it.
 func newProduct(mutate func(*kidv1.KidProduct)) *testenv.Product {
 	GinkgoHelper()
-	ns, err := h.NewNamespace(ctx)
+	p, err := h.NewReadyProduct(ctx, "demo", mutate)
 	Expect(err).NotTo(HaveOccurred())
-	p, err := h.NewProduct(ctx, ns, "demo", mutate)
-	Expect(err).NotTo(HaveOccurred())
-	Expect(h.WaitReady(ctx, p)).To(Succeed())
 	return p
 }
 

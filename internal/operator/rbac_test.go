@@ -14,26 +14,6 @@ import (
 	"github.com/kid-operator/kid-operator/internal/testenv"
 )
 
-// grants expands RBAC rules into "group/resource:verb" (or "url:verb"), so
-// that two roles can be compared whatever the rules' grouping and order.
-func grants(rules []rbacv1.PolicyRule) []string {
-	var out []string
-	for _, r := range rules {
-		for _, v := range r.Verbs {
-			for _, g := range r.APIGroups {
-				for _, res := range r.Resources {
-					out = append(out, g+"/"+res+":"+v)
-				}
-			}
-			for _, u := range r.NonResourceURLs {
-				out = append(out, u+":"+v)
-			}
-		}
-	}
-	slices.Sort(out)
-	return slices.Compact(out)
-}
-
 func rulesOf(t *testing.T, path string) []rbacv1.PolicyRule {
 	t.Helper()
 	raw, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), path))
@@ -56,12 +36,12 @@ func leaderElection(g string) bool {
 
 func TestTheNamespacedRoleGrantsWhatTheGeneratedClusterRoleGrants(t *testing.T) {
 	g := NewWithT(t)
-	cluster := slices.DeleteFunc(grants(rulesOf(t, "config/rbac/role.yaml")), leaderElection)
-	g.Expect(grants(rulesOf(t, "config/rbac/namespaced/role.yaml"))).To(Equal(cluster),
+	cluster := slices.DeleteFunc(testenv.Grants(rulesOf(t, "config/rbac/role.yaml")), leaderElection)
+	g.Expect(testenv.Grants(rulesOf(t, "config/rbac/namespaced/role.yaml"))).To(Equal(cluster),
 		"config/rbac/namespaced/role.yaml must follow the markers (config/rbac/role.yaml), leader election aside")
-	g.Expect(slices.ContainsFunc(grants(rulesOf(t, "config/rbac/role.yaml")), leaderElection)).To(BeTrue())
-	g.Expect(grants(rulesOf(t, "config/namespaced/leader_election_role.yaml"))).To(Equal(
-		slices.DeleteFunc(grants(rulesOf(t, "config/rbac/role.yaml")), func(g string) bool { return !leaderElection(g) })))
+	g.Expect(slices.ContainsFunc(testenv.Grants(rulesOf(t, "config/rbac/role.yaml")), leaderElection)).To(BeTrue())
+	g.Expect(testenv.Grants(rulesOf(t, "config/namespaced/leader_election_role.yaml"))).To(Equal(
+		slices.DeleteFunc(testenv.Grants(rulesOf(t, "config/rbac/role.yaml")), func(g string) bool { return !leaderElection(g) })))
 }
 
 func TestTheReceiverMayOnlyReadProductsAndUsersGetSecretsAndCreateEvents(t *testing.T) {
@@ -73,13 +53,13 @@ func TestTheReceiverMayOnlyReadProductsAndUsersGetSecretsAndCreateEvents(t *test
 		// The browser status stream reads the KidUser holding its subject.
 		"kid.dev/kidusers:get", "kid.dev/kidusers:list", "kid.dev/kidusers:watch",
 	}
-	g.Expect(grants(rulesOf(t, "config/rbac/receiver_role.yaml"))).To(Equal(want))
-	g.Expect(grants(rulesOf(t, "config/rbac/namespaced/receiver_role.yaml"))).To(Equal(want))
+	g.Expect(testenv.Grants(rulesOf(t, "config/rbac/receiver_role.yaml"))).To(Equal(want))
+	g.Expect(testenv.Grants(rulesOf(t, "config/rbac/namespaced/receiver_role.yaml"))).To(Equal(want))
 }
 
 func TestNoRoleListsOrWatchesSecrets(t *testing.T) {
 	for _, path := range []string{"config/rbac/role.yaml", "config/rbac/receiver_role.yaml", "config/rbac/namespaced/role.yaml", "config/rbac/namespaced/receiver_role.yaml"} {
-		for _, grant := range grants(rulesOf(t, path)) {
+		for _, grant := range testenv.Grants(rulesOf(t, path)) {
 			if strings.HasPrefix(grant, "/secrets:") && grant != "/secrets:get" {
 				t.Errorf("%s grants %s", path, grant)
 			}

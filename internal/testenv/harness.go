@@ -220,6 +220,20 @@ func (h *Harness) NewProduct(ctx context.Context, ns, name string, mutate func(*
 	return &Product{KidProduct: p, Secret: secret, URL: h.WebhookURL(ns, name), clock: h.Clock}, nil
 }
 
+// NewReadyProduct makes a namespace and a product named name in it (mutate,
+// if set, adjusts it first), and waits until it is Ready.
+func (h *Harness) NewReadyProduct(ctx context.Context, name string, mutate func(*kidv1.KidProduct)) (*Product, error) {
+	ns, err := h.NewNamespace(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p, err := h.NewProduct(ctx, ns, name, mutate)
+	if err != nil {
+		return nil, err
+	}
+	return p, h.WaitReady(ctx, p)
+}
+
 // WebhookURL is where the receiver takes the deliveries of a product, known
 // before the product exists (a fake k-ID is told it first).
 func (h *Harness) WebhookURL(ns, name string) string {
