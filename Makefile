@@ -70,6 +70,10 @@ bench: controlplane ## Micro-benchmarks, then the load benchmark on the local co
 	go test ./... -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME)
 	KUBEBUILDER_ASSETS="$$(./hack/build-controlplane.sh)" go run ./hack/bench $(BENCH_FLAGS)
 
+.PHONY: bench-scale
+bench-scale: controlplane ## Players with folded status at 50k, 100k, 250k: memory, etcd, restart, fold, kubectl (BENCH_SCALE_FLAGS, e.g. '-points 50000,100000 -heap-profile').
+	KUBEBUILDER_ASSETS="$$(./hack/build-controlplane.sh)" go run ./hack/bench -suite=scale $(BENCH_SCALE_FLAGS)
+
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for FUZZTIME (default 30s).
 	go test ./internal/kid -run '^$$' -fuzz '^FuzzParseSignatureHeaders$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s

@@ -135,6 +135,9 @@ type manager struct {
 	cmd             *exec.Cmd
 	webhook, probe  string
 	metrics, pprof  string
+	// noMemoryLimit runs it without GOMEMLIMIT (the scale benchmark's
+	// comparison); by default it runs as the Deployment does.
+	noMemoryLimit bool
 }
 
 // memoryLimit is the manager's GOMEMLIMIT in the shipped Deployment.
@@ -163,8 +166,12 @@ func (m *manager) start(ctx context.Context) (time.Duration, error) {
 		// The session sync measurement's fake k-ID listens on loopback.
 		"--outbound-allow-cidrs=127.0.0.0/8")
 	m.cmd.Args = append(m.cmd.Args, m.extraArgs...)
-	// GOMEMLIMIT as config/manager/manager.yaml sets it.
+	// GOMEMLIMIT as config/manager/manager.yaml sets it, unless asked
+	// not to; then not inherited from the bench's environment either.
 	m.cmd.Env = append(os.Environ(), "KUBECONFIG="+m.kubeconfig, "GOMEMLIMIT="+memoryLimit)
+	if m.noMemoryLimit {
+		m.cmd.Env = append(os.Environ(), "KUBECONFIG="+m.kubeconfig, "GOMEMLIMIT=off")
+	}
 	m.cmd.Stderr = os.Stderr
 	if err := m.cmd.Start(); err != nil {
 		return 0, err
@@ -206,7 +213,11 @@ func (m *manager) stop() error {
 }
 
 // rssBytes is the manager's resident memory, from /proc.
-func (m *manager) rssBytes() int64 {
+func (m *manager) rssBytes() int64 { return m.procStatus("VmRSS:") }
+
+// procStatus reads one of the manager's memory figures (VmRSS:, VmHWM:)
+// from /proc, in bytes.
+func (m *manager) procStatus(field string) int64 {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", m.cmd.Process.Pid))
 	if err != nil {
 		return 0
@@ -214,7 +225,7 @@ func (m *manager) rssBytes() int64 {
 	defer f.Close()
 	s := bufio.NewScanner(f)
 	for s.Scan() {
-		if rest, ok := strings.CutPrefix(s.Text(), "VmRSS:"); ok {
+		if rest, ok := strings.CutPrefix(s.Text(), field); ok {
 			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
 			return kb << 10
 		}

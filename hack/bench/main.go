@@ -20,6 +20,11 @@
 //     ready again after a restart at each size.
 //
 // Every throughput is also given as a ratio to raw, measured in the same run.
+//
+// With -suite=scale (`make bench-scale`) it instead grows one product's
+// players, each with a folded status, to each of -points and measures there
+// etcd's size, the manager's memory with and without GOMEMLIMIT, its time to
+// be ready after a restart, one event's fold, and kubectl's lists.
 package main
 
 import (
@@ -28,7 +33,9 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap/zapcore"
@@ -59,12 +66,36 @@ func main() {
 	flag.IntVar(&cfg.users50k, "users", 50000, "KidUsers for the second scale point")
 	flag.IntVar(&cfg.syncSessions, "sync-sessions", 500, "players whose session the manager reads from a fake k-ID, for the writes a synced session costs (0 skips it)")
 	flag.IntVar(&cfg.profileSeconds, "profile-seconds", 8, "CPU profile of the manager during the receiver run (0 skips it)")
+	suite := flag.String("suite", "load", "load (make bench) or scale (make bench-scale)")
+	points := flag.String("points", "50000,100000,250000", "scale: players at which to measure, ascending, comma separated")
+	var sc scaleConfig
+	flag.IntVar(&sc.createC, "create-c", 32, "scale: concurrency of the players' creates and status writes")
+	flag.IntVar(&sc.foldEvents, "fold-events", 200, "scale: deliveries for existing players whose fold is timed, per point")
+	flag.IntVar(&sc.foldC, "fold-c", 1, "scale: deliveries in flight while timing folds (1: one event's fold, nothing queued)")
+	flag.BoolVar(&sc.heapProfile, "heap-profile", false, "scale: print the manager's heap profile at the point nearest 100k players")
 	flag.Parse()
+	var err error
+	switch *suite {
+	case "load":
+	case "scale":
+		if sc.points, err = parsePoints(*points); err == nil {
+			err = sc.validate()
+		}
+	default:
+		err = fmt.Errorf("-suite: %q is neither load nor scale", *suite)
+	}
+	if err != nil {
+		fail(err)
+	}
 	cfg.rounds = max(cfg.rounds, 1)
 	ctrl.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.Level(zapcore.ErrorLevel)))
 
 	root := testenv.RepoRoot()
 	cfg.workDir = filepath.Join(root, ".local", "bench")
+	if *suite == "scale" {
+		// Its own kubeconfig and profiles: a load run may share the machine.
+		cfg.workDir = filepath.Join(root, ".local", "bench-scale")
+	}
 	cfg.managerBin = filepath.Join(root, "bin", "manager")
 	if err := os.MkdirAll(cfg.workDir, 0o755); err != nil {
 		fail(err)
@@ -75,6 +106,23 @@ func main() {
 		fail(fmt.Errorf("building the manager: %w", err))
 	}
 
+	if *suite == "scale" {
+		// Creating 250k players at a few hundred writes per second takes
+		// about half an hour on a 2-core machine.
+		// An interrupt stops the creates, and runScale then stops the
+		// control plane: at these sizes a leftover kube-apiserver holds
+		// gigabytes.
+		sig, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		ctx, cancel := context.WithTimeout(sig, 4*time.Hour)
+		defer cancel()
+		pts, err := runScale(ctx, cfg, sc)
+		if err != nil {
+			fail(err)
+		}
+		printScale(os.Stdout, pts, sc)
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
 	defer cancel()
 	r, err := run(ctx, cfg)

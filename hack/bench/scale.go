@@ -1,0 +1,526 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+	"github.com/kid-operator/kid-operator/internal/fold"
+	"github.com/kid-operator/kid-operator/internal/kid"
+	"github.com/kid-operator/kid-operator/internal/kidsim"
+	"github.com/kid-operator/kid-operator/internal/scheme"
+)
+
+// Bounds of the scale benchmark's flags: a point above maxScalePoint would
+// take hours to create on a laptop-sized control plane, and more points than
+// maxScalePoints would not fit one run.
+const (
+	maxScalePoint  = 1_000_000
+	maxScalePoints = 10
+	maxFoldEvents  = 10_000
+	maxCreateC     = 256
+	maxFoldC       = 64
+	// heapProfileAt is the size at which -heap-profile takes the manager's
+	// heap profile (the point nearest to it).
+	heapProfileAt = 100_000
+)
+
+type scaleConfig struct {
+	points      []int
+	createC     int
+	foldEvents  int
+	foldC       int
+	heapProfile bool
+}
+
+// parsePoints reads -points: ascending player counts, comma separated.
+func parsePoints(s string) ([]int, error) {
+	var points []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil {
+			return nil, fmt.Errorf("-points: %q is not a number", f)
+		}
+		if n < 1 || n > maxScalePoint {
+			return nil, fmt.Errorf("-points: %d is outside [1, %d]", n, maxScalePoint)
+		}
+		if len(points) > 0 && n <= points[len(points)-1] {
+			return nil, fmt.Errorf("-points: %d does not follow %d; give the points in ascending order", n, points[len(points)-1])
+		}
+		points = append(points, n)
+	}
+	if len(points) > maxScalePoints {
+		return nil, fmt.Errorf("-points: %d points, at most %d", len(points), maxScalePoints)
+	}
+	return points, nil
+}
+
+func (c scaleConfig) validate() error {
+	switch {
+	case c.createC < 1 || c.createC > maxCreateC:
+		return fmt.Errorf("-create-c: %d is outside [1, %d]", c.createC, maxCreateC)
+	case c.foldEvents < 1 || c.foldEvents > maxFoldEvents:
+		return fmt.Errorf("-fold-events: %d is outside [1, %d]", c.foldEvents, maxFoldEvents)
+	case c.foldC < 1 || c.foldC > maxFoldC:
+		return fmt.Errorf("-fold-c: %d is outside [1, %d]", c.foldC, maxFoldC)
+	}
+	return nil
+}
+
+// playerPoint is what the scale benchmark measured at one number of players.
+type playerPoint struct {
+	users          int
+	createRate     float64 // players (create + status) per second to reach it
+	etcdBytes      int64
+	getAll         time.Duration
+	getLabel       time.Duration
+	readyAfter     time.Duration // with GOMEMLIMIT, the Deployment's setting
+	rss, heap      int64         // settled, with GOMEMLIMIT
+	peakRSS        int64         // VmHWM: the start's initial lists
+	rssNoLimit     int64         // settled, without GOMEMLIMIT
+	heapNoLimit    int64
+	peakNoLimit    int64
+	foldP50        time.Duration
+	foldP99        time.Duration
+	foldLatencies  []time.Duration
+	heapProfileTop string
+	apiServerRSS   int64 // kube-apiserver's resident memory, after the lists
+}
+
+// runScale grows one product's players to each point and measures the
+// manager, etcd and kubectl at each.
+func runScale(ctx context.Context, cfg config, sc scaleConfig) ([]playerPoint, error) {
+	p, err := startPlane(cfg.workDir)
+	if err != nil {
+		return nil, err
+	}
+	defer p.stop()
+	if err := createProduct(ctx, p); err != nil {
+		return nil, err
+	}
+	product := &kidv1.KidProduct{}
+	if err := p.client.Get(ctx, client.ObjectKey{Namespace: benchNS, Name: "bench"}, product); err != nil {
+		return nil, err
+	}
+	// The profile is taken at the point nearest to heapProfileAt.
+	profileAt := -1
+	if sc.heapProfile {
+		for i, n := range sc.points {
+			if profileAt < 0 || abs(n-heapProfileAt) < abs(sc.points[profileAt]-heapProfileAt) {
+				profileAt = i
+			}
+		}
+	}
+
+	var out []playerPoint
+	have := 0
+	for i, n := range sc.points {
+		pt := playerPoint{users: n}
+		// Players are created with the manager stopped: the machine's two
+		// cores go to the API server, and the manager's start at the point
+		// is then a restart over n players.
+		log("players: creating %d more (create, then status), to %d, at concurrency %d", n-have, n, sc.createC)
+		elapsed, err := createPlayers(ctx, p, product, have, n, sc.createC)
+		if err != nil {
+			return nil, err
+		}
+		pt.createRate = float64(n-have) / elapsed.Seconds()
+		have = n
+		pt.etcdBytes = p.etcdBytes()
+
+		log("players=%d: kubectl get kidusers -A, and by label", n)
+		if pt.getAll, err = kubectlGet(ctx, p, n, "get", "kidusers", "-A"); err != nil {
+			return nil, err
+		}
+		if pt.getLabel, err = kubectlGet(ctx, p, n, "get", "kidusers", "-A", "-l", kidv1.ProductLabel+"=bench"); err != nil {
+			return nil, err
+		}
+		pt.apiServerRSS = p.apiServerRSS(ctx)
+
+		log("players=%d: starting the manager (GOMEMLIMIT=%s)", n, memoryLimit)
+		m := newManager(cfg.managerBin, p.kubeconfig)
+		if pt.readyAfter, err = m.start(ctx); err != nil {
+			return nil, err
+		}
+		if pt.rss, pt.heap, pt.peakRSS, err = settledMemory(ctx, m); err != nil {
+			_ = m.stop()
+			return nil, err
+		}
+		log("players=%d: %d folds into existing players, at concurrency %d", n, sc.foldEvents, sc.foldC)
+		if pt.foldLatencies, err = foldLatencies(ctx, p, m, n, sc.foldEvents, sc.foldC); err != nil {
+			_ = m.stop()
+			return nil, err
+		}
+		pt.foldP50, pt.foldP99 = percentile(pt.foldLatencies, 0.50), percentile(pt.foldLatencies, 0.99)
+		if i == profileAt {
+			log("players=%d: heap profile", n)
+			if pt.heapProfileTop, err = heapProfile(m, filepath.Join(cfg.workDir, fmt.Sprintf("manager-%d.heap.pprof", n))); err != nil {
+				_ = m.stop()
+				return nil, err
+			}
+			// Printed now too, so a long run stopped later keeps it.
+			fmt.Printf("# players=%d: heap profile (top 15):\n%s\n", n, indent(pt.heapProfileTop))
+		}
+		_ = m.stop()
+
+		log("players=%d: starting the manager without GOMEMLIMIT", n)
+		m = newManager(cfg.managerBin, p.kubeconfig)
+		m.noMemoryLimit = true
+		if _, err := m.start(ctx); err != nil {
+			return nil, err
+		}
+		pt.rssNoLimit, pt.heapNoLimit, pt.peakNoLimit, err = settledMemory(ctx, m)
+		_ = m.stop()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, pt)
+		printPlayerLine(os.Stdout, pt)
+	}
+	return out, nil
+}
+
+func abs(x int) int { return max(x, -x) }
+
+// playerIDs are the k-ID ids of the i-th player.
+func playerIDs(i int) (session, kuid, challenge, verification string) {
+	id := strconv.Itoa(i)
+	return "s-scale-" + id, "k-scale-" + id, "c-scale-" + id, "v-scale-" + id
+}
+
+// playerStatus is the status the controllers would have folded for a
+// player who passed a consent challenge, was age-verified and whose session
+// was read from k-ID: consent Granted with its challenge, a verification
+// record, a session with permissions, and the last event still named in
+// inFlightEvents (it is pruned only at the next fold).
+func playerStatus(u *kidv1.KidUser, i int, now time.Time) (*kidv1.KidUserStatus, error) {
+	session, kuid, challenge, verification := playerIDs(i)
+	st := &kidv1.KidUserStatus{}
+	events := []struct {
+		typ     string
+		fields  kidsim.Fields
+		subject kidv1.EventSubject
+	}{
+		{kid.ChallengeStateChange, kidsim.Fields{ID: challenge, ChallengeID: challenge, Status: kid.StatusPass, SessionID: session, KUID: kuid, ProductID: 11472},
+			kidv1.EventSubject{SessionID: session, KUID: kuid, ChallengeID: challenge}},
+		{kid.VerificationResult, kidsim.Fields{ID: verification, Status: kid.StatusPass, Method: "age-estimation", AgeLow: 13, AgeHigh: 15, AgeCategory: "TEEN"},
+			kidv1.EventSubject{VerificationIDs: []string{verification}}},
+		{kid.SessionChangePermissions, kidsim.Fields{SessionID: session, KUID: kuid, ProductID: 11472},
+			kidv1.EventSubject{SessionID: session, KUID: kuid}},
+	}
+	for k, ev := range events {
+		body, err := kidsim.Build(ev.typ, ev.fields)
+		if err != nil {
+			return nil, err
+		}
+		env, err := kid.ParseEnvelope(body)
+		if err != nil {
+			return nil, err
+		}
+		fe := &fold.Event{
+			Name: fmt.Sprintf("bench-seed-%d-%d", i, k), Type: env.EventType, Subject: ev.subject,
+			SignedAt: now.Add(time.Duration(k-3) * time.Minute), Payload: env.Payload,
+		}
+		st = fold.Apply(st, fe, kid.Privacy{}, string(u.UID))
+	}
+	st = fold.Merge(st, fold.SyncDelta(&fold.Session{
+		SessionID: session, KUID: kuid, AgeStatus: "CONSENT_GRANTED", Jurisdiction: "US-CA", Status: "ACTIVE",
+		ETag: `W/"` + strconv.Itoa(i) + `"`, At: now,
+		Permissions: []kidv1.SessionPermission{
+			{Name: "chat", Enabled: false, ManagedBy: "GUARDIAN"},
+			{Name: "multiplayer", Enabled: true, ManagedBy: "GUARDIAN"},
+			{Name: "purchases", Enabled: false, ManagedBy: "GUARDIAN"},
+			{Name: "user-generated-content", Enabled: true, ManagedBy: "PLAYER"},
+		},
+	}, kid.Privacy{}))
+	st.InFlightEvents = st.InFlightEvents[len(st.InFlightEvents)-1:]
+	at := metav1.NewTime(now)
+	for _, c := range []struct {
+		typ, reason, msg string
+	}{
+		{kidv1.ConsentGrantedCondition, kidv1.ConsentReason, "consent is Granted"},
+		{kidv1.AgeVerifiedCondition, kidv1.VerificationReason, "verification is " + string(st.Verification.State)},
+		{kidv1.SessionActiveCondition, kidv1.SessionReason, "session is Active"},
+	} {
+		st.Conditions = append(st.Conditions, metav1.Condition{Type: c.typ, Status: metav1.ConditionTrue, Reason: c.reason, Message: c.msg, LastTransitionTime: at})
+	}
+	return st, nil
+}
+
+// createPlayers creates players [from, to) as the KidEvent controller
+// creates them (labelled, owned by the product), then writes each one's
+// folded status, and returns the time taken.
+func createPlayers(ctx context.Context, p *plane, product *kidv1.KidProduct, from, to, c int) (time.Duration, error) {
+	var done, failed atomic.Int64
+	var firstErr atomic.Value
+	fail := func(err error) {
+		failed.Add(1)
+		firstErr.CompareAndSwap(nil, err)
+	}
+	stop := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(30 * time.Second):
+				log("players: %d of %d", from+int(done.Load()), to)
+			}
+		}
+	}()
+	defer close(stop)
+	now := time.Now()
+	elapsed := parallel(to-from, c, func(k int) {
+		if ctx.Err() != nil || failed.Load() > 0 {
+			return
+		}
+		i := from + k
+		session, _, _, _ := playerIDs(i)
+		u := &kidv1.KidUser{
+			ObjectMeta: metav1.ObjectMeta{
+				Name: kidv1.UserName("bench", kidv1.IdentitySession, session), Namespace: benchNS,
+				Labels:          map[string]string{kidv1.ProductLabel: "bench"},
+				OwnerReferences: []metav1.OwnerReference{product.OwnerReference()},
+			},
+			Spec: kidv1.KidUserSpec{ProductRef: kidv1.LocalObjectReference{Name: "bench"}, Identity: kidv1.UserIdentity{Kind: kidv1.IdentitySession, ID: session}},
+		}
+		if err := p.client.Create(ctx, u); err != nil {
+			fail(fmt.Errorf("creating player %d: %w", i, err))
+			return
+		}
+		before := u.DeepCopy()
+		st, err := playerStatus(u, i, now)
+		if err != nil {
+			fail(err)
+			return
+		}
+		u.Status = *st
+		if err := p.client.Status().Patch(ctx, u, client.MergeFrom(before)); err != nil {
+			fail(fmt.Errorf("writing player %d's status: %w", i, err))
+			return
+		}
+		done.Add(1)
+	})
+	if err, _ := firstErr.Load().(error); err != nil {
+		return 0, fmt.Errorf("%d players failed, the first: %w", failed.Load(), err)
+	}
+	return elapsed, ctx.Err()
+}
+
+// kubectlGet times one kubectl command against the bench's control plane
+// ($KUBECTL, else kubectl on PATH) and checks it listed every player.
+func kubectlGet(ctx context.Context, p *plane, want int, args ...string) (time.Duration, error) {
+	bin := os.Getenv("KUBECTL")
+	if bin == "" {
+		bin = "kubectl"
+	}
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+p.kubeconfig)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return 0, err
+	}
+	begin := time.Now()
+	if err := cmd.Start(); err != nil {
+		return 0, fmt.Errorf("%s: %w", bin, err)
+	}
+	// Counting the lines reads the output as a terminal would, so the time
+	// includes kubectl's printing.
+	lines := 0
+	s := bufio.NewScanner(stdout)
+	for s.Scan() {
+		lines++
+	}
+	if err := cmd.Wait(); err != nil {
+		return 0, fmt.Errorf("%s %s: %w: %s", bin, strings.Join(args, " "), err, stderr.String())
+	}
+	took := time.Since(begin)
+	if lines-1 != want {
+		return 0, fmt.Errorf("%s %s listed %d players, want %d", bin, strings.Join(args, " "), lines-1, want)
+	}
+	return took, nil
+}
+
+// settledMemory waits until the manager's work queues are empty (the start
+// enqueues every player), lets it idle a few seconds, and reads its
+// resident memory, Go heap in use and peak resident memory.
+func settledMemory(ctx context.Context, m *manager) (rss, heap, peak int64, err error) {
+	deadline := time.Now().Add(10 * time.Minute)
+	for m.metric("workqueue_depth") > 0 || m.metric("go_memstats_heap_inuse_bytes") == 0 {
+		if time.Now().After(deadline) {
+			return 0, 0, 0, errors.New("the manager's work queues did not empty in 10 minutes")
+		}
+		select {
+		case <-ctx.Done():
+			return 0, 0, 0, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	time.Sleep(5 * time.Second)
+	return m.rssBytes(), int64(m.metric("go_memstats_heap_inuse_bytes")), m.procStatus("VmHWM:"), nil
+}
+
+// foldLatencies sends n signed Challenge.StateChange deliveries (a new
+// challenge passed) for existing players' sessions through the receiver,
+// c at a time, each worker waiting for its event to be Applied before the
+// next, and returns each one's time from send to Applied as seen on a
+// watch of the KidEvents.
+func foldLatencies(ctx context.Context, p *plane, m *manager, players, n, c int) ([]time.Duration, error) {
+	wc, err := client.NewWithWatch(p.cfg, client.Options{Scheme: scheme.Scheme})
+	if err != nil {
+		return nil, err
+	}
+	w, err := wc.Watch(ctx, &kidv1.KidEventList{}, client.InNamespace(benchNS))
+	if err != nil {
+		return nil, err
+	}
+	defer w.Stop()
+	var mu sync.Mutex
+	waiting := map[string]chan time.Time{}
+	go func() {
+		for ev := range w.ResultChan() {
+			e, ok := ev.Object.(*kidv1.KidEvent)
+			if !ok || e.Status.Phase != kidv1.EventApplied {
+				continue
+			}
+			mu.Lock()
+			if ch := waiting[e.Spec.Subject.ChallengeID]; ch != nil {
+				ch <- time.Now()
+				delete(waiting, e.Spec.Subject.ChallengeID)
+			}
+			mu.Unlock()
+		}
+	}()
+
+	url := "http://" + m.webhook + "/webhooks/" + benchNS + "/bench"
+	s := &kidsim.Sender{URL: url, Secret: []byte(secret), Client: &http.Client{Timeout: 30 * time.Second}}
+	lat := make([]time.Duration, n)
+	var failed atomic.Int64
+	var firstErr atomic.Value
+	parallel(n, c, func(k int) {
+		if failed.Load() > 0 {
+			return
+		}
+		// Players spread over the whole range, each once.
+		i := int(int64(k) * int64(players) / int64(n))
+		session, kuid, _, _ := playerIDs(i)
+		challenge := fmt.Sprintf("c-fold-%d-%d", players, k)
+		body, err := kidsim.Build(kid.ChallengeStateChange, kidsim.Fields{
+			ID: challenge, ChallengeID: challenge, Status: kid.StatusPass, SessionID: session, KUID: kuid, ProductID: 11472,
+		})
+		if err != nil {
+			panic(err)
+		}
+		applied := make(chan time.Time, 1)
+		mu.Lock()
+		waiting[challenge] = applied
+		mu.Unlock()
+		begin := time.Now()
+		a := s.Deliver(ctx, body, strconv.FormatInt(begin.Unix(), 10), kidsim.Sign)
+		if a.Status != http.StatusOK {
+			failed.Add(1)
+			firstErr.CompareAndSwap(nil, fmt.Errorf("delivery %d answered %d: %s %v", k, a.Status, a.Body, a.Err))
+			return
+		}
+		select {
+		case at := <-applied:
+			lat[k] = at.Sub(begin)
+		case <-time.After(time.Minute):
+			failed.Add(1)
+			firstErr.CompareAndSwap(nil, fmt.Errorf("event %d (challenge %s) not Applied within a minute", k, challenge))
+		}
+	})
+	if err, _ := firstErr.Load().(error); err != nil {
+		return nil, fmt.Errorf("%d folds failed, the first: %w", failed.Load(), err)
+	}
+	return lat, nil
+}
+
+// heapProfile saves the manager's heap profile into path and returns
+// pprof's top 15 entries by space in use.
+func heapProfile(m *manager, path string) (string, error) {
+	resp, err := http.Get("http://" + m.pprof + "/debug/pprof/heap")
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(path)
+	if err != nil {
+		return "", err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return "", err
+	}
+	if err := f.Close(); err != nil {
+		return "", err
+	}
+	out, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=15", path).CombinedOutput()
+	return string(out), err
+}
+
+// apiServerRSS is kube-apiserver's resident memory, from its own metrics
+// (0 if they cannot be read): what the players cost the cluster.
+func (p *plane) apiServerRSS(ctx context.Context) int64 {
+	cs, err := kubernetes.NewForConfig(p.cfg)
+	if err != nil {
+		return 0
+	}
+	raw, err := cs.RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(line, "process_resident_memory_bytes "); ok {
+			f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return int64(f)
+		}
+	}
+	return 0
+}
+
+func mibStr(b int64) string { return fmt.Sprintf("%.0f", mib(b)) }
+
+func printPlayerLine(w io.Writer, pt playerPoint) {
+	fmt.Fprintf(w, "scale: users=%d rss_mib=%s heap_mib=%s rss_nolimit_mib=%s etcd_mib=%s ready_s=%.1f fold_p50_ms=%.1f fold_p99_ms=%.1f get_all_s=%.1f get_label_s=%.1f apiserver_rss_mib=%s\n",
+		pt.users, mibStr(pt.rss), mibStr(pt.heap), mibStr(pt.rssNoLimit), mibStr(pt.etcdBytes), pt.readyAfter.Seconds(),
+		ms(pt.foldP50), ms(pt.foldP99), pt.getAll.Seconds(), pt.getLabel.Seconds(), mibStr(pt.apiServerRSS))
+}
+
+func printScale(w io.Writer, pts []playerPoint, sc scaleConfig) {
+	fmt.Fprintf(w, "\n| players | RSS (MiB) | heap in use (MiB) | peak RSS at start (MiB) | RSS, no GOMEMLIMIT (MiB) | heap, no limit (MiB) | etcd (MiB) | ready after restart (s) | fold p50 / p99 (ms) | kubectl get -A (s) | kubectl get -l (s) | kube-apiserver RSS (MiB) | created (players/s) |\n")
+	fmt.Fprintf(w, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	for _, pt := range pts {
+		fmt.Fprintf(w, "| %d | %s | %s | %s | %s | %s | %s | %.1f | %.1f / %.1f | %.1f | %.1f | %s | %.0f |\n",
+			pt.users, mibStr(pt.rss), mibStr(pt.heap), mibStr(pt.peakRSS), mibStr(pt.rssNoLimit), mibStr(pt.heapNoLimit), mibStr(pt.etcdBytes),
+			pt.readyAfter.Seconds(), ms(pt.foldP50), ms(pt.foldP99), pt.getAll.Seconds(), pt.getLabel.Seconds(), mibStr(pt.apiServerRSS), pt.createRate)
+	}
+	fmt.Fprintf(w, "\nRSS and heap with GOMEMLIMIT=%s after the start's work settled; fold: %d deliveries per point, %d at a time, from send to Applied on a watch.\n\n",
+		memoryLimit, sc.foldEvents, sc.foldC)
+	for _, pt := range pts {
+		if pt.heapProfileTop != "" {
+			fmt.Fprintf(w, "manager heap profile at %d players, GOMEMLIMIT=%s (inuse_space, top 15):\n%s\n\n", pt.users, memoryLimit, indent(pt.heapProfileTop))
+		}
+	}
+	for _, pt := range pts {
+		printPlayerLine(w, pt)
+	}
+}
