@@ -273,19 +273,26 @@ func (m *manager) writes() float64 {
 // profile takes a CPU profile of the manager into path and returns pprof's
 // top lines.
 func (m *manager) profile(seconds int, path string) (string, error) {
-	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", m.pprof, seconds))
-	if err != nil {
+	if err := savePprof(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", m.pprof, seconds), path); err != nil {
 		return "", err
+	}
+	return pprofTop(path)
+}
+
+// savePprof saves the profile a pprof endpoint answers into path.
+func savePprof(url, path string) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
 	}
 	defer resp.Body.Close()
 	f, err := os.Create(path)
 	if err != nil {
-		return "", err
+		return err
 	}
 	if _, err := io.Copy(f, resp.Body); err != nil {
 		f.Close()
-		return "", err
+		return err
 	}
-	f.Close()
-	return pprofTop(path)
+	return f.Close()
 }

@@ -457,20 +457,7 @@ func foldLatencies(ctx context.Context, p *plane, m *manager, players, n, c int)
 // heapProfile saves the manager's heap profile into path and returns
 // pprof's top 15 entries by space in use.
 func heapProfile(m *manager, path string) (string, error) {
-	resp, err := http.Get("http://" + m.pprof + "/debug/pprof/heap")
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	f, err := os.Create(path)
-	if err != nil {
-		return "", err
-	}
-	if _, err := io.Copy(f, resp.Body); err != nil {
-		f.Close()
-		return "", err
-	}
-	if err := f.Close(); err != nil {
+	if err := savePprof("http://"+m.pprof+"/debug/pprof/heap", path); err != nil {
 		return "", err
 	}
 	out, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=15", path).CombinedOutput()
