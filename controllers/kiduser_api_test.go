@@ -3,7 +3,6 @@ package controllers_test
 import (
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"time"
@@ -22,30 +21,18 @@ import (
 	"github.com/kid-operator/kid-operator/internal/testenv"
 )
 
-// fakeKid is the simulator's stateful fake of k-ID, serving its REST API on
-// loopback and delivering its webhooks to one product's receiver URL.
-type fakeKid struct {
-	*kidsim.Fake
-	URL string // the API base URL, up to /api/v1
-}
+// fakeKid is the simulator's stateful fake of k-ID (testenv.FakeKid).
+type fakeKid = testenv.FakeKid
 
-const apiKey = "api-key-of-the-test"
+const apiKey = testenv.FakeAPIKey
 
 // newFakeKid starts a fake k-ID that delivers to the product ns/demo, with
 // a short retry schedule (k-ID's 5 s and 10 s, scaled down).
 func newFakeKid(ns string) *fakeKid {
 	GinkgoHelper()
-	f := kidsim.NewFake(kidsim.FakeOptions{
-		APIKey:        apiKey,
-		ProductID:     11472,
-		WebhookURL:    h.WebhookURL(ns, "demo"),
-		WebhookSecret: []byte(h.WebhookSecret(ns, "demo")),
-		Schedule:      []time.Duration{100 * time.Millisecond, 200 * time.Millisecond},
-		Now:           h.Clock.Now,
-	})
-	srv := httptest.NewServer(f.Handler())
-	DeferCleanup(func() { srv.Close(); f.Close() })
-	return &fakeKid{Fake: f, URL: srv.URL + "/api/v1"}
+	f := h.StartFakeKid(ns, "demo")
+	DeferCleanup(f.Close)
+	return f
 }
 
 // apiProduct makes a namespace, a fake k-ID for it and a Ready product

@@ -54,8 +54,7 @@ func newTraffic(p *testenv.Product) *traffic {
 
 // send delivers body in the background.
 func (t *traffic) send(body []byte) {
-	sum := sha256.Sum256(body)
-	d := &delivery{body: body, hash: hex.EncodeToString(sum[:])}
+	d := &delivery{body: body, hash: hashOf(body)}
 	t.mu.Lock()
 	t.sent = append(t.sent, d)
 	t.mu.Unlock()

@@ -169,24 +169,16 @@ func driveTraffic() {
 
 	// A fake k-ID, whose API the product calls and which delivers the
 	// product's webhooks.
-	const apiKey = "api-key-of-the-test"
-	fake := kidsim.NewFake(kidsim.FakeOptions{
-		APIKey:        apiKey,
-		ProductID:     11472,
-		WebhookURL:    h.WebhookURL(ns, "demo"),
-		WebhookSecret: []byte(h.WebhookSecret(ns, "demo")),
-		Schedule:      []time.Duration{100 * time.Millisecond, 200 * time.Millisecond},
-		Now:           h.Clock.Now,
-	})
-	srv := httptest.NewServer(fake.Handler())
-	DeferCleanup(func() { srv.Close(); fake.Close() })
+	const apiKey = testenv.FakeAPIKey
+	fake := h.StartFakeKid(ns, "demo")
+	DeferCleanup(fake.Close)
 	apiSecret(ns, "demo-api", apiKey)
 	// One call a second: the polls and syncs below queue behind it.
 	one := int32(1)
 	p, err := h.NewProduct(ctx, ns, "demo", func(p *kidv1.KidProduct) {
 		p.Spec.API = &kidv1.APISpec{
 			SecretRef:         kidv1.SecretKeySelector{Name: "demo-api", Key: "key"},
-			BaseURL:           srv.URL + "/api/v1",
+			BaseURL:           fake.URL,
 			RequestsPerSecond: &one,
 			Burst:             &one,
 			Recovery: kidv1.RecoverySpec{
