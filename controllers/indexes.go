@@ -9,6 +9,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+	"github.com/kid-operator/kid-operator/internal/cachemem"
 )
 
 // Field indexes on the informer cache.
@@ -55,28 +56,25 @@ func secretNames(p *kidv1.KidProduct) []string {
 	return names
 }
 
-// SetupIndexes registers the field indexes the reconcilers read.
+// SetupIndexes registers the field indexes the reconcilers read. Every
+// lookup is within one namespace, so each index stores its values once
+// (cachemem.NamespacedIndex).
 func SetupIndexes(ctx context.Context, mgr ctrl.Manager) error {
-	idx := mgr.GetFieldIndexer()
-	if err := idx.IndexField(ctx, &kidv1.KidProduct{}, secretIndex, func(o client.Object) []string {
-		return secretNames(o.(*kidv1.KidProduct))
-	}); err != nil {
-		return fmt.Errorf("indexing KidProducts by secret: %w", err)
-	}
-	if err := idx.IndexField(ctx, &kidv1.KidUser{}, userIDIndex, func(o client.Object) []string {
-		return o.(*kidv1.KidUser).IDKeys()
-	}); err != nil {
-		return fmt.Errorf("indexing KidUsers by id: %w", err)
-	}
-	if err := idx.IndexField(ctx, &kidv1.KidEvent{}, eventIDIndex, func(o client.Object) []string {
-		return eventIDs(o.(*kidv1.KidEvent))
-	}); err != nil {
-		return fmt.Errorf("indexing KidEvents by id: %w", err)
-	}
-	if err := idx.IndexField(ctx, &kidv1.KidEvent{}, eventProductIndex, func(o client.Object) []string {
-		return []string{o.(*kidv1.KidEvent).Spec.ProductRef.Name}
-	}); err != nil {
-		return fmt.Errorf("indexing KidEvents by product: %w", err)
+	informers := mgr.GetCache()
+	for _, idx := range []struct {
+		obj     client.Object
+		field   string
+		extract client.IndexerFunc
+		what    string
+	}{
+		{&kidv1.KidProduct{}, secretIndex, func(o client.Object) []string { return secretNames(o.(*kidv1.KidProduct)) }, "KidProducts by secret"},
+		{&kidv1.KidUser{}, userIDIndex, func(o client.Object) []string { return o.(*kidv1.KidUser).IDKeys() }, "KidUsers by id"},
+		{&kidv1.KidEvent{}, eventIDIndex, func(o client.Object) []string { return eventIDs(o.(*kidv1.KidEvent)) }, "KidEvents by id"},
+		{&kidv1.KidEvent{}, eventProductIndex, func(o client.Object) []string { return []string{o.(*kidv1.KidEvent).Spec.ProductRef.Name} }, "KidEvents by product"},
+	} {
+		if err := cachemem.NamespacedIndex(ctx, informers, idx.obj, idx.field, idx.extract); err != nil {
+			return fmt.Errorf("indexing %s: %w", idx.what, err)
+		}
 	}
 	return nil
 }

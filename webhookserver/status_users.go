@@ -10,6 +10,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+	"github.com/kid-operator/kid-operator/internal/cachemem"
 )
 
 // UserIDIndex is the field index of KidUsers by every k-ID id they hold
@@ -90,7 +91,7 @@ func (c *cacheUsers) setup(ctx context.Context) error {
 		return nil
 	}
 	if c.registerIndex {
-		if err := c.cache.IndexField(ctx, &kidv1.KidUser{}, UserIDIndex, func(o client.Object) []string {
+		if err := cachemem.NamespacedIndex(ctx, c.cache, &kidv1.KidUser{}, UserIDIndex, func(o client.Object) []string {
 			return o.(*kidv1.KidUser).IDKeys()
 		}); err != nil {
 			return fmt.Errorf("indexing KidUsers by id: %w", err)

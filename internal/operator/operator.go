@@ -26,6 +26,7 @@ import (
 
 	"github.com/kid-operator/kid-operator/controllers"
 	"github.com/kid-operator/kid-operator/internal/actions"
+	"github.com/kid-operator/kid-operator/internal/cachemem"
 	"github.com/kid-operator/kid-operator/internal/inbox"
 	"github.com/kid-operator/kid-operator/internal/outbound"
 	"github.com/kid-operator/kid-operator/internal/scheme"
@@ -147,9 +148,9 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 		return nil, err
 	}
 	cacheOpts := cache.Options{
-		// Managed fields are never read here; dropping them roughly
-		// halves the cache's memory.
-		DefaultTransform: cache.TransformStripManagedFields(),
+		// Drops managed fields and shares what cached objects repeat:
+		// the cache holds every player (internal/cachemem).
+		DefaultTransform: cachemem.Transform(),
 	}
 	if len(namespaces) > 0 {
 		cacheOpts.DefaultNamespaces = map[string]cache.Config{}
