@@ -208,7 +208,7 @@ func (r *KidEventReconciler) userOf(ctx context.Context, e *kidv1.KidEvent) (*ki
 	case !apierrors.IsNotFound(err):
 		return nil, fmt.Errorf("reading user: %w", err)
 	}
-	for _, key := range eventIDs(e) {
+	for _, key := range e.IDKeys() {
 		holders, err := r.holders(ctx, e.Namespace, key, nil)
 		if err != nil {
 			return nil, err

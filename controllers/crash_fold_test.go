@@ -19,6 +19,7 @@ import (
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
 	"github.com/kid-operator/kid-operator/controllers"
 	"github.com/kid-operator/kid-operator/internal/actions"
+	"github.com/kid-operator/kid-operator/internal/cachemem"
 	"github.com/kid-operator/kid-operator/internal/fold"
 	"github.com/kid-operator/kid-operator/internal/inbox"
 	"github.com/kid-operator/kid-operator/internal/kid"
@@ -141,7 +142,7 @@ var _ = Describe("A crash between a user's write and its event's", func() {
 		c := fake.NewClientBuilder().
 			WithScheme(scheme.Scheme).
 			WithStatusSubresource(&kidv1.KidUser{}, &kidv1.KidEvent{}).
-			WithIndex(&kidv1.KidUser{}, kidv1.UserIDIndex, func(o client.Object) []string { return o.(*kidv1.KidUser).IDKeys() }).
+			WithIndex(&kidv1.KidUser{}, kidv1.UserIDIndex, cachemem.UserIDBuckets).
 			WithObjects(product).
 			WithInterceptorFuncs(interceptor.Funcs{
 				// The event counts are keyed by UID, which the fake does

@@ -18,33 +18,17 @@ const (
 	// Secrets (secretNames), to wake the products of a Secret found
 	// changed.
 	secretIndex = "kid.dev/webhook-secret"
-	// userIDIndex: KidUsers by every k-ID id they hold (kidv1.UserIDKey).
+	// userIDIndex: KidUsers by every k-ID id they hold, in buckets
+	// (cachemem.UsersHolding reads it).
 	userIDIndex = kidv1.UserIDIndex
-	// eventIDIndex: KidEvents by every k-ID id they name (kidv1.UserIDKey).
-	eventIDIndex = "kid.dev/event-id"
+	// eventIDIndex: KidEvents by every k-ID id they name, in buckets
+	// (cachemem.EventsNaming reads it).
+	eventIDIndex = cachemem.EventIDIndex
 	// eventProductIndex: KidEvents by the name of their product, for the
 	// product's pass over its events (a label selector would scan every
 	// event of the namespace).
 	eventProductIndex = "kid.dev/event-product"
 )
-
-// eventIDs returns the index values of the ids a KidEvent names.
-func eventIDs(e *kidv1.KidEvent) []string {
-	p, s := e.Spec.ProductRef.Name, e.Spec.Subject
-	var keys []string
-	add := func(kind kidv1.IdentityKind, id string) {
-		if id != "" {
-			keys = append(keys, kidv1.UserIDKey(p, kind, id))
-		}
-	}
-	add(kidv1.IdentitySession, s.SessionID)
-	add(kidv1.IdentityChallenge, s.ChallengeID)
-	add(kidv1.IdentityAccount, s.KUID)
-	for _, v := range s.VerificationIDs {
-		add(kidv1.IdentityVerification, v)
-	}
-	return keys
-}
 
 // secretNames are the names of the Secrets a product names (webhook, then
 // API), each once: the only Secrets the operator reads.
@@ -68,8 +52,8 @@ func SetupIndexes(ctx context.Context, mgr ctrl.Manager) error {
 		what    string
 	}{
 		{&kidv1.KidProduct{}, secretIndex, func(o client.Object) []string { return secretNames(o.(*kidv1.KidProduct)) }, "KidProducts by secret"},
-		{&kidv1.KidUser{}, userIDIndex, func(o client.Object) []string { return o.(*kidv1.KidUser).IDKeys() }, "KidUsers by id"},
-		{&kidv1.KidEvent{}, eventIDIndex, func(o client.Object) []string { return eventIDs(o.(*kidv1.KidEvent)) }, "KidEvents by id"},
+		{&kidv1.KidUser{}, userIDIndex, cachemem.UserIDBuckets, "KidUsers by id"},
+		{&kidv1.KidEvent{}, eventIDIndex, cachemem.EventIDBuckets, "KidEvents by id"},
 		{&kidv1.KidEvent{}, eventProductIndex, func(o client.Object) []string { return []string{o.(*kidv1.KidEvent).Spec.ProductRef.Name} }, "KidEvents by product"},
 	} {
 		if err := cachemem.NamespacedIndex(ctx, informers, idx.obj, idx.field, idx.extract); err != nil {

@@ -22,6 +22,7 @@ import (
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
 	"github.com/kid-operator/kid-operator/internal/actions"
+	"github.com/kid-operator/kid-operator/internal/cachemem"
 	"github.com/kid-operator/kid-operator/internal/fold"
 	"github.com/kid-operator/kid-operator/internal/kid"
 )
@@ -362,14 +363,14 @@ func (r *KidEventReconciler) targets(ctx context.Context, e *kidv1.KidEvent, fe 
 // holders lists the users holding an id, strongest identity first, each a
 // target for fe (nil where only the users are wanted).
 func (r *KidEventReconciler) holders(ctx context.Context, namespace, key string, fe *fold.Event) ([]target, error) {
-	var users kidv1.KidUserList
-	if err := r.List(ctx, &users, client.InNamespace(namespace), client.MatchingFields{userIDIndex: key}); err != nil {
-		return nil, fmt.Errorf("listing users by id: %w", err)
+	users, err := cachemem.UsersHolding(ctx, r, namespace, key)
+	if err != nil {
+		return nil, err
 	}
-	slices.SortFunc(users.Items, strongerFirst)
-	out := make([]target, 0, len(users.Items))
-	for i := range users.Items {
-		u := &users.Items[i]
+	slices.SortFunc(users, strongerFirst)
+	out := make([]target, 0, len(users))
+	for i := range users {
+		u := &users[i]
 		t := target{name: u.Name, identity: u.Spec.Identity, event: fe}
 		if fe != nil {
 			t.holdsEvent = slices.Contains(u.Status.InFlightEvents, fe.Name)

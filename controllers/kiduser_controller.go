@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+	"github.com/kid-operator/kid-operator/internal/cachemem"
 	"github.com/kid-operator/kid-operator/internal/fold"
 )
 
@@ -80,13 +81,13 @@ func (r *KidUserReconciler) standIns(ctx context.Context, o client.Object) []rec
 	}
 	var out []reconcile.Request
 	for _, key := range u.IDKeys()[1:] {
-		var users kidv1.KidUserList
-		if err := r.List(ctx, &users, client.InNamespace(u.Namespace), client.MatchingFields{userIDIndex: key}); err != nil {
+		users, err := cachemem.UsersHolding(ctx, r, u.Namespace, key)
+		if err != nil {
 			ctrl.LoggerFrom(ctx).Error(err, "listing stand-ins by id")
 			return nil
 		}
-		for i := range users.Items {
-			if s := &users.Items[i]; s.Spec.Identity.Kind != kidv1.IdentitySession {
+		for i := range users {
+			if s := &users[i]; s.Spec.Identity.Kind != kidv1.IdentitySession {
 				out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(s)})
 			}
 		}
@@ -132,15 +133,15 @@ func (r *KidUserReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 // It reports whether the stand-in was merged away (deleted).
 func (r *KidUserReconciler) mergeIntoHolders(ctx context.Context, standIn *kidv1.KidUser) (bool, error) {
 	key := kidv1.UserIDKey(standIn.Spec.ProductRef.Name, standIn.Spec.Identity.Kind, standIn.Spec.Identity.ID)
-	var users kidv1.KidUserList
-	if err := r.List(ctx, &users, client.InNamespace(standIn.Namespace), client.MatchingFields{userIDIndex: key}); err != nil {
-		return false, fmt.Errorf("listing users by id: %w", err)
+	users, err := cachemem.UsersHolding(ctx, r, standIn.Namespace, key)
+	if err != nil {
+		return false, err
 	}
 	rank := standIn.Spec.Identity.Kind.Strength()
 	var holders []*kidv1.KidUser
-	for i := range users.Items {
-		if users.Items[i].Spec.Identity.Kind.Strength() > rank {
-			holders = append(holders, &users.Items[i])
+	for i := range users {
+		if users[i].Spec.Identity.Kind.Strength() > rank {
+			holders = append(holders, &users[i])
 		}
 	}
 	if len(holders) == 0 {
@@ -182,12 +183,12 @@ func (r *KidUserReconciler) mergeIntoHolders(ctx context.Context, standIn *kidv1
 func (r *KidUserReconciler) eraseEvents(ctx context.Context, user *kidv1.KidUser) error {
 	seen := map[string]bool{}
 	for _, key := range user.IDKeys() {
-		var list kidv1.KidEventList
-		if err := r.List(ctx, &list, client.InNamespace(user.Namespace), client.MatchingFields{eventIDIndex: key}); err != nil {
-			return fmt.Errorf("listing events by id: %w", err)
+		events, err := cachemem.EventsNaming(ctx, r, user.Namespace, key)
+		if err != nil {
+			return err
 		}
-		for i := range list.Items {
-			e := &list.Items[i]
+		for i := range events {
+			e := &events[i]
 			if !e.Spec.PersonalData || seen[e.Name] {
 				continue
 			}

@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+	"github.com/kid-operator/kid-operator/internal/cachemem"
 )
 
 // Reasons of kid_retention_deleted_total for KidUsers (the events' are age
@@ -115,12 +116,12 @@ func (r *KidUserReconciler) expireUser(ctx context.Context, user *kidv1.KidUser)
 // ids is not folded yet.
 func (r *KidUserReconciler) hasUnfoldedEvents(ctx context.Context, user *kidv1.KidUser) (bool, error) {
 	for _, key := range user.IDKeys() {
-		var list kidv1.KidEventList
-		if err := r.List(ctx, &list, client.InNamespace(user.Namespace), client.MatchingFields{eventIDIndex: key}); err != nil {
-			return false, fmt.Errorf("listing events by id: %w", err)
+		events, err := cachemem.EventsNaming(ctx, r, user.Namespace, key)
+		if err != nil {
+			return false, err
 		}
-		for i := range list.Items {
-			e := &list.Items[i]
+		for i := range events {
+			e := &events[i]
 			if e.DeletionTimestamp == nil && (e.Status.Phase == "" || e.Status.Phase == kidv1.EventPending) {
 				return true, nil
 			}

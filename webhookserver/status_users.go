@@ -7,7 +7,6 @@ import (
 
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
 	"github.com/kid-operator/kid-operator/internal/cachemem"
@@ -52,11 +51,7 @@ func newCacheUsers(c cache.Cache, registerIndex bool) *cacheUsers {
 }
 
 func (c *cacheUsers) holders(ctx context.Context, ns, key string) ([]kidv1.KidUser, error) {
-	var list kidv1.KidUserList
-	if err := c.cache.List(ctx, &list, client.InNamespace(ns), client.MatchingFields{UserIDIndex: key}, client.UnsafeDisableDeepCopy); err != nil {
-		return nil, fmt.Errorf("listing users by id: %w", err)
-	}
-	return list.Items, nil
+	return cachemem.UsersHolding(ctx, c.cache, ns, key)
 }
 
 func (c *cacheUsers) subscribe(ctx context.Context, ns, key string) (<-chan struct{}, func(), error) {
@@ -91,9 +86,7 @@ func (c *cacheUsers) setup(ctx context.Context) error {
 		return nil
 	}
 	if c.registerIndex {
-		if err := cachemem.NamespacedIndex(ctx, c.cache, &kidv1.KidUser{}, UserIDIndex, func(o client.Object) []string {
-			return o.(*kidv1.KidUser).IDKeys()
-		}); err != nil {
+		if err := cachemem.NamespacedIndex(ctx, c.cache, &kidv1.KidUser{}, UserIDIndex, cachemem.UserIDBuckets); err != nil {
 			return fmt.Errorf("indexing KidUsers by id: %w", err)
 		}
 		// Registered: a retry after a later failure must not add it again.

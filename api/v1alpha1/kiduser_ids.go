@@ -66,3 +66,22 @@ func (u *KidUser) IDKeys() []string {
 	}
 	return keys
 }
+
+// IDKeys returns the UserIDKey of each id the event names: its session,
+// challenge, kuid and verifications.
+func (e *KidEvent) IDKeys() []string {
+	p, s := e.Spec.ProductRef.Name, e.Spec.Subject
+	var keys []string
+	add := func(kind IdentityKind, id string) {
+		if id != "" {
+			keys = append(keys, UserIDKey(p, kind, id))
+		}
+	}
+	add(IdentitySession, s.SessionID)
+	add(IdentityChallenge, s.ChallengeID)
+	add(IdentityAccount, s.KUID)
+	for _, v := range s.VerificationIDs {
+		add(IdentityVerification, v)
+	}
+	return keys
+}
