@@ -346,8 +346,24 @@ func (r *KidEventReconciler) targets(ctx context.Context, e *kidv1.KidEvent, fe 
 		return nil, nil
 	}
 	holders, err := r.holders(ctx, e.Namespace, kidv1.UserIDKey(product, kind, id), fe)
-	if err != nil || len(holders) == 0 {
-		return []target{one(kind, id)}, err
+	if err != nil {
+		return nil, err
+	}
+	if len(holders) == 0 && kind == kidv1.IdentityChallenge {
+		// No user holds the challenge yet, but a stored event may already
+		// link it to a session: the PASS waiting behind this IN_PROGRESS.
+		// Folding into the session's user now spares the stand-in's
+		// create, status, merge and delete (design.md §5).
+		session, err := r.linkedSession(ctx, e, id)
+		if err != nil {
+			return nil, err
+		}
+		if session != "" {
+			return []target{one(kidv1.IdentitySession, session)}, nil
+		}
+	}
+	if len(holders) == 0 {
+		return []target{one(kind, id)}, nil
 	}
 	if i := slices.IndexFunc(holders, func(h target) bool { return h.holdsEvent }); i >= 0 {
 		// A fold repeated after a crash goes back to the user the first
@@ -358,6 +374,32 @@ func (r *KidEventReconciler) targets(ctx context.Context, e *kidv1.KidEvent, fe 
 		return holders[i : i+1], nil
 	}
 	return holders[:1], nil
+}
+
+// linkedSession returns the session that a stored challenge event links the
+// challenge to, or "". Only what k-ID said counts: a browser event is a
+// page's claim, and a page could name any session.
+func (r *KidEventReconciler) linkedSession(ctx context.Context, e *kidv1.KidEvent, challenge string) (string, error) {
+	events, err := cachemem.EventsNaming(ctx, r, e.Namespace, kidv1.UserIDKey(e.Spec.ProductRef.Name, kidv1.IdentityChallenge, challenge))
+	if err != nil {
+		return "", err
+	}
+	session := ""
+	for i := range events {
+		o := &events[i]
+		s := o.Spec.Subject
+		if o.Spec.EventType != kid.ChallengeStateChange || o.Spec.Source == kidv1.SourceBrowser || o.DeletionTimestamp != nil ||
+			s.ChallengeID != challenge || s.SessionID == "" {
+			continue
+		}
+		if session != "" && session != s.SessionID {
+			// k-ID never links one challenge to two sessions; if stored
+			// events say so, the stand-in waits for the folds to decide.
+			return "", nil
+		}
+		session = s.SessionID
+	}
+	return session, nil
 }
 
 // holders lists the users holding an id, strongest identity first, each a
