@@ -45,7 +45,8 @@ type KidUserReconciler struct {
 	// as well as on the API server.
 	MaxConcurrentReconciles int
 
-	polls pollMemory
+	polls   pollMemory
+	deleted deletedUsers
 }
 
 func (r *KidUserReconciler) now() time.Time {
@@ -103,6 +104,10 @@ func (r *KidUserReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 			r.polls.forget(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if r.deleted.has(user.UID, r.now()) {
+		// Merged and deleted already; the cache has not seen it go.
+		return ctrl.Result{}, nil
 	}
 	if user.Spec.Identity.Kind != kidv1.IdentitySession {
 		merged, err := r.mergeIntoHolders(ctx, user)
@@ -174,6 +179,7 @@ func (r *KidUserReconciler) mergeIntoHolders(ctx context.Context, standIn *kidv1
 	if err := r.Delete(ctx, standIn, client.Preconditions{UID: &standIn.UID, ResourceVersion: &rv}); client.IgnoreNotFound(err) != nil {
 		return false, fmt.Errorf("deleting merged user: %w", err)
 	}
+	r.deleted.add(standIn.UID, r.now())
 	return true, nil
 }
 
