@@ -11,6 +11,12 @@
 //     floor the API alone sets for an event;
 //   - e2e: from the first send until every event is Applied and every
 //     KidUser reflects its event, and the API writes per event;
+//   - journeys: players each go through a k-ID journey (a challenge
+//     IN_PROGRESS, its PASS with the session, a permission change; some a
+//     verification, some a Session.Delete), one player's deliveries in
+//     sequence, many players interleaved; from the first send until every
+//     event is Applied and every stand-in merged, as a ratio of the floor
+//     the API server sets for that trace's writes; and a CPU profile;
 //   - session sync: players consent at the simulator's fake k-ID, which
 //     delivers to the manager; the manager reads each new session back from
 //     the fake's /session/get. The API writes per player and the writes of
@@ -52,8 +58,13 @@ type config struct {
 	users50k       int
 	profileSeconds int
 	syncSessions   int
-	managerBin     string
-	workDir        string
+	journeys       int
+	// journeyProfileSeconds is longer than the e2e run's profile: the
+	// journeys' deliveries are all sent in the first part of the phase,
+	// and the controllers' work goes on long after.
+	journeyProfileSeconds int
+	managerBin            string
+	workDir               string
 }
 
 func main() {
@@ -66,6 +77,8 @@ func main() {
 	flag.IntVar(&cfg.users50k, "users", 50000, "KidUsers for the second scale point")
 	flag.IntVar(&cfg.syncSessions, "sync-sessions", 500, "players whose session the manager reads from a fake k-ID, for the writes a synced session costs (0 skips it)")
 	flag.IntVar(&cfg.profileSeconds, "profile-seconds", 8, "CPU profile of the manager during the receiver run (0 skips it)")
+	flag.IntVar(&cfg.journeys, "journeys", 1000, fmt.Sprintf("players whose k-ID journey is sent after the e2e run, at most %d (0 skips it)", maxJourneys))
+	flag.IntVar(&cfg.journeyProfileSeconds, "journey-profile-seconds", 20, fmt.Sprintf("CPU profile of the manager from the journeys' first send, at most %d s (0 skips it)", maxProfileSeconds))
 	suite := flag.String("suite", "load", "load (make bench) or scale (make bench-scale)")
 	points := flag.String("points", "50000,100000,250000", "scale: players at which to measure, ascending, comma separated")
 	var sc scaleConfig
@@ -73,10 +86,13 @@ func main() {
 	flag.IntVar(&sc.foldEvents, "fold-events", 200, "scale: deliveries for existing players whose fold is timed, per point")
 	flag.IntVar(&sc.foldC, "fold-c", 1, "scale: deliveries in flight while timing folds (1: one event's fold, nothing queued)")
 	flag.BoolVar(&sc.heapProfile, "heap-profile", false, "scale: print the manager's heap profile at the point nearest 100k players")
+	flag.IntVar(&sc.events, "events", 10000, "scale: applied KidEvents stored beside the players, from the first point on")
+	flag.BoolVar(&sc.watchCache, "watch-cache", true, "scale: kube-apiserver's watch cache (false fits 250k players in 24 GiB; the manager's figures are its own either way)")
 	flag.Parse()
 	var err error
 	switch *suite {
 	case "load":
+		err = cfg.validate()
 	case "scale":
 		if sc.points, err = parsePoints(*points); err == nil {
 			err = sc.validate()
@@ -130,6 +146,24 @@ func main() {
 		fail(err)
 	}
 	r.print(os.Stdout)
+}
+
+// maxProfileSeconds bounds a profile's length: a profile longer than the
+// phase it samples only waits.
+const maxProfileSeconds = 600
+
+// validate bounds the load suite's new flags.
+func (cfg *config) validate() error {
+	if cfg.journeys < 0 || cfg.journeys > maxJourneys {
+		return fmt.Errorf("-journeys: %d is not between 0 and %d", cfg.journeys, maxJourneys)
+	}
+	if cfg.journeyProfileSeconds < 0 || cfg.journeyProfileSeconds > maxProfileSeconds {
+		return fmt.Errorf("-journey-profile-seconds: %d is not between 0 and %d", cfg.journeyProfileSeconds, maxProfileSeconds)
+	}
+	if cfg.journeys > 0 && cfg.c < 1 {
+		return fmt.Errorf("-c: %d: the journeys need at least one delivery in flight", cfg.c)
+	}
+	return nil
 }
 
 func fail(err error) {

@@ -43,6 +43,7 @@ type results struct {
 	recvProfile    string
 	scale          []scalePoint
 	sync           syncRun
+	journey        *journeyRun // nil when -journeys is 0
 }
 
 func run(ctx context.Context, cfg config) (*results, error) {
@@ -98,7 +99,7 @@ func run(ctx context.Context, cfg config) (*results, error) {
 			return nil, err
 		}
 	}
-	log("write costs: the other writes of an event about a new player, %d each at concurrency %d", cfg.n, cfg.c)
+	log("write costs: each other write of an event (its status; a user's create, status and delete), %d each at concurrency %d", cfg.n, cfg.c)
 	if r.writeCosts, err = writeCosts(ctx, p, lastRaw, cfg.c); err != nil {
 		return nil, err
 	}
@@ -124,7 +125,7 @@ func run(ctx context.Context, cfg config) (*results, error) {
 		return nil, err
 	}
 	defer m.stop()
-	if err := waitReady(ctx, p); err != nil {
+	if err := waitReady(ctx, p, benchNS); err != nil {
 		return nil, err
 	}
 
@@ -165,6 +166,12 @@ func run(ctx context.Context, cfg config) (*results, error) {
 	for _, c := range []string{"kidevent", "kiduser", "kidproduct", "kidaction"} {
 		r.reconcileErrs[c] = m.metric("controller_runtime_reconcile_errors_total", `controller="`+c+`"`)
 	}
+	if cfg.journeys > 0 {
+		log("journeys: %d players, each an IN_PROGRESS, a PASS and a permission change (some a verification, some a deletion), %d deliveries in flight", cfg.journeys, cfg.c)
+		if r.journey, err = runJourneys(ctx, cfg, p, m); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.syncSessions > 0 {
 		log("session sync: %d players consent at a fake k-ID, which delivers to the manager", cfg.syncSessions)
 		if r.sync, err = sessionSync(ctx, p, m, cfg.syncSessions); err != nil {
@@ -179,8 +186,11 @@ func run(ctx context.Context, cfg config) (*results, error) {
 	more := 10000 - cfg.n
 	if more > 0 {
 		log("scale: %d more deliveries, to 10,000 events and users", more)
+		// Counted from here: the session sync and the journeys applied
+		// events of their own.
+		applied := m.metric("kid_events_processed_total", `result="applied"`)
 		sendAll(ctx, m, "fill", more, cfg.c)
-		if err := waitApplied(ctx, m, 10000); err != nil {
+		if err := waitApplied(ctx, m, applied+float64(more)); err != nil {
 			return nil, err
 		}
 	}
@@ -237,10 +247,11 @@ func measure(ctx context.Context, p *plane, m *manager, label string) (scalePoin
 	return pt, nil
 }
 
-func waitReady(ctx context.Context, p *plane) error {
+// waitReady waits until the product "bench" of a namespace is Ready.
+func waitReady(ctx context.Context, p *plane, ns string) error {
 	for {
 		prod := &kidv1.KidProduct{}
-		if err := p.client.Get(ctx, client.ObjectKey{Namespace: benchNS, Name: "bench"}, prod); err != nil {
+		if err := p.client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "bench"}, prod); err != nil {
 			return err
 		}
 		for _, c := range prod.Status.Conditions {
@@ -302,26 +313,44 @@ func (r *results) receiverNon200() int {
 	return n
 }
 
-// floor is the rate at which the API server alone, with no operator, can
-// make the writes of one event: the KidEvent create and the writes in
-// writeCosts for which include says yes, each timed at its own ceiling and
-// added up.
-func (r *results) floor(include func(writeCost) bool) float64 {
-	if len(r.writeCosts) == 0 {
-		return 0
+// writeMix is how many writes of each kind (eventCreateWrite and the names
+// of writeCosts) a trace makes per event.
+type writeMix map[string]float64
+
+// total is the writes per event.
+func (w writeMix) total() float64 {
+	var n float64
+	for _, c := range w {
+		n += c
 	}
-	secs := 1 / r.raw()
+	return n
+}
+
+// An event about a new player: its create and status, the user's create
+// and status. About a known player: the same without the user's create.
+var (
+	newPlayer   = writeMix{eventCreateWrite: 1, eventStatusWrite: 1, userCreateWrite: 1, userStatusWrite: 1}
+	knownPlayer = writeMix{eventCreateWrite: 1, eventStatusWrite: 1, userStatusWrite: 1}
+)
+
+// floor is the rate of events at which the API server alone, with no
+// operator, can make the writes of a mix: each write timed at its own
+// ceiling (the KidEvent create at the raw one) and added up. It is 0 if a
+// write of the mix was not measured.
+func (r *results) floor(mix writeMix) float64 {
+	rates := map[string]float64{eventCreateWrite: r.raw()}
 	for _, wc := range r.writeCosts {
-		if include(wc) {
-			secs += 1 / wc.rate
+		rates[wc.name] = wc.rate
+	}
+	var secs float64
+	for name, count := range mix {
+		if rates[name] <= 0 {
+			return 0
 		}
+		secs += count / rates[name]
 	}
 	return 1 / secs
 }
-
-// newPlayer counts every write; knownPlayer, all but the KidUser's create.
-func newPlayer(writeCost) bool      { return true }
-func knownPlayer(wc writeCost) bool { return wc.name != userCreateWrite }
 
 func (r *results) print(w io.Writer) {
 	raw, recv, e2e := r.raw(), r.receiver(), r.rate(r.e2e)
@@ -358,7 +387,7 @@ func (r *results) print(w io.Writer) {
 	text("  non-200 answers", fmt.Sprint(r.receiverNon200()))
 	if floor := r.floor(newPlayer); floor > 0 {
 		text(fmt.Sprintf("API server ceiling of each write, C=%d", r.c), "")
-		row("  KidEvent create (the raw ceiling)", raw, "/s", 1)
+		row("  "+eventCreateWrite, raw, "/s", 1)
 		for _, wc := range r.writeCosts {
 			row("  "+wc.name, wc.rate, "/s", wc.rate/raw)
 		}
@@ -388,6 +417,9 @@ func (r *results) print(w io.Writer) {
 	if len(r.e2eTimeline) > 0 {
 		fmt.Fprintf(w, "%-46s %v\n", "events applied, each second of the e2e run", r.e2eTimeline)
 	}
+	if r.journey != nil {
+		r.printJourney(w, row, text, latencies)
+	}
 	for _, s := range r.scale {
 		text("scale: "+s.label, fmt.Sprintf("%d events, %d users", s.events, s.users))
 		text("  manager RSS", fmt.Sprintf("%.0f MiB", mib(s.rssBytes)))
@@ -404,17 +436,29 @@ func (r *results) print(w io.Writer) {
 	if r.apiProfile != "" {
 		fmt.Fprintf(w, "\nkube-apiserver CPU profile during the e2e run (top):\n%s\n", indent(r.apiProfile))
 	}
+	if r.journey != nil && r.journey.profile != "" {
+		fmt.Fprintf(w, "\nmanager CPU profile during the journeys (top):\n%s\n", indent(r.journey.profile))
+	}
 	rss10k := 0.0
 	if len(r.scale) > 0 {
 		rss10k = mib(r.scale[0].rssBytes)
 	}
-	fmt.Fprintf(w, "bench: raw=%.0f/s receiver=%.0f/s (%.2f) e2e=%.0f/s (%.2f) writes_per_event=%.2f p99_ack_ms=%.1f rss_mib_10k=%.0f\n",
-		raw, recv, recvRatio, e2e, e2e/raw, r.writesPerEvent, ms(percentile(r.receiverLatencies(), 0.99)), rss10k)
 	if r.sync.sessions > 0 {
 		fmt.Fprintf(w, "bench: sync_sessions=%d writes_per_synced_player=%.2f sync_writes_per_session=%.2f api_calls_per_player=%.2f\n",
 			r.sync.sessions, r.sync.writesPerSession, r.sync.syncWrites, float64(r.sync.apiCalls)/float64(r.sync.sessions))
 	}
-	if n := r.receiverNon200() + r.receiverBusy.non200; n > 0 {
+	// The summary comes last (but for a warning), with the journeys.
+	journey := ""
+	if j := r.journey; j != nil {
+		journey = fmt.Sprintf(" journey=%.0f/s (%.2f)", j.rate(), j.rate()/r.floor(j.mix))
+	}
+	fmt.Fprintf(w, "bench: raw=%.0f/s receiver=%.0f/s (%.2f) e2e=%.0f/s (%.2f) writes_per_event=%.2f p99_ack_ms=%.1f rss_mib_10k=%.0f%s\n",
+		raw, recv, recvRatio, e2e, e2e/raw, r.writesPerEvent, ms(percentile(r.receiverLatencies(), 0.99)), rss10k, journey)
+	n := r.receiverNon200() + r.receiverBusy.non200
+	if r.journey != nil {
+		n += r.journey.non200
+	}
+	if n > 0 {
 		fmt.Fprintf(w, "bench: WARNING: %d non-200 answers\n", n)
 	}
 }

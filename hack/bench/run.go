@@ -96,7 +96,14 @@ func rawCeiling(ctx context.Context, p *plane, n, c int, tag string) (float64, [
 	return float64(n) / elapsed.Seconds(), lat, events, nil
 }
 
-const userCreateWrite = "KidUser create"
+// The kinds of API write a k-ID event can cost, as the results name them.
+const (
+	eventCreateWrite = "KidEvent create (the raw ceiling)"
+	eventStatusWrite = "KidEvent status (Applied)"
+	userCreateWrite  = "KidUser create"
+	userStatusWrite  = "KidUser status (the fold)"
+	userDeleteWrite  = "KidUser delete (a merged stand-in)"
+)
 
 // writeCost is the API server's ceiling for one kind of write, at the
 // benchmark's concurrency.
@@ -106,9 +113,10 @@ type writeCost struct {
 }
 
 // writeCosts measures, on the raw ceiling's events, the rate of each other
-// write that design.md's API asks of a k-ID event about a new player: the
-// event's status (phase Applied, userRef), the KidUser's create and its
-// status (the fold). The writes are those the KidEvent controller makes.
+// write that design.md's API asks of k-ID's events: the event's status
+// (phase Applied, userRef), the KidUser's create and its status (the fold),
+// and the delete of a stand-in merged into its player's session user. The
+// writes are those the KidEvent and KidUser controllers make.
 func writeCosts(ctx context.Context, p *plane, events []*kidv1.KidEvent, c int) ([]writeCost, error) {
 	n := len(events)
 	var errs atomic.Int64
@@ -145,31 +153,45 @@ func writeCosts(ctx context.Context, p *plane, events []*kidv1.KidEvent, c int) 
 		u.Status = *fold.Apply(&u.Status, fe, kid.Privacy{}, string(u.UID))
 		check(p.client.Status().Patch(ctx, u, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})))
 	})
+	// As the KidUser controller deletes a merged stand-in: only the
+	// version it merged.
+	userDelete := parallel(n, c, func(i int) {
+		u := users[i]
+		check(p.client.Delete(ctx, u, client.Preconditions{UID: &u.UID, ResourceVersion: &u.ResourceVersion}))
+	})
 	if errs.Load() > 0 {
 		return nil, fmt.Errorf("write costs: %d writes failed", errs.Load())
 	}
 	rate := func(d time.Duration) float64 { return float64(n) / d.Seconds() }
 	return []writeCost{
-		{"KidEvent status (Applied)", rate(eventStatus)},
+		{eventStatusWrite, rate(eventStatus)},
 		{userCreateWrite, rate(userCreate)},
-		{"KidUser status (the fold)", rate(userStatus)},
+		{userStatusWrite, rate(userStatus)},
+		{userDeleteWrite, rate(userDelete)},
 	}, nil
 }
 
 func createProduct(ctx context.Context, p *plane) error {
-	for _, ns := range []string{benchNS, rawNS} {
-		if err := p.client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
-			return err
-		}
+	if err := p.client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: rawNS}}); err != nil {
+		return err
+	}
+	return createBenchProduct(ctx, p, benchNS)
+}
+
+// createBenchProduct creates a namespace with the product "bench" and its
+// webhook Secret, which the deliveries are signed with.
+func createBenchProduct(ctx context.Context, p *plane, ns string) error {
+	if err := p.client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		return err
 	}
 	if err := p.client.Create(ctx, &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: "bench-webhook", Namespace: benchNS},
+		ObjectMeta: metav1.ObjectMeta{Name: "bench-webhook", Namespace: ns},
 		StringData: map[string]string{"current": secret},
 	}); err != nil {
 		return err
 	}
 	return p.client.Create(ctx, &kidv1.KidProduct{
-		ObjectMeta: metav1.ObjectMeta{Name: "bench", Namespace: benchNS},
+		ObjectMeta: metav1.ObjectMeta{Name: "bench", Namespace: ns},
 		Spec: kidv1.KidProductSpec{
 			ProductID: 11472, Environment: kidv1.EnvironmentTest,
 			Webhook: kidv1.WebhookSpec{SecretRef: kidv1.LocalObjectReference{Name: "bench-webhook"}},

@@ -19,9 +19,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
 	"github.com/kid-operator/kid-operator/internal/fold"
+	"github.com/kid-operator/kid-operator/internal/inbox"
 	"github.com/kid-operator/kid-operator/internal/kid"
 	"github.com/kid-operator/kid-operator/internal/kidsim"
 	"github.com/kid-operator/kid-operator/internal/scheme"
@@ -36,6 +38,10 @@ const (
 	maxFoldEvents  = 10_000
 	maxCreateC     = 256
 	maxFoldC       = 64
+	maxScaleEvents = 100_000 // the bench product's retention.maxEvents
+	// scaleReadyTimeout bounds a start over a point's players: at 250,000
+	// under GOMEMLIMIT the initial lists took more than 2 minutes.
+	scaleReadyTimeout = 15 * time.Minute
 	// heapProfileAt is the size at which -heap-profile takes the manager's
 	// heap profile (the point nearest to it).
 	heapProfileAt = 100_000
@@ -47,6 +53,15 @@ type scaleConfig struct {
 	foldEvents  int
 	foldC       int
 	heapProfile bool
+	// events are KidEvents stored (applied, each about a player) beside
+	// the players, created before the first point.
+	events int
+	// watchCache off starts kube-apiserver with --watch-cache=false. Its
+	// watch cache holds every player decoded (kube-apiserver held 7.8 GiB
+	// at 100,000 players with it), which on a 24 GiB machine leaves no
+	// room for 250,000; without it, lists and watches are served from etcd.
+	// The manager's figures are its own either way.
+	watchCache bool
 }
 
 // parsePoints reads -points: ascending player counts, comma separated.
@@ -79,6 +94,10 @@ func (c scaleConfig) validate() error {
 		return fmt.Errorf("-fold-events: %d is outside [1, %d]", c.foldEvents, maxFoldEvents)
 	case c.foldC < 1 || c.foldC > maxFoldC:
 		return fmt.Errorf("-fold-c: %d is outside [1, %d]", c.foldC, maxFoldC)
+	case c.events < 0 || c.events > maxScaleEvents:
+		return fmt.Errorf("-events: %d is outside [0, %d]", c.events, maxScaleEvents)
+	case c.events > c.points[0]:
+		return fmt.Errorf("-events: %d events are each about a player, and the first point has %d", c.events, c.points[0])
 	}
 	return nil
 }
@@ -86,6 +105,7 @@ func (c scaleConfig) validate() error {
 // playerPoint is what the scale benchmark measured at one number of players.
 type playerPoint struct {
 	users          int
+	events         int     // KidEvents stored beside the players
 	createRate     float64 // players (create + status) per second to reach it
 	etcdBytes      int64
 	getAll         time.Duration
@@ -106,7 +126,15 @@ type playerPoint struct {
 // runScale grows one product's players to each point and measures the
 // manager, etcd and kubectl at each.
 func runScale(ctx context.Context, cfg config, sc scaleConfig) ([]playerPoint, error) {
-	p, err := startPlane(cfg.workDir)
+	p, err := startPlane(cfg.workDir, func(env *envtest.Environment) {
+		// Each player is two revisions (its create and its status), and
+		// etcd's file is not defragmented: 250,000 players pass etcd's
+		// default quota of 2 GiB.
+		env.ControlPlane.Etcd.Configure().Set("quota-backend-bytes", strconv.Itoa(8<<30))
+		if !sc.watchCache {
+			env.ControlPlane.GetAPIServer().Configure().Set("watch-cache", "false")
+		}
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -141,6 +169,13 @@ func runScale(ctx context.Context, cfg config, sc scaleConfig) ([]playerPoint, e
 			return nil, err
 		}
 		pt.createRate = float64(n-have) / elapsed.Seconds()
+		if i == 0 && sc.events > 0 {
+			log("events: creating %d applied KidEvents, each about a player", sc.events)
+			if err := createEvents(ctx, p, product, sc.events, sc.createC); err != nil {
+				return nil, err
+			}
+		}
+		pt.events = sc.events
 		have = n
 		pt.etcdBytes = p.etcdBytes()
 
@@ -155,6 +190,7 @@ func runScale(ctx context.Context, cfg config, sc scaleConfig) ([]playerPoint, e
 
 		log("players=%d: starting the manager (GOMEMLIMIT=%s)", n, memoryLimit)
 		m := newManager(cfg.managerBin, p.kubeconfig)
+		m.readyTimeout = scaleReadyTimeout
 		if pt.readyAfter, err = m.start(ctx); err != nil {
 			return nil, err
 		}
@@ -182,6 +218,7 @@ func runScale(ctx context.Context, cfg config, sc scaleConfig) ([]playerPoint, e
 		log("players=%d: starting the manager without GOMEMLIMIT", n)
 		m = newManager(cfg.managerBin, p.kubeconfig)
 		m.noMemoryLimit = true
+		m.readyTimeout = scaleReadyTimeout
 		if _, err := m.start(ctx); err != nil {
 			return nil, err
 		}
@@ -321,6 +358,53 @@ func createPlayers(ctx context.Context, p *plane, product *kidv1.KidProduct, fro
 		return 0, fmt.Errorf("%d players failed, the first: %w", failed.Load(), err)
 	}
 	return elapsed, ctx.Err()
+}
+
+// createEvents stores n KidEvents as a product's history holds them: each a
+// permission change of player i's session, built by the receiver's own
+// code, and Applied to that player. Nothing is left for the manager to do.
+func createEvents(ctx context.Context, p *plane, product *kidv1.KidProduct, n, c int) error {
+	var failed atomic.Int64
+	var firstErr atomic.Value
+	now := time.Now()
+	parallel(n, c, func(i int) {
+		if ctx.Err() != nil || failed.Load() > 0 {
+			return
+		}
+		err := func() error {
+			session, kuid, _, _ := playerIDs(i)
+			body, err := kidsim.Build(kid.SessionChangePermissions, kidsim.Fields{SessionID: session, KUID: kuid, ProductID: 11472})
+			if err != nil {
+				return err
+			}
+			env, err := kid.ParseEnvelope(body)
+			if err != nil {
+				return err
+			}
+			e, err := inbox.Build(product, env, body, now, now, kidv1.SourceWebhook)
+			if err != nil {
+				return err
+			}
+			if err := p.client.Create(ctx, e); err != nil {
+				return fmt.Errorf("creating event %d: %w", i, err)
+			}
+			e.Status.Phase = kidv1.EventApplied
+			e.Status.UserRef = &kidv1.LocalObjectReference{Name: kidv1.UserName("bench", kidv1.IdentitySession, session)}
+			e.Status.AppliedAt = &metav1.Time{Time: now}
+			if err := p.client.Status().Update(ctx, e); err != nil {
+				return fmt.Errorf("applying event %d: %w", i, err)
+			}
+			return nil
+		}()
+		if err != nil {
+			failed.Add(1)
+			firstErr.CompareAndSwap(nil, err)
+		}
+	})
+	if err, _ := firstErr.Load().(error); err != nil {
+		return fmt.Errorf("%d events failed, the first: %w", failed.Load(), err)
+	}
+	return ctx.Err()
 }
 
 // kubectlGet times one kubectl command against the bench's control plane
@@ -487,8 +571,8 @@ func (p *plane) apiServerRSS(ctx context.Context) int64 {
 func mibStr(b int64) string { return fmt.Sprintf("%.0f", mib(b)) }
 
 func printPlayerLine(w io.Writer, pt playerPoint) {
-	fmt.Fprintf(w, "scale: users=%d rss_mib=%s heap_mib=%s rss_nolimit_mib=%s etcd_mib=%s ready_s=%.1f fold_p50_ms=%.1f fold_p99_ms=%.1f get_all_s=%.1f get_label_s=%.1f apiserver_rss_mib=%s\n",
-		pt.users, mibStr(pt.rss), mibStr(pt.heap), mibStr(pt.rssNoLimit), mibStr(pt.etcdBytes), pt.readyAfter.Seconds(),
+	fmt.Fprintf(w, "scale: users=%d events=%d rss_mib=%s heap_mib=%s rss_nolimit_mib=%s etcd_mib=%s ready_s=%.1f fold_p50_ms=%.1f fold_p99_ms=%.1f get_all_s=%.1f get_label_s=%.1f apiserver_rss_mib=%s\n",
+		pt.users, pt.events, mibStr(pt.rss), mibStr(pt.heap), mibStr(pt.rssNoLimit), mibStr(pt.etcdBytes), pt.readyAfter.Seconds(),
 		ms(pt.foldP50), ms(pt.foldP99), pt.getAll.Seconds(), pt.getLabel.Seconds(), mibStr(pt.apiServerRSS))
 }
 
@@ -500,8 +584,8 @@ func printScale(w io.Writer, pts []playerPoint, sc scaleConfig) {
 			pt.users, mibStr(pt.rss), mibStr(pt.heap), mibStr(pt.peakRSS), mibStr(pt.rssNoLimit), mibStr(pt.heapNoLimit), mibStr(pt.etcdBytes),
 			pt.readyAfter.Seconds(), ms(pt.foldP50), ms(pt.foldP99), pt.getAll.Seconds(), pt.getLabel.Seconds(), mibStr(pt.apiServerRSS), pt.createRate)
 	}
-	fmt.Fprintf(w, "\nRSS and heap with GOMEMLIMIT=%s after the start's work settled; fold: %d deliveries per point, %d at a time, from send to Applied on a watch.\n\n",
-		memoryLimit, sc.foldEvents, sc.foldC)
+	fmt.Fprintf(w, "\nRSS and heap with GOMEMLIMIT=%s after the start's work settled; %d applied KidEvents beside the players; fold: %d deliveries per point, %d at a time, from send to Applied on a watch; kube-apiserver's watch cache %s.\n\n",
+		memoryLimit, sc.events, sc.foldEvents, sc.foldC, map[bool]string{true: "on", false: "off"}[sc.watchCache])
 	for _, pt := range pts {
 		if pt.heapProfileTop != "" {
 			fmt.Fprintf(w, "manager heap profile at %d players, GOMEMLIMIT=%s (inuse_space, top 15):\n%s\n\n", pt.users, memoryLimit, indent(pt.heapProfileTop))
