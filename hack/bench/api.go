@@ -92,13 +92,19 @@ func sessionSync(ctx context.Context, p *plane, m *manager, n int) (syncRun, err
 		}
 	}
 	// Each player is two events (IN_PROGRESS, PASS) and one changed read.
-	if err := waitApplied(ctx, m, applied+float64(2*n)); err != nil {
-		return syncRun{}, err
+	// The fake gives up on a delivery after k-ID's three attempts (on a
+	// machine busy enough to time them out), and then the count is never
+	// reached: bounded, so that the run fails instead of waiting out its
+	// 40 minutes.
+	waitCtx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	if err := waitApplied(waitCtx, m, applied+float64(2*n)); err != nil {
+		return syncRun{}, fmt.Errorf("session sync: %w (a delivery the fake gave up on is lost)", err)
 	}
 	for m.metric("kid_session_syncs_total", `result="changed"`) < changed+float64(n) {
 		select {
-		case <-ctx.Done():
-			return syncRun{}, fmt.Errorf("waiting for %d session reads: %w", n, ctx.Err())
+		case <-waitCtx.Done():
+			return syncRun{}, fmt.Errorf("waiting for %d session reads: %w", n, waitCtx.Err())
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
