@@ -30,7 +30,7 @@ type syncRun struct {
 // k-ID, which delivers each PASS to the manager; the manager folds it and
 // reads the new session from the fake. It returns the manager's API writes
 // per player, to compare with writes_per_event of the webhook-only run.
-func sessionSync(ctx context.Context, p *plane, m *manager, n int) (syncRun, error) {
+func sessionSync(ctx context.Context, p *plane, m *manager, n, c int) (syncRun, error) {
 	fake := kidsim.NewFake(kidsim.FakeOptions{
 		APIKey: "bench-api-key", ProductID: 11472,
 		WebhookURL: "http://" + m.webhook + "/webhooks/" + apiNS + "/bench", WebhookSecret: []byte(secret),
@@ -86,8 +86,19 @@ func sessionSync(ctx context.Context, p *plane, m *manager, n int) (syncRun, err
 	changed := m.metric("kid_session_syncs_total", `result="changed"`)
 	calls := len(fake.Requests())
 	writes := m.writes()
-	for range n {
-		if _, err := fake.ApproveChallenge(fake.StartChallenge(), kidsim.Approval{}); err != nil {
+	// Players consent in waves of c, each wave once the fake's deliveries
+	// so far were answered: the fake delivers at once, and a thousand
+	// deliveries in flight would pass the receiver's MaxInFlight (256),
+	// whose 503s k-ID's three attempts over 15 s do not always get past.
+	for done := 0; done < n; {
+		wave := min(c, n-done)
+		for range wave {
+			if _, err := fake.ApproveChallenge(fake.StartChallenge(), kidsim.Approval{}); err != nil {
+				return syncRun{}, err
+			}
+		}
+		done += wave
+		if err := waitAnswered(ctx, fake, 2*done); err != nil {
 			return syncRun{}, err
 		}
 	}
@@ -116,4 +127,26 @@ func sessionSync(ctx context.Context, p *plane, m *manager, n int) (syncRun, err
 		syncWrites:       (m.metric("kid_session_syncs_total", `result="changed"`) - changed) / float64(n),
 		apiCalls:         len(fake.Requests()) - calls,
 	}, nil
+}
+
+// waitAnswered waits until the fake has had want of its events answered 200.
+func waitAnswered(ctx context.Context, fake *kidsim.Fake, want int) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	for {
+		answered := map[int]bool{}
+		for _, d := range fake.Deliveries() {
+			if d.Status == http.StatusOK {
+				answered[d.Event] = true
+			}
+		}
+		if len(answered) >= want {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("session sync: %d of the fake's %d deliveries answered 200: %w", len(answered), want, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }

@@ -174,7 +174,7 @@ func run(ctx context.Context, cfg config) (*results, error) {
 	}
 	if cfg.syncSessions > 0 {
 		log("session sync: %d players consent at a fake k-ID, which delivers to the manager", cfg.syncSessions)
-		if r.sync, err = sessionSync(ctx, p, m, cfg.syncSessions); err != nil {
+		if r.sync, err = sessionSync(ctx, p, m, cfg.syncSessions, cfg.c); err != nil {
 			return nil, err
 		}
 	}
