@@ -188,9 +188,9 @@ func TestNamespacedValues(t *testing.T) {
 type indexMode int
 
 const (
-	twice   indexMode = iota // controller-runtime's IndexField: namespaced and across namespaces
-	once                     // NamespacedIndex of the ids themselves
-	bucketed                 // NamespacedIndex of their buckets (UserIDBuckets): what the manager does
+	twice    indexMode = iota // controller-runtime's IndexField: namespaced and across namespaces
+	once                      // NamespacedIndex of the ids themselves
+	bucketed                  // NamespacedIndex of their buckets (UserIDBuckets): what the manager does
 )
 
 // cachedBytes is the Go heap that n players take in a client-go store as
