@@ -55,6 +55,12 @@ func TestExpensiveFiltersAreRefusedOrStopped(t *testing.T) {
 				g.Expect(compileErr).To(MatchError(ContainSubstring("filter is too expensive")))
 				return
 			}
+			if time.Since(start) >= FilterTimeout && errors.Is(err, context.DeadlineExceeded) {
+				// A machine busy enough (CI beside a benchmark) reaches
+				// the wall-clock bound first; on any other the cost
+				// limit must stop it.
+				return
+			}
 			g.Expect(err).To(MatchError(ContainSubstring("cost limit exceeded")))
 		})
 	}
