@@ -87,6 +87,7 @@ func main() {
 	flag.IntVar(&sc.foldC, "fold-c", 1, "scale: deliveries in flight while timing folds (1: one event's fold, nothing queued)")
 	flag.BoolVar(&sc.heapProfile, "heap-profile", false, "scale: print the manager's heap profile at the point nearest 100k players")
 	flag.IntVar(&sc.events, "events", 10000, "scale: applied KidEvents stored beside the players, from the first point on")
+	flag.BoolVar(&sc.kubectl, "kubectl", true, "scale: time kubectl's lists of every player at each point")
 	flag.BoolVar(&sc.watchCache, "watch-cache", true, "scale: kube-apiserver's watch cache (false fits 250k players in 24 GiB; the manager's figures are its own either way)")
 	flag.Parse()
 	var err error
