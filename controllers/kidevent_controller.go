@@ -353,7 +353,8 @@ func (r *KidEventReconciler) targets(ctx context.Context, e *kidv1.KidEvent, fe 
 		// No user holds the challenge yet, but a stored event may already
 		// link it to a session: the PASS waiting behind this IN_PROGRESS.
 		// Folding into the session's user now spares the stand-in's
-		// create, status, merge and delete (design.md §5).
+		// create, status, merge and delete (design.md §2, "Identity and
+		// linking, as built").
 		session, err := r.linkedSession(ctx, e, id)
 		if err != nil {
 			return nil, err
