@@ -10,7 +10,7 @@ COPY cmd/ cmd/
 COPY controllers/ controllers/
 COPY internal/ internal/
 COPY webhookserver/ webhookserver/
-# Exactly make build's commands (internal/deploytest fails when they
+# Exactly make build's commands (test/deploy fails when they
 # drift), so the image runs the binary the tests ran.
 RUN CGO_ENABLED=0 go build -o /out/manager ./cmd/manager && \
     CGO_ENABLED=0 go build -o /out/kidsim ./cmd/kidsim

@@ -37,21 +37,21 @@ run: controlplane ## Start a local control plane, the operator and a sample prod
 	KUBEBUILDER_ASSETS="$$(./hack/build-controlplane.sh)" $(BIN)/localrun
 
 .PHONY: test
-# internal/deploytest renders the chart with this Helm, and kustomizes and
+# test/deploy renders the chart with this Helm, and kustomizes and
 # deploys with this kubectl.
 test: export KID_HELM := $(HELM)
 test: export KID_KUBECTL := $(KUBECTL)
 test: controlplane chromium verify-generated vet helm-check kubectl ## Build what is missing, check generated files, vet, run every test.
 	KUBEBUILDER_ASSETS="$$(./hack/build-controlplane.sh)" go test ./... -count=1 $(if $(GINKGO_FLAGS),-args $(GINKGO_FLAGS))
 
-# The fault tests (internal/faults, docs/design.md "Failure modes") run the
+# The fault tests (test/faults, docs/design.md "Failure modes") run the
 # manager as separate processes and kill them; .ci/run runs them after make
 # test. KID_FAULT_SEED repeats fault 4's kill moments; KID_MANAGER_BIN runs
 # them against another build of the manager.
 .PHONY: test-faults
 test-faults: controlplane ## Fault tests: rolling restart, leader killed, 50 crashes between writes (about 4 minutes).
 	@echo 'fault tests: full output in $(BIN)/test-faults.log'
-	@rc=0; KUBEBUILDER_ASSETS="$$(./hack/build-controlplane.sh)" go test -tags faults ./internal/faults -count=1 -timeout 20m -v \
+	@rc=0; KUBEBUILDER_ASSETS="$$(./hack/build-controlplane.sh)" go test -tags faults ./test/faults -count=1 -timeout 20m -v \
 		-args -ginkgo.label-filter='!soak' -ginkgo.v -ginkgo.no-color >$(BIN)/test-faults.log 2>&1 || rc=$$?; \
 	grep -E '^  (seed|injected|counted|restart): |^(ok|FAIL|PASS)|Ran [0-9]' $(BIN)/test-faults.log; \
 	if [ $$rc != 0 ]; then tail -n 80 $(BIN)/test-faults.log; fi; exit $$rc
@@ -60,7 +60,7 @@ SOAK_DURATION ?= 30m
 .PHONY: soak
 soak: controlplane ## Fault 6: SOAK_DURATION (default 30m) of steady traffic; prints the memory and goroutine slopes.
 	@echo 'soak: full output in $(BIN)/soak.log'
-	@rc=0; KID_SOAK_DURATION=$(SOAK_DURATION) KUBEBUILDER_ASSETS="$$(./hack/build-controlplane.sh)" go test -tags faults ./internal/faults -count=1 -timeout 0 -v \
+	@rc=0; KID_SOAK_DURATION=$(SOAK_DURATION) KUBEBUILDER_ASSETS="$$(./hack/build-controlplane.sh)" go test -tags faults ./test/faults -count=1 -timeout 0 -v \
 		-args -ginkgo.label-filter=soak -ginkgo.v -ginkgo.no-color >$(BIN)/soak.log 2>&1 || rc=$$?; \
 	grep -E '^soak|^  (injected|counted): |^(ok|FAIL|PASS)|Ran [0-9]' $(BIN)/soak.log; \
 	if [ $$rc != 0 ]; then tail -n 80 $(BIN)/soak.log; fi; exit $$rc
@@ -88,7 +88,7 @@ build: ## Build the manager, kidsim and the kubectl plugin (kubectl-kid) into bi
 	CGO_ENABLED=0 go build -o $(BIN)/kidsim ./cmd/kidsim
 	CGO_ENABLED=0 go build -o $(BIN)/kubectl-kid ./cmd/kubectl-kid
 
-# The browser tests (internal/browsertest) drive a real Chromium; KID_CHROMIUM
+# The browser tests (test/browser) drive a real Chromium; KID_CHROMIUM
 # may name another Chromium or Chrome binary.
 CHROMIUM_INSTALL := apt-get update && apt-get install -y chromium
 
@@ -97,10 +97,10 @@ chromium: ## Install Chromium, which the browser tests drive, when it is missing
 	@if [ -n "$$KID_CHROMIUM" ]; then command -v "$$KID_CHROMIUM" >/dev/null || { echo "KID_CHROMIUM=$$KID_CHROMIUM is not an executable"; exit 1; }; \
 	elif command -v chromium >/dev/null || command -v chromium-browser >/dev/null || command -v google-chrome >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		echo 'installing Chromium for the browser tests (internal/browsertest)'; \
+		echo 'installing Chromium for the browser tests (test/browser)'; \
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
 	else \
-		echo 'make test needs Chromium for the browser tests (internal/browsertest). Install it with:'; \
+		echo 'make test needs Chromium for the browser tests (test/browser). Install it with:'; \
 		echo '    $(CHROMIUM_INSTALL)'; \
 		exit 1; \
 	fi
@@ -127,7 +127,7 @@ verify-generated: manifests generate ## Fail when generated files are not commit
 vet: ## gofmt check and go vet.
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'run gofmt -w on the files above'; exit 1; }
 	go vet ./...
-	go vet -tags faults ./internal/faults
+	go vet -tags faults ./test/faults
 
 ##@ Deploy
 

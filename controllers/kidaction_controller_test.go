@@ -31,7 +31,7 @@ import (
 	"github.com/kid-operator/kid-operator/internal/actions"
 	"github.com/kid-operator/kid-operator/internal/kid"
 	"github.com/kid-operator/kid-operator/internal/kidsim"
-	"github.com/kid-operator/kid-operator/internal/testenv"
+	"github.com/kid-operator/kid-operator/test/testenv"
 )
 
 // target is a local HTTP endpoint that answers from a script and records

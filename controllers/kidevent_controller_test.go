@@ -15,7 +15,7 @@ import (
 	"github.com/kid-operator/kid-operator/internal/actions"
 	"github.com/kid-operator/kid-operator/internal/kid"
 	"github.com/kid-operator/kid-operator/internal/kidsim"
-	"github.com/kid-operator/kid-operator/internal/testenv"
+	"github.com/kid-operator/kid-operator/test/testenv"
 )
 
 var _ = Describe("KidEvent controller: every event type, through the receiver", func() {

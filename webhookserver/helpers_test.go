@@ -10,7 +10,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/kid-operator/kid-operator/internal/kid"
-	"github.com/kid-operator/kid-operator/internal/testenv"
+	"github.com/kid-operator/kid-operator/test/testenv"
 )
 
 func sha256Hex(s string) string {

@@ -15,7 +15,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
-	"github.com/kid-operator/kid-operator/internal/testenv"
+	"github.com/kid-operator/kid-operator/test/testenv"
 	"github.com/kid-operator/kid-operator/webhookserver"
 	"github.com/kid-operator/kid-operator/webhookserver/relaytoken"
 )

@@ -7,7 +7,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/kid-operator/kid-operator/internal/browserdemo"
+	"github.com/kid-operator/kid-operator/cmd/localrun/browserdemo"
 	"github.com/kid-operator/kid-operator/internal/kidsim"
 	"github.com/kid-operator/kid-operator/webhookserver/relaytoken"
 )

@@ -33,10 +33,10 @@ import (
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
 	"github.com/kid-operator/kid-operator/internal/kidsim"
-	"github.com/kid-operator/kid-operator/internal/operator"
+	"github.com/kid-operator/kid-operator/cmd/manager/operator"
 	"github.com/kid-operator/kid-operator/internal/outbound"
 	"github.com/kid-operator/kid-operator/internal/scheme"
-	"github.com/kid-operator/kid-operator/internal/testenv"
+	"github.com/kid-operator/kid-operator/test/testenv"
 	"github.com/kid-operator/kid-operator/webhookserver"
 )
 

@@ -13,7 +13,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	"github.com/kid-operator/kid-operator/internal/operator"
+	"github.com/kid-operator/kid-operator/cmd/manager/operator"
 	"github.com/kid-operator/kid-operator/internal/outbound"
 	"github.com/kid-operator/kid-operator/internal/secrets"
 	"github.com/kid-operator/kid-operator/webhookserver"

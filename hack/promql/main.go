@@ -3,7 +3,7 @@
 // every expression with Prometheus's own PromQL parser, and every alerting
 // rule as Prometheus would load it, and prints as JSON the metric names the
 // expressions use and each selector's label matchers, so that a test can
-// compare them with what the operator exports (internal/monitoring).
+// compare them with what the operator exports (test/monitoring).
 //
 // It is a module of its own: github.com/prometheus/prometheus would upgrade
 // half of the operator's dependency graph.

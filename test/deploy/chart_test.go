@@ -1,4 +1,4 @@
-package deploytest_test
+package deploy_test
 
 import (
 	"os"
@@ -15,7 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
 
-	"github.com/kid-operator/kid-operator/internal/testenv"
+	"github.com/kid-operator/kid-operator/test/testenv"
 )
 
 // The chart must deploy what config/default deploys: the same CRDs, the

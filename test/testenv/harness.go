@@ -17,7 +17,7 @@ import (
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
 	"github.com/kid-operator/kid-operator/internal/kidsim"
-	"github.com/kid-operator/kid-operator/internal/operator"
+	"github.com/kid-operator/kid-operator/cmd/manager/operator"
 	"github.com/kid-operator/kid-operator/internal/scheme"
 )
 

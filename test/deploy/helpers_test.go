@@ -1,4 +1,4 @@
-package deploytest_test
+package deploy_test
 
 import (
 	"bytes"
@@ -14,7 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 
-	"github.com/kid-operator/kid-operator/internal/testenv"
+	"github.com/kid-operator/kid-operator/test/testenv"
 )
 
 // chart is the Helm chart, relative to the repository's root.

@@ -1,4 +1,4 @@
-package browsertest_test
+package browser_test
 
 import (
 	"context"
@@ -7,7 +7,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
-	"github.com/kid-operator/kid-operator/internal/browserdemo"
+	"github.com/kid-operator/kid-operator/cmd/localrun/browserdemo"
 	"github.com/kid-operator/kid-operator/internal/kidsim"
 )
 

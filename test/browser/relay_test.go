@@ -1,4 +1,4 @@
-package browsertest_test
+package browser_test
 
 import (
 	"context"
@@ -14,9 +14,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
-	"github.com/kid-operator/kid-operator/internal/browserdemo"
+	"github.com/kid-operator/kid-operator/cmd/localrun/browserdemo"
 	"github.com/kid-operator/kid-operator/internal/kidsim"
-	"github.com/kid-operator/kid-operator/internal/testenv"
+	"github.com/kid-operator/kid-operator/test/testenv"
 	"github.com/kid-operator/kid-operator/webhookserver/relaytoken"
 )
 

@@ -23,7 +23,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"github.com/kid-operator/kid-operator/internal/testenv"
+	"github.com/kid-operator/kid-operator/test/testenv"
 )
 
 // The monitoring files the specs check, from the repository's root.

@@ -20,7 +20,7 @@ import (
 
 	"github.com/kid-operator/kid-operator/internal/kid"
 	"github.com/kid-operator/kid-operator/internal/kidsim"
-	"github.com/kid-operator/kid-operator/internal/testenv"
+	"github.com/kid-operator/kid-operator/test/testenv"
 )
 
 // `make run` as a new user runs it: its banner invites a delivery, so the

@@ -1,4 +1,4 @@
-package deploytest_test
+package deploy_test
 
 import (
 	"bufio"

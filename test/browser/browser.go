@@ -1,10 +1,10 @@
-// Package browsertest drives a real Chromium (Debian's chromium package)
+// Package browser drives a real Chromium (Debian's chromium package)
 // from Go tests with chromedp, for the specs of the browser module
-// (webhookserver/browser) and of the demo page (internal/browserdemo).
+// (webhookserver/browser) and of the demo page (cmd/localrun/browserdemo).
 //
 // Chromium is a prerequisite of `make test`: without it Start fails with the
 // command that installs it, and the suite fails. It never skips.
-package browsertest
+package browser
 
 import (
 	"context"

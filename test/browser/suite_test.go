@@ -1,4 +1,4 @@
-package browsertest_test
+package browser_test
 
 import (
 	"context"
@@ -11,14 +11,14 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
-	"github.com/kid-operator/kid-operator/internal/browserdemo"
-	"github.com/kid-operator/kid-operator/internal/browsertest"
+	"github.com/kid-operator/kid-operator/cmd/localrun/browserdemo"
+	"github.com/kid-operator/kid-operator/test/browser"
 	"github.com/kid-operator/kid-operator/internal/kidsim"
-	"github.com/kid-operator/kid-operator/internal/testenv"
+	"github.com/kid-operator/kid-operator/test/testenv"
 )
 
 // These specs run the browser module in a real Chromium: a game's page
-// (internal/browserdemo) on one local origin imports it from the real
+// (cmd/localrun/browserdemo) on one local origin imports it from the real
 // receiver on another, and frames the fake k-ID's widget from a third; the
 // operator runs on a local control plane. Distinct ports of 127.0.0.1 are
 // distinct origins.
@@ -26,17 +26,17 @@ import (
 var (
 	h       = testenv.SuiteHarness()
 	ctx     = context.Background()
-	browser *browsertest.Browser
+	chromium *browser.Browser
 )
 
 func TestBrowser(t *testing.T) {
 	// Chromium first: without it the suite fails at once, saying how to
 	// install it, rather than after starting a control plane.
 	var err error
-	if browser, err = browsertest.Start(); err != nil {
+	if chromium, err = browser.Start(); err != nil {
 		t.Fatalf("the browser tests need Chromium: %v", err)
 	}
-	defer browser.Stop()
+	defer chromium.Stop()
 	RegisterFailHandler(Fail)
 	RunSpecs(t, "The browser module in Chromium")
 }
@@ -74,7 +74,7 @@ func newWidgetFake(o kidsim.FakeOptions) *widgetFake {
 
 // page is a game's page that a spec drives.
 type page struct {
-	*browsertest.Tab
+	*browser.Tab
 	URL string
 }
 
@@ -85,7 +85,7 @@ func newPage(ns, product string, cfg browserdemo.Config) *page {
 	GinkgoHelper()
 	cfg.ReceiverURL, cfg.Namespace, cfg.Product = h.BaseURL, ns, product
 	url := serve(browserdemo.Handler(cfg))
-	tab, closeTab := browser.NewTab()
+	tab, closeTab := chromium.NewTab()
 	DeferCleanup(closeTab)
 	return &page{Tab: tab, URL: url}
 }
@@ -95,7 +95,7 @@ func (p *page) open() {
 	GinkgoHelper()
 	Expect(p.Navigate(p.URL + "/")).To(Succeed())
 	Eventually(func(g Gomega) {
-		state, err := browsertest.Eval[map[string]any](p.Tab, `window.kidDemo ? {ready: window.kidDemo.ready, widget: window.kidDemo.widgetLoaded, error: window.kidDemo.error} : {error: 'no kidDemo'}`)
+		state, err := browser.Eval[map[string]any](p.Tab, `window.kidDemo ? {ready: window.kidDemo.ready, widget: window.kidDemo.widgetLoaded, error: window.kidDemo.error} : {error: 'no kidDemo'}`)
 		g.Expect(err).NotTo(HaveOccurred())
 		g.Expect(state["error"]).To(BeNil())
 		g.Expect(state["ready"]).To(BeTrue())
@@ -120,7 +120,7 @@ func (p *page) postRaw(message string) {
 // events returns the details of the kid:<type> events the page received.
 func (p *page) events() []map[string]any {
 	GinkgoHelper()
-	got, err := browsertest.Eval[[]map[string]any](p.Tab, `window.kidDemo.events`)
+	got, err := browser.Eval[[]map[string]any](p.Tab, `window.kidDemo.events`)
 	Expect(err).NotTo(HaveOccurred())
 	return got
 }
@@ -138,7 +138,7 @@ func (p *page) eventTypes() []string {
 // logged returns the types shown in the page's event log, oldest first.
 func (p *page) logged() []string {
 	GinkgoHelper()
-	got, err := browsertest.Eval[[]string](p.Tab, `Array.from(document.querySelectorAll('#log li')).map((li) => li.dataset.type).reverse()`)
+	got, err := browser.Eval[[]string](p.Tab, `Array.from(document.querySelectorAll('#log li')).map((li) => li.dataset.type).reverse()`)
 	Expect(err).NotTo(HaveOccurred())
 	return got
 }
@@ -146,7 +146,7 @@ func (p *page) logged() []string {
 // relays returns the kid:relay details the page received.
 func (p *page) relays() []map[string]any {
 	GinkgoHelper()
-	got, err := browsertest.Eval[[]map[string]any](p.Tab, `window.kidDemo.relays`)
+	got, err := browser.Eval[[]map[string]any](p.Tab, `window.kidDemo.relays`)
 	Expect(err).NotTo(HaveOccurred())
 	return got
 }
@@ -154,7 +154,7 @@ func (p *page) relays() []map[string]any {
 // statusText returns a field of the page's live status panel.
 func (p *page) statusText(field string) string {
 	GinkgoHelper()
-	got, err := browsertest.Eval[string](p.Tab, `document.getElementById('status-`+field+`').textContent`)
+	got, err := browser.Eval[string](p.Tab, `document.getElementById('status-`+field+`').textContent`)
 	Expect(err).NotTo(HaveOccurred())
 	return got
 }
@@ -170,7 +170,7 @@ func (p *page) widgetPosted() string {
 
 // evalOn evaluates an expression in the page.
 func evalOn(p *page, expression string) (any, error) {
-	return browsertest.Eval[any](p.Tab, expression)
+	return browser.Eval[any](p.Tab, expression)
 }
 
 // jsonOf renders v as JSON, for a JavaScript literal.

@@ -1,4 +1,4 @@
-package deploytest_test
+package deploy_test
 
 import (
 	"context"
@@ -14,7 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/kid-operator/kid-operator/internal/scheme"
-	"github.com/kid-operator/kid-operator/internal/testenv"
+	"github.com/kid-operator/kid-operator/test/testenv"
 )
 
 // The specs apply what the chart and config/default render to a local
