@@ -12,8 +12,8 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/kid-operator/kid-operator/cmd/localrun/browserdemo"
-	"github.com/kid-operator/kid-operator/test/browser"
 	"github.com/kid-operator/kid-operator/internal/kidsim"
+	"github.com/kid-operator/kid-operator/test/browser"
 	"github.com/kid-operator/kid-operator/test/testenv"
 )
 
@@ -24,8 +24,8 @@ import (
 // distinct origins.
 
 var (
-	h       = testenv.SuiteHarness()
-	ctx     = context.Background()
+	h        = testenv.SuiteHarness()
+	ctx      = context.Background()
 	chromium *browser.Browser
 )
 
