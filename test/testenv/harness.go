@@ -17,15 +17,25 @@ import (
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
 	"github.com/kid-operator/kid-operator/cmd/manager/operator"
+	"k8s.io/utils/clock"
+
 	"github.com/kid-operator/kid-operator/internal/kidsim"
 	"github.com/kid-operator/kid-operator/internal/scheme"
 )
 
-// Clock is a clock that tests move forward.
+// Clock is a clock that tests move forward. Real time passes under it too:
+// the reconcilers' requeue timers and the API server run on real time, so an
+// integration test jumps over a wait (Advance) rather than stopping time, as
+// k8s.io/utils/clock/testing's FakeClock would.
 type Clock struct{ offset atomic.Int64 }
+
+var _ clock.PassiveClock = (*Clock)(nil)
 
 // Now is the real time plus every Advance so far.
 func (c *Clock) Now() time.Time { return time.Now().Add(time.Duration(c.offset.Load())) }
+
+// Since is the time elapsed since t on this clock.
+func (c *Clock) Since(t time.Time) time.Duration { return c.Now().Sub(t) }
 
 // Advance moves the clock forward.
 func (c *Clock) Advance(d time.Duration) { c.offset.Add(int64(d)) }
