@@ -12,13 +12,12 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
 	"github.com/kid-operator/kid-operator/cmd/manager/operator"
-	"k8s.io/utils/clock"
-
 	"github.com/kid-operator/kid-operator/internal/kidsim"
 	"github.com/kid-operator/kid-operator/internal/scheme"
 )
