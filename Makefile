@@ -16,6 +16,10 @@ CHART := config/helm/kid-operator
 # the Go module proxy (its version is the one that module requires), so that
 # make test and make deploy work on a machine that has none.
 KUBECTL_VERSION := $(shell awk '$$1 == "k8s.io/kubectl" {print $$2; exit}' hack/tools/kubectl/go.mod)
+# golangci-lint, built from the Go module proxy like Helm; its version is the
+# one hack/tools/golangci-lint/go.mod requires, its linters are .golangci.yml's.
+GOLANGCI_LINT_VERSION := $(shell awk '$$1 == "require" && $$2 == "github.com/golangci/golangci-lint/v2" {print $$3; exit}' hack/tools/golangci-lint/go.mod)
+GOLANGCI_LINT := $(BIN)/tools/golangci-lint-$(GOLANGCI_LINT_VERSION)
 KUBECTL ?= $(or $(shell command -v kubectl 2>/dev/null),$(BIN)/tools/kubectl-$(KUBECTL_VERSION))
 # The image `make docker-build`, `docker-push` and `deploy` use. Nothing is
 # published for you: set IMG to a repository your cluster pulls from.
@@ -41,7 +45,7 @@ run: controlplane ## Start a local control plane, the operator and a sample prod
 # deploys with this kubectl.
 test: export KID_HELM := $(HELM)
 test: export KID_KUBECTL := $(KUBECTL)
-test: controlplane chromium verify-generated vet helm-check kubectl ## Build what is missing, check generated files, vet, run every test.
+test: controlplane chromium verify-generated vet lint helm-check kubectl ## Build what is missing, check generated files, vet, run every test.
 	KUBEBUILDER_ASSETS="$$(./hack/build-controlplane.sh)" go test ./... -count=1 $(if $(GINKGO_FLAGS),-args $(GINKGO_FLAGS))
 
 # The fault tests (test/faults, docs/design.md "Failure modes") run the
@@ -128,6 +132,16 @@ vet: ## gofmt check and go vet.
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'run gofmt -w on the files above'; exit 1; }
 	go vet ./...
 	go vet -tags faults ./test/faults
+
+.PHONY: lint
+lint: $(GOLANGCI_LINT) ## Run golangci-lint with .golangci.yml (built from the Go module proxy into bin/tools/ once).
+	$(GOLANGCI_LINT) run ./...
+
+$(GOLANGCI_LINT):
+	mkdir -p $(BIN)/tools
+	cd hack/tools/golangci-lint && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$(GOLANGCI_LINT_VERSION)" \
+		-o $@.tmp github.com/golangci/golangci-lint/v2/cmd/golangci-lint
+	mv $@.tmp $@
 
 ##@ Deploy
 

@@ -198,7 +198,3 @@ type KidActionList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []KidAction `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&KidAction{}, &KidActionList{})
-}

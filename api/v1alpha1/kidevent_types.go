@@ -10,13 +10,13 @@ import (
 type EventSource string
 
 const (
-	// SourceWebhook: a signed webhook delivery from k-ID.
+	// SourceWebhook is a signed webhook delivery from k-ID.
 	SourceWebhook EventSource = "webhook"
-	// SourcePoll: read back from k-ID's REST API.
+	// SourcePoll is read back from k-ID's REST API.
 	SourcePoll EventSource = "poll"
-	// SourceBrowser: relayed from a k-ID widget's DOM event.
+	// SourceBrowser is relayed from a k-ID widget's DOM event.
 	SourceBrowser EventSource = "browser"
-	// SourceManual: written by a person for a request that reached the team
+	// SourceManual is written by a person for a request that reached the team
 	// another way than k-ID (kubectl kid erase: a data-subject request made
 	// by email, say). Whoever may create KidEvents could already write one
 	// with any other source; this one says honestly that k-ID signed
@@ -29,15 +29,15 @@ const (
 type EventPhase string
 
 const (
-	// EventPending: stored, not yet folded into a KidUser.
+	// EventPending is stored, not yet folded into a KidUser.
 	EventPending EventPhase = "Pending"
-	// EventApplied: folded into its KidUser; actions (if any) still running.
+	// EventApplied is folded into its KidUser; actions (if any) still running.
 	EventApplied EventPhase = "Applied"
-	// EventSucceeded: applied, and every matching action succeeded.
+	// EventSucceeded is applied, and every matching action succeeded.
 	EventSucceeded EventPhase = "Succeeded"
-	// EventFailed: applied, and at least one action failed for good.
+	// EventFailed is applied, and at least one action failed for good.
 	EventFailed EventPhase = "Failed"
-	// EventIgnored: a Test event, a type this version does not know, or a
+	// EventIgnored is a Test event, a type this version does not know, or a
 	// browser (DOM) event, which is a hint that makes the controllers ask
 	// k-ID and is never trusted itself; kept for the record, folded into no
 	// user.
@@ -247,10 +247,6 @@ type KidEventList struct {
 	Items           []KidEvent `json:"items"`
 }
 
-func init() {
-	SchemeBuilder.Register(&KidEvent{}, &KidEventList{})
-}
-
 // Action run phases.
 const (
 	RunPending   = "Pending"
@@ -259,14 +255,15 @@ const (
 	RunSkipped   = "Skipped"
 )
 
-// RedriveAnnotation, set on a KidEvent (to any value), runs its failed
-// actions again from their first attempt; the controller removes it.
+// RedriveAnnotation is the annotation that, set on a KidEvent (to any
+// value), runs its failed actions again from their first attempt; the
+// controller removes it.
 const RedriveAnnotation = "kid.dev/redrive"
 
-// RequestedAtAnnotation, set on a KidUser (to any new value, such as the
-// time), asks the KidUser controller to ask k-ID now: read the session and
-// poll a pending challenge or verification, whatever their schedule (as
-// Flux's reconcile.fluxcd.io/requestedAt). A browser event sets it to its own
+// RequestedAtAnnotation is the annotation that, set on a KidUser (to any
+// new value, such as the time), asks the KidUser controller to ask k-ID now:
+// read the session and poll a pending challenge or verification, whatever
+// their schedule (as Flux's reconcile.fluxcd.io/requestedAt). A browser event sets it to its own
 // name; a person can set it with kubectl annotate.
 const RequestedAtAnnotation = "kid.dev/requested-at"
 

@@ -351,10 +351,6 @@ type KidProductList struct {
 	Items           []KidProduct `json:"items"`
 }
 
-func init() {
-	SchemeBuilder.Register(&KidProduct{}, &KidProductList{})
-}
-
 // GetConditions returns the status conditions.
 func (p *KidProduct) GetConditions() []metav1.Condition { return p.Status.Conditions }
 

@@ -10,6 +10,7 @@ import (
 // +kubebuilder:validation:Enum=Session;Challenge;Verification;Account
 type IdentityKind string
 
+// The kinds of identifier, strongest first.
 const (
 	IdentitySession      IdentityKind = "Session"
 	IdentityChallenge    IdentityKind = "Challenge"
@@ -47,6 +48,7 @@ type UserIdentity struct {
 // +kubebuilder:validation:Enum=None;Pending;Granted;Denied
 type ConsentState string
 
+// The consent states.
 const (
 	ConsentNone    ConsentState = "None"
 	ConsentPending ConsentState = "Pending"
@@ -58,6 +60,7 @@ const (
 // +kubebuilder:validation:Enum=Unverified;Verified;Failed;Revoked
 type VerificationState string
 
+// The verification states.
 const (
 	VerificationUnverified VerificationState = "Unverified"
 	VerificationVerified   VerificationState = "Verified"
@@ -69,6 +72,7 @@ const (
 // +kubebuilder:validation:Enum=Active;Deleted
 type SessionState string
 
+// The session states.
 const (
 	SessionActive  SessionState = "Active"
 	SessionDeleted SessionState = "Deleted"
@@ -374,8 +378,4 @@ type KidUserList struct {
 	metav1.TypeMeta `json:",inline"`
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []KidUser `json:"items"`
-}
-
-func init() {
-	SchemeBuilder.Register(&KidUser{}, &KidUserList{})
 }

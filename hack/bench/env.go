@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -214,14 +215,17 @@ func (m *manager) stop() error {
 	_ = m.cmd.Process.Signal(syscall.SIGTERM)
 	done := make(chan error, 1)
 	go func() { done <- m.cmd.Wait() }()
+	var err error
 	select {
-	case <-done:
+	case err = <-done:
 	case <-time.After(30 * time.Second):
 		_ = m.cmd.Process.Kill()
-		<-done
+		// Killed: the exit status says only that.
+		_ = <-done
+		err = errors.New("manager did not stop within 30s of SIGTERM; killed")
 	}
 	m.cmd = nil
-	return nil
+	return err
 }
 
 // rssBytes is the manager's resident memory, from /proc.

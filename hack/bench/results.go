@@ -124,7 +124,7 @@ func run(ctx context.Context, cfg config) (*results, error) {
 	if _, err := m.start(ctx); err != nil {
 		return nil, err
 	}
-	defer m.stop()
+	defer func() { _ = m.stop() }() // stopped and checked below; this is for the early returns
 	if err := waitReady(ctx, p, benchNS); err != nil {
 		return nil, err
 	}

@@ -70,7 +70,7 @@ func parseTemplate(name, text string) (*template.Template, error) {
 	if t.Tree == nil {
 		return t, nil
 	}
-	return t, checkNode(t.Tree.Root)
+	return t, checkNode(t.Root)
 }
 
 // checkNode walks a parse tree, into every list, branch and pipeline.

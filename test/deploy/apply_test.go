@@ -47,12 +47,12 @@ func dryRunApply(objs []*unstructured.Unstructured) (skipped []string) {
 	for _, o := range objs {
 		gvk := o.GroupVersionKind()
 		id := fmt.Sprintf("%s %s/%s", gvk.Kind, o.GetNamespace(), o.GetName())
-		if _, err := c.RESTMapper().RESTMapping(gvk.GroupKind(), gvk.Version); meta.IsNoMatchError(err) {
+		_, err := c.RESTMapper().RESTMapping(gvk.GroupKind(), gvk.Version)
+		if meta.IsNoMatchError(err) {
 			skipped = append(skipped, gvk.GroupVersion().String()+" "+id)
 			continue
-		} else {
-			Expect(err).NotTo(HaveOccurred(), id)
 		}
+		Expect(err).NotTo(HaveOccurred(), id)
 		if gvk.Kind == "CustomResourceDefinition" {
 			Expect(c.Apply(ctx, client.ApplyConfigurationFromUnstructured(o.DeepCopy()), client.DryRunAll, fieldOwner, client.ForceOwnership)).
 				To(Succeed(), id)

@@ -4,7 +4,6 @@ package faults
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -200,15 +199,4 @@ func metric(addr, series string) (float64, bool) {
 		}
 	}
 	return 0, false
-}
-
-// stopAll stops every replica that still runs.
-func stopAll(rs ...*replica) error {
-	var errs []error
-	for _, r := range rs {
-		if r.running() {
-			errs = append(errs, r.term(time.Minute))
-		}
-	}
-	return errors.Join(errs...)
 }

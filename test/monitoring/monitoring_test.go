@@ -27,7 +27,7 @@ var _ = Describe("The alerts and the dashboard", Ordered, ContinueOnFailure, fun
 	var (
 		checker     string
 		metricsAddr string
-		real        *report
+		parsed      *report
 	)
 
 	BeforeAll(func() {
@@ -51,27 +51,27 @@ var _ = Describe("The alerts and the dashboard", Ordered, ContinueOnFailure, fun
 
 	It("parse with Prometheus's parser, every expression of both files", func() {
 		var errs string
-		real, errs = runChecker(checker, rulesFile, dashboardFile)
+		parsed, errs = runChecker(checker, rulesFile, dashboardFile)
 		Expect(errs).To(BeEmpty())
-		Expect(real.Files).To(HaveLen(2))
+		Expect(parsed.Files).To(HaveLen(2))
 		// Every metric comes with the selectors the next spec checks.
-		Expect(len(real.Selectors)).To(BeNumerically(">=", len(real.Metrics)))
+		Expect(len(parsed.Selectors)).To(BeNumerically(">=", len(parsed.Metrics)))
 		// Nine alerts; the dashboard's panels and its product variable.
-		Expect(real.Expressions).To(BeNumerically(">=", 9+20))
-		Expect(real.Metrics).To(ContainElements(
+		Expect(parsed.Expressions).To(BeNumerically(">=", 9+20))
+		Expect(parsed.Metrics).To(ContainElements(
 			"kid_webhook_requests_total", "kid_webhook_request_duration_seconds_bucket",
 			"kid_events_pending", "kid_action_attempts_total", "kid_api_requests_total",
 		))
-		GinkgoWriter.Printf("metrics used: %v\n", real.Metrics)
+		GinkgoWriter.Printf("metrics used: %v\n", parsed.Metrics)
 	})
 
 	It("use only metrics, and label values, that the running operator exports", func() {
-		Expect(real).NotTo(BeNil())
+		Expect(parsed).NotTo(BeNil())
 		// Some series appear only after a poll, a sync or a retry: wait
 		// for them rather than for a fixed time.
 		var missing []string
 		Eventually(func(g Gomega) {
-			missing = unexported(real, scrape(g, metricsAddr))
+			missing = unexported(parsed, scrape(g, metricsAddr))
 			g.Expect(missing).To(BeEmpty())
 		}, 2*time.Minute, time.Second).Should(Succeed(), func() string { return "still missing:\n" + joinLines(missing) })
 	})
