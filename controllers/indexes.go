@@ -17,7 +17,7 @@ const (
 	// secretIndex: KidProducts by the names of their webhook and API
 	// Secrets (secretNames), to wake the products of a Secret found
 	// changed.
-	secretIndex = "kid.dev/webhook-secret"
+	secretIndex = "kid.dev/webhook-secret" //nolint:gosec // G101: an index's name, not a credential
 	// userIDIndex: KidUsers by every k-ID id they hold, in buckets
 	// (cachemem.UsersHolding reads it).
 	userIDIndex = kidv1.UserIDIndex

@@ -52,7 +52,8 @@ func serveDemo(ctx context.Context, addr, receiverURL, fakeURL string, fake *kid
 	go func() { _ = srv.Serve(ln) }()
 	go func() {
 		<-ctx.Done()
-		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		// ctx has ended: the shutdown gets a deadline of its own.
+		shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(shutdown)
 	}()

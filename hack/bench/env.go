@@ -220,9 +220,7 @@ func (m *manager) stop() error {
 	case err = <-done:
 	case <-time.After(30 * time.Second):
 		_ = m.cmd.Process.Kill()
-		// Killed: the exit status says only that.
-		_ = <-done
-		err = errors.New("manager did not stop within 30s of SIGTERM; killed")
+		err = errors.Join(errors.New("manager did not stop within 30s of SIGTERM; killed"), <-done)
 	}
 	m.cmd = nil
 	return err

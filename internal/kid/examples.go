@@ -3,7 +3,7 @@ package kid
 // Examples holds each example payload of k-ID's webhook docs (our
 // kid-events-spec.md §2), by a short name. The simulator sends them, and the
 // tests of every layer use them.
-var Examples = map[string]string{
+var Examples = map[string]string{ //nolint:gosec // G101: k-ID's published examples hold no credential
 	"challenge-pass":        `{"eventType":"Challenge.StateChange","data":{"id":"9d6b056e-7d62-4a9e-907a-3d0f6f1d1b9a","productId":11472,"status":"PASS","dob":"2011-07-12","sessionId":"b6d1a7c2-8f34-4c83-bf0b-3a6d4a2f9d31","approverEmail":"parent@example.com","kuid":"7a1f2c3d-4e5f-6789-abcd-ef0123456789"}}`,
 	"challenge-fail":        `{"eventType":"Challenge.StateChange","data":{"id":"9d6b056e-7d62-4a9e-907a-3d0f6f1d1b9a","productId":11472,"status":"FAIL"}}`,
 	"challenge-in-progress": `{"eventType":"Challenge.StateChange","data":{"id":"9d6b056e-7d62-4a9e-907a-3d0f6f1d1b9a","productId":11472,"status":"IN_PROGRESS"}}`,

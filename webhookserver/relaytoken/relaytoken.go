@@ -295,13 +295,13 @@ func validProduct(product string) error {
 	return validText("product", product, MaxProductLen)
 }
 
-// validText requires 1 to max bytes of UTF-8 without control characters.
-func validText(what, s string, max int) error {
+// validText requires 1 to limit bytes of UTF-8 without control characters.
+func validText(what, s string, limit int) error {
 	switch {
 	case s == "":
 		return fmt.Errorf("%s is empty", what)
-	case len(s) > max:
-		return fmt.Errorf("%s is longer than %d bytes", what, max)
+	case len(s) > limit:
+		return fmt.Errorf("%s is longer than %d bytes", what, limit)
 	case !utf8.ValidString(s):
 		return fmt.Errorf("%s is not UTF-8", what)
 	case strings.ContainsFunc(s, unicode.IsControl):

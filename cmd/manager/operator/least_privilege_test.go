@@ -194,7 +194,7 @@ var _ = Describe("The operator's identity", func() {
 		stranger := token(ns, "stranger")
 		hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 			// A self-signed certificate, made at start.
-			TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // the test checks who may read, not the certificate
+			TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, // the test checks who may read, not the certificate
 		}}
 		scrape := func(scheme, token string) (int, string) {
 			req, err := http.NewRequest(http.MethodGet, scheme+"://127.0.0.1:"+port+"/metrics", nil)
