@@ -11,6 +11,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
@@ -214,7 +215,7 @@ func newByHand(ns string, statusPatch func(client.Object) error) *byHand {
 			},
 		}).
 		Build()
-	return &byHand{product: product, client: c, r: &controllers.KidEventReconciler{Client: c, Filters: actions.NewFilters()}}
+	return &byHand{product: product, client: c, r: &controllers.KidEventReconciler{Client: c, Filters: actions.NewFilters(), Clock: clock.RealClock{}}}
 }
 
 // store creates an event as the receiver would (source webhook).

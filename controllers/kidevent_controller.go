@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
-	"time"
 
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -14,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -55,8 +55,9 @@ type KidEventReconciler struct {
 	// APIReader reads around the cache; an action is attempted only after
 	// the API server confirms its run is still pending. Nil means Client.
 	APIReader client.Reader
-	// Now is the clock; nil means time.Now.
-	Now func() time.Time
+	// Clock tells the time of applied events and action attempts; tests
+	// move it forward. SetupWithManager sets the real clock when nil.
+	Clock clock.PassiveClock
 	// MaxConcurrentReconciles defaults to 16: each event waits on three API
 	// round trips in turn, so throughput is workers divided by latency.
 	MaxConcurrentReconciles int
@@ -80,18 +81,14 @@ func (r *KidEventReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Filters == nil {
 		r.Filters = actions.NewFilters()
 	}
+	if r.Clock == nil {
+		r.Clock = clock.RealClock{}
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&kidv1.KidEvent{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
 		Named("kidevent").
 		Complete(r)
-}
-
-func (r *KidEventReconciler) now() time.Time {
-	if r.Now != nil {
-		return r.Now()
-	}
-	return time.Now()
 }
 
 // Reconcile processes one KidEvent: it folds a Pending event into its
@@ -189,7 +186,7 @@ func (r *KidEventReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	}
 	eventsProcessedTotal.WithLabelValues(typeLabel(event.Spec.EventType), "applied").Inc()
 	if event.Spec.SignedAt != nil {
-		applyLatency.WithLabelValues(typeLabel(event.Spec.EventType)).Observe(r.now().Sub(event.Spec.SignedAt.Time).Seconds())
+		applyLatency.WithLabelValues(typeLabel(event.Spec.EventType)).Observe(r.Clock.Since(event.Spec.SignedAt.Time).Seconds())
 	}
 	if len(runs) == 0 {
 		return ctrl.Result{}, nil
@@ -534,7 +531,7 @@ func setUserConditions(u *kidv1.KidUser) {
 // per event).
 func (r *KidEventReconciler) setPhase(ctx context.Context, e *kidv1.KidEvent, phase kidv1.EventPhase, userRef *kidv1.LocalObjectReference, runs []kidv1.ActionRunStatus) error {
 	before := e.DeepCopy()
-	now := metav1.NewTime(r.now())
+	now := metav1.NewTime(r.Clock.Now())
 	e.Status.Phase = phase
 	e.Status.UserRef = userRef
 	e.Status.Actions = runs

@@ -200,7 +200,7 @@ var _ = Describe("KidEvent controller: every event type, through the receiver", 
 		}).Should(Equal(kidv1.EventPending), "the reconciler's cache sees the event Pending")
 		r := &controllers.KidEventReconciler{
 			Client: h.Operator.GetClient(), APIReader: h.Operator.GetAPIReader(),
-			Filters: actions.NewFilters(), Now: h.Clock.Now,
+			Filters: actions.NewFilters(), Clock: h.Clock,
 		}
 		_, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: key})
 		Expect(err).NotTo(HaveOccurred())
