@@ -95,7 +95,7 @@ func (r *KidEventReconciler) runActions(ctx context.Context, e *kidv1.KidEvent, 
 		// Runs wait while the product is suspended.
 		return time.Minute, nil
 	}
-	now := r.now()
+	now := r.Clock.Now()
 	if !fresh && due(e, now) {
 		// The cache may lag behind our own last write; an attempt must not
 		// repeat one that already succeeded.

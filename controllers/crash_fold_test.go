@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"strings"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -11,6 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
@@ -185,12 +188,22 @@ type byHand struct {
 	product *kidv1.KidProduct
 	client  client.Client
 	r       *controllers.KidEventReconciler
+	// writes lists each write made through client, as "verb Kind" (with
+	// "status" for the status subresource), in order.
+	writes *[]string
 }
 
 // newByHand builds the fake API server with the cache's indexes; statusPatch
 // (when not nil) may fail a status patch before it is made.
 func newByHand(ns string, statusPatch func(client.Object) error) *byHand {
 	product := &kidv1.KidProduct{ObjectMeta: metav1.ObjectMeta{Name: "demo", Namespace: ns, UID: "uid-product"}}
+	writes := &[]string{}
+	wrote := func(verb string, obj client.Object, err error) error {
+		if err == nil {
+			*writes = append(*writes, verb+" "+strings.TrimPrefix(fmt.Sprintf("%T", obj), "*v1alpha1."))
+		}
+		return err
+	}
 	c := fake.NewClientBuilder().
 		WithScheme(scheme.Scheme).
 		WithStatusSubresource(&kidv1.KidUser{}, &kidv1.KidEvent{}).
@@ -202,7 +215,16 @@ func newByHand(ns string, statusPatch func(client.Object) error) *byHand {
 			// not assign.
 			Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
 				obj.SetUID(types.UID("uid-" + obj.GetName()))
-				return c.Create(ctx, obj, opts...)
+				return wrote("create", obj, c.Create(ctx, obj, opts...))
+			},
+			Patch: func(ctx context.Context, c client.WithWatch, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
+				return wrote("patch", obj, c.Patch(ctx, obj, patch, opts...))
+			},
+			Update: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.UpdateOption) error {
+				return wrote("update", obj, c.Update(ctx, obj, opts...))
+			},
+			Delete: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.DeleteOption) error {
+				return wrote("delete", obj, c.Delete(ctx, obj, opts...))
 			},
 			SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
 				if statusPatch != nil {
@@ -210,11 +232,11 @@ func newByHand(ns string, statusPatch func(client.Object) error) *byHand {
 						return err
 					}
 				}
-				return c.SubResource(sub).Patch(ctx, obj, patch, opts...)
+				return wrote("patch "+sub, obj, c.SubResource(sub).Patch(ctx, obj, patch, opts...))
 			},
 		}).
 		Build()
-	return &byHand{product: product, client: c, r: &controllers.KidEventReconciler{Client: c, Filters: actions.NewFilters()}}
+	return &byHand{product: product, client: c, writes: writes, r: &controllers.KidEventReconciler{Client: c, Filters: actions.NewFilters(), Clock: clock.RealClock{}}}
 }
 
 // store creates an event as the receiver would (source webhook).

@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -55,8 +56,9 @@ type KidEventReconciler struct {
 	// APIReader reads around the cache; an action is attempted only after
 	// the API server confirms its run is still pending. Nil means Client.
 	APIReader client.Reader
-	// Now is the clock; nil means time.Now.
-	Now func() time.Time
+	// Clock tells the time of applied events and action attempts; tests
+	// move it forward. SetupWithManager sets the real clock when nil.
+	Clock clock.PassiveClock
 	// MaxConcurrentReconciles defaults to 16: each event waits on three API
 	// round trips in turn, so throughput is workers divided by latency.
 	MaxConcurrentReconciles int
@@ -80,6 +82,9 @@ func (r *KidEventReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Filters == nil {
 		r.Filters = actions.NewFilters()
 	}
+	if r.Clock == nil {
+		r.Clock = clock.RealClock{}
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&kidv1.KidEvent{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
@@ -87,125 +92,257 @@ func (r *KidEventReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Complete(r)
 }
 
-func (r *KidEventReconciler) now() time.Time {
-	if r.Now != nil {
-		return r.Now()
-	}
-	return time.Now()
+// eventPass is what one pass over a KidEvent has learned so far. Each step
+// records what it found for the steps after it: what the fold learned
+// decides whether the event is erased or matched, and whether its runs need
+// the API server's copy.
+type eventPass struct {
+	// event is the cache's copy, then the API server's for a Pending event
+	// (reread), then the answer to the pass's own status write (match).
+	event *kidv1.KidEvent
+	// product is the event's KidProduct, read by the first step that needs
+	// its privacy settings or its suspend switch (fold, or run for an event
+	// applied on an earlier pass).
+	product *kidv1.KidProduct
+	// folded: the fold ran (even into no user: an event may name no id).
+	folded bool
+	// users are the KidUsers the event was folded into, the one it belongs
+	// to first (fold).
+	users []*kidv1.KidUser
+	// playerErased: one of those users is erased (fold).
+	playerErased bool
+	// applied: this pass marked the event Applied, so event is the API
+	// server's answer to that write and its runs need no second read
+	// (match).
+	applied bool
 }
 
-// Reconcile processes one KidEvent: it folds a Pending event into its
-// user(s), then runs the KidActions it matched until each run is done.
+// pending reports whether the event is still to be folded or confirmed.
+func (p *eventPass) pending() bool {
+	return p.event.Status.Phase == "" || p.event.Status.Phase == kidv1.EventPending
+}
+
+// eventStep is one step of a pass. An error ends the pass as well, and the
+// event is retried.
+type eventStep func(ctx context.Context, p *eventPass) (stepOutcome, error)
+
+// stepOutcome says whether the pass goes on to the next step and, when it
+// ends, what to tell the workqueue.
+type stepOutcome struct {
+	done   bool
+	result ctrl.Result
+}
+
+var (
+	// carryOn hands the event to the next step.
+	carryOn = stepOutcome{}
+	// endPass ends the pass; the event is seen again when it changes.
+	endPass = stepOutcome{done: true}
+)
+
+// comeBackAfter ends the pass and asks for the event again after d (0:
+// only when it changes).
+func comeBackAfter(d time.Duration) stepOutcome {
+	return stepOutcome{done: true, result: ctrl.Result{RequeueAfter: d}}
+}
+
+// Reconcile runs one pass over a KidEvent: its steps in order, until one
+// ends the pass. A Pending event goes through confirm (browser), fold, erase
+// and match once; an Applied event goes straight to run, pass after pass,
+// until each of its runs is done. Every step checks for itself whether it
+// applies, so a finished event falls through to run, which ends the pass.
 func (r *KidEventReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	event := &kidv1.KidEvent{}
 	if err := r.Get(ctx, req.NamespacedName, event); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	if _, ok := event.Annotations[kidv1.RedriveAnnotation]; ok {
-		// The removal of the annotation wakes the next pass, which runs
-		// the redriven actions from an up-to-date cache.
-		return ctrl.Result{}, r.redrive(ctx, event)
-	}
-	if event.Status.Phase == "" || event.Status.Phase == kidv1.EventPending {
-		// The cache may lag behind this controller's own last write: an
-		// event requeued soon after it was applied (to retry its runs) can
-		// still show Pending there, and folding it again would count it
-		// twice and reset its runs. Only the API server's copy tells.
-		fresh, err := r.reread(ctx, event)
-		if err != nil || fresh == nil {
-			return ctrl.Result{}, err
-		}
-		event = fresh
-	}
-	switch event.Status.Phase {
-	case "", kidv1.EventPending:
-		if event.Spec.Source == kidv1.SourceBrowser {
-			// A hint from a game page: never folded, never acted on.
-			return ctrl.Result{}, r.confirmBrowserEvent(ctx, event)
-		}
-	case kidv1.EventApplied:
-		if !slices.ContainsFunc(event.Status.Actions, func(a kidv1.ActionRunStatus) bool { return a.Phase == kidv1.RunPending }) {
-			return ctrl.Result{}, nil
-		}
-		return r.continueRuns(ctx, event)
-	default:
-		return ctrl.Result{}, nil
-	}
-
-	if !kid.Known(event.Spec.EventType) {
-		// Test events and types this version does not know: kept for the
-		// record, folded into no user.
-		eventsProcessedTotal.WithLabelValues(typeLabel(event.Spec.EventType), "ignored").Inc()
-		return ctrl.Result{}, r.setPhase(ctx, event, kidv1.EventIgnored, nil, nil)
-	}
-	product := &kidv1.KidProduct{}
-	if err := r.Get(ctx, types.NamespacedName{Namespace: event.Namespace, Name: event.Spec.ProductRef.Name}, product); err != nil {
-		// Without its product the privacy settings are unknown: wait.
-		return ctrl.Result{}, fmt.Errorf("reading product of event: %w", err)
-	}
-	fe, err := foldEvent(event)
-	if err != nil {
-		// Stored data that does not decode can never fold: ignore it.
-		ctrl.LoggerFrom(ctx).Error(err, "event data does not decode; ignoring the event")
-		eventsProcessedTotal.WithLabelValues(typeLabel(event.Spec.EventType), "ignored").Inc()
-		return ctrl.Result{}, r.setPhase(ctx, event, kidv1.EventIgnored, nil, nil)
-	}
-
-	targets, err := r.targets(ctx, event, fe)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-	privacy := kid.Privacy{KeepEmail: product.Spec.Privacy.StoreApproverEmail, KeepDateOfBirth: product.Spec.Privacy.StoreDateOfBirth}
-	var folded []*kidv1.KidUser
-	erased := false
-	for _, t := range targets {
-		user, err := r.applyTo(ctx, event, product, t, privacy)
+	p := &eventPass{event: event}
+	for _, step := range []eventStep{
+		r.reconcileRedrive,
+		r.reconcileReread,
+		r.reconcileConfirm,
+		r.reconcileFold,
+		r.reconcileErase,
+		r.reconcileMatch,
+		r.reconcileRun,
+	} {
+		out, err := step(ctx, p)
 		if err != nil {
 			return ctrl.Result{}, err
 		}
-		folded = append(folded, user)
-		erased = erased || user.Status.ErasedAt != nil
+		if out.done {
+			return out.result, nil
+		}
 	}
-	if erased && event.Spec.PersonalData {
-		// A late delivery about a player k-ID already erased: its personal
-		// data must not stay. The fold took what it may; drop the event.
-		eventsProcessedTotal.WithLabelValues(typeLabel(event.Spec.EventType), "erased").Inc()
-		erasedEventsTotal.Inc()
-		return ctrl.Result{}, client.IgnoreNotFound(r.Delete(ctx, event))
-	}
-
-	var userRef *kidv1.LocalObjectReference
-	var userStatus *kidv1.KidUserStatus
-	if len(folded) > 0 {
-		userRef = &kidv1.LocalObjectReference{Name: folded[0].Name}
-		userStatus = &folded[0].Status
-	}
-	runs, err := r.matchActions(ctx, event, product, userStatus)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-	if err := r.setPhase(ctx, event, kidv1.EventApplied, userRef, runs); err != nil {
-		return ctrl.Result{}, err
-	}
-	eventsProcessedTotal.WithLabelValues(typeLabel(event.Spec.EventType), "applied").Inc()
-	if event.Spec.SignedAt != nil {
-		applyLatency.WithLabelValues(typeLabel(event.Spec.EventType)).Observe(r.now().Sub(event.Spec.SignedAt.Time).Seconds())
-	}
-	if len(runs) == 0 {
-		return ctrl.Result{}, nil
-	}
-	next, err := r.runActions(ctx, event, product, true)
-	return ctrl.Result{RequeueAfter: next}, err
+	return ctrl.Result{}, nil
 }
 
-// continueRuns makes the next due attempts of an applied event's runs.
-func (r *KidEventReconciler) continueRuns(ctx context.Context, event *kidv1.KidEvent) (ctrl.Result, error) {
-	product := &kidv1.KidProduct{}
-	if err := r.Get(ctx, types.NamespacedName{Namespace: event.Namespace, Name: event.Spec.ProductRef.Name}, product); err != nil {
-		return ctrl.Result{}, fmt.Errorf("reading product of event: %w", err)
+// reconcileRedrive answers the redrive annotation: the failed runs go back
+// to Pending and the annotation is removed. It ends the pass: the removal
+// wakes the next one, which runs the redriven actions from an up-to-date
+// cache.
+func (r *KidEventReconciler) reconcileRedrive(ctx context.Context, p *eventPass) (stepOutcome, error) {
+	if _, ok := p.event.Annotations[kidv1.RedriveAnnotation]; !ok {
+		return carryOn, nil
 	}
-	next, err := r.runActions(ctx, event, product, false)
-	return ctrl.Result{RequeueAfter: next}, err
+	return endPass, r.redrive(ctx, p.event)
+}
+
+// reconcileReread replaces a Pending event with the API server's copy, and
+// ends the pass if it is gone. The cache may lag behind this controller's
+// own last write: an event requeued soon after it was applied (to retry its
+// runs) can still show Pending there, and folding it again would count it
+// twice and reset its runs. Only the API server's copy tells.
+func (r *KidEventReconciler) reconcileReread(ctx context.Context, p *eventPass) (stepOutcome, error) {
+	if !p.pending() {
+		return carryOn, nil
+	}
+	fresh, err := r.reread(ctx, p.event)
+	if err != nil || fresh == nil {
+		return endPass, err
+	}
+	p.event = fresh
+	return carryOn, nil
+}
+
+// reconcileConfirm records a Pending browser event as Ignored and asks k-ID
+// to confirm its subject (kidevent_browser.go). It ends the pass: a hint
+// from a game page is never folded and never acted on.
+func (r *KidEventReconciler) reconcileConfirm(ctx context.Context, p *eventPass) (stepOutcome, error) {
+	if !p.pending() || p.event.Spec.Source != kidv1.SourceBrowser {
+		return carryOn, nil
+	}
+	return endPass, r.confirmBrowserEvent(ctx, p.event)
+}
+
+// reconcileFold folds a Pending event into its KidUser(s), and records the
+// product, the users and whether the player is erased. An event of a type
+// this version does not know (Test events among them), or whose stored data
+// does not decode, can never fold: it is kept for the record as Ignored,
+// and the pass ends.
+func (r *KidEventReconciler) reconcileFold(ctx context.Context, p *eventPass) (stepOutcome, error) {
+	if !p.pending() {
+		return carryOn, nil
+	}
+	e := p.event
+	if !kid.Known(e.Spec.EventType) {
+		return endPass, r.ignore(ctx, e)
+	}
+	product, err := r.productOf(ctx, e)
+	if err != nil {
+		// Without its product the privacy settings are unknown: wait.
+		return endPass, err
+	}
+	p.product = product
+	fe, err := foldEvent(e)
+	if err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "event data does not decode; ignoring the event")
+		return endPass, r.ignore(ctx, e)
+	}
+	targets, err := r.targets(ctx, e, fe)
+	if err != nil {
+		return endPass, err
+	}
+	privacy := kid.Privacy{KeepEmail: product.Spec.Privacy.StoreApproverEmail, KeepDateOfBirth: product.Spec.Privacy.StoreDateOfBirth}
+	for _, t := range targets {
+		user, err := r.applyTo(ctx, e, product, t, privacy)
+		if err != nil {
+			return endPass, err
+		}
+		p.users = append(p.users, user)
+		p.playerErased = p.playerErased || user.Status.ErasedAt != nil
+	}
+	p.folded = true
+	return carryOn, nil
+}
+
+// reconcileErase deletes a late delivery about a player k-ID already
+// erased, when the event kept personal data: the fold took what it may,
+// and the data must not stay. It ends the pass, so nothing is applied and no
+// action runs. (An event whose player is erased while its runs are pending
+// is deleted by run, when they settle.)
+func (r *KidEventReconciler) reconcileErase(ctx context.Context, p *eventPass) (stepOutcome, error) {
+	if !p.playerErased || !p.event.Spec.PersonalData {
+		return carryOn, nil
+	}
+	eventsProcessedTotal.WithLabelValues(typeLabel(p.event.Spec.EventType), "erased").Inc()
+	erasedEventsTotal.Inc()
+	return endPass, client.IgnoreNotFound(r.Delete(ctx, p.event))
+}
+
+// reconcileMatch starts a Pending run for each KidAction the folded event
+// matches, given its user's status after the fold, and marks the event
+// Applied with its user and runs: the event's one status write of the fold.
+// It records that the event was applied, counts it and observes the time
+// from k-ID's signature. It ends the pass when no action matched.
+func (r *KidEventReconciler) reconcileMatch(ctx context.Context, p *eventPass) (stepOutcome, error) {
+	if !p.folded {
+		return carryOn, nil
+	}
+	e := p.event
+	var userRef *kidv1.LocalObjectReference
+	var userStatus *kidv1.KidUserStatus
+	if len(p.users) > 0 {
+		userRef = &kidv1.LocalObjectReference{Name: p.users[0].Name}
+		userStatus = &p.users[0].Status
+	}
+	runs, err := r.matchActions(ctx, e, p.product, userStatus)
+	if err != nil {
+		return endPass, err
+	}
+	if err := r.setPhase(ctx, e, kidv1.EventApplied, userRef, runs); err != nil {
+		return endPass, err
+	}
+	p.applied = true
+	eventsProcessedTotal.WithLabelValues(typeLabel(e.Spec.EventType), "applied").Inc()
+	if e.Spec.SignedAt != nil {
+		applyLatency.WithLabelValues(typeLabel(e.Spec.EventType)).Observe(r.Clock.Since(e.Spec.SignedAt.Time).Seconds())
+	}
+	if len(runs) == 0 {
+		return endPass, nil
+	}
+	return carryOn, nil
+}
+
+// reconcileRun makes the due attempts of an Applied event's runs, records
+// them, settles the event's phase once every run is done, and deletes the
+// event then if it kept personal data about a player erased meanwhile
+// (runActions, actions.go). It ends the pass, asking for the event again
+// when the next attempt is due. An event applied on an earlier pass with no
+// pending run, or finished, has nothing left to do.
+func (r *KidEventReconciler) reconcileRun(ctx context.Context, p *eventPass) (stepOutcome, error) {
+	e := p.event
+	if !p.applied {
+		waiting := slices.ContainsFunc(e.Status.Actions, func(a kidv1.ActionRunStatus) bool { return a.Phase == kidv1.RunPending })
+		if e.Status.Phase != kidv1.EventApplied || !waiting {
+			return endPass, nil
+		}
+		product, err := r.productOf(ctx, e)
+		if err != nil {
+			return endPass, err
+		}
+		p.product = product
+	}
+	next, err := r.runActions(ctx, e, p.product, p.applied)
+	if err != nil {
+		return endPass, err
+	}
+	return comeBackAfter(next), nil
+}
+
+// productOf reads the event's KidProduct.
+func (r *KidEventReconciler) productOf(ctx context.Context, e *kidv1.KidEvent) (*kidv1.KidProduct, error) {
+	product := &kidv1.KidProduct{}
+	if err := r.Get(ctx, types.NamespacedName{Namespace: e.Namespace, Name: e.Spec.ProductRef.Name}, product); err != nil {
+		return nil, fmt.Errorf("reading product of event: %w", err)
+	}
+	return product, nil
+}
+
+// ignore records an event that folds into no user as Ignored.
+func (r *KidEventReconciler) ignore(ctx context.Context, e *kidv1.KidEvent) error {
+	eventsProcessedTotal.WithLabelValues(typeLabel(e.Spec.EventType), "ignored").Inc()
+	return r.setPhase(ctx, e, kidv1.EventIgnored, nil, nil)
 }
 
 // reread returns the API server's copy of an event (through APIReader,
@@ -534,7 +671,7 @@ func setUserConditions(u *kidv1.KidUser) {
 // per event).
 func (r *KidEventReconciler) setPhase(ctx context.Context, e *kidv1.KidEvent, phase kidv1.EventPhase, userRef *kidv1.LocalObjectReference, runs []kidv1.ActionRunStatus) error {
 	before := e.DeepCopy()
-	now := metav1.NewTime(r.now())
+	now := metav1.NewTime(r.Clock.Now())
 	e.Status.Phase = phase
 	e.Status.UserRef = userRef
 	e.Status.Actions = runs

@@ -2,10 +2,12 @@ package controllers_test
 
 import (
 	"fmt"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -200,7 +202,7 @@ var _ = Describe("KidEvent controller: every event type, through the receiver", 
 		}).Should(Equal(kidv1.EventPending), "the reconciler's cache sees the event Pending")
 		r := &controllers.KidEventReconciler{
 			Client: h.Operator.GetClient(), APIReader: h.Operator.GetAPIReader(),
-			Filters: actions.NewFilters(), Now: h.Clock.Now,
+			Filters: actions.NewFilters(), Clock: h.Clock,
 		}
 		_, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: key})
 		Expect(err).NotTo(HaveOccurred())
@@ -295,3 +297,65 @@ func permutations(xs []int) [][]int {
 	}
 	return out
 }
+
+var _ = Describe("KidEvent controller: the writes of one pass", func() {
+	// Each write is an API round trip on the path of every k-ID event
+	// (docs/benchmarks.md): a pass makes the writes its event needs, in
+	// this order, and a second pass over the same event makes none.
+	DescribeTable("makes each write its event needs once, and none on the next pass",
+		func(ns string, prepare func(f *byHand) *kidv1.KidEvent, want []string) {
+			f := newByHand(ns, nil)
+			e := prepare(f)
+			*f.writes = nil
+			Expect(f.reconcile(e)).To(Succeed())
+			Expect(*f.writes).To(Equal(want))
+			*f.writes = nil
+			Expect(f.reconcile(e)).To(Succeed())
+			Expect(*f.writes).To(BeEmpty())
+		},
+		Entry("a Pending event no action matches: its user made and folded, the event Applied", "writes-fold",
+			func(f *byHand) *kidv1.KidEvent {
+				return f.store(kid.ChallengeStateChange, kidsim.Fields{ChallengeID: "c-1", Status: kid.StatusInProgress})
+			},
+			[]string{"create KidUser", "patch status KidUser", "patch status KidEvent"}),
+		Entry("a Pending event a dry-run action matches: Applied with its run, then Succeeded", "writes-run",
+			func(f *byHand) *kidv1.KidEvent {
+				Expect(f.client.Create(ctx, &kidv1.KidAction{
+					ObjectMeta: metav1.ObjectMeta{Name: "notify", Namespace: f.product.Namespace},
+					Spec:       kidv1.KidActionSpec{DryRun: true, HTTP: &kidv1.HTTPAction{URL: "https://game.example/kid"}},
+				})).To(Succeed())
+				return f.store(kid.ChallengeStateChange, kidsim.Fields{ChallengeID: "c-1", Status: kid.StatusPass, SessionID: "s-1"})
+			},
+			[]string{"create KidUser", "patch status KidUser", "patch status KidEvent", "patch status KidEvent"}),
+		Entry("an event of a type this version does not know: Ignored", "writes-unknown",
+			func(f *byHand) *kidv1.KidEvent {
+				return f.store(kid.TestEvent, kidsim.Fields{})
+			},
+			[]string{"patch status KidEvent"}),
+		Entry("an event whose data does not decode: Ignored", "writes-undecodable",
+			func(f *byHand) *kidv1.KidEvent {
+				e, _ := builtEvent(f.product, time.Now(), kid.ChallengeStateChange, kidsim.Fields{ChallengeID: "c-1", Status: kid.StatusPass})
+				e.Spec.Data.Raw = []byte(`"not an object"`)
+				Expect(f.client.Create(ctx, e)).To(Succeed())
+				return e
+			},
+			[]string{"patch status KidEvent"}),
+		Entry("a browser event of a product without the k-ID API: Ignored", "writes-browser",
+			func(f *byHand) *kidv1.KidEvent {
+				e, _ := builtEvent(f.product, time.Now(), kid.ChallengeStateChange, kidsim.Fields{ChallengeID: "c-1", Status: kid.StatusPass})
+				e.Spec.Source = kidv1.SourceBrowser
+				Expect(f.client.Create(ctx, e)).To(Succeed())
+				return e
+			},
+			[]string{"patch status KidEvent"}),
+		Entry("a late delivery with personal data about an erased player: folded, then deleted", "writes-erased",
+			func(f *byHand) *kidv1.KidEvent {
+				Expect(f.reconcile(f.store(kid.SessionDelete, kidsim.Fields{SessionID: "s-1"}))).To(Succeed())
+				e, _ := builtEvent(f.product, time.Now(), kid.ChallengeStateChange, kidsim.Fields{ChallengeID: "c-1", Status: kid.StatusPass, SessionID: "s-1"})
+				e.Spec.PersonalData = true
+				Expect(f.client.Create(ctx, e)).To(Succeed())
+				return e
+			},
+			[]string{"patch status KidUser", "delete KidEvent"}),
+	)
+})

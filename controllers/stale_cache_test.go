@@ -65,7 +65,7 @@ var _ = Describe("A cache that lags behind the controller's writes", func() {
 			APIReader:  h.Operator.GetAPIReader(),
 			Filters:    actions.NewFilters(),
 			HTTPClient: &http.Client{Timeout: 5 * time.Second},
-			Now:        h.Clock.Now,
+			Clock:      h.Clock,
 		}
 		_, err = r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(event)})
 		Expect(err).NotTo(HaveOccurred())

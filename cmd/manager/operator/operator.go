@@ -236,7 +236,7 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 	filters := actions.NewFilters()
 	impersonator := actions.NewImpersonator(mgr.GetConfig(), client.Options{Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper()}, opts.DefaultActionServiceAccount)
 	if err := (&controllers.KidEventReconciler{
-		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kidevent-controller"), Now: opts.Now,
+		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kidevent-controller"), Clock: nowFunc(opts.Now),
 		Filters: filters, HTTPClient: httpClient, APIReader: mgr.GetAPIReader(), Impersonator: impersonator,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up KidEvent controller: %w", err)
@@ -255,6 +255,18 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 
 	return op, nil
 }
+
+// TODO(merge): Options.Now as a clock.PassiveClock until Options has a Clock.
+type nowFunc func() time.Time
+
+func (f nowFunc) Now() time.Time {
+	if f == nil {
+		return time.Now()
+	}
+	return f()
+}
+
+func (f nowFunc) Since(t time.Time) time.Duration { return f.Now().Sub(t) }
 
 // nonZero is a pointer to d, or nil (the default) when d is zero.
 func nonZero(d time.Duration) *time.Duration {
