@@ -29,7 +29,8 @@ import (
 //   - once a user is erased (Session.Delete, Account.Delete), the stored
 //     events about it that still hold personal data are deleted;
 //   - with the product's k-ID API configured, the session is synced and a
-//     pending challenge or verification is polled (kiduser_api.go);
+//     pending challenge or verification is polled, as the schedule says
+//     (kiduser_schedule.go, kiduser_sessionsync.go, kiduser_recovery.go);
 //   - a user is deleted when the product's retention.users says so
 //     (kiduser_retention.go).
 //
