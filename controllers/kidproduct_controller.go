@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -13,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -152,7 +152,7 @@ func (r *KidProductReconciler) recheckSecrets(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(every + time.Duration(rand.Int64N(int64(every)))):
+		case <-time.After(wait.Jitter(every, 1)):
 		}
 		var products kidv1.KidProductList
 		if err := r.List(ctx, &products, client.UnsafeDisableDeepCopy); err != nil {
@@ -270,8 +270,9 @@ func (r *KidProductReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	meta.RemoveStatusCondition(&product.Status.Conditions, kidv1.ReconcilingCondition)
 	product.Status.ObservedGeneration = product.Generation
 	if next > 0 {
-		// A little jitter, so that many products do not sweep in lockstep.
-		next += time.Duration(rand.Int64N(int64(next/10) + 1))
+		// Up to 10 % of jitter, so that many products do not sweep in
+		// lockstep.
+		next = wait.Jitter(next, 0.1)
 	}
 	return ctrl.Result{RequeueAfter: next}, nil
 }

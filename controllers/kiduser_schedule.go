@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"hash/fnv"
-	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
 
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -47,6 +47,10 @@ const (
 	// propagationRetry is the wait after a read that hit the propagation
 	// delay.
 	propagationRetry = 2 * time.Second
+	// waitJitter is the most added to a wait (10 %, by wait.Jitter), so
+	// that users told to wait together do not all come back in the same
+	// instant.
+	waitJitter = 0.1
 )
 
 // pollMemory remembers, per KidUser object, when k-ID was last asked about
@@ -126,11 +130,11 @@ func (r *KidUserReconciler) reconcileAPI(ctx context.Context, user *kidv1.KidUse
 	switch {
 	case errors.As(err, &cfg):
 		// The product's APIReady says why; look again later.
-		return jitter(refusedRecheck), nil
+		return wait.Jitter(refusedRecheck, waitJitter), nil
 	case err != nil:
 		return 0, err
 	case c.Unauthorized():
-		return jitter(refusedRecheck), nil
+		return wait.Jitter(refusedRecheck, waitJitter), nil
 	}
 
 	// kid.dev/requested-at asks for k-ID now, whatever the schedule: a
@@ -207,12 +211,12 @@ func (r *KidUserReconciler) apiFailed(ctx context.Context, c *APIClient, product
 	switch {
 	case kidapi.IsUnauthorized(err):
 		r.APIClients.Refused(c, client.ObjectKeyFromObject(product))
-		return jitter(refusedRecheck), nil
+		return wait.Jitter(refusedRecheck, waitJitter), nil
 	case kidapi.IsPropagating(err):
 		return propagationRetry, nil
 	}
-	if wait, ok := kidapi.RetryAfter(err); ok {
-		return jitter(max(wait, time.Second)), nil
+	if after, ok := kidapi.RetryAfter(err); ok {
+		return wait.Jitter(max(after, time.Second), waitJitter), nil
 	}
 	ctrl.LoggerFrom(ctx).Info("k-ID API call failed", "call", what, "error", err.Error())
 	return 0, nil
@@ -223,10 +227,4 @@ func spread(uid types.UID) float64 {
 	h := fnv.New32a()
 	_, _ = h.Write([]byte(uid))
 	return float64(h.Sum32()%1000) / 1000
-}
-
-// jitter adds up to 10% to d, so that users told to wait together do not
-// all come back in the same instant.
-func jitter(d time.Duration) time.Duration {
-	return d + time.Duration(rand.Int64N(int64(d/10)+1))
 }

@@ -13,7 +13,6 @@ package kidapi
 import (
 	"context"
 	"errors"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -24,6 +23,7 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/kid-operator/kid-operator/internal/outbound"
 )
@@ -481,7 +481,8 @@ func backoffAfter(attempt int) time.Duration {
 	if attempt < 20 {
 		d = min(BaseBackoff<<(attempt-1), MaxBackoff)
 	}
-	return d + time.Duration((rand.Float64()*0.4-0.2)*float64(d))
+	// ±20 %, uniform: 80 % of d plus up to half of that again.
+	return wait.Jitter(d-d/5, 0.5)
 }
 
 // attempt makes one HTTP request.
