@@ -190,11 +190,16 @@ func (r *KidProductReconciler) productsOfSecret(ctx context.Context, key types.N
 	return out
 }
 
-// readSecret returns a Secret's data, from the secrets cache when there is
-// one.
-func (r *KidProductReconciler) readSecret(ctx context.Context, key types.NamespacedName) (map[string][]byte, error) {
-	if r.Secrets != nil {
-		s, err := r.Secrets.Get(ctx, key)
+// readSecret returns the data of a Secret a product names, for the webhook
+// key (KidProductReconciler) and the API key (APIClients) alike. It reads
+// from the secrets cache when there is one: one get per TTL, shared with the
+// receiver, however often products and users reconcile (every KidUser
+// reconcile asks for its product's API client). Without a cache it gets
+// the Secret through r, which must then not cache Secrets: the operator may
+// only get them, not list or watch.
+func readSecret(ctx context.Context, cache *secrets.Cache, r client.Reader, key types.NamespacedName) (map[string][]byte, error) {
+	if cache != nil {
+		s, err := cache.Get(ctx, key)
 		if err != nil {
 			return nil, err
 		}
@@ -281,7 +286,7 @@ func (r *KidProductReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 // key. It returns an *errConfig for what the user must fix.
 func (r *KidProductReconciler) reconcileSecret(ctx context.Context, p *kidv1.KidProduct) error {
 	name := p.Spec.Webhook.SecretRef.Name
-	data, err := r.readSecret(ctx, types.NamespacedName{Namespace: p.Namespace, Name: name})
+	data, err := readSecret(ctx, r.Secrets, r.Client, types.NamespacedName{Namespace: p.Namespace, Name: name})
 	if err != nil {
 		if apierrors.IsNotFound(err) {
 			return &errConfig{reason: kidv1.SecretNotFoundReason, msg: fmt.Sprintf("webhook Secret %q not found; deliveries are answered 503", name)}
