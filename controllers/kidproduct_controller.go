@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/workqueue"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -36,8 +37,11 @@ import (
 type KidProductReconciler struct {
 	client.Client
 	Recorder events.EventRecorder
-	// Now is the clock; nil means time.Now. Tests inject one.
-	Now func() time.Time
+	// Clock is the controller's time (retention, the API key's probe).
+	// SetupWithManager sets the real clock when it is nil; tests pass a
+	// fake one. The Secret re-check runs on real time, as the requeue
+	// timers do.
+	Clock clock.PassiveClock
 	// APIClients are the products' k-ID API clients; nil leaves every
 	// product on webhooks alone.
 	APIClients *APIClients
@@ -66,6 +70,9 @@ const DefaultSecretRecheck = time.Minute
 // stored or finished events, and changes of the Secrets they name (seen by
 // re-reading them, not by a watch).
 func (r *KidProductReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.Clock == nil {
+		r.Clock = clock.RealClock{}
+	}
 	b := ctrl.NewControllerManagedBy(mgr).
 		For(&kidv1.KidProduct{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&kidv1.KidEvent{}, wakeProductOfEvent)
@@ -212,13 +219,6 @@ func readSecret(ctx context.Context, cache *secrets.Cache, r client.Reader, key 
 	return s.Data, nil
 }
 
-func (r *KidProductReconciler) now() time.Time {
-	if r.Now != nil {
-		return r.Now()
-	}
-	return time.Now()
-}
-
 // errConfig is a problem only the user can fix: the product stalls and is
 // not retried until something it watches changes.
 type errConfig struct {
@@ -334,7 +334,7 @@ func (r *KidProductReconciler) reconcileEvents(ctx context.Context, p *kidv1.Kid
 	}
 	oldestPendingTimestamp.WithLabelValues(label).Set(oldest)
 
-	byAge, byCount, next := retentionOf(p).expired(events, r.now())
+	byAge, byCount, next := retentionOf(p).expired(events, r.Clock.Now())
 	deleted := 0
 	for reason, batch := range map[string][]*kidv1.KidEvent{"age": byAge, "count": byCount} {
 		for _, e := range batch {
@@ -393,7 +393,7 @@ func (r *KidProductReconciler) reconcileAPI(ctx context.Context, p *kidv1.KidPro
 	case err != nil:
 		return 0, err
 	}
-	switch err := c.Probe(ctx, r.now()); {
+	switch err := c.Probe(ctx, r.Clock.Now()); {
 	case err == nil:
 		set(metav1.ConditionTrue, kidv1.APIReadyReason, "k-ID accepts the API key; session sync and recovery are on")
 		return 0, nil

@@ -185,7 +185,7 @@ func (r *KidUserReconciler) storePolled(ctx context.Context, product *kidv1.KidP
 	if err != nil {
 		return fmt.Errorf("k-ID's answer makes no event: %w", err)
 	}
-	now := r.now()
+	now := r.Clock.Now()
 	event, err := inbox.Build(product, env, body, now, now, kidv1.SourcePoll)
 	if err != nil {
 		return err

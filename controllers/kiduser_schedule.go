@@ -140,7 +140,7 @@ func (r *KidUserReconciler) reconcileAPI(ctx context.Context, user *kidv1.KidUse
 	// kid.dev/requested-at asks for k-ID now, whatever the schedule: a
 	// browser event's confirmation, or a person's kubectl annotate.
 	requested := user.Annotations[kidv1.RequestedAtAnnotation]
-	pass := &apiPass{now: r.now(), force: requested != "" && requested != r.polls.get(user).handledRequest}
+	pass := &apiPass{now: r.Clock.Now(), force: requested != "" && requested != r.polls.get(user).handledRequest}
 	var next []time.Duration
 	if wait, err := r.syncSession(ctx, c, product, user, pass); err != nil {
 		return 0, err

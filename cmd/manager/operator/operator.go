@@ -227,8 +227,11 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 	if err := controllers.SetupIndexes(ctx, mgr); err != nil {
 		return nil, err
 	}
+	if opts.Now == nil { // TODO(merge)
+		opts.Now = time.Now
+	}
 	if err := (&controllers.KidProductReconciler{
-		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kidproduct-controller"), Now: opts.Now, APIClients: apiClients,
+		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kidproduct-controller"), Clock: nowClock(opts.Now), APIClients: apiClients,
 		Secrets: sec, SecretRecheck: opts.SecretRecheck,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up KidProduct controller: %w", err)
@@ -242,7 +245,7 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 		return nil, fmt.Errorf("setting up KidEvent controller: %w", err)
 	}
 	if err := (&controllers.KidUserReconciler{
-		Client: mgr.GetClient(), APIClients: apiClients, Now: opts.Now,
+		Client: mgr.GetClient(), APIClients: apiClients, Clock: nowClock(opts.Now),
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up KidUser controller: %w", err)
 	}
@@ -255,6 +258,13 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 
 	return op, nil
 }
+
+// TODO(merge): Options.Now becomes a clock.PassiveClock on another branch,
+// and this adapter of it to the controllers' Clock goes.
+type nowClock func() time.Time
+
+func (f nowClock) Now() time.Time                  { return f() }
+func (f nowClock) Since(t time.Time) time.Duration { return f().Sub(t) }
 
 // nonZero is a pointer to d, or nil (the default) when d is zero.
 func nonZero(d time.Duration) *time.Duration {
