@@ -12,7 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -70,7 +69,7 @@ func (s *APIClients) For(ctx context.Context, r client.Reader, p *kidv1.KidProdu
 	if api == nil {
 		return nil, nil
 	}
-	data, err := s.readSecret(ctx, r, types.NamespacedName{Namespace: p.Namespace, Name: api.SecretRef.Name})
+	data, err := readSecret(ctx, s.Secrets, r, types.NamespacedName{Namespace: p.Namespace, Name: api.SecretRef.Name})
 	if err != nil {
 		if apierrors.IsNotFound(err) {
 			return nil, &errConfig{reason: kidv1.SecretNotFoundReason, msg: fmt.Sprintf("API Secret %q not found; session sync and recovery are off", api.SecretRef.Name)}
@@ -103,24 +102,6 @@ func (s *APIClients) For(ctx context.Context, r client.Reader, p *kidv1.KidProdu
 	c := &APIClient{Client: kidapi.New(cfg), fingerprint: fingerprint}
 	s.byProduct[name] = c
 	return c, nil
-}
-
-// readSecret returns a Secret's data: from the secrets cache when there is
-// one (every KidUser reconcile asks for its product's client, so the key is
-// not read from the API server each time), else through r.
-func (s *APIClients) readSecret(ctx context.Context, r client.Reader, key types.NamespacedName) (map[string][]byte, error) {
-	if s.Secrets != nil {
-		secret, err := s.Secrets.Get(ctx, key)
-		if err != nil {
-			return nil, err
-		}
-		return secret.Data, nil
-	}
-	secret := &corev1.Secret{}
-	if err := r.Get(ctx, key, secret); err != nil {
-		return nil, err
-	}
-	return secret.Data, nil
 }
 
 // Forget drops a product's client (the product was deleted or lost its

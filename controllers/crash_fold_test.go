@@ -173,7 +173,7 @@ var _ = Describe("A crash between a user's write and its event's", func() {
 		Expect(get(standIn).Status.ObservedEvents).To(BeEquivalentTo(1))
 		Expect(get(session).Status.ObservedEvents).To(BeEquivalentTo(1))
 
-		ur := &controllers.KidUserReconciler{Client: c}
+		ur := &controllers.KidUserReconciler{Client: c, Clock: h.Clock}
 		_, err := ur.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKey{Namespace: product.Namespace, Name: standIn}})
 		Expect(err).NotTo(HaveOccurred())
 		Expect(apierrors.IsNotFound(c.Get(ctx, client.ObjectKey{Namespace: product.Namespace, Name: standIn}, &kidv1.KidUser{}))).To(BeTrue(), "the stand-in was merged away")

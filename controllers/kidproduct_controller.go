@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -13,8 +12,10 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/workqueue"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -36,8 +37,11 @@ import (
 type KidProductReconciler struct {
 	client.Client
 	Recorder events.EventRecorder
-	// Now is the clock; nil means time.Now. Tests inject one.
-	Now func() time.Time
+	// Clock is the controller's time (retention, the API key's probe).
+	// SetupWithManager sets the real clock when it is nil; tests pass a
+	// fake one. The Secret re-check runs on real time, as the requeue
+	// timers do.
+	Clock clock.PassiveClock
 	// APIClients are the products' k-ID API clients; nil leaves every
 	// product on webhooks alone.
 	APIClients *APIClients
@@ -66,6 +70,9 @@ const DefaultSecretRecheck = time.Minute
 // stored or finished events, and changes of the Secrets they name (seen by
 // re-reading them, not by a watch).
 func (r *KidProductReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.Clock == nil {
+		r.Clock = clock.RealClock{}
+	}
 	b := ctrl.NewControllerManagedBy(mgr).
 		For(&kidv1.KidProduct{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&kidv1.KidEvent{}, wakeProductOfEvent)
@@ -152,7 +159,7 @@ func (r *KidProductReconciler) recheckSecrets(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(every + time.Duration(rand.Int64N(int64(every)))):
+		case <-time.After(wait.Jitter(every, 1)):
 		}
 		var products kidv1.KidProductList
 		if err := r.List(ctx, &products, client.UnsafeDisableDeepCopy); err != nil {
@@ -190,11 +197,16 @@ func (r *KidProductReconciler) productsOfSecret(ctx context.Context, key types.N
 	return out
 }
 
-// readSecret returns a Secret's data, from the secrets cache when there is
-// one.
-func (r *KidProductReconciler) readSecret(ctx context.Context, key types.NamespacedName) (map[string][]byte, error) {
-	if r.Secrets != nil {
-		s, err := r.Secrets.Get(ctx, key)
+// readSecret returns the data of a Secret a product names, for the webhook
+// key (KidProductReconciler) and the API key (APIClients) alike. It reads
+// from the secrets cache when there is one: one get per TTL, shared with the
+// receiver, however often products and users reconcile (every KidUser
+// reconcile asks for its product's API client). Without a cache it gets
+// the Secret through r, which must then not cache Secrets: the operator may
+// only get them, not list or watch.
+func readSecret(ctx context.Context, cache *secrets.Cache, r client.Reader, key types.NamespacedName) (map[string][]byte, error) {
+	if cache != nil {
+		s, err := cache.Get(ctx, key)
 		if err != nil {
 			return nil, err
 		}
@@ -205,13 +217,6 @@ func (r *KidProductReconciler) readSecret(ctx context.Context, key types.Namespa
 		return nil, err
 	}
 	return s.Data, nil
-}
-
-func (r *KidProductReconciler) now() time.Time {
-	if r.Now != nil {
-		return r.Now()
-	}
-	return time.Now()
 }
 
 // errConfig is a problem only the user can fix: the product stalls and is
@@ -270,8 +275,9 @@ func (r *KidProductReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	meta.RemoveStatusCondition(&product.Status.Conditions, kidv1.ReconcilingCondition)
 	product.Status.ObservedGeneration = product.Generation
 	if next > 0 {
-		// A little jitter, so that many products do not sweep in lockstep.
-		next += time.Duration(rand.Int64N(int64(next/10) + 1))
+		// Up to 10 % of jitter, so that many products do not sweep in
+		// lockstep.
+		next = wait.Jitter(next, 0.1)
 	}
 	return ctrl.Result{RequeueAfter: next}, nil
 }
@@ -280,7 +286,7 @@ func (r *KidProductReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 // key. It returns an *errConfig for what the user must fix.
 func (r *KidProductReconciler) reconcileSecret(ctx context.Context, p *kidv1.KidProduct) error {
 	name := p.Spec.Webhook.SecretRef.Name
-	data, err := r.readSecret(ctx, types.NamespacedName{Namespace: p.Namespace, Name: name})
+	data, err := readSecret(ctx, r.Secrets, r.Client, types.NamespacedName{Namespace: p.Namespace, Name: name})
 	if err != nil {
 		if apierrors.IsNotFound(err) {
 			return &errConfig{reason: kidv1.SecretNotFoundReason, msg: fmt.Sprintf("webhook Secret %q not found; deliveries are answered 503", name)}
@@ -328,7 +334,7 @@ func (r *KidProductReconciler) reconcileEvents(ctx context.Context, p *kidv1.Kid
 	}
 	oldestPendingTimestamp.WithLabelValues(label).Set(oldest)
 
-	byAge, byCount, next := retentionOf(p).expired(events, r.now())
+	byAge, byCount, next := retentionOf(p).expired(events, r.Clock.Now())
 	deleted := 0
 	for reason, batch := range map[string][]*kidv1.KidEvent{"age": byAge, "count": byCount} {
 		for _, e := range batch {
@@ -387,7 +393,7 @@ func (r *KidProductReconciler) reconcileAPI(ctx context.Context, p *kidv1.KidPro
 	case err != nil:
 		return 0, err
 	}
-	switch err := c.Probe(ctx, r.now()); {
+	switch err := c.Probe(ctx, r.Clock.Now()); {
 	case err == nil:
 		set(metav1.ConditionTrue, kidv1.APIReadyReason, "k-ID accepts the API key; session sync and recovery are on")
 		return 0, nil

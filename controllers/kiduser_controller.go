@@ -9,6 +9,7 @@ import (
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
@@ -29,7 +30,8 @@ import (
 //   - once a user is erased (Session.Delete, Account.Delete), the stored
 //     events about it that still hold personal data are deleted;
 //   - with the product's k-ID API configured, the session is synced and a
-//     pending challenge or verification is polled (kiduser_api.go);
+//     pending challenge or verification is polled, as the schedule says
+//     (kiduser_schedule.go, kiduser_sessionsync.go, kiduser_recovery.go);
 //   - a user is deleted when the product's retention.users says so
 //     (kiduser_retention.go).
 //
@@ -39,8 +41,10 @@ type KidUserReconciler struct {
 	// APIClients are the products' k-ID API clients; nil turns session
 	// sync and recovery off.
 	APIClients *APIClients
-	// Now is the clock; nil means time.Now.
-	Now func() time.Time
+	// Clock is the controller's time (the schedule of session syncs and
+	// polls, retention, the memory of deleted users). SetupWithManager
+	// sets the real clock when it is nil; tests pass a fake one.
+	Clock clock.PassiveClock
 	// MaxConcurrentReconciles defaults to 4: a user waits on k-ID's API
 	// as well as on the API server.
 	MaxConcurrentReconciles int
@@ -49,19 +53,15 @@ type KidUserReconciler struct {
 	deleted deletedUsers
 }
 
-func (r *KidUserReconciler) now() time.Time {
-	if r.Now != nil {
-		return r.Now()
-	}
-	return time.Now()
-}
-
 // SetupWithManager registers the controller. It watches status too: links
 // appear in status. A change to one user also wakes the stand-ins that hold
 // one of its ids.
 func (r *KidUserReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.MaxConcurrentReconciles == 0 {
 		r.MaxConcurrentReconciles = 4
+	}
+	if r.Clock == nil {
+		r.Clock = clock.RealClock{}
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&kidv1.KidUser{}).
@@ -105,7 +105,7 @@ func (r *KidUserReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	if r.deleted.has(user.UID, r.now()) {
+	if r.deleted.has(user.UID, r.Clock.Now()) {
 		// Merged and deleted already; the cache has not seen it go.
 		return ctrl.Result{}, nil
 	}
@@ -179,7 +179,7 @@ func (r *KidUserReconciler) mergeIntoHolders(ctx context.Context, standIn *kidv1
 	if err := r.Delete(ctx, standIn, client.Preconditions{UID: &standIn.UID, ResourceVersion: &rv}); client.IgnoreNotFound(err) != nil {
 		return false, fmt.Errorf("deleting merged user: %w", err)
 	}
-	r.deleted.add(standIn.UID, r.now())
+	r.deleted.add(standIn.UID, r.Clock.Now())
 	return true, nil
 }
 
@@ -230,7 +230,7 @@ func (r *KidUserReconciler) boundStandIn(ctx context.Context, user *kidv1.KidUse
 	if t := user.Status.LastEventTime; t != nil && t.After(since) {
 		since = t.Time
 	}
-	if wait := since.Add(retentionOf(product).maxAge).Sub(r.now()); wait > 0 {
+	if wait := since.Add(retentionOf(product).maxAge).Sub(r.Clock.Now()); wait > 0 {
 		return wait, nil
 	}
 	before := user.DeepCopy()

@@ -88,7 +88,7 @@ func (r *KidUserReconciler) expireUser(ctx context.Context, user *kidv1.KidUser)
 		// No product: the garbage collector deletes its users.
 		return false, 0, client.IgnoreNotFound(err)
 	}
-	reason, wait := retentionOf(product).userExpiry(user, r.now())
+	reason, wait := retentionOf(product).userExpiry(user, r.Clock.Now())
 	if reason == "" {
 		return false, wait, nil
 	}

@@ -1,8 +1,9 @@
 package actions
 
 import (
-	"math/rand/v2"
 	"time"
+
+	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 // Backoff of retried runs: exponential from BaseDelay, capped at MaxDelay,
@@ -20,6 +21,7 @@ func NextDelay(n int32, retryAfter time.Duration) time.Duration {
 	if n < 20 {
 		d = min(BaseDelay<<(n-1), MaxDelay)
 	}
-	d += time.Duration((rand.Float64()*0.4 - 0.2) * float64(d))
+	// ±20 %, uniform: 80 % of d plus up to half of that again.
+	d = wait.Jitter(d-d/5, 0.5)
 	return max(d, min(retryAfter, MaxDelay))
 }

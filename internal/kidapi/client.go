@@ -13,7 +13,6 @@ package kidapi
 import (
 	"context"
 	"errors"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -24,6 +23,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/utils/clock"
 
 	"github.com/kid-operator/kid-operator/internal/outbound"
 )
@@ -100,10 +101,11 @@ type Config struct {
 	// *Error with RetryAfter set, so that the reconciler requeues instead of
 	// holding a worker.
 	MaxInlineWait time.Duration
-	// Now and Sleep are the clock, for tests; Sleep is used for every wait
-	// (the limiter's included) and returns early with ctx's error.
-	Now   func() time.Time
-	Sleep func(ctx context.Context, d time.Duration) error
+	// Clock is the client's time: the rate limiters', Retry-After's, and
+	// every wait inside a call (the limiter's included), which a timer of
+	// this clock ends, or ctx earlier. Nil is the real clock; tests pass a
+	// fake one (k8s.io/utils/clock/testing).
+	Clock clock.Clock
 }
 
 // Client calls k-ID for one product. It is safe for concurrent use; keep one
@@ -119,8 +121,7 @@ type Client struct {
 	http          *http.Client
 	maxAttempts   int
 	maxInlineWait time.Duration
-	now           func() time.Time
-	sleep         func(ctx context.Context, d time.Duration) error
+	clock         clock.Clock
 	// pausedUntil (Unix nanoseconds) is when k-ID's last 429 lets the
 	// product call again. k-ID limits the product, not one caller, so its
 	// Retry-After holds every call of the product back, not only the call
@@ -134,12 +135,12 @@ func (c *Client) pause() time.Duration {
 	if until == 0 {
 		return 0
 	}
-	return max(0, time.Unix(0, until).Sub(c.now()))
+	return max(0, time.Unix(0, until).Sub(c.clock.Now()))
 }
 
 // holdFor records a Retry-After for the whole product.
 func (c *Client) holdFor(d time.Duration) {
-	until := c.now().Add(d).UnixNano()
+	until := c.clock.Now().Add(d).UnixNano()
 	for {
 		old := c.pausedUntil.Load()
 		if old >= until || c.pausedUntil.CompareAndSwap(old, until) {
@@ -158,8 +159,7 @@ func New(cfg Config) *Client {
 		http:          cfg.HTTPClient,
 		maxAttempts:   cfg.MaxAttempts,
 		maxInlineWait: cfg.MaxInlineWait,
-		now:           cfg.Now,
-		sleep:         cfg.Sleep,
+		clock:         cfg.Clock,
 	}
 	if c.base == "" {
 		c.base = TestBaseURL
@@ -189,25 +189,25 @@ func New(cfg Config) *Client {
 	if c.maxInlineWait <= 0 {
 		c.maxInlineWait = DefaultMaxInlineWait
 	}
-	if c.now == nil {
-		c.now = time.Now
-	}
-	if c.sleep == nil {
-		c.sleep = sleep
+	if c.clock == nil {
+		c.clock = clock.RealClock{}
 	}
 	return c
 }
 
-func sleep(ctx context.Context, d time.Duration) error {
+// sleep waits d on the client's clock, or until ctx ends, whichever is
+// first. (clock.Clock's own Sleep cannot be cut short: a blocking call may
+// wait on the limiter for as long as its ctx allows.)
+func (c *Client) sleep(ctx context.Context, d time.Duration) error {
 	if d <= 0 {
 		return ctx.Err()
 	}
-	t := time.NewTimer(d)
+	t := c.clock.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
 		return ctx.Err()
-	case <-t.C:
+	case <-t.C():
 		return nil
 	}
 }
@@ -267,7 +267,7 @@ func (c *Client) Book() time.Duration {
 func (c *Client) reserve(l *rate.Limiter) (*rate.Reservation, time.Time) {
 	c.limitMu.Lock()
 	defer c.limitMu.Unlock()
-	now := c.now()
+	now := c.clock.Now()
 	return l.ReserveN(now, 1), now
 }
 
@@ -275,7 +275,7 @@ func (c *Client) reserve(l *rate.Limiter) (*rate.Reservation, time.Time) {
 func (c *Client) cancel(r *rate.Reservation) {
 	c.limitMu.Lock()
 	defer c.limitMu.Unlock()
-	r.CancelAt(c.now())
+	r.CancelAt(c.clock.Now())
 }
 
 // Reserved is a Client seen by a caller whose Reserve returned 0. Its first
@@ -481,7 +481,8 @@ func backoffAfter(attempt int) time.Duration {
 	if attempt < 20 {
 		d = min(BaseBackoff<<(attempt-1), MaxBackoff)
 	}
-	return d + time.Duration((rand.Float64()*0.4-0.2)*float64(d))
+	// ±20 %, uniform: 80 % of d plus up to half of that again.
+	return wait.Jitter(d-d/5, 0.5)
 }
 
 // attempt makes one HTTP request.
@@ -524,7 +525,7 @@ func (c *Client) attempt(ctx context.Context, endpoint string, q url.Values) ([]
 		// A truncated error body parses as nothing and the status decides.
 		body, _ := outbound.ReadBounded(resp.Body, maxErrorBodyBytes)
 		observe(c.product, endpoint, code, start)
-		return nil, nil, httpError(endpoint, resp, body, c.now())
+		return nil, nil, httpError(endpoint, resp, body, c.clock.Now())
 	}
 }
 

@@ -17,6 +17,8 @@ import (
 
 	. "github.com/onsi/gomega"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"k8s.io/utils/clock"
+	testingclock "k8s.io/utils/clock/testing"
 
 	"github.com/kid-operator/kid-operator/internal/outbound"
 )
@@ -25,43 +27,35 @@ const testKey = "test-key-123"
 
 var loopbackClient = outbound.New(outbound.Options{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
 
-// fakeClock is Now and Sleep for a client: a sleep advances the clock at
-// once and is recorded, so waits are asserted without being waited.
-type fakeClock struct {
-	mu     sync.Mutex
-	t      time.Time
-	sleeps []time.Duration
+// stepClock is the library's FakeClock for a client, on which a wait passes
+// at once and is recorded: the client waits on timers (so that ctx can cut a
+// wait short), and a timer started here steps the clock to its end, as
+// FakeClock.Sleep does. Waits are asserted without being waited.
+type stepClock struct {
+	*testingclock.FakeClock
+	mu    sync.Mutex
+	waits []time.Duration
 }
 
-func newFakeClock() *fakeClock { return &fakeClock{t: time.Unix(1764000000, 0)} }
-
-func (f *fakeClock) Now() time.Time {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.t
+func newStepClock() *stepClock {
+	return &stepClock{FakeClock: testingclock.NewFakeClock(time.Unix(1764000000, 0))}
 }
 
-func (f *fakeClock) Sleep(ctx context.Context, d time.Duration) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.t = f.t.Add(d)
-	f.sleeps = append(f.sleeps, d)
-	return nil
+// NewTimer returns a timer that has already fired, the clock stepped past it.
+func (c *stepClock) NewTimer(d time.Duration) clock.Timer {
+	t := c.FakeClock.NewTimer(d)
+	c.mu.Lock()
+	c.waits = append(c.waits, d)
+	c.mu.Unlock()
+	c.Sleep(d)
+	return t
 }
 
-func (f *fakeClock) Advance(d time.Duration) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.t = f.t.Add(d)
-}
-
-func (f *fakeClock) Sleeps() []time.Duration {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return append([]time.Duration(nil), f.sleeps...)
+// Sleeps lists the waits the client made, in order.
+func (c *stepClock) Sleeps() []time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]time.Duration(nil), c.waits...)
 }
 
 // answer is one scripted response of the fake k-ID.
@@ -113,14 +107,13 @@ func (f *fakeKID) request(i int) *http.Request {
 	return f.requests[i]
 }
 
-func newTestClient(f *fakeKID, clock *fakeClock) *Client {
+func newTestClient(f *fakeKID, clock *stepClock) *Client {
 	return New(Config{
 		BaseURL:    f.srv.URL + "/api/v1/",
 		APIKey:     testKey,
 		Product:    "default/demo",
 		HTTPClient: loopbackClient,
-		Now:        clock.Now,
-		Sleep:      clock.Sleep,
+		Clock:      clock,
 	})
 }
 
@@ -174,7 +167,7 @@ func TestRequests(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			g := NewWithT(t)
 			f := newFakeKID(t, answer{status: 200, body: tc.body})
-			g.Expect(tc.call(newTestClient(f, newFakeClock()))).To(Succeed())
+			g.Expect(tc.call(newTestClient(f, newStepClock()))).To(Succeed())
 			g.Expect(f.hits()).To(Equal(1))
 			r := f.request(0)
 			g.Expect(r.Method).To(Equal(http.MethodGet))
@@ -189,7 +182,7 @@ func TestRequests(t *testing.T) {
 func TestGetSessionDecodes(t *testing.T) {
 	g := NewWithT(t)
 	f := newFakeKID(t, answer{status: 200, body: sessionBody})
-	s, err := newTestClient(f, newFakeClock()).GetSession(context.Background(), "608616da-4fd2-4742-82bf-ec1d4ffd8187", "")
+	s, err := newTestClient(f, newStepClock()).GetSession(context.Background(), "608616da-4fd2-4742-82bf-ec1d4ffd8187", "")
 	g.Expect(err).NotTo(HaveOccurred())
 	sixteen := int32(16)
 	g.Expect(s).To(Equal(&Session{
@@ -345,7 +338,7 @@ func TestErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			g := NewWithT(t)
 			f := newFakeKID(t, tc.script...)
-			clock := newFakeClock()
+			clock := newStepClock()
 			err := tc.call(newTestClient(f, clock))
 			g.Expect(err).To(HaveOccurred())
 			g.Expect(f.hits()).To(Equal(tc.wantHits))
@@ -412,7 +405,7 @@ func TestRetriesThatSucceed(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			g := NewWithT(t)
 			f := newFakeKID(t, tc.script...)
-			clock := newFakeClock()
+			clock := newStepClock()
 			st, err := newTestClient(f, clock).ChallengeStatus(context.Background(), "c-1")
 			g.Expect(err).NotTo(HaveOccurred())
 			g.Expect(st.Status).To(Equal(StatusPass))
@@ -429,8 +422,8 @@ func TestRetriesThatSucceed(t *testing.T) {
 func TestEveryRetryTakesAToken(t *testing.T) {
 	g := NewWithT(t)
 	f := newFakeKID(t, answer{status: 500}, answer{status: 200, body: `{"status":"PASS"}`})
-	clock := newFakeClock()
-	c := New(Config{BaseURL: f.srv.URL, HTTPClient: loopbackClient, RPS: 1, Burst: 1, Now: clock.Now, Sleep: clock.Sleep})
+	clock := newStepClock()
+	c := New(Config{BaseURL: f.srv.URL, HTTPClient: loopbackClient, RPS: 1, Burst: 1, Clock: clock})
 	_, err := c.ChallengeStatus(context.Background(), "c-1")
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(f.hits()).To(Equal(2))
@@ -474,8 +467,8 @@ func TestTransportFailures(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			g := NewWithT(t)
 			f := newFakeKID(t, answer{status: 200, body: sessionBody})
-			clock := newFakeClock()
-			c := New(Config{BaseURL: f.srv.URL, APIKey: testKey, HTTPClient: tc.client(f), Now: clock.Now, Sleep: clock.Sleep})
+			clock := newStepClock()
+			c := New(Config{BaseURL: f.srv.URL, APIKey: testKey, HTTPClient: tc.client(f), Clock: clock})
 			_, err := c.GetSession(context.Background(), "the-id", "")
 			var e *Error
 			g.Expect(errors.As(err, &e)).To(BeTrue())
@@ -495,7 +488,7 @@ func TestCancelledContextStopsTheCall(t *testing.T) {
 	f := newFakeKID(t, answer{status: 500})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	_, err := newTestClient(f, newFakeClock()).GetSession(ctx, "the-id", "")
+	_, err := newTestClient(f, newStepClock()).GetSession(ctx, "the-id", "")
 	g.Expect(err).To(MatchError(context.Canceled))
 	_, retry := RetryAfter(err)
 	g.Expect(retry).To(BeFalse())
@@ -529,7 +522,7 @@ func TestChallengeStatusShapes(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			g := NewWithT(t)
 			f := newFakeKID(t, answer{status: 200, body: tc.body})
-			got, err := newTestClient(f, newFakeClock()).ChallengeStatus(context.Background(), "c-1")
+			got, err := newTestClient(f, newStepClock()).ChallengeStatus(context.Background(), "c-1")
 			g.Expect(err).NotTo(HaveOccurred())
 			g.Expect(*got).To(Equal(tc.want))
 		})
@@ -539,7 +532,7 @@ func TestChallengeStatusShapes(t *testing.T) {
 func TestChallengeStatusWithoutStatusIsAnInvalidResponse(t *testing.T) {
 	g := NewWithT(t)
 	f := newFakeKID(t, answer{status: 200, body: `{"sessionId":"s-1"}`})
-	_, err := newTestClient(f, newFakeClock()).ChallengeStatus(context.Background(), "c-1")
+	_, err := newTestClient(f, newStepClock()).ChallengeStatus(context.Background(), "c-1")
 	var e *Error
 	g.Expect(errors.As(err, &e)).To(BeTrue())
 	g.Expect(e.Code).To(Equal(CodeInvalidResponse))
@@ -569,7 +562,7 @@ func TestVerificationStatusShapes(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			g := NewWithT(t)
 			f := newFakeKID(t, answer{status: 200, body: tc.body})
-			got, err := newTestClient(f, newFakeClock()).VerificationStatus(context.Background(), "v-1")
+			got, err := newTestClient(f, newStepClock()).VerificationStatus(context.Background(), "v-1")
 			g.Expect(err).NotTo(HaveOccurred())
 			g.Expect(*got).To(Equal(tc.want))
 		})
@@ -579,8 +572,8 @@ func TestVerificationStatusShapes(t *testing.T) {
 func TestReserve(t *testing.T) {
 	g := NewWithT(t)
 	f := newFakeKID(t, answer{status: 200, body: sessionBody})
-	clock := newFakeClock()
-	c := New(Config{BaseURL: f.srv.URL, HTTPClient: loopbackClient, RPS: 2, Burst: 1, Now: clock.Now, Sleep: clock.Sleep})
+	clock := newStepClock()
+	c := New(Config{BaseURL: f.srv.URL, HTTPClient: loopbackClient, RPS: 2, Burst: 1, Clock: clock})
 
 	g.Expect(c.Reserve()).To(BeZero(), "a full bucket gives its token")
 	g.Expect(c.Reserve()).To(Equal(500*time.Millisecond), "an empty bucket gives a delay")
@@ -592,7 +585,7 @@ func TestReserve(t *testing.T) {
 	g.Expect(clock.Sleeps()).To(BeEmpty(), "the reserved call did not wait")
 	g.Expect(c.Reserve()).To(Equal(500*time.Millisecond), "the reserved call took no second token")
 
-	clock.Advance(500 * time.Millisecond)
+	clock.Step(500 * time.Millisecond)
 	g.Expect(c.Reserve()).To(BeZero(), "the bucket refilled")
 }
 
@@ -623,8 +616,8 @@ func TestReservedCallNeverHoldsAWorker(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			g := NewWithT(t)
 			f := newFakeKID(t, tc.script...)
-			clock := newFakeClock()
-			c := New(Config{BaseURL: f.srv.URL, HTTPClient: loopbackClient, RPS: 0.1, Burst: 1, Now: clock.Now, Sleep: clock.Sleep})
+			clock := newStepClock()
+			c := New(Config{BaseURL: f.srv.URL, HTTPClient: loopbackClient, RPS: 0.1, Burst: 1, Clock: clock})
 			g.Expect(c.Reserve()).To(BeZero())
 			r := c.WithReservation()
 			_, err := r.GetSession(context.Background(), "s-1", "")
@@ -704,8 +697,8 @@ func TestRateAsMeasuredAtTheServer(t *testing.T) {
 func TestMetricsCountEveryAttempt(t *testing.T) {
 	g := NewWithT(t)
 	f := newFakeKID(t, answer{status: 500}, answer{status: 200, body: `{"status":"PASS"}`})
-	clock := newFakeClock()
-	c := New(Config{BaseURL: f.srv.URL, HTTPClient: loopbackClient, Product: "test/metrics", Now: clock.Now, Sleep: clock.Sleep})
+	clock := newStepClock()
+	c := New(Config{BaseURL: f.srv.URL, HTTPClient: loopbackClient, Product: "test/metrics", Clock: clock})
 	_, err := c.ChallengeStatus(context.Background(), "c-1")
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(testutil.ToFloat64(requestsTotal.WithLabelValues("test/metrics", EndpointChallengeStatus, "500"))).To(Equal(1.0))
@@ -751,7 +744,7 @@ func TestParseRetryAfter(t *testing.T) {
 func TestA429HoldsEveryCallOfTheProduct(t *testing.T) {
 	g := NewWithT(t)
 	f := newFakeKID(t, answer{status: http.StatusTooManyRequests, header: map[string]string{"Retry-After": "120"}}, answer{status: http.StatusOK, body: sessionBody})
-	clock := newFakeClock()
+	clock := newStepClock()
 	c := newTestClient(f, clock)
 
 	_, err := c.GetSession(context.Background(), "s-1", "")
@@ -761,14 +754,14 @@ func TestA429HoldsEveryCallOfTheProduct(t *testing.T) {
 
 	// Another worker of the same product, a moment later: it is told to
 	// wait out the rest of k-ID's Retry-After and sends nothing.
-	clock.Advance(20 * time.Second)
+	clock.Step(20 * time.Second)
 	g.Expect(c.Reserve()).To(Equal(100 * time.Second))
 	_, err = c.ChallengeStatus(context.Background(), "c-1")
 	wait, _ = RetryAfter(err)
 	g.Expect(wait).To(Equal(100 * time.Second))
 	g.Expect(f.hits()).To(Equal(1), "no call reached k-ID inside its Retry-After")
 
-	clock.Advance(100 * time.Second)
+	clock.Step(100 * time.Second)
 	g.Expect(c.Reserve()).To(BeZero())
 	_, err = c.WithReservation().GetSession(context.Background(), "s-1", "")
 	g.Expect(err).NotTo(HaveOccurred())
@@ -777,8 +770,8 @@ func TestA429HoldsEveryCallOfTheProduct(t *testing.T) {
 
 func TestBookGivesWaitingCallersDistinctSlots(t *testing.T) {
 	g := NewWithT(t)
-	clock := newFakeClock()
-	c := New(Config{BaseURL: "http://127.0.0.1:1/api/v1", APIKey: testKey, RPS: 10, Burst: 1, Now: clock.Now, Sleep: clock.Sleep, HTTPClient: loopbackClient})
+	clock := newStepClock()
+	c := New(Config{BaseURL: "http://127.0.0.1:1/api/v1", APIKey: testKey, RPS: 10, Burst: 1, Clock: clock, HTTPClient: loopbackClient})
 
 	g.Expect(c.Book()).To(BeZero(), "the burst is free")
 	var slots []time.Duration

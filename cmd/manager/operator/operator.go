@@ -227,8 +227,11 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 	if err := controllers.SetupIndexes(ctx, mgr); err != nil {
 		return nil, err
 	}
+	if opts.Now == nil { // TODO(merge)
+		opts.Now = time.Now
+	}
 	if err := (&controllers.KidProductReconciler{
-		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kidproduct-controller"), Now: opts.Now, APIClients: apiClients,
+		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kidproduct-controller"), Clock: nowFunc(opts.Now), APIClients: apiClients,
 		Secrets: sec, SecretRecheck: opts.SecretRecheck,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up KidProduct controller: %w", err)
@@ -242,7 +245,7 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 		return nil, fmt.Errorf("setting up KidEvent controller: %w", err)
 	}
 	if err := (&controllers.KidUserReconciler{
-		Client: mgr.GetClient(), APIClients: apiClients, Now: opts.Now,
+		Client: mgr.GetClient(), APIClients: apiClients, Clock: nowFunc(opts.Now),
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up KidUser controller: %w", err)
 	}

@@ -1,0 +1,198 @@
+package controllers
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
+	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+	"github.com/kid-operator/kid-operator/internal/inbox"
+	"github.com/kid-operator/kid-operator/internal/kid"
+	"github.com/kid-operator/kid-operator/internal/kidapi"
+)
+
+// Recovery (design.md §3, "Recovery"): a pending challenge or verification
+// is polled on a backoff from when it was first seen (pollPoint), until its
+// horizon. The schedule is computed from the pending item's time, not
+// stored; only the last poll is kept, in memory (pollMemory), so a restart
+// polls each pending player once at its next point. A changed status is
+// stored as an event with source poll through the same inbox as a webhook
+// (storePolled), named by the same identity rule, so whichever of webhook
+// and poll arrives second is a duplicate.
+
+// pending returns what of the user is pending at k-ID: a challenge or a
+// verification, and since when.
+func pending(user *kidv1.KidUser) (kind kidv1.IdentityKind, id string, since time.Time) {
+	st, ident := &user.Status, user.Spec.Identity
+	switch {
+	case st.Consent.State == kidv1.ConsentPending && st.Consent.ChallengeID != "":
+		since = user.CreationTimestamp.Time
+		if st.Consent.Time != nil {
+			since = st.Consent.Time.Time
+		}
+		return kidv1.IdentityChallenge, st.Consent.ChallengeID, since
+	case ident.Kind == kidv1.IdentityChallenge && (st.Consent.State == "" || st.Consent.State == kidv1.ConsentNone):
+		// A challenge the game registered (it created this KidUser) and
+		// of which no event has arrived yet.
+		return kidv1.IdentityChallenge, ident.ID, user.CreationTimestamp.Time
+	case ident.Kind == kidv1.IdentityVerification && !hasRecord(st, ident.ID):
+		return kidv1.IdentityVerification, ident.ID, user.CreationTimestamp.Time
+	}
+	return "", "", time.Time{}
+}
+
+func hasRecord(st *kidv1.KidUserStatus, id string) bool {
+	for _, r := range st.Verification.Records {
+		if r.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+// pollPoint returns the latest point of the recovery schedule at or before
+// elapsed (-1 before the first) and the wait until the next one. The points
+// are first, then at doubling intervals capped at maxInterval.
+func pollPoint(elapsed, first, maxInterval time.Duration) (point, next time.Duration) {
+	point, at, step := time.Duration(-1), first, first
+	for at <= elapsed {
+		point = at
+		step = min(step*2, maxInterval)
+		at += step
+	}
+	return point, at - elapsed
+}
+
+// recover polls the user's pending challenge or verification when due.
+func (r *KidUserReconciler) recover(ctx context.Context, c *APIClient, product *kidv1.KidProduct, user *kidv1.KidUser, p *apiPass) (time.Duration, error) {
+	now := p.now
+	kind, id, since := pending(user)
+	if kind == "" {
+		return 0, nil
+	}
+	first, maxInterval, horizon := product.Spec.API.Recovery.Backoff()
+	elapsed := now.Sub(since)
+	if elapsed > horizon && !p.force {
+		return 0, nil
+	}
+	point, next := pollPoint(elapsed, first, maxInterval)
+	if !p.force && (point < 0 || !r.polls.get(user).polledAt.Before(since.Add(point))) {
+		return next, nil
+	}
+	if d := r.takeSlot(c, user, p); d > 0 {
+		return d, nil
+	}
+	var err error
+	if kind == kidv1.IdentityChallenge {
+		err = r.pollChallenge(ctx, c, product, user, id)
+	} else {
+		err = r.pollVerification(ctx, c, product, id)
+	}
+	if err != nil {
+		wait, err := r.apiFailed(ctx, c, product, string(kind), err)
+		p.waiting = p.waiting || wait > 0
+		if err != nil || wait > 0 {
+			return wait, err
+		}
+	}
+	r.polls.update(user, func(s *pollState) { s.polledAt = now })
+	return next, nil
+}
+
+// pollChallenge asks k-ID for a challenge's status and stores what changed.
+func (r *KidUserReconciler) pollChallenge(ctx context.Context, c *APIClient, product *kidv1.KidProduct, user *kidv1.KidUser, id string) error {
+	got, err := c.WithReservation().ChallengeStatus(ctx, id)
+	if err != nil {
+		if kidapi.IsNotFound(err) {
+			recoveryPollsTotal.WithLabelValues("challenge", "not-found").Inc()
+			return nil
+		}
+		return err
+	}
+	data := map[string]any{"id": id, "status": got.Status}
+	switch got.Status {
+	case kid.StatusPass:
+		for k, v := range map[string]string{"sessionId": got.SessionID, "kuid": got.KUID, "approverEmail": got.ApproverEmail, "dob": got.DOB} {
+			if v != "" {
+				data[k] = v
+			}
+		}
+	case kid.StatusFail:
+	case kid.StatusInProgress:
+		if user.Status.Consent.State == kidv1.ConsentPending {
+			recoveryPollsTotal.WithLabelValues("challenge", "unchanged").Inc()
+			return nil
+		}
+	default:
+		recoveryPollsTotal.WithLabelValues("challenge", "unchanged").Inc()
+		return nil
+	}
+	recoveryPollsTotal.WithLabelValues("challenge", "changed").Inc()
+	return r.storePolled(ctx, product, kid.ChallengeStateChange, data)
+}
+
+// pollVerification asks k-ID for a verification's status and stores a
+// decision.
+func (r *KidUserReconciler) pollVerification(ctx context.Context, c *APIClient, product *kidv1.KidProduct, id string) error {
+	got, err := c.WithReservation().VerificationStatus(ctx, id)
+	if err != nil {
+		var apiErr *kidapi.Error
+		if errors.As(err, &apiErr) && apiErr.HTTPStatus == 400 {
+			// Not found (k-ID answers INVALID_INPUT): never started, or
+			// deleted after its two weeks. Nothing to recover.
+			recoveryPollsTotal.WithLabelValues("verification", "not-found").Inc()
+			return nil
+		}
+		return err
+	}
+	if got.Status != kid.StatusPass && got.Status != kid.StatusFail {
+		recoveryPollsTotal.WithLabelValues("verification", "unchanged").Inc()
+		return nil
+	}
+	data := map[string]any{"id": id, "status": got.Status}
+	for k, v := range map[string]string{"method": got.Method, "ageCategory": got.AgeCategory, "failureReason": got.FailureReason, "dob": got.DOB} {
+		if v != "" {
+			data[k] = v
+		}
+	}
+	if got.AgeLow != nil || got.AgeHigh != nil {
+		age := map[string]int32{}
+		if got.AgeLow != nil {
+			age["low"] = *got.AgeLow
+		}
+		if got.AgeHigh != nil {
+			age["high"] = *got.AgeHigh
+		}
+		data["age"] = age
+	}
+	recoveryPollsTotal.WithLabelValues("verification", "changed").Inc()
+	return r.storePolled(ctx, product, kid.VerificationResult, data)
+}
+
+// storePolled stores what k-ID's API answered as an event with source poll,
+// through the same inbox as the webhooks: same name, labels and redaction,
+// so a webhook of the same change is a duplicate, whichever comes first.
+func (r *KidUserReconciler) storePolled(ctx context.Context, product *kidv1.KidProduct, eventType string, data map[string]any) error {
+	body, err := json.Marshal(map[string]any{"eventType": eventType, "data": data})
+	if err != nil {
+		return err
+	}
+	env, err := kid.ParseEnvelope(body)
+	if err != nil {
+		return fmt.Errorf("k-ID's answer makes no event: %w", err)
+	}
+	now := r.Clock.Now()
+	event, err := inbox.Build(product, env, body, now, now, kidv1.SourcePoll)
+	if err != nil {
+		return err
+	}
+	if err := r.Create(ctx, event); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("storing polled event: %w", err)
+	}
+	recoveredEventsTotal.WithLabelValues(typeLabel(eventType)).Inc()
+	return nil
+}

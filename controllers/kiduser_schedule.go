@@ -1,0 +1,230 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"hash/fnv"
+	"slices"
+	"sync"
+	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+	"github.com/kid-operator/kid-operator/internal/kidapi"
+)
+
+// What the KidUser controller asks k-ID's REST API (design.md §3, "Session
+// sync" and "Recovery"):
+//   - a player's session, with its etag: when it first appears (a challenge
+//     passed), when a parent changed its permissions, and once per resync
+//     interval. An unchanged session is a 304 and costs no write; a session
+//     k-ID no longer knows becomes a Session.Delete event, with the same
+//     erasure as the webhook.
+//   - a pending challenge or verification, on a backoff from when it was
+//     first seen, until its horizon. A changed status becomes an event named
+//     by the same identity rule as the webhook, so whichever of the two
+//     arrives second is a duplicate.
+//
+// Nothing here holds a worker for k-ID: a user that must wait for the
+// product's rate limiter books its slot and is requeued until then (takeSlot),
+// so a backlog of one product costs two reconciles per call, not a queue that
+// spins, and leaves the workers to every other namespace.
+//
+// This file holds the schedule: reconcileAPI, the entry point, which runs
+// the session sync (kiduser_sessionsync.go) and the recovery
+// (kiduser_recovery.go) and requeues at the sooner of their waits; the
+// memory of when each user was last asked (pollMemory); the product's rate
+// limiter slots (takeSlot); and the waits after a failed call (apiFailed).
+
+const (
+	// refusedRecheck is how soon a user retries after k-ID refused the
+	// product's key; the product's own probe clears the refusal sooner.
+	refusedRecheck = 5 * time.Minute
+	// propagationRetry is the wait after a read that hit the propagation
+	// delay.
+	propagationRetry = 2 * time.Second
+	// waitJitter is the most added to a wait (10 %, by wait.Jitter), so
+	// that users told to wait together do not all come back in the same
+	// instant.
+	waitJitter = 0.1
+)
+
+// pollMemory remembers, per KidUser object, when k-ID was last asked about
+// it. It is in memory on purpose: a read that finds nothing new must cost no
+// write, and after a restart every due user is asked once more, which is
+// what recovery wants anyway.
+type pollMemory struct {
+	mu sync.Mutex
+	m  map[types.NamespacedName]pollState
+}
+
+type pollState struct {
+	uid           types.UID // a user deleted and made again starts afresh
+	sessionReadAt time.Time // the last read of the session that k-ID answered
+	polledAt      time.Time // the last poll of the pending challenge or verification
+	// unwritten is a read of the session not yet written (its write lost
+	// an optimistic-lock race with a fold).
+	unwritten *kidv1.KidUserStatus
+	// handledRequest is the kid.dev/requested-at value last answered.
+	handledRequest string
+	// slotAt is when the call this user booked with the product's rate
+	// limiter is due; zero when it holds none.
+	slotAt time.Time
+	// The event times the last read answered for: a permission change or
+	// a consent signed later asks for another read. (k-ID signs in whole
+	// seconds, so comparing them with the read's own time would miss a
+	// change made in the second of the read.)
+	readForChange, readForConsent time.Time
+}
+
+func (p *pollMemory) get(u *kidv1.KidUser) pollState {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if s := p.m[client.ObjectKeyFromObject(u)]; s.uid == u.UID {
+		return s
+	}
+	return pollState{}
+}
+
+func (p *pollMemory) update(u *kidv1.KidUser, f func(*pollState)) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.m == nil {
+		p.m = map[types.NamespacedName]pollState{}
+	}
+	key := client.ObjectKeyFromObject(u)
+	s := p.m[key]
+	if s.uid != u.UID {
+		s = pollState{uid: u.UID}
+	}
+	f(&s)
+	p.m[key] = s
+}
+
+func (p *pollMemory) forget(key types.NamespacedName) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.m, key)
+}
+
+// reconcileAPI syncs the user's session and recovers its pending challenge
+// or verification, as due. It returns when the user is next due.
+func (r *KidUserReconciler) reconcileAPI(ctx context.Context, user *kidv1.KidUser) (time.Duration, error) {
+	if r.APIClients == nil || user.Status.ErasedAt != nil {
+		return 0, nil
+	}
+	product := &kidv1.KidProduct{}
+	if err := r.Get(ctx, types.NamespacedName{Namespace: user.Namespace, Name: user.Spec.ProductRef.Name}, product); err != nil {
+		return 0, client.IgnoreNotFound(err)
+	}
+	api := product.Spec.API
+	if api == nil {
+		return 0, nil
+	}
+	c, err := r.APIClients.For(ctx, r.Client, product)
+	var cfg *errConfig
+	switch {
+	case errors.As(err, &cfg):
+		// The product's APIReady says why; look again later.
+		return wait.Jitter(refusedRecheck, waitJitter), nil
+	case err != nil:
+		return 0, err
+	case c.Unauthorized():
+		return wait.Jitter(refusedRecheck, waitJitter), nil
+	}
+
+	// kid.dev/requested-at asks for k-ID now, whatever the schedule: a
+	// browser event's confirmation, or a person's kubectl annotate.
+	requested := user.Annotations[kidv1.RequestedAtAnnotation]
+	pass := &apiPass{now: r.Clock.Now(), force: requested != "" && requested != r.polls.get(user).handledRequest}
+	var next []time.Duration
+	if wait, err := r.syncSession(ctx, c, product, user, pass); err != nil {
+		return 0, err
+	} else if wait > 0 {
+		next = append(next, wait)
+	}
+	if wait, err := r.recover(ctx, c, product, user, pass); err != nil {
+		return 0, err
+	} else if wait > 0 {
+		next = append(next, wait)
+	}
+	if pass.force && !pass.waiting {
+		r.polls.update(user, func(s *pollState) { s.handledRequest = requested })
+	}
+	if len(next) == 0 {
+		return 0, nil
+	}
+	return slices.Min(next), nil
+}
+
+// apiPass is one reconcile's business with k-ID.
+type apiPass struct {
+	now time.Time
+	// force asks k-ID now, whatever the schedule.
+	force bool
+	// waiting is set when a call had to wait (for its slot, or to retry),
+	// so a forced request is not yet answered.
+	waiting bool
+}
+
+// takeSlot returns 0 when the user may call k-ID now, having taken a token
+// of the product's rate limiter; otherwise the wait before it asks again.
+// A user that must wait first books a slot in the product's schedule, so
+// that a backlog comes back one user per rate-interval instead of all at
+// once; when the slot comes, the token is taken at the moment of the call.
+func (r *KidUserReconciler) takeSlot(c *APIClient, user *kidv1.KidUser, p *apiPass) time.Duration {
+	d := r.slot(c, user, p.now)
+	p.waiting = p.waiting || d > 0
+	return d
+}
+
+func (r *KidUserReconciler) slot(c *APIClient, user *kidv1.KidUser, now time.Time) time.Duration {
+	slot := r.polls.get(user).slotAt
+	if slot.IsZero() {
+		if d := c.Book(); d > 0 {
+			r.polls.update(user, func(s *pollState) { s.slotAt = now.Add(d) })
+			return d
+		}
+	} else if now.Before(slot) {
+		return slot.Sub(now)
+	}
+	if d := c.Reserve(); d > 0 {
+		// Late for the slot (a busy queue), with others: wait for the
+		// next token, keeping the slot that has come.
+		return d
+	}
+	if !slot.IsZero() {
+		r.polls.update(user, func(s *pollState) { s.slotAt = time.Time{} })
+	}
+	return 0
+}
+
+// apiFailed turns a failed call into a wait: k-ID's Retry-After, the
+// backoff of a transient failure, or a pause after k-ID refused the key
+// (which the product's APIReady then shows). Errors that retrying cannot
+// help are logged, not returned: the user is asked again at its next point.
+func (r *KidUserReconciler) apiFailed(ctx context.Context, c *APIClient, product *kidv1.KidProduct, what string, err error) (time.Duration, error) {
+	switch {
+	case kidapi.IsUnauthorized(err):
+		r.APIClients.Refused(c, client.ObjectKeyFromObject(product))
+		return wait.Jitter(refusedRecheck, waitJitter), nil
+	case kidapi.IsPropagating(err):
+		return propagationRetry, nil
+	}
+	if after, ok := kidapi.RetryAfter(err); ok {
+		return wait.Jitter(max(after, time.Second), waitJitter), nil
+	}
+	ctrl.LoggerFrom(ctx).Info("k-ID API call failed", "call", what, "error", err.Error())
+	return 0, nil
+}
+
+// spread is a stable number in [0, 1) per user.
+func spread(uid types.UID) float64 {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(uid))
+	return float64(h.Sum32()%1000) / 1000
+}

@@ -1,0 +1,204 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+	"github.com/kid-operator/kid-operator/internal/fold"
+	"github.com/kid-operator/kid-operator/internal/kid"
+	"github.com/kid-operator/kid-operator/internal/kidapi"
+)
+
+// Session sync (design.md §3, "Session sync"): a session's user reads its
+// session from k-ID, with its etag, when the session first appears, when a
+// permission change or a newer consent was folded after the last read, and
+// once per resync interval. A 200 that changes something is one status
+// write; a 304 is none; a session k-ID no longer knows is stored as a
+// Session.Delete event (storePolled), so the fold erases as for the webhook.
+// When a user is due and how long it waits for its slot is the schedule's
+// business (kiduser_schedule.go).
+
+const (
+	// propagationGrace is how long after a session first appears a "not
+	// found" from /session/get is read as k-ID's propagation delay (the
+	// vendor reports 1-2 s) rather than a deletion.
+	propagationGrace = 30 * time.Second
+	// minReadSpacing keeps two reads of one session apart, whatever the
+	// events say (a signing time ahead of our clock must not loop).
+	minReadSpacing = 5 * time.Second
+)
+
+// sessionDue says whether the user's session should be read now, and if
+// not, how long until it should.
+func (r *KidUserReconciler) sessionDue(product *kidv1.KidProduct, user *kidv1.KidUser, p *apiPass) (bool, time.Duration) {
+	st, now := &user.Status, p.now
+	if user.Spec.Identity.Kind != kidv1.IdentitySession || st.Session.State == kidv1.SessionDeleted {
+		return false, 0
+	}
+	if p.force {
+		return true, 0
+	}
+	mem := r.polls.get(user)
+	known := mem.sessionReadAt
+	if st.Session.SyncedAt != nil && st.Session.SyncedAt.After(known) {
+		known = st.Session.SyncedAt.Time
+	}
+	if known.IsZero() {
+		return true, 0
+	}
+	if since := now.Sub(known); since < minReadSpacing {
+		return false, minReadSpacing - since
+	}
+	// Something happened since the last read: a parent changed the
+	// permissions, or consent was granted (again). After a restart the
+	// memory is empty and the last write's time stands in for it.
+	changedSince := func(t *metav1.Time, readFor time.Time) bool {
+		if mem.sessionReadAt.IsZero() && st.Session.SyncedAt != nil {
+			readFor = st.Session.SyncedAt.Time
+		}
+		return t != nil && t.After(readFor)
+	}
+	if changedSince(st.Session.PermissionsChangedAt, mem.readForChange) {
+		return true, 0
+	}
+	if st.Consent.State == kidv1.ConsentGranted && changedSince(st.Consent.Time, mem.readForConsent) {
+		return true, 0
+	}
+	// The periodic resync, spread by up to 10% per user so that users
+	// synced together do not stay in step.
+	interval := product.Spec.API.ResyncInterval()
+	interval += time.Duration(float64(interval) * 0.1 * spread(user.UID))
+	if due := known.Add(interval); now.Before(due) {
+		return false, due.Sub(now)
+	}
+	return true, 0
+}
+
+// syncSession reads the user's session from k-ID when due.
+func (r *KidUserReconciler) syncSession(ctx context.Context, c *APIClient, product *kidv1.KidProduct, user *kidv1.KidUser, p *apiPass) (time.Duration, error) {
+	now := p.now
+	if unwritten := r.polls.get(user).unwritten; unwritten != nil {
+		// A read whose write lost a race with a fold: write it again,
+		// without asking k-ID a second time.
+		return 0, r.writeSync(ctx, user, unwritten)
+	}
+	due, wait := r.sessionDue(product, user, p)
+	if !due {
+		return wait, nil
+	}
+	if d := r.takeSlot(c, user, p); d > 0 {
+		return d, nil
+	}
+	st := &user.Status
+	// A session's user knows its id from its identity, even before k-ID
+	// confirmed it (a browser event made it).
+	sessionID := user.Spec.Identity.ID
+	session, err := c.WithReservation().GetSession(ctx, sessionID, st.Session.ETag)
+	switch {
+	case errors.Is(err, kidapi.ErrNotModified):
+		sessionSyncsTotal.WithLabelValues("unchanged").Inc()
+		r.readSession(user, now)
+		return 0, nil
+	case kidapi.IsNotFound(err):
+		if st.SessionID == "" {
+			// Never confirmed: a browser event named a session k-ID
+			// does not know. Nothing to erase, nothing to believe.
+			sessionSyncsTotal.WithLabelValues("unknown").Inc()
+			return 0, nil
+		}
+		if r.withinPropagation(user, now) {
+			p.waiting = true
+			return propagationRetry, nil
+		}
+		// k-ID no longer knows the session: it was deleted, and its
+		// Session.Delete webhook did not reach us. Store that event, so
+		// the fold erases as it would for the webhook.
+		sessionSyncsTotal.WithLabelValues("deleted").Inc()
+		return 0, r.storePolled(ctx, product, kid.SessionDelete, map[string]any{"id": st.SessionID})
+	case err != nil:
+		wait, err := r.apiFailed(ctx, c, product, "session", err)
+		p.waiting = p.waiting || wait > 0
+		return wait, err
+	}
+	privacy := kid.Privacy{KeepEmail: product.Spec.Privacy.StoreApproverEmail, KeepDateOfBirth: product.Spec.Privacy.StoreDateOfBirth}
+	delta := fold.SyncDelta(&fold.Session{
+		SessionID: sessionID, KUID: session.KUID, AgeStatus: session.AgeStatus, Jurisdiction: session.Jurisdiction,
+		Status: session.Status, ETag: session.ETag, DateOfBirth: session.DateOfBirth,
+		Permissions: permissions(session.Permissions), At: now,
+	}, privacy)
+	r.readSession(user, now)
+	return 0, r.writeSync(ctx, user, delta)
+}
+
+// writeSync joins a read of the session into the user. The write carries the
+// resourceVersion read; when a fold wrote first, the read is kept and
+// written again on the retry. (A join of the same read onto a newer status
+// is still right.)
+func (r *KidUserReconciler) writeSync(ctx context.Context, user *kidv1.KidUser, delta *kidv1.KidUserStatus) error {
+	before := user.DeepCopy()
+	user.Status = *fold.Merge(&user.Status, delta)
+	setUserConditions(user)
+	if sameButTime(before.Status.Session, user.Status.Session) && apiequality.Semantic.DeepEqual(before.Status.PersonalData, user.Status.PersonalData) && before.Status.KUID == user.Status.KUID {
+		// k-ID sent the session whole (no etag match) but nothing changed.
+		sessionSyncsTotal.WithLabelValues("unchanged").Inc()
+		user.Status = before.Status
+		r.polls.update(user, func(s *pollState) { s.unwritten = nil })
+		return nil
+	}
+	if err := r.Status().Patch(ctx, user, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
+		r.polls.update(user, func(s *pollState) { s.unwritten = delta })
+		return fmt.Errorf("writing synced session: %w", err)
+	}
+	r.polls.update(user, func(s *pollState) { s.unwritten = nil })
+	sessionSyncsTotal.WithLabelValues("changed").Inc()
+	return nil
+}
+
+// readSession remembers a read k-ID answered, and the changes it answered
+// for.
+func (r *KidUserReconciler) readSession(user *kidv1.KidUser, now time.Time) {
+	r.polls.update(user, func(s *pollState) {
+		s.sessionReadAt = now
+		if t := user.Status.Session.PermissionsChangedAt; t != nil {
+			s.readForChange = t.Time
+		}
+		if t := user.Status.Consent.Time; t != nil {
+			s.readForConsent = t.Time
+		}
+	})
+}
+
+// sameButTime reports whether two session statuses differ at most in when
+// they were read.
+func sameButTime(a, b kidv1.SessionStatus) bool {
+	a.SyncedAt, b.SyncedAt = nil, nil
+	return apiequality.Semantic.DeepEqual(a, b)
+}
+
+func permissions(in []kidapi.Permission) []kidv1.SessionPermission {
+	out := make([]kidv1.SessionPermission, 0, len(in))
+	for _, p := range in {
+		if p.Name == "" {
+			continue
+		}
+		out = append(out, kidv1.SessionPermission{Name: p.Name, Enabled: p.Enabled, ManagedBy: p.ManagedBy, VerifiedAgeThreshold: p.VerifiedAgeThreshold})
+	}
+	return out
+}
+
+// withinPropagation reports whether the user's session appeared too
+// recently for a "not found" to mean anything.
+func (r *KidUserReconciler) withinPropagation(user *kidv1.KidUser, now time.Time) bool {
+	first := user.CreationTimestamp.Time
+	if t := user.Status.Consent.Time; t != nil && t.After(first) {
+		first = t.Time
+	}
+	return now.Sub(first) < propagationGrace
+}
