@@ -16,6 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -177,7 +178,7 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 		LeaderElectionReleaseOnCancel: true,
 		// The receiver drains first, then the controllers finish their
 		// reconciles (controller-runtime stops them in that order).
-		GracefulShutdownTimeout: ptr(opts.Webhook.DrainPeriod + webhookserver.ShutdownTimeout + 15*time.Second),
+		GracefulShutdownTimeout: ptr.To(opts.Webhook.DrainPeriod + webhookserver.ShutdownTimeout + 15*time.Second),
 		Controller:              config.Controller{SkipNameValidation: &opts.SkipControllerNameValidation},
 		Cache:                   cacheOpts,
 		// No informer ever holds Secrets: the few that products name are
@@ -263,8 +264,6 @@ func nonZero(d time.Duration) *time.Duration {
 	}
 	return &d
 }
-
-func ptr[T any](v T) *T { return &v }
 
 // watchNamespaces returns the namespaces named, trimmed and without
 // duplicates.
