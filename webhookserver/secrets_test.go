@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
+	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
 	"github.com/kid-operator/kid-operator/internal/kid"
 	"github.com/kid-operator/kid-operator/internal/secrets"
 )
@@ -110,7 +111,7 @@ func TestReceiveRereadsTheSecretAtMostOnceASecondForBadSignatures(t *testing.T) 
 func TestReceiveAcceptsOnceAMissingSecretIsCreated(t *testing.T) {
 	g := NewWithT(t)
 	s, c, clock, gets := newSecretTestServer(t)
-	path := "/webhooks/default/nosecret"
+	path := kidv1.WebhookPath("default", "nosecret")
 	g.Expect(request{path: path, body: kid.Examples["test"]}.do(s).Code).To(Equal(503))
 	// Within the second, the missing Secret is not read again.
 	for range 100 {

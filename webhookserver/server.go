@@ -146,7 +146,7 @@ func (s *Server) NeedLeaderElection() bool { return false }
 // /healthz and GET /readyz.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("/webhooks/{namespace}/{product}", s.receive)
+	mux.HandleFunc(kidv1.WebhookPathPrefix+"{namespace}/{product}", s.receive)
 	handleSDK(mux)
 	s.handleBrowser(mux)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {

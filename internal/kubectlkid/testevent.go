@@ -155,7 +155,7 @@ func webhookPath(p *kidv1.KidProduct) string {
 	if p.Status.WebhookPath != "" {
 		return p.Status.WebhookPath
 	}
-	return "/webhooks/" + p.Namespace + "/" + p.Name
+	return kidv1.WebhookPath(p.Namespace, p.Name)
 }
 
 // waitRecorded waits until the product's lastTestEventTime reaches the

@@ -246,7 +246,7 @@ func (h *Harness) NewReadyProduct(ctx context.Context, name string, mutate func(
 // WebhookURL is where the receiver takes the deliveries of a product, known
 // before the product exists (a fake k-ID is told it first).
 func (h *Harness) WebhookURL(ns, name string) string {
-	return h.BaseURL + "/webhooks/" + ns + "/" + name
+	return h.BaseURL + kidv1.WebhookPath(ns, name)
 }
 
 // WebhookSecret is the webhook secret NewProduct gives a product.
