@@ -16,6 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	testingclock "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
@@ -58,7 +59,7 @@ func newTestServer(t *testing.T, funcs *interceptor.Funcs) (*Server, client.Clie
 	}
 	c := b.Build()
 	s := &Server{reader: c, secrets: secrets.New(c, secrets.Options{}), store: inbox.ClientStore(c)}
-	s.opts = Options{Now: func() time.Time { return testNow }}
+	s.opts = Options{Clock: testingclock.NewFakePassiveClock(testNow)}
 	s.opts.setDefaults()
 	s.MarkReady()
 	return s, c

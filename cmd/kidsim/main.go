@@ -126,11 +126,9 @@ func (c *common) sender(out io.Writer) (*kidsim.Sender, error) {
 	if c.secret == "" {
 		return nil, errors.New("--secret (or KID_WEBHOOK_SECRET) is required")
 	}
-	return &kidsim.Sender{
-		URL:       c.url,
-		Secret:    []byte(c.secret),
-		OnAttempt: func(a kidsim.Attempt) { fmt.Fprintln(out, a) },
-	}, nil
+	s := kidsim.NewSender(c.url, []byte(c.secret))
+	s.OnAttempt = func(a kidsim.Attempt) { fmt.Fprintln(out, a) }
+	return s, nil
 }
 
 func send(ctx context.Context, args []string, out io.Writer) error {

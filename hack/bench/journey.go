@@ -361,10 +361,9 @@ func sendJourneys(ctx context.Context, m *manager, players []*player, c int, j *
 	url := "http://" + m.webhook + kidv1.WebhookPath(journeyNS, "bench")
 	transport := &http.Transport{MaxIdleConns: c, MaxIdleConnsPerHost: c}
 	defer transport.CloseIdleConnections()
-	s := &kidsim.Sender{
-		URL: url, Secret: []byte(secret), Schedule: kidsim.RetrySchedule,
-		Client: &http.Client{Transport: transport, Timeout: 30 * time.Second},
-	}
+	s := kidsim.NewSender(url, []byte(secret))
+	s.Schedule = kidsim.RetrySchedule
+	s.Client = &http.Client{Transport: transport, Timeout: 30 * time.Second}
 	sched := newSchedule(players, journeySeed)
 	var mu sync.Mutex
 	var failed []error

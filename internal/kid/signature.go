@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strconv"
 	"time"
+
+	"k8s.io/utils/clock"
 )
 
 // Header names of a k-ID webhook delivery.
@@ -79,15 +81,27 @@ func ParseSignatureHeaders(timestamp, signature string) (time.Time, []byte, erro
 	return time.Unix(secs, 0), sig, nil
 }
 
-// Verifier checks deliveries against a set of keys.
+// Verifier checks deliveries against a set of keys. Make one with
+// NewVerifier.
 type Verifier struct {
 	// Keys are tried in order; any one that matches accepts the delivery,
 	// so a secret can be rotated without downtime.
 	Keys []Key
-	// Tolerance is how far the signing time may lie from Now, either way.
+	// Tolerance is how far the signing time may lie from the clock's now,
+	// either way.
 	Tolerance time.Duration
-	// Now is the clock; nil means time.Now.
-	Now func() time.Time
+	// Clock is what the signing time is compared with; tests pass a fake
+	// one to try the edges of the window.
+	Clock clock.PassiveClock
+}
+
+// NewVerifier returns a verifier of keys with the timestamp window
+// tolerance, on clk; nil means the real clock.
+func NewVerifier(keys []Key, tolerance time.Duration, clk clock.PassiveClock) *Verifier {
+	if clk == nil {
+		clk = clock.RealClock{}
+	}
+	return &Verifier{Keys: keys, Tolerance: tolerance, Clock: clk}
 }
 
 // ErrNoKeys is returned by Verify when the verifier holds no key: a product
@@ -106,11 +120,7 @@ func (v *Verifier) Verify(timestamp, signature string, body []byte) (time.Time, 
 	if err != nil {
 		return time.Time{}, "", err
 	}
-	now := time.Now
-	if v.Now != nil {
-		now = v.Now
-	}
-	skew := now().Sub(signedAt)
+	skew := v.Clock.Since(signedAt)
 	switch {
 	case skew > v.Tolerance:
 		return signedAt, "", &SignatureError{Reason: FailureStale}

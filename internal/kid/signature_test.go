@@ -8,6 +8,7 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	testingclock "k8s.io/utils/clock/testing"
 )
 
 // The test vector of kid-events-spec.md §1.3.
@@ -61,7 +62,7 @@ func TestVerify(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			g := NewWithT(t)
-			v := &Verifier{Keys: tc.keys, Tolerance: tolerance, Now: func() time.Time { return tc.now }}
+			v := NewVerifier(tc.keys, tolerance, testingclock.NewFakePassiveClock(tc.now))
 			_, key, err := v.Verify(tc.timestamp, tc.signature, []byte(tc.body))
 			if tc.wantErr != "" {
 				var se *SignatureError
@@ -77,7 +78,7 @@ func TestVerify(t *testing.T) {
 
 func TestVerifyWithoutKeysNeverAccepts(t *testing.T) {
 	g := NewWithT(t)
-	v := &Verifier{Tolerance: time.Hour}
+	v := NewVerifier(nil, time.Hour, nil)
 	_, _, err := v.Verify(strconv.FormatInt(time.Now().Unix(), 10), vectorSignature, []byte(vectorBody))
 	g.Expect(err).To(MatchError(ErrNoKeys))
 }

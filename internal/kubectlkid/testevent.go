@@ -85,8 +85,8 @@ func (t *testOptions) run(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	sender := &kidsim.Sender{URL: target, Secret: key.Secret, Client: &http.Client{Timeout: t.timeout}, Now: t.now}
-	timestamp := strconv.FormatInt(t.now().Unix(), 10)
+	sender := &kidsim.Sender{URL: target, Secret: key.Secret, Client: &http.Client{Timeout: t.timeout}, Clock: t.Clock}
+	timestamp := strconv.FormatInt(t.Clock.Now().Unix(), 10)
 	a := sender.Deliver(ctx, body, timestamp, kidsim.Sign)
 	if a.Err != nil {
 		return fmt.Errorf("POST %s: %w", target, a.Err)

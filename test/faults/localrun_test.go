@@ -73,7 +73,8 @@ var _ = Describe("make run", func() {
 
 		body, err := kidsim.Build(kid.ChallengeStateChange, kidsim.Fields{Status: kid.StatusPass, ProductID: 11472})
 		Expect(err).NotTo(HaveOccurred())
-		s := &kidsim.Sender{URL: "http://" + webhookAddr + kidv1.WebhookPath("default", "demo"), Secret: []byte(secret), Client: &http.Client{Timeout: 10 * time.Second}}
+		s := kidsim.NewSender("http://"+webhookAddr+kidv1.WebhookPath("default", "demo"), []byte(secret))
+		s.Client = &http.Client{Timeout: 10 * time.Second}
 		attempts, err := s.Send(context.Background(), body)
 		Expect(err).NotTo(HaveOccurred(), "%v", attempts)
 		report("counted", "the delivery sent as the banner appeared: %s", attempts[0])

@@ -16,6 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -68,8 +69,9 @@ type Options struct {
 	// one or two events per second.
 	QPS   float32
 	Burst int
-	// Now is the controllers' clock; nil means time.Now.
-	Now func() time.Time
+	// Clock is the controllers' clock; nil means the real clock. The
+	// receiver's is Webhook.Clock.
+	Clock clock.PassiveClock
 	// Outbound configures the one outbound HTTP client, which KidActions
 	// and the k-ID API client share: timeouts, no redirects, and the
 	// address guard (loopback, link-local, private and cluster ranges are
@@ -139,6 +141,9 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 	}
 	if opts.ProbeAddr == "" {
 		opts.ProbeAddr = "0"
+	}
+	if opts.Clock == nil {
+		opts.Clock = clock.RealClock{}
 	}
 	noReceiver := opts.Webhook.Addr == "0"
 	if noReceiver && opts.ReceiverOnly {
@@ -229,7 +234,7 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 		return nil, err
 	}
 	if err := (&controllers.KidProductReconciler{
-		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kidproduct-controller"), Now: opts.Now, APIClients: apiClients,
+		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kidproduct-controller"), Now: opts.Clock.Now, APIClients: apiClients,
 		Secrets: sec, SecretRecheck: opts.SecretRecheck,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up KidProduct controller: %w", err)
@@ -237,13 +242,13 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 	filters := actions.NewFilters()
 	impersonator := actions.NewImpersonator(mgr.GetConfig(), client.Options{Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper()}, opts.DefaultActionServiceAccount)
 	if err := (&controllers.KidEventReconciler{
-		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kidevent-controller"), Now: opts.Now,
+		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kidevent-controller"), Now: opts.Clock.Now,
 		Filters: filters, HTTPClient: httpClient, APIReader: mgr.GetAPIReader(), Impersonator: impersonator,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up KidEvent controller: %w", err)
 	}
 	if err := (&controllers.KidUserReconciler{
-		Client: mgr.GetClient(), APIClients: apiClients, Now: opts.Now,
+		Client: mgr.GetClient(), APIClients: apiClients, Now: opts.Clock.Now,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up KidUser controller: %w", err)
 	}
