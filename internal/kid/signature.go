@@ -46,12 +46,20 @@ type Key struct {
 
 // Sign returns the X-Signature-Hmac-Sha256 value k-ID sends: the lowercase hex
 // HMAC-SHA256, keyed with the secret, of the exact timestamp header string
-// followed by the raw body.
+// followed by the raw body. It is the one signer: the simulator and
+// `kubectl kid test` sign with it, so what they send is what Verify accepts.
 func Sign(secret []byte, timestamp string, body []byte) string {
-	mac := hmac.New(sha256.New, secret)
-	mac.Write([]byte(timestamp))
-	mac.Write(body)
-	return hex.EncodeToString(mac.Sum(nil))
+	return hex.EncodeToString(mac(nil, secret, timestamp, body))
+}
+
+// mac appends to b the HMAC of one delivery. Sign and Verify both compute it
+// here, so the two cannot drift apart; Verify passes a buffer of its own so
+// that checking a delivery allocates no digest per key.
+func mac(b, secret []byte, timestamp string, body []byte) []byte {
+	h := hmac.New(sha256.New, secret)
+	h.Write([]byte(timestamp))
+	h.Write(body)
+	return h.Sum(b)
 }
 
 // maxTimestampLen bounds the timestamp header: epoch seconds have 10 digits
@@ -129,10 +137,7 @@ func (v *Verifier) Verify(timestamp, signature string, body []byte) (time.Time, 
 	}
 	var want [sha256.Size]byte
 	for _, k := range v.Keys {
-		mac := hmac.New(sha256.New, k.Secret)
-		mac.Write([]byte(timestamp))
-		mac.Write(body)
-		if hmac.Equal(sig, mac.Sum(want[:0])) {
+		if hmac.Equal(sig, mac(want[:0], k.Secret, timestamp, body)) {
 			return signedAt, k.Name, nil
 		}
 	}

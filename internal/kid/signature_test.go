@@ -24,6 +24,23 @@ func TestSignMatchesSpecVector(t *testing.T) {
 	g.Expect(Sign([]byte(vectorSecret), vectorTimestamp, []byte(vectorBody))).To(Equal(vectorSignature))
 }
 
+// Whatever Sign produces, Verify accepts with the same secret, and refuses
+// with any other: the simulator and kubectl kid sign with Sign.
+func FuzzSignIsWhatVerifyAccepts(f *testing.F) {
+	f.Add([]byte(vectorSecret), uint32(1700000000), []byte(vectorBody))
+	f.Add([]byte("k"), uint32(0), []byte{})
+	f.Add([]byte{0xff, 0}, uint32(4294967295), []byte("\x00 not json"))
+	f.Fuzz(func(t *testing.T, secret []byte, secs uint32, body []byte) {
+		timestamp := strconv.FormatUint(uint64(secs), 10)
+		at := time.Unix(int64(secs), 0)
+		v := NewVerifier([]Key{{Name: "other", Secret: append([]byte("x"), secret...)}, {Name: "k", Secret: secret}}, time.Second, testingclock.NewFakePassiveClock(at))
+		_, key, err := v.Verify(timestamp, Sign(secret, timestamp, body), body)
+		if err != nil || key != "k" {
+			t.Fatalf("Sign's signature: key %q, error %v", key, err)
+		}
+	})
+}
+
 func TestVerify(t *testing.T) {
 	signedAt := time.Unix(1700000000, 0)
 	tolerance := 5 * time.Minute

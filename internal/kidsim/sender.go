@@ -109,7 +109,8 @@ func (s *Sender) Send(ctx context.Context, body []byte) ([]Attempt, error) {
 // Signer computes the signature header of a delivery.
 type Signer func(secret []byte, timestamp string, body []byte) string
 
-// Sign signs as k-ID does.
+// Sign signs as k-ID does. It is kid.Sign, the receiver's own definition of
+// the signature, named here as a Signer beside BadSignature.
 func Sign(secret []byte, timestamp string, body []byte) string {
 	return kid.Sign(secret, timestamp, body)
 }
@@ -156,7 +157,7 @@ func (s *Sender) Deliver(ctx context.Context, body []byte, timestamp string, sig
 // secret is set: a Test event with a valid signature, then one without. A
 // correct receiver answers 200 and then 401.
 func (s *Sender) TestButton(ctx context.Context, id string) [2]Attempt {
-	body := []byte(`{"eventType":"Test","data":{"id":"` + id + `"}}`)
+	body := kid.TestPayload(id)
 	var out [2]Attempt
 	for i, sign := range []Signer{Sign, BadSignature} {
 		out[i] = s.Deliver(ctx, body, s.timestamp(), sign)
