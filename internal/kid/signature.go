@@ -90,7 +90,8 @@ func ParseSignatureHeaders(timestamp, signature string) (time.Time, []byte, erro
 }
 
 // Verifier checks deliveries against a set of keys. Make one with
-// NewVerifier.
+// NewVerifier, which sets the clock once; a Verifier without a Clock cannot
+// check the timestamp window.
 type Verifier struct {
 	// Keys are tried in order; any one that matches accepts the delivery,
 	// so a secret can be rotated without downtime.

@@ -47,7 +47,9 @@ func (a Attempt) String() string {
 	return fmt.Sprintf("attempt %d (ts %s): %d %s in %s: %s", a.Number, a.Timestamp, a.Status, http.StatusText(a.Status), a.Duration.Round(time.Millisecond), a.Body)
 }
 
-// Sender delivers events to one URL as k-ID does. Make one with NewSender.
+// Sender delivers events to one URL as k-ID does. Make one with NewSender,
+// or give it a Clock: the clock is set once there rather than checked for
+// nil on every attempt, so a Sender without one cannot sign.
 type Sender struct {
 	// URL receives the POSTs.
 	URL string
