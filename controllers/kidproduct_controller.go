@@ -248,7 +248,7 @@ func (r *KidProductReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		}
 	}()
 
-	product.Status.WebhookPath = "/webhooks/" + product.Namespace + "/" + product.Name
+	product.Status.WebhookPath = kidv1.WebhookPath(product.Namespace, product.Name)
 	secretErr := r.reconcileSecret(ctx, product)
 	next, err := r.reconcileEvents(ctx, product)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
+	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
 	"github.com/kid-operator/kid-operator/internal/kid"
 )
 
@@ -33,7 +34,7 @@ func BenchmarkHandle(b *testing.B) {
 		i++
 		body := strings.Replace(base, "9d6b056e-7d62-4a9e-907a-3d0f6f1d1b9a", strconv.Itoa(i), 1)
 		body = strings.Replace(body, `"status"`, `"pad":"`+strings.Repeat("x", 1024-len(body)-9)+`","status"`, 1)
-		req := httptest.NewRequest(http.MethodPost, "/webhooks/default/demo", strings.NewReader(body))
+		req := httptest.NewRequest(http.MethodPost, kidv1.WebhookPath("default", "demo"), strings.NewReader(body))
 		req.Header.Set(kid.HeaderTimestamp, ts)
 		req.Header.Set(kid.HeaderSignature, kid.Sign([]byte(testSecret), ts, []byte(body)))
 		rec := httptest.NewRecorder()

@@ -78,7 +78,7 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, productLabel *st
 	}
 	defer release()
 
-	verifier := kid.Verifier{Keys: keys, Tolerance: product.TimestampTolerance().Duration, Now: s.opts.Now}
+	verifier := kid.NewVerifier(keys, product.TimestampTolerance().Duration, s.opts.Clock)
 	timestamp := r.Header.Get(kid.HeaderTimestamp)
 	signedAt, keyName, err := verifier.Verify(timestamp, r.Header.Get(kid.HeaderSignature), body)
 	if signatureMismatch(err) {
@@ -107,7 +107,7 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, productLabel *st
 		// The error names what is wrong, never the payload's values.
 		return answer(w, http.StatusBadRequest, err.Error())
 	}
-	event, err := inbox.Build(&product, env, body, signedAt, s.opts.Now(), kidv1.SourceWebhook)
+	event, err := inbox.Build(&product, env, body, signedAt, s.opts.Clock.Now(), kidv1.SourceWebhook)
 	if err != nil {
 		return answer(w, http.StatusBadRequest, err.Error())
 	}

@@ -16,6 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	testingclock "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
@@ -58,7 +59,7 @@ func newTestServer(t *testing.T, funcs *interceptor.Funcs) (*Server, client.Clie
 	}
 	c := b.Build()
 	s := &Server{reader: c, secrets: secrets.New(c, secrets.Options{}), store: inbox.ClientStore(c)}
-	s.opts = Options{Now: func() time.Time { return testNow }}
+	s.opts = Options{Clock: testingclock.NewFakePassiveClock(testNow)}
 	s.opts.setDefaults()
 	s.MarkReady()
 	return s, c
@@ -85,7 +86,7 @@ func (r request) do(s *Server) *httptest.ResponseRecorder {
 		r.method = http.MethodPost
 	}
 	if r.path == "" {
-		r.path = "/webhooks/default/demo"
+		r.path = kidv1.WebhookPath("default", "demo")
 	}
 	if r.timestamp == "" {
 		r.timestamp = strconv.FormatInt(testNow.Unix(), 10)
@@ -133,11 +134,11 @@ func TestReceiveAnswers(t *testing.T) {
 	}{
 		{name: "GET is 405", req: request{method: http.MethodGet, body: valid}, want: 405},
 		{name: "PUT is 405", req: request{method: http.MethodPut, body: valid}, want: 405},
-		{name: "unknown product is 404", req: request{path: "/webhooks/default/nope", body: valid}, want: 404},
-		{name: "unknown namespace is 404", req: request{path: "/webhooks/other/demo", body: valid}, want: 404},
+		{name: "unknown product is 404", req: request{path: kidv1.WebhookPath("default", "nope"), body: valid}, want: 404},
+		{name: "unknown namespace is 404", req: request{path: kidv1.WebhookPath("other", "demo"), body: valid}, want: 404},
 		{name: "path without product is 404", req: request{path: "/webhooks/default", body: valid}, want: 404},
-		{name: "product whose secret is missing is 503", req: request{path: "/webhooks/default/nosecret", body: valid}, want: 503, retryAfter: true},
-		{name: "product whose secret has only an empty key is 503", req: request{path: "/webhooks/default/emptykey", body: valid}, want: 503, retryAfter: true},
+		{name: "product whose secret is missing is 503", req: request{path: kidv1.WebhookPath("default", "nosecret"), body: valid}, want: 503, retryAfter: true},
+		{name: "product whose secret has only an empty key is 503", req: request{path: kidv1.WebhookPath("default", "emptykey"), body: valid}, want: 503, retryAfter: true},
 		{name: "body over the cap is 413", req: request{body: big}, want: 413},
 		{name: "chunked body over the cap is 413", req: request{body: big, chunked: true}, want: 413},
 		{name: "body that breaks off is 400", req: request{body: `{"eventType":"Te`, cutShort: true}, want: 400},
@@ -273,7 +274,7 @@ func FuzzHandler(f *testing.F) {
 		if sign {
 			signature = kid.Sign([]byte(testSecret), timestamp, body)
 		}
-		req := httptest.NewRequest(http.MethodPost, "/webhooks/default/demo", strings.NewReader(string(body)))
+		req := httptest.NewRequest(http.MethodPost, kidv1.WebhookPath("default", "demo"), strings.NewReader(string(body)))
 		req.Header.Set(kid.HeaderTimestamp, timestamp)
 		req.Header.Set(kid.HeaderSignature, signature)
 		rec := httptest.NewRecorder()

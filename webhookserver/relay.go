@@ -201,7 +201,7 @@ func (s *Server) handleRelay(w http.ResponseWriter, r *http.Request, productLabe
 		return code
 	}
 
-	now := s.opts.Now()
+	now := s.opts.Clock.Now()
 	pr, _ := s.browser.product(product, now)
 	if wait, ok := pr.allow(now); !ok {
 		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
@@ -330,12 +330,12 @@ func (s *Server) verifyRelayToken(ctx context.Context, p *kidv1.KidProduct, toke
 		return relaytoken.Claims{}, http.StatusUnauthorized, "relay token missing"
 	}
 	product := p.Namespace + "/" + p.Name
-	claims, err := relaytoken.VerifyClaims(keys, token, product, s.opts.Now())
+	claims, err := relaytoken.VerifyClaims(keys, token, product, s.opts.Clock.Now())
 	if errors.Is(err, relaytoken.ErrBadSignature) {
 		// The Secret may have been rotated since it was read; the cache
 		// re-reads one Secret at most once a second.
 		if fresh, reread, ferr := s.relayKeys(ctx, p, true); ferr == nil && reread {
-			claims, err = relaytoken.VerifyClaims(fresh, token, product, s.opts.Now())
+			claims, err = relaytoken.VerifyClaims(fresh, token, product, s.opts.Clock.Now())
 		}
 	}
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	testingclock "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
@@ -84,7 +85,7 @@ func newRelayServer(t *testing.T, funcs *interceptor.Funcs, now time.Time) (*Ser
 	c := b.Build()
 	users := newFakeUsers()
 	s := &Server{reader: c, secrets: secrets.New(c, secrets.Options{}), store: inbox.ClientStore(c)}
-	s.opts = Options{Now: func() time.Time { return now }}
+	s.opts = Options{Clock: testingclock.NewFakePassiveClock(now)}
 	s.opts.setDefaults()
 	s.browser = newBrowserRelay(users, s.opts.Browser)
 	s.MarkReady()
@@ -330,19 +331,24 @@ func TestRelayingOneMessageTwiceStoresOneEvent(t *testing.T) {
 	g := NewWithT(t)
 	now := time.Now()
 	s, c, _ := newRelayServer(t, nil, now)
+	clk := testingclock.NewFakeClock(now)
+	s.opts.Clock = clk
 	// A second between requests: the rate limit is not under test.
-	s.opts.Now = func() time.Time { now = now.Add(time.Second); return now }
+	do := func(r relayRequest) *httptest.ResponseRecorder {
+		clk.Step(time.Second)
+		return r.do(s)
+	}
 	tok := token(t, relaytoken.KindChallenge, challengeID)
 	for range 2 {
-		rec := relayRequest{body: domChallenge, token: tok}.do(s)
+		rec := do(relayRequest{body: domChallenge, token: tok})
 		g.Expect(rec.Code).To(Equal(http.StatusOK), rec.Body.String())
 		g.Expect(rec.Body.String()).To(MatchJSON(`{"stored":true}`))
 	}
 	g.Expect(storedEvents(t, c)).To(HaveLen(1))
 
 	// The same bytes from another player are that player's event.
-	g.Expect(relayRequest{body: domExit, token: token(t, relaytoken.KindSession, "s-1")}.do(s).Code).To(Equal(http.StatusOK))
-	g.Expect(relayRequest{body: domExit, token: token(t, relaytoken.KindSession, "s-2")}.do(s).Code).To(Equal(http.StatusOK))
+	g.Expect(do(relayRequest{body: domExit, token: token(t, relaytoken.KindSession, "s-1")}).Code).To(Equal(http.StatusOK))
+	g.Expect(do(relayRequest{body: domExit, token: token(t, relaytoken.KindSession, "s-2")}).Code).To(Equal(http.StatusOK))
 	g.Expect(storedEvents(t, c)).To(HaveLen(3))
 }
 
@@ -377,8 +383,7 @@ func TestRelayLimitsEachProductsRateBeforeTheToken(t *testing.T) {
 	g.Expect(relayRequest{path: "/browser/default/keepsdob", body: domExit, token: token(t, relaytoken.KindSession, sessionID, "default/keepsdob")}.do(s).Code).To(Equal(http.StatusOK))
 
 	// A second later there is one token again.
-	later := now.Add(time.Second)
-	s.opts.Now = func() time.Time { return later }
+	s.opts.Clock = testingclock.NewFakePassiveClock(now.Add(time.Second))
 	g.Expect(relayRequest{body: body(9), token: tok}.do(s).Code).To(Equal(http.StatusOK))
 	g.Expect(relayRequest{body: body(8), token: tok}.do(s).Code).To(Equal(http.StatusTooManyRequests))
 }
@@ -398,7 +403,9 @@ func TestRelayFollowsAChangedRate(t *testing.T) {
 	p.Spec.Browser.RequestsPerSecond = ptr.To[int32](100)
 	g.Expect(c.Update(context.Background(), p)).To(Succeed())
 	// The next request sees the new rate, which applies from then on.
-	at := func(d time.Duration) { s.opts.Now = func() time.Time { return now.Add(d) } }
+	clk := testingclock.NewFakePassiveClock(now)
+	at := func(d time.Duration) { clk.SetTime(now.Add(d)) }
+	s.opts.Clock = clk
 	at(10 * time.Millisecond)
 	g.Expect(relayRequest{body: domExit, token: tok}.do(s).Code).To(Equal(http.StatusTooManyRequests))
 	at(30 * time.Millisecond)

@@ -3,7 +3,6 @@ package webhookserver
 import (
 	"context"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,35 +10,19 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	testingclock "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
+	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
 	"github.com/kid-operator/kid-operator/internal/kid"
 	"github.com/kid-operator/kid-operator/internal/secrets"
 )
 
-// secretClock is the secrets cache's clock in these tests.
-type secretClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *secretClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *secretClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 // newSecretTestServer is newTestServer with a secrets cache whose TTL is an
 // hour (so that only a forced re-read can see a change) on a clock the test
 // moves; gets counts the Secrets read from the fake API server.
-func newSecretTestServer(t *testing.T) (*Server, client.Client, *secretClock, *atomic.Int64) {
+func newSecretTestServer(t *testing.T) (*Server, client.Client, *testingclock.FakeClock, *atomic.Int64) {
 	gets := &atomic.Int64{}
 	s, c := newTestServer(t, &interceptor.Funcs{
 		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
@@ -49,8 +32,8 @@ func newSecretTestServer(t *testing.T) (*Server, client.Client, *secretClock, *a
 			return c.Get(ctx, key, obj, opts...)
 		},
 	})
-	clock := &secretClock{now: time.Unix(1764000000, 0)}
-	s.secrets = secrets.New(c, secrets.Options{TTL: time.Hour, Now: clock.Now})
+	clock := testingclock.NewFakeClock(time.Unix(1764000000, 0))
+	s.secrets = secrets.New(c, secrets.Options{TTL: time.Hour, Clock: clock})
 	return s, c, clock, gets
 }
 
@@ -66,7 +49,7 @@ func TestReceiveAcceptsARotatedSecretBeforeItsCopyExpires(t *testing.T) {
 	g.Expect(c.Update(context.Background(), secret)).To(Succeed())
 	gets.Store(0)
 
-	clock.Advance(time.Second)
+	clock.Step(time.Second)
 	ts := strconv.FormatInt(testNow.Unix(), 10)
 	body := kid.Examples["session-delete"]
 	rec := request{body: body, signature: kid.Sign([]byte("the-new-secret"), ts, []byte(body))}.do(s)
@@ -75,7 +58,7 @@ func TestReceiveAcceptsARotatedSecretBeforeItsCopyExpires(t *testing.T) {
 	g.Expect(countEvents(t, c)).To(Equal(2))
 
 	// The old key is gone from the Secret, and now from the receiver.
-	clock.Advance(time.Second)
+	clock.Step(time.Second)
 	g.Expect(request{body: kid.Examples["challenge-pass"]}.do(s).Code).To(Equal(401))
 }
 
@@ -91,7 +74,7 @@ func TestReceiveRereadsTheSecretAtMostOnceASecondForBadSignatures(t *testing.T) 
 	// The first read, and one forced re-read.
 	g.Expect(gets.Load()).To(BeEquivalentTo(2))
 
-	clock.Advance(time.Second)
+	clock.Step(time.Second)
 	for range 500 {
 		g.Expect(request{body: body, signature: forged}.do(s).Code).To(Equal(401))
 	}
@@ -100,7 +83,7 @@ func TestReceiveRereadsTheSecretAtMostOnceASecondForBadSignatures(t *testing.T) 
 
 	// Stale timestamps and malformed headers cannot be fixed by another
 	// key, so they never re-read.
-	clock.Advance(time.Second)
+	clock.Step(time.Second)
 	stale := strconv.FormatInt(testNow.Add(-time.Hour).Unix(), 10)
 	g.Expect(request{body: body, timestamp: stale}.do(s).Code).To(Equal(401))
 	g.Expect(request{body: body, signature: "zz"}.do(s).Code).To(Equal(401))
@@ -110,7 +93,7 @@ func TestReceiveRereadsTheSecretAtMostOnceASecondForBadSignatures(t *testing.T) 
 func TestReceiveAcceptsOnceAMissingSecretIsCreated(t *testing.T) {
 	g := NewWithT(t)
 	s, c, clock, gets := newSecretTestServer(t)
-	path := "/webhooks/default/nosecret"
+	path := kidv1.WebhookPath("default", "nosecret")
 	g.Expect(request{path: path, body: kid.Examples["test"]}.do(s).Code).To(Equal(503))
 	// Within the second, the missing Secret is not read again.
 	for range 100 {
@@ -122,7 +105,7 @@ func TestReceiveAcceptsOnceAMissingSecretIsCreated(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{Name: "missing", Namespace: "default"},
 		Data:       map[string][]byte{"current": []byte(testSecret)},
 	})).To(Succeed())
-	clock.Advance(time.Second)
+	clock.Step(time.Second)
 	g.Expect(request{path: path, body: kid.Examples["test"]}.do(s).Code).To(Equal(200))
 }
 

@@ -20,6 +20,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -67,8 +68,11 @@ type Options struct {
 	// verified and stored at one time; past it the answer is 503 with
 	// Retry-After at once (limits.go). Zero means DefaultMaxInFlight.
 	MaxInFlight int
-	// Now is the clock; nil means time.Now.
-	Now func() time.Time
+	// Clock checks the signatures' timestamps and the relay tokens' expiry
+	// and stamps receivedAt; nil means the real clock. It is a passive
+	// clock: the drain and the status stream's expiry wait on real time, as
+	// the integration tests' clock (real time plus jumps) needs.
+	Clock clock.PassiveClock
 	// Namespaces, if set, are the only namespaces whose products the
 	// receiver serves (the manager's --watch-namespaces); a delivery for
 	// any other namespace gets 404, as an unknown product does.
@@ -91,8 +95,8 @@ func (o *Options) setDefaults() {
 	if o.MaxInFlight <= 0 {
 		o.MaxInFlight = DefaultMaxInFlight
 	}
-	if o.Now == nil {
-		o.Now = time.Now
+	if o.Clock == nil {
+		o.Clock = clock.RealClock{}
 	}
 	o.Browser.setDefaults()
 }
@@ -146,7 +150,7 @@ func (s *Server) NeedLeaderElection() bool { return false }
 // /healthz and GET /readyz.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("/webhooks/{namespace}/{product}", s.receive)
+	mux.HandleFunc(kidv1.WebhookPathPrefix+"{namespace}/{product}", s.receive)
 	handleSDK(mux)
 	s.handleBrowser(mux)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {

@@ -99,7 +99,7 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request, productLab
 		return relayAnswer(w, code, msg)
 	}
 
-	pr, maxStreams := s.browser.product(product, s.opts.Now())
+	pr, maxStreams := s.browser.product(product, s.opts.Clock.Now())
 	if !pr.openStream(maxStreams) {
 		w.Header().Set("Retry-After", RetryAfterSeconds)
 		return relayAnswer(w, http.StatusTooManyRequests, "too many status streams")
@@ -169,7 +169,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, product *kidv1.K
 
 	heartbeat := time.NewTicker(s.browser.opts.Heartbeat)
 	defer heartbeat.Stop()
-	expiry := time.NewTimer(claims.Expires.Sub(s.opts.Now()))
+	expiry := time.NewTimer(claims.Expires.Sub(s.opts.Clock.Now()))
 	defer expiry.Stop()
 	timeout := time.NewTimer(s.browser.opts.MaxStreamDuration)
 	defer timeout.Stop()

@@ -147,7 +147,7 @@ var _ = Describe("A game's page following its player's status", func() {
 		deliver := func(f kidsim.Fields) {
 			body, err := kidsim.Build(kid.ChallengeStateChange, f)
 			Expect(err).NotTo(HaveOccurred())
-			s := &kidsim.Sender{URL: h.WebhookURL(ns, "demo"), Secret: []byte(h.WebhookSecret(ns, "demo")), Now: h.Clock.Now}
+			s := &kidsim.Sender{URL: h.WebhookURL(ns, "demo"), Secret: []byte(h.WebhookSecret(ns, "demo")), Clock: h.Clock}
 			a := s.Deliver(ctx, body, now(), kidsim.Sign)
 			Expect(a.Status).To(Equal(http.StatusOK), a.String())
 		}

@@ -15,6 +15,7 @@ import (
 
 	. "github.com/onsi/gomega"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/clock"
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
 	"github.com/kid-operator/kid-operator/webhookserver/relaytoken"
@@ -187,7 +188,7 @@ func openStatus(t *testing.T, base, tok, origin string) *http.Response {
 // newStatusServer serves a relay server (on the real clock) over HTTP.
 func newStatusServer(t *testing.T, opts BrowserOptions) (*Server, *fakeUsers, string) {
 	s, _, users := newRelayServer(t, nil, time.Now())
-	s.opts.Now = time.Now
+	s.opts.Clock = clock.RealClock{}
 	opts.setDefaults()
 	s.browser = newBrowserRelay(users, opts)
 	srv := httptest.NewServer(s.Handler())

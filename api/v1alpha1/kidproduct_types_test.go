@@ -31,3 +31,9 @@ func TestTimestampToleranceIsClampedToItsBounds(t *testing.T) {
 		})
 	}
 }
+
+// The path is pasted into Compliance Studio: a change here breaks every
+// configured product, so the test pins the literal rather than rebuilding it.
+func TestWebhookPathIsTheDocumentedShape(t *testing.T) {
+	NewWithT(t).Expect(kidv1.WebhookPath("games", "my-game")).To(Equal("/webhooks/games/my-game"))
+}

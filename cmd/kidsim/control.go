@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"math"
@@ -14,6 +13,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/kid-operator/kid-operator/internal/kidsim"
 )
@@ -29,35 +30,42 @@ type simClient struct {
 	http *http.Client
 }
 
-// simFlagSet returns a flag set with --sim, and where its value lands.
-func simFlagSet(name string) (*flag.FlagSet, *string) {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+// addSimFlag adds --sim to cmd and its subcommands, and returns where its
+// value lands.
+func addSimFlag(cmd *cobra.Command) *string {
 	def := os.Getenv("KIDSIM_URL")
 	if def == "" {
 		def = defaultSim
 	}
-	return fs, fs.String("sim", def, "the running kidsim serve (default $KIDSIM_URL or "+defaultSim+")")
+	return cmd.PersistentFlags().String("sim", def, "the running kidsim serve; $KIDSIM_URL sets the default")
 }
 
-// parseArgs parses flags wherever they stand among the arguments, so that
-// `approve ID --kuid K` works as well as `approve --kuid K ID`, and checks
-// the number of arguments.
-func parseArgs(fs *flag.FlagSet, args []string, want ...string) ([]string, error) {
-	var positional []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		positional = append(positional, fs.Arg(0))
-		args = fs.Args()[1:]
+// newGroupCommand returns a command that only holds subcommands. Without
+// one it says what it wants (none); with an unknown one it lists them.
+func newGroupCommand(use, short, none string, subs ...*cobra.Command) *cobra.Command {
+	names := make([]string, len(subs))
+	for i, c := range subs {
+		names[i] = c.Name()
 	}
-	if len(positional) != len(want) {
-		return nil, fmt.Errorf("%s wants %d argument(s): %s; got %d", fs.Name(), len(want), strings.Join(want, " "), len(positional))
+	want := names[len(names)-1]
+	if len(names) > 1 {
+		want = strings.Join(names[:len(names)-1], ", ") + " or " + want
 	}
-	return positional, nil
+	cmd := &cobra.Command{
+		Use:     use,
+		Short:   short,
+		GroupID: groupFake,
+		// Any argument that is no subcommand reaches RunE, which names it.
+		Args: cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return errors.New(none)
+			}
+			return fmt.Errorf("unknown %s command %q: want %s", cmd.Name(), args[0], want)
+		},
+	}
+	cmd.AddCommand(subs...)
+	return cmd
 }
 
 func newSimClient(base string) (*simClient, error) {
@@ -66,6 +74,16 @@ func newSimClient(base string) (*simClient, error) {
 		return nil, fmt.Errorf("--sim: want a URL such as %s, got %q", defaultSim, base)
 	}
 	return &simClient{base: strings.TrimSuffix(base, "/"), http: &http.Client{Timeout: 10 * time.Second}}, nil
+}
+
+// simCall calls the admin API of the serve at sim (the --sim flag), for
+// cmd.
+func simCall(cmd *cobra.Command, sim, method, path string, body, out any) error {
+	c, err := newSimClient(sim)
+	if err != nil {
+		return err
+	}
+	return c.call(cmd.Context(), method, path, body, out)
 }
 
 // call sends body (if any) as JSON and decodes the answer into out. An
@@ -111,247 +129,267 @@ func (c *simClient) call(ctx context.Context, method, path string, body, out any
 	return json.Unmarshal(raw, out)
 }
 
-func challengeCmd(ctx context.Context, args []string, out io.Writer) error {
-	if len(args) == 0 {
-		return errors.New("challenge wants start, approve ID or deny ID")
-	}
-	fs, sim := simFlagSet("challenge " + args[0])
+func newChallengeCommand() *cobra.Command {
+	var sim *string
 	var a kidsim.Approval
-	var want []string
-	switch args[0] {
-	case "start":
-	case "approve":
-		fs.StringVar(&a.KUID, "kuid", "", "the player's kuid (default a new UUID)")
-		fs.StringVar(&a.Email, "email", "", "the approver's email (default "+kidsim.DefaultApproverEmail+")")
-		fs.StringVar(&a.DOB, "dob", "", "the player's date of birth, YYYY-MM-DD (default "+kidsim.DefaultDOB+")")
-		fs.StringVar(&a.SessionID, "session", "", "the id of the session created (default a new UUID)")
-		want = []string{"ID"}
-	case "deny":
-		want = []string{"ID"}
-	default:
-		return fmt.Errorf("unknown challenge command %q: want start, approve or deny", args[0])
-	}
-	pos, err := parseArgs(fs, args[1:], want...)
-	if err != nil {
-		return err
-	}
-	c, err := newSimClient(*sim)
-	if err != nil {
-		return err
-	}
-	var got kidsim.Challenge
-	switch args[0] {
-	case "start":
-		if err := c.call(ctx, http.MethodPost, "/kidsim/challenges", nil, &got); err != nil {
-			return err
-		}
-		fmt.Fprintf(out, "challenge %s started (%s)\n", got.ChallengeID, got.Status)
-	case "approve":
-		if err := c.call(ctx, http.MethodPost, "/kidsim/challenges/"+url.PathEscape(pos[0])+"/approve", a, &got); err != nil {
-			return err
-		}
-		fmt.Fprintf(out, "challenge %s approved: session %s, kuid %s\n", got.ChallengeID, got.SessionID, got.KUID)
-	case "deny":
-		if err := c.call(ctx, http.MethodPost, "/kidsim/challenges/"+url.PathEscape(pos[0])+"/deny", nil, &got); err != nil {
-			return err
-		}
-		fmt.Fprintf(out, "challenge %s denied (%s)\n", got.ChallengeID, got.Status)
-	}
-	return nil
-}
-
-func verificationCmd(ctx context.Context, args []string, out io.Writer) error {
-	if len(args) == 0 {
-		return errors.New("verification wants start, pass ID, fail ID or revoke ID")
-	}
-	fs, sim := simFlagSet("verification " + args[0])
-	var reason string
-	want := []string{"ID"}
-	switch args[0] {
-	case "start":
-		want = nil
-	case "pass", "fail":
-	case "revoke":
-		fs.StringVar(&reason, "reason", "", "fraudulent-activity-detected (default) or provider-reported-error")
-	default:
-		return fmt.Errorf("unknown verification command %q: want start, pass, fail or revoke", args[0])
-	}
-	pos, err := parseArgs(fs, args[1:], want...)
-	if err != nil {
-		return err
-	}
-	c, err := newSimClient(*sim)
-	if err != nil {
-		return err
-	}
-	var got kidsim.Verification
-	if args[0] == "start" {
-		if err := c.call(ctx, http.MethodPost, "/kidsim/verifications", nil, &got); err != nil {
-			return err
-		}
-		fmt.Fprintf(out, "verification %s started (%s)\n", got.ID, got.Status)
-		return nil
-	}
-	var body any
-	if args[0] == "revoke" {
-		body = map[string]string{"reason": reason}
-	}
-	if err := c.call(ctx, http.MethodPost, "/kidsim/verifications/"+url.PathEscape(pos[0])+"/"+args[0], body, &got); err != nil {
-		return err
-	}
-	switch {
-	case args[0] == "revoke":
-		fmt.Fprintf(out, "verification %s revoked: %s\n", got.ID, got.RevokedReason)
-	case got.Status == "PASS":
-		age := ""
-		if got.Age != nil {
-			age = fmt.Sprintf(", age %d", got.Age.Low)
-			if got.Age.High != got.Age.Low {
-				age = fmt.Sprintf(", age %d-%d", got.Age.Low, got.Age.High)
+	approve := &cobra.Command{
+		Use:   "approve ID",
+		Short: "Approve a challenge as the trusted adult: creates a session, delivers PASS",
+		Args:  wantArgs("ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var got kidsim.Challenge
+			if err := simCall(cmd, *sim, http.MethodPost, "/kidsim/challenges/"+url.PathEscape(args[0])+"/approve", a, &got); err != nil {
+				return err
 			}
-		}
-		fmt.Fprintf(out, "verification %s passed: %s%s, %s\n", got.ID, got.Method, age, got.AgeCategory)
-	default:
-		fmt.Fprintf(out, "verification %s failed: %s\n", got.ID, got.FailureReason)
+			fmt.Fprintf(cmd.OutOrStdout(), "challenge %s approved: session %s, kuid %s\n", got.ChallengeID, got.SessionID, got.KUID)
+			return nil
+		},
 	}
-	return nil
+	approve.Flags().StringVar(&a.KUID, "kuid", "", "the player's kuid (default a new UUID)")
+	approve.Flags().StringVar(&a.Email, "email", "", "the approver's email (default "+kidsim.DefaultApproverEmail+")")
+	approve.Flags().StringVar(&a.DOB, "dob", "", "the player's date of birth, YYYY-MM-DD (default "+kidsim.DefaultDOB+")")
+	approve.Flags().StringVar(&a.SessionID, "session", "", "the id of the session created (default a new UUID)")
+	cmd := newGroupCommand("challenge", "Start, approve or deny a challenge (a parent's consent)", "challenge wants start, approve ID or deny ID",
+		&cobra.Command{
+			Use:   "start",
+			Short: "Start a challenge: delivers IN_PROGRESS",
+			Args:  wantArgs(),
+			RunE: func(cmd *cobra.Command, _ []string) error {
+				var got kidsim.Challenge
+				if err := simCall(cmd, *sim, http.MethodPost, "/kidsim/challenges", nil, &got); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "challenge %s started (%s)\n", got.ChallengeID, got.Status)
+				return nil
+			},
+		},
+		approve,
+		&cobra.Command{
+			Use:   "deny ID",
+			Short: "Deny a challenge: delivers FAIL",
+			Args:  wantArgs("ID"),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				var got kidsim.Challenge
+				if err := simCall(cmd, *sim, http.MethodPost, "/kidsim/challenges/"+url.PathEscape(args[0])+"/deny", nil, &got); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "challenge %s denied (%s)\n", got.ChallengeID, got.Status)
+				return nil
+			},
+		},
+	)
+	sim = addSimFlag(cmd)
+	return cmd
 }
 
-func sessionCmd(ctx context.Context, args []string, out io.Writer) error {
-	if len(args) == 0 {
-		return errors.New("session wants permission SESSION NAME on|off, or delete SESSION")
+func newVerificationCommand() *cobra.Command {
+	var sim *string
+	// decide passes, fails or revokes a verification and prints the outcome.
+	decide := func(verb string, body any) func(*cobra.Command, []string) error {
+		return func(cmd *cobra.Command, args []string) error {
+			var got kidsim.Verification
+			if err := simCall(cmd, *sim, http.MethodPost, "/kidsim/verifications/"+url.PathEscape(args[0])+"/"+verb, body, &got); err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			switch {
+			case verb == "revoke":
+				fmt.Fprintf(out, "verification %s revoked: %s\n", got.ID, got.RevokedReason)
+			case got.Status == "PASS":
+				age := ""
+				if got.Age != nil {
+					age = fmt.Sprintf(", age %d", got.Age.Low)
+					if got.Age.High != got.Age.Low {
+						age = fmt.Sprintf(", age %d-%d", got.Age.Low, got.Age.High)
+					}
+				}
+				fmt.Fprintf(out, "verification %s passed: %s%s, %s\n", got.ID, got.Method, age, got.AgeCategory)
+			default:
+				fmt.Fprintf(out, "verification %s failed: %s\n", got.ID, got.FailureReason)
+			}
+			return nil
+		}
 	}
-	fs, sim := simFlagSet("session " + args[0])
-	var want []string
-	switch args[0] {
-	case "permission":
-		want = []string{"SESSION", "NAME", "on|off"}
-	case "delete":
-		want = []string{"SESSION"}
-	default:
-		return fmt.Errorf("unknown session command %q: want permission or delete", args[0])
+	revoke := &cobra.Command{
+		Use:   "revoke ID",
+		Short: "Revoke a passed verification: delivers Verification.Revoke",
+		Args:  wantArgs("ID"),
 	}
-	pos, err := parseArgs(fs, args[1:], want...)
-	if err != nil {
-		return err
+	reason := revoke.Flags().String("reason", "", "fraudulent-activity-detected (default) or provider-reported-error")
+	revoke.RunE = func(cmd *cobra.Command, args []string) error {
+		return decide("revoke", map[string]string{"reason": *reason})(cmd, args)
 	}
-	c, err := newSimClient(*sim)
-	if err != nil {
-		return err
+	cmd := newGroupCommand("verification", "Start, pass, fail or revoke an age verification", "verification wants start, pass ID, fail ID or revoke ID",
+		&cobra.Command{
+			Use:   "start",
+			Short: "Start a verification (PENDING)",
+			Args:  wantArgs(),
+			RunE: func(cmd *cobra.Command, _ []string) error {
+				var got kidsim.Verification
+				if err := simCall(cmd, *sim, http.MethodPost, "/kidsim/verifications", nil, &got); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "verification %s started (%s)\n", got.ID, got.Status)
+				return nil
+			},
+		},
+		&cobra.Command{Use: "pass ID", Short: "Pass a verification: delivers Verification.Result PASS", Args: wantArgs("ID"), RunE: decide("pass", nil)},
+		&cobra.Command{Use: "fail ID", Short: "Fail a verification: delivers Verification.Result FAIL", Args: wantArgs("ID"), RunE: decide("fail", nil)},
+		revoke,
+	)
+	sim = addSimFlag(cmd)
+	return cmd
+}
+
+func newSessionCommand() *cobra.Command {
+	var sim *string
+	cmd := newGroupCommand("session", "Change a session's permission, or delete the session", "session wants permission SESSION NAME on|off, or delete SESSION",
+		&cobra.Command{
+			Use:   "permission SESSION NAME on|off",
+			Short: "Turn a permission of a session on or off, as a parent does: delivers Session.ChangePermissions",
+			Args:  wantArgs("SESSION", "NAME", "on|off"),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				var enabled bool
+				switch args[2] {
+				case "on":
+					enabled = true
+				case "off":
+				default:
+					return fmt.Errorf("want on or off, got %q", args[2])
+				}
+				var got kidsim.Session
+				if err := simCall(cmd, *sim, http.MethodPost, "/kidsim/sessions/"+url.PathEscape(args[0])+"/permissions", map[string]any{"name": args[1], "enabled": enabled}, &got); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "session %s: %s %s (etag %s)\n", got.SessionID, args[1], args[2], got.Etag)
+				return nil
+			},
+		},
+		&cobra.Command{
+			Use:   "delete SESSION",
+			Short: "Delete a session: delivers Session.Delete",
+			Args:  wantArgs("SESSION"),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				if err := simCall(cmd, *sim, http.MethodDelete, "/kidsim/sessions/"+url.PathEscape(args[0]), nil, nil); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "session %s deleted\n", args[0])
+				return nil
+			},
+		},
+	)
+	sim = addSimFlag(cmd)
+	return cmd
+}
+
+func newAccountCommand() *cobra.Command {
+	var sim *string
+	cmd := newGroupCommand("account", "Delete a player's account", "account wants delete KUID",
+		&cobra.Command{
+			Use:   "delete KUID",
+			Short: "Delete a player's account and sessions: delivers Account.Delete",
+			Args:  wantArgs("KUID"),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				var got struct {
+					KUID            string `json:"kuid"`
+					SessionsDeleted int    `json:"sessionsDeleted"`
+				}
+				if err := simCall(cmd, *sim, http.MethodDelete, "/kidsim/accounts/"+url.PathEscape(args[0]), nil, &got); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "account %s deleted (%d session(s))\n", got.KUID, got.SessionsDeleted)
+				return nil
+			},
+		},
+	)
+	sim = addSimFlag(cmd)
+	return cmd
+}
+
+// faultFlags are the flags of faults that change a fault.
+var faultFlags = []string{"deliveries", "delivery-delay", "rate-limit", "burst", "retry-after", "api-key"}
+
+func newFaultsCommand() *cobra.Command {
+	var deliveries string
+	var delay, retryAfter time.Duration
+	var rps float64
+	var burst int
+	var apiKey string
+	cmd := &cobra.Command{
+		Use:   "faults",
+		Short: "Show the fake's faults, or set them",
+		Long: `faults sets what goes wrong at the fake k-ID: its deliveries (dropped, failed
+with 502 or timing out, on k-ID's retry schedule), a delay before each
+event's first attempt, a rate limit of its API (429 with Retry-After), or a
+new API key. Without a flag it shows them.`,
+		GroupID: groupFake,
+		Args:    wantArgs(),
 	}
-	path := "/kidsim/sessions/" + url.PathEscape(pos[0])
-	if args[0] == "delete" {
-		if err := c.call(ctx, http.MethodDelete, path, nil, nil); err != nil {
+	fl := cmd.Flags()
+	fl.StringVar(&deliveries, "deliveries", "", "drop, 5xx, timeout, or empty to deliver")
+	fl.DurationVar(&delay, "delivery-delay", 0, "delay before each event's first attempt")
+	fl.Float64Var(&rps, "rate-limit", 0, "requests a second per API key (0: off)")
+	fl.IntVar(&burst, "burst", 0, "the burst of the rate limit (default the rate, rounded up)")
+	fl.DurationVar(&retryAfter, "retry-after", 0, "the Retry-After of a 429 (whole seconds are sent)")
+	fl.StringVar(&apiKey, "api-key", "", "rotate the API key the fake accepts")
+	sim := addSimFlag(cmd)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		set, changed := map[string]bool{}, false
+		for _, name := range faultFlags {
+			set[name] = cmd.Flags().Changed(name)
+			changed = changed || set[name]
+		}
+		if set["burst"] && !set["rate-limit"] {
+			return errors.New("--burst needs --rate-limit")
+		}
+		var u kidsim.FaultsUpdate
+		if set["deliveries"] {
+			if _, err := kidsim.ParseDeliveryFault(deliveries); err != nil {
+				return err
+			}
+			u.Deliveries = &deliveries
+		}
+		if set["delivery-delay"] {
+			s := delay.String()
+			u.DeliveryDelay = &s
+		}
+		if set["retry-after"] {
+			s := retryAfter.String()
+			u.RetryAfter = &s
+		}
+		if set["rate-limit"] {
+			b := burst
+			if !set["burst"] {
+				b = max(1, int(math.Ceil(rps)))
+			}
+			u.RateLimit = &kidsim.RateLimit{RPS: rps, Burst: b}
+		}
+		if set["api-key"] {
+			u.APIKey = &apiKey
+		}
+		var got kidsim.Faults
+		// Without a fault flag, faults shows them.
+		method, body := http.MethodGet, any(nil)
+		if changed {
+			method, body = http.MethodPut, u
+		}
+		if err := simCall(cmd, *sim, method, "/kidsim/faults", body, &got); err != nil {
 			return err
 		}
-		fmt.Fprintf(out, "session %s deleted\n", pos[0])
+		d := string(got.Deliveries)
+		if d == "" {
+			d = "delivered"
+		}
+		rate := "off"
+		if got.RateLimit.RPS > 0 {
+			rate = fmt.Sprintf("%g rps (burst %d)", got.RateLimit.RPS, got.RateLimit.Burst)
+		}
+		out := cmd.OutOrStdout()
+		fmt.Fprintf(out, "faults: deliveries %s, delivery delay %s, rate limit %s, retry-after %s\n", d, got.DeliveryDelay, rate, got.RetryAfter)
+		if u.APIKey != nil {
+			fmt.Fprintln(out, "API key rotated")
+		}
 		return nil
 	}
-	var enabled bool
-	switch pos[2] {
-	case "on":
-		enabled = true
-	case "off":
-	default:
-		return fmt.Errorf("want on or off, got %q", pos[2])
-	}
-	var got kidsim.Session
-	if err := c.call(ctx, http.MethodPost, path+"/permissions", map[string]any{"name": pos[1], "enabled": enabled}, &got); err != nil {
-		return err
-	}
-	fmt.Fprintf(out, "session %s: %s %s (etag %s)\n", got.SessionID, pos[1], pos[2], got.Etag)
-	return nil
-}
-
-func accountCmd(ctx context.Context, args []string, out io.Writer) error {
-	if len(args) == 0 || args[0] != "delete" {
-		return errors.New("account wants delete KUID")
-	}
-	fs, sim := simFlagSet("account delete")
-	pos, err := parseArgs(fs, args[1:], "KUID")
-	if err != nil {
-		return err
-	}
-	c, err := newSimClient(*sim)
-	if err != nil {
-		return err
-	}
-	var got struct {
-		KUID            string `json:"kuid"`
-		SessionsDeleted int    `json:"sessionsDeleted"`
-	}
-	if err := c.call(ctx, http.MethodDelete, "/kidsim/accounts/"+url.PathEscape(pos[0]), nil, &got); err != nil {
-		return err
-	}
-	fmt.Fprintf(out, "account %s deleted (%d session(s))\n", got.KUID, got.SessionsDeleted)
-	return nil
-}
-
-func faultsCmd(ctx context.Context, args []string, out io.Writer) error {
-	fs, sim := simFlagSet("faults")
-	deliveries := fs.String("deliveries", "", "drop, 5xx, timeout, or empty to deliver")
-	delay := fs.Duration("delivery-delay", 0, "delay before each event's first attempt")
-	rps := fs.Float64("rate-limit", 0, "requests a second per API key (0: off)")
-	burst := fs.Int("burst", 0, "the burst of the rate limit (default the rate, rounded up)")
-	retryAfter := fs.Duration("retry-after", 0, "the Retry-After of a 429 (whole seconds are sent)")
-	apiKey := fs.String("api-key", "", "rotate the API key the fake accepts")
-	if _, err := parseArgs(fs, args); err != nil {
-		return err
-	}
-	set := map[string]bool{}
-	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
-	if set["burst"] && !set["rate-limit"] {
-		return errors.New("--burst needs --rate-limit")
-	}
-	var u kidsim.FaultsUpdate
-	if set["deliveries"] {
-		if _, err := kidsim.ParseDeliveryFault(*deliveries); err != nil {
-			return err
-		}
-		u.Deliveries = deliveries
-	}
-	if set["delivery-delay"] {
-		s := delay.String()
-		u.DeliveryDelay = &s
-	}
-	if set["retry-after"] {
-		s := retryAfter.String()
-		u.RetryAfter = &s
-	}
-	if set["rate-limit"] {
-		b := *burst
-		if !set["burst"] {
-			b = max(1, int(math.Ceil(*rps)))
-		}
-		u.RateLimit = &kidsim.RateLimit{RPS: *rps, Burst: b}
-	}
-	if set["api-key"] {
-		u.APIKey = apiKey
-	}
-	c, err := newSimClient(*sim)
-	if err != nil {
-		return err
-	}
-	var got kidsim.Faults
-	if len(set) == 0 || (len(set) == 1 && set["sim"]) {
-		err = c.call(ctx, http.MethodGet, "/kidsim/faults", nil, &got)
-	} else {
-		err = c.call(ctx, http.MethodPut, "/kidsim/faults", u, &got)
-	}
-	if err != nil {
-		return err
-	}
-	d := string(got.Deliveries)
-	if d == "" {
-		d = "delivered"
-	}
-	rate := "off"
-	if got.RateLimit.RPS > 0 {
-		rate = fmt.Sprintf("%g rps (burst %d)", got.RateLimit.RPS, got.RateLimit.Burst)
-	}
-	fmt.Fprintf(out, "faults: deliveries %s, delivery delay %s, rate limit %s, retry-after %s\n", d, got.DeliveryDelay, rate, got.RetryAfter)
-	if u.APIKey != nil {
-		fmt.Fprintln(out, "API key rotated")
-	}
-	return nil
+	return cmd
 }

@@ -3,49 +3,66 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"maps"
 	"net/url"
-	"os"
 	"sync"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/kid-operator/kid-operator/internal/kidsim"
 )
 
-// serve runs the stateful fake k-ID until ctx ends, logging each API call
-// and each delivery attempt on one line.
-func serve(ctx context.Context, args []string, out io.Writer) error {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	listen := fs.String("listen", "127.0.0.1:8090", "address to listen on (port 0 picks a free one)")
-	apiKey := fs.String("api-key", os.Getenv("KID_API_KEY"), "the Bearer key the REST API accepts (default $KID_API_KEY)")
-	webhookURL := fs.String("webhook-url", "", "where state changes are delivered, for example http://127.0.0.1:8080/webhooks/default/demo (empty: nowhere)")
-	secret := fs.String("secret", os.Getenv("KID_WEBHOOK_SECRET"), "the webhook secret that signs deliveries (default $KID_WEBHOOK_SECRET)")
-	productID := fs.Int64("product-id", 0, "data.productId of the events that carry one")
-	propagation := fs.Duration("propagation-delay", 1500*time.Millisecond,
+type serveOptions struct {
+	listen, apiKey, webhookURL, secret string
+	productID                          int64
+	propagation                        time.Duration
+}
+
+func newServeCommand() *cobra.Command {
+	o := &serveOptions{}
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run a stateful fake k-ID",
+		Long: `serve runs a stateful fake k-ID until interrupted: its REST API (/api/v1/),
+an admin API (/kidsim/) that the control commands call, webhook deliveries
+of every state change on k-ID's retry schedule, and a stand-in for k-ID's
+widget (/widget?challengeId=ID) that posts k-ID's DOM events to the page
+that frames it. It logs each API call and each delivery attempt on a line.`,
+		GroupID: groupFake,
+		Args:    wantArgs(),
+		RunE:    func(cmd *cobra.Command, _ []string) error { return o.run(cmd.Context(), cmd.OutOrStdout()) },
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&o.listen, "listen", "127.0.0.1:8090", "address to listen on (port 0 picks a free one)")
+	secretFlag(cmd, &o.apiKey, "api-key", "KID_API_KEY", "the Bearer key the REST API accepts")
+	fl.StringVar(&o.webhookURL, "webhook-url", "", "where state changes are delivered, for example http://127.0.0.1:8080/webhooks/default/demo (empty: nowhere)")
+	secretFlag(cmd, &o.secret, "secret", "KID_WEBHOOK_SECRET", "the webhook secret that signs deliveries")
+	fl.Int64Var(&o.productID, "product-id", 0, "data.productId of the events that carry one")
+	fl.DurationVar(&o.propagation, "propagation-delay", 1500*time.Millisecond,
 		"how long /session/get answers 404 for a session an approval just created, as k-ID does")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("serve takes no arguments, got %q", fs.Args())
-	}
-	if *apiKey == "" {
+	return cmd
+}
+
+// run serves the stateful fake k-ID until ctx ends, logging each API call
+// and each delivery attempt on one line.
+func (o *serveOptions) run(ctx context.Context, out io.Writer) error {
+	if o.apiKey == "" {
 		return errors.New("--api-key (or KID_API_KEY) is required: the fake refuses every call without one, as k-ID does")
 	}
-	if *webhookURL != "" && *secret == "" {
+	if o.webhookURL != "" && o.secret == "" {
 		return errors.New("--secret (or KID_WEBHOOK_SECRET) is required with --webhook-url")
 	}
 
 	log := &lineLog{out: out}
 	f := kidsim.NewFake(kidsim.FakeOptions{
-		APIKey:           *apiKey,
-		ProductID:        *productID,
-		WebhookURL:       *webhookURL,
-		WebhookSecret:    []byte(*secret),
-		PropagationDelay: *propagation,
+		APIKey:           o.apiKey,
+		ProductID:        o.productID,
+		WebhookURL:       o.webhookURL,
+		WebhookSecret:    []byte(o.secret),
+		PropagationDelay: o.propagation,
 		OnAPIRequest: func(r kidsim.APIRequest) {
 			log.printf("api %s /api/v1/%s%s -> %d", r.Method, r.Endpoint, query(r.Query), r.Status)
 		},
@@ -61,11 +78,11 @@ func serve(ctx context.Context, args []string, out io.Writer) error {
 		},
 	})
 	defer f.Close()
-	addr, err := f.ListenAndServe(ctx, *listen)
+	addr, err := f.ListenAndServe(ctx, o.listen)
 	if err != nil {
 		return err
 	}
-	target := *webhookURL
+	target := o.webhookURL
 	if target == "" {
 		target = "nowhere (no --webhook-url)"
 	}

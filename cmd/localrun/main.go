@@ -90,7 +90,7 @@ func run(ctx context.Context) (err error) {
 	if addr == "" {
 		addr = webhookserver.DefaultAddr
 	}
-	url := "http://" + addr + "/webhooks/default/demo"
+	url := "http://" + addr + kidv1.WebhookPath("default", "demo")
 
 	// The fake k-ID: k-ID itself is not reachable from a laptop's cluster,
 	// and the fake lets a new user move a player along by hand.

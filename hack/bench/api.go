@@ -33,7 +33,7 @@ type syncRun struct {
 func sessionSync(ctx context.Context, p *plane, m *manager, n, c int) (syncRun, error) {
 	fake := kidsim.NewFake(kidsim.FakeOptions{
 		APIKey: "bench-api-key", ProductID: 11472,
-		WebhookURL: "http://" + m.webhook + "/webhooks/" + apiNS + "/bench", WebhookSecret: []byte(secret),
+		WebhookURL: "http://" + m.webhook + kidv1.WebhookPath(apiNS, "bench"), WebhookSecret: []byte(secret),
 		Schedule:   kidsim.RetrySchedule,
 		HTTPClient: &http.Client{Timeout: 10 * time.Second},
 	})

@@ -358,13 +358,12 @@ func (w writeMix) verbs(n int) map[string]float64 {
 // sendJourneys delivers the schedule on c workers, each delivery on k-ID's
 // retry schedule, and returns how many were delivered.
 func sendJourneys(ctx context.Context, m *manager, players []*player, c int, j *journeyRun) (int, error) {
-	url := "http://" + m.webhook + "/webhooks/" + journeyNS + "/bench"
+	url := "http://" + m.webhook + kidv1.WebhookPath(journeyNS, "bench")
 	transport := &http.Transport{MaxIdleConns: c, MaxIdleConnsPerHost: c}
 	defer transport.CloseIdleConnections()
-	s := &kidsim.Sender{
-		URL: url, Secret: []byte(secret), Schedule: kidsim.RetrySchedule,
-		Client: &http.Client{Transport: transport, Timeout: 30 * time.Second},
-	}
+	s := kidsim.NewSender(url, []byte(secret))
+	s.Schedule = kidsim.RetrySchedule
+	s.Client = &http.Client{Transport: transport, Timeout: 30 * time.Second}
 	sched := newSchedule(players, journeySeed)
 	var mu sync.Mutex
 	var failed []error

@@ -209,9 +209,10 @@ type receiverRun struct {
 }
 
 func sendAll(ctx context.Context, m *manager, run string, n, c int) receiverRun {
-	url := "http://" + m.webhook + "/webhooks/" + benchNS + "/bench"
+	url := "http://" + m.webhook + kidv1.WebhookPath(benchNS, "bench")
 	transport := &http.Transport{MaxIdleConns: c, MaxIdleConnsPerHost: c}
-	s := &kidsim.Sender{URL: url, Secret: []byte(secret), Client: &http.Client{Transport: transport, Timeout: 30 * time.Second}}
+	s := kidsim.NewSender(url, []byte(secret))
+	s.Client = &http.Client{Transport: transport, Timeout: 30 * time.Second}
 	lat := make([]time.Duration, n)
 	var non200 atomic.Int64
 	elapsed := parallel(n, c, func(i int) {

@@ -504,8 +504,9 @@ func foldLatencies(ctx context.Context, p *plane, m *manager, players, n, c int)
 		}
 	}()
 
-	url := "http://" + m.webhook + "/webhooks/" + benchNS + "/bench"
-	s := &kidsim.Sender{URL: url, Secret: []byte(secret), Client: &http.Client{Timeout: 30 * time.Second}}
+	url := "http://" + m.webhook + kidv1.WebhookPath(benchNS, "bench")
+	s := kidsim.NewSender(url, []byte(secret))
+	s.Client = &http.Client{Timeout: 30 * time.Second}
 	lat := make([]time.Duration, n)
 	var failed atomic.Int64
 	var firstErr atomic.Value

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	testingclock "k8s.io/utils/clock/testing"
 )
 
 // bench1KiB is a Challenge.StateChange padded to 1 KiB with an unknown field,
@@ -22,11 +24,7 @@ func BenchmarkVerifyAndParse1KiB(b *testing.B) {
 	}
 	now := time.Unix(1764000000, 0)
 	ts := strconv.FormatInt(now.Unix(), 10)
-	v := &Verifier{
-		Keys:      []Key{{Name: "current", Secret: []byte("s3cret")}},
-		Tolerance: 5 * time.Minute,
-		Now:       func() time.Time { return now },
-	}
+	v := NewVerifier([]Key{{Name: "current", Secret: []byte("s3cret")}}, 5*time.Minute, testingclock.NewFakePassiveClock(now))
 	sig := Sign([]byte("s3cret"), ts, body)
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()

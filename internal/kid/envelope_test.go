@@ -189,3 +189,12 @@ func FuzzParseEnvelope(f *testing.F) {
 		}
 	})
 }
+
+func TestTestPayloadIsTheDocsExampleWithTheID(t *testing.T) {
+	g := NewWithT(t)
+	g.Expect(string(TestPayload("12345678-1234-1234-1234-123456789abc"))).To(Equal(Examples["test"]))
+	env, err := ParseEnvelope(TestPayload(`a "quoted" id`))
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(env.EventType).To(Equal(TestEvent))
+	g.Expect(env.Payload.ID).To(Equal(`a "quoted" id`))
+}

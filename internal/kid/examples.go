@@ -1,5 +1,7 @@
 package kid
 
+import "encoding/json"
+
 // Examples holds each example payload of k-ID's webhook docs (our
 // kid-events-spec.md §2), by a short name. The simulator sends them, and the
 // tests of every layer use them.
@@ -20,4 +22,23 @@ var Examples = map[string]string{ //nolint:gosec // G101: k-ID's published examp
 	"session-delete":        `{"eventType":"Session.Delete","data":{"id":"2d064cf7-0726-4193-b19a-8bd387937e60","productId":42}}`,
 	"test":                  `{"eventType":"Test","data":{"id":"12345678-1234-1234-1234-123456789abc"}}`,
 	"adult-verification":    `{"eventType":"AdultVerification.Result","data":{"id":"5a58e98a-e477-484b-b36a-3857ea9daaba","status":"PASS"}}`,
+}
+
+// TestPayload is the body of a Test event with the given id, shaped as the
+// docs' example ("test" above) and as Compliance Studio's "Test Webhook"
+// button sends it. A Test event's identity is its id, so each test delivery
+// that is to be stored as an event of its own needs a fresh one.
+func TestPayload(id string) []byte {
+	type data struct {
+		ID string `json:"id"`
+	}
+	// Field order is k-ID's; json.Marshal escapes whatever the id holds.
+	b, err := json.Marshal(struct {
+		EventType string `json:"eventType"`
+		Data      data   `json:"data"`
+	}{TestEvent, data{ID: id}})
+	if err != nil {
+		panic("kid: marshalling a Test payload: " + err.Error()) // two strings always marshal
+	}
+	return b
 }

@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strconv"
 	"time"
+
+	"k8s.io/utils/clock"
 )
 
 // Header names of a k-ID webhook delivery.
@@ -44,12 +46,20 @@ type Key struct {
 
 // Sign returns the X-Signature-Hmac-Sha256 value k-ID sends: the lowercase hex
 // HMAC-SHA256, keyed with the secret, of the exact timestamp header string
-// followed by the raw body.
+// followed by the raw body. It is the one signer: the simulator and
+// `kubectl kid test` sign with it, so what they send is what Verify accepts.
 func Sign(secret []byte, timestamp string, body []byte) string {
-	mac := hmac.New(sha256.New, secret)
-	mac.Write([]byte(timestamp))
-	mac.Write(body)
-	return hex.EncodeToString(mac.Sum(nil))
+	return hex.EncodeToString(mac(nil, secret, timestamp, body))
+}
+
+// mac appends to b the HMAC of one delivery. Sign and Verify both compute it
+// here, so the two cannot drift apart; Verify passes a buffer of its own so
+// that checking a delivery allocates no digest per key.
+func mac(b, secret []byte, timestamp string, body []byte) []byte {
+	h := hmac.New(sha256.New, secret)
+	h.Write([]byte(timestamp))
+	h.Write(body)
+	return h.Sum(b)
 }
 
 // maxTimestampLen bounds the timestamp header: epoch seconds have 10 digits
@@ -79,15 +89,28 @@ func ParseSignatureHeaders(timestamp, signature string) (time.Time, []byte, erro
 	return time.Unix(secs, 0), sig, nil
 }
 
-// Verifier checks deliveries against a set of keys.
+// Verifier checks deliveries against a set of keys. Make one with
+// NewVerifier, which sets the clock once; a Verifier without a Clock cannot
+// check the timestamp window.
 type Verifier struct {
 	// Keys are tried in order; any one that matches accepts the delivery,
 	// so a secret can be rotated without downtime.
 	Keys []Key
-	// Tolerance is how far the signing time may lie from Now, either way.
+	// Tolerance is how far the signing time may lie from the clock's now,
+	// either way.
 	Tolerance time.Duration
-	// Now is the clock; nil means time.Now.
-	Now func() time.Time
+	// Clock is what the signing time is compared with; tests pass a fake
+	// one to try the edges of the window.
+	Clock clock.PassiveClock
+}
+
+// NewVerifier returns a verifier of keys with the timestamp window
+// tolerance, on clk; nil means the real clock.
+func NewVerifier(keys []Key, tolerance time.Duration, clk clock.PassiveClock) *Verifier {
+	if clk == nil {
+		clk = clock.RealClock{}
+	}
+	return &Verifier{Keys: keys, Tolerance: tolerance, Clock: clk}
 }
 
 // ErrNoKeys is returned by Verify when the verifier holds no key: a product
@@ -106,11 +129,7 @@ func (v *Verifier) Verify(timestamp, signature string, body []byte) (time.Time, 
 	if err != nil {
 		return time.Time{}, "", err
 	}
-	now := time.Now
-	if v.Now != nil {
-		now = v.Now
-	}
-	skew := now().Sub(signedAt)
+	skew := v.Clock.Since(signedAt)
 	switch {
 	case skew > v.Tolerance:
 		return signedAt, "", &SignatureError{Reason: FailureStale}
@@ -119,10 +138,7 @@ func (v *Verifier) Verify(timestamp, signature string, body []byte) (time.Time, 
 	}
 	var want [sha256.Size]byte
 	for _, k := range v.Keys {
-		mac := hmac.New(sha256.New, k.Secret)
-		mac.Write([]byte(timestamp))
-		mac.Write(body)
-		if hmac.Equal(sig, mac.Sum(want[:0])) {
+		if hmac.Equal(sig, mac(want[:0], k.Secret, timestamp, body)) {
 			return signedAt, k.Name, nil
 		}
 	}

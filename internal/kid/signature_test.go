@@ -8,6 +8,7 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	testingclock "k8s.io/utils/clock/testing"
 )
 
 // The test vector of kid-events-spec.md §1.3.
@@ -21,6 +22,23 @@ const (
 func TestSignMatchesSpecVector(t *testing.T) {
 	g := NewWithT(t)
 	g.Expect(Sign([]byte(vectorSecret), vectorTimestamp, []byte(vectorBody))).To(Equal(vectorSignature))
+}
+
+// Whatever Sign produces, Verify accepts with the same secret, and refuses
+// with any other: the simulator and kubectl kid sign with Sign.
+func FuzzSignIsWhatVerifyAccepts(f *testing.F) {
+	f.Add([]byte(vectorSecret), uint32(1700000000), []byte(vectorBody))
+	f.Add([]byte("k"), uint32(0), []byte{})
+	f.Add([]byte{0xff, 0}, uint32(4294967295), []byte("\x00 not json"))
+	f.Fuzz(func(t *testing.T, secret []byte, secs uint32, body []byte) {
+		timestamp := strconv.FormatUint(uint64(secs), 10)
+		at := time.Unix(int64(secs), 0)
+		v := NewVerifier([]Key{{Name: "other", Secret: append([]byte("x"), secret...)}, {Name: "k", Secret: secret}}, time.Second, testingclock.NewFakePassiveClock(at))
+		_, key, err := v.Verify(timestamp, Sign(secret, timestamp, body), body)
+		if err != nil || key != "k" {
+			t.Fatalf("Sign's signature: key %q, error %v", key, err)
+		}
+	})
 }
 
 func TestVerify(t *testing.T) {
@@ -61,7 +79,7 @@ func TestVerify(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			g := NewWithT(t)
-			v := &Verifier{Keys: tc.keys, Tolerance: tolerance, Now: func() time.Time { return tc.now }}
+			v := NewVerifier(tc.keys, tolerance, testingclock.NewFakePassiveClock(tc.now))
 			_, key, err := v.Verify(tc.timestamp, tc.signature, []byte(tc.body))
 			if tc.wantErr != "" {
 				var se *SignatureError
@@ -77,7 +95,7 @@ func TestVerify(t *testing.T) {
 
 func TestVerifyWithoutKeysNeverAccepts(t *testing.T) {
 	g := NewWithT(t)
-	v := &Verifier{Tolerance: time.Hour}
+	v := NewVerifier(nil, time.Hour, nil)
 	_, _, err := v.Verify(strconv.FormatInt(time.Now().Unix(), 10), vectorSignature, []byte(vectorBody))
 	g.Expect(err).To(MatchError(ErrNoKeys))
 }

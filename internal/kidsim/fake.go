@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"k8s.io/utils/clock"
 
 	"github.com/kid-operator/kid-operator/internal/kid"
 )
@@ -40,9 +41,11 @@ type FakeOptions struct {
 	// after an approval creates it, the delay k-ID's vendor guidance
 	// reports. Zero means none.
 	PropagationDelay time.Duration
-	// Now is the clock of the API, the deliveries' timestamps and the
-	// records; nil means time.Now.
-	Now func() time.Time
+	// Clock is the clock of the API, the deliveries' timestamps and the
+	// records; nil means the real clock. The retry schedule and the
+	// delivery delay wait on real time: the integration tests' clock is
+	// real time plus the jumps they make, and a passive one.
+	Clock clock.PassiveClock
 	// HTTPClient sends the deliveries; nil means a client with a 10 s
 	// timeout. Its transport is wrapped to inject the delivery faults.
 	HTTPClient *http.Client
@@ -272,8 +275,8 @@ func NewFake(o FakeOptions) *Fake {
 	if o.Schedule == nil {
 		o.Schedule = RetrySchedule
 	}
-	if o.Now == nil {
-		o.Now = time.Now
+	if o.Clock == nil {
+		o.Clock = clock.RealClock{}
 	}
 	f := &Fake{
 		opts:          o,
@@ -321,7 +324,7 @@ func (f *Fake) Close() {
 func (f *Fake) StartChallenge() string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	c := &Challenge{ChallengeID: uuid.NewString(), Status: kid.StatusInProgress, CreatedAt: f.opts.Now()}
+	c := &Challenge{ChallengeID: uuid.NewString(), Status: kid.StatusInProgress, CreatedAt: f.opts.Clock.Now()}
 	f.challenges[c.ChallengeID] = c
 	f.order = append(f.order, c.ChallengeID)
 	f.deliverLocked(kid.ChallengeStateChange, Fields{ChallengeID: c.ChallengeID, ProductID: f.opts.ProductID, Status: c.Status})
@@ -356,7 +359,7 @@ func (f *Fake) ApproveChallenge(id string, a Approval) (sessionID string, err er
 			SessionID:    a.SessionID,
 			Status:       "ACTIVE",
 		},
-		createdAt: f.opts.Now(),
+		createdAt: f.opts.Clock.Now(),
 		seq:       len(f.order),
 	}
 	s.Etag = etag(s.Session)
@@ -401,7 +404,7 @@ func (f *Fake) openChallengeLocked(id string) (*Challenge, error) {
 func (f *Fake) StartVerification() string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	v := &Verification{ID: uuid.NewString(), Status: kid.StatusPending, CreatedAt: f.opts.Now()}
+	v := &Verification{ID: uuid.NewString(), Status: kid.StatusPending, CreatedAt: f.opts.Clock.Now()}
 	f.verifications[v.ID] = v
 	f.order = append(f.order, v.ID)
 	return v.ID
@@ -424,7 +427,7 @@ func (f *Fake) CompleteVerification(id string, pass bool) error {
 	if pass {
 		v.Status, v.Method, v.AgeCategory = kid.StatusPass, "id-document", "digital-youth"
 		v.Age = &AgeRange{Low: 15, High: 15}
-		v.DOB = f.opts.Now().AddDate(-15, -3, 0).Format(time.DateOnly)
+		v.DOB = f.opts.Clock.Now().AddDate(-15, -3, 0).Format(time.DateOnly)
 	} else {
 		v.Status, v.FailureReason = kid.StatusFail, "max-attempts-exceeded"
 	}

@@ -75,7 +75,7 @@ func (a answer) write(w http.ResponseWriter) {
 
 // serveAPI answers the REST API and records each call.
 func (f *Fake) serveAPI(w http.ResponseWriter, r *http.Request) {
-	rec := APIRequest{At: f.opts.Now(), Method: r.Method, Endpoint: strings.TrimPrefix(r.URL.Path, apiPrefix), Query: r.URL.Query()}
+	rec := APIRequest{At: f.opts.Clock.Now(), Method: r.Method, Endpoint: strings.TrimPrefix(r.URL.Path, apiPrefix), Query: r.URL.Query()}
 	a := f.answerAPI(r, rec)
 	rec.Status = a.status
 	f.mu.Lock()

@@ -51,11 +51,11 @@ func (f *Fake) send(event int, eventType string, body []byte, delay time.Duratio
 		Secret:   f.opts.WebhookSecret,
 		Client:   &client,
 		Schedule: f.opts.Schedule,
-		Now:      f.opts.Now,
+		Clock:    f.opts.Clock,
 		OnAttempt: func(a Attempt) {
 			rec := DeliveryRecord{At: ft.start, Event: event, EventType: eventType, Attempt: a.Number, Status: a.Status, Fault: ft.fault}
 			if rec.At.IsZero() {
-				rec.At = f.opts.Now() // the request was never built
+				rec.At = f.opts.Clock.Now() // the request was never built
 			}
 			if a.Err != nil {
 				rec.Err = a.Err.Error()
@@ -96,7 +96,7 @@ func (t *faultTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	t.f.mu.Lock()
 	t.fault = t.f.fault
 	t.f.mu.Unlock()
-	t.start = t.f.opts.Now()
+	t.start = t.f.opts.Clock.Now()
 	switch t.fault {
 	case FaultDrop:
 		closeBody(req)

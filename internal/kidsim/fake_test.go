@@ -12,30 +12,17 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	testingclock "k8s.io/utils/clock/testing"
 
 	"github.com/kid-operator/kid-operator/internal/kid"
 )
 
 const testKey = "test-api-key"
 
-// clock is a settable clock for the API's time-dependent answers.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
+// newClock is a clock the test moves, for the API's time-dependent
+// answers.
+func newClock() *testingclock.FakeClock {
+	return testingclock.NewFakeClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
 }
 
 func newTestFake(t *testing.T, o FakeOptions) *Fake {
@@ -253,7 +240,7 @@ func TestControlCallsRefuseWrongStates(t *testing.T) {
 func TestSessionIsNotFoundWhilePropagating(t *testing.T) {
 	g := NewWithT(t)
 	clk := newClock()
-	f := newTestFake(t, FakeOptions{PropagationDelay: 1500 * time.Millisecond, Now: clk.Now})
+	f := newTestFake(t, FakeOptions{PropagationDelay: 1500 * time.Millisecond, Clock: clk})
 	c := f.StartChallenge()
 	sid, err := f.ApproveChallenge(c, Approval{KUID: "kuid-1"})
 	g.Expect(err).NotTo(HaveOccurred())
@@ -265,9 +252,9 @@ func TestSessionIsNotFoundWhilePropagating(t *testing.T) {
 		g.Expect(rec.Code).To(Equal(404), q)
 		g.Expect(rec.Body.String()).To(MatchJSON(`{"error":"NOT_FOUND","errorMessage":"The session could not be found."}`))
 	}
-	clk.Add(1499 * time.Millisecond)
+	clk.Step(1499 * time.Millisecond)
 	g.Expect(get(f, "/api/v1/session/get?sessionId="+sid).Code).To(Equal(404))
-	clk.Add(time.Millisecond)
+	clk.Step(time.Millisecond)
 	g.Expect(get(f, "/api/v1/session/get?sessionId="+sid).Code).To(Equal(200))
 	g.Expect(get(f, "/api/v1/session/get?kuid=kuid-1").Code).To(Equal(200))
 
@@ -279,7 +266,7 @@ func TestSessionIsNotFoundWhilePropagating(t *testing.T) {
 func TestRateLimitAnswers429WithRetryAfterAndNoBody(t *testing.T) {
 	g := NewWithT(t)
 	clk := newClock()
-	f := newTestFake(t, FakeOptions{Now: clk.Now})
+	f := newTestFake(t, FakeOptions{Clock: clk})
 	c := f.StartChallenge()
 	target := "/api/v1/challenge/get-status?challengeId=" + c
 	f.SetRateLimit(2, 2)
@@ -294,7 +281,7 @@ func TestRateLimitAnswers429WithRetryAfterAndNoBody(t *testing.T) {
 	g.Expect(rec.Header().Get("Content-Type")).To(BeEmpty())
 	g.Expect(get(f, target, withHeader("Authorization", "Bearer other")).Code).To(Equal(401), "the key is checked before the rate")
 
-	clk.Add(500 * time.Millisecond)
+	clk.Step(500 * time.Millisecond)
 	g.Expect(get(f, target).Code).To(Equal(200), "half a second refills one token at 2 rps")
 	g.Expect(get(f, target).Code).To(Equal(429))
 
@@ -356,7 +343,7 @@ type receiver struct {
 
 func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
-	v := kid.Verifier{Keys: []kid.Key{{Name: "current", Secret: rc.secret}}, Tolerance: 5 * time.Minute}
+	v := kid.NewVerifier([]kid.Key{{Name: "current", Secret: rc.secret}}, 5*time.Minute, nil)
 	_, _, err := v.Verify(r.Header.Get(kid.HeaderTimestamp), r.Header.Get(kid.HeaderSignature), body)
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
@@ -424,7 +411,7 @@ func TestStateChangesAreDeliveredSignedWithKIDsPayloads(t *testing.T) {
 		{"a started verification sends nothing; its pass sends the result", func(f *Fake) []string {
 			v := f.StartVerification()
 			_ = f.CompleteVerification(v, true)
-			dob := f.opts.Now().AddDate(-15, -3, 0).Format(time.DateOnly)
+			dob := f.opts.Clock.Now().AddDate(-15, -3, 0).Format(time.DateOnly)
 			return []string{`{"eventType":"Verification.Result","data":{"id":"` + v +
 				`","status":"PASS","method":"id-document","ageCategory":"digital-youth","age":{"low":15,"high":15},"dob":"` + dob + `"}}`}
 		}},

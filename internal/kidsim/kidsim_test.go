@@ -11,6 +11,7 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	testingclock "k8s.io/utils/clock/testing"
 
 	"github.com/kid-operator/kid-operator/internal/actions"
 	"github.com/kid-operator/kid-operator/internal/kid"
@@ -44,9 +45,10 @@ func TestSendRetriesOnKIDsScheduleUntil200(t *testing.T) {
 	rec := &recorder{answers: []int{503, 204}}
 	srv := httptest.NewServer(rec)
 	defer srv.Close()
-	clock := time.Unix(1764000000, 0)
-	s := &Sender{URL: srv.URL, Secret: []byte("s"), Schedule: []time.Duration{time.Millisecond, time.Millisecond},
-		Now: func() time.Time { clock = clock.Add(5 * time.Second); return clock }}
+	clk := testingclock.NewFakeClock(time.Unix(1764000000, 0))
+	s := &Sender{URL: srv.URL, Secret: []byte("s"), Schedule: []time.Duration{time.Millisecond, time.Millisecond}, Clock: clk,
+		// k-ID's clock moves between attempts; the signed time must follow.
+		OnAttempt: func(Attempt) { clk.Step(5 * time.Second) }}
 	attempts, err := s.Send(context.Background(), []byte(kid.Examples["test"]))
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(attempts).To(HaveLen(3), "a 204 is not success for k-ID: it retries")
@@ -57,7 +59,8 @@ func TestSendRetriesOnKIDsScheduleUntil200(t *testing.T) {
 	rec = &recorder{answers: []int{500, 500, 500}}
 	srv2 := httptest.NewServer(rec)
 	defer srv2.Close()
-	s = &Sender{URL: srv2.URL, Secret: []byte("s"), Schedule: []time.Duration{time.Millisecond, time.Millisecond}, KeepTimestamp: true}
+	s = &Sender{URL: srv2.URL, Secret: []byte("s"), Schedule: []time.Duration{time.Millisecond, time.Millisecond}, KeepTimestamp: true, Clock: clk,
+		OnAttempt: func(Attempt) { clk.Step(5 * time.Second) }}
 	attempts, err = s.Send(context.Background(), []byte(kid.Examples["test"]))
 	g.Expect(err).To(MatchError(ContainSubstring("not delivered after 3 attempts")))
 	g.Expect(attempts).To(HaveLen(3))
@@ -70,7 +73,7 @@ func TestTestButtonSendsOneSignedAndOneUnsigned(t *testing.T) {
 	rec := &recorder{}
 	srv := httptest.NewServer(rec)
 	defer srv.Close()
-	(&Sender{URL: srv.URL, Secret: []byte("s")}).TestButton(context.Background(), "id-1")
+	NewSender(srv.URL, []byte("s")).TestButton(context.Background(), "id-1")
 	g.Expect(rec.verified).To(Equal([]bool{true, false}))
 }
 

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"time"
 
+	"k8s.io/utils/clock"
+
 	"github.com/kid-operator/kid-operator/internal/kid"
 )
 
@@ -45,7 +47,9 @@ func (a Attempt) String() string {
 	return fmt.Sprintf("attempt %d (ts %s): %d %s in %s: %s", a.Number, a.Timestamp, a.Status, http.StatusText(a.Status), a.Duration.Round(time.Millisecond), a.Body)
 }
 
-// Sender delivers events to one URL as k-ID does.
+// Sender delivers events to one URL as k-ID does. Make one with NewSender,
+// or give it a Clock: the clock is set once there rather than checked for
+// nil on every attempt, so a Sender without one cannot sign.
 type Sender struct {
 	// URL receives the POSTs.
 	URL string
@@ -59,10 +63,19 @@ type Sender struct {
 	// KeepTimestamp makes retries reuse the first attempt's timestamp. k-ID's
 	// docs do not say which it does; by default each attempt is signed anew.
 	KeepTimestamp bool
-	// Now is the clock; nil means time.Now.
-	Now func() time.Time
+	// Clock gives the X-Signature-Timestamp of each attempt. The waits of
+	// the retry schedule and the attempts' durations are real time
+	// whatever it is: they are about the network, not about the signed
+	// time a receiver checks.
+	Clock clock.PassiveClock
 	// OnAttempt, if set, is called after each attempt (the CLI prints it).
 	OnAttempt func(Attempt)
+}
+
+// NewSender returns a sender of deliveries to url signed with secret, on the
+// real clock and without retries.
+func NewSender(url string, secret []byte) *Sender {
+	return &Sender{URL: url, Secret: secret, Clock: clock.RealClock{}}
 }
 
 // Send delivers body until an attempt gets 200 or the schedule is used up,
@@ -98,7 +111,8 @@ func (s *Sender) Send(ctx context.Context, body []byte) ([]Attempt, error) {
 // Signer computes the signature header of a delivery.
 type Signer func(secret []byte, timestamp string, body []byte) string
 
-// Sign signs as k-ID does.
+// Sign signs as k-ID does. It is kid.Sign, the receiver's own definition of
+// the signature, named here as a Signer beside BadSignature.
 func Sign(secret []byte, timestamp string, body []byte) string {
 	return kid.Sign(secret, timestamp, body)
 }
@@ -145,7 +159,7 @@ func (s *Sender) Deliver(ctx context.Context, body []byte, timestamp string, sig
 // secret is set: a Test event with a valid signature, then one without. A
 // correct receiver answers 200 and then 401.
 func (s *Sender) TestButton(ctx context.Context, id string) [2]Attempt {
-	body := []byte(`{"eventType":"Test","data":{"id":"` + id + `"}}`)
+	body := kid.TestPayload(id)
 	var out [2]Attempt
 	for i, sign := range []Signer{Sign, BadSignature} {
 		out[i] = s.Deliver(ctx, body, s.timestamp(), sign)
@@ -158,9 +172,5 @@ func (s *Sender) TestButton(ctx context.Context, id string) [2]Attempt {
 }
 
 func (s *Sender) timestamp() string {
-	now := time.Now
-	if s.Now != nil {
-		now = s.Now
-	}
-	return strconv.FormatInt(now().Unix(), 10)
+	return strconv.FormatInt(s.Clock.Now().Unix(), 10)
 }

@@ -132,7 +132,7 @@ func (e *eraseOptions) confirm() error {
 // An event already there (k-ID's own, or an earlier request) is the same
 // fact: its erasure is awaited all the same.
 func (e *eraseOptions) store(ctx context.Context, s *session, product *kidv1.KidProduct, req inbox.Erasure) error {
-	event, err := inbox.BuildErasure(product, req, e.now())
+	event, err := inbox.BuildErasure(product, req, e.Clock.Now())
 	if err != nil {
 		return err
 	}

@@ -70,7 +70,7 @@ func (e *eventsOptions) run(ctx context.Context) error {
 	t := newEventTable(e.allNamespaces)
 	rows := make([][]string, 0, len(events))
 	for i := range events {
-		rows = append(rows, t.cells(&events[i], e.now()))
+		rows = append(rows, t.cells(&events[i], e.Clock.Now()))
 	}
 	t.fit(rows)
 	if e.watch {
@@ -191,7 +191,7 @@ func (e *eventsOptions) drain(ctx context.Context, w watch.Interface, t *eventTa
 					continue
 				}
 				seen[k] = now
-				t.write(e.Out, t.cells(obj, e.now()))
+				t.write(e.Out, t.cells(obj, e.Clock.Now()))
 			case watch.Deleted:
 				if obj, ok := ev.Object.(*kidv1.KidEvent); ok {
 					rv = obj.ResourceVersion

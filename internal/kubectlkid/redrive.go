@@ -72,7 +72,7 @@ func (r *redriveOptions) run(ctx context.Context, args []string) error {
 		}
 		events = []kidv1.KidEvent{*e}
 	}
-	value := r.now().UTC().Format(time.RFC3339Nano)
+	value := r.Clock.Now().UTC().Format(time.RFC3339Nano)
 	for i := range events {
 		runs := describeRuns(r.failedRuns(&events[i]))
 		if err := redriveEvent(ctx, s.client, &events[i], value); err != nil {

@@ -17,6 +17,7 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kid-operator/kid-operator/internal/scheme"
@@ -27,22 +28,20 @@ import (
 type Options struct {
 	ConfigFlags *genericclioptions.ConfigFlags
 	genericiooptions.IOStreams
-	// Now is the clock; nil means time.Now.
-	Now func() time.Time
-}
-
-func (o *Options) now() time.Time {
-	if o.Now != nil {
-		return o.Now()
-	}
-	return time.Now()
+	// Clock stamps what the commands write (a redrive's request, an
+	// erasure's receivedAt, a Test delivery's signature) and ages the
+	// events listed. The waits and timeouts are real time.
+	Clock clock.PassiveClock
 }
 
 // NewCommand returns `kubectl kid` with its subcommands, writing to
-// streams. now is the clock (nil: time.Now); tests pass the clock the
+// streams. clk is the clock (nil: the real clock); tests pass the clock the
 // operator under test runs on.
-func NewCommand(streams genericiooptions.IOStreams, now func() time.Time) *cobra.Command {
-	o := &Options{ConfigFlags: genericclioptions.NewConfigFlags(true), IOStreams: streams, Now: now}
+func NewCommand(streams genericiooptions.IOStreams, clk clock.PassiveClock) *cobra.Command {
+	if clk == nil {
+		clk = clock.RealClock{}
+	}
+	o := &Options{ConfigFlags: genericclioptions.NewConfigFlags(true), IOStreams: streams, Clock: clk}
 	cmd := &cobra.Command{
 		Use:   "kubectl-kid",
 		Short: "Inspect and operate kid-operator: players, events, redrives, erasures, test deliveries",

@@ -75,7 +75,7 @@ func kubectl(ns string, in io.Reader, args ...string) result {
 	if in == nil {
 		in = strings.NewReader("")
 	}
-	cmd := kubectlkid.NewCommand(genericiooptions.IOStreams{In: in, Out: out, ErrOut: errOut}, h.Clock.Now)
+	cmd := kubectlkid.NewCommand(genericiooptions.IOStreams{In: in, Out: out, ErrOut: errOut}, h.Clock)
 	cmd.SetArgs(append([]string{"--kubeconfig", kubeconfig, "-n", ns}, args...))
 	err := cmd.ExecuteContext(ctx)
 	GinkgoWriter.Printf("$ kubectl kid -n %s %s\n%s%s", ns, strings.Join(args, " "), out, errOut)
@@ -90,7 +90,7 @@ func kubectl(ns string, in io.Reader, args ...string) result {
 func kidInBackground(ns string, args ...string) *gbytes.Buffer {
 	GinkgoHelper()
 	out := gbytes.NewBuffer()
-	cmd := kubectlkid.NewCommand(genericiooptions.IOStreams{In: strings.NewReader(""), Out: out, ErrOut: GinkgoWriter}, h.Clock.Now)
+	cmd := kubectlkid.NewCommand(genericiooptions.IOStreams{In: strings.NewReader(""), Out: out, ErrOut: GinkgoWriter}, h.Clock)
 	cmd.SetArgs(append([]string{"--kubeconfig", kubeconfig, "-n", ns}, args...))
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)

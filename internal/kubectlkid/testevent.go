@@ -1,15 +1,18 @@
 package kubectlkid
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -17,7 +20,6 @@ import (
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
 	"github.com/kid-operator/kid-operator/internal/kid"
-	"github.com/kid-operator/kid-operator/internal/kidsim"
 )
 
 type testOptions struct {
@@ -81,21 +83,43 @@ func (t *testOptions) run(ctx context.Context, name string) error {
 	fmt.Fprintf(t.Out, "lastTestEventTime before: %s\n", stamp(before))
 
 	target := base.JoinPath(webhookPath(product)).String()
-	body, err := kidsim.Build(kid.TestEvent, kidsim.Fields{})
+	// A fresh id: a Test event's identity is its id, and each test is to
+	// be stored as an event of its own.
+	body := kid.TestPayload(uuid.NewString())
+	timestamp := strconv.FormatInt(t.Clock.Now().Unix(), 10)
+	status, answer, err := deliver(ctx, &http.Client{Timeout: t.timeout}, target, key.Secret, body, timestamp)
 	if err != nil {
-		return err
+		return fmt.Errorf("POST %s: %w", target, err)
 	}
-	sender := &kidsim.Sender{URL: target, Secret: key.Secret, Client: &http.Client{Timeout: t.timeout}, Now: t.now}
-	timestamp := strconv.FormatInt(t.now().Unix(), 10)
-	a := sender.Deliver(ctx, body, timestamp, kidsim.Sign)
-	if a.Err != nil {
-		return fmt.Errorf("POST %s: %w", target, a.Err)
-	}
-	fmt.Fprintf(t.Out, "POST %s (Test, signed with key %q): %s\n", target, key.Name, strings.TrimSpace(fmt.Sprintf("%d %s %s", a.Status, http.StatusText(a.Status), oneLine(a.Body))))
-	if !a.OK() {
-		return fmt.Errorf("the receiver answered %d, not 200: k-ID would retry, and Compliance Studio's Test Webhook would fail", a.Status)
+	fmt.Fprintf(t.Out, "POST %s (Test, signed with key %q): %s\n", target, key.Name, strings.TrimSpace(fmt.Sprintf("%d %s %s", status, http.StatusText(status), oneLine(answer))))
+	if status != http.StatusOK {
+		return fmt.Errorf("the receiver answered %d, not 200: k-ID would retry, and Compliance Studio's Test Webhook would fail", status)
 	}
 	return t.waitRecorded(ctx, s, product, body, timestamp)
+}
+
+// maxAnswer bounds how much of the receiver's answer is read and printed.
+const maxAnswer = 512
+
+// deliver POSTs one Test delivery as k-ID sends it: the raw body, the
+// timestamp header and internal/kid's signature of both. It returns the
+// status and the start of the answer.
+func deliver(ctx context.Context, c *http.Client, target string, secret, body []byte, timestamp string) (int, string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
+	if err != nil {
+		return 0, "", err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set(kid.HeaderTimestamp, timestamp)
+	req.Header.Set(kid.HeaderSignature, kid.Sign(secret, timestamp, body))
+	req.Header.Set(kid.HeaderEventType, kid.TestEvent)
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	answer, _ := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
+	return resp.StatusCode, string(bytes.TrimSpace(answer)), nil
 }
 
 // check validates the arguments and returns the --url, parsed.
@@ -155,7 +179,7 @@ func webhookPath(p *kidv1.KidProduct) string {
 	if p.Status.WebhookPath != "" {
 		return p.Status.WebhookPath
 	}
-	return "/webhooks/" + p.Namespace + "/" + p.Name
+	return kidv1.WebhookPath(p.Namespace, p.Name)
 }
 
 // waitRecorded waits until the product's lastTestEventTime reaches the

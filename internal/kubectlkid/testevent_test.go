@@ -17,7 +17,7 @@ var _ = Describe("kubectl kid test", func() {
 	It("sends a signed Test delivery to the receiver, and the product's lastTestEventTime moves", func() {
 		p := newProduct(nil)
 		ns := p.Namespace
-		path := "/webhooks/" + ns + "/demo"
+		path := kidv1.WebhookPath(ns, "demo")
 
 		r := kubectl(ns, nil, "test", "demo", "--url", h.BaseURL)
 		Expect(r.err).NotTo(HaveOccurred())

@@ -26,6 +26,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 )
@@ -58,8 +59,9 @@ type Options struct {
 	// MinRefreshInterval is the shortest time between two forced re-reads
 	// of one Secret; 0 means DefaultMinRefreshInterval.
 	MinRefreshInterval time.Duration
-	// Now is the clock; nil means time.Now.
-	Now func() time.Time
+	// Clock times the entries' age and the refresh limit; nil means the
+	// real clock.
+	Clock clock.PassiveClock
 }
 
 func (o *Options) setDefaults() {
@@ -72,8 +74,8 @@ func (o *Options) setDefaults() {
 	if o.MinRefreshInterval <= 0 {
 		o.MinRefreshInterval = DefaultMinRefreshInterval
 	}
-	if o.Now == nil {
-		o.Now = time.Now
+	if o.Clock == nil {
+		o.Clock = clock.RealClock{}
 	}
 }
 
@@ -176,7 +178,7 @@ func (c *Cache) Len() int {
 func (c *Cache) get(ctx context.Context, key types.NamespacedName, maxAge time.Duration, force bool) (*Secret, bool, error) {
 	c.mu.Lock()
 	e := c.entry(key)
-	now := c.opts.Now()
+	now := c.opts.Clock.Now()
 	if force {
 		if !e.forcedAt.IsZero() && now.Sub(e.forcedAt) < c.opts.MinRefreshInterval {
 			refreshesLimitedTotal.Inc()

@@ -13,6 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	testingclock "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
@@ -22,29 +23,12 @@ import (
 
 var key = types.NamespacedName{Namespace: "games", Name: "demo-webhook"}
 
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 // fixture is a cache over a fake API server that counts its gets of
 // Secrets; gate, when set, holds every get until it is closed.
 type fixture struct {
 	api   client.Client
 	cache *Cache
-	clock *clock
+	clock *testingclock.FakeClock
 	gets  atomic.Int64
 	gate  chan struct{}
 	fail  atomic.Bool
@@ -52,7 +36,7 @@ type fixture struct {
 
 func newFixture(t *testing.T, opts Options, objs ...client.Object) *fixture {
 	t.Helper()
-	f := &fixture{clock: &clock{now: time.Unix(1764000000, 0)}}
+	f := &fixture{clock: testingclock.NewFakeClock(time.Unix(1764000000, 0))}
 	f.api = fake.NewClientBuilder().WithScheme(scheme.Scheme).WithObjects(objs...).WithInterceptorFuncs(interceptor.Funcs{
 		Get: func(ctx context.Context, c client.WithWatch, k client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
 			if _, ok := obj.(*corev1.Secret); ok {
@@ -67,7 +51,7 @@ func newFixture(t *testing.T, opts Options, objs ...client.Object) *fixture {
 			return c.Get(ctx, k, obj, opts...)
 		},
 	}).Build()
-	opts.Now = f.clock.Now
+	opts.Clock = f.clock
 	f.cache = New(f.api, opts)
 	return f
 }
@@ -104,10 +88,10 @@ func TestGetReadsOncePerTTL(t *testing.T) {
 	g.Expect(f.gets.Load()).To(BeEquivalentTo(1))
 
 	f.update(t, "two")
-	f.clock.Advance(14 * time.Second)
+	f.clock.Step(14 * time.Second)
 	s, _ := f.cache.Get(ctx, key)
 	g.Expect(string(s.Data["current"])).To(Equal("one"), "within the TTL the copy is used")
-	f.clock.Advance(time.Second)
+	f.clock.Step(time.Second)
 	s, _ = f.cache.Get(ctx, key)
 	g.Expect(string(s.Data["current"])).To(Equal("two"), "after the TTL it is read again")
 	g.Expect(f.gets.Load()).To(BeEquivalentTo(2))
@@ -176,7 +160,7 @@ func TestRefreshReadsAgainAtMostOncePerInterval(t *testing.T) {
 	}
 	g.Expect(f.gets.Load()).To(BeEquivalentTo(2))
 
-	f.clock.Advance(time.Second)
+	f.clock.Step(time.Second)
 	_, reread, _ = f.cache.Refresh(ctx, key)
 	g.Expect(reread).To(BeTrue())
 	g.Expect(f.gets.Load()).To(BeEquivalentTo(3))
@@ -187,13 +171,13 @@ func TestGetWithinAsksForAFresherCopy(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t, Options{TTL: time.Minute}, secret("demo-webhook", "one"))
 	_, _ = f.cache.Get(ctx, key)
-	f.clock.Advance(3 * time.Second)
+	f.clock.Step(3 * time.Second)
 	_, _ = f.cache.GetWithin(ctx, key, 5*time.Second)
 	g.Expect(f.gets.Load()).To(BeEquivalentTo(1))
 	_, _ = f.cache.GetWithin(ctx, key, 2*time.Second)
 	g.Expect(f.gets.Load()).To(BeEquivalentTo(2))
 	// Never older than the TTL, whatever is asked.
-	f.clock.Advance(time.Minute)
+	f.clock.Step(time.Minute)
 	_, _ = f.cache.GetWithin(ctx, key, time.Hour)
 	g.Expect(f.gets.Load()).To(BeEquivalentTo(3))
 }
@@ -224,17 +208,17 @@ func TestOnChangeReportsWhatAReadFoundChanged(t *testing.T) {
 
 	_, _ = f.cache.Get(ctx, key)
 	g.Expect(changed).To(BeEmpty(), "a first read reports nothing")
-	f.clock.Advance(time.Second)
+	f.clock.Step(time.Second)
 	_, _ = f.cache.Get(ctx, key)
 	g.Expect(changed).To(BeEmpty(), "an unchanged Secret reports nothing")
 
 	f.update(t, "two")
-	f.clock.Advance(time.Second)
+	f.clock.Step(time.Second)
 	_, _ = f.cache.Get(ctx, key)
 	g.Expect(changed).To(Equal([]types.NamespacedName{key}))
 
 	g.Expect(f.api.Delete(ctx, secret("demo-webhook", ""))).To(Succeed())
-	f.clock.Advance(time.Second)
+	f.clock.Step(time.Second)
 	_, err := f.cache.Get(ctx, key)
 	g.Expect(apierrors.IsNotFound(err)).To(BeTrue())
 	g.Expect(changed).To(HaveLen(2), "a deletion is a change")

@@ -64,8 +64,8 @@ func newWidgetFake(o kidsim.FakeOptions) *widgetFake {
 	if o.Schedule == nil {
 		o.Schedule = []time.Duration{100 * time.Millisecond, 200 * time.Millisecond}
 	}
-	if o.Now == nil {
-		o.Now = h.Clock.Now
+	if o.Clock == nil {
+		o.Clock = h.Clock
 	}
 	f := kidsim.NewFake(o)
 	DeferCleanup(f.Close)

@@ -18,6 +18,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
+	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
 	"github.com/kid-operator/kid-operator/internal/kid"
 	"github.com/kid-operator/kid-operator/internal/kidsim"
 	"github.com/kid-operator/kid-operator/test/testenv"
@@ -72,7 +73,8 @@ var _ = Describe("make run", func() {
 
 		body, err := kidsim.Build(kid.ChallengeStateChange, kidsim.Fields{Status: kid.StatusPass, ProductID: 11472})
 		Expect(err).NotTo(HaveOccurred())
-		s := &kidsim.Sender{URL: "http://" + webhookAddr + "/webhooks/default/demo", Secret: []byte(secret), Client: &http.Client{Timeout: 10 * time.Second}}
+		s := kidsim.NewSender("http://"+webhookAddr+kidv1.WebhookPath("default", "demo"), []byte(secret))
+		s.Client = &http.Client{Timeout: 10 * time.Second}
 		attempts, err := s.Send(context.Background(), body)
 		Expect(err).NotTo(HaveOccurred(), "%v", attempts)
 		report("counted", "the delivery sent as the banner appeared: %s", attempts[0])

@@ -198,7 +198,7 @@ func newProduct(baseURL string, receivers ...*replica) (string, *testenv.Product
 	Expect(err).NotTo(HaveOccurred())
 	Expect(h.WaitReady(ctx, p)).To(Succeed())
 	for _, r := range receivers {
-		url := "http://" + r.webhookAddr + "/webhooks/" + ns + "/game"
+		url := "http://" + r.webhookAddr + kidv1.WebhookPath(ns, "game")
 		Eventually(func() int {
 			resp, err := http.Post(url, "application/json", strings.NewReader("{}"))
 			if err != nil {

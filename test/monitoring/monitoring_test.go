@@ -240,7 +240,7 @@ func driveTraffic() {
 			Webhook: kidv1.WebhookSpec{SecretRef: kidv1.LocalObjectReference{Name: "missing"}},
 		},
 	})).To(Succeed())
-	unready := &kidsim.Sender{URL: h.WebhookURL(ns, "no-secret"), Secret: []byte("any"), Now: h.Clock.Now}
+	unready := &kidsim.Sender{URL: h.WebhookURL(ns, "no-secret"), Secret: []byte("any"), Clock: h.Clock}
 	Eventually(func() int { return unready.Deliver(ctx, body, ts, kidsim.Sign).Status }).Should(Equal(http.StatusServiceUnavailable))
 
 	// A product whose k-ID API does not answer: calls that end in "error".

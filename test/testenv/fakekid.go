@@ -29,7 +29,7 @@ func (h *Harness) StartFakeKid(ns, product string) *FakeKid {
 		WebhookURL:    h.WebhookURL(ns, product),
 		WebhookSecret: []byte(h.WebhookSecret(ns, product)),
 		Schedule:      []time.Duration{100 * time.Millisecond, 200 * time.Millisecond},
-		Now:           h.Clock.Now,
+		Clock:         h.Clock,
 	})
 	srv := httptest.NewServer(f.Handler())
 	return &FakeKid{Fake: f, URL: srv.URL + "/api/v1", srv: srv}

@@ -104,12 +104,12 @@ const SecretRecheck = 2 * time.Second
 // receiver on a free loopback port, the harness's clock, loopback targets
 // allowed, and Secrets re-read every SecretRecheck.
 func (h *Harness) OperatorOptions() operator.Options {
-	opts := operator.Options{Now: h.Clock.Now, SkipControllerNameValidation: true, SecretRecheck: SecretRecheck}
+	opts := operator.Options{Clock: h.Clock, SkipControllerNameValidation: true, SecretRecheck: SecretRecheck}
 	// The simulator's targets and fake k-ID listen on loopback, which a
 	// deployed operator refuses to call.
 	opts.Outbound.Allow = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 	opts.Webhook.Addr = "127.0.0.1:0"
-	opts.Webhook.Now = h.Clock.Now
+	opts.Webhook.Clock = h.Clock
 	return opts
 }
 
@@ -190,7 +190,7 @@ type Product struct {
 // Sender returns a kidsim sender for the product, without retries, on the
 // harness's clock.
 func (p *Product) Sender() *kidsim.Sender {
-	return &kidsim.Sender{URL: p.URL, Secret: []byte(p.Secret), Now: p.clock.Now}
+	return &kidsim.Sender{URL: p.URL, Secret: []byte(p.Secret), Clock: p.clock}
 }
 
 // NewNamespace creates a namespace with a generated name.
@@ -246,7 +246,7 @@ func (h *Harness) NewReadyProduct(ctx context.Context, name string, mutate func(
 // WebhookURL is where the receiver takes the deliveries of a product, known
 // before the product exists (a fake k-ID is told it first).
 func (h *Harness) WebhookURL(ns, name string) string {
-	return h.BaseURL + "/webhooks/" + ns + "/" + name
+	return h.BaseURL + kidv1.WebhookPath(ns, name)
 }
 
 // WebhookSecret is the webhook secret NewProduct gives a product.

@@ -249,7 +249,7 @@ func newProduct(op *operator.Operator, ns string) *testenv.Product {
 	GinkgoHelper()
 	p, err := h.NewProduct(ctx, ns, "demo", nil)
 	Expect(err).NotTo(HaveOccurred())
-	p.URL = "http://" + op.Receiver.Addr() + "/webhooks/" + ns + "/demo"
+	p.URL = "http://" + op.Receiver.Addr() + kidv1.WebhookPath(ns, "demo")
 	return p
 }
 

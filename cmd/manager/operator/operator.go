@@ -16,6 +16,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -67,8 +69,9 @@ type Options struct {
 	// one or two events per second.
 	QPS   float32
 	Burst int
-	// Now is the controllers' clock; nil means time.Now.
-	Now func() time.Time
+	// Clock is the controllers' clock; nil means the real clock. The
+	// receiver's is Webhook.Clock.
+	Clock clock.PassiveClock
 	// Outbound configures the one outbound HTTP client, which KidActions
 	// and the k-ID API client share: timeouts, no redirects, and the
 	// address guard (loopback, link-local, private and cluster ranges are
@@ -139,6 +142,9 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 	if opts.ProbeAddr == "" {
 		opts.ProbeAddr = "0"
 	}
+	if opts.Clock == nil {
+		opts.Clock = clock.RealClock{}
+	}
 	noReceiver := opts.Webhook.Addr == "0"
 	if noReceiver && opts.ReceiverOnly {
 		return nil, errors.New("a receiver-only manager needs a webhook address")
@@ -177,7 +183,7 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 		LeaderElectionReleaseOnCancel: true,
 		// The receiver drains first, then the controllers finish their
 		// reconciles (controller-runtime stops them in that order).
-		GracefulShutdownTimeout: ptr(opts.Webhook.DrainPeriod + webhookserver.ShutdownTimeout + 15*time.Second),
+		GracefulShutdownTimeout: ptr.To(opts.Webhook.DrainPeriod + webhookserver.ShutdownTimeout + 15*time.Second),
 		Controller:              config.Controller{SkipNameValidation: &opts.SkipControllerNameValidation},
 		Cache:                   cacheOpts,
 		// No informer ever holds Secrets: the few that products name are
@@ -227,11 +233,8 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 	if err := controllers.SetupIndexes(ctx, mgr); err != nil {
 		return nil, err
 	}
-	if opts.Now == nil { // TODO(merge)
-		opts.Now = time.Now
-	}
 	if err := (&controllers.KidProductReconciler{
-		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kidproduct-controller"), Clock: nowFunc(opts.Now), APIClients: apiClients,
+		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kidproduct-controller"), Clock: opts.Clock, APIClients: apiClients,
 		Secrets: sec, SecretRecheck: opts.SecretRecheck,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up KidProduct controller: %w", err)
@@ -239,13 +242,13 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 	filters := actions.NewFilters()
 	impersonator := actions.NewImpersonator(mgr.GetConfig(), client.Options{Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper()}, opts.DefaultActionServiceAccount)
 	if err := (&controllers.KidEventReconciler{
-		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kidevent-controller"), Clock: nowFunc(opts.Now),
+		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kidevent-controller"), Clock: opts.Clock,
 		Filters: filters, HTTPClient: httpClient, APIReader: mgr.GetAPIReader(), Impersonator: impersonator,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up KidEvent controller: %w", err)
 	}
 	if err := (&controllers.KidUserReconciler{
-		Client: mgr.GetClient(), APIClients: apiClients, Clock: nowFunc(opts.Now),
+		Client: mgr.GetClient(), APIClients: apiClients, Clock: opts.Clock,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up KidUser controller: %w", err)
 	}
@@ -259,18 +262,6 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 	return op, nil
 }
 
-// TODO(merge): Options.Now as a clock.PassiveClock until Options has a Clock.
-type nowFunc func() time.Time
-
-func (f nowFunc) Now() time.Time {
-	if f == nil {
-		return time.Now()
-	}
-	return f()
-}
-
-func (f nowFunc) Since(t time.Time) time.Duration { return f.Now().Sub(t) }
-
 // nonZero is a pointer to d, or nil (the default) when d is zero.
 func nonZero(d time.Duration) *time.Duration {
 	if d == 0 {
@@ -278,8 +269,6 @@ func nonZero(d time.Duration) *time.Duration {
 	}
 	return &d
 }
-
-func ptr[T any](v T) *T { return &v }
 
 // watchNamespaces returns the namespaces named, trimmed and without
 // duplicates.
