@@ -144,11 +144,11 @@ func (pr *productRelay) allow(now time.Time) (time.Duration, bool) {
 	return 0, true
 }
 
-// openStream counts a new status stream unless max are open already.
-func (pr *productRelay) openStream(max int) bool {
+// openStream counts a new status stream unless limit are open already.
+func (pr *productRelay) openStream(limit int) bool {
 	for {
 		n := pr.streams.Load()
-		if n >= int64(max) {
+		if n >= int64(limit) {
 			return false
 		}
 		if pr.streams.CompareAndSwap(n, n+1) {

@@ -219,7 +219,7 @@ func (s *Server) Start(ctx context.Context) error {
 
 // httpServer is the receiver's HTTP server, with its limits (limits.go).
 func (s *Server) httpServer(ctx context.Context) *http.Server {
-	return s.limitedHTTPServer(&http.Server{
+	return s.limitedHTTPServer(&http.Server{ //nolint:gosec // G112: limitedHTTPServer sets ReadHeaderTimeout and the other limits
 		Handler: s.Handler(),
 		// Requests in flight must outlive ctx while the server drains.
 		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },

@@ -23,6 +23,8 @@ const (
 // are the `reason` label of kid_webhook_signature_failures_total.
 type SignatureFailure string
 
+// The reasons a signature is refused: none sent, unparsable, no key
+// matches, signed too long ago, signed in the future.
 const (
 	FailureMissing   SignatureFailure = "missing"
 	FailureMalformed SignatureFailure = "malformed"

@@ -207,7 +207,9 @@ func (c *Cache) get(ctx context.Context, key types.NamespacedName, maxAge time.D
 			reason = "refresh"
 		}
 		apiReadsTotal.WithLabelValues(reason).Inc()
-		go c.read(e, r, now)
+		// The read is shared by every caller waiting on this key, so it
+		// must not end with the first caller's request: read bounds it.
+		go c.read(e, r, now) //nolint:gosec // G118: see above
 	}
 	c.mu.Unlock()
 
