@@ -135,7 +135,7 @@ vet: ## gofmt check and go vet.
 
 .PHONY: lint
 lint: $(GOLANGCI_LINT) ## Run golangci-lint with .golangci.yml (built from the Go module proxy into bin/tools/ once).
-	$(GOLANGCI_LINT) run ./...
+	$(GOLANGCI_LINT) run --allow-parallel-runners ./...
 
 $(GOLANGCI_LINT):
 	mkdir -p $(BIN)/tools
