@@ -23,6 +23,9 @@ const (
 // are the `reason` label of kid_webhook_signature_failures_total.
 type SignatureFailure string
 
+// The reasons a signature is refused: no signature header, one that does
+// not parse, one that does not match the body, or a timestamp outside the
+// tolerance (too old, or too far ahead).
 const (
 	FailureMissing   SignatureFailure = "missing"
 	FailureMalformed SignatureFailure = "malformed"

@@ -207,7 +207,7 @@ func (c *Cache) get(ctx context.Context, key types.NamespacedName, maxAge time.D
 			reason = "refresh"
 		}
 		apiReadsTotal.WithLabelValues(reason).Inc()
-		go c.read(e, r, now)
+		go c.read(e, r, now) //nolint:gosec // G118: the read is shared by every caller waiting on it, so it must not end with the first caller's context; readTimeout bounds it
 	}
 	c.mu.Unlock()
 
