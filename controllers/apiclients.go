@@ -37,13 +37,18 @@ type APIClients struct {
 	mu        sync.Mutex
 	byProduct map[types.NamespacedName]*APIClient
 	// wake tells the KidProduct controller that a product's API state
-	// changed (k-ID refused its key), so APIReady shows it at once.
+	// changed (k-ID refused its key, or its breaker opened), so APIReady
+	// shows it at once.
 	wake chan event.GenericEvent
+	// resume tells the KidUser controller that a product's calls may go
+	// out again (APIReady turned True), so its paused users are asked at
+	// once rather than when their pause ends.
+	resume chan event.GenericEvent
 }
 
 // NewAPIClients returns an empty set of clients that call k-ID through hc.
 func NewAPIClients(hc *http.Client) *APIClients {
-	return &APIClients{HTTP: hc, byProduct: map[types.NamespacedName]*APIClient{}, wake: make(chan event.GenericEvent, 64)}
+	return &APIClients{HTTP: hc, byProduct: map[types.NamespacedName]*APIClient{}, wake: make(chan event.GenericEvent, 64), resume: make(chan event.GenericEvent, 64)}
 }
 
 // APIClient is one product's k-ID API client and what is known of its key.
@@ -57,10 +62,20 @@ type APIClient struct {
 	probed atomic.Bool
 	// lastProbe is when the key was last probed (Unix nanoseconds).
 	lastProbe atomic.Int64
+	// breaker pauses the product's reads while most of its calls fail
+	// (apibreaker.go). A new client (a changed base URL, key, rate or
+	// timeout) starts closed.
+	breaker breaker
 }
 
 // Unauthorized reports whether k-ID refused the product's key.
 func (c *APIClient) Unauthorized() bool { return c.unauthorized.Load() }
+
+// Paused reports whether the product's breaker is open, and if so how long
+// until its next probe and what failed.
+func (c *APIClient) Paused(now time.Time) (bool, time.Duration, string) {
+	return c.breaker.state(now)
+}
 
 // For returns the product's client. A missing Secret or key is an *errConfig
 // the user must fix.
@@ -118,18 +133,42 @@ func (s *APIClients) Refused(c *APIClient, product types.NamespacedName) {
 	if c.unauthorized.Swap(true) {
 		return
 	}
-	p := &kidv1.KidProduct{}
-	p.Namespace, p.Name = product.Namespace, product.Name
-	select {
-	case s.wake <- event.GenericEvent{Object: p}:
-	default:
-		// The product controller is behind; its periodic re-check
-		// will see the flag.
-	}
+	s.send(s.wake, product)
 }
 
 // Wakes is the channel the KidProduct controller watches.
 func (s *APIClients) Wakes() <-chan event.GenericEvent { return s.wake }
+
+// Succeeded counts a call k-ID answered in the product's breaker.
+func (s *APIClients) Succeeded(c *APIClient, now time.Time) {
+	c.breaker.record(now, false, "")
+}
+
+// Failed counts a failed call in the product's breaker (only failures that
+// say something about the product: see failsProduct) and wakes the product
+// when that opened it, so that APIReady says so.
+func (s *APIClients) Failed(c *APIClient, product types.NamespacedName, now time.Time, err error) {
+	if !failsProduct(err) || !c.breaker.record(now, true, describeFailure(err)) {
+		return
+	}
+	s.send(s.wake, product)
+}
+
+// Resumed wakes the product's users: its calls may go out again.
+func (s *APIClients) Resumed(product types.NamespacedName) { s.send(s.resume, product) }
+
+// Resumes is the channel the KidUser controller watches.
+func (s *APIClients) Resumes() <-chan event.GenericEvent { return s.resume }
+
+func (s *APIClients) send(ch chan event.GenericEvent, product types.NamespacedName) {
+	p := &kidv1.KidProduct{}
+	p.Namespace, p.Name = product.Namespace, product.Name
+	select {
+	case ch <- event.GenericEvent{Object: p}:
+	default:
+		// The controller is behind; its own requeue comes later.
+	}
+}
 
 // probeInterval is how often a key k-ID refused is tried again, in case it
 // was fixed at k-ID rather than in the Secret.
@@ -140,26 +179,45 @@ const probeInterval = 10 * time.Minute
 // against the live environment.
 const probeSessionID = "kid-operator-api-key-probe"
 
+// errPaused is Probe's answer while the product's breaker waits for its
+// next probe.
+var errPaused = errors.New("the product's calls to k-ID are paused")
+
 // Probe checks the key with one call, unless it is known to work or was
-// refused less than probeInterval ago. It returns nil when k-ID accepts the
-// key, and the error of the call otherwise.
+// refused less than probeInterval ago. It is also the probe of an open
+// breaker: with the breaker open it calls only when the probe is due
+// (errPaused otherwise), and an answer from k-ID closes the breaker. It
+// returns nil when k-ID accepts the key, and the error of the call
+// otherwise.
 func (c *APIClient) Probe(ctx context.Context, now time.Time) error {
-	if c.probed.Load() && !c.unauthorized.Load() {
+	open, until, _ := c.breaker.state(now)
+	switch {
+	case open && until > 0:
+		return errPaused
+	case open:
+	case c.probed.Load() && !c.unauthorized.Load():
 		return nil
-	}
-	if last := c.lastProbe.Load(); last != 0 && c.unauthorized.Load() && now.Sub(time.Unix(0, last)) < probeInterval {
-		return &kidapi.Error{HTTPStatus: http.StatusUnauthorized, Code: "UNAUTHORIZED", Message: "k-ID refused the API key"}
+	case c.unauthorized.Load():
+		if last := c.lastProbe.Load(); last != 0 && now.Sub(time.Unix(0, last)) < probeInterval {
+			return &kidapi.Error{HTTPStatus: http.StatusUnauthorized, Code: "UNAUTHORIZED", Message: "k-ID refused the API key"}
+		}
 	}
 	c.lastProbe.Store(now.UnixNano())
 	_, err := c.GetSession(ctx, probeSessionID, "")
 	var apiErr *kidapi.Error
 	switch {
 	case err == nil, errors.As(err, &apiErr) && apiErr.HTTPStatus == http.StatusBadRequest:
+		c.breaker.probed(now, true, "")
 		c.unauthorized.Store(false)
 		c.probed.Store(true)
 		return nil
 	case kidapi.IsUnauthorized(err):
+		// k-ID answered: the breaker closes, and the refusal pauses the
+		// product by itself.
+		c.breaker.probed(now, true, "")
 		c.unauthorized.Store(true)
+	case failsProduct(err):
+		c.breaker.probed(now, false, describeFailure(err))
 	}
 	return err
 }

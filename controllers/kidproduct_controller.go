@@ -362,8 +362,12 @@ func eventPending(e *kidv1.KidEvent) bool {
 const unreachableRecheck = time.Minute
 
 // reconcileAPI sets APIReady: whether the product can call k-ID's REST API.
-// It returns when to look again.
+// It is False with reason Failing while the product's breaker is open, and
+// sends the breaker's probe when it is due (apibreaker.go); when APIReady
+// turns True again, the product's paused users are woken. It returns when to
+// look again.
 func (r *KidProductReconciler) reconcileAPI(ctx context.Context, p *kidv1.KidProduct) (time.Duration, error) {
+	wasReady := meta.IsStatusConditionTrue(p.Status.Conditions, kidv1.APIReadyCondition)
 	set := func(status metav1.ConditionStatus, reason, msg string) {
 		meta.SetStatusCondition(&p.Status.Conditions, metav1.Condition{
 			Type: kidv1.APIReadyCondition, Status: status, Reason: reason, Message: msg, ObservedGeneration: p.Generation,
@@ -393,9 +397,18 @@ func (r *KidProductReconciler) reconcileAPI(ctx context.Context, p *kidv1.KidPro
 	case err != nil:
 		return 0, err
 	}
-	switch err := c.Probe(ctx, r.Clock.Now()); {
+	now := r.Clock.Now()
+	err = c.Probe(ctx, now)
+	if open, until, cause := c.Paused(now); open && !kidapi.IsUnauthorized(err) {
+		set(metav1.ConditionFalse, kidv1.FailingReason, failingMessage(cause))
+		return max(until, time.Second), nil
+	}
+	switch {
 	case err == nil:
 		set(metav1.ConditionTrue, kidv1.APIReadyReason, "k-ID accepts the API key; session sync and recovery are on")
+		if !wasReady {
+			r.APIClients.Resumed(client.ObjectKeyFromObject(p))
+		}
 		return 0, nil
 	case kidapi.IsUnauthorized(err):
 		set(metav1.ConditionFalse, kidv1.UnauthorizedReason, fmt.Sprintf("k-ID refused the API key in Secret %q (401); session sync and recovery are paused until it changes", p.Spec.API.SecretRef.Name))

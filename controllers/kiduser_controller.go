@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
 	"github.com/kid-operator/kid-operator/internal/cachemem"
@@ -63,12 +64,32 @@ func (r *KidUserReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Clock == nil {
 		r.Clock = clock.RealClock{}
 	}
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr).
 		For(&kidv1.KidUser{}).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
-		Watches(&kidv1.KidUser{}, handler.EnqueueRequestsFromMapFunc(r.standIns)).
-		Named("kiduser").
-		Complete(r)
+		Watches(&kidv1.KidUser{}, handler.EnqueueRequestsFromMapFunc(r.standIns))
+	if r.APIClients != nil {
+		// A product's calls may go out again (its breaker closed, its
+		// key was accepted): its paused users are asked at once.
+		b = b.WatchesRawSource(source.Channel(r.APIClients.Resumes(), handler.EnqueueRequestsFromMapFunc(r.usersOfProduct)))
+	}
+	return b.Named("kiduser").Complete(r)
+}
+
+// usersOfProduct maps a product to its users.
+func (r *KidUserReconciler) usersOfProduct(ctx context.Context, o client.Object) []reconcile.Request {
+	var list kidv1.KidUserList
+	if err := r.List(ctx, &list, client.InNamespace(o.GetNamespace()), client.UnsafeDisableDeepCopy); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "listing the users of a product")
+		return nil
+	}
+	var out []reconcile.Request
+	for i := range list.Items {
+		if u := &list.Items[i]; u.Spec.ProductRef.Name == o.GetName() {
+			out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(u)})
+		}
+	}
+	return out
 }
 
 // standIns maps a session's user to the stand-ins holding one of its ids.

@@ -93,10 +93,8 @@ func (r *KidUserReconciler) recover(ctx context.Context, c *APIClient, product *
 		err = r.pollVerification(ctx, c, product, id)
 	}
 	if err != nil {
-		wait, err := r.apiFailed(ctx, c, product, string(kind), err)
-		p.waiting = p.waiting || wait > 0
-		if err != nil || wait > 0 {
-			return wait, err
+		if wait := r.apiFailed(ctx, c, product, user, p, string(kind), err); wait > 0 {
+			return wait, nil
 		}
 	}
 	r.polls.update(user, func(s *pollState) { s.polledAt = now })

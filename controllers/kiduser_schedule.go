@@ -38,14 +38,15 @@ import (
 // the session sync (kiduser_sessionsync.go) and the recovery
 // (kiduser_recovery.go) and requeues at the sooner of their waits; the
 // memory of when each user was last asked (pollMemory); the product's rate
-// limiter slots (takeSlot); and the waits after a failed call (apiFailed).
+// limiter slots (takeSlot); and the waits after a failed call (apiFailed):
+// the player's own backoff and the product's breaker (apibreaker.go).
 
 const (
 	// refusedRecheck is how soon a user retries after k-ID refused the
 	// product's key; the product's own probe clears the refusal sooner.
 	refusedRecheck = 5 * time.Minute
 	// propagationRetry is the wait after a read that hit the propagation
-	// delay.
+	// delay (within propagationGrace of the session's PASS).
 	propagationRetry = 2 * time.Second
 	// waitJitter is the most added to a wait (10 %, by wait.Jitter), so
 	// that users told to wait together do not all come back in the same
@@ -74,6 +75,11 @@ type pollState struct {
 	// slotAt is when the call this user booked with the product's rate
 	// limiter is due; zero when it holds none.
 	slotAt time.Time
+	// failures counts the user's failed calls in a row, and retryAt is
+	// when its backoff (failureBackoff) lets it call again; a call k-ID
+	// answers clears both.
+	failures int
+	retryAt  time.Time
 	// The event times the last read answered for: a permission change or
 	// a consent signed later asks for another read. (k-ID signs in whole
 	// seconds, so comparing them with the read's own time would miss a
@@ -136,11 +142,23 @@ func (r *KidUserReconciler) reconcileAPI(ctx context.Context, user *kidv1.KidUse
 	case c.Unauthorized():
 		return wait.Jitter(refusedRecheck, waitJitter), nil
 	}
+	now := r.Clock.Now()
+	if open, _, _ := c.Paused(now); open {
+		// Most of the product's calls fail: its breaker is open, and the
+		// KidProduct controller probes. The user is woken when the
+		// probe succeeds (APIClients.Resumed); this is the fallback.
+		return wait.Jitter(breakerProbeMax, waitJitter), nil
+	}
+	if retryAt := r.polls.get(user).retryAt; now.Before(retryAt) {
+		// The user's last call failed: its backoff holds, even for a
+		// forced request.
+		return retryAt.Sub(now), nil
+	}
 
 	// kid.dev/requested-at asks for k-ID now, whatever the schedule: a
 	// browser event's confirmation, or a person's kubectl annotate.
 	requested := user.Annotations[kidv1.RequestedAtAnnotation]
-	pass := &apiPass{now: r.Clock.Now(), force: requested != "" && requested != r.polls.get(user).handledRequest}
+	pass := &apiPass{now: now, force: requested != "" && requested != r.polls.get(user).handledRequest}
 	var next []time.Duration
 	if wait, err := r.syncSession(ctx, c, product, user, pass); err != nil {
 		return 0, err
@@ -151,6 +169,14 @@ func (r *KidUserReconciler) reconcileAPI(ctx context.Context, user *kidv1.KidUse
 		return 0, err
 	} else if wait > 0 {
 		next = append(next, wait)
+	}
+	if pass.called && !pass.failed {
+		// k-ID answered: the user's backoff ends, and the breaker counts
+		// an answer.
+		r.APIClients.Succeeded(c, now)
+		if r.polls.get(user).failures > 0 {
+			r.polls.update(user, func(s *pollState) { s.failures, s.retryAt = 0, time.Time{} })
+		}
 	}
 	if pass.force && !pass.waiting {
 		r.polls.update(user, func(s *pollState) { s.handledRequest = requested })
@@ -169,6 +195,8 @@ type apiPass struct {
 	// waiting is set when a call had to wait (for its slot, or to retry),
 	// so a forced request is not yet answered.
 	waiting bool
+	// called is set when a call went out, and failed when one failed.
+	called, failed bool
 }
 
 // takeSlot returns 0 when the user may call k-ID now, having taken a token
@@ -179,6 +207,7 @@ type apiPass struct {
 func (r *KidUserReconciler) takeSlot(c *APIClient, user *kidv1.KidUser, p *apiPass) time.Duration {
 	d := r.slot(c, user, p.now)
 	p.waiting = p.waiting || d > 0
+	p.called = p.called || d == 0
 	return d
 }
 
@@ -203,23 +232,54 @@ func (r *KidUserReconciler) slot(c *APIClient, user *kidv1.KidUser, now time.Tim
 	return 0
 }
 
-// apiFailed turns a failed call into a wait: k-ID's Retry-After, the
-// backoff of a transient failure, or a pause after k-ID refused the key
-// (which the product's APIReady then shows). Errors that retrying cannot
-// help are logged, not returned: the user is asked again at its next point.
-func (r *KidUserReconciler) apiFailed(ctx context.Context, c *APIClient, product *kidv1.KidProduct, what string, err error) (time.Duration, error) {
+// apiFailed turns a failed call into a wait, and marks the pass as waiting:
+//   - a pause after k-ID refused the key (which the product's APIReady then
+//     shows);
+//   - propagationRetry for k-ID's 404 NOT_FOUND from /session/get within
+//     propagationGrace of the session's PASS (spec §4.2); any other 404, an
+//     unknown path above all, is a failure like a 5xx;
+//   - k-ID's Retry-After for a 429, or the rate limiter's wait;
+//   - otherwise the user's own backoff (failureBackoff), longer after each
+//     failure in a row, and the failure is counted in the product's breaker
+//     when it says something about the product (failsProduct).
+func (r *KidUserReconciler) apiFailed(ctx context.Context, c *APIClient, product *kidv1.KidProduct, user *kidv1.KidUser, p *apiPass, what string, err error) time.Duration {
+	p.failed = true
+	d := r.failureWait(ctx, c, product, user, p.now, what, err)
+	p.waiting = p.waiting || d > 0
+	return d
+}
+
+func (r *KidUserReconciler) failureWait(ctx context.Context, c *APIClient, product *kidv1.KidProduct, user *kidv1.KidUser, now time.Time, what string, err error) time.Duration {
+	var e *kidapi.Error
 	switch {
 	case kidapi.IsUnauthorized(err):
 		r.APIClients.Refused(c, client.ObjectKeyFromObject(product))
-		return wait.Jitter(refusedRecheck, waitJitter), nil
-	case kidapi.IsPropagating(err):
-		return propagationRetry, nil
+		return wait.Jitter(refusedRecheck, waitJitter)
+	case kidapi.IsPropagating(err) && r.withinPropagation(user, now):
+		return propagationRetry
+	case errors.As(err, &e) && e.Code == kidapi.CodeCanceled:
+		// The operator is stopping.
+		return 0
 	}
-	if after, ok := kidapi.RetryAfter(err); ok {
-		return wait.Jitter(max(after, time.Second), waitJitter), nil
+	if failsProduct(err) {
+		r.APIClients.Failed(c, client.ObjectKeyFromObject(product), now, err)
+	} else if after, ok := kidapi.RetryAfter(err); ok {
+		// k-ID's 429, or the product's own rate: not the user's failure.
+		return wait.Jitter(max(after, time.Second), waitJitter)
 	}
-	ctrl.LoggerFrom(ctx).Info("k-ID API call failed", "call", what, "error", err.Error())
-	return 0, nil
+	var failures int
+	var d time.Duration
+	r.polls.update(user, func(s *pollState) {
+		s.failures++
+		failures = s.failures
+		d = failureBackoff(s.failures)
+		if after, ok := kidapi.RetryAfter(err); ok && after > d {
+			d = min(after, failureBackoffMax)
+		}
+		s.retryAt = now.Add(d)
+	})
+	ctrl.LoggerFrom(ctx).Info("k-ID API call failed", "call", what, "failure", describeFailure(err), "failures", failures, "retryIn", d)
+	return d
 }
 
 // spread is a stable number in [0, 1) per user.

@@ -123,9 +123,7 @@ func (r *KidUserReconciler) syncSession(ctx context.Context, c *APIClient, produ
 		sessionSyncsTotal.WithLabelValues("deleted").Inc()
 		return 0, r.storePolled(ctx, product, kid.SessionDelete, map[string]any{"id": st.SessionID})
 	case err != nil:
-		wait, err := r.apiFailed(ctx, c, product, "session", err)
-		p.waiting = p.waiting || wait > 0
-		return wait, err
+		return r.apiFailed(ctx, c, product, user, p, "session", err), nil
 	}
 	privacy := kid.Privacy{KeepEmail: product.Spec.Privacy.StoreApproverEmail, KeepDateOfBirth: product.Spec.Privacy.StoreDateOfBirth}
 	delta := fold.SyncDelta(&fold.Session{

@@ -59,6 +59,10 @@ const (
 	UnauthorizedReason = "Unauthorized"
 	// UnreachableReason: k-ID's API could not be reached; calls are retried.
 	UnreachableReason = "Unreachable"
+	// FailingReason: most of the product's calls to k-ID's API failed
+	// over the breaker's window; its reads are paused and one probe at a
+	// time tries again (design.md §3, "Failures").
+	FailingReason = "Failing"
 	// ConsentReason and friends explain KidUser conditions.
 	ConsentReason      = "Consent"
 	VerificationReason = "Verification"

@@ -410,6 +410,13 @@ func (c *Client) do(ctx context.Context, r *Reserved, endpoint string, q url.Val
 		if !errors.As(err, &e) || !e.Retryable || ctx.Err() != nil {
 			return nil, nil, err
 		}
+		if e.Code == CodeTimeout {
+			// The attempt already held the caller for the whole timeout:
+			// another in the same call would hold a reconciler's worker
+			// twice as long. The caller's backoff tries again later.
+			e.RetryAfter = backoffAfter(attempt)
+			return nil, nil, e
+		}
 		if e.HTTPStatus == http.StatusTooManyRequests {
 			c.holdFor(e.RetryAfter)
 		} else {

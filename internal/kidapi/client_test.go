@@ -236,16 +236,45 @@ func TestErrors(t *testing.T) {
 			wantMessage: "k-ID challenge/get-status: HTTP 400 INVALID_INPUT: Bad challenge",
 		},
 		{
-			name:   "404 is retried, then reported as propagating with a backoff",
-			script: []answer{{status: 404}},
+			name:   "k-ID's 404 NOT_FOUND from session/get is retried, then reported as propagating with a backoff",
+			script: []answer{{status: 404, body: `{"error":"NOT_FOUND","errorMessage":"The session could not be found."}`}},
 			call:   getSession, wantHits: 3, wantSleeps: 2,
 			check: func(g *WithT, err error) {
 				g.Expect(IsPropagating(err)).To(BeTrue())
+				g.Expect(IsUnknownPath(err)).To(BeFalse())
 				g.Expect(IsNotFound(err)).To(BeFalse())
 				d, retry := RetryAfter(err)
 				g.Expect(retry).To(BeTrue())
 				g.Expect(d).To(BeNumerically("~", time.Second, 200*time.Millisecond))
 			},
+		},
+		{
+			name:   "k-ID's 404 NOT_FOUND from challenge/get-status is never propagation",
+			script: []answer{{status: 404, body: `{"error":"NOT_FOUND","errorMessage":"Unknown API method."}`}},
+			call:   challengeStatus, wantHits: 3, wantSleeps: 2,
+			check: func(g *WithT, err error) {
+				g.Expect(IsPropagating(err)).To(BeFalse())
+				g.Expect(IsUnknownPath(err)).To(BeFalse())
+			},
+		},
+		{
+			name:   "a 404 without k-ID's body is an unknown path: not propagation, not retried",
+			script: []answer{{status: 404, body: "404 page not found\n"}},
+			call:   getSession, wantHits: 1,
+			check: func(g *WithT, err error) {
+				g.Expect(IsUnknownPath(err)).To(BeTrue())
+				g.Expect(IsPropagating(err)).To(BeFalse())
+				g.Expect(IsNotFound(err)).To(BeFalse())
+				_, retry := RetryAfter(err)
+				g.Expect(retry).To(BeFalse())
+			},
+			wantMessage: "k-ID session/get: HTTP 404 UNKNOWN_PATH: no such path; does the base URL end in /api/v1?",
+		},
+		{
+			name:   "a 404 with no body at all is an unknown path",
+			script: []answer{{status: 404}},
+			call:   challengeStatus, wantHits: 1,
+			check: func(g *WithT, err error) { g.Expect(IsUnknownPath(err)).To(BeTrue()) },
 		},
 		{
 			name:   "401 is unauthorized, not retried",
@@ -396,7 +425,7 @@ func TestRetriesThatSucceed(t *testing.T) {
 		},
 		{
 			name:       "404 twice then 200 succeeds after two growing backoffs",
-			script:     []answer{{status: 404}, {status: 404}, {status: 200, body: `{"status":"PASS"}`}},
+			script:     []answer{{status: 404, body: `{"error":"NOT_FOUND"}`}, {status: 404, body: `{"error":"NOT_FOUND"}`}, {status: 200, body: `{"status":"PASS"}`}},
 			wantSleeps: []time.Duration{BaseBackoff, 2 * BaseBackoff},
 			tolerance:  2 * BaseBackoff / 5,
 		},

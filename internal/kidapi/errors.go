@@ -26,6 +26,11 @@ const (
 	CodeThrottled       = "THROTTLED"
 	CodeInvalidResponse = "INVALID_RESPONSE"
 	CodeInvalidRequest  = "INVALID_REQUEST"
+	// CodeUnknownPath is a 404 without k-ID's error body: the server has
+	// no such path, which is what a baseURL without /api/v1 gets (spec
+	// §4.1). k-ID's own 404 (the propagation delay after a PASS, §4.2)
+	// carries {"error":"NOT_FOUND",...}.
+	CodeUnknownPath = "UNKNOWN_PATH"
 )
 
 // ErrNotModified is what GetSession returns when k-ID answers 304: the
@@ -87,12 +92,23 @@ func IsNotFound(err error) bool {
 	return errors.As(err, &e) && e.HTTPStatus == http.StatusBadRequest && e.Code == CodeNotFound
 }
 
-// IsPropagating says k-ID answered 404, which it does for a second or two
-// after a challenge passes, before the new session can be read. It is worth
-// trying again (see RetryAfter).
+// IsPropagating says /session/get answered 404 with k-ID's NOT_FOUND body,
+// which k-ID does for a second or two after a challenge passes, before the
+// new session can be read (spec §4.2). It is worth trying again (see
+// RetryAfter), but only the caller knows whether a PASS was recent enough
+// for the answer to mean that. A 404 from any other endpoint, or without
+// k-ID's body (IsUnknownPath), is never propagation.
 func IsPropagating(err error) bool {
 	var e *Error
-	return errors.As(err, &e) && e.HTTPStatus == http.StatusNotFound
+	return errors.As(err, &e) && e.HTTPStatus == http.StatusNotFound && e.Code == CodeNotFound && e.Endpoint == EndpointSession
+}
+
+// IsUnknownPath says the server answered 404 without k-ID's error body: it
+// has no such path. Against k-ID that is a wrong base URL (most often one
+// without /api/v1), which no retry fixes.
+func IsUnknownPath(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.HTTPStatus == http.StatusNotFound && e.Code == CodeUnknownPath
 }
 
 // IsUnauthorized says k-ID refused the API key (401): a wrong key, or a test
@@ -124,6 +140,10 @@ func httpError(endpoint string, resp *http.Response, body []byte, now time.Time)
 	}
 	e.Message = redact(msg)
 	switch {
+	case resp.StatusCode == http.StatusNotFound && code == "":
+		// No k-ID body: the path does not exist. Retrying cannot help.
+		e.Code = CodeUnknownPath
+		e.Message = "no such path; does the base URL end in /api/v1?"
 	case resp.StatusCode == http.StatusTooManyRequests:
 		e.Code = CodeRateLimited
 		e.Retryable = true

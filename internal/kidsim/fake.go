@@ -202,10 +202,14 @@ type APIRequest struct {
 	At time.Time `json:"at"`
 	// Method is the HTTP method.
 	Method string `json:"method"`
-	// Endpoint is the path after /api/v1/, such as "session/get".
-	Endpoint string     `json:"endpoint"`
-	Status   int        `json:"status"`
-	Query    url.Values `json:"query"`
+	// Endpoint is the path after /api/v1/, such as "session/get"; empty
+	// for a path outside the API.
+	Endpoint string `json:"endpoint"`
+	// Path is the request's whole path, such as "/api/v1/session/get", or
+	// "/session/get" from a client whose base URL lacks /api/v1.
+	Path   string     `json:"path"`
+	Status int        `json:"status"`
+	Query  url.Values `json:"query"`
 }
 
 // DeliveryRecord is the record of one delivery attempt.
@@ -297,6 +301,7 @@ func NewFake(o FakeOptions) *Fake {
 	mux.HandleFunc(apiPrefix, f.serveAPI)
 	mux.Handle(adminPrefix, f.adminHandler())
 	mux.HandleFunc("GET "+WidgetPath, f.serveWidget)
+	mux.HandleFunc("/", f.serveUnknown)
 	f.handler = mux
 	return f
 }

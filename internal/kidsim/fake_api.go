@@ -75,16 +75,30 @@ func (a answer) write(w http.ResponseWriter) {
 
 // serveAPI answers the REST API and records each call.
 func (f *Fake) serveAPI(w http.ResponseWriter, r *http.Request) {
-	rec := APIRequest{At: f.opts.Clock.Now(), Method: r.Method, Endpoint: strings.TrimPrefix(r.URL.Path, apiPrefix), Query: r.URL.Query()}
+	rec := APIRequest{At: f.opts.Clock.Now(), Method: r.Method, Endpoint: strings.TrimPrefix(r.URL.Path, apiPrefix), Path: r.URL.Path, Query: r.URL.Query()}
 	a := f.answerAPI(r, rec)
 	rec.Status = a.status
+	f.record(rec)
+	a.write(w)
+}
+
+// serveUnknown answers a path the fake does not serve as a plain web server
+// does, 404 with a text body unlike k-ID's NOT_FOUND, and records the call:
+// a client whose base URL lacks /api/v1 (spec §4.1) lands here, and a test
+// counts what it costs.
+func (f *Fake) serveUnknown(w http.ResponseWriter, r *http.Request) {
+	f.record(APIRequest{At: f.opts.Clock.Now(), Method: r.Method, Path: r.URL.Path, Query: r.URL.Query(), Status: http.StatusNotFound})
+	http.NotFound(w, r)
+}
+
+// record keeps one call to the REST API, or to a path next to it.
+func (f *Fake) record(rec APIRequest) {
 	f.mu.Lock()
 	f.requests = append(f.requests, rec)
 	f.mu.Unlock()
 	if f.opts.OnAPIRequest != nil {
 		f.opts.OnAPIRequest(rec)
 	}
-	a.write(w)
 }
 
 // answerAPI checks in k-ID's order: the key, the rate, the method, the

@@ -167,6 +167,21 @@ func TestAPIAnswersAsKID(t *testing.T) {
 	g.Expect(reqs[0].Query.Get("sessionId")).To(Equal(sid))
 }
 
+func TestAPathOutsideTheAPIIsAPlain404AndIsRecorded(t *testing.T) {
+	g := NewWithT(t)
+	f := newTestFake(t, FakeOptions{})
+	// A base URL without /api/v1 (spec §4.1) calls /session/get.
+	rec := get(f, "/session/get?sessionId=s-1")
+	g.Expect(rec.Code).To(Equal(http.StatusNotFound))
+	g.Expect(rec.Header().Get("Content-Type")).NotTo(Equal("application/json"), "not k-ID's error body")
+	g.Expect(rec.Body.String()).NotTo(ContainSubstring(CodeNotFound))
+	reqs := f.Requests()
+	g.Expect(reqs).To(HaveLen(1), "counted like every other call")
+	g.Expect(reqs[0].Path).To(Equal("/session/get"))
+	g.Expect(reqs[0].Endpoint).To(BeEmpty())
+	g.Expect(reqs[0].Status).To(Equal(http.StatusNotFound))
+}
+
 func TestSessionChangesAndDeletion(t *testing.T) {
 	g := NewWithT(t)
 	f := newTestFake(t, FakeOptions{})
