@@ -39,11 +39,13 @@ type APIClients struct {
 	// wake tells the KidProduct controller that a product's API state
 	// changed (k-ID refused its key), so APIReady shows it at once.
 	wake chan event.GenericEvent
+	// erasures are the products' erasure breakers (erasure_breaker.go).
+	erasures erasureBreakers
 }
 
 // NewAPIClients returns an empty set of clients that call k-ID through hc.
 func NewAPIClients(hc *http.Client) *APIClients {
-	return &APIClients{HTTP: hc, byProduct: map[types.NamespacedName]*APIClient{}, wake: make(chan event.GenericEvent, 64)}
+	return &APIClients{HTTP: hc, byProduct: map[types.NamespacedName]*APIClient{}, wake: make(chan event.GenericEvent, 64), erasures: newErasureBreakers()}
 }
 
 // APIClient is one product's k-ID API client and what is known of its key.
@@ -130,6 +132,21 @@ func (s *APIClients) Refused(c *APIClient, product types.NamespacedName) {
 
 // Wakes is the channel the KidProduct controller watches.
 func (s *APIClients) Wakes() <-chan event.GenericEvent { return s.wake }
+
+// UserWakes is the channel the KidUser controller watches: the users whose
+// erasure the breaker held, when a person resumes erasures.
+func (s *APIClients) UserWakes() <-chan event.GenericEvent { return s.erasures.wakeUsers }
+
+// wakeProduct wakes a product's reconcile.
+func (s *APIClients) wakeProduct(product types.NamespacedName) {
+	p := &kidv1.KidProduct{}
+	p.Namespace, p.Name = product.Namespace, product.Name
+	select {
+	case s.wake <- event.GenericEvent{Object: p}:
+	default:
+		// The product controller is behind; it will get there.
+	}
+}
 
 // probeInterval is how often a key k-ID refused is tried again, in case it
 // was fixed at k-ID rather than in the Secret.

@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
 	"github.com/kid-operator/kid-operator/internal/cachemem"
@@ -51,6 +52,9 @@ type KidUserReconciler struct {
 
 	polls   pollMemory
 	deleted deletedUsers
+	// erasures remembers the sessions suspected of being deleted
+	// (kiduser_erasure.go).
+	erasures erasureMemory
 }
 
 // SetupWithManager registers the controller. It watches status too: links
@@ -63,12 +67,16 @@ func (r *KidUserReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Clock == nil {
 		r.Clock = clock.RealClock{}
 	}
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr).
 		For(&kidv1.KidUser{}).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
-		Watches(&kidv1.KidUser{}, handler.EnqueueRequestsFromMapFunc(r.standIns)).
-		Named("kiduser").
-		Complete(r)
+		Watches(&kidv1.KidUser{}, handler.EnqueueRequestsFromMapFunc(r.standIns))
+	if r.APIClients != nil {
+		// A person resumed a product's erasures: its held players read
+		// their sessions again.
+		b = b.WatchesRawSource(source.Channel(r.APIClients.UserWakes(), &handler.EnqueueRequestForObject{}))
+	}
+	return b.Named("kiduser").Complete(r)
 }
 
 // standIns maps a session's user to the stand-ins holding one of its ids.
@@ -102,6 +110,7 @@ func (r *KidUserReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	if err := r.Get(ctx, req.NamespacedName, user); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.polls.forget(req.NamespacedName)
+			r.erasures.forget(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
