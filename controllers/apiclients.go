@@ -44,11 +44,13 @@ type APIClients struct {
 	// out again (APIReady turned True), so its paused users are asked at
 	// once rather than when their pause ends.
 	resume chan event.GenericEvent
+	// erasures are the products' erasure breakers (erasure_breaker.go).
+	erasures erasureBreakers
 }
 
 // NewAPIClients returns an empty set of clients that call k-ID through hc.
 func NewAPIClients(hc *http.Client) *APIClients {
-	return &APIClients{HTTP: hc, byProduct: map[types.NamespacedName]*APIClient{}, wake: make(chan event.GenericEvent, 64), resume: make(chan event.GenericEvent, 64)}
+	return &APIClients{HTTP: hc, byProduct: map[types.NamespacedName]*APIClient{}, wake: make(chan event.GenericEvent, 64), resume: make(chan event.GenericEvent, 64), erasures: newErasureBreakers()}
 }
 
 // APIClient is one product's k-ID API client and what is known of its key.
@@ -169,6 +171,13 @@ func (s *APIClients) send(ch chan event.GenericEvent, product types.NamespacedNa
 		// The controller is behind; its own requeue comes later.
 	}
 }
+
+// UserWakes is the channel the KidUser controller watches: the users whose
+// erasure the breaker held, when a person resumes erasures.
+func (s *APIClients) UserWakes() <-chan event.GenericEvent { return s.erasures.wakeUsers }
+
+// wakeProduct wakes a product's reconcile.
+func (s *APIClients) wakeProduct(product types.NamespacedName) { s.send(s.wake, product) }
 
 // probeInterval is how often a key k-ID refused is tried again, in case it
 // was fixed at k-ID rather than in the Secret.

@@ -74,7 +74,7 @@ func (r *KidProductReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		r.Clock = clock.RealClock{}
 	}
 	b := ctrl.NewControllerManagedBy(mgr).
-		For(&kidv1.KidProduct{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		For(&kidv1.KidProduct{}, builder.WithPredicates(predicate.Or[client.Object](predicate.GenerationChangedPredicate{}, resumeErasuresChanged))).
 		Watches(&kidv1.KidEvent{}, wakeProductOfEvent)
 	if r.Secrets != nil {
 		b = b.WatchesRawSource(source.Func(r.secretChanges))
@@ -238,6 +238,9 @@ func (r *KidProductReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 			// metrics stay bounded by the products that exist.
 			eventsPending.DeleteLabelValues(req.String())
 			oldestPendingTimestamp.DeleteLabelValues(req.String())
+			if r.APIClients != nil {
+				r.APIClients.erasures.forget(req.NamespacedName)
+			}
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -272,6 +275,7 @@ func (r *KidProductReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if apiNext > 0 && (next == 0 || apiNext < next) {
 		next = apiNext
 	}
+	r.reconcileErasures(product)
 	meta.RemoveStatusCondition(&product.Status.Conditions, kidv1.ReconcilingCondition)
 	product.Status.ObservedGeneration = product.Generation
 	if next > 0 {

@@ -272,6 +272,11 @@ var _ = Describe("k-ID API: session sync and recovery", func() {
 		h.Clock.Advance(27 * time.Hour)
 		DeferCleanup(func() { h.Clock.Advance(-27 * time.Hour) })
 		touch(u, "resync")
+		// One NOT_FOUND is a suspicion; the read a minute later confirms
+		// it (kiduser_erasure_test.go).
+		Eventually(func() []kidsim.APIRequest { return sessionReads(fake, "sessionId", session, http.StatusBadRequest) }).ShouldNot(BeEmpty())
+		advance(confirmAfter)
+		touch(u, "confirm")
 		user(p, kidv1.IdentitySession, session, func(g Gomega, u *kidv1.KidUser) {
 			g.Expect(u.Status.Session.State).To(Equal(kidv1.SessionDeleted))
 			g.Expect(u.Status.ErasedAt).NotTo(BeNil())

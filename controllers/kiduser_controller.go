@@ -52,6 +52,9 @@ type KidUserReconciler struct {
 
 	polls   pollMemory
 	deleted deletedUsers
+	// erasures remembers the sessions suspected of being deleted
+	// (kiduser_erasure.go).
+	erasures erasureMemory
 }
 
 // SetupWithManager registers the controller. It watches status too: links
@@ -69,6 +72,9 @@ func (r *KidUserReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
 		Watches(&kidv1.KidUser{}, handler.EnqueueRequestsFromMapFunc(r.standIns))
 	if r.APIClients != nil {
+		// A person resumed a product's erasures: its held players read
+		// their sessions again.
+		b = b.WatchesRawSource(source.Channel(r.APIClients.UserWakes(), &handler.EnqueueRequestForObject{}))
 		// A product's calls may go out again (its breaker closed, its
 		// key was accepted): its paused users are asked at once.
 		b = b.WatchesRawSource(source.Channel(r.APIClients.Resumes(), handler.EnqueueRequestsFromMapFunc(r.usersOfProduct)))
@@ -123,6 +129,7 @@ func (r *KidUserReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	if err := r.Get(ctx, req.NamespacedName, user); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.polls.forget(req.NamespacedName)
+			r.erasures.forget(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}

@@ -20,8 +20,11 @@ import (
 // session from k-ID, with its etag, when the session first appears, when a
 // permission change or a newer consent was folded after the last read, and
 // once per resync interval. A 200 that changes something is one status
-// write; a 304 is none; a session k-ID no longer knows is stored as a
-// Session.Delete event (storePolled), so the fold erases as for the webhook.
+// write; a 304 is none; a session k-ID no longer knows (NOT_FOUND, or a
+// status that is not ACTIVE) is never erased on one read: it is confirmed a
+// minute later, by sessionId and by kuid, and held by the product's erasure
+// breaker (kiduser_erasure.go) before it is stored as a Session.Delete
+// event (storePolled), so the fold erases as for the webhook.
 // When a user is due and how long it waits for its slot is the schedule's
 // business (kiduser_schedule.go).
 
@@ -41,6 +44,11 @@ func (r *KidUserReconciler) sessionDue(product *kidv1.KidProduct, user *kidv1.Ki
 	st, now := &user.Status, p.now
 	if user.Spec.Identity.Kind != kidv1.IdentitySession || st.Session.State == kidv1.SessionDeleted {
 		return false, 0
+	}
+	// A session suspected of being deleted keeps to its confirmation's
+	// times, whatever else asks: a read sooner would confirm nothing.
+	if suspected, due, wait := r.erasureDue(product, user, now); suspected {
+		return due, wait
 	}
 	if p.force {
 		return true, 0
@@ -96,35 +104,41 @@ func (r *KidUserReconciler) syncSession(ctx context.Context, c *APIClient, produ
 	if d := r.takeSlot(c, user, p); d > 0 {
 		return d, nil
 	}
+	if r.erasures.get(user).idAgreed {
+		// The confirming read by sessionId agreed already; the read by
+		// kuid waited for its slot.
+		return r.confirmByKUID(ctx, c, product, user, p, false)
+	}
 	st := &user.Status
 	// A session's user knows its id from its identity, even before k-ID
 	// confirmed it (a browser event made it).
 	sessionID := user.Spec.Identity.ID
 	session, err := c.WithReservation().GetSession(ctx, sessionID, st.Session.ETag)
+	gone := kidapi.IsNotFound(err) || (err == nil && !sessionActive(session.Status))
 	switch {
 	case errors.Is(err, kidapi.ErrNotModified):
 		sessionSyncsTotal.WithLabelValues("unchanged").Inc()
+		r.sessionAnswered(product, user)
 		r.readSession(user, now)
 		return 0, nil
-	case kidapi.IsNotFound(err):
-		if st.SessionID == "" {
-			// Never confirmed: a browser event named a session k-ID
-			// does not know. Nothing to erase, nothing to believe.
-			sessionSyncsTotal.WithLabelValues("unknown").Inc()
-			return 0, nil
-		}
-		if r.withinPropagation(user, now) {
+	case gone && st.SessionID == "":
+		// Never confirmed: a browser event named a session k-ID does not
+		// know (or knows deleted). Nothing to erase, nothing to believe.
+		sessionSyncsTotal.WithLabelValues("unknown").Inc()
+		return 0, nil
+	case gone:
+		if err != nil && r.erasures.get(user).suspectedAt.IsZero() && r.withinPropagation(user, now) {
 			p.waiting = true
 			return propagationRetry, nil
 		}
-		// k-ID no longer knows the session: it was deleted, and its
-		// Session.Delete webhook did not reach us. Store that event, so
-		// the fold erases as it would for the webhook.
-		sessionSyncsTotal.WithLabelValues("deleted").Inc()
-		return 0, r.storePolled(ctx, product, kid.SessionDelete, map[string]any{"id": st.SessionID})
+		// k-ID no longer knows the session, or says it is not ACTIVE:
+		// deleted, and its Session.Delete webhook did not reach us, or a
+		// blip. Confirm before erasing (kiduser_erasure.go).
+		return r.sessionGone(ctx, c, product, user, p)
 	case err != nil:
 		return r.apiFailed(ctx, c, product, user, p, "session", err), nil
 	}
+	r.sessionAnswered(product, user)
 	privacy := kid.Privacy{KeepEmail: product.Spec.Privacy.StoreApproverEmail, KeepDateOfBirth: product.Spec.Privacy.StoreDateOfBirth}
 	delta := fold.SyncDelta(&fold.Session{
 		SessionID: sessionID, KUID: session.KUID, AgeStatus: session.AgeStatus, Jurisdiction: session.Jurisdiction,

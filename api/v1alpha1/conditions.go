@@ -19,6 +19,13 @@ const (
 	// its key is present and k-ID accepts it. A product without spec.api
 	// has it False with reason NotConfigured and works on webhooks alone.
 	APIReadyCondition = "APIReady"
+	// ErasuresHeldCondition is True while the product's erasure breaker is
+	// open: so many of its sessions read NOT_FOUND from k-ID's API at once
+	// (more than 10 % of them and at least 10 within an hour) that the
+	// operator stopped erasing players on the API's word. Webhook
+	// deletions are never held. It is present only while True, and
+	// cleared only by a person, through ResumeErasuresAnnotation.
+	ErasuresHeldCondition = "ErasuresHeld"
 )
 
 // Condition types of a KidUser.
@@ -63,6 +70,9 @@ const (
 	// over the breaker's window; its reads are paused and one probe at a
 	// time tries again (design.md §3, "Failures").
 	FailingReason = "Failing"
+	// NotFoundSurgeReason: too many of the product's sessions read
+	// NOT_FOUND within the breaker's window (ErasuresHeldCondition).
+	NotFoundSurgeReason = "NotFoundSurge"
 	// ConsentReason and friends explain KidUser conditions.
 	ConsentReason      = "Consent"
 	VerificationReason = "Verification"

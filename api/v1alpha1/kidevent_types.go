@@ -267,6 +267,17 @@ const RedriveAnnotation = "kid.dev/redrive"
 // name; a person can set it with kubectl annotate.
 const RequestedAtAnnotation = "kid.dev/requested-at"
 
+// ResumeErasuresAnnotation is the annotation that, set on a KidProduct (to
+// any new value, such as the time), closes the product's erasure breaker:
+// the ErasuresHeld condition goes, and the players whose erasure it held
+// are read from k-ID again and erased if k-ID still confirms it. The value
+// handled last is kept in status.lastHandledResumeErasures, so setting it
+// again to the same value does nothing, and a value set while nothing was
+// held resumes nothing later.
+//
+//	kubectl annotate kidproduct demo kid.dev/resume-erasures="$(date -u +%FT%TZ)" --overwrite
+const ResumeErasuresAnnotation = "kid.dev/resume-erasures"
+
 // SubjectAnnotation holds a short, human-readable subject for the Subject
 // printer column (a JSONPath cannot pick "whichever id is set").
 const SubjectAnnotation = "kid.dev/subject"

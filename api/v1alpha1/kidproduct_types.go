@@ -288,7 +288,7 @@ type SecretKeySelector struct {
 
 // KidProductStatus is what the controller observed of a KidProduct.
 type KidProductStatus struct {
-	// conditions: Ready, APIReady, Reconciling, Stalled.
+	// conditions: Ready, APIReady, ErasuresHeld, Reconciling, Stalled.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -312,6 +312,12 @@ type KidProductStatus struct {
 	// "Test Webhook" button in Compliance Studio).
 	// +optional
 	LastTestEventTime *metav1.Time `json:"lastTestEventTime,omitempty"`
+
+	// lastHandledResumeErasures is the value of the kid.dev/resume-erasures
+	// annotation last acted on (its first 256 characters).
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	LastHandledResumeErasures string `json:"lastHandledResumeErasures,omitempty"`
 }
 
 // KidProduct is one k-ID product in one environment: where its webhooks are

@@ -262,6 +262,9 @@ type Fake struct {
 	limit         rateLimit
 	buckets       map[string]*bucket
 	retryAfter    time.Duration
+	// sessionFaults make /session/get misanswer for some sessions
+	// (SetSessionNotFound, SetSessionStatus); at most maxSessionFaults.
+	sessionFaults map[string]*SessionFault
 	requests      []APIRequest
 	deliveries    []DeliveryRecord
 }
@@ -289,6 +292,7 @@ func NewFake(o FakeOptions) *Fake {
 		verifications: map[string]*Verification{},
 		sessions:      map[string]*storedSession{},
 		buckets:       map[string]*bucket{},
+		sessionFaults: map[string]*SessionFault{},
 		retryAfter:    time.Second,
 	}
 	f.ctx, f.cancel = context.WithCancel(context.Background())
@@ -495,6 +499,7 @@ func (f *Fake) DeleteSession(sessionID string) error {
 		return fmt.Errorf("session %s: %w", sessionID, ErrNotFound)
 	}
 	delete(f.sessions, sessionID)
+	delete(f.sessionFaults, sessionID)
 	f.deliverLocked(kid.SessionDelete, Fields{SessionID: sessionID, ProductID: f.opts.ProductID})
 	return nil
 }
@@ -513,6 +518,7 @@ func (f *Fake) deleteAccount(kuid string) (int, error) {
 	for id, s := range f.sessions {
 		if s.KUID == kuid {
 			delete(f.sessions, id)
+			delete(f.sessionFaults, id)
 			n++
 		}
 	}

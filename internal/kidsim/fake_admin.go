@@ -103,6 +103,27 @@ func (f *Fake) adminHandler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"sessionId": id})
 	})
+	mux.HandleFunc("PUT /kidsim/sessions/{id}/faults", func(w http.ResponseWriter, r *http.Request) {
+		var body SessionFault
+		if !readJSON(w, r, &body) {
+			return
+		}
+		id := r.PathValue("id")
+		// Both checked before either is set.
+		if body.Status != "" && !sessionStatusPattern.MatchString(body.Status) {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("status: want up to 32 capitals such as DELETED, got %q", body.Status))
+			return
+		}
+		if err := f.SetSessionNotFound(id, body.NotFoundReads); err != nil {
+			writeControlError(w, err)
+			return
+		}
+		if err := f.SetSessionStatus(id, body.Status); err != nil {
+			writeControlError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, f.SessionFaults()[id])
+	})
 	mux.HandleFunc("DELETE /kidsim/accounts/{kuid}", func(w http.ResponseWriter, r *http.Request) {
 		kuid := r.PathValue("kuid")
 		n, err := f.deleteAccount(kuid)
@@ -144,6 +165,9 @@ type Faults struct {
 	DeliveryDelay string        `json:"deliveryDelay"`
 	RateLimit     RateLimit     `json:"rateLimit"`
 	RetryAfter    string        `json:"retryAfter"`
+	// Sessions are the session faults, by session id (PUT
+	// /kidsim/sessions/{id}/faults sets one).
+	Sessions map[string]SessionFault `json:"sessions"`
 }
 
 // RateLimit is the REST API's limit per key; RPS 0 is off.
@@ -222,7 +246,11 @@ func (f *Fake) faults() Faults {
 	if f.limit.rps > 0 {
 		rl = RateLimit{RPS: f.limit.rps, Burst: f.limit.burst}
 	}
-	return Faults{Deliveries: f.fault, DeliveryDelay: f.deliveryDelay.String(), RateLimit: rl, RetryAfter: f.retryAfter.String()}
+	sessions := make(map[string]SessionFault, len(f.sessionFaults))
+	for id, sf := range f.sessionFaults {
+		sessions[id] = *sf
+	}
+	return Faults{Deliveries: f.fault, DeliveryDelay: f.deliveryDelay.String(), RateLimit: rl, RetryAfter: f.retryAfter.String(), Sessions: sessions}
 }
 
 func (f *Fake) challenge(id string) Challenge {

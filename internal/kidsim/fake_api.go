@@ -183,10 +183,14 @@ func (f *Fake) sessionGet(q url.Values, now time.Time) answer {
 		// for a deleted session; the fake keeps the difference.
 		return apiError(http.StatusNotFound, CodeNotFound, "The session could not be found.")
 	}
-	if e := q.Get("etag"); e != "" && hmac.Equal([]byte(e), []byte(s.Etag)) {
+	answered, notFound := f.faultedLocked(s)
+	if notFound {
+		return apiError(http.StatusBadRequest, CodeNotFound, "The session could not be found.")
+	}
+	if e := q.Get("etag"); e != "" && hmac.Equal([]byte(e), []byte(answered.Etag)) {
 		return answer{status: http.StatusNotModified}
 	}
-	return ok(map[string]any{"session": s.copy(), "status": kid.StatusPass})
+	return ok(map[string]any{"session": answered, "status": kid.StatusPass})
 }
 
 // newestOfLocked returns the newest session of the kuid that has propagated,

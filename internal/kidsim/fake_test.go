@@ -224,6 +224,84 @@ func TestSessionChangesAndDeletion(t *testing.T) {
 	g.Expect(f.DeleteAccount("kuid-1")).To(MatchError(ErrNotFound))
 }
 
+func TestSessionFaults(t *testing.T) {
+	read := func(f *Fake, q string) (int, Session) {
+		rec := get(f, "/api/v1/session/get?"+q)
+		var body struct{ Session Session }
+		_ = json.Unmarshal(rec.Body.Bytes(), &body)
+		return rec.Code, body.Session
+	}
+	codes := func(f *Fake, qs ...string) []int {
+		var out []int
+		for _, q := range qs {
+			code, _ := read(f, q)
+			out = append(out, code)
+		}
+		return out
+	}
+	cases := []struct {
+		name  string
+		reads int
+		want  []int
+	}{
+		{"once answers NOT_FOUND to one read, by either form", 1, []int{400, 200, 200, 200}},
+		{"three reads answer NOT_FOUND to three reads, whichever form", 3, []int{400, 400, 400, 200}},
+		{"persistent answers NOT_FOUND to every read", NotFoundPersistent, []int{400, 400, 400, 400}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			g := NewWithT(t)
+			f := newTestFake(t, FakeOptions{})
+			sid, err := f.ApproveChallenge(f.StartChallenge(), Approval{KUID: "kuid-1"})
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(f.SetSessionNotFound(sid, tc.reads)).To(Succeed())
+			g.Expect(codes(f, "sessionId="+sid, "kuid=kuid-1", "sessionId="+sid, "kuid=kuid-1")).To(Equal(tc.want))
+			rec := get(f, "/api/v1/session/get?sessionId="+sid)
+			if tc.reads == NotFoundPersistent {
+				g.Expect(rec.Body.String()).To(MatchJSON(`{"error":"NOT_FOUND","errorMessage":"The session could not be found."}`), "as for a deleted session")
+				g.Expect(f.SetSessionNotFound(sid, 0)).To(Succeed())
+				g.Expect(codes(f, "sessionId="+sid)).To(Equal([]int{200}))
+			}
+			g.Expect(f.State().Sessions).To(HaveLen(1), "the session itself is kept")
+			g.Expect(f.SessionFaults()).To(BeEmpty(), "a spent fault is gone")
+		})
+	}
+
+	t.Run("a status answers in place of ACTIVE, with its own etag", func(t *testing.T) {
+		g := NewWithT(t)
+		f := newTestFake(t, FakeOptions{})
+		sid, _ := f.ApproveChallenge(f.StartChallenge(), Approval{KUID: "kuid-1"})
+		active := sessionOf(f, sid)
+		g.Expect(active.Status).To(Equal("ACTIVE"))
+		g.Expect(f.SetSessionStatus(sid, "DELETED")).To(Succeed())
+		code, s := read(f, "sessionId="+sid+"&etag="+active.Etag)
+		g.Expect(code).To(Equal(200), "the etag of the ACTIVE session no longer matches")
+		g.Expect(s.Status).To(Equal("DELETED"))
+		g.Expect(s.Etag).NotTo(Equal(active.Etag))
+		_, byKUID := read(f, "kuid=kuid-1")
+		g.Expect(byKUID.Status).To(Equal("DELETED"))
+		g.Expect(codes(f, "sessionId="+sid+"&etag="+s.Etag)).To(Equal([]int{304}))
+		g.Expect(f.SetSessionStatus(sid, "")).To(Succeed())
+		_, s = read(f, "sessionId="+sid)
+		g.Expect(s).To(Equal(active))
+	})
+
+	t.Run("the switches are bounded", func(t *testing.T) {
+		g := NewWithT(t)
+		f := newTestFake(t, FakeOptions{})
+		sid, _ := f.ApproveChallenge(f.StartChallenge(), Approval{})
+		g.Expect(f.SetSessionNotFound(sid, maxNotFoundReads+1)).NotTo(Succeed())
+		g.Expect(f.SetSessionNotFound(sid, -2)).NotTo(Succeed())
+		g.Expect(f.SetSessionStatus(sid, "deleted")).NotTo(Succeed())
+		g.Expect(f.SetSessionStatus(sid, strings.Repeat("D", 33))).NotTo(Succeed())
+		g.Expect(f.SetSessionNotFound("nope", 1)).To(MatchError(ErrNotFound))
+		g.Expect(f.SessionFaults()).To(BeEmpty())
+		g.Expect(f.SetSessionNotFound(sid, 1)).To(Succeed())
+		g.Expect(f.DeleteSession(sid)).To(Succeed())
+		g.Expect(f.SessionFaults()).To(BeEmpty(), "a deleted session's fault goes with it")
+	})
+}
+
 func TestControlCallsRefuseWrongStates(t *testing.T) {
 	f := newTestFake(t, FakeOptions{})
 	decided := f.StartChallenge()
@@ -650,6 +728,13 @@ func TestAdminAPI(t *testing.T) {
 		{"faults are read back", "GET", "/kidsim/faults", "", 200, map[string]any{"deliveries": "5xx", "deliveryDelay": "2s"}},
 		{"faults are cleared", "PUT", "/kidsim/faults", `{"deliveries":"","deliveryDelay":"0s","rateLimit":{"rps":0}}`, 200,
 			map[string]any{"deliveries": "", "deliveryDelay": "0s", "rateLimit": map[string]any{"rps": 0.0, "burst": 0.0}}},
+		{"a session fault is set", "PUT", "/kidsim/sessions/s-1/faults", `{"notFoundReads":2,"status":"DELETED"}`, 200,
+			map[string]any{"notFoundReads": 2.0, "status": "DELETED"}},
+		{"a fault beyond its bound is 400", "PUT", "/kidsim/sessions/s-1/faults", `{"notFoundReads":1001}`, 400, nil},
+		{"a status that is not k-ID's form is 400", "PUT", "/kidsim/sessions/s-1/faults", `{"status":"deleted!"}`, 400, nil},
+		{"a fault of an unknown session is 404", "PUT", "/kidsim/sessions/nope/faults", `{"notFoundReads":1}`, 404, nil},
+		{"session faults are read back", "GET", "/kidsim/faults", "", 200,
+			map[string]any{"sessions": map[string]any{"s-1": map[string]any{"notFoundReads": 2.0, "status": "DELETED"}}}},
 		{"an account is deleted with its sessions", "DELETE", "/kidsim/accounts/k-1", "", 200, map[string]any{"kuid": "k-1", "sessionsDeleted": 1.0}},
 		{"a deleted session is 404", "DELETE", "/kidsim/sessions/s-1", "", 404, nil},
 		{"an unknown admin path is a JSON 404", "GET", "/kidsim/nope", "", 404, nil},
