@@ -144,6 +144,9 @@ type Faults struct {
 	DeliveryDelay string        `json:"deliveryDelay"`
 	RateLimit     RateLimit     `json:"rateLimit"`
 	RetryAfter    string        `json:"retryAfter"`
+	// StatusWithoutSession: /challenge/get-status answers PASS without
+	// its sessionId (spec §4.3).
+	StatusWithoutSession bool `json:"statusWithoutSession"`
 }
 
 // RateLimit is the REST API's limit per key; RPS 0 is off.
@@ -159,6 +162,9 @@ type FaultsUpdate struct {
 	DeliveryDelay *string    `json:"deliveryDelay,omitempty"`
 	RateLimit     *RateLimit `json:"rateLimit,omitempty"`
 	RetryAfter    *string    `json:"retryAfter,omitempty"`
+	// StatusWithoutSession makes /challenge/get-status answer PASS
+	// without its sessionId, or as the webhook does.
+	StatusWithoutSession *bool `json:"statusWithoutSession,omitempty"`
 	// APIKey rotates the key the REST API accepts.
 	APIKey *string `json:"apiKey,omitempty"`
 }
@@ -198,6 +204,9 @@ func (f *Fake) UpdateFaults(u FaultsUpdate) error {
 	if u.RateLimit != nil {
 		f.SetRateLimit(u.RateLimit.RPS, u.RateLimit.Burst)
 	}
+	if u.StatusWithoutSession != nil {
+		f.SetStatusWithoutSession(*u.StatusWithoutSession)
+	}
 	if u.APIKey != nil {
 		f.SetAPIKey(*u.APIKey)
 	}
@@ -222,7 +231,7 @@ func (f *Fake) faults() Faults {
 	if f.limit.rps > 0 {
 		rl = RateLimit{RPS: f.limit.rps, Burst: f.limit.burst}
 	}
-	return Faults{Deliveries: f.fault, DeliveryDelay: f.deliveryDelay.String(), RateLimit: rl, RetryAfter: f.retryAfter.String()}
+	return Faults{Deliveries: f.fault, DeliveryDelay: f.deliveryDelay.String(), RateLimit: rl, RetryAfter: f.retryAfter.String(), StatusWithoutSession: f.statusWithoutSession}
 }
 
 func (f *Fake) challenge(id string) Challenge {
