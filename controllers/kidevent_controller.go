@@ -72,9 +72,10 @@ type KidEventReconciler struct {
 // +kubebuilder:rbac:groups=kid.dev,resources=kidactions,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
-// SetupWithManager registers the controller. Creates trigger it, and
-// annotation changes (the redrive annotation): the spec of an event never
-// changes, and status writes must not retrigger.
+// SetupWithManager registers the controller. Creates trigger it, spec
+// changes (a later copy added what the stored one lacked: reconcileRefold)
+// and annotation changes (the redrive annotation); status writes must not
+// retrigger.
 func (r *KidEventReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.MaxConcurrentReconciles == 0 {
 		r.MaxConcurrentReconciles = 16
@@ -162,6 +163,7 @@ func (r *KidEventReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		r.reconcileReread,
 		r.reconcileConfirm,
 		r.reconcileFold,
+		r.reconcileRefold,
 		r.reconcileErase,
 		r.reconcileMatch,
 		r.reconcileRun,
@@ -243,6 +245,9 @@ func (r *KidEventReconciler) reconcileFold(ctx context.Context, p *eventPass) (s
 	if err != nil {
 		return endPass, err
 	}
+	if targets, err = r.enrichedInFlight(ctx, e, fe, targets); err != nil {
+		return endPass, err
+	}
 	privacy := kid.Privacy{KeepEmail: product.Spec.Privacy.StoreApproverEmail, KeepDateOfBirth: product.Spec.Privacy.StoreDateOfBirth}
 	for _, t := range targets {
 		user, err := r.applyTo(ctx, e, product, t, privacy)
@@ -254,6 +259,82 @@ func (r *KidEventReconciler) reconcileFold(ctx context.Context, p *eventPass) (s
 	}
 	p.folded = true
 	return carryOn, nil
+}
+
+// reconcileRefold folds an event again, uncounted, when a later copy added
+// to it what the stored copy lacked after it was folded (inbox.Enrich;
+// design.md §2, "The richer copy wins"): its generation is newer than the
+// one folded. The fold is a join, so only what was added changes anything:
+// a session id that links its challenge to the player, a kuid, personal
+// data the product keeps. The event was counted by the user(s) it was
+// folded into first; Join counts nothing, and that user, a stand-in now
+// holding an id the player's user holds too, is merged into it with its
+// count, so the event is counted once. It records the generation folded
+// (one status write) and goes on: erase deletes the event if it now keeps
+// personal data about an erased player; its runs are left as they are (an
+// event's actions run once).
+func (r *KidEventReconciler) reconcileRefold(ctx context.Context, p *eventPass) (stepOutcome, error) {
+	e := p.event
+	if p.pending() || e.Status.Phase == kidv1.EventIgnored || e.Generation <= max(e.Status.FoldedGeneration, 1) ||
+		e.Spec.Source == kidv1.SourceBrowser || !kid.Known(e.Spec.EventType) {
+		return carryOn, nil
+	}
+	product, err := r.productOf(ctx, e)
+	if err != nil {
+		return endPass, err
+	}
+	p.product = product
+	fe, err := foldEvent(e)
+	if err != nil {
+		// It folded once, so its data decoded then; keep what was folded.
+		ctrl.LoggerFrom(ctx).Error(err, "enriched event data does not decode; not folding it again")
+		return endPass, nil
+	}
+	targets, err := r.targets(ctx, e, fe)
+	if err != nil {
+		return endPass, err
+	}
+	privacy := kid.Privacy{KeepEmail: product.Spec.Privacy.StoreApproverEmail, KeepDateOfBirth: product.Spec.Privacy.StoreDateOfBirth}
+	for _, t := range targets {
+		t.uncounted = true
+		user, err := r.applyTo(ctx, e, product, t, privacy)
+		if err != nil {
+			return endPass, err
+		}
+		p.playerErased = p.playerErased || user.Status.ErasedAt != nil
+	}
+	before := e.DeepCopy()
+	e.Status.FoldedGeneration = e.Generation
+	if err := r.Status().Patch(ctx, e, client.MergeFrom(before)); err != nil {
+		return endPass, fmt.Errorf("recording the event's folded generation: %w", err)
+	}
+	eventsProcessedTotal.WithLabelValues(typeLabel(e.Spec.EventType), "refolded").Inc()
+	return carryOn, nil
+}
+
+// enrichedInFlight handles a Pending event that a later copy enriched with
+// a session after a first fold into a challenge's stand-in counted it, and
+// before the event was marked Applied (a crash between the two writes): the
+// stand-in holds the event in flight. The fold goes to that stand-in again,
+// which does not count it twice, and to the session's user uncounted, so
+// the stand-in is merged into the player with its count. Any other event is
+// left to targets' choice.
+func (r *KidEventReconciler) enrichedInFlight(ctx context.Context, e *kidv1.KidEvent, fe *fold.Event, targets []target) ([]target, error) {
+	s := e.Spec.Subject
+	if e.Generation <= 1 || s.SessionID == "" || s.ChallengeID == "" || len(targets) != 1 {
+		return targets, nil
+	}
+	holders, err := r.holders(ctx, e.Namespace, kidv1.UserIDKey(e.Spec.ProductRef.Name, kidv1.IdentityChallenge, s.ChallengeID), fe)
+	if err != nil {
+		return nil, err
+	}
+	i := slices.IndexFunc(holders, func(h target) bool { return h.holdsEvent && h.name != targets[0].name })
+	if i < 0 {
+		return targets, nil
+	}
+	session := targets[0]
+	session.uncounted = true
+	return []target{session, holders[i]}, nil
 }
 
 // reconcileErase deletes a late delivery about a player k-ID already
@@ -402,6 +483,9 @@ type target struct {
 	// fold repeated after a failure between the user's write and the
 	// event's.
 	holdsEvent bool
+	// uncounted: another user counted the event; this fold only joins
+	// what it says (reconcileRefold, enrichedInFlight).
+	uncounted bool
 }
 
 // targets resolves the KidUsers an event folds into (design.md §2, "Identity
@@ -608,7 +692,11 @@ func (r *KidEventReconciler) applyTo(ctx context.Context, e *kidv1.KidEvent, pro
 		return nil, err
 	}
 	user.Status.InFlightEvents = inFlight
-	user.Status = *fold.Apply(&user.Status, t.event, privacy, string(user.UID))
+	if t.uncounted {
+		user.Status = *fold.Join(&user.Status, t.event, privacy)
+	} else {
+		user.Status = *fold.Apply(&user.Status, t.event, privacy, string(user.UID))
+	}
 	setUserConditions(user)
 	if apiequality.Semantic.DeepEqual(before.Status, user.Status) {
 		return user, nil
@@ -677,6 +765,7 @@ func (r *KidEventReconciler) setPhase(ctx context.Context, e *kidv1.KidEvent, ph
 	e.Status.Actions = runs
 	if phase == kidv1.EventApplied {
 		e.Status.AppliedAt = &now
+		e.Status.FoldedGeneration = e.Generation
 	}
 	// A JSON merge patch replaces the runs list whole, so it is written
 	// only over the version it was computed from: a stale read can never

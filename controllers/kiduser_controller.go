@@ -46,6 +46,10 @@ type KidUserReconciler struct {
 	// polls, retention, the memory of deleted users). SetupWithManager
 	// sets the real clock when it is nil; tests pass a fake one.
 	Clock clock.PassiveClock
+	// APIReader reads a stored event back, around the cache, when a polled
+	// event is a duplicate (to add what the poll's copy carries). Nil
+	// means Client.
+	APIReader client.Reader
 	// MaxConcurrentReconciles defaults to 4: a user waits on k-ID's API
 	// as well as on the API server.
 	MaxConcurrentReconciles int

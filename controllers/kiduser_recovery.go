@@ -173,7 +173,8 @@ func (r *KidUserReconciler) pollVerification(ctx context.Context, c *APIClient, 
 
 // storePolled stores what k-ID's API answered as an event with source poll,
 // through the same inbox as the webhooks: same name, labels and redaction,
-// so a webhook of the same change is a duplicate, whichever comes first.
+// so a webhook of the same change is a duplicate, whichever comes first,
+// and whichever comes second adds what the first lacked.
 func (r *KidUserReconciler) storePolled(ctx context.Context, product *kidv1.KidProduct, eventType string, data map[string]any) error {
 	body, err := json.Marshal(map[string]any{"eventType": eventType, "data": data})
 	if err != nil {
@@ -188,7 +189,14 @@ func (r *KidUserReconciler) storePolled(ctx context.Context, product *kidv1.KidP
 	if err != nil {
 		return err
 	}
-	if err := r.Create(ctx, event); err != nil && !apierrors.IsAlreadyExists(err) {
+	reader := r.APIReader
+	if reader == nil {
+		reader = r.Client
+	}
+	// A duplicate gains what this answer carries and the stored copy
+	// lacks (inbox.Enrich): a poll may come second to a webhook that the
+	// answer would complete, as well as first.
+	if err := inbox.ClientStore(r.Client, reader)(ctx, product, event); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("storing polled event: %w", err)
 	}
 	recoveredEventsTotal.WithLabelValues(typeLabel(eventType)).Inc()

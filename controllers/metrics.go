@@ -10,7 +10,7 @@ import (
 var (
 	eventsProcessedTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "kid_events_processed_total",
-		Help: "KidEvents processed by the KidEvent controller, by event type (known types, else unknown) and result (applied, ignored).",
+		Help: "KidEvents processed by the KidEvent controller, by event type (known types, else unknown) and result (applied, ignored, erased, refolded).",
 	}, []string{"type", "result"})
 
 	applyLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{

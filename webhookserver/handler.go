@@ -114,7 +114,7 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, productLabel *st
 
 	ctx, cancel := context.WithTimeout(r.Context(), s.opts.StoreTimeout)
 	defer cancel()
-	switch err := s.store(ctx, event); {
+	switch err := s.store(ctx, &product, event); {
 	case err == nil:
 	case apierrors.IsAlreadyExists(err):
 		duplicatesTotal.WithLabelValues(*productLabel).Inc()

@@ -58,7 +58,7 @@ func newTestServer(t *testing.T, funcs *interceptor.Funcs) (*Server, client.Clie
 		b = b.WithInterceptorFuncs(*funcs)
 	}
 	c := b.Build()
-	s := &Server{reader: c, secrets: secrets.New(c, secrets.Options{}), store: inbox.ClientStore(c)}
+	s := &Server{reader: c, secrets: secrets.New(c, secrets.Options{}), store: inbox.ClientStore(c, c)}
 	s.opts = Options{Clock: testingclock.NewFakePassiveClock(testNow)}
 	s.opts.setDefaults()
 	s.MarkReady()

@@ -25,14 +25,14 @@ func TestInFlightBound(t *testing.T) {
 	entered := make(chan struct{}, 3)
 	gate := make(chan struct{})
 	stored := s.store
-	s.store = func(ctx context.Context, e *kidv1.KidEvent) error {
+	s.store = func(ctx context.Context, p *kidv1.KidProduct, e *kidv1.KidEvent) error {
 		entered <- struct{}{}
 		select {
 		case <-gate:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		return stored(ctx, e)
+		return stored(ctx, p, e)
 	}
 
 	held := []string{"challenge-pass", "session-delete"}

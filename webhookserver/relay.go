@@ -244,7 +244,7 @@ func (s *Server) handleRelay(w http.ResponseWriter, r *http.Request, productLabe
 
 	ctx, cancel := context.WithTimeout(r.Context(), s.opts.StoreTimeout)
 	defer cancel()
-	switch err := s.store(ctx, event); {
+	switch err := s.store(ctx, product, event); {
 	case err == nil, apierrors.IsAlreadyExists(err):
 		// AlreadyExists: the same message relayed again (a reload, a
 		// retry): one event.

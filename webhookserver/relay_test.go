@@ -84,7 +84,7 @@ func newRelayServer(t *testing.T, funcs *interceptor.Funcs, now time.Time) (*Ser
 	}
 	c := b.Build()
 	users := newFakeUsers()
-	s := &Server{reader: c, secrets: secrets.New(c, secrets.Options{}), store: inbox.ClientStore(c)}
+	s := &Server{reader: c, secrets: secrets.New(c, secrets.Options{}), store: inbox.ClientStore(c, c)}
 	s.opts = Options{Clock: testingclock.NewFakePassiveClock(now)}
 	s.opts.setDefaults()
 	s.browser = newBrowserRelay(users, s.opts.Browser)

@@ -99,7 +99,8 @@ func (s EventSubject) IDs() []string {
 	return append(ids, s.VerificationIDs...)
 }
 
-// KidEventSpec is one verified delivery from k-ID. It is immutable.
+// KidEventSpec is one verified delivery from k-ID. It is immutable, but a
+// later copy of the same event may add what it lacks (see KidEvent).
 type KidEventSpec struct {
 	// productRef names the KidProduct the event was delivered for.
 	// +required
@@ -205,6 +206,15 @@ type KidEventStatus struct {
 	// +optional
 	AppliedAt *metav1.Time `json:"appliedAt,omitempty"`
 
+	// foldedGeneration is the spec generation last folded into the event's
+	// users. The spec changes only when a later copy of the event adds what
+	// the stored copy lacked; an event past Pending whose generation is
+	// newer is folded again, uncounted (design.md §2, "The richer copy
+	// wins").
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	FoldedGeneration int64 `json:"foldedGeneration,omitempty"`
+
 	// actions records each matching KidAction's run.
 	// +optional
 	// +listType=map
@@ -224,7 +234,14 @@ type KidEventStatus struct {
 // +kubebuilder:printcolumn:name="Subject",type=string,JSONPath=`.metadata.annotations.kid\.dev/subject`
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
-// +kubebuilder:validation:XValidation:rule="self.spec == oldSelf.spec",message="spec is immutable: a KidEvent records what k-ID sent"
+// The spec records what k-ID sent. It is immutable but for one change: a
+// later copy of the same event may add what the stored copy lacks (the
+// inbox's enrichment, design.md §2 "The richer copy wins"): an id the
+// subject did not name, a data key (schemaless, so the inbox alone keeps
+// data's existing keys unchanged), and personalData from false to true.
+// +kubebuilder:validation:XValidation:rule="self.spec.productRef == oldSelf.spec.productRef && self.spec.eventType == oldSelf.spec.eventType && self.spec.receivedAt == oldSelf.spec.receivedAt && self.spec.source == oldSelf.spec.source && has(self.spec.signedAt) == has(oldSelf.spec.signedAt) && (!has(self.spec.signedAt) || self.spec.signedAt == oldSelf.spec.signedAt) && has(self.spec.bodySHA256) == has(oldSelf.spec.bodySHA256) && (!has(self.spec.bodySHA256) || self.spec.bodySHA256 == oldSelf.spec.bodySHA256)",message="spec is immutable: a KidEvent records what k-ID sent"
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.spec.subject) || (has(self.spec.subject) && (!has(oldSelf.spec.subject.sessionId) || (has(self.spec.subject.sessionId) && self.spec.subject.sessionId == oldSelf.spec.subject.sessionId)) && (!has(oldSelf.spec.subject.challengeId) || (has(self.spec.subject.challengeId) && self.spec.subject.challengeId == oldSelf.spec.subject.challengeId)) && (!has(oldSelf.spec.subject.kuid) || (has(self.spec.subject.kuid) && self.spec.subject.kuid == oldSelf.spec.subject.kuid)) && (!has(oldSelf.spec.subject.verificationIds) || (has(self.spec.subject.verificationIds) && self.spec.subject.verificationIds == oldSelf.spec.subject.verificationIds)))",message="spec.subject may only gain the ids it lacks: a KidEvent records what k-ID sent"
+// +kubebuilder:validation:XValidation:rule="(!has(oldSelf.spec.personalData) || !oldSelf.spec.personalData || (has(self.spec.personalData) && self.spec.personalData)) && (!has(oldSelf.spec.data) || has(self.spec.data))",message="spec.personalData and spec.data may not be taken away"
 type KidEvent struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`

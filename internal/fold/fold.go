@@ -75,6 +75,19 @@ func Apply(st *kidv1.KidUserStatus, e *Event, privacy kid.Privacy, origin string
 	return out
 }
 
+// Join folds one event into a status without counting it and without
+// naming it in flight: for an event already counted on another user (or on
+// this one), folded again because a later copy added to it what the first
+// lacked, such as the session that links its challenge to a player
+// (design.md §2, "The richer copy wins"). The users that counted it carry
+// their counts into the player's user when they are merged, so the event is
+// counted once. st is not modified.
+func Join(st *kidv1.KidUserStatus, e *Event, privacy kid.Privacy) *kidv1.KidUserStatus {
+	d := Delta(e, privacy)
+	d.InFlightEvents = nil
+	return Merge(st, d)
+}
+
 // Delta is the partial status one event stands for.
 func Delta(e *Event, privacy kid.Privacy) *kidv1.KidUserStatus {
 	p := &e.Payload

@@ -227,6 +227,31 @@ func TestAnEventFoldedIntoAStandInIsNotCountedAgainOnTheUserItWasMergedInto(t *t
 	g.Expect(Merge(standIn, again).InFlightEvents).To(Equal(merged.InFlightEvents))
 }
 
+func TestAnEnrichedEventJoinedIntoTheSessionsUserIsCountedOnceAfterTheMerge(t *testing.T) {
+	// The poll's PASS without the session was folded into the challenge's
+	// stand-in and counted there; the webhook's copy added the session, and
+	// the event is joined into the session's user, uncounted. The stand-in
+	// is then merged into that user with its count.
+	g := NewWithT(t)
+	polled := ev(t, 2, kid.ChallengeStateChange, kidsim.Fields{ChallengeID: challenge, Status: kid.StatusPass, KUID: kuid})
+	enriched := ev(t, 2, kid.ChallengeStateChange, kidsim.Fields{ChallengeID: challenge, Status: kid.StatusPass, KUID: kuid, SessionID: session, DOB: dob})
+	standIn := foldInto("uid-a", []*Event{polled})
+
+	user := Join(&kidv1.KidUserStatus{}, enriched, everything)
+	g.Expect(user.ObservedEvents).To(BeZero(), "joined, not counted")
+	g.Expect(user.InFlightEvents).To(BeEmpty(), "not in flight: it was counted elsewhere")
+	g.Expect(user.ChallengeIDs).To(Equal([]string{challenge}), "the session's user now holds the challenge")
+	g.Expect(user.SessionID).To(Equal(session))
+	g.Expect(user.Consent.State).To(Equal(kidv1.ConsentGranted))
+	g.Expect(user.PersonalData.DateOfBirth).To(Equal(dob))
+	g.Expect(apiequality.Semantic.DeepEqual(Join(user, enriched, everything), user)).To(BeTrue(), "joining again changes nothing")
+
+	merged := Merge(user, standIn)
+	g.Expect(merged.ObservedEvents).To(BeEquivalentTo(1), "counted once, by the stand-in")
+	g.Expect(Join(merged, enriched, everything).ObservedEvents).To(BeEquivalentTo(1))
+	g.Expect(Join(&kidv1.KidUserStatus{}, enriched, kid.Privacy{}).PersonalData).To(BeNil(), "privacy applies to the join")
+}
+
 func TestInFlightEventsAreBounded(t *testing.T) {
 	// The controller drops finished events' names before each fold, so the
 	// bound is never reached; past it, the fold still counts each new event

@@ -259,9 +259,12 @@ type Fake struct {
 	events        int
 	fault         DeliveryFault
 	deliveryDelay time.Duration
-	limit         rateLimit
-	buckets       map[string]*bucket
-	retryAfter    time.Duration
+	// statusWithoutSession: /challenge/get-status answers a PASS without
+	// its sessionId (SetStatusWithoutSession).
+	statusWithoutSession bool
+	limit                rateLimit
+	buckets              map[string]*bucket
+	retryAfter           time.Duration
 	// sessionFaults make /session/get misanswer for some sessions
 	// (SetSessionNotFound, SetSessionStatus); at most maxSessionFaults.
 	sessionFaults map[string]*SessionFault
@@ -544,6 +547,15 @@ func (f *Fake) SetDeliveryDelay(d time.Duration) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.deliveryDelay = d
+}
+
+// SetStatusWithoutSession makes /challenge/get-status answer a PASS without
+// its sessionId, as k-ID may ("present on PASS, but not always", spec
+// §4.3); the webhook still carries it. Off answers as the webhook does.
+func (f *Fake) SetStatusWithoutSession(on bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.statusWithoutSession = on
 }
 
 // SetRateLimit limits the REST API to rps requests a second per API key,

@@ -168,6 +168,9 @@ type Faults struct {
 	// Sessions are the session faults, by session id (PUT
 	// /kidsim/sessions/{id}/faults sets one).
 	Sessions map[string]SessionFault `json:"sessions"`
+	// StatusWithoutSession: /challenge/get-status answers PASS without
+	// its sessionId (spec §4.3).
+	StatusWithoutSession bool `json:"statusWithoutSession"`
 }
 
 // RateLimit is the REST API's limit per key; RPS 0 is off.
@@ -183,6 +186,9 @@ type FaultsUpdate struct {
 	DeliveryDelay *string    `json:"deliveryDelay,omitempty"`
 	RateLimit     *RateLimit `json:"rateLimit,omitempty"`
 	RetryAfter    *string    `json:"retryAfter,omitempty"`
+	// StatusWithoutSession makes /challenge/get-status answer PASS
+	// without its sessionId, or as the webhook does.
+	StatusWithoutSession *bool `json:"statusWithoutSession,omitempty"`
 	// APIKey rotates the key the REST API accepts.
 	APIKey *string `json:"apiKey,omitempty"`
 }
@@ -222,6 +228,9 @@ func (f *Fake) UpdateFaults(u FaultsUpdate) error {
 	if u.RateLimit != nil {
 		f.SetRateLimit(u.RateLimit.RPS, u.RateLimit.Burst)
 	}
+	if u.StatusWithoutSession != nil {
+		f.SetStatusWithoutSession(*u.StatusWithoutSession)
+	}
 	if u.APIKey != nil {
 		f.SetAPIKey(*u.APIKey)
 	}
@@ -250,7 +259,7 @@ func (f *Fake) faults() Faults {
 	for id, sf := range f.sessionFaults {
 		sessions[id] = *sf
 	}
-	return Faults{Deliveries: f.fault, DeliveryDelay: f.deliveryDelay.String(), RateLimit: rl, RetryAfter: f.retryAfter.String(), Sessions: sessions}
+	return Faults{Deliveries: f.fault, DeliveryDelay: f.deliveryDelay.String(), RateLimit: rl, RetryAfter: f.retryAfter.String(), Sessions: sessions, StatusWithoutSession: f.statusWithoutSession}
 }
 
 func (f *Fake) challenge(id string) Challenge {

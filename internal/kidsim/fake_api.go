@@ -237,7 +237,11 @@ func (f *Fake) challengeGetStatus(q url.Values, _ time.Time) answer {
 		SessionID   string `json:"sessionId,omitempty"`
 		KUID        string `json:"kuid,omitempty"`
 	}
-	return ok(status{ChallengeID: c.ChallengeID, Status: c.Status, SessionID: c.SessionID, KUID: c.KUID})
+	answer := status{ChallengeID: c.ChallengeID, Status: c.Status, SessionID: c.SessionID, KUID: c.KUID}
+	if f.statusWithoutSession {
+		answer.SessionID = ""
+	}
+	return ok(answer)
 }
 
 // verificationGetStatus answers /age-verification/get-status?id=.

@@ -654,6 +654,23 @@ func TestDeliveryDelayLetsThePollWin(t *testing.T) {
 	g.Eventually(rc.received).Should(HaveLen(1))
 }
 
+func TestStatusWithoutSessionAnswersPassWithoutItWhileTheWebhookCarriesIt(t *testing.T) {
+	g := NewWithT(t)
+	f, rc := deliveringFake(t, FakeOptions{})
+	f.SetStatusWithoutSession(true)
+	c := f.StartChallenge()
+	sid, err := f.ApproveChallenge(c, Approval{KUID: "kuid-1"})
+	g.Expect(err).NotTo(HaveOccurred())
+	got := get(f, "/api/v1/challenge/get-status?challengeId="+c)
+	g.Expect(got.Code).To(Equal(200))
+	g.Expect(got.Body.String()).To(MatchJSON(`{"challengeId":"` + c + `","status":"PASS","kuid":"kuid-1"}`))
+	g.Eventually(rc.received).Should(HaveLen(2))
+	g.Expect(rc.received()).To(ContainElement(ContainSubstring(`"sessionId":"`+sid+`"`)), "the webhook names the session")
+
+	f.SetStatusWithoutSession(false)
+	g.Expect(get(f, "/api/v1/challenge/get-status?challengeId="+c).Body.String()).To(ContainSubstring(`"sessionId":"` + sid + `"`))
+}
+
 func TestCloseAbortsDeliveriesInFlight(t *testing.T) {
 	g := NewWithT(t)
 	f, rc := deliveringFake(t, FakeOptions{})
@@ -722,8 +739,8 @@ func TestAdminAPI(t *testing.T) {
 		{"a permission needs name and enabled", "POST", "/kidsim/sessions/s-1/permissions", `{"name":"voice-chat"}`, 400, nil},
 		{"a permission is set", "POST", "/kidsim/sessions/s-1/permissions", `{"name":"voice-chat","enabled":true}`, 200,
 			map[string]any{"sessionId": "s-1"}},
-		{"faults are set together", "PUT", "/kidsim/faults", `{"deliveries":"5xx","deliveryDelay":"2s","rateLimit":{"rps":10,"burst":20},"retryAfter":"3s"}`, 200,
-			map[string]any{"deliveries": "5xx", "deliveryDelay": "2s", "retryAfter": "3s", "rateLimit": map[string]any{"rps": 10.0, "burst": 20.0}}},
+		{"faults are set together", "PUT", "/kidsim/faults", `{"deliveries":"5xx","deliveryDelay":"2s","rateLimit":{"rps":10,"burst":20},"retryAfter":"3s","statusWithoutSession":true}`, 200,
+			map[string]any{"deliveries": "5xx", "deliveryDelay": "2s", "retryAfter": "3s", "rateLimit": map[string]any{"rps": 10.0, "burst": 20.0}, "statusWithoutSession": true}},
 		{"an unknown fault is 400 and changes nothing", "PUT", "/kidsim/faults", `{"deliveries":"flaky","deliveryDelay":"0s"}`, 400, nil},
 		{"faults are read back", "GET", "/kidsim/faults", "", 200, map[string]any{"deliveries": "5xx", "deliveryDelay": "2s"}},
 		{"faults are cleared", "PUT", "/kidsim/faults", `{"deliveries":"","deliveryDelay":"0s","rateLimit":{"rps":0}}`, 200,

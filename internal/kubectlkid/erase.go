@@ -136,7 +136,7 @@ func (e *eraseOptions) store(ctx context.Context, s *session, product *kidv1.Kid
 	if err != nil {
 		return err
 	}
-	err = inbox.ClientStore(s.client)(ctx, event)
+	err = inbox.ClientStore(s.client, s.client)(ctx, product, event)
 	switch {
 	case apierrors.IsAlreadyExists(err):
 		fmt.Fprintf(e.Out, "kidevent/%s already exists (k-ID's own, or an earlier request).\n", event.Name)

@@ -248,7 +248,7 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 		return nil, fmt.Errorf("setting up KidEvent controller: %w", err)
 	}
 	if err := (&controllers.KidUserReconciler{
-		Client: mgr.GetClient(), APIClients: apiClients, Clock: opts.Clock,
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), APIClients: apiClients, Clock: opts.Clock,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up KidUser controller: %w", err)
 	}

@@ -173,6 +173,8 @@ change the RBAC markers in the code, or the roles in config/rbac, and run make m
   - kidevents
   verbs:
   - create
+  - get
+  - patch
 - apiGroups:
   - kid.dev
   resources:
