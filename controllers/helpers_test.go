@@ -10,6 +10,7 @@ import (
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+	"github.com/kid-operator/kid-operator/internal/kid"
 	"github.com/kid-operator/kid-operator/internal/kidsim"
 	"github.com/kid-operator/kid-operator/test/testenv"
 )
@@ -28,7 +29,7 @@ func send(p *testenv.Product, eventType string, f kidsim.Fields) {
 	GinkgoHelper()
 	body, err := kidsim.Build(eventType, f)
 	Expect(err).NotTo(HaveOccurred())
-	a := p.Sender().Deliver(ctx, body, nowTS(), kidsim.Sign)
+	a := p.Sender().Deliver(ctx, body, nowTS(), kid.Sign)
 	Expect(a.Status).To(Equal(200), a.String())
 }
 

@@ -240,7 +240,7 @@ var _ = Describe("KidAction", func() {
 		Expect(err).NotTo(HaveOccurred())
 		for i := range 3 {
 			ts := strconv.FormatInt(h.Clock.Now().Add(time.Duration(i)*5*time.Second).Unix(), 10)
-			Expect(p.Sender().Deliver(ctx, body, ts, kidsim.Sign).Status).To(Equal(200))
+			Expect(p.Sender().Deliver(ctx, body, ts, kid.Sign).Status).To(Equal(200))
 		}
 		allEventsFinished(p.Namespace)
 		Expect(events(p.Namespace)).To(HaveLen(1))
@@ -261,8 +261,8 @@ var _ = Describe("KidAction", func() {
 		Expect(h.Client.Create(ctx, a)).To(Succeed())
 		body, err := kidsim.Build(kid.SessionDelete, kidsim.Fields{SessionID: "s-9"})
 		Expect(err).NotTo(HaveOccurred())
-		Eventually(func() int { return p.Sender().Deliver(ctx, body, nowTS(), kidsim.Sign).Status }).Should(Equal(200))
-		Expect(p.Sender().Deliver(ctx, body, nowTS(), kidsim.Sign).Status).To(Equal(200))
+		Eventually(func() int { return p.Sender().Deliver(ctx, body, nowTS(), kid.Sign).Status }).Should(Equal(200))
+		Expect(p.Sender().Deliver(ctx, body, nowTS(), kid.Sign).Status).To(Equal(200))
 		allEventsFinished(p.Namespace)
 
 		Eventually(func(g Gomega) {
@@ -285,7 +285,7 @@ var _ = Describe("KidAction", func() {
 		Expect(h.Client.Create(ctx, a)).To(Succeed())
 		Eventually(func() int {
 			body, _ := kidsim.Build(kid.SessionDelete, kidsim.Fields{SessionID: "s-8"})
-			return p.Sender().Deliver(ctx, body, nowTS(), kidsim.Sign).Status
+			return p.Sender().Deliver(ctx, body, nowTS(), kid.Sign).Status
 		}).Should(Equal(200))
 		Eventually(func(g Gomega) {
 			for _, e := range events(p.Namespace) {

@@ -25,6 +25,7 @@ import (
 	"github.com/kid-operator/kid-operator/internal/actions"
 	"github.com/kid-operator/kid-operator/internal/cachemem"
 	"github.com/kid-operator/kid-operator/internal/fold"
+	"github.com/kid-operator/kid-operator/internal/inbox"
 	"github.com/kid-operator/kid-operator/internal/kid"
 )
 
@@ -248,7 +249,7 @@ func (r *KidEventReconciler) reconcileFold(ctx context.Context, p *eventPass) (s
 	if targets, err = r.enrichedInFlight(ctx, e, fe, targets); err != nil {
 		return endPass, err
 	}
-	privacy := kid.Privacy{KeepEmail: product.Spec.Privacy.StoreApproverEmail, KeepDateOfBirth: product.Spec.Privacy.StoreDateOfBirth}
+	privacy := inbox.PrivacyOf(product)
 	for _, t := range targets {
 		user, err := r.applyTo(ctx, e, product, t, privacy)
 		if err != nil {
@@ -294,7 +295,7 @@ func (r *KidEventReconciler) reconcileRefold(ctx context.Context, p *eventPass) 
 	if err != nil {
 		return endPass, err
 	}
-	privacy := kid.Privacy{KeepEmail: product.Spec.Privacy.StoreApproverEmail, KeepDateOfBirth: product.Spec.Privacy.StoreDateOfBirth}
+	privacy := inbox.PrivacyOf(product)
 	for _, t := range targets {
 		t.uncounted = true
 		user, err := r.applyTo(ctx, e, product, t, privacy)

@@ -95,13 +95,13 @@ var _ = Describe("KidEvent controller: every event type, through the receiver", 
 	})
 
 	It("AgeAssurance.Result, legacy shape, reads ageRange, and INCONCLUSIVE decides nothing", func() {
-		Expect(p.Sender().Deliver(ctx, []byte(kid.Examples["ageassurance-legacy"]), nowTS(), kidsim.Sign).Status).To(Equal(200))
+		Expect(p.Sender().Deliver(ctx, []byte(kid.Examples["ageassurance-legacy"]), nowTS(), kid.Sign).Status).To(Equal(200))
 		user(p, kidv1.IdentityVerification, "5a58e98a-e477-484b-b36a-3857ea9daaba", func(g Gomega, u *kidv1.KidUser) {
 			g.Expect(u.Status.Verification.State).To(Equal(kidv1.VerificationVerified))
 			g.Expect(u.Status.Verification.Records[0].Age).To(Equal(&kidv1.AgeRange{Low: ptr.To[int32](18), High: ptr.To[int32](25)}))
 		})
 		inconclusive := `{"eventType":"AgeAssurance.Result","data":{"id":"v-9","status":"INCONCLUSIVE"}}`
-		Expect(p.Sender().Deliver(ctx, []byte(inconclusive), nowTS(), kidsim.Sign).Status).To(Equal(200))
+		Expect(p.Sender().Deliver(ctx, []byte(inconclusive), nowTS(), kid.Sign).Status).To(Equal(200))
 		user(p, kidv1.IdentityVerification, "v-9", func(g Gomega, u *kidv1.KidUser) {
 			g.Expect(u.Status.Verification.State).To(Equal(kidv1.VerificationUnverified))
 			g.Expect(u.Status.Verification.Records[0].Reason).To(Equal("inconclusive"))
@@ -168,8 +168,8 @@ var _ = Describe("KidEvent controller: every event type, through the receiver", 
 
 	It("Test and unknown event types are Ignored and make no user", func() {
 		send(p, kid.TestEvent, kidsim.Fields{})
-		Expect(p.Sender().Deliver(ctx, []byte(`{"eventType":"Something.New","data":{"id":"x"}}`), nowTS(), kidsim.Sign).Status).To(Equal(200))
-		Expect(p.Sender().Deliver(ctx, []byte(kid.Examples["adult-verification"]), nowTS(), kidsim.Sign).Status).To(Equal(200))
+		Expect(p.Sender().Deliver(ctx, []byte(`{"eventType":"Something.New","data":{"id":"x"}}`), nowTS(), kid.Sign).Status).To(Equal(200))
+		Expect(p.Sender().Deliver(ctx, []byte(kid.Examples["adult-verification"]), nowTS(), kid.Sign).Status).To(Equal(200))
 		Eventually(func(g Gomega) {
 			e := events(p.Namespace)
 			g.Expect(e).To(HaveLen(3))

@@ -82,7 +82,7 @@ var _ = Describe("KidUser retention after erasure", func() {
 		body, err := kidsim.Build(kid.ChallengeStateChange, kidsim.Fields{ChallengeID: "c-" + session, Status: kid.StatusPass, SessionID: session, DOB: dob, ApproverEmail: email})
 		Expect(err).NotTo(HaveOccurred())
 		ts = nowTS()
-		a := p.Sender().Deliver(ctx, body, ts, kidsim.Sign)
+		a := p.Sender().Deliver(ctx, body, ts, kid.Sign)
 		Expect(a.Status).To(Equal(200), a.String())
 		user(p, kidv1.IdentitySession, session, func(g Gomega, u *kidv1.KidUser) { g.Expect(u.Status.PersonalData).NotTo(BeNil()) })
 		send(p, kid.SessionDelete, kidsim.Fields{SessionID: session})
@@ -114,7 +114,7 @@ var _ = Describe("KidUser retention after erasure", func() {
 
 		// The consent as k-ID signed it, delivered again: its signature is
 		// a month old, far out of the timestamp tolerance.
-		a := p.Sender().Deliver(ctx, body, ts, kidsim.Sign)
+		a := p.Sender().Deliver(ctx, body, ts, kid.Sign)
 		Expect(a.Status).NotTo(Equal(200), a.String())
 		// The events still stored (none with personal data) run again.
 		for _, e := range events(p.Namespace) {

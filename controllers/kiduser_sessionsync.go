@@ -12,7 +12,7 @@ import (
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
 	"github.com/kid-operator/kid-operator/internal/fold"
-	"github.com/kid-operator/kid-operator/internal/kid"
+	"github.com/kid-operator/kid-operator/internal/inbox"
 	"github.com/kid-operator/kid-operator/internal/kidapi"
 )
 
@@ -139,7 +139,7 @@ func (r *KidUserReconciler) syncSession(ctx context.Context, c *APIClient, produ
 		return r.apiFailed(ctx, c, product, user, p, "session", err), nil
 	}
 	r.sessionAnswered(product, user)
-	privacy := kid.Privacy{KeepEmail: product.Spec.Privacy.StoreApproverEmail, KeepDateOfBirth: product.Spec.Privacy.StoreDateOfBirth}
+	privacy := inbox.PrivacyOf(product)
 	delta := fold.SyncDelta(&fold.Session{
 		SessionID: sessionID, KUID: session.KUID, AgeStatus: session.AgeStatus, Jurisdiction: session.Jurisdiction,
 		Status: session.Status, ETag: session.ETag, DateOfBirth: session.DateOfBirth,

@@ -31,7 +31,7 @@ func now() string { return strconv.FormatInt(time.Now().Unix(), 10) }
 
 // deliver sends one attempt, signed as k-ID signs, and returns the answer.
 func deliver(p *testenv.Product, body, timestamp string) kidsim.Attempt {
-	return p.Sender().Deliver(ctx, []byte(body), timestamp, kidsim.Sign)
+	return p.Sender().Deliver(ctx, []byte(body), timestamp, kid.Sign)
 }
 
 var _ = Describe("Receiving k-ID's deliveries", func() {

@@ -148,7 +148,7 @@ var _ = Describe("A game's page following its player's status", func() {
 			body, err := kidsim.Build(kid.ChallengeStateChange, f)
 			Expect(err).NotTo(HaveOccurred())
 			s := &kidsim.Sender{URL: h.WebhookURL(ns, "demo"), Secret: []byte(h.WebhookSecret(ns, "demo")), Clock: h.Clock}
-			a := s.Deliver(ctx, body, now(), kidsim.Sign)
+			a := s.Deliver(ctx, body, now(), kid.Sign)
 			Expect(a.Status).To(Equal(http.StatusOK), a.String())
 		}
 		// The controllers make a stand-in for the pending challenge...

@@ -216,7 +216,7 @@ func sendAll(ctx context.Context, m *manager, run string, n, c int) receiverRun 
 	lat := make([]time.Duration, n)
 	var non200 atomic.Int64
 	elapsed := parallel(n, c, func(i int) {
-		a := s.Deliver(ctx, delivery(run, i), strconv.FormatInt(time.Now().Unix(), 10), kidsim.Sign)
+		a := s.Deliver(ctx, delivery(run, i), strconv.FormatInt(time.Now().Unix(), 10), kid.Sign)
 		lat[i] = a.Duration
 		if a.Status != http.StatusOK {
 			non200.Add(1)

@@ -529,7 +529,7 @@ func foldLatencies(ctx context.Context, p *plane, m *manager, players, n, c int)
 		waiting[challenge] = applied
 		mu.Unlock()
 		begin := time.Now()
-		a := s.Deliver(ctx, body, strconv.FormatInt(begin.Unix(), 10), kidsim.Sign)
+		a := s.Deliver(ctx, body, strconv.FormatInt(begin.Unix(), 10), kid.Sign)
 		if a.Status != http.StatusOK {
 			failed.Add(1)
 			firstErr.CompareAndSwap(nil, fmt.Errorf("delivery %d answered %d: %s %v", k, a.Status, a.Body, a.Err))

@@ -136,7 +136,7 @@ func DOMEventTypes() []string {
 // data are those of every other event; signedAt is unset, since k-ID signed
 // nothing.
 func BuildBrowser(product *kidv1.KidProduct, msg *BrowserMessage, subject kidv1.EventSubject, now time.Time) (*kidv1.KidEvent, error) {
-	data, personal, err := kid.Redact(msg.Data, privacyOf(product))
+	data, personal, err := kid.Redact(msg.Data, PrivacyOf(product))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrNotDOMEvent, err)
 	}

@@ -25,7 +25,7 @@ import (
 // sent it (a webhook body, or the body the poller made of an API answer);
 // signedAt is k-ID's signing time, or when the API answered.
 func Build(product *kidv1.KidProduct, env *kid.Envelope, body []byte, signedAt, now time.Time, source kidv1.EventSource) (*kidv1.KidEvent, error) {
-	data, personal, err := kid.Redact(env.Data, privacyOf(product))
+	data, personal, err := kid.Redact(env.Data, PrivacyOf(product))
 	if err != nil {
 		return nil, err
 	}
@@ -47,8 +47,9 @@ func Build(product *kidv1.KidProduct, env *kid.Envelope, body []byte, signedAt, 
 	return event, nil
 }
 
-// privacyOf is what the product lets events keep.
-func privacyOf(product *kidv1.KidProduct) kid.Privacy {
+// PrivacyOf is what the product lets events and users keep: the one
+// reading of spec.privacy, for the inbox and the folds alike.
+func PrivacyOf(product *kidv1.KidProduct) kid.Privacy {
 	return kid.Privacy{KeepEmail: product.Spec.Privacy.StoreApproverEmail, KeepDateOfBirth: product.Spec.Privacy.StoreDateOfBirth}
 }
 

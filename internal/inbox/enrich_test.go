@@ -104,7 +104,7 @@ func TestEnrichAddsOnlyWhatTheStoredCopyLacks(t *testing.T) {
 			stored := challengePass(t, tc.product, tc.storedSource, tc.stored)
 			later := challengePass(t, tc.product, tc.laterSource, tc.later)
 			before := stored.DeepCopy()
-			got, err := Enrich(stored, later, privacyOf(tc.product))
+			got, err := Enrich(stored, later, PrivacyOf(tc.product))
 			g.Expect(err).NotTo(HaveOccurred())
 			g.Expect(stored).To(Equal(before), "the stored copy is not modified")
 			g.Expect(got.Conflicts).To(ConsistOf(tc.wantConflicts))
@@ -138,7 +138,7 @@ func TestEnrichRedactsWhatTheLaterCopyCarriesAgain(t *testing.T) {
 	later := stored.DeepCopy()
 	later.Spec.Source = kidv1.SourceWebhook
 	later.Spec.Data = &apiextensionsv1.JSON{Raw: []byte(`{"id":"c-1","status":"PASS","approverEmail":"parent@example.com","dob":"2013-04-01","sessionId":"s-1"}`)}
-	got, err := Enrich(stored, later, privacyOf(product))
+	got, err := Enrich(stored, later, PrivacyOf(product))
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(got.Added).To(ConsistOf("data.sessionId"))
 	g.Expect(dataOf(g, got.Event)).To(Equal(map[string]any{"id": "c-1", "status": "PASS", "sessionId": "s-1"}))

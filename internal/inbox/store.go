@@ -63,7 +63,7 @@ func (b backend) store(ctx context.Context, product *kidv1.KidProduct, e *kidv1.
 		if err != nil {
 			return err
 		}
-		en, err := Enrich(stored, e, privacyOf(product))
+		en, err := Enrich(stored, e, PrivacyOf(product))
 		if err != nil {
 			return err
 		}

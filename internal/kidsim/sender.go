@@ -88,7 +88,7 @@ func (s *Sender) Send(ctx context.Context, body []byte) ([]Attempt, error) {
 		if n > 0 && !s.KeepTimestamp {
 			timestamp = s.timestamp()
 		}
-		a := s.Deliver(ctx, body, timestamp, Sign)
+		a := s.Deliver(ctx, body, timestamp, kid.Sign)
 		a.Number = n + 1
 		attempts = append(attempts, a)
 		if s.OnAttempt != nil {
@@ -110,12 +110,6 @@ func (s *Sender) Send(ctx context.Context, body []byte) ([]Attempt, error) {
 
 // Signer computes the signature header of a delivery.
 type Signer func(secret []byte, timestamp string, body []byte) string
-
-// Sign signs as k-ID does. It is kid.Sign, the receiver's own definition of
-// the signature, named here as a Signer beside BadSignature.
-func Sign(secret []byte, timestamp string, body []byte) string {
-	return kid.Sign(secret, timestamp, body)
-}
 
 // BadSignature signs with a secret nobody holds, as the second delivery of
 // Compliance Studio's "Test Webhook" button does.
@@ -161,7 +155,7 @@ func (s *Sender) Deliver(ctx context.Context, body []byte, timestamp string, sig
 func (s *Sender) TestButton(ctx context.Context, id string) [2]Attempt {
 	body := kid.TestPayload(id)
 	var out [2]Attempt
-	for i, sign := range []Signer{Sign, BadSignature} {
+	for i, sign := range []Signer{kid.Sign, BadSignature} {
 		out[i] = s.Deliver(ctx, body, s.timestamp(), sign)
 		out[i].Number = i + 1
 		if s.OnAttempt != nil {

@@ -121,7 +121,7 @@ func send(p *testenv.Product, eventType string, f kidsim.Fields) string {
 	body, err := kidsim.Build(eventType, f)
 	Expect(err).NotTo(HaveOccurred())
 	now := h.Clock.Now()
-	a := p.Sender().Deliver(ctx, body, strconv.FormatInt(now.Unix(), 10), kidsim.Sign)
+	a := p.Sender().Deliver(ctx, body, strconv.FormatInt(now.Unix(), 10), kid.Sign)
 	Expect(a.Status).To(Equal(200), a.String())
 	env, err := kid.ParseEnvelope(body)
 	Expect(err).NotTo(HaveOccurred())

@@ -227,8 +227,8 @@ func driveTraffic() {
 	body, err := kidsim.Build(kid.ChallengeStateChange, kidsim.Fields{ChallengeID: "c-retried", Status: kid.StatusPass, SessionID: "s-retried"})
 	Expect(err).NotTo(HaveOccurred())
 	ts := strconv.FormatInt(h.Clock.Now().Unix(), 10)
-	Expect(p.Sender().Deliver(ctx, body, ts, kidsim.Sign).Status).To(Equal(http.StatusOK))
-	Expect(p.Sender().Deliver(ctx, body, ts, kidsim.Sign).Status).To(Equal(http.StatusOK))
+	Expect(p.Sender().Deliver(ctx, body, ts, kid.Sign).Status).To(Equal(http.StatusOK))
+	Expect(p.Sender().Deliver(ctx, body, ts, kid.Sign).Status).To(Equal(http.StatusOK))
 	Expect(p.Sender().Deliver(ctx, body, ts, kidsim.BadSignature).Status).To(Equal(http.StatusUnauthorized))
 
 	// A product whose webhook Secret does not exist: 503 (404 until the
@@ -241,7 +241,7 @@ func driveTraffic() {
 		},
 	})).To(Succeed())
 	unready := &kidsim.Sender{URL: h.WebhookURL(ns, "no-secret"), Secret: []byte("any"), Clock: h.Clock}
-	Eventually(func() int { return unready.Deliver(ctx, body, ts, kidsim.Sign).Status }).Should(Equal(http.StatusServiceUnavailable))
+	Eventually(func() int { return unready.Deliver(ctx, body, ts, kid.Sign).Status }).Should(Equal(http.StatusServiceUnavailable))
 
 	// A product whose k-ID API does not answer: calls that end in "error".
 	apiSecret(ns, "unreachable-api", apiKey)

@@ -258,7 +258,7 @@ func deliver(p *testenv.Product, eventType string, f kidsim.Fields) kidsim.Attem
 	GinkgoHelper()
 	body, err := kidsim.Build(eventType, f)
 	Expect(err).NotTo(HaveOccurred())
-	return p.Sender().Deliver(ctx, body, strconv.FormatInt(h.Clock.Now().Unix(), 10), kidsim.Sign)
+	return p.Sender().Deliver(ctx, body, strconv.FormatInt(h.Clock.Now().Unix(), 10), kid.Sign)
 }
 
 // consentGranted waits until the session's KidUser shows the consent.
