@@ -16,7 +16,9 @@ import (
 	"github.com/kid-operator/kid-operator/test/testenv"
 )
 
-// retentionDeleted reads kid_retention_deleted_total for one reason.
+// retentionDeleted reads kid_retention_deleted_total for one reason. The
+// reconciler counts a deletion after the API server made it, so a spec that
+// has seen a user gone waits for the count with Eventually.
 func retentionDeleted(reason string) float64 {
 	GinkgoHelper()
 	families, err := ctrlmetrics.Registry.Gather()
@@ -103,7 +105,7 @@ var _ = Describe("KidUser retention after erasure", func() {
 		advance(2 * 24 * time.Hour)
 		touch(erased, "day-31")
 		userGone(p, kidv1.IdentitySession, "s-ttl")
-		Expect(retentionDeleted("user-erased")).To(Equal(before + 1))
+		Eventually(retentionDeleted).WithArguments("user-erased").Should(Equal(before + 1))
 	})
 
 	It("brings back no personal data when an old delivery arrives or an old event is redriven after the deletion", func() {
@@ -179,7 +181,7 @@ var _ = Describe("KidUser retention after inactivity", func() {
 			touch(u, "hour-49")
 		}
 		userGone(idle, kidv1.IdentitySession, "s-idle")
-		Expect(retentionDeleted("user-inactive")).To(Equal(before + 1))
+		Eventually(retentionDeleted).WithArguments("user-inactive").Should(Equal(before + 1))
 		userStays(idle, active)
 		userStays(idle, synced)
 		userStays(keep, kept)
