@@ -95,16 +95,18 @@ type APISpec struct {
 	// +kubebuilder:validation:Pattern=`^https?://`
 	BaseURL string `json:"baseURL,omitempty"`
 
-	// requestsPerSecond bounds the calls this product makes to k-ID (a token
-	// bucket). Defaults to 5 in test and 100 in live, well under k-ID's
+	// requestsPerSecond bounds the calls this product makes to k-ID: they
+	// are paced at this rate, and no more than this many start in any one
+	// second. Defaults to 5 in test and 100 in live, well under k-ID's
 	// limits of 10 and 500.
 	// +optional
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=500
 	RequestsPerSecond *int32 `json:"requestsPerSecond,omitempty"`
 
-	// burst is how many calls may go at once before the rate applies.
-	// Defaults to requestsPerSecond.
+	// burst is how many calls may go at once before the pace applies; it
+	// never lets more than requestsPerSecond calls into one second.
+	// Defaults to a tenth of requestsPerSecond, at least 1.
 	// +optional
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=500
@@ -408,7 +410,9 @@ func (a *APISpec) RateLimit(env Environment) (rps, burst int) {
 	if a.RequestsPerSecond != nil {
 		rps = int(*a.RequestsPerSecond)
 	}
-	burst = rps
+	// A tenth of the rate, as kidapi.DefaultBurst (this package does not
+	// import the client): a backlog's calls spread over the second.
+	burst = max(1, rps/10)
 	if a.Burst != nil {
 		burst = int(*a.Burst)
 	}

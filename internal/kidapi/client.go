@@ -3,8 +3,9 @@
 // was lost (spec §4). The wire format of events stays in internal/kid, which
 // makes no calls.
 //
-// Every request goes through internal/outbound and a per-product token
-// bucket. A reconciler must not hold its worker while the bucket refills or
+// Every request goes through internal/outbound and a per-product limiter
+// that never lets more calls start in one second than the product's rate
+// (limiter.go). A reconciler must not hold its worker while the bucket refills or
 // while k-ID asks it to come back later, so waits longer than MaxInlineWait
 // are handed back as an *Error with RetryAfter set, and Reserve lets a
 // reconciler learn before calling whether it would have to wait at all.
@@ -18,11 +19,9 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/time/rate"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/clock"
 
@@ -84,10 +83,13 @@ type Config struct {
 	APIKey string
 	// Product is the metrics label, "namespace/name".
 	Product string
-	// RPS is the token bucket's rate (default DefaultRPS).
+	// RPS is the rate of calls (default DefaultRPS, at most MaxRPS): calls
+	// come at this pace, and no more than RPS rounded down (at least 1)
+	// start in any one second.
 	RPS float64
-	// Burst is the bucket's size (default max(1, int(RPS)), as the
-	// KidProduct API defaults it).
+	// Burst is how many calls may start at once before the pace applies
+	// (default DefaultBurst(RPS), as the KidProduct API defaults it). A
+	// burst never lets more than the rate into one second.
 	Burst int
 	// Timeout bounds one HTTP attempt (default 10s).
 	Timeout time.Duration
@@ -114,9 +116,8 @@ type Client struct {
 	base          string
 	apiKey        string
 	product       string
-	limiter       *rate.Limiter
-	schedule      *rate.Limiter // Book's slots, at the limiter's rate
-	limitMu       sync.Mutex    // orders the limiters' clock (reserve)
+	limiter       *limiter
+	schedule      *limiter // Book's slots, at the limiter's rate
 	timeout       time.Duration
 	http          *http.Client
 	maxAttempts   int
@@ -171,12 +172,11 @@ func New(cfg Config) *Client {
 	if rps <= 0 {
 		rps = DefaultRPS
 	}
+	rps = min(rps, MaxRPS)
 	burst := cfg.Burst
 	if burst <= 0 {
-		burst = max(1, int(rps))
+		burst = DefaultBurst(rps)
 	}
-	c.limiter = rate.NewLimiter(rate.Limit(rps), burst)
-	c.schedule = rate.NewLimiter(rate.Limit(rps), burst)
 	if c.timeout <= 0 {
 		c.timeout = DefaultTimeout
 	}
@@ -192,7 +192,16 @@ func New(cfg Config) *Client {
 	if c.clock == nil {
 		c.clock = clock.RealClock{}
 	}
+	c.limiter = newLimiter(c.clock, rps, burst)
+	c.schedule = newLimiter(c.clock, rps, burst)
 	return c
+}
+
+// DefaultBurst is the burst of a rate when none is configured: a tenth of
+// it, at least 1. A burst as large as the rate would let a backlog fire a
+// second's calls at once; a small one spreads them over the second.
+func DefaultBurst(rps float64) int {
+	return max(1, int(rps/10))
 }
 
 // sleep waits d on the client's clock, or until ctx ends, whichever is
@@ -213,25 +222,18 @@ func (c *Client) sleep(ctx context.Context, d time.Duration) error {
 }
 
 // Reserve asks the rate limiter for one request without waiting. It returns
-// 0 when a token was taken: the caller then makes exactly one call through
-// WithReservation, which spends that token instead of taking another. Or it
-// returns the delay after which the caller should try again; then no token
-// was taken (the reservation is cancelled). Reconcilers use it so that a
-// backlog never holds a worker.
+// 0 when a start was taken: the caller then makes exactly one call through
+// WithReservation, which spends that start instead of taking another. Or it
+// returns the delay after which the caller should try again; then nothing
+// was taken. Reconcilers use it so that a backlog never holds a worker.
 func (c *Client) Reserve() time.Duration {
 	if d := c.pause(); d > 0 {
 		return d
 	}
-	r, now := c.reserve(c.limiter)
-	if !r.OK() {
-		// Only a burst below 1 refuses for ever; New never builds one.
-		return time.Second
-	}
-	d := r.DelayFrom(now)
-	if d == 0 {
+	d, ok := c.limiter.take(0)
+	if ok {
 		return 0
 	}
-	c.cancel(r)
 	ratelimitedTotal.WithLabelValues(c.product).Inc()
 	ratelimitWaitSeconds.WithLabelValues(c.product).Add(d.Seconds())
 	return d
@@ -240,53 +242,34 @@ func (c *Client) Reserve() time.Duration {
 // Book gives the caller a slot in the product's schedule and returns how
 // long until it comes (0: now). The schedule runs at the product's rate, so
 // callers that must wait are spread one rate-interval apart and come back
-// one by one, rather than all together at the next token (a herd that would
-// spin a controller's queue for as long as the backlog lasts). A slot is not
-// a token: when it comes, the caller still takes one with Reserve, at the
-// moment it calls, because a caller that comes back late (a busy queue)
-// would otherwise send with others that were late too, and k-ID would count
-// more than the rate in that second. While k-ID's Retry-After holds the
-// product, nothing is booked and the rest of the hold is returned.
+// one by one, rather than all together when the limiter has room (a herd
+// that would spin a controller's queue for as long as the backlog lasts). A
+// slot is not a start: when it comes, the caller still takes one with
+// Reserve, at the moment it calls, because a caller that comes back late (a
+// busy queue) would otherwise send with others that were late too, and
+// k-ID would count more than the rate in that second. While k-ID's
+// Retry-After holds the product, nothing is booked and the rest of the hold
+// is returned.
 func (c *Client) Book() time.Duration {
 	if d := c.pause(); d > 0 {
 		return d
 	}
-	r, now := c.reserve(c.schedule)
-	if !r.OK() {
-		return time.Second
-	}
-	return r.DelayFrom(now)
+	d, _ := c.schedule.take(forever)
+	return d
 }
 
-// reserve takes one token of l at the current time. The time is read under
-// a lock with the reservation, so the limiter sees times in order: with
-// times read before the lock, a caller that read its time first but got the
-// lock second would move the bucket's clock back, and the next caller would
-// be credited that interval twice (a token above the rate now and then,
-// as k-ID would count it).
-func (c *Client) reserve(l *rate.Limiter) (*rate.Reservation, time.Time) {
-	c.limitMu.Lock()
-	defer c.limitMu.Unlock()
-	now := c.clock.Now()
-	return l.ReserveN(now, 1), now
-}
-
-// cancel gives a reserved token back, in time order as reserve takes them.
-func (c *Client) cancel(r *rate.Reservation) {
-	c.limitMu.Lock()
-	defer c.limitMu.Unlock()
-	r.CancelAt(c.clock.Now())
-}
+// forever is a wait no caller refuses: a blocking call without a deadline.
+const forever = time.Duration(1<<63 - 1)
 
 // Reserved is a Client seen by a caller whose Reserve returned 0. Its first
-// call spends the reserved token for its first attempt; every other attempt
+// call spends the reserved start for its first attempt; every other attempt
 // (in-call retries, or a second call through the same Reserved) takes a
-// token of its own but waits for it at most MaxInlineWait, returning an
+// start of its own but waits for it at most MaxInlineWait, returning an
 // *Error with RetryAfter set (code THROTTLED, or the failure being retried)
 // rather than hold the worker.
 //
 // The calls on Client itself instead wait on the limiter for as long as ctx
-// allows. Either way every HTTP attempt is covered by one token, so the
+// allows. Either way every HTTP attempt is covered by one start, so the
 // configured rate holds as k-ID measures it.
 type Reserved struct {
 	c     *Client
@@ -321,23 +304,23 @@ func (c *Client) VerificationStatus(ctx context.Context, id string) (*Verificati
 	return c.verificationStatus(ctx, nil, id)
 }
 
-// GetSession is Client.GetSession, spending the reserved token.
+// GetSession is Client.GetSession, spending the reserved start.
 func (r *Reserved) GetSession(ctx context.Context, sessionID, etag string) (*Session, error) {
 	return r.c.getSession(ctx, r, "sessionId", sessionID, etag)
 }
 
-// GetSessionByKUID is Client.GetSessionByKUID, spending the reserved token.
+// GetSessionByKUID is Client.GetSessionByKUID, spending the reserved start.
 func (r *Reserved) GetSessionByKUID(ctx context.Context, kuid, etag string) (*Session, error) {
 	return r.c.getSession(ctx, r, "kuid", kuid, etag)
 }
 
-// ChallengeStatus is Client.ChallengeStatus, spending the reserved token.
+// ChallengeStatus is Client.ChallengeStatus, spending the reserved start.
 func (r *Reserved) ChallengeStatus(ctx context.Context, challengeID string) (*ChallengeStatus, error) {
 	return r.c.challengeStatus(ctx, r, challengeID)
 }
 
 // VerificationStatus is Client.VerificationStatus, spending the reserved
-// token.
+// start.
 func (r *Reserved) VerificationStatus(ctx context.Context, id string) (*VerificationStatus, error) {
 	return r.c.verificationStatus(ctx, r, id)
 }
@@ -388,7 +371,7 @@ func (c *Client) verificationStatus(ctx context.Context, r *Reserved, id string)
 }
 
 // do makes up to maxAttempts attempts of one GET and returns the body of the
-// first that succeeds. Each attempt first obtains a token.
+// first that succeeds. Each attempt first obtains a start from the limiter.
 func (c *Client) do(ctx context.Context, r *Reserved, endpoint string, q url.Values) ([]byte, http.Header, error) {
 	var last *Error
 	for attempt := 1; ; attempt++ {
@@ -430,7 +413,7 @@ func (c *Client) do(ctx context.Context, r *Reserved, endpoint string, q url.Val
 }
 
 // acquire sleeps the backoff (when it is short enough to sleep in the call),
-// then takes a token. A blocking caller waits for the token as long as ctx
+// then takes a start. A blocking caller waits for it as long as ctx
 // allows; any other gets it only within what is left of MaxInlineWait. When
 // it gives up it returns last (the failure being retried) or a THROTTLED
 // error, with RetryAfter set to the wait it did not make.
@@ -444,33 +427,29 @@ func (c *Client) acquire(ctx context.Context, endpoint string, backoff time.Dura
 			return contextError(endpoint, err)
 		}
 	}
-	// The token is taken after the backoff, not before: one held while
-	// sleeping would be spent late, next to tokens spent on time, and k-ID
+	// The start is taken after the backoff, not before: one held while
+	// sleeping would be spent late, next to starts spent on time, and k-ID
 	// would see more than the rate in that second.
-	res, now := c.reserve(c.limiter)
-	if !res.OK() {
-		return throttled(endpoint, time.Second, last)
+	limit := forever
+	if !blocking {
+		limit = c.maxInlineWait - backoff
+	} else if deadline, ok := ctx.Deadline(); ok {
+		limit = time.Until(deadline)
 	}
-	delay := res.DelayFrom(now)
+	delay, ok := c.limiter.take(limit)
 	if delay == 0 {
 		return nil
 	}
 	ratelimitedTotal.WithLabelValues(c.product).Inc()
 	ratelimitWaitSeconds.WithLabelValues(c.product).Add(delay.Seconds())
-	if (!blocking && delay > c.maxInlineWait-backoff) || (blocking && pastDeadline(ctx, delay)) {
-		c.cancel(res)
+	if !ok {
 		return throttled(endpoint, delay, last)
 	}
 	if err := c.sleep(ctx, delay); err != nil {
-		c.cancel(res)
+		// The start taken is lost, not given back (see limiter).
 		return contextError(endpoint, err)
 	}
 	return nil
-}
-
-func pastDeadline(ctx context.Context, d time.Duration) bool {
-	deadline, ok := ctx.Deadline()
-	return ok && time.Until(deadline) < d
 }
 
 func throttled(endpoint string, d time.Duration, last *Error) *Error {
