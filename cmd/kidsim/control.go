@@ -315,13 +315,23 @@ func newFaultsCommand() *cobra.Command {
 	var rps float64
 	var burst int
 	var apiKey string
+	var api apiFaultFlags
 	cmd := &cobra.Command{
 		Use:   "faults",
 		Short: "Show the fake's faults, or set them",
 		Long: `faults sets what goes wrong at the fake k-ID: its deliveries (dropped, failed
 with 502 or timing out, on k-ID's retry schedule), a delay before each
-event's first attempt, a rate limit of its API (429 with Retry-After), or a
-new API key. Without a flag it shows them.`,
+event's first attempt, a rate limit of its API (429 with Retry-After: a token
+bucket, or k-ID's own count of calls in each second), a new API key, and how
+its REST API misbehaves: an endpoint's 5xx, latency or silence past the
+client's timeout (--api-*), a new session's propagation delay answered as
+404 or as 400, PENDING challenges, a PASS without its sessionId. Without a
+flag it shows them.`,
+		Example: `  kidsim faults --window-limit 10                  # k-ID's test limit
+  kidsim faults --api-status 503 --api-calls 3     # the next 3 calls of every endpoint
+  kidsim faults --api-endpoint session/get --api-hang
+  kidsim faults --api-endpoint session/get --api-status 0   # clears it
+  kidsim faults --propagation-delay 2s --propagation-status 400`,
 		GroupID: groupFake,
 		Args:    wantArgs(),
 	}
@@ -332,10 +342,11 @@ new API key. Without a flag it shows them.`,
 	fl.IntVar(&burst, "burst", 0, "the burst of the rate limit (default the rate, rounded up)")
 	fl.DurationVar(&retryAfter, "retry-after", 0, "the Retry-After of a 429 (whole seconds are sent)")
 	fl.StringVar(&apiKey, "api-key", "", "rotate the API key the fake accepts")
+	api.register(fl)
 	sim := addSimFlag(cmd)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		set, changed := map[string]bool{}, false
-		for _, name := range faultFlags {
+		for _, name := range append(faultFlags, apiFaultFlagNames...) {
 			set[name] = cmd.Flags().Changed(name)
 			changed = changed || set[name]
 		}
@@ -367,6 +378,7 @@ new API key. Without a flag it shows them.`,
 		if set["api-key"] {
 			u.APIKey = &apiKey
 		}
+		api.update(cmd, &u)
 		var got kidsim.Faults
 		// Without a fault flag, faults shows them.
 		method, body := http.MethodGet, any(nil)
@@ -386,6 +398,7 @@ new API key. Without a flag it shows them.`,
 		}
 		out := cmd.OutOrStdout()
 		fmt.Fprintf(out, "faults: deliveries %s, delivery delay %s, rate limit %s, retry-after %s\n", d, got.DeliveryDelay, rate, got.RetryAfter)
+		fmt.Fprintln(out, describeAPIFaults(got))
 		if u.APIKey != nil {
 			fmt.Fprintln(out, "API key rotated")
 		}

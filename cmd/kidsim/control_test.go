@@ -18,6 +18,10 @@ import (
 
 const uuidRE = `[0-9a-f-]{36}`
 
+// noAPIFaults is the faults command's line on a REST API that misbehaves
+// in no way.
+const noAPIFaults = `api: window limit off, propagation 0s as 404, undecided challenges IN_PROGRESS, PASS with sessionId; endpoint faults: none\n$`
+
 func TestClientCommandsDriveTheFake(t *testing.T) {
 	f := kidsim.NewFake(kidsim.FakeOptions{APIKey: "k"})
 	t.Cleanup(f.Close)
@@ -64,13 +68,29 @@ func TestClientCommandsDriveTheFake(t *testing.T) {
 			wantErr: `want on or off`},
 		{name: "faults set several at once", args: func() []string {
 			return []string{"faults", "--deliveries", "5xx", "--delivery-delay", "2s", "--rate-limit", "10", "--retry-after", "3s"}
-		}, want: `^faults: deliveries 5xx, delivery delay 2s, rate limit 10 rps \(burst 10\), retry-after 3s\n$`},
+		}, want: `^faults: deliveries 5xx, delivery delay 2s, rate limit 10 rps \(burst 10\), retry-after 3s\n` + noAPIFaults},
 		{name: "faults without flags reads them", args: func() []string { return []string{"faults"} },
-			want: `^faults: deliveries 5xx, delivery delay 2s, rate limit 10 rps \(burst 10\), retry-after 3s\n$`},
+			want: `^faults: deliveries 5xx, delivery delay 2s, rate limit 10 rps \(burst 10\), retry-after 3s\n` + noAPIFaults},
 		{name: "faults cleared", args: func() []string {
 			return []string{"faults", "--deliveries", "", "--delivery-delay", "0s", "--rate-limit", "0"}
 		},
-			want: `^faults: deliveries delivered, delivery delay 0s, rate limit off, retry-after 3s\n$`},
+			want: `^faults: deliveries delivered, delivery delay 0s, rate limit off, retry-after 3s\n` + noAPIFaults},
+		{name: "API faults set several at once", args: func() []string {
+			return []string{"faults", "--window-limit", "10", "--api-status", "503", "--api-calls", "2", "--propagation-delay", "1.5s",
+				"--propagation-status", "400", "--challenges-pending", "--status-without-session"}
+		}, want: `\napi: window limit 10/s, propagation 1.5s as 400, undecided challenges PENDING, PASS without sessionId; endpoint faults: \* status 503 for 2 call\(s\)\n$`},
+		{name: "an endpoint's own fault is set beside *", args: func() []string {
+			return []string{"faults", "--api-endpoint", "session/get", "--api-hang"}
+		}, want: `endpoint faults: \* status 503 for 2 call\(s\), session/get hang\n$`},
+		{name: "API faults cleared", args: func() []string {
+			return []string{"faults", "--window-limit", "0", "--api-status", "0", "--propagation-delay", "0s", "--propagation-status", "404",
+				"--challenges-pending=false", "--status-without-session=false"}
+		}, want: `endpoint faults: session/get hang\n$`},
+		{name: "API faults cleared for session/get", args: func() []string {
+			return []string{"faults", "--api-endpoint", "session/get", "--api-hang=false"}
+		}, want: `\n` + noAPIFaults},
+		{name: "an API fault the fake refuses is reported", args: func() []string { return []string{"faults", "--api-status", "404"} },
+			wantErr: `400 Bad Request: api\[\*\]: status: want 500 to 599`},
 		{name: "an unknown fault is refused before any call", args: func() []string { return []string{"faults", "--deliveries", "flaky"} },
 			wantErr: `unknown delivery fault`},
 		{name: "session delete", args: func() []string { return []string{"session", "delete", ids["session"]} },
@@ -163,4 +183,55 @@ func TestServeNeedsAnAPIKey(t *testing.T) {
 	t.Setenv("KID_API_KEY", "")
 	err := run(context.Background(), []string{"serve", "--listen", "127.0.0.1:0"}, &bytes.Buffer{})
 	NewWithT(t).Expect(err).To(MatchError(ContainSubstring("--api-key")))
+}
+
+func TestServeKeepsABoundedLogAndKIDsTestLimit(t *testing.T) {
+	g := NewWithT(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	var out syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"serve", "--listen", "127.0.0.1:0", "--api-key", "k", "--max-records", "5", "--window-limit", "0"}, &out)
+	}()
+	addr := regexp.MustCompile(`listening on (http://\S+)`)
+	g.Eventually(func() string { return out.String() }).Should(MatchRegexp(addr.String()))
+	sim := addr.FindStringSubmatch(out.String())[1]
+	adminGet := func(path string) (*http.Response, string) {
+		resp, err := http.Get(sim + path)
+		g.Expect(err).NotTo(HaveOccurred())
+		var b bytes.Buffer
+		_, _ = b.ReadFrom(resp.Body)
+		resp.Body.Close()
+		return resp, b.String()
+	}
+
+	for range 20 {
+		req, _ := http.NewRequest(http.MethodGet, sim+"/api/v1/challenge/get-status?challengeId=c", nil)
+		req.Header.Set("Authorization", "Bearer k")
+		req.Header.Set("Accept", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(resp.StatusCode).To(Equal(400), "not found, never 429: --window-limit 0 turned the limit off")
+		resp.Body.Close()
+	}
+	resp, body := adminGet("/kidsim/requests")
+	g.Expect(resp.Header.Get("X-Total-Count")).To(Equal("20"))
+	g.Expect(strings.Count(body, `"endpoint"`)).To(Equal(5), "the last 5 only")
+	cancel()
+	g.Eventually(done, 5*time.Second).Should(Receive(BeNil()))
+
+	// By default, k-ID's test limit.
+	ctx, cancel = context.WithCancel(context.Background())
+	defer cancel()
+	var defaults syncBuffer
+	go func() { done <- run(ctx, []string{"serve", "--listen", "127.0.0.1:0", "--api-key", "k"}, &defaults) }()
+	g.Eventually(func() string { return defaults.String() }).Should(MatchRegexp(addr.String()))
+	sim = addr.FindStringSubmatch(defaults.String())[1]
+	_, body = adminGet("/kidsim/faults")
+	g.Expect(body).To(ContainSubstring(`"windowLimit":10`))
+	cancel()
+	g.Eventually(done, 5*time.Second).Should(Receive(BeNil()))
+
+	g.Expect(run(context.Background(), []string{"serve", "--listen", "127.0.0.1:0", "--api-key", "k", "--max-records", "0"}, &bytes.Buffer{})).
+		To(MatchError(ContainSubstring("--max-records")))
 }

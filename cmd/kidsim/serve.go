@@ -19,6 +19,9 @@ type serveOptions struct {
 	listen, apiKey, webhookURL, secret string
 	productID                          int64
 	propagation                        time.Duration
+	propagationStatus                  int
+	windowLimit                        int
+	maxRecords                         int
 }
 
 func newServeCommand() *cobra.Command {
@@ -43,6 +46,12 @@ that frames it. It logs each API call and each delivery attempt on a line.`,
 	fl.Int64Var(&o.productID, "product-id", 0, "data.productId of the events that carry one")
 	fl.DurationVar(&o.propagation, "propagation-delay", 1500*time.Millisecond,
 		"how long /session/get answers 404 for a session an approval just created, as k-ID does")
+	fl.IntVar(&o.propagationStatus, "propagation-status", 404,
+		"how the propagation delay answers: 404 (k-ID's vendor guidance) or 400 NOT_FOUND (its docs)")
+	fl.IntVar(&o.windowLimit, "window-limit", kidsim.TestRateLimit,
+		"API calls a second per key, counted in whole seconds as k-ID does; over it 429 (default k-ID's test limit; 0: off)")
+	fl.IntVar(&o.maxRecords, "max-records", 10000,
+		"the API calls and delivery attempts the admin API keeps (the last ones; X-Total-Count counts all), so a fake that runs for days stays bounded")
 	return cmd
 }
 
@@ -56,8 +65,13 @@ func (o *serveOptions) run(ctx context.Context, out io.Writer) error {
 		return errors.New("--secret (or KID_WEBHOOK_SECRET) is required with --webhook-url")
 	}
 
+	if o.maxRecords < 1 {
+		return errors.New("--max-records must be at least 1: a long-running fake keeps a bounded log")
+	}
+
 	log := &lineLog{out: out}
 	f := kidsim.NewFake(kidsim.FakeOptions{
+		MaxRecords:       o.maxRecords,
 		APIKey:           o.apiKey,
 		ProductID:        o.productID,
 		WebhookURL:       o.webhookURL,
@@ -78,6 +92,12 @@ func (o *serveOptions) run(ctx context.Context, out io.Writer) error {
 		},
 	})
 	defer f.Close()
+	if err := f.SetPropagationStatus(o.propagationStatus); err != nil {
+		return fmt.Errorf("--propagation-status: %w", err)
+	}
+	if err := f.SetWindowLimit(o.windowLimit); err != nil {
+		return fmt.Errorf("--window-limit: %w", err)
+	}
 	addr, err := f.ListenAndServe(ctx, o.listen)
 	if err != nil {
 		return err

@@ -39,7 +39,8 @@ type FakeOptions struct {
 	Schedule []time.Duration
 	// PropagationDelay is how long /session/get answers 404 for a session
 	// after an approval creates it, the delay k-ID's vendor guidance
-	// reports. Zero means none.
+	// reports (SetPropagationDelay and SetPropagationStatus change it).
+	// Zero means none.
 	PropagationDelay time.Duration
 	// Clock is the clock of the API, the deliveries' timestamps and the
 	// records; nil means the real clock. The retry schedule and the
@@ -55,6 +56,12 @@ type FakeOptions struct {
 	// OnDelivery, if set, is called after each delivery attempt, on the
 	// delivery's goroutine.
 	OnDelivery func(DeliveryRecord)
+	// MaxRecords bounds each of the request and delivery logs to its last
+	// MaxRecords records, while RequestCount and DeliveryCount still count
+	// them all: a fake that runs for days (kidsim serve) must not grow
+	// without end. Zero keeps every record, as a test that checks each
+	// call needs.
+	MaxRecords int
 }
 
 // DeliveryFault is what goes wrong with deliveries.
@@ -265,11 +272,21 @@ type Fake struct {
 	limit                rateLimit
 	buckets              map[string]*bucket
 	retryAfter           time.Duration
+	// The API faults (fake_api_faults.go): per endpoint, the fixed
+	// window's limit and this second's counts, the propagation delay and
+	// its answer, and PENDING for undecided challenges.
+	apiFaults         map[string]*APIFault
+	windowLimit       int
+	windowStart       time.Time
+	windowCalls       map[string]int
+	propagationDelay  time.Duration
+	propagationStatus int
+	challengesPending bool
 	// sessionFaults make /session/get misanswer for some sessions
 	// (SetSessionNotFound, SetSessionStatus); at most maxSessionFaults.
 	sessionFaults map[string]*SessionFault
-	requests      []APIRequest
-	deliveries    []DeliveryRecord
+	requests      records[APIRequest]
+	deliveries    records[DeliveryRecord]
 }
 
 // storedSession adds what ordering and propagation need.
@@ -297,6 +314,13 @@ func NewFake(o FakeOptions) *Fake {
 		buckets:       map[string]*bucket{},
 		sessionFaults: map[string]*SessionFault{},
 		retryAfter:    time.Second,
+		apiFaults:     map[string]*APIFault{},
+		windowCalls:   map[string]int{},
+		// PropagationDelay is the start; SetPropagationDelay changes it.
+		propagationDelay:  max(o.PropagationDelay, 0),
+		propagationStatus: http.StatusNotFound,
+		requests:          records[APIRequest]{max: o.MaxRecords},
+		deliveries:        records[DeliveryRecord]{max: o.MaxRecords},
 	}
 	f.ctx, f.cancel = context.WithCancel(context.Background())
 	f.client = o.HTTPClient
@@ -584,19 +608,20 @@ func (f *Fake) SetAPIKey(key string) {
 	f.apiKey = key
 }
 
-// Requests returns every REST API call so far, in order.
+// Requests returns every REST API call so far, in order (the last
+// FakeOptions.MaxRecords when that is set).
 func (f *Fake) Requests() []APIRequest {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return slices.Clone(f.requests)
+	return f.requests.all()
 }
 
 // Deliveries returns every delivery attempt so far, in the order they
-// ended.
+// ended (the last FakeOptions.MaxRecords when that is set).
 func (f *Fake) Deliveries() []DeliveryRecord {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return slices.Clone(f.deliveries)
+	return f.deliveries.all()
 }
 
 // State returns a copy of everything the fake holds.

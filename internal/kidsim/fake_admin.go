@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"time"
 )
 
@@ -150,10 +151,14 @@ func (f *Fake) adminHandler() http.Handler {
 	mux.HandleFunc("GET /kidsim/state", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, f.State())
 	})
+	// The logs hold the last records only under FakeOptions.MaxRecords;
+	// X-Total-Count counts them all.
 	mux.HandleFunc("GET /kidsim/requests", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("X-Total-Count", strconv.Itoa(f.RequestCount()))
 		writeJSON(w, http.StatusOK, nonNil(f.Requests()))
 	})
 	mux.HandleFunc("GET /kidsim/deliveries", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("X-Total-Count", strconv.Itoa(f.DeliveryCount()))
 		writeJSON(w, http.StatusOK, nonNil(f.Deliveries()))
 	})
 	return jsonMuxErrors(mux)
@@ -171,6 +176,18 @@ type Faults struct {
 	// StatusWithoutSession: /challenge/get-status answers PASS without
 	// its sessionId (spec §4.3).
 	StatusWithoutSession bool `json:"statusWithoutSession"`
+	// WindowLimit is the calls a second k-ID counts per key, in fixed
+	// windows (0: off).
+	WindowLimit int `json:"windowLimit"`
+	// API are the API faults, by endpoint ("*" for every endpoint).
+	API map[string]APIFault `json:"api"`
+	// PropagationDelay is how long a new session reads as not found, and
+	// PropagationStatus how: 404 or 400.
+	PropagationDelay  string `json:"propagationDelay"`
+	PropagationStatus int    `json:"propagationStatus"`
+	// ChallengesPending: /challenge/get-status answers PENDING for an
+	// undecided challenge, not IN_PROGRESS.
+	ChallengesPending bool `json:"challengesPending"`
 }
 
 // RateLimit is the REST API's limit per key; RPS 0 is off.
@@ -191,6 +208,18 @@ type FaultsUpdate struct {
 	StatusWithoutSession *bool `json:"statusWithoutSession,omitempty"`
 	// APIKey rotates the key the REST API accepts.
 	APIKey *string `json:"apiKey,omitempty"`
+	// WindowLimit sets the calls a second k-ID counts per key (0: off).
+	WindowLimit *int `json:"windowLimit,omitempty"`
+	// API sets the fault of each endpoint named ("*": every endpoint); an
+	// empty fault clears it, endpoints not named are kept.
+	API map[string]APIFault `json:"api,omitempty"`
+	// PropagationDelay and PropagationStatus (404 or 400) set how a new
+	// session reads as not found.
+	PropagationDelay  *string `json:"propagationDelay,omitempty"`
+	PropagationStatus *int    `json:"propagationStatus,omitempty"`
+	// ChallengesPending makes /challenge/get-status answer PENDING for an
+	// undecided challenge, or IN_PROGRESS.
+	ChallengesPending *bool `json:"challengesPending,omitempty"`
 }
 
 // UpdateFaults checks the whole update before it applies any of it.
@@ -216,6 +245,15 @@ func (f *Fake) UpdateFaults(u FaultsUpdate) error {
 	if u.RateLimit != nil && (u.RateLimit.RPS < 0 || u.RateLimit.Burst < 0) {
 		return errors.New("rateLimit: rps and burst must not be negative")
 	}
+	if err := u.checkAPI(); err != nil {
+		return err
+	}
+	var propagation time.Duration
+	if u.PropagationDelay != nil {
+		if propagation, err = parseDuration("propagationDelay", *u.PropagationDelay); err != nil {
+			return err
+		}
+	}
 	if u.Deliveries != nil {
 		f.SetDeliveryFault(fault)
 	}
@@ -233,6 +271,42 @@ func (f *Fake) UpdateFaults(u FaultsUpdate) error {
 	}
 	if u.APIKey != nil {
 		f.SetAPIKey(*u.APIKey)
+	}
+	// Checked above: these cannot fail.
+	if u.WindowLimit != nil {
+		_ = f.SetWindowLimit(*u.WindowLimit)
+	}
+	for endpoint, a := range u.API {
+		_ = f.SetAPIFault(endpoint, a)
+	}
+	if u.PropagationDelay != nil {
+		f.SetPropagationDelay(propagation)
+	}
+	if u.PropagationStatus != nil {
+		_ = f.SetPropagationStatus(*u.PropagationStatus)
+	}
+	if u.ChallengesPending != nil {
+		f.SetChallengesPending(*u.ChallengesPending)
+	}
+	return nil
+}
+
+// checkAPI checks the update's API faults, window limit and propagation
+// status, so that UpdateFaults sets all or nothing.
+func (u FaultsUpdate) checkAPI() error {
+	if u.WindowLimit != nil && (*u.WindowLimit < 0 || *u.WindowLimit > maxWindowLimit) {
+		return fmt.Errorf("windowLimit: want 0 (off) to %d, got %d", maxWindowLimit, *u.WindowLimit)
+	}
+	for endpoint, a := range u.API {
+		if err := checkEndpoint(endpoint); err != nil {
+			return fmt.Errorf("api: %w", err)
+		}
+		if err := a.check(); err != nil {
+			return fmt.Errorf("api[%s]: %w", endpoint, err)
+		}
+	}
+	if s := u.PropagationStatus; s != nil && *s != http.StatusNotFound && *s != http.StatusBadRequest {
+		return fmt.Errorf("propagationStatus: want 404 or 400, got %d", *s)
 	}
 	return nil
 }
@@ -259,7 +333,16 @@ func (f *Fake) faults() Faults {
 	for id, sf := range f.sessionFaults {
 		sessions[id] = *sf
 	}
-	return Faults{Deliveries: f.fault, DeliveryDelay: f.deliveryDelay.String(), RateLimit: rl, RetryAfter: f.retryAfter.String(), Sessions: sessions, StatusWithoutSession: f.statusWithoutSession}
+	api := make(map[string]APIFault, len(f.apiFaults))
+	for e, a := range f.apiFaults {
+		api[e] = *a
+	}
+	return Faults{
+		Deliveries: f.fault, DeliveryDelay: f.deliveryDelay.String(), RateLimit: rl, RetryAfter: f.retryAfter.String(),
+		Sessions: sessions, StatusWithoutSession: f.statusWithoutSession,
+		WindowLimit: f.windowLimit, API: api, PropagationDelay: f.propagationDelay.String(), PropagationStatus: f.propagationStatus,
+		ChallengesPending: f.challengesPending,
+	}
 }
 
 func (f *Fake) challenge(id string) Challenge {

@@ -30,9 +30,10 @@ const (
 
 // Codes of k-ID's error bodies.
 const (
-	CodeInvalidInput = "INVALID_INPUT"
-	CodeNotFound     = "NOT_FOUND"
-	CodeUnauthorized = "UNAUTHORIZED"
+	CodeInvalidInput  = "INVALID_INPUT"
+	CodeNotFound      = "NOT_FOUND"
+	CodeUnauthorized  = "UNAUTHORIZED"
+	CodeInternalError = "INTERNAL_ERROR"
 )
 
 // APIError is the body of k-ID's error answers.
@@ -73,12 +74,23 @@ func (a answer) write(w http.ResponseWriter) {
 	_, _ = w.Write(b)
 }
 
-// serveAPI answers the REST API and records each call.
+// serveAPI answers the REST API and records each call, before an API fault
+// holds it.
 func (f *Fake) serveAPI(w http.ResponseWriter, r *http.Request) {
 	rec := APIRequest{At: f.opts.Clock.Now(), Method: r.Method, Endpoint: strings.TrimPrefix(r.URL.Path, apiPrefix), Path: r.URL.Path, Query: r.URL.Query()}
-	a := f.answerAPI(r, rec)
+	a, fault := f.answerAPI(r, rec)
+	if fault.Hang {
+		// No answer: the client's timeout ends the call, or else the
+		// connection is closed without one.
+		f.record(rec)
+		f.hold(r.Context(), maxHang)
+		panic(http.ErrAbortHandler)
+	}
 	rec.Status = a.status
 	f.record(rec)
+	if fault.Latency > 0 {
+		f.hold(r.Context(), fault.Latency)
+	}
 	a.write(w)
 }
 
@@ -94,7 +106,7 @@ func (f *Fake) serveUnknown(w http.ResponseWriter, r *http.Request) {
 // record keeps one call to the REST API, or to a path next to it.
 func (f *Fake) record(rec APIRequest) {
 	f.mu.Lock()
-	f.requests = append(f.requests, rec)
+	f.requests.add(rec)
 	f.mu.Unlock()
 	if f.opts.OnAPIRequest != nil {
 		f.opts.OnAPIRequest(rec)
@@ -102,14 +114,15 @@ func (f *Fake) record(rec APIRequest) {
 }
 
 // answerAPI checks in k-ID's order: the key, the rate, the method, the
-// Accept header, then the parameters.
-func (f *Fake) answerAPI(r *http.Request, rec APIRequest) answer {
+// Accept header, then the parameters. An API fault of the endpoint comes
+// after the rate: it is returned, and a 5xx replaces the answer.
+func (f *Fake) answerAPI(r *http.Request, rec APIRequest) (answer, APIFault) {
 	key, authorized := f.authorize(r.Header.Get("Authorization"))
 	if !authorized {
-		return apiError(http.StatusUnauthorized, CodeUnauthorized, "The API key is missing or invalid.")
+		return apiError(http.StatusUnauthorized, CodeUnauthorized, "The API key is missing or invalid."), APIFault{}
 	}
 	if retryAfter, allowed := f.allow(key, rec.At); !allowed {
-		return answer{status: http.StatusTooManyRequests, header: http.Header{"Retry-After": {retryAfter}}}
+		return answer{status: http.StatusTooManyRequests, header: http.Header{"Retry-After": {retryAfter}}}, APIFault{}
 	}
 	var handle func(url.Values, time.Time) answer
 	switch rec.Endpoint {
@@ -120,17 +133,26 @@ func (f *Fake) answerAPI(r *http.Request, rec APIRequest) answer {
 	case EndpointAgeVerificationGet:
 		handle = f.verificationGetStatus
 	default:
-		return apiError(http.StatusNotFound, CodeNotFound, "Unknown API method.")
+		return apiError(http.StatusNotFound, CodeNotFound, "Unknown API method."), APIFault{}
+	}
+	f.mu.Lock()
+	fault := f.takeAPIFaultLocked(rec.Endpoint)
+	f.mu.Unlock()
+	switch {
+	case fault.Status == http.StatusInternalServerError:
+		return apiError(fault.Status, CodeInternalError, "An internal error occurred."), fault
+	case fault.Status != 0:
+		return answer{status: fault.Status}, fault
 	}
 	if r.Method != http.MethodGet {
 		a := apiError(http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED", "Use GET for this API method.")
 		a.header = http.Header{"Allow": {http.MethodGet}}
-		return a
+		return a, fault
 	}
 	if !acceptsJSON(r.Header.Values("Accept")) {
-		return apiError(http.StatusBadRequest, CodeInvalidInput, "Accept: application/json is required")
+		return apiError(http.StatusBadRequest, CodeInvalidInput, "Accept: application/json is required"), fault
 	}
-	return handle(rec.Query, rec.At)
+	return handle(rec.Query, rec.At), fault
 }
 
 // authorize checks the Bearer key in constant time.
@@ -180,8 +202,9 @@ func (f *Fake) sessionGet(q url.Values, now time.Time) answer {
 	}
 	if f.propagatingLocked(s, now) {
 		// k-ID's vendor guidance reports a 404, unlike the documented 400
-		// for a deleted session; the fake keeps the difference.
-		return apiError(http.StatusNotFound, CodeNotFound, "The session could not be found.")
+		// for a deleted session; the fake keeps the difference, unless
+		// SetPropagationStatus asks for the 400.
+		return apiError(f.propagationStatus, CodeNotFound, "The session could not be found.")
 	}
 	answered, notFound := f.faultedLocked(s)
 	if notFound {
@@ -216,7 +239,7 @@ func (f *Fake) newestOfLocked(kuid string, now time.Time) *storedSession {
 }
 
 func (f *Fake) propagatingLocked(s *storedSession, now time.Time) bool {
-	return now.Before(s.createdAt.Add(f.opts.PropagationDelay))
+	return now.Before(s.createdAt.Add(f.propagationDelay))
 }
 
 // challengeGetStatus answers /challenge/get-status?challengeId=.
@@ -237,7 +260,7 @@ func (f *Fake) challengeGetStatus(q url.Values, _ time.Time) answer {
 		SessionID   string `json:"sessionId,omitempty"`
 		KUID        string `json:"kuid,omitempty"`
 	}
-	answer := status{ChallengeID: c.ChallengeID, Status: c.Status, SessionID: c.SessionID, KUID: c.KUID}
+	answer := status{ChallengeID: c.ChallengeID, Status: f.openChallengeStatusLocked(c.Status), SessionID: c.SessionID, KUID: c.KUID}
 	if f.statusWithoutSession {
 		answer.SessionID = ""
 	}
@@ -281,12 +304,16 @@ type bucket struct {
 	last   time.Time
 }
 
-// allow takes a token from the key's bucket. When none is left it returns
+// allow counts the call in the key's fixed window (SetWindowLimit) and takes
+// a token from its bucket (SetRateLimit). When either is used up it returns
 // the Retry-After to send.
 func (f *Fake) allow(key string, now time.Time) (string, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.limit.rps <= 0 {
+		if !f.allowWindowLocked(key, now) {
+			return f.retryAfterLocked(), false
+		}
 		return "", true
 	}
 	b, found := f.buckets[key]
@@ -298,11 +325,16 @@ func (f *Fake) allow(key string, now time.Time) (string, bool) {
 		b.tokens = math.Min(float64(f.limit.burst), b.tokens+elapsed.Seconds()*f.limit.rps)
 		b.last = now
 	}
-	if b.tokens >= 1 {
+	if b.tokens >= 1 && f.allowWindowLocked(key, now) {
 		b.tokens--
 		return "", true
 	}
-	return strconv.FormatInt(int64(math.Ceil(max(f.retryAfter, 0).Seconds())), 10), false
+	return f.retryAfterLocked(), false
+}
+
+// retryAfterLocked is the Retry-After of a 429, in whole seconds.
+func (f *Fake) retryAfterLocked() string {
+	return strconv.FormatInt(int64(math.Ceil(max(f.retryAfter, 0).Seconds())), 10)
 }
 
 // MaxInWindow returns the largest number of the times that fall within one

@@ -62,7 +62,7 @@ func (f *Fake) send(event int, eventType string, body []byte, delay time.Duratio
 			}
 			ft.start, ft.fault = time.Time{}, FaultNone
 			f.mu.Lock()
-			f.deliveries = append(f.deliveries, rec)
+			f.deliveries.add(rec)
 			f.mu.Unlock()
 			if f.opts.OnDelivery != nil {
 				f.opts.OnDelivery(rec)
