@@ -98,11 +98,17 @@ func run(ctx context.Context) (err error) {
 	if simAddr == "" {
 		simAddr = "127.0.0.1:8090"
 	}
+	// It is as strict as k-ID's test environment (its rate limit, the
+	// propagation delay), and its logs stay bounded however long it runs.
 	fake := kidsim.NewFake(kidsim.FakeOptions{
 		APIKey: demoAPIKey, ProductID: 11472, WebhookURL: url, WebhookSecret: []byte(secret),
 		PropagationDelay: 1500 * time.Millisecond,
+		MaxRecords:       10000,
 	})
 	defer fake.Close()
+	if err := fake.SetWindowLimit(kidsim.TestRateLimit); err != nil {
+		return err
+	}
 	if simAddr, err = fake.ListenAndServe(ctx, simAddr); err != nil {
 		return fmt.Errorf("starting the fake k-ID: %w", err)
 	}
@@ -263,6 +269,11 @@ func createDemo(ctx context.Context, c client.Client, samplePath, secret, apiBas
 	}
 	if product.Spec.API != nil {
 		product.Spec.API.BaseURL = apiBaseURL
+		// The fake stands in for k-ID's test environment: a rate above its
+		// limit would only collect 429s.
+		if rps := product.Spec.API.RequestsPerSecond; rps != nil && *rps > kidsim.TestRateLimit {
+			*rps = kidsim.TestRateLimit
+		}
 		if err := c.Create(ctx, &corev1.Secret{
 			ObjectMeta: metav1.ObjectMeta{Name: product.Spec.API.SecretRef.Name, Namespace: product.Namespace},
 			StringData: map[string]string{product.Spec.API.SecretRef.Key: demoAPIKey},
