@@ -20,6 +20,9 @@ var _ = Describe("k-ID API failures", func() {
 		// k-ID's body, and counts every call.
 		p, fake := apiProduct(func(p *kidv1.KidProduct) {
 			p.Spec.API.BaseURL = strings.TrimSuffix(p.Spec.API.BaseURL, "/api/v1")
+			// 50 players polled every 10 s at most ask 5 calls a second,
+			// within the test rate: every player's turn comes.
+			p.Spec.API.Recovery.MaxInterval = &metav1.Duration{Duration: 10 * time.Second}
 		})
 		fake.SetDeliveryFault(kidsim.FaultDrop)
 		start := time.Now()
