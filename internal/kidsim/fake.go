@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -270,6 +271,10 @@ type Fake struct {
 	sessionFaults map[string]*SessionFault
 	requests      []APIRequest
 	deliveries    []DeliveryRecord
+
+	// apiLatency delays every REST API answer (SetAPILatency), in
+	// nanoseconds.
+	apiLatency atomic.Int64
 }
 
 // storedSession adds what ordering and propagation need.

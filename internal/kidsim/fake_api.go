@@ -76,6 +76,7 @@ func (a answer) write(w http.ResponseWriter) {
 // serveAPI answers the REST API and records each call.
 func (f *Fake) serveAPI(w http.ResponseWriter, r *http.Request) {
 	rec := APIRequest{At: f.opts.Clock.Now(), Method: r.Method, Endpoint: strings.TrimPrefix(r.URL.Path, apiPrefix), Path: r.URL.Path, Query: r.URL.Query()}
+	f.waitAPILatency(r.Context())
 	a := f.answerAPI(r, rec)
 	rec.Status = a.status
 	f.record(rec)
