@@ -29,10 +29,14 @@ import (
 //     by the same identity rule as the webhook, so whichever of the two
 //     arrives second is a duplicate.
 //
-// Nothing here holds a worker for k-ID: a user that must wait for the
-// product's rate limiter books its slot and is requeued until then (takeSlot),
-// so a backlog of one product costs two reconciles per call, not a queue that
-// spins, and leaves the workers to every other namespace.
+// Nothing here holds a worker for k-ID longer than a call: a user that must
+// wait for the product's rate limiter books its slot and is requeued until
+// then (takeSlot), so a backlog of one product costs two reconciles per
+// call, not a queue that spins, and leaves the workers to every other
+// namespace. Slots are booked in two lanes (kidapi.Lanes): a read something
+// just asked for goes ahead of the periodic resyncs. The calls themselves
+// run on the kiduser-api controller's workers (ReadConcurrency), apart from
+// the KidUser controller's own.
 //
 // This file holds the schedule: reconcileAPI, the entry point, which runs
 // the session sync (kiduser_sessionsync.go) and the recovery
@@ -57,7 +61,8 @@ const (
 // pollMemory remembers, per KidUser object, when k-ID was last asked about
 // it. It is in memory on purpose: a read that finds nothing new must cost no
 // write, and after a restart every due user is asked once more, which is
-// what recovery wants anyway.
+// what recovery wants anyway (the sessions' resync spread over one interval:
+// resyncDue).
 type pollMemory struct {
 	mu sync.Mutex
 	m  map[types.NamespacedName]pollState
