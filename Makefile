@@ -78,6 +78,10 @@ bench: controlplane ## Micro-benchmarks, then the load benchmark on the local co
 bench-scale: controlplane ## Players with folded status at 50k, 100k, 250k: memory, etcd, restart, fold, kubectl (BENCH_SCALE_FLAGS, e.g. '-points 50000,100000 -heap-profile').
 	KUBEBUILDER_ASSETS="$$(./hack/build-controlplane.sh)" go run ./hack/bench -suite=scale $(BENCH_SCALE_FLAGS)
 
+.PHONY: bench-reads
+bench-reads: controlplane ## k-ID reads after a restart over overdue sessions: read rate, urgent reads behind the backlog (BENCH_READS_FLAGS, e.g. '-read-sessions 250000 -watch-cache=false').
+	KUBEBUILDER_ASSETS="$$(./hack/build-controlplane.sh)" go run ./hack/bench -suite=reads $(BENCH_READS_FLAGS)
+
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for FUZZTIME (default 30s).
 	go test ./internal/kid -run '^$$' -fuzz '^FuzzParseSignatureHeaders$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10s

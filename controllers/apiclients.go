@@ -57,6 +57,9 @@ func NewAPIClients(hc *http.Client) *APIClients {
 type APIClient struct {
 	*kidapi.Client
 	fingerprint string
+	// lanes book the product's reads in two lanes: urgent reads before
+	// the resync backlog (kiduser_schedule.go).
+	lanes *kidapi.Lanes
 	// unauthorized is set when k-ID answered 401: calls stop until the
 	// key changes or a probe succeeds.
 	unauthorized atomic.Bool
@@ -117,6 +120,7 @@ func (s *APIClients) For(ctx context.Context, r client.Reader, p *kidv1.KidProdu
 		return c, nil
 	}
 	c := &APIClient{Client: kidapi.New(cfg), fingerprint: fingerprint}
+	c.lanes = kidapi.NewLanes(c.Client, cfg.RPS, cfg.Burst, nil)
 	s.byProduct[name] = c
 	return c, nil
 }

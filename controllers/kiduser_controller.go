@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
@@ -14,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
@@ -32,7 +34,9 @@ import (
 //     events about it that still hold personal data are deleted;
 //   - with the product's k-ID API configured, the session is synced and a
 //     pending challenge or verification is polled, as the schedule says
-//     (kiduser_schedule.go, kiduser_sessionsync.go, kiduser_recovery.go);
+//     (kiduser_schedule.go, kiduser_sessionsync.go, kiduser_recovery.go),
+//     by a second controller, kiduser-api, whose workers are the
+//     operator's readers of k-ID (ReadConcurrency);
 //   - a user is deleted when the product's retention.users says so
 //     (kiduser_retention.go).
 //
@@ -50,10 +54,19 @@ type KidUserReconciler struct {
 	// event is a duplicate (to add what the poll's copy carries). Nil
 	// means Client.
 	APIReader client.Reader
-	// MaxConcurrentReconciles defaults to 4: a user waits on k-ID's API
-	// as well as on the API server.
+	// MaxConcurrentReconciles defaults to 4: linking, erasure and
+	// retention wait on the API server only.
 	MaxConcurrentReconciles int
+	// ReadConcurrency is how many users may read k-ID at once, every
+	// product together: the workers of the kiduser-api controller, apart
+	// from the four above, since each holds its worker for a call's round
+	// trip. 0 means DefaultReadConcurrency.
+	ReadConcurrency int
 
+	// started is when this replica's controllers started (Unix
+	// nanoseconds, on Clock): the anchor of the resync after a restart
+	// (resyncDue).
+	started atomic.Int64
 	polls   pollMemory
 	deleted deletedUsers
 	// erasures remembers the sessions suspected of being deleted
@@ -61,29 +74,58 @@ type KidUserReconciler struct {
 	erasures erasureMemory
 }
 
-// SetupWithManager registers the controller. It watches status too: links
-// appear in status. A change to one user also wakes the stand-ins that hold
-// one of its ids.
+// DefaultReadConcurrency is the default of ReadConcurrency. Reads per second
+// are at most the calls in flight over k-ID's round trip: 32 keep up 320 a
+// second at 100 ms, well above the default live rate (100/s).
+const DefaultReadConcurrency = 32
+
+// SetupWithManager registers the controllers. The kiduser controller
+// watches status too (links appear in status), and a change to one user
+// also wakes the stand-ins that hold one of its ids. With APIClients set,
+// the kiduser-api controller reads k-ID for the same users on workers of
+// its own.
 func (r *KidUserReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.MaxConcurrentReconciles == 0 {
 		r.MaxConcurrentReconciles = 4
 	}
+	if r.ReadConcurrency == 0 {
+		r.ReadConcurrency = DefaultReadConcurrency
+	}
 	if r.Clock == nil {
 		r.Clock = clock.RealClock{}
 	}
-	b := ctrl.NewControllerManagedBy(mgr).
+	err := ctrl.NewControllerManagedBy(mgr).
 		For(&kidv1.KidUser{}).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
-		Watches(&kidv1.KidUser{}, handler.EnqueueRequestsFromMapFunc(r.standIns))
-	if r.APIClients != nil {
+		Watches(&kidv1.KidUser{}, handler.EnqueueRequestsFromMapFunc(r.standIns)).
+		Named("kiduser").Complete(r)
+	if err != nil || r.APIClients == nil {
+		return err
+	}
+	// The controllers start when this replica leads: the resync after a
+	// restart is spread from then.
+	if err := mgr.Add(manager.RunnableFunc(func(context.Context) error {
+		r.startedAt()
+		return nil
+	})); err != nil {
+		return err
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&kidv1.KidUser{}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.ReadConcurrency}).
 		// A person resumed a product's erasures: its held players read
 		// their sessions again.
-		b = b.WatchesRawSource(source.Channel(r.APIClients.UserWakes(), &handler.EnqueueRequestForObject{}))
+		WatchesRawSource(source.Channel(r.APIClients.UserWakes(), &handler.EnqueueRequestForObject{})).
 		// A product's calls may go out again (its breaker closed, its
 		// key was accepted): its paused users are asked at once.
-		b = b.WatchesRawSource(source.Channel(r.APIClients.Resumes(), handler.EnqueueRequestsFromMapFunc(r.usersOfProduct)))
-	}
-	return b.Named("kiduser").Complete(r)
+		WatchesRawSource(source.Channel(r.APIClients.Resumes(), handler.EnqueueRequestsFromMapFunc(r.usersOfProduct))).
+		Named("kiduser-api").Complete(reconcile.Func(r.reconcileReads))
+}
+
+// startedAt is when this replica's controllers started.
+func (r *KidUserReconciler) startedAt() time.Time {
+	r.started.CompareAndSwap(0, r.Clock.Now().UnixNano())
+	return time.Unix(0, r.started.Load())
 }
 
 // usersOfProduct maps a product to its users.
@@ -131,10 +173,6 @@ func (r *KidUserReconciler) standIns(ctx context.Context, o client.Object) []rec
 func (r *KidUserReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	user := &kidv1.KidUser{}
 	if err := r.Get(ctx, req.NamespacedName, user); err != nil {
-		if apierrors.IsNotFound(err) {
-			r.polls.forget(req.NamespacedName)
-			r.erasures.forget(req.NamespacedName)
-		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if r.deleted.has(user.UID, r.Clock.Now()) {
@@ -159,11 +197,27 @@ func (r *KidUserReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		return ctrl.Result{}, err
 	}
 	bound, err := r.boundStandIn(ctx, user)
-	if err != nil {
-		return ctrl.Result{}, err
+	return ctrl.Result{RequeueAfter: soonest(bound, expiry)}, err
+}
+
+// reconcileReads is the kiduser-api controller's reconcile: the user's
+// business with k-ID (reconcileAPI), which holds its worker for each call's
+// round trip. It runs beside Reconcile, on the same user; both write status
+// with an optimistic lock, and what one changes wakes the other.
+func (r *KidUserReconciler) reconcileReads(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	user := &kidv1.KidUser{}
+	if err := r.Get(ctx, req.NamespacedName, user); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.polls.forget(req.NamespacedName)
+			r.erasures.forget(req.NamespacedName)
+		}
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if r.deleted.has(user.UID, r.Clock.Now()) {
+		return ctrl.Result{}, nil
 	}
 	next, err := r.reconcileAPI(ctx, user)
-	return ctrl.Result{RequeueAfter: soonest(next, bound, expiry)}, err
+	return ctrl.Result{RequeueAfter: next}, err
 }
 
 // mergeIntoHolders merges a stand-in into the stronger users holding its id.

@@ -166,7 +166,8 @@ func (r *KidUserReconciler) confirmByKUID(ctx context.Context, c *APIClient, pro
 	st := &user.Status
 	if st.KUID != "" {
 		if slot {
-			if d := r.takeSlot(c, user, p); d > 0 {
+			// A confirmation keeps to its own schedule: the resync lane.
+			if d := r.takeSlot(c, user, p, kidapi.Resync); d > 0 {
 				return d, nil
 			}
 		}

@@ -83,7 +83,13 @@ func (r *KidUserReconciler) recover(ctx context.Context, c *APIClient, product *
 	if !p.force && (point < 0 || !r.polls.get(user).polledAt.Before(since.Add(point))) {
 		return next, nil
 	}
-	if d := r.takeSlot(c, user, p); d > 0 {
+	// Polls on the backoff are the resync lane's; a forced one (a browser
+	// event's confirmation, a person's request) is urgent.
+	lane := kidapi.Resync
+	if p.force {
+		lane = kidapi.Urgent
+	}
+	if d := r.takeSlot(c, user, p, lane); d > 0 {
 		return d, nil
 	}
 	var err error

@@ -29,10 +29,14 @@ import (
 //     by the same identity rule as the webhook, so whichever of the two
 //     arrives second is a duplicate.
 //
-// Nothing here holds a worker for k-ID: a user that must wait for the
-// product's rate limiter books its slot and is requeued until then (takeSlot),
-// so a backlog of one product costs two reconciles per call, not a queue that
-// spins, and leaves the workers to every other namespace.
+// Nothing here holds a worker for k-ID longer than a call: a user that must
+// wait for the product's rate limiter books its slot and is requeued until
+// then (takeSlot), so a backlog of one product costs two reconciles per
+// call, not a queue that spins, and leaves the workers to every other
+// namespace. Slots are booked in two lanes (kidapi.Lanes): a read something
+// just asked for goes ahead of the periodic resyncs. The calls themselves
+// run on the kiduser-api controller's workers (ReadConcurrency), apart from
+// the KidUser controller's own.
 //
 // This file holds the schedule: reconcileAPI, the entry point, which runs
 // the session sync (kiduser_sessionsync.go) and the recovery
@@ -57,7 +61,8 @@ const (
 // pollMemory remembers, per KidUser object, when k-ID was last asked about
 // it. It is in memory on purpose: a read that finds nothing new must cost no
 // write, and after a restart every due user is asked once more, which is
-// what recovery wants anyway.
+// what recovery wants anyway (the sessions' resync spread over one interval:
+// resyncDue).
 type pollMemory struct {
 	mu sync.Mutex
 	m  map[types.NamespacedName]pollState
@@ -73,8 +78,9 @@ type pollState struct {
 	// handledRequest is the kid.dev/requested-at value last answered.
 	handledRequest string
 	// slotAt is when the call this user booked with the product's rate
-	// limiter is due; zero when it holds none.
-	slotAt time.Time
+	// limiter is due, in slotLane; zero when it holds none.
+	slotAt   time.Time
+	slotLane kidapi.Lane
 	// failures counts the user's failed calls in a row, and retryAt is
 	// when its backoff (failureBackoff) lets it call again; a call k-ID
 	// answers clears both.
@@ -201,35 +207,42 @@ type apiPass struct {
 
 // takeSlot returns 0 when the user may call k-ID now, having taken a token
 // of the product's rate limiter; otherwise the wait before it asks again.
-// A user that must wait first books a slot in the product's schedule, so
-// that a backlog comes back one user per rate-interval instead of all at
-// once; when the slot comes, the token is taken at the moment of the call.
-func (r *KidUserReconciler) takeSlot(c *APIClient, user *kidv1.KidUser, p *apiPass) time.Duration {
-	d := r.slot(c, user, p.now)
+// A user that must wait first books a slot in its lane of the product's
+// schedule (kidapi.Lanes), so that a backlog comes back one user per
+// rate-interval instead of all at once, and an urgent read never waits
+// behind the resync backlog; when the slot comes, the token is taken at the
+// moment of the call.
+func (r *KidUserReconciler) takeSlot(c *APIClient, user *kidv1.KidUser, p *apiPass, lane kidapi.Lane) time.Duration {
+	d := r.slot(c, user, lane, p.now)
 	p.waiting = p.waiting || d > 0
 	p.called = p.called || d == 0
 	return d
 }
 
-func (r *KidUserReconciler) slot(c *APIClient, user *kidv1.KidUser, now time.Time) time.Duration {
-	slot := r.polls.get(user).slotAt
-	if slot.IsZero() {
-		if d := c.Book(); d > 0 {
-			r.polls.update(user, func(s *pollState) { s.slotAt = now.Add(d) })
+func (r *KidUserReconciler) slot(c *APIClient, user *kidv1.KidUser, lane kidapi.Lane, now time.Time) time.Duration {
+	mem, key := r.polls.get(user), string(user.UID)
+	switch {
+	case mem.slotAt.IsZero(), lane == kidapi.Urgent && mem.slotLane != kidapi.Urgent:
+		// No slot yet, or one in the resync lane for a read that became
+		// urgent (a permission changed while it waited): book one.
+		if d := c.lanes.Book(lane, key); d > 0 {
+			r.polls.update(user, func(s *pollState) { s.slotAt, s.slotLane = now.Add(d), lane })
 			return d
 		}
-	} else if now.Before(slot) {
-		return slot.Sub(now)
+	case now.Before(mem.slotAt):
+		return mem.slotAt.Sub(now)
 	}
-	if d := c.Reserve(); d > 0 {
-		// Late for the slot (a busy queue), with others: wait for the
-		// next token, keeping the slot that has come.
-		return d
-	}
-	if !slot.IsZero() {
-		r.polls.update(user, func(s *pollState) { s.slotAt = time.Time{} })
-	}
-	return 0
+	// The slot has come. An urgent read that finds no token keeps its
+	// place and claims the next; a resync read that finds none, or finds
+	// an urgent read waiting, books again at the back of its lane.
+	d := c.lanes.Take(lane, key)
+	r.polls.update(user, func(s *pollState) {
+		s.slotAt, s.slotLane = time.Time{}, lane
+		if d > 0 {
+			s.slotAt = now.Add(d)
+		}
+	})
+	return d
 }
 
 // apiFailed turns a failed call into a wait, and marks the pass as waiting:

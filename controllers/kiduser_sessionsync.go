@@ -38,20 +38,23 @@ const (
 	minReadSpacing = 5 * time.Second
 )
 
-// sessionDue says whether the user's session should be read now, and if
-// not, how long until it should.
-func (r *KidUserReconciler) sessionDue(product *kidv1.KidProduct, user *kidv1.KidUser, p *apiPass) (bool, time.Duration) {
+// sessionDue says whether the user's session should be read now, and in
+// which lane of the product's schedule; if not, how long until it should.
+// A read that something which just happened asks for (the session is new: a
+// consent PASS; a permission change; a newer consent; kid.dev/requested-at)
+// is urgent; the periodic resync and an erasure's confirmations are not.
+func (r *KidUserReconciler) sessionDue(product *kidv1.KidProduct, user *kidv1.KidUser, p *apiPass) (bool, time.Duration, kidapi.Lane) {
 	st, now := &user.Status, p.now
 	if user.Spec.Identity.Kind != kidv1.IdentitySession || st.Session.State == kidv1.SessionDeleted {
-		return false, 0
+		return false, 0, kidapi.Resync
 	}
 	// A session suspected of being deleted keeps to its confirmation's
 	// times, whatever else asks: a read sooner would confirm nothing.
 	if suspected, due, wait := r.erasureDue(product, user, now); suspected {
-		return due, wait
+		return due, wait, kidapi.Resync
 	}
 	if p.force {
-		return true, 0
+		return true, 0, kidapi.Urgent
 	}
 	mem := r.polls.get(user)
 	known := mem.sessionReadAt
@@ -59,10 +62,10 @@ func (r *KidUserReconciler) sessionDue(product *kidv1.KidProduct, user *kidv1.Ki
 		known = st.Session.SyncedAt.Time
 	}
 	if known.IsZero() {
-		return true, 0
+		return true, 0, kidapi.Urgent
 	}
 	if since := now.Sub(known); since < minReadSpacing {
-		return false, minReadSpacing - since
+		return false, minReadSpacing - since, kidapi.Resync
 	}
 	// Something happened since the last read: a parent changed the
 	// permissions, or consent was granted (again). After a restart the
@@ -74,19 +77,35 @@ func (r *KidUserReconciler) sessionDue(product *kidv1.KidProduct, user *kidv1.Ki
 		return t != nil && t.After(readFor)
 	}
 	if changedSince(st.Session.PermissionsChangedAt, mem.readForChange) {
-		return true, 0
+		return true, 0, kidapi.Urgent
 	}
 	if st.Consent.State == kidv1.ConsentGranted && changedSince(st.Consent.Time, mem.readForConsent) {
-		return true, 0
+		return true, 0, kidapi.Urgent
 	}
-	// The periodic resync, spread by up to 10% per user so that users
-	// synced together do not stay in step.
+	if due := r.resyncDue(product, user, known, mem.sessionReadAt.IsZero()); now.Before(due) {
+		return false, due.Sub(now), kidapi.Resync
+	}
+	return true, 0, kidapi.Resync
+}
+
+// resyncDue is when the session's periodic resync is due: once per resync
+// interval after it was last read, spread by up to 10% per user so that
+// users synced together do not stay in step. A user this process has not
+// read yet is known only by syncedAt, the last read that changed something
+// (a 304 does not move it), so after a restart nearly every session is
+// overdue at once: those overdue since before the controller started are
+// spread over one interval from its start, by the same stable hash, instead
+// of all being read in its first minutes.
+func (r *KidUserReconciler) resyncDue(product *kidv1.KidProduct, user *kidv1.KidUser, known time.Time, unread bool) time.Time {
 	interval := product.Spec.API.ResyncInterval()
-	interval += time.Duration(float64(interval) * 0.1 * spread(user.UID))
-	if due := known.Add(interval); now.Before(due) {
-		return false, due.Sub(now)
+	at := func(base time.Time, share float64) time.Time {
+		return base.Add(time.Duration(float64(interval) * share * spread(user.UID)))
 	}
-	return true, 0
+	due := at(known.Add(interval), 0.1)
+	if started := r.startedAt(); unread && due.Before(started) {
+		due = at(started, 1)
+	}
+	return due
 }
 
 // syncSession reads the user's session from k-ID when due.
@@ -97,11 +116,11 @@ func (r *KidUserReconciler) syncSession(ctx context.Context, c *APIClient, produ
 		// without asking k-ID a second time.
 		return 0, r.writeSync(ctx, user, unwritten)
 	}
-	due, wait := r.sessionDue(product, user, p)
+	due, wait, lane := r.sessionDue(product, user, p)
 	if !due {
 		return wait, nil
 	}
-	if d := r.takeSlot(c, user, p); d > 0 {
+	if d := r.takeSlot(c, user, p, lane); d > 0 {
 		return d, nil
 	}
 	if r.erasures.get(user).idAgreed {

@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/kid-operator/kid-operator/cmd/manager/operator"
+	"github.com/kid-operator/kid-operator/controllers"
 	"github.com/kid-operator/kid-operator/internal/outbound"
 	"github.com/kid-operator/kid-operator/internal/secrets"
 	"github.com/kid-operator/kid-operator/webhookserver"
@@ -41,6 +42,7 @@ func main() {
 	flag.DurationVar(&opts.Webhook.StoreTimeout, "webhook-store-timeout", webhookserver.DefaultStoreTimeout, "how long a delivery waits for the API server before it gets 503")
 	flag.Float64Var(&qps, "kube-api-qps", operator.DefaultQPS, "API client requests per second")
 	flag.IntVar(&opts.Burst, "kube-api-burst", operator.DefaultBurst, "API client burst")
+	flag.IntVar(&opts.APIReadConcurrency, "api-read-concurrency", controllers.DefaultReadConcurrency, "reads of k-ID's REST API in flight at once, every product together (each product's requestsPerSecond still bounds its own); reads per second are at most this over k-ID's round trip")
 	var allowCIDRs, allowHosts, denyCIDRs string
 	flag.StringVar(&allowCIDRs, "outbound-allow-cidrs", "", "comma-separated address ranges that KidActions and the k-ID API client may call although they are loopback, link-local, private or cluster ranges (refused by default), e.g. 10.20.0.0/16")
 	flag.StringVar(&allowHosts, "outbound-allow-hosts", "", "comma-separated host names that may be called whatever they resolve to, e.g. backend.games.svc.cluster.local")
@@ -62,6 +64,10 @@ func main() {
 	}
 	if d := opts.Webhook.DrainPeriod; d < 0 || d > webhookserver.MaxDrainPeriod {
 		fmt.Fprintf(os.Stderr, "--webhook-drain-period: %s is outside 0 to %s\n", d, webhookserver.MaxDrainPeriod)
+		os.Exit(2)
+	}
+	if n := opts.APIReadConcurrency; n < 1 || n > maxAPIReadConcurrency {
+		fmt.Fprintf(os.Stderr, "--api-read-concurrency: %d is outside 1 to %d\n", n, maxAPIReadConcurrency)
 		os.Exit(2)
 	}
 	if sa := opts.DefaultActionServiceAccount; sa != "" {
@@ -89,6 +95,11 @@ func main() {
 		os.Exit(1)
 	}
 }
+
+// maxAPIReadConcurrency bounds --api-read-concurrency: more readers than
+// this would each hold a goroutine and a connection to k-ID for no rate a
+// product may set (500/s at a 2 s round trip).
+const maxAPIReadConcurrency = 1000
 
 func envOr(key, def string) string {
 	if v := os.Getenv(key); v != "" {

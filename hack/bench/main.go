@@ -31,6 +31,12 @@
 // players, each with a folded status, to each of -points and measures there
 // etcd's size, the manager's memory with and without GOMEMLIMIT, its time to
 // be ready after a restart, one event's fold, and kubectl's lists.
+//
+// With -suite=reads (`make bench-reads`) it starts the manager over players
+// whose sessions are all overdue for their resync, against a fake k-ID that
+// answers after a latency, and measures the reads per second against the
+// product's rate and how long urgent reads wait behind the backlog
+// (reads.go).
 package main
 
 import (
@@ -79,7 +85,7 @@ func main() {
 	flag.IntVar(&cfg.profileSeconds, "profile-seconds", 8, "CPU profile of the manager during the receiver run (0 skips it)")
 	flag.IntVar(&cfg.journeys, "journeys", 1000, fmt.Sprintf("players whose k-ID journey is sent after the e2e run, at most %d (0 skips it)", maxJourneys))
 	flag.IntVar(&cfg.journeyProfileSeconds, "journey-profile-seconds", 20, fmt.Sprintf("CPU profile of the manager from the journeys' first send, at most %d s (0 skips it)", maxProfileSeconds))
-	suite := flag.String("suite", "load", "load (make bench) or scale (make bench-scale)")
+	suite := flag.String("suite", "load", "load (make bench), scale (make bench-scale) or reads (make bench-reads)")
 	points := flag.String("points", "50000,100000,250000", "scale: players at which to measure, ascending, comma separated")
 	var sc scaleConfig
 	flag.IntVar(&sc.createC, "create-c", 32, "scale: concurrency of the players' creates and status writes")
@@ -89,7 +95,16 @@ func main() {
 	flag.IntVar(&sc.events, "events", 10000, "scale: applied KidEvents stored beside the players, from the first point on")
 	flag.BoolVar(&sc.kubectl, "kubectl", true, "scale: time kubectl's lists of every player at each point")
 	flag.BoolVar(&sc.watchCache, "watch-cache", true, "scale: kube-apiserver's watch cache (false fits 250k players in 24 GiB; the manager's figures are its own either way)")
+	rc := readsConfig{}
+	flag.IntVar(&rc.sessions, "read-sessions", 20000, "reads: players whose sessions are overdue when the manager starts (250000 for the scale issue's size)")
+	flag.IntVar(&rc.rps, "read-rps", 100, "reads: the product's requestsPerSecond (100 is the live default)")
+	flag.DurationVar(&rc.latency, "read-latency", 100*time.Millisecond, "reads: how long the fake k-ID takes to answer each call")
+	flag.DurationVar(&rc.interval, "read-interval", time.Minute, "reads: the product's sessionResync; the sessions due per second after the start are the sessions over it")
+	flag.IntVar(&rc.urgent, "read-urgent", 20, fmt.Sprintf("reads: urgent reads asked for through the window, at most %d", maxReadUrgent))
+	flag.DurationVar(&rc.window, "read-window", time.Minute, "reads: how long the reads are measured from the first")
+	flag.IntVar(&rc.concurrency, "read-concurrency", 32, "reads: the manager's --api-read-concurrency")
 	flag.Parse()
+	rc.createC, rc.watchCache = sc.createC, sc.watchCache
 	var err error
 	switch *suite {
 	case "load":
@@ -98,8 +113,10 @@ func main() {
 		if sc.points, err = parsePoints(*points); err == nil {
 			err = sc.validate()
 		}
+	case "reads":
+		err = rc.validate()
 	default:
-		err = fmt.Errorf("-suite: %q is neither load nor scale", *suite)
+		err = fmt.Errorf("-suite: %q is not load, scale or reads", *suite)
 	}
 	if err != nil {
 		fail(err)
@@ -109,9 +126,9 @@ func main() {
 
 	root := testenv.RepoRoot()
 	cfg.workDir = filepath.Join(root, ".local", "bench")
-	if *suite == "scale" {
+	if *suite != "load" {
 		// Its own kubeconfig and profiles: a load run may share the machine.
-		cfg.workDir = filepath.Join(root, ".local", "bench-scale")
+		cfg.workDir = filepath.Join(root, ".local", "bench-"+*suite)
 	}
 	cfg.managerBin = filepath.Join(root, "bin", "manager")
 	if err := os.MkdirAll(cfg.workDir, 0o755); err != nil {
@@ -123,6 +140,18 @@ func main() {
 		fail(fmt.Errorf("building the manager: %w", err))
 	}
 
+	if *suite == "reads" {
+		sig, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		ctx, cancel := context.WithTimeout(sig, 4*time.Hour)
+		defer cancel()
+		r, err := runReads(ctx, cfg, rc)
+		if err != nil {
+			fail(err)
+		}
+		printReads(os.Stdout, r)
+		return
+	}
 	if *suite == "scale" {
 		// Creating 250k players at a few hundred writes per second takes
 		// about half an hour on a 2-core machine.

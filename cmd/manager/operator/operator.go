@@ -99,6 +99,12 @@ type Options struct {
 	// Secrets products name again (with jitter up to as much again); 0
 	// means controllers.DefaultSecretRecheck.
 	SecretRecheck time.Duration
+	// APIReadConcurrency is how many reads of k-ID's API may be in flight
+	// at once, every product together (the kiduser-api controller's
+	// workers, apart from the KidUser controller's own); 0 means
+	// controllers.DefaultReadConcurrency. Each product's rate still
+	// bounds its own reads.
+	APIReadConcurrency int
 	// SkipControllerNameValidation lets one process build the manager more
 	// than once (tests that restart the operator).
 	SkipControllerNameValidation bool
@@ -249,6 +255,7 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 	}
 	if err := (&controllers.KidUserReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), APIClients: apiClients, Clock: opts.Clock,
+		ReadConcurrency: opts.APIReadConcurrency,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up KidUser controller: %w", err)
 	}

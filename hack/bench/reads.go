@@ -1,0 +1,359 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+	"github.com/kid-operator/kid-operator/internal/kidsim"
+)
+
+// The reads suite (-suite=reads, `make bench-reads`): the operator restarts
+// over n players whose sessions are all overdue for their resync (a 304
+// never moves syncedAt), against the simulator's fake k-ID answering every
+// call after a latency. It measures the reads per second the manager
+// achieves against the product's rate, and how long urgent reads (a
+// kid.dev/requested-at, a Session.ChangePermissions webhook) wait behind
+// the resync backlog.
+
+// Bounds of the reads suite's flags.
+const (
+	maxReadWindow  = 30 * time.Minute
+	maxReadUrgent  = 100
+	maxReadLatency = 10 * time.Second
+)
+
+type readsConfig struct {
+	sessions    int
+	rps         int
+	latency     time.Duration
+	interval    time.Duration
+	urgent      int
+	window      time.Duration
+	concurrency int
+	createC     int
+	watchCache  bool
+}
+
+func (c readsConfig) validate() error {
+	switch {
+	case c.sessions < 1 || c.sessions > maxScalePoint:
+		return fmt.Errorf("-read-sessions: %d is outside [1, %d]", c.sessions, maxScalePoint)
+	case c.rps < 1 || c.rps > 500:
+		return fmt.Errorf("-read-rps: %d is outside [1, 500], a product's requestsPerSecond", c.rps)
+	case c.latency < 0 || c.latency > maxReadLatency:
+		return fmt.Errorf("-read-latency: %s is outside [0, %s]", c.latency, maxReadLatency)
+	case c.interval < time.Minute || c.interval > 720*time.Hour:
+		return fmt.Errorf("-read-interval: %s is outside [1m, 720h], a product's sessionResync", c.interval)
+	case c.urgent < 0 || c.urgent > maxReadUrgent:
+		return fmt.Errorf("-read-urgent: %d is outside [0, %d]", c.urgent, maxReadUrgent)
+	case c.window < 10*time.Second || c.window > maxReadWindow:
+		return fmt.Errorf("-read-window: %s is outside [10s, %s]", c.window, maxReadWindow)
+	case c.concurrency < 1 || c.concurrency > 1000:
+		return fmt.Errorf("-read-concurrency: %d is outside [1, 1000]", c.concurrency)
+	case c.createC < 1 || c.createC > maxCreateC:
+		return fmt.Errorf("-create-c: %d is outside [1, %d]", c.createC, maxCreateC)
+	}
+	return nil
+}
+
+// readsRun is what the reads suite measured.
+type readsRun struct {
+	cfg        readsConfig
+	readyAfter time.Duration
+	reads      int     // reads of the players' sessions in the window
+	readRate   float64 // reads per second over the window
+	maxInOne   int     // most reads in any second of the window
+	demand     float64 // sessions due per second by the restart's spread
+	urgent     []urgentRead
+}
+
+// urgentRead is one urgent read: what asked for it and how long after the
+// ask k-ID saw it.
+type urgentRead struct {
+	via    string
+	waited time.Duration
+}
+
+const readsAPISecret = "bench-api"
+
+// runReads creates the players with the manager stopped, starts it (a
+// restart over them), and measures the window that follows.
+func runReads(ctx context.Context, cfg config, rc readsConfig) (readsRun, error) {
+	run := readsRun{cfg: rc, demand: float64(rc.sessions) / rc.interval.Seconds()}
+	p, err := startPlane(cfg.workDir, func(env *envtest.Environment) {
+		env.ControlPlane.Etcd.Configure().Set("quota-backend-bytes", strconv.Itoa(8<<30))
+		if !rc.watchCache {
+			env.ControlPlane.GetAPIServer().Configure().Set("watch-cache", "false")
+		}
+	})
+	if err != nil {
+		return run, err
+	}
+	defer p.stop()
+	m := newManager(cfg.managerBin, p.kubeconfig)
+	m.readyTimeout = scaleReadyTimeout
+	m.extraArgs = []string{"--api-read-concurrency=" + strconv.Itoa(rc.concurrency)}
+
+	fake := kidsim.NewFake(kidsim.FakeOptions{
+		APIKey: "bench-api-key", ProductID: 11472,
+		WebhookURL: "http://" + m.webhook + kidv1.WebhookPath(benchNS, "bench"), WebhookSecret: []byte(secret),
+		Schedule:   kidsim.RetrySchedule,
+		HTTPClient: &http.Client{Timeout: 10 * time.Second},
+	})
+	defer fake.Close()
+	fakeCtx, stopFake := context.WithCancel(ctx)
+	defer stopFake()
+	addr, err := fake.ListenAndServe(fakeCtx, "127.0.0.1:0")
+	if err != nil {
+		return run, err
+	}
+	if err := fake.SetAPIFault(kidsim.AllEndpoints, kidsim.APIFault{Latency: rc.latency}); err != nil {
+		return run, err
+	}
+	if err := createReadsProduct(ctx, p, "http://"+addr+"/api/v1", rc); err != nil {
+		return run, err
+	}
+
+	log("reads: %d sessions at the fake k-ID, and their players (create, then status), at concurrency %d", rc.sessions, rc.createC)
+	fake.SetDeliveryFault(kidsim.FaultDrop)
+	ids := make([]string, rc.sessions)
+	for i := range ids {
+		ids[i] = "s-read-" + strconv.Itoa(i)
+		if _, err := fake.ApproveChallenge(fake.StartChallenge(), kidsim.Approval{SessionID: ids[i]}); err != nil {
+			return run, err
+		}
+	}
+	etags := map[string]string{}
+	for _, s := range fake.State().Sessions {
+		etags[s.Session.SessionID] = s.Session.Etag
+	}
+	fake.SetDeliveryFault(kidsim.FaultNone)
+	// Read twice the interval ago, and only 304s since: every session is
+	// overdue when the manager starts.
+	if err := createReadPlayers(ctx, p, ids, etags, time.Now().Add(-2*rc.interval), rc.createC); err != nil {
+		return run, err
+	}
+
+	log("reads: starting the manager over %d overdue sessions (rate %d/s, k-ID answering in %s, resync every %s, %d readers)", rc.sessions, rc.rps, rc.latency, rc.interval, rc.concurrency)
+	begin := time.Now()
+	if run.readyAfter, err = m.start(ctx); err != nil {
+		return run, err
+	}
+	defer func() { _ = m.stop() }()
+
+	// The window opens at the first read; the urgent reads are asked for
+	// at even steps through it, each for a player not read yet.
+	var opened time.Time
+	for opened.IsZero() {
+		if reads := playerReads(fake, begin); len(reads) > 0 {
+			opened = reads[0].At
+			break
+		}
+		if time.Since(begin) > scaleReadyTimeout {
+			return run, fmt.Errorf("no session read %s after the start", scaleReadyTimeout)
+		}
+		if err := sleep(ctx, 50*time.Millisecond); err != nil {
+			return run, err
+		}
+	}
+	step := rc.window / time.Duration(rc.urgent+1)
+	for k := range rc.urgent {
+		if err := sleep(ctx, time.Until(opened.Add(time.Duration(k+1)*step))); err != nil {
+			return run, err
+		}
+		u, err := askUrgent(ctx, p, fake, ids, k)
+		if err != nil {
+			return run, err
+		}
+		run.urgent = append(run.urgent, u)
+		log("reads: urgent read %d (%s) made %s after it was asked for", k+1, u.via, u.waited.Round(time.Millisecond))
+	}
+	if err := sleep(ctx, time.Until(opened.Add(rc.window))); err != nil {
+		return run, err
+	}
+	var times []time.Time
+	for _, r := range playerReads(fake, opened) {
+		if r.At.Before(opened.Add(rc.window)) {
+			times = append(times, r.At)
+		}
+	}
+	run.reads = len(times)
+	run.readRate = float64(len(times)) / rc.window.Seconds()
+	run.maxInOne = kidsim.MaxInWindow(times, time.Second)
+	return run, nil
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
+	}
+}
+
+// createReadsProduct makes the product "bench" with spec.api at the fake.
+func createReadsProduct(ctx context.Context, p *plane, baseURL string, rc readsConfig) error {
+	if err := p.client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: benchNS}}); err != nil {
+		return err
+	}
+	for name, data := range map[string]map[string]string{"bench-webhook": {"current": secret}, readsAPISecret: {"key": "bench-api-key"}} {
+		if err := p.client.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: benchNS}, StringData: data}); err != nil {
+			return err
+		}
+	}
+	rps := int32(rc.rps)
+	return p.client.Create(ctx, &kidv1.KidProduct{
+		ObjectMeta: metav1.ObjectMeta{Name: "bench", Namespace: benchNS},
+		Spec: kidv1.KidProductSpec{
+			ProductID: 11472, Environment: kidv1.EnvironmentTest,
+			Webhook: kidv1.WebhookSpec{SecretRef: kidv1.LocalObjectReference{Name: "bench-webhook"}},
+			API: &kidv1.APISpec{
+				SecretRef: kidv1.SecretKeySelector{Name: readsAPISecret, Key: "key"},
+				BaseURL:   baseURL, RequestsPerSecond: &rps,
+				SessionResync: &metav1.Duration{Duration: rc.interval},
+			},
+		},
+	})
+}
+
+// createReadPlayers creates the players as a consent and a read leave them:
+// labelled, their session Active with k-ID's etag (a read is a 304) and
+// syncedAt.
+func createReadPlayers(ctx context.Context, p *plane, ids []string, etags map[string]string, synced time.Time, c int) error {
+	product := &kidv1.KidProduct{}
+	if err := p.client.Get(ctx, client.ObjectKey{Namespace: benchNS, Name: "bench"}, product); err != nil {
+		return err
+	}
+	var failed atomic.Int64
+	var firstErr atomic.Value
+	elapsed := parallel(len(ids), c, func(i int) {
+		if ctx.Err() != nil || failed.Load() > 0 {
+			return
+		}
+		id := ids[i]
+		u := &kidv1.KidUser{
+			ObjectMeta: metav1.ObjectMeta{
+				Name: kidv1.UserName("bench", kidv1.IdentitySession, id), Namespace: benchNS,
+				Labels:          map[string]string{kidv1.ProductLabel: "bench"},
+				OwnerReferences: []metav1.OwnerReference{product.OwnerReference()},
+			},
+			Spec: kidv1.KidUserSpec{ProductRef: kidv1.LocalObjectReference{Name: "bench"}, Identity: kidv1.UserIdentity{Kind: kidv1.IdentitySession, ID: id}},
+		}
+		err := p.client.Create(ctx, u)
+		if err == nil {
+			u.Status.SessionID = id
+			u.Status.Session = kidv1.SessionStatus{State: kidv1.SessionActive, Status: "ACTIVE", ETag: etags[id], SyncedAt: &metav1.Time{Time: synced}}
+			err = p.client.Status().Update(ctx, u)
+		}
+		if err != nil {
+			failed.Add(1)
+			firstErr.CompareAndSwap(nil, fmt.Errorf("player %d: %w", i, err))
+		}
+	})
+	if err, _ := firstErr.Load().(error); err != nil {
+		return fmt.Errorf("%d players failed, the first: %w", failed.Load(), err)
+	}
+	log("reads: %d players in %.0f s", len(ids), elapsed.Seconds())
+	return ctx.Err()
+}
+
+// playerReads lists the fake's reads of the players' sessions since t.
+func playerReads(fake *kidsim.Fake, since time.Time) []kidsim.APIRequest {
+	var out []kidsim.APIRequest
+	for _, r := range fake.Requests() {
+		if r.Endpoint == kidsim.EndpointSessionGet && !r.At.Before(since) && strings.HasPrefix(r.Query.Get("sessionId"), "s-read-") {
+			out = append(out, r)
+		}
+	}
+	slices.SortFunc(out, func(a, b kidsim.APIRequest) int { return a.At.Compare(b.At) })
+	return out
+}
+
+// askUrgent asks for the k-th urgent read, of a player the resync has not
+// read yet: every other one through kid.dev/requested-at, the others
+// through a parent's permission change at the fake, whose webhook the
+// manager folds. It returns how long after the ask k-ID saw the read.
+func askUrgent(ctx context.Context, p *plane, fake *kidsim.Fake, ids []string, k int) (urgentRead, error) {
+	read := map[string]bool{}
+	for _, r := range playerReads(fake, time.Time{}) {
+		read[r.Query.Get("sessionId")] = true
+	}
+	// From the end of the list: the players least likely to be read soon
+	// by chance.
+	var id string
+	for i := len(ids) - 1; i >= 0 && id == ""; i-- {
+		if !read[ids[i]] {
+			id = ids[i]
+		}
+	}
+	if id == "" {
+		return urgentRead{}, fmt.Errorf("every player was read before urgent read %d: lengthen -read-window or add -read-sessions", k+1)
+	}
+	var asked time.Time
+	via := "requested-at"
+	if k%2 == 0 {
+		u := &kidv1.KidUser{}
+		if err := p.client.Get(ctx, client.ObjectKey{Namespace: benchNS, Name: kidv1.UserName("bench", kidv1.IdentitySession, id)}, u); err != nil {
+			return urgentRead{}, err
+		}
+		patch := client.MergeFrom(u.DeepCopy())
+		asked = time.Now()
+		u.Annotations = map[string]string{kidv1.RequestedAtAnnotation: asked.Format(time.RFC3339Nano)}
+		if err := p.client.Patch(ctx, u, patch); err != nil {
+			return urgentRead{}, err
+		}
+	} else {
+		via = "ChangePermissions"
+		asked = time.Now()
+		if err := fake.SetPermission(id, "text-chat-private", true); err != nil {
+			return urgentRead{}, err
+		}
+	}
+	deadline := asked.Add(2 * time.Minute)
+	for time.Now().Before(deadline) {
+		for _, r := range playerReads(fake, asked) {
+			if r.Query.Get("sessionId") == id {
+				return urgentRead{via: via, waited: r.At.Sub(asked)}, nil
+			}
+		}
+		if err := sleep(ctx, 5*time.Millisecond); err != nil {
+			return urgentRead{}, err
+		}
+	}
+	return urgentRead{}, fmt.Errorf("urgent read %d (%s) not made within 2 minutes", k+1, via)
+}
+
+func printReads(w io.Writer, r readsRun) {
+	var waits []time.Duration
+	for _, u := range r.urgent {
+		waits = append(waits, u.waited)
+	}
+	p50, most := time.Duration(0), time.Duration(0)
+	if len(waits) > 0 {
+		p50, most = percentile(waits, 0.5), slices.Max(waits)
+	}
+	c := r.cfg
+	fmt.Fprintf(w, "\n| sessions overdue at start | rate (/s) | k-ID latency (ms) | resync interval | readers | due by the spread (/s) | reads (/s) | most in 1 s | urgent reads | urgent wait p50 / max (ms) | ready after start (s) |\n")
+	fmt.Fprintf(w, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	fmt.Fprintf(w, "| %d | %d | %.0f | %s | %d | %.0f | %.1f | %d | %d | %.1f / %.1f | %.1f |\n\n",
+		c.sessions, c.rps, ms(c.latency), c.interval, c.concurrency, float64(c.sessions)/c.interval.Seconds(), r.readRate, r.maxInOne, len(r.urgent), ms(p50), ms(most), r.readyAfter.Seconds())
+	fmt.Fprintf(w, "reads: sessions=%d rps=%d latency_ms=%.0f interval=%s readers=%d window_s=%.0f reads=%d read_rps=%.1f max_1s=%d demand_rps=%.1f urgent=%d urgent_p50_ms=%.1f urgent_max_ms=%.1f ready_s=%.1f\n",
+		c.sessions, c.rps, ms(c.latency), c.interval, c.concurrency, c.window.Seconds(), r.reads, r.readRate, r.maxInOne, r.demand, len(r.urgent), ms(p50), ms(most), r.readyAfter.Seconds())
+}
