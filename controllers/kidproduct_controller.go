@@ -236,10 +236,10 @@ func (r *KidProductReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		if apierrors.IsNotFound(err) {
 			// Labels of products that are gone are dropped, so that the
 			// metrics stay bounded by the products that exist.
-			eventsPending.DeleteLabelValues(req.String())
-			oldestPendingTimestamp.DeleteLabelValues(req.String())
+			forgetProductSeries(req.String())
 			if r.APIClients != nil {
 				r.APIClients.erasures.forget(req.NamespacedName)
+				r.APIClients.Forget(req.NamespacedName)
 			}
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -409,13 +409,15 @@ func (r *KidProductReconciler) reconcileAPI(ctx context.Context, p *kidv1.KidPro
 	}
 	switch {
 	case err == nil:
-		set(metav1.ConditionTrue, kidv1.APIReadyReason, "k-ID accepts the API key; session sync and recovery are on")
+		// The Secret key's name, never its value: which of a rotation's
+		// two keys k-ID accepts.
+		set(metav1.ConditionTrue, kidv1.APIReadyReason, fmt.Sprintf("k-ID accepts the API key %q of Secret %q; session sync and recovery are on", c.KeyName(p.Spec.API), p.Spec.API.SecretRef.Name))
 		if !wasReady {
 			r.APIClients.Resumed(client.ObjectKeyFromObject(p))
 		}
 		return 0, nil
 	case kidapi.IsUnauthorized(err):
-		set(metav1.ConditionFalse, kidv1.UnauthorizedReason, fmt.Sprintf("k-ID refused the API key in Secret %q (401); session sync and recovery are paused until it changes", p.Spec.API.SecretRef.Name))
+		set(metav1.ConditionFalse, kidv1.UnauthorizedReason, fmt.Sprintf("k-ID refused the API key in Secret %q (401 to key %q, and to %q where set); session sync and recovery are paused until it changes", p.Spec.API.SecretRef.Name, p.Spec.API.SecretRef.Key, p.Spec.API.NextKeyName()))
 		return probeInterval, nil
 	default:
 		set(metav1.ConditionFalse, kidv1.UnreachableReason, "k-ID's API did not answer: "+err.Error())

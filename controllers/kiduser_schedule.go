@@ -73,8 +73,10 @@ type pollState struct {
 	// handledRequest is the kid.dev/requested-at value last answered.
 	handledRequest string
 	// slotAt is when the call this user booked with the product's rate
-	// limiter is due; zero when it holds none.
-	slotAt time.Time
+	// limiter is due; zero when it holds none. slotWait is how far ahead
+	// it was booked (for kid_api_slot_wait_seconds).
+	slotAt   time.Time
+	slotWait time.Duration
 	// failures counts the user's failed calls in a row, and retryAt is
 	// when its backoff (failureBackoff) lets it call again; a call k-ID
 	// answers clears both.
@@ -212,10 +214,11 @@ func (r *KidUserReconciler) takeSlot(c *APIClient, user *kidv1.KidUser, p *apiPa
 }
 
 func (r *KidUserReconciler) slot(c *APIClient, user *kidv1.KidUser, now time.Time) time.Duration {
-	slot := r.polls.get(user).slotAt
+	mem := r.polls.get(user)
+	slot := mem.slotAt
 	if slot.IsZero() {
 		if d := c.Book(); d > 0 {
-			r.polls.update(user, func(s *pollState) { s.slotAt = now.Add(d) })
+			r.polls.update(user, func(s *pollState) { s.slotAt, s.slotWait = now.Add(d), d })
 			return d
 		}
 	} else if now.Before(slot) {
@@ -226,9 +229,14 @@ func (r *KidUserReconciler) slot(c *APIClient, user *kidv1.KidUser, now time.Tim
 		// next token, keeping the slot that has come.
 		return d
 	}
+	var waited time.Duration
 	if !slot.IsZero() {
-		r.polls.update(user, func(s *pollState) { s.slotAt = time.Time{} })
+		// From the booking (the slot's time less how far ahead it was
+		// booked) to now, lateness included.
+		waited = now.Sub(slot.Add(-mem.slotWait))
+		r.polls.update(user, func(s *pollState) { s.slotAt, s.slotWait = time.Time{}, 0 })
 	}
+	slotWait.WithLabelValues(userProductLabel(user)).Observe(waited.Seconds())
 	return 0
 }
 

@@ -117,14 +117,14 @@ func (r *KidUserReconciler) syncSession(ctx context.Context, c *APIClient, produ
 	gone := kidapi.IsNotFound(err) || (err == nil && !sessionActive(session.Status))
 	switch {
 	case errors.Is(err, kidapi.ErrNotModified):
-		sessionSyncsTotal.WithLabelValues("unchanged").Inc()
+		sessionSyncsTotal.WithLabelValues(productLabel(product), "unchanged").Inc()
 		r.sessionAnswered(product, user)
 		r.readSession(user, now)
 		return 0, nil
 	case gone && st.SessionID == "":
 		// Never confirmed: a browser event named a session k-ID does not
 		// know (or knows deleted). Nothing to erase, nothing to believe.
-		sessionSyncsTotal.WithLabelValues("unknown").Inc()
+		sessionSyncsTotal.WithLabelValues(productLabel(product), "unknown").Inc()
 		return 0, nil
 	case gone:
 		if err != nil && r.erasures.get(user).suspectedAt.IsZero() && r.withinPropagation(user, now) {
@@ -159,7 +159,7 @@ func (r *KidUserReconciler) writeSync(ctx context.Context, user *kidv1.KidUser, 
 	setUserConditions(user)
 	if sameButTime(before.Status.Session, user.Status.Session) && apiequality.Semantic.DeepEqual(before.Status.PersonalData, user.Status.PersonalData) && before.Status.KUID == user.Status.KUID {
 		// k-ID sent the session whole (no etag match) but nothing changed.
-		sessionSyncsTotal.WithLabelValues("unchanged").Inc()
+		sessionSyncsTotal.WithLabelValues(userProductLabel(user), "unchanged").Inc()
 		user.Status = before.Status
 		r.polls.update(user, func(s *pollState) { s.unwritten = nil })
 		return nil
@@ -169,7 +169,7 @@ func (r *KidUserReconciler) writeSync(ctx context.Context, user *kidv1.KidUser, 
 		return fmt.Errorf("writing synced session: %w", err)
 	}
 	r.polls.update(user, func(s *pollState) { s.unwritten = nil })
-	sessionSyncsTotal.WithLabelValues("changed").Inc()
+	sessionSyncsTotal.WithLabelValues(userProductLabel(user), "changed").Inc()
 	return nil
 }
 

@@ -85,6 +85,10 @@ type WebhookSpec struct {
 // workers.
 type APISpec struct {
 	// secretRef selects the key of a Secret that holds the product's API key.
+	// The same Secret may hold a second key under that key's name plus
+	// "-next" ("key-next" for "key"): the key a rotation moves to. A call
+	// k-ID refuses (401) is tried once with the other key, and the key
+	// k-ID accepts is used from then on (APIReady names it).
 	// +required
 	SecretRef SecretKeySelector `json:"secretRef"`
 
@@ -414,6 +418,13 @@ func (a *APISpec) RateLimit(env Environment) (rps, burst int) {
 	}
 	return rps, burst
 }
+
+// NextAPIKeySuffix names the Secret key that holds the next API key of a
+// rotation: spec.api.secretRef.key plus this.
+const NextAPIKeySuffix = "-next"
+
+// NextKeyName is the Secret key that holds the next API key of a rotation.
+func (a *APISpec) NextKeyName() string { return a.SecretRef.Key + NextAPIKeySuffix }
 
 // CallTimeout bounds one call to k-ID.
 func (a *APISpec) CallTimeout() time.Duration { return durationOr(a.Timeout, DefaultAPITimeout) }
