@@ -53,11 +53,16 @@ type APIClients struct {
 	resume chan event.GenericEvent
 	// erasures are the products' erasure breakers (erasure_breaker.go).
 	erasures erasureBreakers
+	// activity sums what the products' players did, for status.api
+	// (apiactivity.go).
+	activity apiActivity
 }
 
 // NewAPIClients returns an empty set of clients that call k-ID through hc.
 func NewAPIClients(hc *http.Client) *APIClients {
-	return &APIClients{HTTP: hc, byProduct: map[types.NamespacedName]*APIClient{}, wake: make(chan event.GenericEvent, 64), resume: make(chan event.GenericEvent, 64), erasures: newErasureBreakers()}
+	s := &APIClients{HTTP: hc, byProduct: map[types.NamespacedName]*APIClient{}, wake: make(chan event.GenericEvent, 64), resume: make(chan event.GenericEvent, 64), erasures: newErasureBreakers()}
+	s.activity = newAPIActivity(s.wakeProduct)
+	return s
 }
 
 // APIClient is one product's k-ID API client and what is known of its key.

@@ -240,6 +240,7 @@ func (r *KidProductReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 			if r.APIClients != nil {
 				r.APIClients.erasures.forget(req.NamespacedName)
 				r.APIClients.Forget(req.NamespacedName)
+				r.APIClients.activity.forget(req.NamespacedName)
 			}
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -381,9 +382,13 @@ func (r *KidProductReconciler) reconcileAPI(ctx context.Context, p *kidv1.KidPro
 		if r.APIClients != nil {
 			r.APIClients.Forget(client.ObjectKeyFromObject(p))
 		}
+		p.Status.API = nil
 		set(metav1.ConditionFalse, kidv1.NotConfiguredReason, "no spec.api: the product works on webhooks alone; session sync, recovery and the confirmation of browser events are off")
 		return 0, nil
 	}
+	// Kept to the minute by the KidUser controller, which wakes the
+	// product when it changes (apiactivity.go).
+	p.Status.API = r.APIClients.activity.status(client.ObjectKeyFromObject(p))
 	c, err := r.APIClients.For(ctx, r.Client, p)
 	if err == nil && c.Unauthorized() && r.Secrets != nil {
 		// k-ID refused the key: the Secret may already hold a new one that

@@ -76,6 +76,8 @@ func (r *KidUserReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
 		Watches(&kidv1.KidUser{}, handler.EnqueueRequestsFromMapFunc(r.standIns))
 	if r.APIClients != nil {
+		// What each player adds to its product's status.api.
+		r.polls.activity = &r.APIClients.activity
 		// A person resumed a product's erasures: its held players read
 		// their sessions again.
 		b = b.WatchesRawSource(source.Channel(r.APIClients.UserWakes(), &handler.EnqueueRequestForObject{}))

@@ -76,7 +76,10 @@ func (r *KidUserReconciler) recover(ctx context.Context, c *APIClient, product *
 	}
 	first, maxInterval, horizon := product.Spec.API.Recovery.Backoff()
 	elapsed := now.Sub(since)
-	if elapsed > horizon && !p.force {
+	// Past the horizon nothing polls it any more: the product's
+	// status.api counts it, until a decision or the user goes.
+	p.givenUp = elapsed > horizon
+	if p.givenUp && !p.force {
 		return 0, nil
 	}
 	point, next := pollPoint(elapsed, first, maxInterval)

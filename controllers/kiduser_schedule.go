@@ -61,6 +61,9 @@ const (
 type pollMemory struct {
 	mu sync.Mutex
 	m  map[types.NamespacedName]pollState
+	// activity, if set, keeps each product's sum of its users' parts
+	// (apiactivity.go) as they change here.
+	activity *apiActivity
 }
 
 type pollState struct {
@@ -87,6 +90,10 @@ type pollState struct {
 	// seconds, so comparing them with the read's own time would miss a
 	// change made in the second of the read.)
 	readForChange, readForConsent time.Time
+	// part is what the user adds to its product's status.api
+	// (apiactivity.go): when its session's periodic read is due, and
+	// whether recovery gave up on it.
+	part userPart
 }
 
 func (p *pollMemory) get(u *kidv1.KidUser) pollState {
@@ -106,23 +113,44 @@ func (p *pollMemory) update(u *kidv1.KidUser, f func(*pollState)) {
 	}
 	key := client.ObjectKeyFromObject(u)
 	s := p.m[key]
+	before := s.part
 	if s.uid != u.UID {
 		s = pollState{uid: u.UID}
 	}
 	f(&s)
 	p.m[key] = s
+	if p.activity != nil {
+		p.activity.move(key.Namespace, before, s.part)
+	}
 }
 
 func (p *pollMemory) forget(key types.NamespacedName) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.activity != nil {
+		p.activity.move(key.Namespace, p.m[key].part, userPart{})
+	}
 	delete(p.m, key)
+}
+
+// setPart records what the user adds to its product's status.api, when it
+// changed (a user with nothing to add and no memory costs no entry).
+func (p *pollMemory) setPart(u *kidv1.KidUser, part userPart) {
+	if p.get(u).part == part {
+		return
+	}
+	p.update(u, func(s *pollState) { s.part = part })
 }
 
 // reconcileAPI syncs the user's session and recovers its pending challenge
 // or verification, as due. It returns when the user is next due.
 func (r *KidUserReconciler) reconcileAPI(ctx context.Context, user *kidv1.KidUser) (time.Duration, error) {
-	if r.APIClients == nil || user.Status.ErasedAt != nil {
+	if r.APIClients == nil {
+		return 0, nil
+	}
+	if user.Status.ErasedAt != nil {
+		// Nothing more to ask k-ID: the user leaves its product's sums.
+		r.polls.setPart(user, userPart{})
 		return 0, nil
 	}
 	product := &kidv1.KidProduct{}
@@ -131,6 +159,7 @@ func (r *KidUserReconciler) reconcileAPI(ctx context.Context, user *kidv1.KidUse
 	}
 	api := product.Spec.API
 	if api == nil {
+		r.polls.setPart(user, userPart{})
 		return 0, nil
 	}
 	c, err := r.APIClients.For(ctx, r.Client, product)
@@ -183,6 +212,7 @@ func (r *KidUserReconciler) reconcileAPI(ctx context.Context, user *kidv1.KidUse
 	if pass.force && !pass.waiting {
 		r.polls.update(user, func(s *pollState) { s.handledRequest = requested })
 	}
+	r.polls.setPart(user, userPart{product: product.Name, due: r.resyncDue(product, user), givenUp: pass.givenUp})
 	if len(next) == 0 {
 		return 0, nil
 	}
@@ -199,6 +229,9 @@ type apiPass struct {
 	waiting bool
 	// called is set when a call went out, and failed when one failed.
 	called, failed bool
+	// givenUp is set when the user's pending challenge or verification
+	// is past its recovery horizon, undecided.
+	givenUp bool
 }
 
 // takeSlot returns 0 when the user may call k-ID now, having taken a token

@@ -8,6 +8,7 @@ import (
 
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
@@ -79,11 +80,8 @@ func (r *KidUserReconciler) sessionDue(product *kidv1.KidProduct, user *kidv1.Ki
 	if st.Consent.State == kidv1.ConsentGranted && changedSince(st.Consent.Time, mem.readForConsent) {
 		return true, 0
 	}
-	// The periodic resync, spread by up to 10% per user so that users
-	// synced together do not stay in step.
-	interval := product.Spec.API.ResyncInterval()
-	interval += time.Duration(float64(interval) * 0.1 * spread(user.UID))
-	if due := known.Add(interval); now.Before(due) {
+	// The periodic resync.
+	if due := known.Add(resyncInterval(product, user)); now.Before(due) {
 		return false, due.Sub(now)
 	}
 	return true, 0
@@ -173,9 +171,37 @@ func (r *KidUserReconciler) writeSync(ctx context.Context, user *kidv1.KidUser, 
 	return nil
 }
 
+// resyncDue is the minute (rounded up) the user's session is due its
+// periodic read, for its product's status.api; 0 when it has none (not a
+// session's user, or the session is deleted).
+func (r *KidUserReconciler) resyncDue(product *kidv1.KidProduct, user *kidv1.KidUser) int64 {
+	if user.Spec.Identity.Kind != kidv1.IdentitySession || user.Status.Session.State == kidv1.SessionDeleted {
+		return 0
+	}
+	known := r.polls.get(user).sessionReadAt
+	if t := user.Status.Session.SyncedAt; t != nil && t.After(known) {
+		known = t.Time
+	}
+	if known.IsZero() {
+		// Never read: due now, or overdue.
+		return minuteOf(r.Clock.Now(), true)
+	}
+	return minuteOf(known.Add(resyncInterval(product, user)), true)
+}
+
+// resyncInterval is the product's resync interval, spread by up to 10 % per
+// user so that users synced together do not stay in step.
+func resyncInterval(product *kidv1.KidProduct, user *kidv1.KidUser) time.Duration {
+	interval := product.Spec.API.ResyncInterval()
+	return interval + time.Duration(float64(interval)*0.1*spread(user.UID))
+}
+
 // readSession remembers a read k-ID answered, and the changes it answered
 // for.
 func (r *KidUserReconciler) readSession(user *kidv1.KidUser, now time.Time) {
+	if r.polls.activity != nil {
+		r.polls.activity.read(types.NamespacedName{Namespace: user.Namespace, Name: user.Spec.ProductRef.Name}, now)
+	}
 	r.polls.update(user, func(s *pollState) {
 		s.sessionReadAt = now
 		if t := user.Status.Session.PermissionsChangedAt; t != nil {

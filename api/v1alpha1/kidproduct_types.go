@@ -322,6 +322,38 @@ type KidProductStatus struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=256
 	LastHandledResumeErasures string `json:"lastHandledResumeErasures,omitempty"`
+
+	// api is what the product's calls to k-ID's REST API show: its session
+	// resync and what recovery gave up on. Unset without spec.api, and
+	// until a player of the product has something to show.
+	// +optional
+	API *APIStatus `json:"api,omitempty"`
+}
+
+// APIStatus summarises a product's session sync and recovery. The manager
+// keeps it from what its players' reconciles did since it started (it lists
+// no players to compute it), so after a restart it fills in as the players
+// are reconciled again.
+type APIStatus struct {
+	// lastResyncTime is when a session of the product was last read from
+	// k-ID (an answer: changed or not), to the minute.
+	// +optional
+	LastResyncTime *metav1.Time `json:"lastResyncTime,omitempty"`
+
+	// nextResyncTime is when the soonest of the product's sessions is due
+	// its read (every spec.api.sessionResync, or at once for a session
+	// never read), to the minute, rounded up. In the past, reads are
+	// behind: waiting for the product's rate, or paused (see APIReady).
+	// +optional
+	NextResyncTime *metav1.Time `json:"nextResyncTime,omitempty"`
+
+	// recoveriesGivenUp counts the product's pending challenges and
+	// verifications whose spec.api.recovery.horizon passed without a
+	// decision: nothing polls them any more. A webhook may still decide
+	// them; kid.dev/requested-at on the KidUser asks k-ID once more.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	RecoveriesGivenUp int32 `json:"recoveriesGivenUp,omitempty"`
 }
 
 // KidProduct is one k-ID product in one environment: where its webhooks are
@@ -337,6 +369,8 @@ type KidProductStatus struct {
 // +kubebuilder:printcolumn:name="Path",type=string,JSONPath=`.status.webhookPath`
 // +kubebuilder:printcolumn:name="Last Event",type=date,JSONPath=`.status.lastEventTime`
 // +kubebuilder:printcolumn:name="Last Test",type=date,JSONPath=`.status.lastTestEventTime`,priority=1
+// +kubebuilder:printcolumn:name="Last Resync",type=date,JSONPath=`.status.api.lastResyncTime`,priority=1
+// +kubebuilder:printcolumn:name="Given Up",type=integer,JSONPath=`.status.api.recoveriesGivenUp`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 63",message="a KidProduct name is at most 63 characters: it becomes part of every KidEvent name and label"
 type KidProduct struct {

@@ -24,8 +24,8 @@ const (
 // keySet is a client's keys and which of them k-ID last accepted.
 type keySet struct {
 	keys [2]string
-	// inUse is CurrentKey or NextKey.
-	inUse atomic.Int32
+	// nextInUse is set when the key in use is NextKey.
+	nextInUse atomic.Bool
 	// switched, if set, is told when the key in use changes.
 	switched func(inUse int)
 }
@@ -37,7 +37,12 @@ func newKeySet(current, next string, switched func(int)) *keySet {
 // rotating reports whether there is a second key to try.
 func (k *keySet) rotating() bool { return k.keys[NextKey] != "" }
 
-func (k *keySet) current() int { return int(k.inUse.Load()) }
+func (k *keySet) current() int {
+	if k.nextInUse.Load() {
+		return NextKey
+	}
+	return CurrentKey
+}
 
 // other is the key that is not i.
 func other(i int) int { return 1 - i }
@@ -45,7 +50,7 @@ func other(i int) int { return 1 - i }
 // accepted records that k-ID answered a request sent with key i: if it was
 // not the key in use (since from), it is now.
 func (k *keySet) accepted(from, i int) {
-	if from == i || !k.inUse.CompareAndSwap(int32(from), int32(i)) {
+	if from == i || !k.nextInUse.CompareAndSwap(from == NextKey, i == NextKey) {
 		return
 	}
 	if k.switched != nil {
