@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,6 +34,12 @@ type APIClients struct {
 	// Secrets reads the products' API key Secrets (one get each, kept for
 	// a short TTL). Nil reads them with the reader For is given.
 	Secrets *secrets.Cache
+	// AllowInsecureURLs lets a product's spec.api.baseURL be plain
+	// http:// (the manager's --allow-insecure-api-urls: `make run` and
+	// the tests, whose fake k-ID serves on loopback). Otherwise such a
+	// product's APIReady is False, reason InsecureBaseURL, and nothing
+	// sends its key.
+	AllowInsecureURLs bool
 
 	mu        sync.Mutex
 	byProduct map[types.NamespacedName]*APIClient
@@ -46,11 +53,16 @@ type APIClients struct {
 	resume chan event.GenericEvent
 	// erasures are the products' erasure breakers (erasure_breaker.go).
 	erasures erasureBreakers
+	// activity sums what the products' players did, for status.api
+	// (apiactivity.go).
+	activity apiActivity
 }
 
 // NewAPIClients returns an empty set of clients that call k-ID through hc.
 func NewAPIClients(hc *http.Client) *APIClients {
-	return &APIClients{HTTP: hc, byProduct: map[types.NamespacedName]*APIClient{}, wake: make(chan event.GenericEvent, 64), resume: make(chan event.GenericEvent, 64), erasures: newErasureBreakers()}
+	s := &APIClients{HTTP: hc, byProduct: map[types.NamespacedName]*APIClient{}, wake: make(chan event.GenericEvent, 64), resume: make(chan event.GenericEvent, 64), erasures: newErasureBreakers()}
+	s.activity = newAPIActivity(s.wakeProduct)
+	return s
 }
 
 // APIClient is one product's k-ID API client and what is known of its key.
@@ -96,26 +108,33 @@ func (s *APIClients) For(ctx context.Context, r client.Reader, p *kidv1.KidProdu
 		}
 		return nil, fmt.Errorf("reading API secret: %w", err)
 	}
-	key := string(data[api.SecretRef.Key])
+	key, next := string(data[api.SecretRef.Key]), string(data[api.NextKeyName()])
 	if key == "" {
 		return nil, &errConfig{reason: kidv1.SecretKeyMissingReason, msg: fmt.Sprintf("API Secret %q has no key %q; session sync and recovery are off", api.SecretRef.Name, api.SecretRef.Key)}
 	}
+	base := kidapi.BaseURL(string(p.Spec.Environment), api.BaseURL)
+	if !s.AllowInsecureURLs && !strings.HasPrefix(strings.ToLower(base), "https://") {
+		return nil, &errConfig{reason: kidv1.InsecureBaseURLReason, msg: "spec.api.baseURL is not https://: the API key would cross the network unencrypted, so it is never sent; session sync and recovery are off (plain http:// is for make run and tests, whose manager runs with --allow-insecure-api-urls)"}
+	}
+	name := client.ObjectKeyFromObject(p)
 	rps, burst := api.RateLimit(p.Spec.Environment)
 	cfg := kidapi.Config{
-		BaseURL:    kidapi.BaseURL(string(p.Spec.Environment), api.BaseURL),
+		BaseURL:    base,
 		APIKey:     key,
-		Product:    p.Namespace + "/" + p.Name,
-		RPS:        float64(rps),
-		Burst:      burst,
-		Timeout:    api.CallTimeout(),
-		HTTPClient: s.HTTP,
+		NextAPIKey: next,
+		// k-ID accepted the other key: APIReady names it.
+		KeySwitched: func(int) { s.wakeProduct(name) },
+		Product:     name.String(),
+		RPS:         float64(rps),
+		Burst:       burst,
+		Timeout:     api.CallTimeout(),
+		HTTPClient:  s.HTTP,
 	}
-	sum := sha256.Sum256([]byte(cfg.BaseURL + "\x00" + key + "\x00" + strconv.Itoa(rps) + "/" + strconv.Itoa(burst) + "/" + cfg.Timeout.String()))
+	sum := sha256.Sum256([]byte(cfg.BaseURL + "\x00" + key + "\x00" + next + "\x00" + strconv.Itoa(rps) + "/" + strconv.Itoa(burst) + "/" + cfg.Timeout.String()))
 	fingerprint := hex.EncodeToString(sum[:])
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	name := client.ObjectKeyFromObject(p)
 	if c, ok := s.byProduct[name]; ok && c.fingerprint == fingerprint {
 		return c, nil
 	}
@@ -125,12 +144,25 @@ func (s *APIClients) For(ctx context.Context, r client.Reader, p *kidv1.KidProdu
 	return c, nil
 }
 
+// KeyName is the Secret key whose API key the client sends: spec.api's
+// secretRef.key, or its next key (kidv1.APISpec.NextKeyName) once k-ID
+// accepted that one instead.
+func (c *APIClient) KeyName(api *kidv1.APISpec) string {
+	if c.KeyInUse() == kidapi.NextKey {
+		return api.NextKeyName()
+	}
+	return api.SecretRef.Key
+}
+
 // Forget drops a product's client (the product was deleted or lost its
-// spec.api).
+// spec.api), and its series of the client's metrics.
 func (s *APIClients) Forget(product types.NamespacedName) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	delete(s.byProduct, product)
+	if _, ok := s.byProduct[product]; ok {
+		delete(s.byProduct, product)
+		kidapi.Forget(product.String())
+	}
 }
 
 // Refused records that k-ID answered 401 to a product's key and wakes the

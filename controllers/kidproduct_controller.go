@@ -236,10 +236,11 @@ func (r *KidProductReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		if apierrors.IsNotFound(err) {
 			// Labels of products that are gone are dropped, so that the
 			// metrics stay bounded by the products that exist.
-			eventsPending.DeleteLabelValues(req.String())
-			oldestPendingTimestamp.DeleteLabelValues(req.String())
+			forgetProductSeries(req.String())
 			if r.APIClients != nil {
 				r.APIClients.erasures.forget(req.NamespacedName)
+				r.APIClients.Forget(req.NamespacedName)
+				r.APIClients.activity.forget(req.NamespacedName)
 			}
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -381,9 +382,13 @@ func (r *KidProductReconciler) reconcileAPI(ctx context.Context, p *kidv1.KidPro
 		if r.APIClients != nil {
 			r.APIClients.Forget(client.ObjectKeyFromObject(p))
 		}
+		p.Status.API = nil
 		set(metav1.ConditionFalse, kidv1.NotConfiguredReason, "no spec.api: the product works on webhooks alone; session sync, recovery and the confirmation of browser events are off")
 		return 0, nil
 	}
+	// Kept to the minute by the KidUser controller, which wakes the
+	// product when it changes (apiactivity.go).
+	p.Status.API = r.APIClients.activity.status(client.ObjectKeyFromObject(p))
 	c, err := r.APIClients.For(ctx, r.Client, p)
 	if err == nil && c.Unauthorized() && r.Secrets != nil {
 		// k-ID refused the key: the Secret may already hold a new one that
@@ -409,13 +414,15 @@ func (r *KidProductReconciler) reconcileAPI(ctx context.Context, p *kidv1.KidPro
 	}
 	switch {
 	case err == nil:
-		set(metav1.ConditionTrue, kidv1.APIReadyReason, "k-ID accepts the API key; session sync and recovery are on")
+		// The Secret key's name, never its value: which of a rotation's
+		// two keys k-ID accepts.
+		set(metav1.ConditionTrue, kidv1.APIReadyReason, fmt.Sprintf("k-ID accepts the API key %q of Secret %q; session sync and recovery are on", c.KeyName(p.Spec.API), p.Spec.API.SecretRef.Name))
 		if !wasReady {
 			r.APIClients.Resumed(client.ObjectKeyFromObject(p))
 		}
 		return 0, nil
 	case kidapi.IsUnauthorized(err):
-		set(metav1.ConditionFalse, kidv1.UnauthorizedReason, fmt.Sprintf("k-ID refused the API key in Secret %q (401); session sync and recovery are paused until it changes", p.Spec.API.SecretRef.Name))
+		set(metav1.ConditionFalse, kidv1.UnauthorizedReason, fmt.Sprintf("k-ID refused the API key in Secret %q (401 to key %q, and to %q where set); session sync and recovery are paused until it changes", p.Spec.API.SecretRef.Name, p.Spec.API.SecretRef.Key, p.Spec.API.NextKeyName()))
 		return probeInterval, nil
 	default:
 		set(metav1.ConditionFalse, kidv1.UnreachableReason, "k-ID's API did not answer: "+err.Error())

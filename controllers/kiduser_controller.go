@@ -102,6 +102,8 @@ func (r *KidUserReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if err != nil || r.APIClients == nil {
 		return err
 	}
+	// What each player adds to its product's status.api.
+	r.polls.activity = &r.APIClients.activity
 	// The controllers start when this replica leads: the resync after a
 	// restart is spread from then.
 	if err := mgr.Add(manager.RunnableFunc(func(context.Context) error {

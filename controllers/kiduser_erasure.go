@@ -127,7 +127,7 @@ func (r *KidUserReconciler) sessionAnswered(product *kidv1.KidProduct, user *kid
 	if r.erasures.get(user).suspectedAt.IsZero() {
 		return
 	}
-	sessionSyncsTotal.WithLabelValues("not-confirmed").Inc()
+	sessionSyncsTotal.WithLabelValues(productLabel(product), "not-confirmed").Inc()
 	r.erasures.set(user, erasureState{})
 	r.APIClients.erasures.release(productKey(product), client.ObjectKeyFromObject(user))
 }
@@ -140,7 +140,7 @@ func (r *KidUserReconciler) sessionGone(ctx context.Context, c *APIClient, produ
 	if e.suspectedAt.IsZero() {
 		r.erasures.set(user, erasureState{suspectedAt: p.now})
 		r.readSession(user, p.now)
-		sessionSyncsTotal.WithLabelValues("suspected").Inc()
+		sessionSyncsTotal.WithLabelValues(productLabel(product), "suspected").Inc()
 		tripped, err := r.APIClients.erasures.suspect(productKey(product), client.ObjectKeyFromObject(user), p.now, func() (int, error) {
 			return r.productSessions(ctx, product)
 		})
@@ -188,7 +188,7 @@ func (r *KidUserReconciler) confirmByKUID(ctx context.Context, c *APIClient, pro
 	}
 	e := r.erasures.get(user)
 	if r.APIClients.erasures.hold(product, client.ObjectKeyFromObject(user)) {
-		sessionSyncsTotal.WithLabelValues("held").Inc()
+		sessionSyncsTotal.WithLabelValues(productLabel(product), "held").Inc()
 		r.erasures.set(user, erasureState{suspectedAt: e.suspectedAt, heldAt: p.now})
 		return wait.Jitter(heldRecheck, waitJitter), nil
 	}
@@ -198,7 +198,7 @@ func (r *KidUserReconciler) confirmByKUID(ctx context.Context, c *APIClient, pro
 	if err := r.storePolled(ctx, product, kid.SessionDelete, map[string]any{"id": st.SessionID}); err != nil {
 		return 0, err
 	}
-	sessionSyncsTotal.WithLabelValues("deleted").Inc()
+	sessionSyncsTotal.WithLabelValues(productLabel(product), "deleted").Inc()
 	r.erasures.set(user, erasureState{})
 	r.APIClients.erasures.release(productKey(product), client.ObjectKeyFromObject(user))
 	return 0, nil

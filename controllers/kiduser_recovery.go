@@ -76,7 +76,10 @@ func (r *KidUserReconciler) recover(ctx context.Context, c *APIClient, product *
 	}
 	first, maxInterval, horizon := product.Spec.API.Recovery.Backoff()
 	elapsed := now.Sub(since)
-	if elapsed > horizon && !p.force {
+	// Past the horizon nothing polls it any more: the product's
+	// status.api counts it, until a decision or the user goes.
+	p.givenUp = elapsed > horizon
+	if p.givenUp && !p.force {
 		return 0, nil
 	}
 	point, next := pollPoint(elapsed, first, maxInterval)
@@ -112,7 +115,7 @@ func (r *KidUserReconciler) pollChallenge(ctx context.Context, c *APIClient, pro
 	got, err := c.WithReservation().ChallengeStatus(ctx, id)
 	if err != nil {
 		if kidapi.IsNotFound(err) {
-			recoveryPollsTotal.WithLabelValues("challenge", "not-found").Inc()
+			recoveryPollsTotal.WithLabelValues(productLabel(product), "challenge", "not-found").Inc()
 			return nil
 		}
 		return err
@@ -128,14 +131,14 @@ func (r *KidUserReconciler) pollChallenge(ctx context.Context, c *APIClient, pro
 	case kid.StatusFail:
 	case kid.StatusInProgress:
 		if user.Status.Consent.State == kidv1.ConsentPending {
-			recoveryPollsTotal.WithLabelValues("challenge", "unchanged").Inc()
+			recoveryPollsTotal.WithLabelValues(productLabel(product), "challenge", "unchanged").Inc()
 			return nil
 		}
 	default:
-		recoveryPollsTotal.WithLabelValues("challenge", "unchanged").Inc()
+		recoveryPollsTotal.WithLabelValues(productLabel(product), "challenge", "unchanged").Inc()
 		return nil
 	}
-	recoveryPollsTotal.WithLabelValues("challenge", "changed").Inc()
+	recoveryPollsTotal.WithLabelValues(productLabel(product), "challenge", "changed").Inc()
 	return r.storePolled(ctx, product, kid.ChallengeStateChange, data)
 }
 
@@ -148,13 +151,13 @@ func (r *KidUserReconciler) pollVerification(ctx context.Context, c *APIClient, 
 		if errors.As(err, &apiErr) && apiErr.HTTPStatus == 400 {
 			// Not found (k-ID answers INVALID_INPUT): never started, or
 			// deleted after its two weeks. Nothing to recover.
-			recoveryPollsTotal.WithLabelValues("verification", "not-found").Inc()
+			recoveryPollsTotal.WithLabelValues(productLabel(product), "verification", "not-found").Inc()
 			return nil
 		}
 		return err
 	}
 	if got.Status != kid.StatusPass && got.Status != kid.StatusFail {
-		recoveryPollsTotal.WithLabelValues("verification", "unchanged").Inc()
+		recoveryPollsTotal.WithLabelValues(productLabel(product), "verification", "unchanged").Inc()
 		return nil
 	}
 	data := map[string]any{"id": id, "status": got.Status}
@@ -173,7 +176,7 @@ func (r *KidUserReconciler) pollVerification(ctx context.Context, c *APIClient, 
 		}
 		data["age"] = age
 	}
-	recoveryPollsTotal.WithLabelValues("verification", "changed").Inc()
+	recoveryPollsTotal.WithLabelValues(productLabel(product), "verification", "changed").Inc()
 	return r.storePolled(ctx, product, kid.VerificationResult, data)
 }
 
@@ -202,9 +205,16 @@ func (r *KidUserReconciler) storePolled(ctx context.Context, product *kidv1.KidP
 	// A duplicate gains what this answer carries and the stored copy
 	// lacks (inbox.Enrich): a poll may come second to a webhook that the
 	// answer would complete, as well as first.
-	if err := inbox.ClientStore(r.Client, reader)(ctx, product, event); err != nil && !apierrors.IsAlreadyExists(err) {
+	switch err := inbox.ClientStore(r.Client, reader)(ctx, product, event); {
+	case err == nil:
+		// The poll's copy is the stored one: the cluster learned this
+		// from the API first.
+		recoveredEventsTotal.WithLabelValues(productLabel(product), typeLabel(eventType)).Inc()
+	case apierrors.IsAlreadyExists(err):
+		// The webhook's copy (or an earlier poll's) was stored first:
+		// nothing was recovered.
+	default:
 		return fmt.Errorf("storing polled event: %w", err)
 	}
-	recoveredEventsTotal.WithLabelValues(typeLabel(eventType)).Inc()
 	return nil
 }

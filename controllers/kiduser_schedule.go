@@ -66,6 +66,9 @@ const (
 type pollMemory struct {
 	mu sync.Mutex
 	m  map[types.NamespacedName]pollState
+	// activity, if set, keeps each product's sum of its users' parts
+	// (apiactivity.go) as they change here.
+	activity *apiActivity
 }
 
 type pollState struct {
@@ -78,9 +81,12 @@ type pollState struct {
 	// handledRequest is the kid.dev/requested-at value last answered.
 	handledRequest string
 	// slotAt is when the call this user booked with the product's rate
-	// limiter is due, in slotLane; zero when it holds none.
+	// limiter is due, in slotLane; zero when it holds none. bookedAt is
+	// when the user first booked for the call it waits to make (for
+	// kid_api_slot_wait_seconds), zero when it waits for none.
 	slotAt   time.Time
 	slotLane kidapi.Lane
+	bookedAt time.Time
 	// failures counts the user's failed calls in a row, and retryAt is
 	// when its backoff (failureBackoff) lets it call again; a call k-ID
 	// answers clears both.
@@ -91,6 +97,10 @@ type pollState struct {
 	// seconds, so comparing them with the read's own time would miss a
 	// change made in the second of the read.)
 	readForChange, readForConsent time.Time
+	// part is what the user adds to its product's status.api
+	// (apiactivity.go): when its session's periodic read is due, and
+	// whether recovery gave up on it.
+	part userPart
 }
 
 func (p *pollMemory) get(u *kidv1.KidUser) pollState {
@@ -110,23 +120,44 @@ func (p *pollMemory) update(u *kidv1.KidUser, f func(*pollState)) {
 	}
 	key := client.ObjectKeyFromObject(u)
 	s := p.m[key]
+	before := s.part
 	if s.uid != u.UID {
 		s = pollState{uid: u.UID}
 	}
 	f(&s)
 	p.m[key] = s
+	if p.activity != nil {
+		p.activity.move(key.Namespace, before, s.part)
+	}
 }
 
 func (p *pollMemory) forget(key types.NamespacedName) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.activity != nil {
+		p.activity.move(key.Namespace, p.m[key].part, userPart{})
+	}
 	delete(p.m, key)
+}
+
+// setPart records what the user adds to its product's status.api, when it
+// changed (a user with nothing to add and no memory costs no entry).
+func (p *pollMemory) setPart(u *kidv1.KidUser, part userPart) {
+	if p.get(u).part == part {
+		return
+	}
+	p.update(u, func(s *pollState) { s.part = part })
 }
 
 // reconcileAPI syncs the user's session and recovers its pending challenge
 // or verification, as due. It returns when the user is next due.
 func (r *KidUserReconciler) reconcileAPI(ctx context.Context, user *kidv1.KidUser) (time.Duration, error) {
-	if r.APIClients == nil || user.Status.ErasedAt != nil {
+	if r.APIClients == nil {
+		return 0, nil
+	}
+	if user.Status.ErasedAt != nil {
+		// Nothing more to ask k-ID: the user leaves its product's sums.
+		r.polls.setPart(user, userPart{})
 		return 0, nil
 	}
 	product := &kidv1.KidProduct{}
@@ -135,6 +166,7 @@ func (r *KidUserReconciler) reconcileAPI(ctx context.Context, user *kidv1.KidUse
 	}
 	api := product.Spec.API
 	if api == nil {
+		r.polls.setPart(user, userPart{})
 		return 0, nil
 	}
 	c, err := r.APIClients.For(ctx, r.Client, product)
@@ -187,6 +219,7 @@ func (r *KidUserReconciler) reconcileAPI(ctx context.Context, user *kidv1.KidUse
 	if pass.force && !pass.waiting {
 		r.polls.update(user, func(s *pollState) { s.handledRequest = requested })
 	}
+	r.polls.setPart(user, userPart{product: product.Name, due: r.resyncMinute(product, user), givenUp: pass.givenUp})
 	if len(next) == 0 {
 		return 0, nil
 	}
@@ -203,6 +236,9 @@ type apiPass struct {
 	waiting bool
 	// called is set when a call went out, and failed when one failed.
 	called, failed bool
+	// givenUp is set when the user's pending challenge or verification
+	// is past its recovery horizon, undecided.
+	givenUp bool
 }
 
 // takeSlot returns 0 when the user may call k-ID now, having taken a token
@@ -226,7 +262,12 @@ func (r *KidUserReconciler) slot(c *APIClient, user *kidv1.KidUser, lane kidapi.
 		// No slot yet, or one in the resync lane for a read that became
 		// urgent (a permission changed while it waited): book one.
 		if d := c.lanes.Book(lane, key); d > 0 {
-			r.polls.update(user, func(s *pollState) { s.slotAt, s.slotLane = now.Add(d), lane })
+			r.polls.update(user, func(s *pollState) {
+				s.slotAt, s.slotLane = now.Add(d), lane
+				if s.bookedAt.IsZero() {
+					s.bookedAt = now
+				}
+			})
 			return d
 		}
 	case now.Before(mem.slotAt):
@@ -236,12 +277,27 @@ func (r *KidUserReconciler) slot(c *APIClient, user *kidv1.KidUser, lane kidapi.
 	// place and claims the next; a resync read that finds none, or finds
 	// an urgent read waiting, books again at the back of its lane.
 	d := c.lanes.Take(lane, key)
+	var bookedAt time.Time
 	r.polls.update(user, func(s *pollState) {
 		s.slotAt, s.slotLane = time.Time{}, lane
 		if d > 0 {
 			s.slotAt = now.Add(d)
+			if s.bookedAt.IsZero() {
+				s.bookedAt = now
+			}
+			return
 		}
+		bookedAt, s.bookedAt = s.bookedAt, time.Time{}
 	})
+	if d == 0 {
+		// The call goes out: it waited from its first booking to now,
+		// lateness and any rebooking included (0 when it booked none).
+		var waited time.Duration
+		if !bookedAt.IsZero() {
+			waited = now.Sub(bookedAt)
+		}
+		slotWait.WithLabelValues(userProductLabel(user)).Observe(waited.Seconds())
+	}
 	return d
 }
 

@@ -8,6 +8,7 @@ import (
 
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
@@ -136,14 +137,14 @@ func (r *KidUserReconciler) syncSession(ctx context.Context, c *APIClient, produ
 	gone := kidapi.IsNotFound(err) || (err == nil && !sessionActive(session.Status))
 	switch {
 	case errors.Is(err, kidapi.ErrNotModified):
-		sessionSyncsTotal.WithLabelValues("unchanged").Inc()
+		sessionSyncsTotal.WithLabelValues(productLabel(product), "unchanged").Inc()
 		r.sessionAnswered(product, user)
 		r.readSession(user, now)
 		return 0, nil
 	case gone && st.SessionID == "":
 		// Never confirmed: a browser event named a session k-ID does not
 		// know (or knows deleted). Nothing to erase, nothing to believe.
-		sessionSyncsTotal.WithLabelValues("unknown").Inc()
+		sessionSyncsTotal.WithLabelValues(productLabel(product), "unknown").Inc()
 		return 0, nil
 	case gone:
 		if err != nil && r.erasures.get(user).suspectedAt.IsZero() && r.withinPropagation(user, now) {
@@ -178,7 +179,7 @@ func (r *KidUserReconciler) writeSync(ctx context.Context, user *kidv1.KidUser, 
 	setUserConditions(user)
 	if sameButTime(before.Status.Session, user.Status.Session) && apiequality.Semantic.DeepEqual(before.Status.PersonalData, user.Status.PersonalData) && before.Status.KUID == user.Status.KUID {
 		// k-ID sent the session whole (no etag match) but nothing changed.
-		sessionSyncsTotal.WithLabelValues("unchanged").Inc()
+		sessionSyncsTotal.WithLabelValues(userProductLabel(user), "unchanged").Inc()
 		user.Status = before.Status
 		r.polls.update(user, func(s *pollState) { s.unwritten = nil })
 		return nil
@@ -188,13 +189,35 @@ func (r *KidUserReconciler) writeSync(ctx context.Context, user *kidv1.KidUser, 
 		return fmt.Errorf("writing synced session: %w", err)
 	}
 	r.polls.update(user, func(s *pollState) { s.unwritten = nil })
-	sessionSyncsTotal.WithLabelValues("changed").Inc()
+	sessionSyncsTotal.WithLabelValues(userProductLabel(user), "changed").Inc()
 	return nil
+}
+
+// resyncMinute is the minute (rounded up) the user's session is due its
+// periodic read (resyncDue), for its product's status.api; 0 when it has
+// none (not a session's user, or the session is deleted).
+func (r *KidUserReconciler) resyncMinute(product *kidv1.KidProduct, user *kidv1.KidUser) int64 {
+	if user.Spec.Identity.Kind != kidv1.IdentitySession || user.Status.Session.State == kidv1.SessionDeleted {
+		return 0
+	}
+	mem := r.polls.get(user)
+	known := mem.sessionReadAt
+	if t := user.Status.Session.SyncedAt; t != nil && t.After(known) {
+		known = t.Time
+	}
+	if known.IsZero() {
+		// Never read: due now, or overdue.
+		return minuteOf(r.Clock.Now(), true)
+	}
+	return minuteOf(r.resyncDue(product, user, known, mem.sessionReadAt.IsZero()), true)
 }
 
 // readSession remembers a read k-ID answered, and the changes it answered
 // for.
 func (r *KidUserReconciler) readSession(user *kidv1.KidUser, now time.Time) {
+	if r.polls.activity != nil {
+		r.polls.activity.read(types.NamespacedName{Namespace: user.Namespace, Name: user.Spec.ProductRef.Name}, now)
+	}
 	r.polls.update(user, func(s *pollState) {
 		s.sessionReadAt = now
 		if t := user.Status.Session.PermissionsChangedAt; t != nil {

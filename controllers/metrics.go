@@ -4,7 +4,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
+	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
 	"github.com/kid-operator/kid-operator/internal/kid"
+	"github.com/kid-operator/kid-operator/internal/kidapi"
 )
 
 var (
@@ -45,20 +47,35 @@ var (
 		Help: "Stand-in KidUsers (never linked to a session) whose personal data was dropped after the product's retention.maxAge.",
 	})
 
+	// The k-ID API's metrics carry the product ("namespace/name", as
+	// kid_api_* do): its configured products bound them, and a deleted
+	// product's series are dropped (forgetProductSeries).
 	sessionSyncsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "kid_session_syncs_total",
-		Help: "Reads of a session from k-ID's /session/get, by result: changed (one status write), unchanged (304 or same content: no write), deleted (k-ID no longer knows the session).",
-	}, []string{"result"})
+		Help: "Reads of a session from k-ID's /session/get, by product and result: changed (one status write), unchanged (304 or same content: no write), unknown, suspected, not-confirmed, held, deleted (an erasure confirmed).",
+	}, []string{"product", "result"})
 
 	recoveryPollsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "kid_recovery_polls_total",
-		Help: "Polls of a pending challenge or verification, by kind and result: changed (an event was stored), unchanged, not-found.",
-	}, []string{"kind", "result"})
+		Help: "Polls of a pending challenge or verification, by product, kind and result: changed (k-ID answered a new status), unchanged, not-found.",
+	}, []string{"product", "kind", "result"})
 
+	// Counted when the poll's copy is the one stored: not when the webhook's
+	// copy was there first (the poll's is then a duplicate), whatever it
+	// added to it (design.md §3, "Recovery").
 	recoveredEventsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "kid_polled_events_total",
-		Help: "Events stored from k-ID's REST API (source poll), by event type; a webhook of the same change is then a duplicate.",
-	}, []string{"type"})
+		Help: "Events the cluster learned first from k-ID's REST API (stored with source poll), by product and event type; a poll whose event the webhook had stored already is not counted.",
+	}, []string{"product", "type"})
+
+	// From a user's booking of its rate-limiter slot (Book) to its call;
+	// 0 when it could call at once. Its count is the reads that took a
+	// slot; the backlog itself is kid_api_backlog (internal/kidapi).
+	slotWait = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "kid_api_slot_wait_seconds",
+		Help:    "How long a read of k-ID's API waited for its rate-limiter slot, from booking it to the call (0 when it went at once), by product.",
+		Buckets: []float64{0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600},
+	}, []string{"product"})
 
 	// The backlog of the KidEvent controller, per product. Nothing else
 	// measures it: the work queue holds an event only while it is due, not
@@ -82,7 +99,25 @@ var (
 
 func init() {
 	metrics.Registry.MustRegister(eventsProcessedTotal, applyLatency, retentionDeletedTotal, erasedEventsTotal, actionAttemptsTotal, actionDelay,
-		sessionSyncsTotal, recoveryPollsTotal, recoveredEventsTotal, standInsBoundTotal, eventsPending, oldestPendingTimestamp)
+		sessionSyncsTotal, recoveryPollsTotal, recoveredEventsTotal, slotWait, standInsBoundTotal, eventsPending, oldestPendingTimestamp)
+}
+
+// productLabel is a product's metrics label, "namespace/name".
+func productLabel(p *kidv1.KidProduct) string { return productKey(p).String() }
+
+// userProductLabel is the metrics label of a user's product.
+func userProductLabel(u *kidv1.KidUser) string { return u.Namespace + "/" + u.Spec.ProductRef.Name }
+
+// forgetProductSeries drops a deleted product's series, so that the labels
+// stay bounded by the products that exist.
+func forgetProductSeries(product string) {
+	eventsPending.DeleteLabelValues(product)
+	oldestPendingTimestamp.DeleteLabelValues(product)
+	labels := prometheus.Labels{"product": product}
+	for _, v := range []interface{ DeletePartialMatch(prometheus.Labels) int }{sessionSyncsTotal, recoveryPollsTotal, recoveredEventsTotal, slotWait} {
+		v.DeletePartialMatch(labels)
+	}
+	kidapi.Forget(product)
 }
 
 // typeLabel bounds the event type label to the types this version knows.

@@ -62,8 +62,13 @@ const (
 	NotConfiguredReason = "NotConfigured"
 	// APIReadyReason: the API key is present and k-ID accepted it.
 	APIReadyReason = "Ready"
-	// UnauthorizedReason: k-ID answered 401 to the product's API key.
+	// UnauthorizedReason: k-ID answered 401 to the product's API key (to
+	// both keys, while a rotation's next key is in the Secret).
 	UnauthorizedReason = "Unauthorized"
+	// InsecureBaseURLReason: spec.api.baseURL is not https://, and the
+	// manager does not allow that (--allow-insecure-api-urls); the key is
+	// never sent.
+	InsecureBaseURLReason = "InsecureBaseURL"
 	// UnreachableReason: k-ID's API could not be reached; calls are retried.
 	UnreachableReason = "Unreachable"
 	// FailingReason: most of the product's calls to k-ID's API failed

@@ -85,6 +85,10 @@ type WebhookSpec struct {
 // workers.
 type APISpec struct {
 	// secretRef selects the key of a Secret that holds the product's API key.
+	// The same Secret may hold a second key under that key's name plus
+	// "-next" ("key-next" for "key"): the key a rotation moves to. A call
+	// k-ID refuses (401) is tried once with the other key, and the key
+	// k-ID accepts is used from then on (APIReady names it).
 	// +required
 	SecretRef SecretKeySelector `json:"secretRef"`
 
@@ -320,6 +324,38 @@ type KidProductStatus struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=256
 	LastHandledResumeErasures string `json:"lastHandledResumeErasures,omitempty"`
+
+	// api is what the product's calls to k-ID's REST API show: its session
+	// resync and what recovery gave up on. Unset without spec.api, and
+	// until a player of the product has something to show.
+	// +optional
+	API *APIStatus `json:"api,omitempty"`
+}
+
+// APIStatus summarises a product's session sync and recovery. The manager
+// keeps it from what its players' reconciles did since it started (it lists
+// no players to compute it), so after a restart it fills in as the players
+// are reconciled again.
+type APIStatus struct {
+	// lastResyncTime is when a session of the product was last read from
+	// k-ID (an answer: changed or not), to the minute.
+	// +optional
+	LastResyncTime *metav1.Time `json:"lastResyncTime,omitempty"`
+
+	// nextResyncTime is when the soonest of the product's sessions is due
+	// its read (every spec.api.sessionResync, or at once for a session
+	// never read), to the minute, rounded up. In the past, reads are
+	// behind: waiting for the product's rate, or paused (see APIReady).
+	// +optional
+	NextResyncTime *metav1.Time `json:"nextResyncTime,omitempty"`
+
+	// recoveriesGivenUp counts the product's pending challenges and
+	// verifications whose spec.api.recovery.horizon passed without a
+	// decision: nothing polls them any more. A webhook may still decide
+	// them; kid.dev/requested-at on the KidUser asks k-ID once more.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	RecoveriesGivenUp int32 `json:"recoveriesGivenUp,omitempty"`
 }
 
 // KidProduct is one k-ID product in one environment: where its webhooks are
@@ -335,6 +371,8 @@ type KidProductStatus struct {
 // +kubebuilder:printcolumn:name="Path",type=string,JSONPath=`.status.webhookPath`
 // +kubebuilder:printcolumn:name="Last Event",type=date,JSONPath=`.status.lastEventTime`
 // +kubebuilder:printcolumn:name="Last Test",type=date,JSONPath=`.status.lastTestEventTime`,priority=1
+// +kubebuilder:printcolumn:name="Last Resync",type=date,JSONPath=`.status.api.lastResyncTime`,priority=1
+// +kubebuilder:printcolumn:name="Given Up",type=integer,JSONPath=`.status.api.recoveriesGivenUp`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 63",message="a KidProduct name is at most 63 characters: it becomes part of every KidEvent name and label"
 type KidProduct struct {
@@ -418,6 +456,13 @@ func (a *APISpec) RateLimit(env Environment) (rps, burst int) {
 	}
 	return rps, burst
 }
+
+// NextAPIKeySuffix names the Secret key that holds the next API key of a
+// rotation: spec.api.secretRef.key plus this.
+const NextAPIKeySuffix = "-next"
+
+// NextKeyName is the Secret key that holds the next API key of a rotation.
+func (a *APISpec) NextKeyName() string { return a.SecretRef.Key + NextAPIKeySuffix }
 
 // CallTimeout bounds one call to k-ID.
 func (a *APISpec) CallTimeout() time.Duration { return durationOr(a.Timeout, DefaultAPITimeout) }

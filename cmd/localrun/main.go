@@ -138,8 +138,10 @@ func run(ctx context.Context) (err error) {
 		MetricsAddr: os.Getenv("KID_METRICS_ADDR"),
 		Webhook:     webhookserver.Options{Addr: addr},
 		// The walkthrough's fake k-ID and kidsim target listen on
-		// loopback, which a deployed operator refuses to call.
-		Outbound: outbound.Options{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}},
+		// loopback, which a deployed operator refuses to call, and the
+		// fake serves plain http://.
+		Outbound:             outbound.Options{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}},
+		AllowInsecureAPIURLs: true,
 	})
 	if err != nil {
 		return err

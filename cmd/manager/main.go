@@ -47,6 +47,7 @@ func main() {
 	flag.StringVar(&allowCIDRs, "outbound-allow-cidrs", "", "comma-separated address ranges that KidActions and the k-ID API client may call although they are loopback, link-local, private or cluster ranges (refused by default), e.g. 10.20.0.0/16")
 	flag.StringVar(&allowHosts, "outbound-allow-hosts", "", "comma-separated host names that may be called whatever they resolve to, e.g. backend.games.svc.cluster.local")
 	flag.StringVar(&opts.DefaultActionServiceAccount, "default-action-service-account", "", "ServiceAccount (in each KidAction's namespace) that resource actions naming none create their objects as; empty: each must name one")
+	flag.BoolVar(&opts.AllowInsecureAPIURLs, "allow-insecure-api-urls", false, "let a KidProduct's spec.api.baseURL be plain http://, which sends its k-ID API key unencrypted (make run and tests against the fake k-ID); otherwise such a product's APIReady is False, reason InsecureBaseURL")
 	flag.StringVar(&denyCIDRs, "outbound-deny-cidrs", "", "comma-separated address ranges refused on top of the defaults (the cluster's pod and service ranges when they are public)")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)

@@ -172,8 +172,9 @@ func (m *manager) start(ctx context.Context) (time.Duration, error) {
 		"--webhook-bind-address="+m.webhook, "--health-probe-bind-address="+m.probe,
 		"--metrics-bind-address="+m.metrics, "--pprof-bind-address="+m.pprof,
 		"--zap-log-level=error",
-		// The session sync measurement's fake k-ID listens on loopback.
-		"--outbound-allow-cidrs=127.0.0.0/8")
+		// The session sync measurement's fake k-ID listens on loopback,
+		// over plain http://.
+		"--outbound-allow-cidrs=127.0.0.0/8", "--allow-insecure-api-urls")
 	m.cmd.Args = append(m.cmd.Args, m.extraArgs...)
 	// GOMEMLIMIT as config/manager/manager.yaml sets it, unless asked
 	// not to; then not inherited from the bench's environment either.

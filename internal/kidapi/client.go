@@ -81,7 +81,16 @@ type Config struct {
 	BaseURL string
 	// APIKey is the product's key, sent as a Bearer token.
 	APIKey string
-	// Product is the metrics label, "namespace/name".
+	// NextAPIKey, if set, is the key a rotation moves to (keys.go): a 401
+	// to one key tries the request once more with the other, and the key
+	// k-ID accepts is the one sent from then on.
+	NextAPIKey string
+	// KeySwitched, if set, is told when the key in use changes (CurrentKey
+	// or NextKey); it must not block.
+	KeySwitched func(inUse int)
+	// Product is the metrics label, "namespace/name". A client with a
+	// product exports its backlog (kid_api_backlog) until a newer client
+	// of the product replaces it, or Forget.
 	Product string
 	// RPS is the rate of calls (default DefaultRPS, at most MaxRPS): calls
 	// come at this pace, and no more than RPS rounded down (at least 1)
@@ -114,7 +123,7 @@ type Config struct {
 // per product so that its rate limit covers all of the product's calls.
 type Client struct {
 	base          string
-	apiKey        string
+	keys          *keySet
 	product       string
 	limiter       *limiter
 	schedule      *limiter // Book's slots, at the limiter's rate
@@ -154,7 +163,7 @@ func (c *Client) holdFor(d time.Duration) {
 func New(cfg Config) *Client {
 	c := &Client{
 		base:          strings.TrimRight(cfg.BaseURL, "/"),
-		apiKey:        cfg.APIKey,
+		keys:          newKeySet(cfg.APIKey, cfg.NextAPIKey, cfg.KeySwitched),
 		product:       cfg.Product,
 		timeout:       cfg.Timeout,
 		http:          cfg.HTTPClient,
@@ -194,6 +203,11 @@ func New(cfg Config) *Client {
 	}
 	c.limiter = newLimiter(c.clock, rps, burst)
 	c.schedule = newLimiter(c.clock, rps, burst)
+	if cfg.Product != "" {
+		// The newest client of a product is the one its callers book
+		// with; its backlog is the product's.
+		backlogs.track(c)
+	}
 	return c
 }
 
@@ -372,8 +386,12 @@ func (c *Client) verificationStatus(ctx context.Context, r *Reserved, id string)
 
 // do makes up to maxAttempts attempts of one GET and returns the body of the
 // first that succeeds. Each attempt first obtains a start from the limiter.
+// A 401 with a key to rotate to is tried once more with the other key
+// (keys.go), an attempt of its own on top of maxAttempts.
 func (c *Client) do(ctx context.Context, r *Reserved, endpoint string, q url.Values) ([]byte, http.Header, error) {
 	var last *Error
+	inUse := c.keys.current()
+	key, rotated := inUse, false
 	for attempt := 1; ; attempt++ {
 		var backoff time.Duration
 		if last != nil {
@@ -385,9 +403,21 @@ func (c *Client) do(ctx context.Context, r *Reserved, endpoint string, q url.Val
 				return nil, nil, err
 			}
 		}
-		body, header, err := c.attempt(ctx, endpoint, q)
+		body, header, err := c.attempt(ctx, endpoint, q, key)
+		if answeredWithKey(err) {
+			c.keys.accepted(inUse, key)
+		}
 		if err == nil {
 			return body, header, nil
+		}
+		if IsUnauthorized(err) && c.keys.rotating() && !rotated {
+			// k-ID refused this key: the rotation may have switched it
+			// to the other. Not a failure to back off from, so the
+			// other key's attempt waits for nothing but its token (and
+			// a throttled wait says THROTTLED, not UNAUTHORIZED).
+			key, rotated, last = other(key), true, nil
+			attempt--
+			continue
 		}
 		var e *Error
 		if !errors.As(err, &e) || !e.Retryable || ctx.Err() != nil {
@@ -471,8 +501,8 @@ func backoffAfter(attempt int) time.Duration {
 	return wait.Jitter(d-d/5, 0.5)
 }
 
-// attempt makes one HTTP request.
-func (c *Client) attempt(ctx context.Context, endpoint string, q url.Values) ([]byte, http.Header, error) {
+// attempt makes one HTTP request, with the key key (CurrentKey or NextKey).
+func (c *Client) attempt(ctx context.Context, endpoint string, q url.Values, key int) ([]byte, http.Header, error) {
 	actx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(actx, http.MethodGet, c.base+"/"+endpoint+"?"+q.Encode(), nil)
@@ -480,7 +510,7 @@ func (c *Client) attempt(ctx context.Context, endpoint string, q url.Values) ([]
 		// The parser's message would quote the URL, ids and all.
 		return nil, nil, invalidRequest(endpoint, "the base URL does not parse")
 	}
-	req.Header.Set("Authorization", "Bearer "+c.apiKey)
+	req.Header.Set("Authorization", "Bearer "+c.keys.keys[key])
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", "kid-operator")
 

@@ -1,6 +1,7 @@
 package kidapi
 
 import (
+	"math"
 	"sync"
 	"time"
 
@@ -84,4 +85,17 @@ func later(a, b time.Time) time.Time {
 		return a
 	}
 	return b
+}
+
+// pending is how many of the starts given are still to come past the
+// burst: the callers that booked a slot and wait for it (kid_api_backlog).
+// It reads the pace alone; the window may hold a start a little later.
+func (l *limiter) pending() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ahead := l.tat.Sub(l.clock.Now()) - l.tolerance - l.interval
+	if ahead <= 0 {
+		return 0
+	}
+	return int(math.Ceil(float64(ahead) / float64(l.interval)))
 }

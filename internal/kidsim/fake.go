@@ -217,6 +217,16 @@ type APIRequest struct {
 	Path   string     `json:"path"`
 	Status int        `json:"status"`
 	Query  url.Values `json:"query"`
+	// KeyID tells the API keys the calls carried apart without holding
+	// them (KeyID); empty for a call without a Bearer key.
+	KeyID string `json:"keyId,omitempty"`
+}
+
+// KeyID is how APIRequest names the key a call carried: the first 12 hex
+// digits of its SHA-256.
+func KeyID(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(sum[:])[:12]
 }
 
 // DeliveryRecord is the record of one delivery attempt.

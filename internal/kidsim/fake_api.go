@@ -77,7 +77,7 @@ func (a answer) write(w http.ResponseWriter) {
 // serveAPI answers the REST API and records each call, before an API fault
 // holds it.
 func (f *Fake) serveAPI(w http.ResponseWriter, r *http.Request) {
-	rec := APIRequest{At: f.opts.Clock.Now(), Method: r.Method, Endpoint: strings.TrimPrefix(r.URL.Path, apiPrefix), Path: r.URL.Path, Query: r.URL.Query()}
+	rec := APIRequest{At: f.opts.Clock.Now(), Method: r.Method, Endpoint: strings.TrimPrefix(r.URL.Path, apiPrefix), Path: r.URL.Path, Query: r.URL.Query(), KeyID: bearerKeyID(r)}
 	a, fault := f.answerAPI(r, rec)
 	if fault.Hang {
 		// No answer: the client's timeout ends the call, or else the
@@ -99,7 +99,7 @@ func (f *Fake) serveAPI(w http.ResponseWriter, r *http.Request) {
 // a client whose base URL lacks /api/v1 (spec §4.1) lands here, and a test
 // counts what it costs.
 func (f *Fake) serveUnknown(w http.ResponseWriter, r *http.Request) {
-	f.record(APIRequest{At: f.opts.Clock.Now(), Method: r.Method, Path: r.URL.Path, Query: r.URL.Query(), Status: http.StatusNotFound})
+	f.record(APIRequest{At: f.opts.Clock.Now(), Method: r.Method, Path: r.URL.Path, Query: r.URL.Query(), Status: http.StatusNotFound, KeyID: bearerKeyID(r)})
 	http.NotFound(w, r)
 }
 
@@ -153,6 +153,15 @@ func (f *Fake) answerAPI(r *http.Request, rec APIRequest) (answer, APIFault) {
 		return apiError(http.StatusBadRequest, CodeInvalidInput, "Accept: application/json is required"), fault
 	}
 	return handle(rec.Query, rec.At), fault
+}
+
+// bearerKeyID is the KeyID of the request's Bearer key, or empty.
+func bearerKeyID(r *http.Request) string {
+	scheme, key, found := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !found || !strings.EqualFold(scheme, "Bearer") {
+		return ""
+	}
+	return KeyID(strings.TrimSpace(key))
 }
 
 // authorize checks the Bearer key in constant time.

@@ -391,6 +391,15 @@ func TestRateLimitAnswers429WithRetryAfterAndNoBody(t *testing.T) {
 		statuses = append(statuses, r.Status)
 	}
 	g.Expect(statuses).To(Equal([]int{200, 200, 429, 401, 200, 429, 401, 200, 200, 200, 200, 200, 200}))
+	// Each call's key is told apart, and not kept.
+	var keys []string
+	for _, r := range f.Requests() {
+		keys = append(keys, r.KeyID)
+	}
+	k, other, rotated := KeyID(testKey), KeyID("other"), KeyID("rotated")
+	g.Expect(keys).To(Equal([]string{k, k, k, other, k, k, k, rotated, rotated, rotated, rotated, rotated, rotated}))
+	g.Expect(k).To(HaveLen(12))
+	g.Expect(k).NotTo(ContainSubstring(testKey))
 }
 
 func TestMaxInWindow(t *testing.T) {

@@ -102,9 +102,10 @@ const SecretRecheck = 2 * time.Second
 
 // OperatorOptions are the options the harness runs the operator with: the
 // receiver on a free loopback port, the harness's clock, loopback targets
-// allowed, and Secrets re-read every SecretRecheck.
+// and the fake k-ID's plain http:// allowed, and Secrets re-read every
+// SecretRecheck.
 func (h *Harness) OperatorOptions() operator.Options {
-	opts := operator.Options{Clock: h.Clock, SkipControllerNameValidation: true, SecretRecheck: SecretRecheck}
+	opts := operator.Options{Clock: h.Clock, SkipControllerNameValidation: true, SecretRecheck: SecretRecheck, AllowInsecureAPIURLs: true}
 	// The simulator's targets and fake k-ID listen on loopback, which a
 	// deployed operator refuses to call.
 	opts.Outbound.Allow = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}

@@ -79,6 +79,11 @@ type Options struct {
 	Outbound outbound.Options
 	// HTTPClient, if set, replaces the outbound client (tests).
 	HTTPClient *http.Client
+	// AllowInsecureAPIURLs lets a product's spec.api.baseURL be plain
+	// http://, which sends its API key unencrypted: for `make run` and the
+	// tests, whose fake k-ID serves on loopback. Off, such a product's
+	// APIReady is False (InsecureBaseURL).
+	AllowInsecureAPIURLs bool
 	// DefaultActionServiceAccount is the ServiceAccount (in each action's
 	// namespace) that resource actions naming none create their objects
 	// as; empty means every resource action must name one.
@@ -235,6 +240,7 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 	}
 	apiClients := controllers.NewAPIClients(httpClient)
 	apiClients.Secrets = sec
+	apiClients.AllowInsecureURLs = opts.AllowInsecureAPIURLs
 	ctx := context.Background()
 	if err := controllers.SetupIndexes(ctx, mgr); err != nil {
 		return nil, err
