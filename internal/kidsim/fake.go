@@ -75,6 +75,30 @@ const (
 	FaultTimeout DeliveryFault = "timeout"
 )
 
+// RevokedAnswer is how /age-verification/get-status answers a revoked
+// verification, which k-ID does not document (spec §4.4): each way it
+// might, so a test can try the operator against each.
+type RevokedAnswer string
+
+const (
+	// RevokedAsPassed answers as before the revocation, PASS and nothing
+	// more: the revocation cannot be read from the API.
+	RevokedAsPassed RevokedAnswer = ""
+	// RevokedAsStatus answers the status REVOKED, with a revokedReason.
+	RevokedAsStatus RevokedAnswer = "status"
+	// RevokedAsFlag answers PASS with "revoked": true and a revokedReason.
+	RevokedAsFlag RevokedAnswer = "flag"
+)
+
+// ParseRevokedAnswer checks a RevokedAnswer's name.
+func ParseRevokedAnswer(s string) (RevokedAnswer, error) {
+	switch a := RevokedAnswer(s); a {
+	case RevokedAsPassed, RevokedAsStatus, RevokedAsFlag:
+		return a, nil
+	}
+	return "", fmt.Errorf("unknown revoked answer %q: want status, flag or empty", s)
+}
+
 // ParseDeliveryFault checks a fault's name.
 func ParseDeliveryFault(s string) (DeliveryFault, error) {
 	switch f := DeliveryFault(s); f {
@@ -179,7 +203,7 @@ type Verification struct {
 	DOB           string    `json:"dob,omitempty"`
 	// RevokedReason is set once the verification is revoked. What
 	// get-status answers for a revoked verification is not documented, so
-	// it keeps answering as before.
+	// it keeps answering as before unless SetRevokedAnswer says otherwise.
 	RevokedReason string    `json:"revokedReason,omitempty"`
 	CreatedAt     time.Time `json:"createdAt"`
 }
@@ -262,7 +286,10 @@ type Fake struct {
 	// statusWithoutSession: /challenge/get-status answers a PASS without
 	// its sessionId (SetStatusWithoutSession).
 	statusWithoutSession bool
-	limit                rateLimit
+	// revokedAnswer is how get-status answers a revoked verification
+	// (SetRevokedAnswer).
+	revokedAnswer RevokedAnswer
+	limit         rateLimit
 	buckets              map[string]*bucket
 	retryAfter           time.Duration
 	// sessionFaults make /session/get misanswer for some sessions
@@ -556,6 +583,15 @@ func (f *Fake) SetStatusWithoutSession(on bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.statusWithoutSession = on
+}
+
+// SetRevokedAnswer sets how /age-verification/get-status answers a revoked
+// verification: as passed (the default), with the status REVOKED, or with a
+// revoked flag. An unknown answer answers as passed.
+func (f *Fake) SetRevokedAnswer(a RevokedAnswer) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.revokedAnswer = a
 }
 
 // SetRateLimit limits the REST API to rps requests a second per API key,

@@ -171,6 +171,9 @@ type Faults struct {
 	// StatusWithoutSession: /challenge/get-status answers PASS without
 	// its sessionId (spec §4.3).
 	StatusWithoutSession bool `json:"statusWithoutSession"`
+	// RevokedAnswer is how get-status answers a revoked verification:
+	// "" (as passed), "status" or "flag".
+	RevokedAnswer RevokedAnswer `json:"revokedAnswer"`
 }
 
 // RateLimit is the REST API's limit per key; RPS 0 is off.
@@ -191,6 +194,9 @@ type FaultsUpdate struct {
 	StatusWithoutSession *bool `json:"statusWithoutSession,omitempty"`
 	// APIKey rotates the key the REST API accepts.
 	APIKey *string `json:"apiKey,omitempty"`
+	// RevokedAnswer sets how get-status answers a revoked verification:
+	// "" (as passed), "status" or "flag".
+	RevokedAnswer *string `json:"revokedAnswer,omitempty"`
 }
 
 // UpdateFaults checks the whole update before it applies any of it.
@@ -216,6 +222,12 @@ func (f *Fake) UpdateFaults(u FaultsUpdate) error {
 	if u.RateLimit != nil && (u.RateLimit.RPS < 0 || u.RateLimit.Burst < 0) {
 		return errors.New("rateLimit: rps and burst must not be negative")
 	}
+	var revoked RevokedAnswer
+	if u.RevokedAnswer != nil {
+		if revoked, err = ParseRevokedAnswer(*u.RevokedAnswer); err != nil {
+			return err
+		}
+	}
 	if u.Deliveries != nil {
 		f.SetDeliveryFault(fault)
 	}
@@ -233,6 +245,9 @@ func (f *Fake) UpdateFaults(u FaultsUpdate) error {
 	}
 	if u.APIKey != nil {
 		f.SetAPIKey(*u.APIKey)
+	}
+	if u.RevokedAnswer != nil {
+		f.SetRevokedAnswer(revoked)
 	}
 	return nil
 }
@@ -259,7 +274,7 @@ func (f *Fake) faults() Faults {
 	for id, sf := range f.sessionFaults {
 		sessions[id] = *sf
 	}
-	return Faults{Deliveries: f.fault, DeliveryDelay: f.deliveryDelay.String(), RateLimit: rl, RetryAfter: f.retryAfter.String(), Sessions: sessions, StatusWithoutSession: f.statusWithoutSession}
+	return Faults{Deliveries: f.fault, DeliveryDelay: f.deliveryDelay.String(), RateLimit: rl, RetryAfter: f.retryAfter.String(), Sessions: sessions, StatusWithoutSession: f.statusWithoutSession, RevokedAnswer: f.revokedAnswer}
 }
 
 func (f *Fake) challenge(id string) Challenge {

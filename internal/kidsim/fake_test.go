@@ -3,6 +3,7 @@ package kidsim
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -742,6 +743,8 @@ func TestAdminAPI(t *testing.T) {
 		{"faults are set together", "PUT", "/kidsim/faults", `{"deliveries":"5xx","deliveryDelay":"2s","rateLimit":{"rps":10,"burst":20},"retryAfter":"3s","statusWithoutSession":true}`, 200,
 			map[string]any{"deliveries": "5xx", "deliveryDelay": "2s", "retryAfter": "3s", "rateLimit": map[string]any{"rps": 10.0, "burst": 20.0}, "statusWithoutSession": true}},
 		{"an unknown fault is 400 and changes nothing", "PUT", "/kidsim/faults", `{"deliveries":"flaky","deliveryDelay":"0s"}`, 400, nil},
+		{"the revoked answer is set", "PUT", "/kidsim/faults", `{"revokedAnswer":"flag"}`, 200, map[string]any{"revokedAnswer": "flag"}},
+		{"an unknown revoked answer is 400", "PUT", "/kidsim/faults", `{"revokedAnswer":"maybe"}`, 400, nil},
 		{"faults are read back", "GET", "/kidsim/faults", "", 200, map[string]any{"deliveries": "5xx", "deliveryDelay": "2s"}},
 		{"faults are cleared", "PUT", "/kidsim/faults", `{"deliveries":"","deliveryDelay":"0s","rateLimit":{"rps":0}}`, 200,
 			map[string]any{"deliveries": "", "deliveryDelay": "0s", "rateLimit": map[string]any{"rps": 0.0, "burst": 0.0}}},
@@ -808,4 +811,33 @@ func TestListenAndServeServesUntilTheContextEnds(t *testing.T) {
 		}
 		return err
 	}).Should(HaveOccurred())
+}
+
+// k-ID does not document how get-status answers a revoked verification; the
+// fake answers each way it might, as passed unless told otherwise.
+func TestRevokedVerificationAnswers(t *testing.T) {
+	cases := []struct {
+		answer RevokedAnswer
+		want   string
+	}{
+		{RevokedAsPassed, `{"id":"%s","status":"PASS","method":"id-document","ageCategory":"digital-youth","age":{"low":15,"high":15}}`},
+		{RevokedAsStatus, `{"id":"%s","status":"REVOKED","method":"id-document","ageCategory":"digital-youth","age":{"low":15,"high":15},"revokedReason":"provider-reported-error"}`},
+		{RevokedAsFlag, `{"id":"%s","status":"PASS","method":"id-document","ageCategory":"digital-youth","age":{"low":15,"high":15},"revoked":true,"revokedReason":"provider-reported-error"}`},
+	}
+	for _, tc := range cases {
+		t.Run("as "+string(tc.answer), func(t *testing.T) {
+			g := NewWithT(t)
+			f := newTestFake(t, FakeOptions{})
+			f.SetRevokedAnswer(tc.answer)
+			v := f.StartVerification()
+			g.Expect(f.CompleteVerification(v, true)).To(Succeed())
+			passed := get(f, "/api/v1/age-verification/get-status?id="+v)
+			g.Expect(passed.Body.String()).To(ContainSubstring(`"status":"PASS"`), "not revoked yet")
+			g.Expect(passed.Body.String()).NotTo(ContainSubstring("revoked"))
+			g.Expect(f.RevokeVerification(v, "provider-reported-error")).To(Succeed())
+			rec := get(f, "/api/v1/age-verification/get-status?id="+v)
+			g.Expect(rec.Code).To(Equal(200))
+			g.Expect(rec.Body.String()).To(MatchJSON(fmt.Sprintf(tc.want, v)))
+		})
+	}
 }
