@@ -56,6 +56,9 @@ type KidUserReconciler struct {
 
 	polls   pollMemory
 	deleted deletedUsers
+	// loads counts what a resync round of each product costs
+	// (kiduser_resync.go).
+	loads resyncLoads
 	// erasures remembers the sessions suspected of being deleted
 	// (kiduser_erasure.go).
 	erasures erasureMemory
@@ -74,7 +77,9 @@ func (r *KidUserReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	b := ctrl.NewControllerManagedBy(mgr).
 		For(&kidv1.KidUser{}).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
-		Watches(&kidv1.KidUser{}, handler.EnqueueRequestsFromMapFunc(r.standIns))
+		Watches(&kidv1.KidUser{}, handler.EnqueueRequestsFromMapFunc(r.standIns)).
+		// The products' resync loads, from the cache's own notifications.
+		Watches(&kidv1.KidUser{}, r.countLoads())
 	if r.APIClients != nil {
 		// A person resumed a product's erasures: its held players read
 		// their sessions again.

@@ -130,7 +130,8 @@ func (r *KidUserReconciler) pollChallenge(ctx context.Context, c *APIClient, pro
 		return nil
 	}
 	recoveryPollsTotal.WithLabelValues("challenge", "changed").Inc()
-	return r.storePolled(ctx, product, kid.ChallengeStateChange, data)
+	_, err = r.storePolled(ctx, product, kid.ChallengeStateChange, data)
+	return err
 }
 
 // pollVerification asks k-ID for a verification's status and stores a
@@ -168,26 +169,28 @@ func (r *KidUserReconciler) pollVerification(ctx context.Context, c *APIClient, 
 		data["age"] = age
 	}
 	recoveryPollsTotal.WithLabelValues("verification", "changed").Inc()
-	return r.storePolled(ctx, product, kid.VerificationResult, data)
+	_, err = r.storePolled(ctx, product, kid.VerificationResult, data)
+	return err
 }
 
 // storePolled stores what k-ID's API answered as an event with source poll,
 // through the same inbox as the webhooks: same name, labels and redaction,
 // so a webhook of the same change is a duplicate, whichever comes first,
-// and whichever comes second adds what the first lacked.
-func (r *KidUserReconciler) storePolled(ctx context.Context, product *kidv1.KidProduct, eventType string, data map[string]any) error {
+// and whichever comes second adds what the first lacked. stored is false
+// when the event was there already.
+func (r *KidUserReconciler) storePolled(ctx context.Context, product *kidv1.KidProduct, eventType string, data map[string]any) (stored bool, err error) {
 	body, err := json.Marshal(map[string]any{"eventType": eventType, "data": data})
 	if err != nil {
-		return err
+		return false, err
 	}
 	env, err := kid.ParseEnvelope(body)
 	if err != nil {
-		return fmt.Errorf("k-ID's answer makes no event: %w", err)
+		return false, fmt.Errorf("k-ID's answer makes no event: %w", err)
 	}
 	now := r.Clock.Now()
 	event, err := inbox.Build(product, env, body, now, now, kidv1.SourcePoll)
 	if err != nil {
-		return err
+		return false, err
 	}
 	reader := r.APIReader
 	if reader == nil {
@@ -196,9 +199,10 @@ func (r *KidUserReconciler) storePolled(ctx context.Context, product *kidv1.KidP
 	// A duplicate gains what this answer carries and the stored copy
 	// lacks (inbox.Enrich): a poll may come second to a webhook that the
 	// answer would complete, as well as first.
-	if err := inbox.ClientStore(r.Client, reader)(ctx, product, event); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("storing polled event: %w", err)
+	err = inbox.ClientStore(r.Client, reader)(ctx, product, event)
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		return false, fmt.Errorf("storing polled event: %w", err)
 	}
 	recoveredEventsTotal.WithLabelValues(typeLabel(eventType)).Inc()
-	return nil
+	return err == nil, nil
 }
