@@ -520,6 +520,33 @@ func (f *Fake) SetPermission(sessionID, name string, enabled bool) error {
 	return nil
 }
 
+// AgeUp changes a session's age status as a birthday does, and sends
+// nothing: k-ID fires no webhook for an age-up (spec §1.9). At LEGAL_ADULT
+// the permissions the guardian managed pass to the player (spec §4.2:
+// managedBy changes "from GUARDIAN to PLAYER when the player ages up"). The
+// session gets a new etag.
+func (f *Fake) AgeUp(sessionID, ageStatus string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s, ok := f.sessions[sessionID]
+	if !ok {
+		return fmt.Errorf("session %s: %w", sessionID, ErrNotFound)
+	}
+	if ageStatus == "" || ageStatus == s.AgeStatus {
+		return fmt.Errorf("session %s is %s already: %w", sessionID, s.AgeStatus, ErrWrongState)
+	}
+	s.AgeStatus = ageStatus
+	if ageStatus == "LEGAL_ADULT" {
+		for i := range s.Permissions {
+			if s.Permissions[i].ManagedBy == ManagedByGuardian {
+				s.Permissions[i].ManagedBy = ManagedByPlayer
+			}
+		}
+	}
+	s.Etag = etag(s.Session)
+	return nil
+}
+
 // DeleteSession deletes a session (/session/get then answers 400 NOT_FOUND)
 // and delivers Session.Delete.
 func (f *Fake) DeleteSession(sessionID string) error {

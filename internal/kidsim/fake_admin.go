@@ -95,6 +95,20 @@ func (f *Fake) adminHandler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, f.session(id))
 	})
+	mux.HandleFunc("POST /kidsim/sessions/{id}/age-up", func(w http.ResponseWriter, r *http.Request) {
+		var body struct {
+			AgeStatus string `json:"ageStatus"`
+		}
+		if !readJSON(w, r, &body) {
+			return
+		}
+		id := r.PathValue("id")
+		if err := f.AgeUp(id, body.AgeStatus); err != nil {
+			writeControlError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, f.session(id))
+	})
 	mux.HandleFunc("DELETE /kidsim/sessions/{id}", func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("id")
 		if err := f.DeleteSession(id); err != nil {

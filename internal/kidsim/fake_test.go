@@ -737,6 +737,9 @@ func TestAdminAPI(t *testing.T) {
 			map[string]any{"id": vid, "status": "PASS", "method": "id-document"}},
 		{"revoke takes a reason", "POST", "/kidsim/verifications/" + vid + "/revoke", `{"reason":"provider-reported-error"}`, 200,
 			map[string]any{"revokedReason": "provider-reported-error"}},
+		{"an age-up needs a new age status", "POST", "/kidsim/sessions/s-1/age-up", `{}`, 409, nil},
+		{"an age-up passes the guardian's permissions to the player", "POST", "/kidsim/sessions/s-1/age-up", `{"ageStatus":"LEGAL_ADULT"}`, 200,
+			map[string]any{"sessionId": "s-1", "ageStatus": "LEGAL_ADULT"}},
 		{"a permission needs name and enabled", "POST", "/kidsim/sessions/s-1/permissions", `{"name":"voice-chat"}`, 400, nil},
 		{"a permission is set", "POST", "/kidsim/sessions/s-1/permissions", `{"name":"voice-chat","enabled":true}`, 200,
 			map[string]any{"sessionId": "s-1"}},
@@ -840,4 +843,24 @@ func TestRevokedVerificationAnswers(t *testing.T) {
 			g.Expect(rec.Body.String()).To(MatchJSON(fmt.Sprintf(tc.want, v)))
 		})
 	}
+}
+
+// An age-up changes the session (a new etag, the guardian's permissions
+// now the player's) and, as at k-ID (spec §1.9), sends no webhook.
+func TestAgeUpSendsNothing(t *testing.T) {
+	g := NewWithT(t)
+	f := newTestFake(t, FakeOptions{})
+	sid, err := f.ApproveChallenge(f.StartChallenge(), Approval{})
+	g.Expect(err).NotTo(HaveOccurred())
+	before := f.State().Sessions[0].Session
+	delivered := len(f.Deliveries())
+	g.Expect(f.AgeUp(sid, "LEGAL_ADULT")).To(Succeed())
+	after := f.State().Sessions[0].Session
+	g.Expect(after.Etag).NotTo(Equal(before.Etag))
+	g.Expect(after.AgeStatus).To(Equal("LEGAL_ADULT"))
+	for _, p := range after.Permissions {
+		g.Expect(p.ManagedBy).NotTo(Equal(ManagedByGuardian), p.Name)
+	}
+	g.Consistently(func() int { return len(f.Deliveries()) }, 200*time.Millisecond).Should(Equal(delivered))
+	g.Expect(f.AgeUp("nope", "LEGAL_ADULT")).To(MatchError(ErrNotFound))
 }
