@@ -53,10 +53,10 @@ func loadOf(u *kidv1.KidUser) resyncLoad {
 	return l
 }
 
-// change counts a user's change from old to new; either may be nil (a user
+// change counts a user's change from was to is; either may be nil (a user
 // created or deleted).
-func (r *resyncLoads) change(old, new *kidv1.KidUser) {
-	from, to := loadOf(old), loadOf(new)
+func (r *resyncLoads) change(was, is *kidv1.KidUser) {
+	from, to := loadOf(was), loadOf(is)
 	if from == to {
 		return
 	}
@@ -65,15 +65,15 @@ func (r *resyncLoads) change(old, new *kidv1.KidUser) {
 	if r.m == nil {
 		r.m = map[types.NamespacedName]resyncLoad{}
 	}
-	if old != nil {
-		key := userProduct(old)
+	if was != nil {
+		key := userProduct(was)
 		l := r.m[key]
 		l.sessions -= from.sessions
 		l.verified -= from.verified
 		r.m[key] = l
 	}
-	if new != nil {
-		key := userProduct(new)
+	if is != nil {
+		key := userProduct(is)
 		l := r.m[key]
 		l.sessions += to.sessions
 		l.verified += to.verified

@@ -151,7 +151,9 @@ var _ = Describe("k-ID API: actions see the permissions they were told about", f
 		Expect(resp.Body.Close()).To(Succeed())
 
 		Expect(fake.SetPermission(session, "text-chat-private", true)).To(Succeed())
-		Eventually(func() []kidsim.APIRequest { return sessionReads(fake, "sessionId", session, http.StatusTooManyRequests) }).ShouldNot(BeEmpty())
+		Eventually(func() []kidsim.APIRequest {
+			return sessionReads(fake, "sessionId", session, http.StatusTooManyRequests)
+		}).ShouldNot(BeEmpty())
 		Consistently(func() int { return len(t.deliveries()) }, 2*time.Second).Should(BeZero(), "the actions wait for the read")
 		advance(3 * time.Minute)
 		e := permissionEvents(p.Namespace, 1)[0]

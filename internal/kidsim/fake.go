@@ -290,8 +290,8 @@ type Fake struct {
 	// (SetRevokedAnswer).
 	revokedAnswer RevokedAnswer
 	limit         rateLimit
-	buckets              map[string]*bucket
-	retryAfter           time.Duration
+	buckets       map[string]*bucket
+	retryAfter    time.Duration
 	// sessionFaults make /session/get misanswer for some sessions
 	// (SetSessionNotFound, SetSessionStatus); at most maxSessionFaults.
 	sessionFaults map[string]*SessionFault
