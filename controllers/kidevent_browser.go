@@ -29,7 +29,7 @@ func (r *KidEventReconciler) confirmBrowserEvent(ctx context.Context, event *kid
 	product := &kidv1.KidProduct{}
 	if err := r.Get(ctx, types.NamespacedName{Namespace: event.Namespace, Name: event.Spec.ProductRef.Name}, product); err != nil {
 		if apierrors.IsNotFound(err) {
-			return r.setPhase(ctx, event, kidv1.EventIgnored, nil, nil)
+			return r.setPhase(ctx, event, kidv1.EventIgnored, nil, nil, nil)
 		}
 		return fmt.Errorf("reading product of event: %w", err)
 	}
@@ -47,7 +47,7 @@ func (r *KidEventReconciler) confirmBrowserEvent(ctx context.Context, event *kid
 		// confirmation is off).
 		eventsProcessedTotal.WithLabelValues(typeLabel(event.Spec.EventType), "ignored").Inc()
 	}
-	return r.setPhase(ctx, event, kidv1.EventIgnored, userRef, nil)
+	return r.setPhase(ctx, event, kidv1.EventIgnored, userRef, nil, nil)
 }
 
 // browserSubject is the one id a relayed event is about (the relay token's

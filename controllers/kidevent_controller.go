@@ -89,6 +89,8 @@ func (r *KidEventReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&kidv1.KidEvent{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
+		// A read of a session wakes the permission changes waiting for it.
+		Watches(&kidv1.KidUser{}, r.wakePermissionEvents()).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
 		Named("kidevent").
 		Complete(r)
@@ -362,6 +364,12 @@ func (r *KidEventReconciler) reconcileMatch(ctx context.Context, p *eventPass) (
 		return carryOn, nil
 	}
 	e := p.event
+	// A permission change's actions wait, Pending, for the read of the
+	// session that shows the change (kidevent_permissions.go).
+	read, wait := r.sessionRead(p)
+	if wait > 0 {
+		return comeBackAfter(wait), nil
+	}
 	var userRef *kidv1.LocalObjectReference
 	var userStatus *kidv1.KidUserStatus
 	if len(p.users) > 0 {
@@ -372,7 +380,7 @@ func (r *KidEventReconciler) reconcileMatch(ctx context.Context, p *eventPass) (
 	if err != nil {
 		return endPass, err
 	}
-	if err := r.setPhase(ctx, e, kidv1.EventApplied, userRef, runs); err != nil {
+	if err := r.setPhase(ctx, e, kidv1.EventApplied, userRef, runs, read); err != nil {
 		return endPass, err
 	}
 	p.applied = true
@@ -424,7 +432,7 @@ func (r *KidEventReconciler) productOf(ctx context.Context, e *kidv1.KidEvent) (
 // ignore records an event that folds into no user as Ignored.
 func (r *KidEventReconciler) ignore(ctx context.Context, e *kidv1.KidEvent) error {
 	eventsProcessedTotal.WithLabelValues(typeLabel(e.Spec.EventType), "ignored").Inc()
-	return r.setPhase(ctx, e, kidv1.EventIgnored, nil, nil)
+	return r.setPhase(ctx, e, kidv1.EventIgnored, nil, nil, nil)
 }
 
 // reread returns the API server's copy of an event (through APIReader,
@@ -546,7 +554,14 @@ func (r *KidEventReconciler) targets(ctx context.Context, e *kidv1.KidEvent, fe 
 			return nil, err
 		}
 		// The account's own record is kept too, so that a session linked to
-		// this kuid later still learns of the deletion.
+		// this kuid later still learns of the deletion. Not for a deletion
+		// the operator inferred from k-ID's API (source poll: no session
+		// left under the kuid, kiduser_erasure.go): the same answers would
+		// follow a deletion of the player's only session, and a session of
+		// the kuid made later (consent given again) must not be erased.
+		if e.Spec.Source == kidv1.SourcePoll {
+			return holders, nil
+		}
 		own := one(kidv1.IdentityAccount, s.KUID)
 		if !slices.ContainsFunc(holders, func(h target) bool { return h.name == own.name }) {
 			holders = append(holders, own)
@@ -756,14 +771,17 @@ func setUserConditions(u *kidv1.KidUser) {
 	}
 }
 
-// setPhase writes the event's phase, user and action runs (one status write
-// per event).
-func (r *KidEventReconciler) setPhase(ctx context.Context, e *kidv1.KidEvent, phase kidv1.EventPhase, userRef *kidv1.LocalObjectReference, runs []kidv1.ActionRunStatus) error {
+// setPhase writes the event's phase, user, action runs and condition, if
+// any (one status write per event).
+func (r *KidEventReconciler) setPhase(ctx context.Context, e *kidv1.KidEvent, phase kidv1.EventPhase, userRef *kidv1.LocalObjectReference, runs []kidv1.ActionRunStatus, cond *metav1.Condition) error {
 	before := e.DeepCopy()
 	now := metav1.NewTime(r.Clock.Now())
 	e.Status.Phase = phase
 	e.Status.UserRef = userRef
 	e.Status.Actions = runs
+	if cond != nil {
+		meta.SetStatusCondition(&e.Status.Conditions, *cond)
+	}
 	if phase == kidv1.EventApplied {
 		e.Status.AppliedAt = &now
 		e.Status.FoldedGeneration = e.Generation

@@ -69,6 +69,9 @@ type KidUserReconciler struct {
 	started atomic.Int64
 	polls   pollMemory
 	deleted deletedUsers
+	// loads counts what a resync round of each product costs
+	// (kiduser_resync.go).
+	loads resyncLoads
 	// erasures remembers the sessions suspected of being deleted
 	// (kiduser_erasure.go).
 	erasures erasureMemory
@@ -115,6 +118,8 @@ func (r *KidUserReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&kidv1.KidUser{}).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.ReadConcurrency}).
+		// The products' resync loads, from the cache's own notifications.
+		Watches(&kidv1.KidUser{}, r.countLoads()).
 		// A person resumed a product's erasures: its held players read
 		// their sessions again.
 		WatchesRawSource(source.Channel(r.APIClients.UserWakes(), &handler.EnqueueRequestForObject{})).

@@ -139,7 +139,7 @@ func (r *KidUserReconciler) sessionGone(ctx context.Context, c *APIClient, produ
 	e := r.erasures.get(user)
 	if e.suspectedAt.IsZero() {
 		r.erasures.set(user, erasureState{suspectedAt: p.now})
-		r.readSession(user, p.now)
+		r.readSession(user, p.now, changeTime(user))
 		sessionSyncsTotal.WithLabelValues(productLabel(product), "suspected").Inc()
 		tripped, err := r.APIClients.erasures.suspect(productKey(product), client.ObjectKeyFromObject(user), p.now, func() (int, error) {
 			return r.productSessions(ctx, product)
@@ -154,7 +154,7 @@ func (r *KidUserReconciler) sessionGone(ctx context.Context, c *APIClient, produ
 		return wait.Jitter(confirmDelay, waitJitter), nil
 	}
 	r.erasures.set(user, erasureState{suspectedAt: e.suspectedAt, idAgreed: true})
-	r.readSession(user, p.now)
+	r.readSession(user, p.now, changeTime(user))
 	return r.confirmByKUID(ctx, c, product, user, p, true)
 }
 
@@ -164,6 +164,8 @@ func (r *KidUserReconciler) sessionGone(ctx context.Context, c *APIClient, produ
 // read that led here).
 func (r *KidUserReconciler) confirmByKUID(ctx context.Context, c *APIClient, product *kidv1.KidProduct, user *kidv1.KidUser, p *apiPass, slot bool) (time.Duration, error) {
 	st := &user.Status
+	// accountGone: k-ID knows no session of the player's kuid at all.
+	accountGone := false
 	if st.KUID != "" {
 		if slot {
 			// A confirmation keeps to its own schedule: the resync lane.
@@ -175,6 +177,7 @@ func (r *KidUserReconciler) confirmByKUID(ctx context.Context, c *APIClient, pro
 		switch {
 		case kidapi.IsNotFound(err):
 			// Agrees: k-ID knows no session of the player.
+			accountGone = true
 		case err != nil:
 			return r.apiFailed(ctx, c, product, user, p, "session", err), nil
 		case got.SessionID == st.SessionID && sessionActive(got.Status):
@@ -195,13 +198,30 @@ func (r *KidUserReconciler) confirmByKUID(ctx context.Context, c *APIClient, pro
 	// k-ID no longer knows the session, twice over and a minute apart:
 	// it was deleted, and its Session.Delete webhook did not reach us.
 	// Store that event, so the fold erases as it would for the webhook.
-	if err := r.storePolled(ctx, product, kid.SessionDelete, map[string]any{"id": st.SessionID}); err != nil {
+	if err := r.storeDeletion(ctx, product, user, accountGone); err != nil {
 		return 0, err
 	}
 	sessionSyncsTotal.WithLabelValues(productLabel(product), "deleted").Inc()
 	r.erasures.set(user, erasureState{})
 	r.APIClients.erasures.release(productKey(product), client.ObjectKeyFromObject(user))
 	return 0, nil
+}
+
+// storeDeletion stores what k-ID's confirmed answers say was deleted:
+// this session (Session.Delete) and, when no session is left under the
+// player's kuid, the account too (Account.Delete), which erases every
+// player of the kuid at once, so that the account's other sessions need
+// not wait for their own resync and confirmation.
+func (r *KidUserReconciler) storeDeletion(ctx context.Context, product *kidv1.KidProduct, user *kidv1.KidUser, accountGone bool) error {
+	st := &user.Status
+	if _, err := r.storePolled(ctx, product, kid.SessionDelete, map[string]any{"id": st.SessionID}); err != nil {
+		return err
+	}
+	if !accountGone {
+		return nil
+	}
+	_, err := r.storePolled(ctx, product, kid.AccountDelete, map[string]any{"kuid": st.KUID})
+	return err
 }
 
 // productSessions counts the product's players with a session k-ID

@@ -139,7 +139,8 @@ func (r *KidUserReconciler) pollChallenge(ctx context.Context, c *APIClient, pro
 		return nil
 	}
 	recoveryPollsTotal.WithLabelValues(productLabel(product), "challenge", "changed").Inc()
-	return r.storePolled(ctx, product, kid.ChallengeStateChange, data)
+	_, err = r.storePolled(ctx, product, kid.ChallengeStateChange, data)
+	return err
 }
 
 // pollVerification asks k-ID for a verification's status and stores a
@@ -177,26 +178,28 @@ func (r *KidUserReconciler) pollVerification(ctx context.Context, c *APIClient, 
 		data["age"] = age
 	}
 	recoveryPollsTotal.WithLabelValues(productLabel(product), "verification", "changed").Inc()
-	return r.storePolled(ctx, product, kid.VerificationResult, data)
+	_, err = r.storePolled(ctx, product, kid.VerificationResult, data)
+	return err
 }
 
 // storePolled stores what k-ID's API answered as an event with source poll,
 // through the same inbox as the webhooks: same name, labels and redaction,
 // so a webhook of the same change is a duplicate, whichever comes first,
-// and whichever comes second adds what the first lacked.
-func (r *KidUserReconciler) storePolled(ctx context.Context, product *kidv1.KidProduct, eventType string, data map[string]any) error {
+// and whichever comes second adds what the first lacked. stored is false
+// when the event was there already.
+func (r *KidUserReconciler) storePolled(ctx context.Context, product *kidv1.KidProduct, eventType string, data map[string]any) (stored bool, err error) {
 	body, err := json.Marshal(map[string]any{"eventType": eventType, "data": data})
 	if err != nil {
-		return err
+		return false, err
 	}
 	env, err := kid.ParseEnvelope(body)
 	if err != nil {
-		return fmt.Errorf("k-ID's answer makes no event: %w", err)
+		return false, fmt.Errorf("k-ID's answer makes no event: %w", err)
 	}
 	now := r.Clock.Now()
 	event, err := inbox.Build(product, env, body, now, now, kidv1.SourcePoll)
 	if err != nil {
-		return err
+		return false, err
 	}
 	reader := r.APIReader
 	if reader == nil {
@@ -210,11 +213,12 @@ func (r *KidUserReconciler) storePolled(ctx context.Context, product *kidv1.KidP
 		// The poll's copy is the stored one: the cluster learned this
 		// from the API first.
 		recoveredEventsTotal.WithLabelValues(productLabel(product), typeLabel(eventType)).Inc()
+		return true, nil
 	case apierrors.IsAlreadyExists(err):
 		// The webhook's copy (or an earlier poll's) was stored first:
 		// nothing was recovered.
+		return false, nil
 	default:
-		return fmt.Errorf("storing polled event: %w", err)
+		return false, fmt.Errorf("storing polled event: %w", err)
 	}
-	return nil
 }

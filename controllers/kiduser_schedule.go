@@ -28,6 +28,8 @@ import (
 //     first seen, until its horizon. A changed status becomes an event named
 //     by the same identity rule as the webhook, so whichever of the two
 //     arrives second is a duplicate.
+//   - a passed verification, once per resync interval, in case k-ID
+//     revoked it (kiduser_revocation.go).
 //
 // Nothing here holds a worker for k-ID longer than a call: a user that must
 // wait for the product's rate limiter books its slot and is requeued until
@@ -101,6 +103,10 @@ type pollState struct {
 	// (apiactivity.go): when its session's periodic read is due, and
 	// whether recovery gave up on it.
 	part userPart
+	// rechecked is when each passed verification was last read again
+	// (kiduser_revocation.go), by id; read and written only under the
+	// memory's lock (rechecked, update).
+	rechecked map[string]time.Time
 }
 
 func (p *pollMemory) get(u *kidv1.KidUser) pollState {
@@ -129,6 +135,17 @@ func (p *pollMemory) update(u *kidv1.KidUser, f func(*pollState)) {
 	if p.activity != nil {
 		p.activity.move(key.Namespace, before, s.part)
 	}
+}
+
+// rechecked is when the user's passed verification id was last read again
+// (zero: not since the start).
+func (p *pollMemory) rechecked(u *kidv1.KidUser, id string) time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if s := p.m[client.ObjectKeyFromObject(u)]; s.uid == u.UID {
+		return s.rechecked[id]
+	}
+	return time.Time{}
 }
 
 func (p *pollMemory) forget(key types.NamespacedName) {
@@ -204,6 +221,11 @@ func (r *KidUserReconciler) reconcileAPI(ctx context.Context, user *kidv1.KidUse
 		next = append(next, wait)
 	}
 	if wait, err := r.recover(ctx, c, product, user, pass); err != nil {
+		return 0, err
+	} else if wait > 0 {
+		next = append(next, wait)
+	}
+	if wait, err := r.recheckVerified(ctx, c, product, user, pass); err != nil {
 		return 0, err
 	} else if wait > 0 {
 		next = append(next, wait)

@@ -7,13 +7,14 @@ import (
 	"time"
 
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+	"github.com/kid-operator/kid-operator/internal/cachemem"
 	"github.com/kid-operator/kid-operator/internal/fold"
 	"github.com/kid-operator/kid-operator/internal/inbox"
+	"github.com/kid-operator/kid-operator/internal/kid"
 	"github.com/kid-operator/kid-operator/internal/kidapi"
 )
 
@@ -69,20 +70,20 @@ func (r *KidUserReconciler) sessionDue(product *kidv1.KidProduct, user *kidv1.Ki
 		return false, minReadSpacing - since, kidapi.Resync
 	}
 	// Something happened since the last read: a parent changed the
-	// permissions, or consent was granted (again). After a restart the
-	// memory is empty and the last write's time stands in for it.
-	changedSince := func(t *metav1.Time, readFor time.Time) bool {
-		if mem.sessionReadAt.IsZero() && st.Session.SyncedAt != nil {
-			readFor = st.Session.SyncedAt.Time
-		}
-		return t != nil && t.After(readFor)
-	}
-	if changedSince(st.Session.PermissionsChangedAt, mem.readForChange) {
+	// permissions, or consent was granted (again).
+	if r.noticePending(user) {
 		return true, 0, kidapi.Urgent
 	}
-	if st.Consent.State == kidv1.ConsentGranted && changedSince(st.Consent.Time, mem.readForConsent) {
+	readForConsent := mem.readForConsent
+	if mem.sessionReadAt.IsZero() && st.Session.SyncedAt != nil {
+		// After a restart the memory is empty and the last write's time
+		// stands in for it.
+		readForConsent = st.Session.SyncedAt.Time
+	}
+	if st.Consent.State == kidv1.ConsentGranted && st.Consent.Time != nil && st.Consent.Time.After(readForConsent) {
 		return true, 0, kidapi.Urgent
 	}
+	// The periodic resync (kiduser_resync.go).
 	if due := r.resyncDue(product, user, known, mem.sessionReadAt.IsZero()); now.Before(due) {
 		return false, due.Sub(now), kidapi.Resync
 	}
@@ -91,22 +92,50 @@ func (r *KidUserReconciler) sessionDue(product *kidv1.KidProduct, user *kidv1.Ki
 
 // resyncDue is when the session's periodic resync is due: once per resync
 // interval after it was last read, spread by up to 10% per user so that
-// users synced together do not stay in step. A user this process has not
-// read yet is known only by syncedAt, the last read that changed something
-// (a 304 does not move it), so after a restart nearly every session is
-// overdue at once: those overdue since before the controller started are
-// spread over one interval from its start, by the same stable hash, instead
-// of all being read in its first minutes.
+// users synced together do not stay in step (resyncInterval). A user this
+// process has not read yet is known only by syncedAt, the last read that
+// changed something (a 304 does not move it), so after a restart nearly
+// every session is overdue at once: those overdue since before the
+// controller started are spread over one interval from its start, by the
+// same stable hash, instead of all being read in its first minutes.
 func (r *KidUserReconciler) resyncDue(product *kidv1.KidProduct, user *kidv1.KidUser, known time.Time, unread bool) time.Time {
-	interval := product.Spec.API.ResyncInterval()
-	at := func(base time.Time, share float64) time.Time {
-		return base.Add(time.Duration(float64(interval) * share * spread(user.UID)))
-	}
-	due := at(known.Add(interval), 0.1)
+	due := known.Add(r.resyncInterval(product, user))
 	if started := r.startedAt(); unread && due.Before(started) {
-		due = at(started, 1)
+		interval := product.Spec.API.ResyncInterval(product.Spec.Environment, r.loads.reads(product))
+		due = started.Add(time.Duration(float64(interval) * spread(user.UID)))
 	}
 	return due
+}
+
+// noticePending reports whether a permission change was folded (a
+// Session.ChangePermissions) that no read of the session has answered
+// for yet. What was answered is kept in memory and written as
+// permissionsReadAt, so it survives a restart; a user written before that
+// field existed, and not read since the start, has its last write's time
+// stand in for it.
+func (r *KidUserReconciler) noticePending(user *kidv1.KidUser) bool {
+	st, mem := &user.Status.Session, r.polls.get(user)
+	changed := st.PermissionsChangedAt
+	if changed == nil {
+		return false
+	}
+	readFor := mem.readForChange
+	if st.PermissionsReadAt != nil && st.PermissionsReadAt.After(readFor) {
+		readFor = st.PermissionsReadAt.Time
+	}
+	if mem.sessionReadAt.IsZero() && st.PermissionsReadAt == nil && st.SyncedAt != nil && st.SyncedAt.After(readFor) {
+		readFor = st.SyncedAt.Time
+	}
+	return changed.After(readFor)
+}
+
+// changeTime is the newest permission change folded into the user (zero:
+// none): what a read made now answers for.
+func changeTime(user *kidv1.KidUser) time.Time {
+	if t := user.Status.Session.PermissionsChangedAt; t != nil {
+		return t.Time
+	}
+	return time.Time{}
 }
 
 // syncSession reads the user's session from k-ID when due.
@@ -114,8 +143,12 @@ func (r *KidUserReconciler) syncSession(ctx context.Context, c *APIClient, produ
 	now := p.now
 	if unwritten := r.polls.get(user).unwritten; unwritten != nil {
 		// A read whose write lost a race with a fold: write it again,
-		// without asking k-ID a second time.
-		return 0, r.writeSync(ctx, user, unwritten)
+		// without asking k-ID a second time, and go on. The fold that won
+		// the race may be a notice that asks for a read of its own, and a
+		// replay that writes nothing wakes no other pass.
+		if err := r.writeSync(ctx, user, unwritten); err != nil {
+			return 0, err
+		}
 	}
 	due, wait, lane := r.sessionDue(product, user, p)
 	if !due {
@@ -133,14 +166,21 @@ func (r *KidUserReconciler) syncSession(ctx context.Context, c *APIClient, produ
 	// A session's user knows its id from its identity, even before k-ID
 	// confirmed it (a browser event made it).
 	sessionID := user.Spec.Identity.ID
+	// What this read answers for: the notices folded before it was made.
+	readFor, noticed := changeTime(user), r.noticePending(user)
 	session, err := c.WithReservation().GetSession(ctx, sessionID, st.Session.ETag)
 	gone := kidapi.IsNotFound(err) || (err == nil && !sessionActive(session.Status))
 	switch {
 	case errors.Is(err, kidapi.ErrNotModified):
 		sessionSyncsTotal.WithLabelValues(productLabel(product), "unchanged").Inc()
 		r.sessionAnswered(product, user)
-		r.readSession(user, now)
-		return 0, nil
+		r.readSession(user, now, readFor)
+		if noticed && (st.Session.PermissionsReadAt == nil || st.Session.PermissionsReadAt.Time.Before(readFor)) {
+			// Nothing changed, but a notice's actions wait for this read
+			// (kidevent_controller.go, reconcileMatch): say it was made.
+			return r.resyncInterval(product, user), r.writeSync(ctx, user, fold.ReadDelta(readFor))
+		}
+		return r.resyncInterval(product, user), nil
 	case gone && st.SessionID == "":
 		// Never confirmed: a browser event named a session k-ID does not
 		// know (or knows deleted). Nothing to erase, nothing to believe.
@@ -160,13 +200,69 @@ func (r *KidUserReconciler) syncSession(ctx context.Context, c *APIClient, produ
 	}
 	r.sessionAnswered(product, user)
 	privacy := inbox.PrivacyOf(product)
-	delta := fold.SyncDelta(&fold.Session{
+	read := &fold.Session{
 		SessionID: sessionID, KUID: session.KUID, AgeStatus: session.AgeStatus, Jurisdiction: session.Jurisdiction,
 		Status: session.Status, ETag: session.ETag, DateOfBirth: session.DateOfBirth,
-		Permissions: permissions(session.Permissions), At: now,
-	}, privacy)
-	r.readSession(user, now)
-	return 0, r.writeSync(ctx, user, delta)
+		Permissions: permissions(session.Permissions), At: now, ReadFor: readFor,
+	}
+	delta := fold.SyncDelta(read, privacy)
+	if !noticed && permissionsChanged(&st.Session, &delta.Session) {
+		// A change no notice announced (an age-up, spec §1.9, or a notice
+		// k-ID lost): stored as the event the webhook would have been.
+		found, err := r.storeFoundChange(ctx, product, user, session.ETag)
+		if err != nil {
+			return 0, err
+		}
+		if !found.IsZero() {
+			read.ReadFor = found
+			delta = fold.SyncDelta(read, privacy)
+		}
+	}
+	r.readSession(user, now, read.ReadFor)
+	return r.resyncInterval(product, user), r.writeSync(ctx, user, delta)
+}
+
+// permissionsChanged reports whether a read of a session that was read
+// before found other permissions or another age status.
+func permissionsChanged(before, read *kidv1.SessionStatus) bool {
+	if before.ETag == "" || before.SyncedAt == nil {
+		// The first read of the session: nothing to compare with.
+		return false
+	}
+	return before.AgeStatus != read.AgeStatus || !apiequality.Semantic.DeepEqual(before.Permissions, read.Permissions)
+}
+
+// storeFoundChange stores a Session.ChangePermissions (source poll) for a
+// change the session sync found and no notice announced, named by the
+// session's new etag (design.md §2, the identity rule), and returns its
+// time: the read answers for it, so the fold of the event asks for no
+// second read and its actions wait for none. It stores nothing, and
+// returns zero, when k-ID's own notice is stored and not yet folded (it
+// raced this read): that event is the change's, and its fold asks for the
+// read its actions wait for.
+func (r *KidUserReconciler) storeFoundChange(ctx context.Context, product *kidv1.KidProduct, user *kidv1.KidUser, etag string) (time.Time, error) {
+	sessionID := user.Spec.Identity.ID
+	events, err := cachemem.EventsNaming(ctx, r, user.Namespace, kidv1.UserIDKey(product.Name, kidv1.IdentitySession, sessionID))
+	if err != nil {
+		return time.Time{}, err
+	}
+	for i := range events {
+		e := &events[i]
+		if e.Spec.EventType == kid.SessionChangePermissions && e.Spec.Source != kidv1.SourceBrowser &&
+			(e.Status.Phase == "" || e.Status.Phase == kidv1.EventPending) {
+			return time.Time{}, nil
+		}
+	}
+	data := map[string]any{"id": sessionID}
+	if etag != "" {
+		data["etag"] = etag
+	}
+	if _, err := r.storePolled(ctx, product, kid.SessionChangePermissions, data); err != nil {
+		return time.Time{}, err
+	}
+	sessionSyncsTotal.WithLabelValues(productLabel(product), "found-change").Inc()
+	// The event was signed (stored) before this moment.
+	return r.Clock.Now(), nil
 }
 
 // writeSync joins a read of the session into the user. The write carries the
@@ -213,15 +309,16 @@ func (r *KidUserReconciler) resyncMinute(product *kidv1.KidProduct, user *kidv1.
 }
 
 // readSession remembers a read k-ID answered, and the changes it answered
-// for.
-func (r *KidUserReconciler) readSession(user *kidv1.KidUser, now time.Time) {
+// for: the permission change at readFor (the newest folded before the read
+// was made), and the consent.
+func (r *KidUserReconciler) readSession(user *kidv1.KidUser, now, readFor time.Time) {
 	if r.polls.activity != nil {
 		r.polls.activity.read(types.NamespacedName{Namespace: user.Namespace, Name: user.Spec.ProductRef.Name}, now)
 	}
 	r.polls.update(user, func(s *pollState) {
 		s.sessionReadAt = now
-		if t := user.Status.Session.PermissionsChangedAt; t != nil {
-			s.readForChange = t.Time
+		if readFor.After(s.readForChange) {
+			s.readForChange = readFor
 		}
 		if t := user.Status.Consent.Time; t != nil {
 			s.readForConsent = t.Time

@@ -39,6 +39,16 @@ const (
 	SessionActiveCondition = "SessionActive"
 )
 
+// Condition types of a KidEvent.
+const (
+	// SessionReadCondition is set on a Session.ChangePermissions event when
+	// it is applied: True when its actions waited for a read of the
+	// session made after the change, so that they see the new
+	// permissions; False when they ran without one, with the reason why
+	// (NotConfigured, APINotReady, SessionGone, ReadTimedOut).
+	SessionReadCondition = "SessionRead"
+)
+
 // Reasons used in conditions.
 const (
 	// SucceededReason: the last reconcile did all it had to.
@@ -78,6 +88,18 @@ const (
 	// NotFoundSurgeReason: too many of the product's sessions read
 	// NOT_FOUND within the breaker's window (ErasuresHeldCondition).
 	NotFoundSurgeReason = "NotFoundSurge"
+	// ReadAfterChangeReason: the session was read from k-ID after the
+	// permission change (SessionReadCondition).
+	ReadAfterChangeReason = "ReadAfterChange"
+	// APINotReadyReason: the product's APIReady is not True, so no read
+	// was waited for (SessionReadCondition).
+	APINotReadyReason = "APINotReady"
+	// SessionGoneReason: the player is erased or its session deleted, so
+	// it is not read again (SessionReadCondition).
+	SessionGoneReason = "SessionGone"
+	// ReadTimedOutReason: no read came within the bounded wait; the
+	// actions ran against the permissions last read (SessionReadCondition).
+	ReadTimedOutReason = "ReadTimedOut"
 	// ConsentReason and friends explain KidUser conditions.
 	ConsentReason      = "Consent"
 	VerificationReason = "Verification"

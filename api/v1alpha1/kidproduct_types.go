@@ -121,9 +121,13 @@ type APISpec struct {
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('30s')",message="timeout must be between 1s and 30s"
 	Timeout *metav1.Duration `json:"timeout,omitempty"`
 
-	// sessionResync is how often each active session is read again from
-	// k-ID (with its etag, so an unchanged session costs no write), with
-	// 10% jitter. Defaults to 24h; between 1m and 720h.
+	// sessionResync is how often each active session (and each passed
+	// verification, recovery.recheckVerifications) is read again from k-ID
+	// (with its etag, so an unchanged session costs no write), with 10%
+	// jitter; between 1m and 720h. By default it is computed from the
+	// product's rate and its number of players, so that the resync uses at
+	// most a tenth of the rate: between 1h and 24h (design.md §3,
+	// "Session sync").
 	// +optional
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1m') && duration(self) <= duration('720h')",message="sessionResync must be between 1m and 720h"
 	SessionResync *metav1.Duration `json:"sessionResync,omitempty"`
@@ -158,6 +162,15 @@ type RecoverySpec struct {
 	// +optional
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1m') && duration(self) <= duration('2160h')",message="horizon must be between 1m and 2160h"
 	Horizon *metav1.Duration `json:"horizon,omitempty"`
+
+	// recheckVerifications re-reads each passed verification from
+	// /age-verification/get-status once per session resync interval, so
+	// that a revocation whose Verification.Revoke webhook was lost is
+	// recovered where get-status reports it (a status REVOKED, or a
+	// revoked flag; k-ID documents neither). Defaults to true; false saves
+	// the calls where get-status never says so.
+	// +optional
+	RecheckVerifications *bool `json:"recheckVerifications,omitempty"`
 }
 
 // BrowserSpec configures the browser relay (design.md §3, "Three
@@ -433,10 +446,12 @@ const (
 	DefaultTestRequestsPerSecond = 5
 	DefaultLiveRequestsPerSecond = 100
 	DefaultAPITimeout            = 10 * time.Second
-	DefaultSessionResync         = 24 * time.Hour
-	DefaultFirstPoll             = 30 * time.Second
-	DefaultMaxPollInterval       = time.Hour
-	DefaultRecoveryHorizon       = 14 * 24 * time.Hour
+	// DefaultSessionResync caps the computed resync interval
+	// (ResyncInterval).
+	DefaultSessionResync   = 24 * time.Hour
+	DefaultFirstPoll       = 30 * time.Second
+	DefaultMaxPollInterval = time.Hour
+	DefaultRecoveryHorizon = 14 * 24 * time.Hour
 )
 
 // RateLimit is the product's rate of calls to k-ID and its burst.
@@ -467,9 +482,41 @@ func (a *APISpec) NextKeyName() string { return a.SecretRef.Key + NextAPIKeySuff
 // CallTimeout bounds one call to k-ID.
 func (a *APISpec) CallTimeout() time.Duration { return durationOr(a.Timeout, DefaultAPITimeout) }
 
-// ResyncInterval is how often an active session is read again.
-func (a *APISpec) ResyncInterval() time.Duration {
-	return durationOr(a.SessionResync, DefaultSessionResync)
+// Bounds of the computed resync interval, and the share of the product's
+// rate it may use.
+const (
+	// MinDefaultSessionResync is the shortest computed interval: however
+	// few the players, a session is not read more often than this without
+	// a reason (a notice, a consent, a request).
+	MinDefaultSessionResync = time.Hour
+	// ResyncRateShare is the share of the product's requestsPerSecond the
+	// computed resync may use; the rest is for the reads a notice asks
+	// for, recovery and confirmations.
+	ResyncRateShare = 0.1
+)
+
+// ResyncInterval is how often an active session (and a passed
+// verification) is read again: spec.sessionResync when set, else the time
+// in which reads, the product's resync reads of one round (its sessions
+// and verifications), fit in ResyncRateShare of its rate, between
+// MinDefaultSessionResync and DefaultSessionResync (design.md §3,
+// "Session sync").
+func (a *APISpec) ResyncInterval(env Environment, reads int) time.Duration {
+	if a.SessionResync != nil && a.SessionResync.Duration > 0 {
+		return a.SessionResync.Duration
+	}
+	rps, _ := a.RateLimit(env)
+	if rps <= 0 {
+		return DefaultSessionResync
+	}
+	fit := time.Duration(float64(reads) / (float64(rps) * ResyncRateShare) * float64(time.Second))
+	return min(max(fit, MinDefaultSessionResync), DefaultSessionResync)
+}
+
+// RechecksVerifications reports whether passed verifications are read
+// again at each resync (recheckVerifications, default true).
+func (r *RecoverySpec) RechecksVerifications() bool {
+	return r.RecheckVerifications == nil || *r.RecheckVerifications
 }
 
 // Backoff returns the recovery schedule: the first wait, the cap on the

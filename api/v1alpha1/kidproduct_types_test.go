@@ -37,3 +37,34 @@ func TestTimestampToleranceIsClampedToItsBounds(t *testing.T) {
 func TestWebhookPathIsTheDocumentedShape(t *testing.T) {
 	NewWithT(t).Expect(kidv1.WebhookPath("games", "my-game")).To(Equal("/webhooks/games/my-game"))
 }
+
+// The table is the one design.md §3 ("Session sync") shows: the computed
+// resync takes at most a tenth of the product's rate, between an hour and a
+// day, and spec.api.sessionResync overrides it.
+func TestResyncIntervalFitsATenthOfTheRate(t *testing.T) {
+	rate := func(n int32) *int32 { return &n }
+	cases := []struct {
+		name   string
+		env    kidv1.Environment
+		rps    *int32
+		resync *metav1.Duration
+		reads  int
+		want   time.Duration
+	}{
+		{name: "no players is the floor", env: kidv1.EnvironmentTest, reads: 0, want: time.Hour},
+		{name: "test default 5 rps, 1,000 reads: the floor", env: kidv1.EnvironmentTest, reads: 1000, want: time.Hour},
+		{name: "test default 5 rps, 10,000 reads", env: kidv1.EnvironmentTest, reads: 10000, want: 20000 * time.Second},
+		{name: "test default 5 rps, 100,000 reads: the cap", env: kidv1.EnvironmentTest, reads: 100000, want: 24 * time.Hour},
+		{name: "live default 100 rps, 10,000 reads: the floor", env: kidv1.EnvironmentLive, reads: 10000, want: time.Hour},
+		{name: "live default 100 rps, 100,000 reads", env: kidv1.EnvironmentLive, reads: 100000, want: 10000 * time.Second},
+		{name: "live default 100 rps, 1,000,000 reads: the cap", env: kidv1.EnvironmentLive, reads: 1000000, want: 24 * time.Hour},
+		{name: "500 rps, 1,000,000 reads", env: kidv1.EnvironmentLive, rps: rate(500), reads: 1000000, want: 20000 * time.Second},
+		{name: "sessionResync overrides", env: kidv1.EnvironmentLive, resync: &metav1.Duration{Duration: 30 * time.Minute}, reads: 1000000, want: 30 * time.Minute},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			api := &kidv1.APISpec{RequestsPerSecond: tc.rps, SessionResync: tc.resync}
+			NewWithT(t).Expect(api.ResyncInterval(tc.env, tc.reads)).To(Equal(tc.want))
+		})
+	}
+}

@@ -207,6 +207,14 @@ type SessionStatus struct {
 	// syncedAt is when the session was last read from k-ID with a change.
 	// +optional
 	SyncedAt *metav1.Time `json:"syncedAt,omitempty"`
+
+	// permissionsReadAt is the newest permissionsChangedAt that a read of
+	// the session answered for: the session was read from k-ID after that
+	// change was folded. A Session.ChangePermissions event's actions wait
+	// until it reaches the event's time, so that they see the new
+	// permissions.
+	// +optional
+	PermissionsReadAt *metav1.Time `json:"permissionsReadAt,omitempty"`
 }
 
 // SessionPermission is one permission of a session, as k-ID reports it.

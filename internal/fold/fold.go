@@ -365,6 +365,7 @@ func mergeSession(a, b kidv1.SessionStatus) kidv1.SessionStatus {
 		Status:               synced.Status,
 		ETag:                 synced.ETag,
 		SyncedAt:             synced.SyncedAt.DeepCopy(),
+		PermissionsReadAt:    latest(a.PermissionsReadAt, b.PermissionsReadAt),
 	}
 	for i := range out.Permissions {
 		out.Permissions[i] = *out.Permissions[i].DeepCopy()
@@ -401,6 +402,9 @@ type Session struct {
 	Permissions  []kidv1.SessionPermission
 	// At is when k-ID answered.
 	At time.Time
+	// ReadFor is the newest permission change the read answered for
+	// (zero: none): it becomes permissionsReadAt.
+	ReadFor time.Time
 }
 
 // SyncDelta is the partial status a read of the session stands for. It is
@@ -435,10 +439,22 @@ func SyncDelta(s *Session, privacy kid.Privacy) *kidv1.KidUserStatus {
 	if len(perms) == 0 {
 		d.Session.Permissions = nil
 	}
+	if !s.ReadFor.IsZero() {
+		readFor := metav1.NewTime(s.ReadFor.UTC())
+		d.Session.PermissionsReadAt = &readFor
+	}
 	if privacy.KeepDateOfBirth && s.DateOfBirth != "" {
 		d.PersonalData = &kidv1.PersonalData{DateOfBirth: s.DateOfBirth}
 	}
 	return normalize(d)
+}
+
+// ReadDelta is the partial status of a read that changed nothing but
+// answered for the permission change at readFor (a 304 after a notice): the
+// session's permissionsReadAt.
+func ReadDelta(readFor time.Time) *kidv1.KidUserStatus {
+	at := metav1.NewTime(readFor.UTC())
+	return &kidv1.KidUserStatus{Session: kidv1.SessionStatus{PermissionsReadAt: &at}}
 }
 
 // mergeCounts keeps, per origin, the larger count: a grow-only counter, so

@@ -364,10 +364,13 @@ func TestSessionReadsJoinWithEventsInAnyOrder(t *testing.T) {
 	// every order: the later read's permissions win, and the rest is the
 	// events' fold.
 	seq := sequences(t)["consent then session life"][:4]
-	reads := []*kidv1.KidUserStatus{SyncDelta(read(6, "etag-2", true), everything), SyncDelta(read(3, "etag-1", false), everything)}
+	second, first := read(6, "etag-2", true), read(3, "etag-1", false)
+	first.ReadFor = t0.Add(2 * time.Second)
+	// A 304 that answered for a later change: only permissionsReadAt.
+	reads := []*kidv1.KidUserStatus{SyncDelta(second, everything), SyncDelta(first, everything), ReadDelta(t0.Add(4 * time.Second))}
 	var want *kidv1.KidUserStatus
 	n := 0
-	permutations(append(seq, nil, nil), func(order []*Event) {
+	permutations(append(seq, nil, nil, nil), func(order []*Event) {
 		st, r := &kidv1.KidUserStatus{}, 0
 		for _, e := range order {
 			if e == nil {
@@ -392,6 +395,7 @@ func TestSessionReadsJoinWithEventsInAnyOrder(t *testing.T) {
 	g.Expect(want.Session.AgeStatus).To(Equal("DIGITAL_MINOR"))
 	g.Expect(want.Consent.State).To(Equal(kidv1.ConsentGranted))
 	g.Expect(want.Session.PermissionsChangedAt).NotTo(BeNil())
+	g.Expect(want.Session.PermissionsReadAt.Time).To(BeTemporally("==", t0.Add(4*time.Second)), "the latest change a read answered for")
 }
 
 func TestSessionReadKeepsTheDateOfBirthOnlyWhereAllowedAndNeverAfterErasure(t *testing.T) {

@@ -73,6 +73,10 @@ type Payload struct {
 	AgeRange      *LegacyAge   `json:"ageRange"`
 	Verifications []Revocation `json:"verifications"`
 	ProductID     LenientInt   `json:"productId"`
+	// ETag is never in k-ID's payloads: the operator's own
+	// Session.ChangePermissions, stored when a resync finds a change no
+	// notice announced, carries the session's new etag (its identity).
+	ETag string `json:"etag"`
 }
 
 // Age is Verification.Result's data.age.

@@ -102,6 +102,14 @@ func TestIdentity(t *testing.T) {
 	g.Expect(id("change-permissions", window)).To(Equal(id("change-permissions", window.Add(NotificationWindow-time.Second))), "one window: one event")
 	g.Expect(id("change-permissions", window)).NotTo(Equal(id("change-permissions", window.Add(NotificationWindow))), "a later change is another event")
 
+	// A change the session sync found is named by the session's new etag,
+	// whenever it was found.
+	found := func(etag string) *Envelope {
+		return parse(`{"eventType":"Session.ChangePermissions","data":{"id":"s-1","etag":"` + etag + `"}}`)
+	}
+	g.Expect(found("e1").Identity(nil, window)).To(Equal(found("e1").Identity(nil, window.Add(time.Hour))), "one change found twice: one event")
+	g.Expect(found("e1").Identity(nil, window)).NotTo(Equal(found("e2").Identity(nil, window)), "another etag is another change")
+
 	reordered := `{"eventType":"Verification.Revoke","data":{"verifications":[{"id":"b2c8e91f-7a23-4d5c-8f1e-2a9b3c4d5e6f","reason":"provider-reported-error"},{"id":"4e57301e-a4d1-498f-ac3f-f3d4de19abf6","reason":"fraudulent-activity-detected"}]}}`
 	g.Expect(parse(reordered).Identity([]byte(reordered), at)).To(Equal(id("revoke-two", at)))
 

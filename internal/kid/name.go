@@ -41,6 +41,14 @@ func (e *Envelope) Identity(body []byte, signedAt time.Time) string {
 	case SessionDelete, TestEvent:
 		parts = append(parts, p.ID)
 	case SessionChangePermissions:
+		if p.ETag != "" {
+			// A change the session sync found (no notice announced it):
+			// the session's new etag names it, so finding the same change
+			// again (a restart before the read was written) is the same
+			// event.
+			parts = append(parts, p.ID, "etag", p.ETag)
+			break
+		}
 		window := signedAt.Unix() / int64(NotificationWindow/time.Second)
 		parts = append(parts, p.ID, strconv.FormatInt(window, 10))
 	default:

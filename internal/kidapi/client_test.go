@@ -586,6 +586,14 @@ func TestVerificationStatusShapes(t *testing.T) {
 			want: VerificationStatus{ID: "v-1", Status: "PASS", AgeLow: i(21), AgeHigh: i(21)}},
 		{name: "a status object's state is read", body: `{"status":{"state":"IN_PROGRESS"}}`,
 			want: VerificationStatus{ID: "v-1", Status: "IN_PROGRESS"}},
+		{name: "a status revoked, in any case, is a revocation with its reason", body: `{"id":"v-1","status":"Revoked","revokedReason":"fraudulent-activity-detected"}`,
+			want: VerificationStatus{ID: "v-1", Status: "REVOKED", Revoked: true, RevokedReason: "fraudulent-activity-detected"}},
+		{name: "a revoked flag on a PASS is a revocation", body: `{"status":"PASS","revoked":"true","reason":"provider-reported-error"}`,
+			want: VerificationStatus{ID: "v-1", Status: "PASS", Revoked: true, RevokedReason: "provider-reported-error"}},
+		{name: "a revokedAt is a revocation without a reason", body: `{"status":"PASS","revokedAt":"2026-01-02T03:04:05Z"}`,
+			want: VerificationStatus{ID: "v-1", Status: "PASS", Revoked: true}},
+		{name: "a reason alone, or revoked false, is no revocation", body: `{"status":"PASS","revoked":false,"reason":"x"}`,
+			want: VerificationStatus{ID: "v-1", Status: "PASS"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -64,7 +64,17 @@ type VerificationStatus struct {
 	DOB           string
 	AgeLow        *int32
 	AgeHigh       *int32
+	// Revoked says k-ID revoked the verification. How get-status answers a
+	// revoked verification is not documented (spec §4.4, §6.14), so any of
+	// these reads as revoked: a status REVOKED (any case), "revoked": true,
+	// or a revokedAt. RevokedReason is its reason where the answer gives
+	// one (revokedReason, revocationReason or reason).
+	Revoked       bool
+	RevokedReason string
 }
+
+// StatusRevoked is the status a revoked verification may answer.
+const StatusRevoked = "REVOKED"
 
 // The get-status schemas are undocumented (spec §6.14), so the answers are
 // read leniently: a scalar field may come as a string, a number or a bool,
@@ -172,6 +182,12 @@ type wireVerification struct {
 	DOB            text     `json:"dob"`
 	DateOfBirth    text     `json:"dateOfBirth"`
 	Age            ageRange `json:"age"`
+	// A revocation, in whichever shape k-ID may send it.
+	Revoked          flag `json:"revoked"`
+	RevokedAt        text `json:"revokedAt"`
+	RevokedReason    text `json:"revokedReason"`
+	RevocationReason text `json:"revocationReason"`
+	Reason           text `json:"reason"`
 }
 
 func decodeVerificationStatus(body []byte, requested string) (*VerificationStatus, error) {
@@ -182,7 +198,7 @@ func decodeVerificationStatus(body []byte, requested string) (*VerificationStatu
 	if w.Status == "" {
 		return nil, invalidResponse(EndpointVerificationStatus, 0, "the answer holds no status")
 	}
-	return &VerificationStatus{
+	v := &VerificationStatus{
 		ID:            firstOf(string(w.ID), string(w.VerificationID), requested),
 		Status:        string(w.Status),
 		Method:        string(w.Method),
@@ -191,7 +207,12 @@ func decodeVerificationStatus(body []byte, requested string) (*VerificationStatu
 		DOB:           firstOf(string(w.DOB), string(w.DateOfBirth)),
 		AgeLow:        w.Age.Low.ptr(),
 		AgeHigh:       w.Age.High.ptr(),
-	}, nil
+		Revoked:       string(w.Status) == StatusRevoked || bool(w.Revoked) || w.RevokedAt != "",
+	}
+	if v.Revoked {
+		v.RevokedReason = firstOf(string(w.RevokedReason), string(w.RevocationReason), string(w.Reason))
+	}
+	return v, nil
 }
 
 func firstOf(ss ...string) string {

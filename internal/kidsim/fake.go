@@ -82,6 +82,30 @@ const (
 	FaultTimeout DeliveryFault = "timeout"
 )
 
+// RevokedAnswer is how /age-verification/get-status answers a revoked
+// verification, which k-ID does not document (spec §4.4): each way it
+// might, so a test can try the operator against each.
+type RevokedAnswer string
+
+const (
+	// RevokedAsPassed answers as before the revocation, PASS and nothing
+	// more: the revocation cannot be read from the API.
+	RevokedAsPassed RevokedAnswer = ""
+	// RevokedAsStatus answers the status REVOKED, with a revokedReason.
+	RevokedAsStatus RevokedAnswer = "status"
+	// RevokedAsFlag answers PASS with "revoked": true and a revokedReason.
+	RevokedAsFlag RevokedAnswer = "flag"
+)
+
+// ParseRevokedAnswer checks a RevokedAnswer's name.
+func ParseRevokedAnswer(s string) (RevokedAnswer, error) {
+	switch a := RevokedAnswer(s); a {
+	case RevokedAsPassed, RevokedAsStatus, RevokedAsFlag:
+		return a, nil
+	}
+	return "", fmt.Errorf("unknown revoked answer %q: want status, flag or empty", s)
+}
+
 // ParseDeliveryFault checks a fault's name.
 func ParseDeliveryFault(s string) (DeliveryFault, error) {
 	switch f := DeliveryFault(s); f {
@@ -186,7 +210,7 @@ type Verification struct {
 	DOB           string    `json:"dob,omitempty"`
 	// RevokedReason is set once the verification is revoked. What
 	// get-status answers for a revoked verification is not documented, so
-	// it keeps answering as before.
+	// it keeps answering as before unless SetRevokedAnswer says otherwise.
 	RevokedReason string    `json:"revokedReason,omitempty"`
 	CreatedAt     time.Time `json:"createdAt"`
 }
@@ -279,6 +303,9 @@ type Fake struct {
 	// statusWithoutSession: /challenge/get-status answers a PASS without
 	// its sessionId (SetStatusWithoutSession).
 	statusWithoutSession bool
+	// revokedAnswer is how get-status answers a revoked verification
+	// (SetRevokedAnswer).
+	revokedAnswer RevokedAnswer
 	limit                rateLimit
 	buckets              map[string]*bucket
 	retryAfter           time.Duration
@@ -527,6 +554,33 @@ func (f *Fake) SetPermission(sessionID, name string, enabled bool) error {
 	return nil
 }
 
+// AgeUp changes a session's age status as a birthday does, and sends
+// nothing: k-ID fires no webhook for an age-up (spec §1.9). At LEGAL_ADULT
+// the permissions the guardian managed pass to the player (spec §4.2:
+// managedBy changes "from GUARDIAN to PLAYER when the player ages up"). The
+// session gets a new etag.
+func (f *Fake) AgeUp(sessionID, ageStatus string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s, ok := f.sessions[sessionID]
+	if !ok {
+		return fmt.Errorf("session %s: %w", sessionID, ErrNotFound)
+	}
+	if ageStatus == "" || ageStatus == s.AgeStatus {
+		return fmt.Errorf("session %s is %s already: %w", sessionID, s.AgeStatus, ErrWrongState)
+	}
+	s.AgeStatus = ageStatus
+	if ageStatus == "LEGAL_ADULT" {
+		for i := range s.Permissions {
+			if s.Permissions[i].ManagedBy == ManagedByGuardian {
+				s.Permissions[i].ManagedBy = ManagedByPlayer
+			}
+		}
+	}
+	s.Etag = etag(s.Session)
+	return nil
+}
+
 // DeleteSession deletes a session (/session/get then answers 400 NOT_FOUND)
 // and delivers Session.Delete.
 func (f *Fake) DeleteSession(sessionID string) error {
@@ -590,6 +644,15 @@ func (f *Fake) SetStatusWithoutSession(on bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.statusWithoutSession = on
+}
+
+// SetRevokedAnswer sets how /age-verification/get-status answers a revoked
+// verification: as passed (the default), with the status REVOKED, or with a
+// revoked flag. An unknown answer answers as passed.
+func (f *Fake) SetRevokedAnswer(a RevokedAnswer) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.revokedAnswer = a
 }
 
 // SetRateLimit limits the REST API to rps requests a second per API key,

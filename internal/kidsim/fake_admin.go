@@ -96,6 +96,20 @@ func (f *Fake) adminHandler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, f.session(id))
 	})
+	mux.HandleFunc("POST /kidsim/sessions/{id}/age-up", func(w http.ResponseWriter, r *http.Request) {
+		var body struct {
+			AgeStatus string `json:"ageStatus"`
+		}
+		if !readJSON(w, r, &body) {
+			return
+		}
+		id := r.PathValue("id")
+		if err := f.AgeUp(id, body.AgeStatus); err != nil {
+			writeControlError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, f.session(id))
+	})
 	mux.HandleFunc("DELETE /kidsim/sessions/{id}", func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("id")
 		if err := f.DeleteSession(id); err != nil {
@@ -188,6 +202,9 @@ type Faults struct {
 	// ChallengesPending: /challenge/get-status answers PENDING for an
 	// undecided challenge, not IN_PROGRESS.
 	ChallengesPending bool `json:"challengesPending"`
+	// RevokedAnswer is how get-status answers a revoked verification:
+	// "" (as passed), "status" or "flag".
+	RevokedAnswer RevokedAnswer `json:"revokedAnswer"`
 }
 
 // RateLimit is the REST API's limit per key; RPS 0 is off.
@@ -220,6 +237,9 @@ type FaultsUpdate struct {
 	// ChallengesPending makes /challenge/get-status answer PENDING for an
 	// undecided challenge, or IN_PROGRESS.
 	ChallengesPending *bool `json:"challengesPending,omitempty"`
+	// RevokedAnswer sets how get-status answers a revoked verification:
+	// "" (as passed), "status" or "flag".
+	RevokedAnswer *string `json:"revokedAnswer,omitempty"`
 }
 
 // UpdateFaults checks the whole update before it applies any of it.
@@ -248,6 +268,12 @@ func (f *Fake) UpdateFaults(u FaultsUpdate) error {
 	if err := u.checkAPI(); err != nil {
 		return err
 	}
+	var revoked RevokedAnswer
+	if u.RevokedAnswer != nil {
+		if revoked, err = ParseRevokedAnswer(*u.RevokedAnswer); err != nil {
+			return err
+		}
+	}
 	var propagation time.Duration
 	if u.PropagationDelay != nil {
 		if propagation, err = parseDuration("propagationDelay", *u.PropagationDelay); err != nil {
@@ -271,6 +297,9 @@ func (f *Fake) UpdateFaults(u FaultsUpdate) error {
 	}
 	if u.APIKey != nil {
 		f.SetAPIKey(*u.APIKey)
+	}
+	if u.RevokedAnswer != nil {
+		f.SetRevokedAnswer(revoked)
 	}
 	// Checked above: these cannot fail.
 	if u.WindowLimit != nil {
@@ -341,7 +370,7 @@ func (f *Fake) faults() Faults {
 		Deliveries: f.fault, DeliveryDelay: f.deliveryDelay.String(), RateLimit: rl, RetryAfter: f.retryAfter.String(),
 		Sessions: sessions, StatusWithoutSession: f.statusWithoutSession,
 		WindowLimit: f.windowLimit, API: api, PropagationDelay: f.propagationDelay.String(), PropagationStatus: f.propagationStatus,
-		ChallengesPending: f.challengesPending,
+		ChallengesPending: f.challengesPending, RevokedAnswer: f.revokedAnswer,
 	}
 }
 

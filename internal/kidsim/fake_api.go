@@ -297,8 +297,19 @@ func (f *Fake) verificationGetStatus(q url.Values, _ time.Time) answer {
 		AgeCategory   string    `json:"ageCategory,omitempty"`
 		Age           *AgeRange `json:"age,omitempty"`
 		FailureReason string    `json:"failureReason,omitempty"`
+		Revoked       bool      `json:"revoked,omitempty"`
+		RevokedReason string    `json:"revokedReason,omitempty"`
 	}
-	return ok(status{ID: v.ID, Status: v.Status, Method: v.Method, AgeCategory: v.AgeCategory, Age: v.Age, FailureReason: v.FailureReason})
+	answer := status{ID: v.ID, Status: v.Status, Method: v.Method, AgeCategory: v.AgeCategory, Age: v.Age, FailureReason: v.FailureReason}
+	if v.RevokedReason != "" {
+		switch f.revokedAnswer {
+		case RevokedAsStatus:
+			answer.Status, answer.RevokedReason = "REVOKED", v.RevokedReason
+		case RevokedAsFlag:
+			answer.Revoked, answer.RevokedReason = true, v.RevokedReason
+		}
+	}
+	return ok(answer)
 }
 
 // rateLimit is the token bucket's configuration; rps 0 is off.

@@ -3,6 +3,7 @@ package kidsim
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -745,12 +746,17 @@ func TestAdminAPI(t *testing.T) {
 			map[string]any{"id": vid, "status": "PASS", "method": "id-document"}},
 		{"revoke takes a reason", "POST", "/kidsim/verifications/" + vid + "/revoke", `{"reason":"provider-reported-error"}`, 200,
 			map[string]any{"revokedReason": "provider-reported-error"}},
+		{"an age-up needs a new age status", "POST", "/kidsim/sessions/s-1/age-up", `{}`, 409, nil},
+		{"an age-up passes the guardian's permissions to the player", "POST", "/kidsim/sessions/s-1/age-up", `{"ageStatus":"LEGAL_ADULT"}`, 200,
+			map[string]any{"sessionId": "s-1", "ageStatus": "LEGAL_ADULT"}},
 		{"a permission needs name and enabled", "POST", "/kidsim/sessions/s-1/permissions", `{"name":"voice-chat"}`, 400, nil},
 		{"a permission is set", "POST", "/kidsim/sessions/s-1/permissions", `{"name":"voice-chat","enabled":true}`, 200,
 			map[string]any{"sessionId": "s-1"}},
 		{"faults are set together", "PUT", "/kidsim/faults", `{"deliveries":"5xx","deliveryDelay":"2s","rateLimit":{"rps":10,"burst":20},"retryAfter":"3s","statusWithoutSession":true}`, 200,
 			map[string]any{"deliveries": "5xx", "deliveryDelay": "2s", "retryAfter": "3s", "rateLimit": map[string]any{"rps": 10.0, "burst": 20.0}, "statusWithoutSession": true}},
 		{"an unknown fault is 400 and changes nothing", "PUT", "/kidsim/faults", `{"deliveries":"flaky","deliveryDelay":"0s"}`, 400, nil},
+		{"the revoked answer is set", "PUT", "/kidsim/faults", `{"revokedAnswer":"flag"}`, 200, map[string]any{"revokedAnswer": "flag"}},
+		{"an unknown revoked answer is 400", "PUT", "/kidsim/faults", `{"revokedAnswer":"maybe"}`, 400, nil},
 		{"faults are read back", "GET", "/kidsim/faults", "", 200, map[string]any{"deliveries": "5xx", "deliveryDelay": "2s"}},
 		{"faults are cleared", "PUT", "/kidsim/faults", `{"deliveries":"","deliveryDelay":"0s","rateLimit":{"rps":0}}`, 200,
 			map[string]any{"deliveries": "", "deliveryDelay": "0s", "rateLimit": map[string]any{"rps": 0.0, "burst": 0.0}}},
@@ -829,4 +835,53 @@ func TestListenAndServeServesUntilTheContextEnds(t *testing.T) {
 		}
 		return err
 	}).Should(HaveOccurred())
+}
+
+// k-ID does not document how get-status answers a revoked verification; the
+// fake answers each way it might, as passed unless told otherwise.
+func TestRevokedVerificationAnswers(t *testing.T) {
+	cases := []struct {
+		answer RevokedAnswer
+		want   string
+	}{
+		{RevokedAsPassed, `{"id":"%s","status":"PASS","method":"id-document","ageCategory":"digital-youth","age":{"low":15,"high":15}}`},
+		{RevokedAsStatus, `{"id":"%s","status":"REVOKED","method":"id-document","ageCategory":"digital-youth","age":{"low":15,"high":15},"revokedReason":"provider-reported-error"}`},
+		{RevokedAsFlag, `{"id":"%s","status":"PASS","method":"id-document","ageCategory":"digital-youth","age":{"low":15,"high":15},"revoked":true,"revokedReason":"provider-reported-error"}`},
+	}
+	for _, tc := range cases {
+		t.Run("as "+string(tc.answer), func(t *testing.T) {
+			g := NewWithT(t)
+			f := newTestFake(t, FakeOptions{})
+			f.SetRevokedAnswer(tc.answer)
+			v := f.StartVerification()
+			g.Expect(f.CompleteVerification(v, true)).To(Succeed())
+			passed := get(f, "/api/v1/age-verification/get-status?id="+v)
+			g.Expect(passed.Body.String()).To(ContainSubstring(`"status":"PASS"`), "not revoked yet")
+			g.Expect(passed.Body.String()).NotTo(ContainSubstring("revoked"))
+			g.Expect(f.RevokeVerification(v, "provider-reported-error")).To(Succeed())
+			rec := get(f, "/api/v1/age-verification/get-status?id="+v)
+			g.Expect(rec.Code).To(Equal(200))
+			g.Expect(rec.Body.String()).To(MatchJSON(fmt.Sprintf(tc.want, v)))
+		})
+	}
+}
+
+// An age-up changes the session (a new etag, the guardian's permissions
+// now the player's) and, as at k-ID (spec §1.9), sends no webhook.
+func TestAgeUpSendsNothing(t *testing.T) {
+	g := NewWithT(t)
+	f := newTestFake(t, FakeOptions{})
+	sid, err := f.ApproveChallenge(f.StartChallenge(), Approval{})
+	g.Expect(err).NotTo(HaveOccurred())
+	before := f.State().Sessions[0].Session
+	delivered := len(f.Deliveries())
+	g.Expect(f.AgeUp(sid, "LEGAL_ADULT")).To(Succeed())
+	after := f.State().Sessions[0].Session
+	g.Expect(after.Etag).NotTo(Equal(before.Etag))
+	g.Expect(after.AgeStatus).To(Equal("LEGAL_ADULT"))
+	for _, p := range after.Permissions {
+		g.Expect(p.ManagedBy).NotTo(Equal(ManagedByGuardian), p.Name)
+	}
+	g.Consistently(func() int { return len(f.Deliveries()) }, 200*time.Millisecond).Should(Equal(delivered))
+	g.Expect(f.AgeUp("nope", "LEGAL_ADULT")).To(MatchError(ErrNotFound))
 }
