@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -505,6 +506,53 @@ var _ = Describe("KidAction authors reach no further than their namespace's Serv
 			g.Expect(run.Phase).To(Equal(kidv1.RunFailed))
 			g.Expect(run.LastError).To(ContainSubstring("range is not allowed"))
 		}, 5*time.Second)
+		Expect(t.deliveries()).To(BeEmpty())
+	})
+
+	It("holds templates that would keep a gigabyte in variables to their size and render budget, dry or not", func() {
+		// {{$a:=json .}} writes nothing and keeps what json returned
+		// until the render ends: 1 GiB of them in a resource template,
+		// 16 KiB of them in a body.
+		declarations := func(n int) string { return strings.Repeat(`{{$a:=json .}}`, n) }
+		serviceAccountMay(p.Namespace, "cm-maker", rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"create"}})
+		huge := `{"apiVersion":"v1","kind":"ConfigMap","data":{"k":"` + declarations((1<<30)/(1<<16)) + `"}}`
+		for _, dry := range []bool{false, true} {
+			name := map[bool]string{false: "hoard", true: "hoard-dry"}[dry]
+			a := &kidv1.KidAction{
+				ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: p.Namespace},
+				Spec: kidv1.KidActionSpec{
+					EventTypes: []string{kid.SessionDelete},
+					DryRun:     dry,
+					Resource:   &kidv1.ResourceAction{Template: apiextensionsv1.JSON{Raw: []byte(huge)}, ServiceAccountName: "cm-maker"},
+				},
+			}
+			Expect(h.Client.Create(ctx, a)).To(Succeed())
+			ready := readyCondition(a)
+			Expect(ready.Reason).To(Equal(kidv1.InvalidTemplateReason), name)
+			Expect(ready.Message).To(ContainSubstring("more than the 32768 allowed"))
+		}
+		t := newTarget()
+		body := httpAction(p, "hoard-body", t.URL, func(a *kidv1.KidAction) {
+			a.Spec.EventTypes = []string{kid.SessionDelete}
+			a.Spec.HTTP.BodyTemplate = declarations(actions.MaxBodyTemplateBytes / 14)
+		})
+		Expect(readyCondition(body).Reason).To(Equal(kidv1.SucceededReason), "allowed: only its render is too large")
+
+		// Every run ends, none with anything rendered.
+		send(p, kid.SessionDelete, kidsim.Fields{SessionID: "s-hoard", ProductID: 1})
+		runsOf(p.Namespace, "hoard", func(g Gomega, run kidv1.ActionRunStatus) {
+			g.Expect(run.Phase).To(Equal(kidv1.RunFailed))
+			g.Expect(run.LastError).To(ContainSubstring("more than the 32768 allowed"))
+		})
+		runsOf(p.Namespace, "hoard-dry", func(g Gomega, run kidv1.ActionRunStatus) {
+			g.Expect(run.Phase).To(Equal(kidv1.RunSucceeded))
+			g.Expect(run.Message).To(ContainSubstring("dry run: would create nothing: template is"))
+		})
+		runsOf(p.Namespace, "hoard-body", func(g Gomega, run kidv1.ActionRunStatus) {
+			g.Expect(run.Phase).To(Equal(kidv1.RunFailed))
+			g.Expect(run.LastError).To(ContainSubstring("the render is too large"))
+		})
+		Expect(objectsOf(p.Namespace, "hoard", &corev1.ConfigMapList{})).To(BeZero())
 		Expect(t.deliveries()).To(BeEmpty())
 	})
 
