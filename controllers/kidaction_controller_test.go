@@ -3,6 +3,7 @@ package controllers_test
 import (
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -52,9 +53,13 @@ type delivery struct {
 	body          string
 }
 
-func newTarget(answers ...int) *target {
+func newTarget(answers ...int) *target { return newTargetAt("127.0.0.1:0", answers...) }
+
+// newTargetAt is newTarget listening on addr.
+func newTargetAt(addr string, answers ...int) *target {
+	GinkgoHelper()
 	t := &target{answers: answers}
-	t.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	t.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		t.mu.Lock()
 		defer t.mu.Unlock()
 		status := http.StatusOK
@@ -68,6 +73,11 @@ func newTarget(answers ...int) *target {
 		t.got = append(t.got, delivery{id: r.Header.Get("webhook-id"), signature: r.Header.Get("webhook-signature"), status: status, at: time.Now(), body: string(body)})
 		w.WriteHeader(status)
 	}))
+	l, err := net.Listen("tcp", addr)
+	Expect(err).NotTo(HaveOccurred())
+	Expect(t.Listener.Close()).To(Succeed())
+	t.Listener = l
+	t.Start()
 	DeferCleanup(t.Close)
 	return t
 }

@@ -42,8 +42,8 @@ func main() {
 	flag.Float64Var(&qps, "kube-api-qps", operator.DefaultQPS, "API client requests per second")
 	flag.IntVar(&opts.Burst, "kube-api-burst", operator.DefaultBurst, "API client burst")
 	var allowCIDRs, allowHosts, denyCIDRs string
-	flag.StringVar(&allowCIDRs, "outbound-allow-cidrs", "", "comma-separated address ranges that KidActions and the k-ID API client may call although they are loopback, link-local, private or cluster ranges (refused by default), e.g. 10.20.0.0/16")
-	flag.StringVar(&allowHosts, "outbound-allow-hosts", "", "comma-separated host names that may be called whatever they resolve to, e.g. backend.games.svc.cluster.local")
+	flag.StringVar(&allowCIDRs, "outbound-allow-cidrs", "", "comma-separated address ranges that KidActions and the k-ID API client may call although they are loopback, link-local, private, reserved or cluster ranges (refused by default), e.g. 10.20.0.0/16; RANGE@NAMESPACE allows the range for that namespace's KidActions only (repeat the entry for more namespaces)")
+	flag.StringVar(&allowHosts, "outbound-allow-hosts", "", "comma-separated host names that may be called whatever they resolve to, e.g. backend.games.svc.cluster.local; HOST@NAMESPACE allows the host for that namespace's KidActions only (repeat the entry for more namespaces), e.g. backend.games.svc.cluster.local@games")
 	flag.StringVar(&opts.DefaultActionServiceAccount, "default-action-service-account", "", "ServiceAccount (in each KidAction's namespace) that resource actions naming none create their objects as; empty: each must name one")
 	flag.StringVar(&denyCIDRs, "outbound-deny-cidrs", "", "comma-separated address ranges refused on top of the defaults (the cluster's pod and service ranges when they are public)")
 	zapOpts := zap.Options{}
@@ -52,8 +52,12 @@ func main() {
 	opts.QPS = float32(qps)
 	opts.WatchNamespaces = strings.Split(watchNamespaces, ",")
 	var err error
-	if opts.Outbound.Allow, err = outbound.ParsePrefixes(allowCIDRs); err != nil {
+	if err = opts.Outbound.AddAllowCIDRs(allowCIDRs); err != nil {
 		fmt.Fprintln(os.Stderr, "--outbound-allow-cidrs:", err)
+		os.Exit(2)
+	}
+	if err = opts.Outbound.AddAllowHosts(allowHosts); err != nil {
+		fmt.Fprintln(os.Stderr, "--outbound-allow-hosts:", err)
 		os.Exit(2)
 	}
 	if opts.Outbound.Deny, err = outbound.ParsePrefixes(denyCIDRs); err != nil {
@@ -68,11 +72,6 @@ func main() {
 		if errs := validation.IsDNS1123Subdomain(sa); len(errs) > 0 {
 			fmt.Fprintln(os.Stderr, "--default-action-service-account:", strings.Join(errs, "; "))
 			os.Exit(2)
-		}
-	}
-	for _, h := range strings.Split(allowHosts, ",") {
-		if h = strings.TrimSpace(h); h != "" {
-			opts.Outbound.AllowHosts = append(opts.Outbound.AllowHosts, h)
 		}
 	}
 

@@ -170,4 +170,3 @@ func TestEveryAllowedFunctionIsBuiltinOrCharged(t *testing.T) {
 		g.Expect(wrapped).To(HaveKey(name))
 	}
 }
-
