@@ -299,8 +299,10 @@ func (r *KidEventReconciler) post(ctx context.Context, e *kidv1.KidEvent, a *kid
 	if c == nil {
 		c = defaultHTTPClient
 	}
-	// Rendering and the request share one deadline, actions.Timeout.
-	out := actions.Deliver(ctx, c, a.Spec.HTTP, id, in, secret, now)
+	// Rendering and the request share one deadline, actions.Timeout. The
+	// call is the namespace's: the guard lets it through what the
+	// administrator allowed for this namespace, and for all.
+	out := actions.Deliver(outbound.WithNamespace(ctx, e.Namespace), c, a.Spec.HTTP, id, in, secret, now)
 	out.Did = describe(ctx, a, e, in)
 	return out
 }

@@ -3,11 +3,13 @@ package controllers_test
 import (
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -51,9 +53,13 @@ type delivery struct {
 	body          string
 }
 
-func newTarget(answers ...int) *target {
+func newTarget(answers ...int) *target { return newTargetAt("127.0.0.1:0", answers...) }
+
+// newTargetAt is newTarget listening on addr.
+func newTargetAt(addr string, answers ...int) *target {
+	GinkgoHelper()
 	t := &target{answers: answers}
-	t.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	t.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		t.mu.Lock()
 		defer t.mu.Unlock()
 		status := http.StatusOK
@@ -67,6 +73,11 @@ func newTarget(answers ...int) *target {
 		t.got = append(t.got, delivery{id: r.Header.Get("webhook-id"), signature: r.Header.Get("webhook-signature"), status: status, at: time.Now(), body: string(body)})
 		w.WriteHeader(status)
 	}))
+	l, err := net.Listen("tcp", addr)
+	Expect(err).NotTo(HaveOccurred())
+	Expect(t.Listener.Close()).To(Succeed())
+	t.Listener = l
+	t.Start()
 	DeferCleanup(t.Close)
 	return t
 }
@@ -505,6 +516,53 @@ var _ = Describe("KidAction authors reach no further than their namespace's Serv
 			g.Expect(run.Phase).To(Equal(kidv1.RunFailed))
 			g.Expect(run.LastError).To(ContainSubstring("range is not allowed"))
 		}, 5*time.Second)
+		Expect(t.deliveries()).To(BeEmpty())
+	})
+
+	It("holds templates that would keep a gigabyte in variables to their size and render budget, dry or not", func() {
+		// {{$a:=json .}} writes nothing and keeps what json returned
+		// until the render ends: 1 GiB of them in a resource template,
+		// 16 KiB of them in a body.
+		declarations := func(n int) string { return strings.Repeat(`{{$a:=json .}}`, n) }
+		serviceAccountMay(p.Namespace, "cm-maker", rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"create"}})
+		huge := `{"apiVersion":"v1","kind":"ConfigMap","data":{"k":"` + declarations((1<<30)/(1<<16)) + `"}}`
+		for _, dry := range []bool{false, true} {
+			name := map[bool]string{false: "hoard", true: "hoard-dry"}[dry]
+			a := &kidv1.KidAction{
+				ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: p.Namespace},
+				Spec: kidv1.KidActionSpec{
+					EventTypes: []string{kid.SessionDelete},
+					DryRun:     dry,
+					Resource:   &kidv1.ResourceAction{Template: apiextensionsv1.JSON{Raw: []byte(huge)}, ServiceAccountName: "cm-maker"},
+				},
+			}
+			Expect(h.Client.Create(ctx, a)).To(Succeed())
+			ready := readyCondition(a)
+			Expect(ready.Reason).To(Equal(kidv1.InvalidTemplateReason), name)
+			Expect(ready.Message).To(ContainSubstring("more than the 32768 allowed"))
+		}
+		t := newTarget()
+		body := httpAction(p, "hoard-body", t.URL, func(a *kidv1.KidAction) {
+			a.Spec.EventTypes = []string{kid.SessionDelete}
+			a.Spec.HTTP.BodyTemplate = declarations(actions.MaxBodyTemplateBytes / 14)
+		})
+		Expect(readyCondition(body).Reason).To(Equal(kidv1.SucceededReason), "allowed: only its render is too large")
+
+		// Every run ends, none with anything rendered.
+		send(p, kid.SessionDelete, kidsim.Fields{SessionID: "s-hoard", ProductID: 1})
+		runsOf(p.Namespace, "hoard", func(g Gomega, run kidv1.ActionRunStatus) {
+			g.Expect(run.Phase).To(Equal(kidv1.RunFailed))
+			g.Expect(run.LastError).To(ContainSubstring("more than the 32768 allowed"))
+		})
+		runsOf(p.Namespace, "hoard-dry", func(g Gomega, run kidv1.ActionRunStatus) {
+			g.Expect(run.Phase).To(Equal(kidv1.RunSucceeded))
+			g.Expect(run.Message).To(ContainSubstring("dry run: would create nothing: template is"))
+		})
+		runsOf(p.Namespace, "hoard-body", func(g Gomega, run kidv1.ActionRunStatus) {
+			g.Expect(run.Phase).To(Equal(kidv1.RunFailed))
+			g.Expect(run.LastError).To(ContainSubstring("the render is too large"))
+		})
+		Expect(objectsOf(p.Namespace, "hoard", &corev1.ConfigMapList{})).To(BeZero())
 		Expect(t.deliveries()).To(BeEmpty())
 	})
 

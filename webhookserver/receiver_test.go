@@ -1,6 +1,7 @@
 package webhookserver_test
 
 import (
+	"encoding/json"
 	"maps"
 	"net/http"
 	"slices"
@@ -57,7 +58,7 @@ var _ = Describe("Receiving k-ID's deliveries", func() {
 		for name, body := range kid.Examples {
 			env, err := kid.ParseEnvelope([]byte(body))
 			Expect(err).NotTo(HaveOccurred())
-			e, ok := byBodyHash[sha256Hex(body)]
+			e, ok := byBodyHash[storedDigest(env, body)]
 			Expect(ok).To(BeTrue(), name)
 			want := env.Subject()
 			Expect(e.Spec.EventType).To(Equal(env.EventType), name)
@@ -224,3 +225,22 @@ var _ = Describe("When the API server is down", Ordered, func() {
 		Expect(events(ns)).To(HaveLen(1))
 	})
 })
+
+// storedDigest is the bodySHA256 of body delivered to a product that keeps
+// no personal data: of the body, or, when its data lost a field to the
+// privacy settings, of what is stored, so that it gives none of it back.
+func storedDigest(env *kid.Envelope, body string) string {
+	GinkgoHelper()
+	data, _, err := kid.Redact(env.Data, kid.Privacy{})
+	Expect(err).NotTo(HaveOccurred())
+	if string(data) == string(env.Data) {
+		return sha256Hex(body)
+	}
+	var kept any
+	dec := json.NewDecoder(strings.NewReader(string(data)))
+	dec.UseNumber()
+	Expect(dec.Decode(&kept)).To(Succeed())
+	stored, err := json.Marshal(map[string]any{"eventType": env.EventType, "data": kept})
+	Expect(err).NotTo(HaveOccurred())
+	return sha256Hex(string(stored))
+}

@@ -107,7 +107,8 @@ var _ = Describe("Relaying k-ID's widget events from a game's page", func() {
 		Expect(e.Spec.Source).To(Equal(kidv1.SourceBrowser))
 		Expect(e.Spec.Subject).To(Equal(kidv1.EventSubject{VerificationIDs: []string{verifyID}}))
 		Expect(e.Spec.SignedAt).To(BeNil())
-		Expect(e.Spec.BodySHA256).To(Equal(sha256Hex(domVerified)))
+		// Of what is stored: the body held the date of birth.
+		Expect(e.Spec.BodySHA256).To(Equal(sha256Hex(`{"data":{"age":{"high":43,"low":43},"ageCategory":"adult","method":"id-document","provider":"veratad","status":"PASS","verificationId":"` + verifyID + `"},"eventType":"Verification.Result"}`)))
 		Expect(string(e.Spec.Data.Raw)).NotTo(Or(ContainSubstring(`"dob"`), ContainSubstring("1981-06-20")))
 		Expect(string(e.Spec.Data.Raw)).To(ContainSubstring(`"provider":"veratad"`))
 		Expect(e.Labels).To(HaveKeyWithValue(kidv1.ProductLabel, "demo"))

@@ -64,8 +64,10 @@ type HTTPAction struct {
 	// event and user). By default the body is the event and the user status.
 	// range, define, template and block are not allowed, nor functions other
 	// than and, or, not, eq, ne, lt, le, gt, ge, len, index, slice, json and
-	// printf; the rendered body is at most 64 KiB. A template outside these
-	// makes the action Ready=False with reason InvalidTemplate.
+	// printf; the rendered body is at most 64 KiB, and a render produces at
+	// most 256 KiB in all (what it writes and what json and printf return,
+	// kept in variables or not). A template outside these makes the action
+	// Ready=False with reason InvalidTemplate; a render past them fails.
 	// +optional
 	// +kubebuilder:validation:MaxLength=16384
 	BodyTemplate string `json:"bodyTemplate,omitempty"`
@@ -111,7 +113,10 @@ type ResourceAction struct {
 	// deterministically, so a retry never makes a second object, and its
 	// namespace is the action's. Its kind must be namespaced. String fields
 	// may hold Go templates, with the limits of http.bodyTemplate (64 KiB
-	// rendered, for all the fields together).
+	// rendered and 256 KiB produced, for all the fields together). The
+	// template is at most 32 KiB as JSON: the API server cannot check a
+	// schemaless field's size, so a larger one makes the action Ready=False
+	// with reason InvalidTemplate, and its runs fail.
 	// +required
 	// +kubebuilder:pruning:PreserveUnknownFields
 	// +kubebuilder:validation:Schemaless

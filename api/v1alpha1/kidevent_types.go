@@ -138,7 +138,12 @@ type KidEventSpec struct {
 	SignedAt *metav1.Time `json:"signedAt,omitempty"`
 
 	// bodySHA256 is the hex SHA-256 of the raw body as delivered: the
-	// integrity record of what k-ID sent, even once data was redacted.
+	// integrity record of what k-ID sent. When the product's privacy
+	// settings removed something from the data, it is the SHA-256 of the
+	// body as stored instead, {"data":<data>,"eventType":<eventType>} as
+	// encoding/json writes it (keys sorted at every level, no spaces), so
+	// that it never gives back what was removed (a date of birth is one of
+	// 36,500 guesses). It is the first copy's, whatever a later copy adds.
 	// +optional
 	// +kubebuilder:validation:Pattern=`^[0-9a-f]{64}$`
 	BodySHA256 string `json:"bodySHA256,omitempty"`

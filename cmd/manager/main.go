@@ -44,8 +44,8 @@ func main() {
 	flag.IntVar(&opts.Burst, "kube-api-burst", operator.DefaultBurst, "API client burst")
 	flag.IntVar(&opts.APIReadConcurrency, "api-read-concurrency", controllers.DefaultReadConcurrency, "reads of k-ID's REST API in flight at once, every product together (each product's requestsPerSecond still bounds its own); reads per second are at most this over k-ID's round trip")
 	var allowCIDRs, allowHosts, denyCIDRs string
-	flag.StringVar(&allowCIDRs, "outbound-allow-cidrs", "", "comma-separated address ranges that KidActions and the k-ID API client may call although they are loopback, link-local, private or cluster ranges (refused by default), e.g. 10.20.0.0/16")
-	flag.StringVar(&allowHosts, "outbound-allow-hosts", "", "comma-separated host names that may be called whatever they resolve to, e.g. backend.games.svc.cluster.local")
+	flag.StringVar(&allowCIDRs, "outbound-allow-cidrs", "", "comma-separated address ranges that KidActions and the k-ID API client may call although they are loopback, link-local, private, reserved or cluster ranges (refused by default), e.g. 10.20.0.0/16; RANGE@NAMESPACE allows the range for that namespace's KidActions only (repeat the entry for more namespaces)")
+	flag.StringVar(&allowHosts, "outbound-allow-hosts", "", "comma-separated host names that may be called whatever they resolve to, e.g. backend.games.svc.cluster.local; HOST@NAMESPACE allows the host for that namespace's KidActions only (repeat the entry for more namespaces), e.g. backend.games.svc.cluster.local@games")
 	flag.StringVar(&opts.DefaultActionServiceAccount, "default-action-service-account", "", "ServiceAccount (in each KidAction's namespace) that resource actions naming none create their objects as; empty: each must name one")
 	flag.BoolVar(&opts.AllowInsecureAPIURLs, "allow-insecure-api-urls", false, "let a KidProduct's spec.api.baseURL be plain http://, which sends its k-ID API key unencrypted (make run and tests against the fake k-ID); otherwise such a product's APIReady is False, reason InsecureBaseURL")
 	flag.StringVar(&denyCIDRs, "outbound-deny-cidrs", "", "comma-separated address ranges refused on top of the defaults (the cluster's pod and service ranges when they are public)")
@@ -55,8 +55,12 @@ func main() {
 	opts.QPS = float32(qps)
 	opts.WatchNamespaces = strings.Split(watchNamespaces, ",")
 	var err error
-	if opts.Outbound.Allow, err = outbound.ParsePrefixes(allowCIDRs); err != nil {
+	if err = opts.Outbound.AddAllowCIDRs(allowCIDRs); err != nil {
 		fmt.Fprintln(os.Stderr, "--outbound-allow-cidrs:", err)
+		os.Exit(2)
+	}
+	if err = opts.Outbound.AddAllowHosts(allowHosts); err != nil {
+		fmt.Fprintln(os.Stderr, "--outbound-allow-hosts:", err)
 		os.Exit(2)
 	}
 	if opts.Outbound.Deny, err = outbound.ParsePrefixes(denyCIDRs); err != nil {
@@ -75,11 +79,6 @@ func main() {
 		if errs := validation.IsDNS1123Subdomain(sa); len(errs) > 0 {
 			fmt.Fprintln(os.Stderr, "--default-action-service-account:", strings.Join(errs, "; "))
 			os.Exit(2)
-		}
-	}
-	for _, h := range strings.Split(allowHosts, ",") {
-		if h = strings.TrimSpace(h); h != "" {
-			opts.Outbound.AllowHosts = append(opts.Outbound.AllowHosts, h)
 		}
 	}
 

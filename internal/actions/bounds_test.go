@@ -163,9 +163,9 @@ func TestTemplateOutputIsCapped(t *testing.T) {
 	big := `{{.event.data.big}}`
 	cases := []struct{ name, tmpl string }{
 		{"a value written twice", big + big},
-		{"a value written a thousand times", strings.Repeat(big, 1000)},
+		{"a value written eight hundred times (a 16 KiB template)", strings.Repeat(big, 800)},
 		{"json of json of the event", `{{json (json (json .event))}}{{json (json (json .event))}}`},
-		{"a printf of a long value a thousand times", `{{printf "` + strings.Repeat("%s", 1000) + `"` + strings.Repeat(" .event.data.big", 1000) + `}}`},
+		{"a printf of a long value eight hundred times", `{{printf "` + strings.Repeat("%s", 800) + `"` + strings.Repeat(" .event.data.big", 800) + `}}`},
 		{"a printf of a printf held in variables", `{{$a := printf "%s%s" .event.data.big .event.data.big}}{{$b := printf "%s%s" $a $a}}{{$b}}`},
 		{"a printf of an object", `{{printf "%v" .event}}`},
 	}
@@ -347,6 +347,6 @@ func resourceAction(tmpl string) *kidv1.KidAction {
 }
 
 func jsonString(s string) string {
-	b, _ := boundedJSON(s)
+	b, _ := boundedJSON(s, MaxRenderedBytes)
 	return b
 }

@@ -59,18 +59,20 @@ type Outcome struct {
 
 // Body renders the request body: the action's bodyTemplate over the input,
 // or by default the event and the user as JSON. A template is held to the
-// subset parseTemplate allows and to MaxRenderedBytes, and stops when ctx is
-// done.
+// subset parseTemplate allows, to MaxRenderedBytes and RenderBudget, and
+// stops when ctx is done.
 func Body(ctx context.Context, a *kidv1.HTTPAction, webhookID string, in *Input) ([]byte, error) {
 	if a.BodyTemplate == "" {
 		return json.Marshal(map[string]any{"id": webhookID, "event": in.Event, "user": in.User})
+	}
+	if err := checkSize("bodyTemplate", a.BodyTemplate, MaxBodyTemplateBytes); err != nil {
+		return nil, err
 	}
 	tmpl, err := parseTemplate("body", a.BodyTemplate)
 	if err != nil {
 		return nil, fmt.Errorf("parsing bodyTemplate: %w", err)
 	}
-	left := MaxRenderedBytes
-	b, err := execute(ctx, tmpl, map[string]any{"id": webhookID, "event": in.Event, "user": in.User}, &left)
+	b, err := newRender(ctx).execute(tmpl, map[string]any{"id": webhookID, "event": in.Event, "user": in.User})
 	if err != nil {
 		return nil, fmt.Errorf("rendering bodyTemplate: %w", err)
 	}

@@ -5,8 +5,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -15,6 +17,11 @@ import (
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
 )
+
+// RenderTimeout bounds the render of a resource template (an http action's
+// body is bounded by the attempt's timeout). A render takes microseconds;
+// the bound is for a machine so loaded that it does not.
+const RenderTimeout = 5 * time.Second
 
 // Labels set on the objects resource actions create.
 const (
@@ -36,16 +43,22 @@ func ResourceName(action, event string) string {
 
 // Render fills the template: every string value holding "{{" is a Go
 // text/template over the input (.event, .user), held to the subset
-// parseTemplate allows; all of them together write at most MaxRenderedBytes.
+// parseTemplate allows; all of them together write at most MaxRenderedBytes,
+// produce at most RenderBudget and take at most RenderTimeout.
 // The object gets its deterministic name, the event's namespace and labels
 // naming the event and the action.
 func Render(ctx context.Context, a *kidv1.KidAction, e *kidv1.KidEvent, in *Input) (*unstructured.Unstructured, error) {
+	raw := a.Spec.Resource.Template.Raw
+	if err := checkSize("template", raw, MaxResourceTemplateBytes); err != nil {
+		return nil, err
+	}
 	var obj map[string]any
-	if err := json.Unmarshal(a.Spec.Resource.Template.Raw, &obj); err != nil {
+	if err := json.Unmarshal(raw, &obj); err != nil {
 		return nil, fmt.Errorf("decoding template: %w", err)
 	}
-	left := MaxRenderedBytes
-	rendered, err := renderValue(ctx, obj, map[string]any{"event": in.Event, "user": in.User}, &left)
+	ctx, cancel := context.WithTimeout(ctx, RenderTimeout)
+	defer cancel()
+	rendered, err := renderValue(newRender(ctx), obj, map[string]any{"event": in.Event, "user": in.User})
 	if err != nil {
 		return nil, err
 	}
@@ -66,11 +79,11 @@ func Render(ctx context.Context, a *kidv1.KidAction, e *kidv1.KidEvent, in *Inpu
 	return u, nil
 }
 
-func renderValue(ctx context.Context, v any, data map[string]any, left *int) (any, error) {
+func renderValue(r *render, v any, data map[string]any) (any, error) {
 	switch t := v.(type) {
 	case map[string]any:
 		for k, inner := range t {
-			r, err := renderValue(ctx, inner, data, left)
+			r, err := renderValue(r, inner, data)
 			if err != nil {
 				return nil, err
 			}
@@ -79,7 +92,7 @@ func renderValue(ctx context.Context, v any, data map[string]any, left *int) (an
 		return t, nil
 	case []any:
 		for i, inner := range t {
-			r, err := renderValue(ctx, inner, data, left)
+			r, err := renderValue(r, inner, data)
 			if err != nil {
 				return nil, err
 			}
@@ -94,7 +107,7 @@ func renderValue(ctx context.Context, v any, data map[string]any, left *int) (an
 		if err != nil {
 			return nil, fmt.Errorf("parsing template %s: %w", quoteShort(t), err)
 		}
-		b, err := execute(ctx, tmpl, data, left)
+		b, err := r.execute(tmpl, data)
 		if err != nil {
 			return nil, fmt.Errorf("rendering template %s: %w", quoteShort(t), err)
 		}
@@ -124,7 +137,9 @@ func Create(ctx context.Context, imp *Impersonator, a *kidv1.KidAction, e *kidv1
 	}
 	obj, err := Render(ctx, a, e, in)
 	if err != nil {
-		return Outcome{Err: err, Permanent: true}
+		// The same input renders the same, unless the render ran out of
+		// time.
+		return Outcome{Err: err, Permanent: !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled)}
 	}
 	gvk := obj.GroupVersionKind()
 	// The namespace set above means nothing to a cluster-scoped kind: the

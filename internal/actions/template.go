@@ -19,46 +19,79 @@ import (
 // action's template) are written by a namespace user and rendered in the
 // operator. Go's text/template can loop ({{range 1000000000}}), recurse
 // ({{define}} with {{template}}) and amplify (a printf width, a value printed
-// many times), so a template is held to a subset that renders in time and
-// space linear in its own size, and its output is capped:
+// many times, a function result kept in a variable), so a template is held
+// to a subset that renders in time and space linear in its own size, and
+// what one render produces is bounded:
 //
+//   - a body template is at most MaxBodyTemplateBytes, a resource template
+//     at most MaxResourceTemplateBytes;
 //   - no range, define, template or block (break and continue only exist
 //     inside range);
-//   - only the functions in allowedFuncs, of which the two that build strings
-//     (json and printf) are bounded;
-//   - at most MaxRenderedBytes written in all by one render, and the render
-//     stops when its context is done.
+//   - only the functions in allowedFuncs; the two that build strings (json
+//     and printf) are bounded, and every byte they return is charged to the
+//     render's budget, whether it is written, kept in a variable or dropped;
+//   - at most MaxRenderedBytes written, and at most RenderBudget produced
+//     (written and returned by functions) in all by one render;
+//   - the render stops when its context is done: every write and every
+//     function call checks it.
 
 // MaxRenderedBytes bounds what one render writes: a request body, or all the
 // templated fields of one resource together. Past it the render fails, and
 // the run with it (a permanent failure: the same input renders the same).
 const MaxRenderedBytes = 64 << 10
 
+// RenderBudget bounds every byte one render produces: what it writes and
+// every string its functions return. A variable keeps what a function
+// returned until the render ends, and {{$a := json .}} writes nothing, so
+// without this bound a 16 KiB template could hold a thousand 64 KiB strings
+// at once. Four times the output leaves room for the results a template
+// compares, measures or writes.
+const RenderBudget = 4 * MaxRenderedBytes
+
+// MaxBodyTemplateBytes bounds an http action's bodyTemplate (the CRD's
+// maxLength; checked in code too, for objects stored before it).
+const MaxBodyTemplateBytes = 16 << 10
+
+// MaxResourceTemplateBytes bounds a resource action's template, as JSON. The
+// API server cannot check it: the template is schemaless, and CEL sees none
+// of a schemaless object's fields. Parsing a template costs memory linear in
+// its size, and every worker may parse one at once; a Job with its pod
+// template fits in a few KiB.
+const MaxResourceTemplateBytes = 32 << 10
+
 // ErrRenderTooLarge is the cause of a render that would write more than
-// MaxRenderedBytes.
-var ErrRenderTooLarge = fmt.Errorf("rendered output exceeds %d bytes", MaxRenderedBytes)
+// MaxRenderedBytes or produce more than RenderBudget.
+var ErrRenderTooLarge = fmt.Errorf("the render is too large: it may write %d bytes, and produce %d in all (output and function results, kept in variables or not)", MaxRenderedBytes, RenderBudget)
 
 // printfMaxWidth bounds a printf width or precision: Go's fmt accepts up to a
 // million, which pads one value to a megabyte.
 const printfMaxWidth = 64
 
-// allowedFuncs are the functions a template may call: comparisons, logic,
-// len, index and slice (which return booleans, numbers or parts of their
-// input, so cannot amplify it) and the bounded json and printf. Left out:
-// call, print, println, html, js and urlquery, which a template over JSON
-// data has no need of, and whose output (escaping expands up to sixfold,
-// nested) is not bounded.
-var allowedFuncs = []string{"and", "eq", "ge", "gt", "index", "json", "le", "len", "lt", "ne", "not", "or", "printf", "slice"}
+// Functions a template may call. producingFuncs build new strings, and are
+// wrapped per render (render.funcs) so that their results are charged to its
+// budget and they check its deadline. The others are text/template's
+// builtins, which return booleans, numbers or their arguments and parts of
+// them (index, slice), so they hold no memory a template's input does not
+// already hold. Left out: call, print, println, html, js and urlquery, which
+// a template over JSON data has no need of, and whose output (escaping
+// expands up to sixfold, nested) is not bounded.
+var (
+	producingFuncs = []string{"json", "printf"}
+	builtinFuncs   = []string{"and", "eq", "ge", "gt", "index", "le", "len", "lt", "ne", "not", "or", "slice"}
+	allowedFuncs   = slices.Sorted(slices.Values(append(slices.Clone(builtinFuncs), producingFuncs...)))
+)
 
-var funcs = template.FuncMap{
-	"json":   boundedJSON,
-	"printf": boundedPrintf,
+// parseFuncs declare the producing functions for parsing; each render
+// replaces them with its own (render.funcs).
+var parseFuncs = template.FuncMap{
+	"json":   func(any) (string, error) { return "", errors.New("json outside a render") },
+	"printf": func(string, ...any) (string, error) { return "", errors.New("printf outside a render") },
 }
 
 // parseTemplate parses text and refuses what could make its rendering
 // unbounded. Its errors are the InvalidTemplate messages.
 func parseTemplate(name, text string) (*template.Template, error) {
-	t, err := template.New(name).Option("missingkey=zero").Funcs(funcs).Parse(text)
+	t, err := template.New(name).Option("missingkey=zero").Funcs(parseFuncs).Parse(text)
 	if err != nil {
 		return nil, err
 	}
@@ -132,7 +165,9 @@ func checkNode(n parse.Node) error {
 		}
 	}
 	// Text, comments, fields, variables, dot and constants render in time
-	// and space bounded by the template and its input.
+	// and space bounded by the template and its input. A variable holds
+	// its input, a constant of the template, a builtin's result (which
+	// adds no memory) or a producing function's (charged to the budget).
 	return nil
 }
 
@@ -146,30 +181,81 @@ func checkBranch(b *parse.BranchNode) error {
 	return checkNode(b.ElseList)
 }
 
-// boundedWriter takes at most *left bytes, shared by the renders of one
-// object, and fails once the context is done: text/template cannot be
-// cancelled, but it writes often, and each write stops it.
-type boundedWriter struct {
-	ctx  context.Context
-	buf  bytes.Buffer
-	left *int
+// render is one render's budget and deadline, shared by the templates of
+// one object (the fields of a resource).
+type render struct {
+	ctx context.Context
+	// written counts the bytes written, at most MaxRenderedBytes.
+	written int
+	// produced counts the bytes written and returned by functions, at
+	// most RenderBudget.
+	produced int
 }
 
-func (w *boundedWriter) Write(p []byte) (int, error) {
-	if err := w.ctx.Err(); err != nil {
-		return 0, err
+func newRender(ctx context.Context) *render { return &render{ctx: ctx} }
+
+// charge counts n bytes produced. It fails once the budget is spent or the
+// context is done.
+func (r *render) charge(n int) error {
+	if err := r.ctx.Err(); err != nil {
+		return err
 	}
-	if len(p) > *w.left {
+	if n > RenderBudget-r.produced {
+		return ErrRenderTooLarge
+	}
+	r.produced += n
+	return nil
+}
+
+// call runs a producing function: it checks the deadline on entry and on
+// exit, lets the function build at most what is left of the budget, and
+// charges what it returned.
+func (r *render) call(f func(limit int) (string, error)) (string, error) {
+	if err := r.ctx.Err(); err != nil {
+		return "", err
+	}
+	s, err := f(RenderBudget - r.produced)
+	if err != nil {
+		return "", err
+	}
+	return s, r.charge(len(s))
+}
+
+// funcs are the producing functions of this render.
+func (r *render) funcs() template.FuncMap {
+	return template.FuncMap{
+		"json": func(v any) (string, error) {
+			return r.call(func(limit int) (string, error) { return boundedJSON(v, limit) })
+		},
+		"printf": func(format string, args ...any) (string, error) {
+			return r.call(func(limit int) (string, error) { return boundedPrintf(limit, format, args...) })
+		},
+	}
+}
+
+// output collects what one template of a render writes. text/template
+// cannot be cancelled, but it writes often, and each write stops it once
+// the budget is spent or the context is done.
+type output struct {
+	r   *render
+	buf bytes.Buffer
+}
+
+func (w *output) Write(p []byte) (int, error) {
+	if len(p) > MaxRenderedBytes-w.r.written {
 		return 0, ErrRenderTooLarge
 	}
-	*w.left -= len(p)
+	if err := w.r.charge(len(p)); err != nil {
+		return 0, err
+	}
+	w.r.written += len(p)
 	return w.buf.Write(p)
 }
 
-// execute renders t over data, charging what it writes to left.
-func execute(ctx context.Context, t *template.Template, data any, left *int) ([]byte, error) {
-	w := &boundedWriter{ctx: ctx, left: left}
-	if err := t.Execute(w, data); err != nil {
+// execute renders t over data within r.
+func (r *render) execute(t *template.Template, data any) ([]byte, error) {
+	w := &output{r: r}
+	if err := t.Funcs(r.funcs()).Execute(w, data); err != nil {
 		return nil, err
 	}
 	return w.buf.Bytes(), nil
@@ -181,12 +267,19 @@ func execute(ctx context.Context, t *template.Template, data any, left *int) ([]
 func CheckTemplates(a *kidv1.KidAction) error {
 	switch {
 	case a.Spec.HTTP != nil && a.Spec.HTTP.BodyTemplate != "":
+		if err := checkSize("bodyTemplate", a.Spec.HTTP.BodyTemplate, MaxBodyTemplateBytes); err != nil {
+			return err
+		}
 		if _, err := parseTemplate("bodyTemplate", a.Spec.HTTP.BodyTemplate); err != nil {
 			return fmt.Errorf("bodyTemplate: %w", err)
 		}
 	case a.Spec.Resource != nil:
+		raw := a.Spec.Resource.Template.Raw
+		if err := checkSize("template", raw, MaxResourceTemplateBytes); err != nil {
+			return err
+		}
 		var obj any
-		if err := json.Unmarshal(a.Spec.Resource.Template.Raw, &obj); err != nil {
+		if err := json.Unmarshal(raw, &obj); err != nil {
 			return fmt.Errorf("decoding template: %w", err)
 		}
 		return walkStrings(obj, func(s string) error {
@@ -196,6 +289,14 @@ func CheckTemplates(a *kidv1.KidAction) error {
 			}
 			return nil
 		})
+	}
+	return nil
+}
+
+// checkSize refuses a template longer than limit.
+func checkSize[T string | []byte](field string, template T, limit int) error {
+	if len(template) > limit {
+		return fmt.Errorf("%s is %d bytes, more than the %d allowed", field, len(template), limit)
 	}
 	return nil
 }
@@ -232,15 +333,15 @@ func quoteShort(s string) string {
 	return fmt.Sprintf("%q", s)
 }
 
-// boundedJSON is the json function: the value as JSON, at most
-// MaxRenderedBytes. Its input is the event's data or an earlier result, so
-// the work is bounded by them before the check.
-func boundedJSON(v any) (string, error) {
+// boundedJSON is the json function: the value as JSON, at most limit bytes.
+// Its input is the event's data or an earlier result, so the work is
+// bounded by them before the check.
+func boundedJSON(v any, limit int) (string, error) {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return "", err
 	}
-	if len(b) > MaxRenderedBytes {
+	if len(b) > limit {
 		return "", ErrRenderTooLarge
 	}
 	return string(b), nil
@@ -248,10 +349,10 @@ func boundedJSON(v any) (string, error) {
 
 // boundedPrintf is printf over strings, numbers and booleans, with verbs that
 // do not expand a string (s, v, d, f, e, g, t; flags -, + and 0; a width
-// and precision of at most printfMaxWidth). Its output is bounded before it
-// is built: a format with a thousand %s and a long value as each argument is
-// refused, not formatted.
-func boundedPrintf(format string, args ...any) (string, error) {
+// and precision of at most printfMaxWidth). Its output is bounded by limit
+// before it is built: a format with a thousand %s and a long value as each
+// argument is refused, not formatted.
+func boundedPrintf(limit int, format string, args ...any) (string, error) {
 	verbs, err := checkFormat(format)
 	if err != nil {
 		return "", err
@@ -280,7 +381,7 @@ func boundedPrintf(format string, args ...any) (string, error) {
 			}
 		}
 	}
-	if bound > MaxRenderedBytes {
+	if bound > limit {
 		return "", ErrRenderTooLarge
 	}
 	return fmt.Sprintf(format, args...), nil

@@ -2,8 +2,6 @@ package inbox
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -129,10 +127,11 @@ func DOMEventTypes() []string {
 // BuildBrowser returns the KidEvent of a relayed DOM event about subject (the
 // one id the page's relay token names; never the ids the message claims).
 // Its name is <product>-<type slug>-<digest>, the digest covering
-// "browser", the event type, the subject and the raw body: the same message
-// relayed twice for one subject is one event, and no browser event takes
-// the name of a webhook's or a poll's (whose identity starts with the event
-// type). Labels, the subject annotation, the owner and the redaction of
+// "browser", the event type, the subject and bodySHA256 (of the raw body,
+// or of what is stored when the privacy settings removed something: see
+// storedBody): the same message relayed twice for one subject is one event,
+// and no browser event takes the name of a webhook's or a poll's (whose
+// identity starts with the event type). Labels, the subject annotation, the owner and the redaction of
 // data are those of every other event; signedAt is unset, since k-ID signed
 // nothing.
 func BuildBrowser(product *kidv1.KidProduct, msg *BrowserMessage, subject kidv1.EventSubject, now time.Time) (*kidv1.KidEvent, error) {
@@ -140,8 +139,11 @@ func BuildBrowser(product *kidv1.KidProduct, msg *BrowserMessage, subject kidv1.
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrNotDOMEvent, err)
 	}
-	sum := sha256.Sum256(msg.Body)
-	bodyHex := hex.EncodeToString(sum[:])
+	stored, err := storedBody(msg.Body, msg.EventType, msg.Data, data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNotDOMEvent, err)
+	}
+	bodyHex := sha256Hex(stored)
 	identity := strings.Join([]string{
 		string(kidv1.SourceBrowser), msg.EventType,
 		subject.SessionID, subject.ChallengeID, strings.Join(subject.VerificationIDs, ","), subject.KUID,

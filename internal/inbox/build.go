@@ -6,8 +6,10 @@
 package inbox
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"strconv"
 	"time"
 
@@ -21,18 +23,23 @@ import (
 
 // Build returns the KidEvent of one k-ID event: its deterministic name (the
 // identity rule of design.md §2), labels, subject annotation, owner, and data
-// redacted as the product's privacy settings say. body is the event as k-ID
-// sent it (a webhook body, or the body the poller made of an API answer);
-// signedAt is k-ID's signing time, or when the API answered.
+// redacted as the product's privacy settings say, and bodySHA256 (of body,
+// or of what is stored when the privacy settings removed something:
+// storedBody). body is the event as k-ID sent it (a webhook body, or the
+// body the poller made of an API answer); signedAt is k-ID's signing time,
+// or when the API answered.
 func Build(product *kidv1.KidProduct, env *kid.Envelope, body []byte, signedAt, now time.Time, source kidv1.EventSource) (*kidv1.KidEvent, error) {
 	data, personal, err := kid.Redact(env.Data, PrivacyOf(product))
 	if err != nil {
 		return nil, err
 	}
 	subject := env.Subject()
-	sum := sha256.Sum256(body)
+	stored, err := storedBody(body, env.EventType, env.Data, data)
+	if err != nil {
+		return nil, err
+	}
 	signed := metav1.NewTime(signedAt)
-	event := newEvent(product, kid.EventName(product.Name, env.EventType, env.Identity(body, signedAt)), env.EventType, kidv1.EventSubject{
+	event := newEvent(product, kid.EventName(product.Name, env.EventType, env.Identity(stored, signedAt)), env.EventType, kidv1.EventSubject{
 		SessionID:       subject.SessionID,
 		ChallengeID:     subject.ChallengeID,
 		VerificationIDs: subject.VerificationIDs,
@@ -42,9 +49,37 @@ func Build(product *kidv1.KidProduct, env *kid.Envelope, body []byte, signedAt, 
 	event.Spec.PersonalData = personal
 	event.Spec.ReceivedAt = metav1.NewTime(now)
 	event.Spec.SignedAt = &signed
-	event.Spec.BodySHA256 = hex.EncodeToString(sum[:])
+	event.Spec.BodySHA256 = sha256Hex(stored)
 	event.Spec.Source = source
 	return event, nil
+}
+
+// storedBody is what bodySHA256 digests (and, for a type this version does
+// not know, what the event's name digests): the body as delivered, unless
+// the product's privacy settings removed something from its data; then the
+// body as stored, {"data":<the data kept>,"eventType":<the type>} as
+// encoding/json writes it (keys sorted at every level, numbers as sent), so
+// that anyone can check it against spec.data. A digest of the delivered
+// body would give back what was removed to anyone who reads the event: a
+// polled body is encoding/json's form of a map, and k-ID's webhooks are as
+// regular, so the rest of the event and 36,500 guesses, one hash each, find
+// a date of birth.
+func storedBody(delivered []byte, eventType string, deliveredData, storedData json.RawMessage) ([]byte, error) {
+	if bytes.Equal(deliveredData, storedData) {
+		return delivered, nil
+	}
+	var data any
+	dec := json.NewDecoder(bytes.NewReader(storedData))
+	dec.UseNumber()
+	if err := dec.Decode(&data); err != nil {
+		return nil, err
+	}
+	return json.Marshal(map[string]any{"eventType": eventType, "data": data})
+}
+
+func sha256Hex(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }
 
 // PrivacyOf is what the product lets events and users keep: the one

@@ -14,8 +14,12 @@ import (
 // defaultDeny are the ranges a tenant must not reach through the operator:
 // "this network", loopback, link-local (169.254.169.254 is the cloud metadata
 // service), the private and carrier-grade NAT ranges clusters are built on,
-// unique-local IPv6, multicast and broadcast. IPv4-mapped IPv6 addresses are
-// unmapped before the check, so ::ffff:127.0.0.1 meets 127.0.0.0/8.
+// unique-local IPv6, multicast and broadcast; the IPv6 ranges that carry an
+// IPv4 address to a gateway that reaches it (NAT64, 6to4), since the IPv4
+// address inside may be any of the above; and the IPv4 ranges reserved for
+// protocol assignments, benchmarking and future use, which no public
+// backend has. IPv4-mapped IPv6 addresses are unmapped before the check, so
+// ::ffff:127.0.0.1 meets 127.0.0.0/8.
 var defaultDeny = mustPrefixes(
 	"0.0.0.0/8",
 	"127.0.0.0/8",
@@ -31,6 +35,12 @@ var defaultDeny = mustPrefixes(
 	"224.0.0.0/4",
 	"ff00::/8",
 	"255.255.255.255/32",
+	"64:ff9b::/96",   // NAT64, well-known prefix (RFC 6052)
+	"64:ff9b:1::/48", // NAT64, local-use prefix (RFC 8215)
+	"2002::/16",      // 6to4 (RFC 3056)
+	"192.0.0.0/24",   // IETF protocol assignments (RFC 6890)
+	"198.18.0.0/15",  // benchmarking (RFC 2544)
+	"240.0.0.0/4",    // reserved (RFC 1112)
 )
 
 // DefaultDeny returns a copy of the ranges the guard refuses unless allowed.

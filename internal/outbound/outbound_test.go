@@ -63,6 +63,9 @@ func TestGuardOnRealRequests(t *testing.T) {
 		{name: "a more specific allow inside a deny passes", opts: Options{Deny: loopback, Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}, target: srv.URL},
 		{name: "cloud metadata is refused before any connection", target: "http://169.254.169.254/latest/meta-data/", refused: true},
 		{name: "the unspecified address is refused", target: "http://0.0.0.0:" + portStr + "/", refused: true},
+		{name: "loopback through NAT64 is refused before any connection", target: "http://[64:ff9b::7f00:1]:" + portStr + "/", refused: true},
+		{name: "a benchmarking address is refused before any connection", target: "http://198.18.0.1:" + portStr + "/", refused: true},
+		{name: "a reserved address is refused before any connection", target: "http://240.0.0.1:" + portStr + "/", refused: true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -122,6 +125,27 @@ func TestPermits(t *testing.T) {
 			Allow: []netip.Prefix{netip.MustParsePrefix("34.1.2.3/32")},
 		}, addr: "34.1.2.3", want: true},
 		{name: "allowing IPv4 loopback does not allow IPv6 loopback", opts: Options{Allow: loopback}, addr: "::1"},
+		// IPv6 ranges that carry an IPv4 address to a gateway: whatever
+		// the address inside, here loopback and cloud metadata.
+		{name: "NAT64 of loopback (64:ff9b::/96) is refused", addr: "64:ff9b::7f00:1"},
+		{name: "NAT64 of cloud metadata is refused", addr: "64:ff9b::a9fe:a9fe"},
+		{name: "NAT64 of a public address is refused too", addr: "64:ff9b::5db8:d822"},
+		{name: "local-use NAT64 (64:ff9b:1::/48) is refused", addr: "64:ff9b:1::a9fe:a9fe"},
+		{name: "6to4 of loopback (2002::/16) is refused", addr: "2002:7f00:1::1"},
+		{name: "6to4 of cloud metadata is refused", addr: "2002:a9fe:a9fe::1"},
+		// Reserved IPv4 ranges, written plain and IPv4-mapped.
+		{name: "IETF protocol assignments (192.0.0.0/24) are refused", addr: "192.0.0.8"},
+		{name: "IETF protocol assignments IPv4-mapped are refused", addr: "::ffff:192.0.0.170"},
+		{name: "benchmarking (198.18.0.0/15) is refused", addr: "198.18.0.1"},
+		{name: "the end of benchmarking is refused", addr: "198.19.255.254"},
+		{name: "benchmarking IPv4-mapped is refused", addr: "::ffff:198.18.0.1"},
+		{name: "reserved 240.0.0.0/4 is refused", addr: "240.0.0.1"},
+		{name: "the end of 240.0.0.0/4 is refused", addr: "255.255.255.254"},
+		{name: "reserved 240.0.0.0/4 IPv4-mapped is refused", addr: "::ffff:250.1.2.3"},
+		{name: "an address beside benchmarking passes", addr: "198.20.0.1", want: true},
+		{name: "an address beside the protocol assignments passes", addr: "192.0.1.1", want: true},
+		{name: "an IPv6 address beside NAT64 passes", addr: "64:ff9c::1", want: true},
+		{name: "an administrator may allow a NAT64 gateway", opts: Options{Allow: []netip.Prefix{netip.MustParsePrefix("64:ff9b::/96")}}, addr: "64:ff9b::5db8:d822", want: true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -181,7 +205,7 @@ func TestDialUsesOnlyPermittedResolvedAddresses(t *testing.T) {
 				return out, nil
 			}
 			c := New(Options{})
-			c.Transport.(*http.Transport).DialContext = gd.dialContext
+			c.Transport.(*router).shared.DialContext = gd.dialContext
 			_, err := get(context.Background(), c, "http://backend.example:"+port+"/")
 			if tc.refused {
 				g.Expect(err).To(MatchError(ErrAddressRefused))
@@ -353,8 +377,90 @@ func TestNoProxyFromTheEnvironment(t *testing.T) {
 	srv, hits := okServer(t)
 	c := New(Options{Allow: loopback})
 	g.Expect(c).NotTo(BeIdenticalTo(http.DefaultClient))
-	g.Expect(c.Transport.(*http.Transport).Proxy).To(BeNil())
+	g.Expect(c.Transport.(*router).shared.Proxy).To(BeNil())
 	_, err := get(context.Background(), c, srv.URL)
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(hits.Load()).To(Equal(int32(1)))
+}
+
+func TestScopedAllowancesApplyToTheirNamespaceOnly(t *testing.T) {
+	srv, hits := okServer(t)
+	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	byCIDR, byHost := Options{}, Options{}
+	NewWithT(t).Expect(byCIDR.AddAllowCIDRs("127.0.0.0/8@team-a, 10.0.0.0/8@team-a")).To(Succeed())
+	NewWithT(t).Expect(byHost.AddAllowHosts("localhost@team-a")).To(Succeed())
+	for name, tc := range map[string]struct {
+		opts   Options
+		target string
+	}{
+		"a range scoped with --outbound-allow-cidrs": {byCIDR, srv.URL},
+		"a host scoped with --outbound-allow-hosts":  {byHost, "http://localhost:" + port + "/"},
+	} {
+		t.Run(name+" lets namespace A call and refuses namespace B, even on A's pooled connection", func(t *testing.T) {
+			g := NewWithT(t)
+			c := New(tc.opts)
+			before := hits.Load()
+			ctx := context.Background()
+			for range 2 {
+				// Twice, so that the second reuses the pooled
+				// connection the first dialed.
+				resp, err := get(WithNamespace(ctx, "team-a"), c, tc.target)
+				g.Expect(err).NotTo(HaveOccurred())
+				g.Expect(resp.StatusCode).To(Equal(http.StatusOK))
+			}
+			g.Expect(hits.Load()).To(Equal(before + 2))
+			// A's connection is idle in the pool: B's request and an
+			// unscoped one must not ride it.
+			_, err := get(WithNamespace(ctx, "team-b"), c, tc.target)
+			g.Expect(err).To(MatchError(ErrAddressRefused))
+			_, err = get(ctx, c, tc.target)
+			g.Expect(err).To(MatchError(ErrAddressRefused))
+			g.Expect(hits.Load()).To(Equal(before+2), "B's and the unscoped request never reached the server")
+		})
+	}
+
+	t.Run("an unscoped entry still lets every namespace call", func(t *testing.T) {
+		g := NewWithT(t)
+		var o Options
+		g.Expect(o.AddAllowCIDRs("127.0.0.0/8")).To(Succeed())
+		c := New(o)
+		for _, ctx := range []context.Context{context.Background(), WithNamespace(context.Background(), "team-b")} {
+			_, err := get(ctx, c, srv.URL)
+			g.Expect(err).NotTo(HaveOccurred())
+		}
+	})
+
+	t.Run("a scoped entry adds to the unscoped ones, and the administrator's deny still wins", func(t *testing.T) {
+		g := NewWithT(t)
+		var o Options
+		g.Expect(o.AddAllowCIDRs("10.0.0.0/8,127.0.0.0/8@team-a")).To(Succeed())
+		o.Deny = []netip.Prefix{netip.MustParsePrefix("10.96.0.0/12")}
+		gd := newGuard(o.forNamespace("team-a"))
+		g.Expect(gd.permits(netip.MustParseAddr("127.0.0.1"))).To(BeTrue())
+		g.Expect(gd.permits(netip.MustParseAddr("10.1.2.3"))).To(BeTrue())
+		g.Expect(gd.permits(netip.MustParseAddr("10.96.0.1"))).To(BeFalse())
+		g.Expect(newGuard(o.forNamespace("team-b")).permits(netip.MustParseAddr("127.0.0.1"))).To(BeFalse())
+	})
+}
+
+func TestAllowEntriesParse(t *testing.T) {
+	g := NewWithT(t)
+	var o Options
+	g.Expect(o.AddAllowCIDRs("10.20.0.0/16, 10.30.0.0/16@games,10.30.0.0/16@games-staging,fd00::1@games")).To(Succeed())
+	g.Expect(o.AddAllowHosts("proxy.infra.svc, backend.games.svc.cluster.local@games")).To(Succeed())
+	g.Expect(o.Allow).To(Equal([]netip.Prefix{netip.MustParsePrefix("10.20.0.0/16")}))
+	g.Expect(o.AllowHosts).To(Equal([]string{"proxy.infra.svc"}))
+	g.Expect(o.NamespaceAllow).To(Equal(map[string]Allowance{
+		"games": {
+			CIDRs: []netip.Prefix{netip.MustParsePrefix("10.30.0.0/16"), netip.MustParsePrefix("fd00::1/128")},
+			Hosts: []string{"backend.games.svc.cluster.local"},
+		},
+		"games-staging": {CIDRs: []netip.Prefix{netip.MustParsePrefix("10.30.0.0/16")}},
+	}))
+	for _, bad := range []string{"10.0.0.0/8@", "@games", "10.0.0.0/8@Games", "10.0.0.0/8@a.b", "10.0.0.0/8@games@x", "not-an-address@games"} {
+		g.Expect((&Options{}).AddAllowCIDRs(bad)).NotTo(Succeed(), bad)
+	}
+	for _, bad := range []string{"host@", "@games", "host@under_score"} {
+		g.Expect((&Options{}).AddAllowHosts(bad)).NotTo(Succeed(), bad)
+	}
 }

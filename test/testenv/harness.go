@@ -19,6 +19,7 @@ import (
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
 	"github.com/kid-operator/kid-operator/cmd/manager/operator"
 	"github.com/kid-operator/kid-operator/internal/kidsim"
+	"github.com/kid-operator/kid-operator/internal/outbound"
 	"github.com/kid-operator/kid-operator/internal/scheme"
 )
 
@@ -100,6 +101,10 @@ func StartControlPlane() (*Harness, error) {
 // specs see a changed or deleted Secret within seconds.
 const SecretRecheck = 2 * time.Second
 
+// ScopedOutboundNamespace is the one namespace whose calls may reach
+// 127.0.0.2 (OperatorOptions); a test that uses it creates it.
+const ScopedOutboundNamespace = "kid-outbound-scoped"
+
 // OperatorOptions are the options the harness runs the operator with: the
 // receiver on a free loopback port, the harness's clock, loopback targets
 // and the fake k-ID's plain http:// allowed, and Secrets re-read every
@@ -109,6 +114,13 @@ func (h *Harness) OperatorOptions() operator.Options {
 	// The simulator's targets and fake k-ID listen on loopback, which a
 	// deployed operator refuses to call.
 	opts.Outbound.Allow = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	// But for 127.0.0.2, which only the calls made for
+	// ScopedOutboundNamespace may reach (an allowance scoped to a
+	// namespace, as --outbound-allow-cidrs=127.0.0.2@NAMESPACE writes it).
+	opts.Outbound.Deny = []netip.Prefix{netip.MustParsePrefix("127.0.0.2/31")}
+	opts.Outbound.NamespaceAllow = map[string]outbound.Allowance{
+		ScopedOutboundNamespace: {CIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")}},
+	}
 	opts.Webhook.Addr = "127.0.0.1:0"
 	opts.Webhook.Clock = h.Clock
 	return opts
