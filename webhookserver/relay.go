@@ -18,6 +18,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
 	"github.com/kid-operator/kid-operator/internal/inbox"
@@ -56,11 +57,10 @@ const (
 
 // BrowserOptions configure the browser relay and the status stream.
 type BrowserOptions struct {
-	// RegisterUserIndex makes the receiver register the KidUser id index
-	// (UserIDIndex) that the status stream reads, when the first stream
-	// opens. The controllers register it; set this when none run in the
-	// process (--receiver-only).
-	RegisterUserIndex bool
+	// Users is the client the status stream watches KidUsers with: it
+	// must read the API server, not a cache (status_users.go). Nil means
+	// every status stream is answered 503.
+	Users client.WithWatch
 	// Heartbeat is the interval of the status stream's heartbeat comment;
 	// 0 means DefaultStatusHeartbeat.
 	Heartbeat time.Duration

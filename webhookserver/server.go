@@ -131,7 +131,7 @@ type Server struct {
 func New(c cache.Cache, sec *secrets.Cache, store inbox.Store, opts Options) *Server {
 	opts.setDefaults()
 	s := &Server{opts: opts, cache: c, reader: c, secrets: sec, store: store}
-	s.browser = newBrowserRelay(newCacheUsers(c, opts.Browser.RegisterUserIndex), opts.Browser)
+	s.browser = newBrowserRelay(&watchUsers{client: opts.Browser.Users}, opts.Browser)
 	if len(opts.Namespaces) > 0 {
 		s.namespaces = map[string]bool{}
 		for _, ns := range opts.Namespaces {

@@ -21,8 +21,9 @@ import (
 	"github.com/kid-operator/kid-operator/webhookserver/relaytoken"
 )
 
-// fakeUsers is a userSource whose users the test sets; set wakes the
-// subscribers of the key, as the informer's event handler does.
+// fakeUsers is a userSource whose users the test sets by the subject's id
+// key (kidv1.UserIDKey); set wakes the subject's followers, as a change
+// seen by their watches does.
 type fakeUsers struct {
 	mu    sync.Mutex
 	users map[string][]kidv1.KidUser
@@ -33,26 +34,36 @@ func newFakeUsers() *fakeUsers {
 	return &fakeUsers{users: map[string][]kidv1.KidUser{}, subs: map[string]map[chan struct{}]struct{}{}}
 }
 
-func (f *fakeUsers) holders(_ context.Context, ns, key string) ([]kidv1.KidUser, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.users[ns+"\x00"+key], nil
-}
-
-func (f *fakeUsers) subscribe(_ context.Context, ns, key string) (<-chan struct{}, func(), error) {
+func (f *fakeUsers) follow(_ context.Context, s subjectRef) (userFollower, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	ch := make(chan struct{}, 1)
-	k := ns + "\x00" + key
+	k := s.Namespace + "\x00" + kidv1.UserIDKey(s.Product, s.Kind, s.ID)
 	if f.subs[k] == nil {
 		f.subs[k] = map[chan struct{}]struct{}{}
 	}
 	f.subs[k][ch] = struct{}{}
-	return ch, func() {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		delete(f.subs[k], ch)
-	}, nil
+	return &fakeFollower{f: f, key: k, ch: ch}, nil
+}
+
+type fakeFollower struct {
+	f   *fakeUsers
+	key string
+	ch  chan struct{}
+}
+
+func (ff *fakeFollower) wake() <-chan struct{} { return ff.ch }
+
+func (ff *fakeFollower) holders() []kidv1.KidUser {
+	ff.f.mu.Lock()
+	defer ff.f.mu.Unlock()
+	return ff.f.users[ff.key]
+}
+
+func (ff *fakeFollower) stop() {
+	ff.f.mu.Lock()
+	defer ff.f.mu.Unlock()
+	delete(ff.f.subs[ff.key], ff.ch)
 }
 
 func (f *fakeUsers) subscribers() int {

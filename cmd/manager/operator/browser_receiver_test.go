@@ -19,7 +19,7 @@ import (
 )
 
 var _ = Describe("The receiving tier's browser endpoints", func() {
-	It("relay and stream status under receiver_role.yaml alone, with the KidUser index registered by the receiver, and let the receiver stop with a stream open", func() {
+	It("relay and stream status under receiver_role.yaml alone (a user the game registered, under a name of its own, followed by its identity), and let the receiver stop with a stream open", func() {
 		cfg := identity("kid-receiver", installClusterRole("config/rbac/receiver_role.yaml"))
 		opts := h.OperatorOptions()
 		opts.ReceiverOnly = true
