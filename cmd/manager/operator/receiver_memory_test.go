@@ -143,6 +143,7 @@ var _ = Describe("The receiving tier's memory", func() {
 // product "demo" in ns, from 16 goroutines.
 func createPlayers(c client.Client, ns string, n int) {
 	GinkgoHelper()
+	notes := strings.Repeat("a note of the game's ", 32)
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	for range 16 {
@@ -151,7 +152,12 @@ func createPlayers(c client.Client, ns string, n int) {
 			for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
 				id := fmt.Sprintf("player-%05d", i)
 				Expect(c.Create(ctx, &kidv1.KidUser{
-					ObjectMeta: metav1.ObjectMeta{Name: kidv1.UserName("demo", kidv1.IdentitySession, id), Namespace: ns},
+					ObjectMeta: metav1.ObjectMeta{
+						Name: kidv1.UserName("demo", kidv1.IdentitySession, id), Namespace: ns,
+						// What a game may keep beside a player: it makes the
+						// object about the size of a player with some history.
+						Annotations: map[string]string{"games.example.com/notes": notes},
+					},
 					Spec:       kidv1.KidUserSpec{ProductRef: kidv1.LocalObjectReference{Name: "demo"}, Identity: kidv1.UserIdentity{Kind: kidv1.IdentitySession, ID: id}},
 				})).To(Succeed())
 			}
