@@ -16,18 +16,20 @@ import (
 // The status stream: a game's page follows what the cluster knows of its
 // player with
 //
-//	GET /browser/{namespace}/{product}/status?token=<relay token>
+//	GET /browser/{namespace}/{product}/status
 //	Origin: one of spec.browser.allowedOrigins
+//	Authorization: Bearer <relay token>
 //
-// (EventSource cannot set headers, hence the query parameter; an
-// Authorization: Bearer header is read when there is no parameter.) The
-// answer is a stream of Server-Sent Events:
+// (The browser module reads it with fetch, which can set the header;
+// EventSource cannot, and a token in the URL is refused with 400: proxies
+// and ingress controllers log URLs, and the token is a bearer credential
+// for up to a day.) The answer is a stream of Server-Sent Events:
 //
 //	event: status
 //	data: {"subject":{"kind":"challenge","id":"…"},"user":"<KidUser or empty>","consent":"Pending","verification":"Unverified","session":"","final":false}
 //
-// at once, then whenever the KidUser holding the token's subject changes
-// (as the operator's cache sees it), a ": heartbeat" comment every 15 s,
+// at once, then whenever the KidUser holding the token's subject changes,
+// a ": heartbeat" comment every 15 s,
 // and, before the stream closes, `event: end` with data
 // {"reason":"final"|"expired"|"timeout"|"shutdown"}. It closes after a
 // final status (see final), when the token expires, after at most 30
@@ -87,24 +89,30 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request, productLab
 		return code
 	}
 
-	token := r.URL.Query().Get("token")
-	if token == "" {
-		token = bearer(r)
+	if r.URL.Query().Has("token") {
+		// A token in the URL ends up in the logs of every proxy on the
+		// way, where it would stay a day's bearer credential.
+		return relayAnswer(w, http.StatusBadRequest, "send the relay token in the Authorization header, not in the URL")
 	}
-	claims, code, msg := s.verifyRelayToken(r.Context(), product, token)
+	claims, code, msg := s.verifyRelayToken(r.Context(), product, bearer(r))
 	if code != 0 {
 		if code == http.StatusServiceUnavailable {
 			w.Header().Set("Retry-After", RetryAfterSeconds)
+		} else {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="kid-operator"`)
 		}
 		return relayAnswer(w, code, msg)
 	}
 
 	pr, maxStreams := s.browser.product(product, s.opts.Clock.Now())
-	if !pr.openStream(maxStreams) {
+	subject := kidv1.UserIDKey(product.Namespace+"/"+product.Name, identityKind(claims.Subject.Kind), claims.Subject.ID)
+	closeStream, refused := s.browser.openStream(pr, maxStreams, subject)
+	if refused != "" {
+		statusStreamsRefusedTotal.WithLabelValues(*productLabel, refused).Inc()
 		w.Header().Set("Retry-After", RetryAfterSeconds)
-		return relayAnswer(w, http.StatusTooManyRequests, "too many status streams")
+		return relayAnswer(w, http.StatusTooManyRequests, "too many status streams ("+refused+")")
 	}
-	defer pr.closeStream()
+	defer closeStream()
 	open := statusStreamsOpen.WithLabelValues(*productLabel)
 	open.Inc()
 	defer open.Dec()

@@ -181,12 +181,15 @@ func expectEnd(t *testing.T, frames <-chan frame, reason string) {
 // openStatus opens a status stream on srv.
 func openStatus(t *testing.T, base, tok, origin string) *http.Response {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, base+relayPath+"/status?token="+url.QueryEscape(tok), nil)
+	req, err := http.NewRequest(http.MethodGet, base+relayPath+"/status", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if origin != "" {
 		req.Header.Set("Origin", origin)
+	}
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -332,7 +335,7 @@ func TestStatusStreamAnswers(t *testing.T) {
 		path   string
 		origin string
 		token  func(t *testing.T) string
-		header bool // the token in Authorization instead of the query
+		query  bool // the token in the URL instead of Authorization
 		want   int
 		cors   bool
 	}{
@@ -345,7 +348,8 @@ func TestStatusStreamAnswers(t *testing.T) {
 		{name: "an origin not allowed is 403", origin: "https://evil.example", token: func(t *testing.T) string { return token(t, relaytoken.KindSession, sessionID) }, want: 403},
 		{name: "a product without spec.browser is 404", path: "/browser/default/plain/status", token: func(t *testing.T) string { return token(t, relaytoken.KindSession, sessionID) }, want: 404},
 		{name: "a product whose token Secret is missing is 503", path: "/browser/default/nokeys/status", token: func(t *testing.T) string { return token(t, relaytoken.KindSession, sessionID) }, want: 503, cors: true},
-		{name: "a token in Authorization is 200", header: true, token: func(t *testing.T) string { return token(t, relaytoken.KindSession, sessionID) }, want: 200, cors: true},
+		{name: "a token in Authorization is 200", token: func(t *testing.T) string { return token(t, relaytoken.KindSession, sessionID) }, want: 200, cors: true},
+		{name: "a token in the URL is 400, even a valid one", query: true, token: func(t *testing.T) string { return token(t, relaytoken.KindSession, sessionID) }, want: 400, cors: true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -360,7 +364,7 @@ func TestStatusStreamAnswers(t *testing.T) {
 				tok = tc.token(t)
 			}
 			u := base + path
-			if !tc.header {
+			if tc.query {
 				u += "?token=" + url.QueryEscape(tok)
 			}
 			req, _ := http.NewRequest(http.MethodGet, u, nil)
@@ -371,7 +375,7 @@ func TestStatusStreamAnswers(t *testing.T) {
 			default:
 				req.Header.Set("Origin", tc.origin)
 			}
-			if tc.header {
+			if !tc.query && tok != "" {
 				req.Header.Set("Authorization", "Bearer "+tok)
 			}
 			resp, err := http.DefaultClient.Do(req)
