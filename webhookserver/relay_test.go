@@ -41,7 +41,7 @@ const (
 	sessionID    = "f1af4704-74b4-4966-b13a-18eb16bccf9c"
 	verifyID     = "4e57301e-a4d1-498f-ac3f-f3d4de19abf6"
 	relayBurst   = 3
-	relayStreams = 2
+	relayStreams = 4
 )
 
 // DOM examples of k-ID's docs (events spec §3.3).

@@ -8,12 +8,14 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	. "github.com/onsi/gomega"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/clock"
 
@@ -406,26 +408,85 @@ func TestStatusPreflight(t *testing.T) {
 func TestStatusStreamsAreCappedPerProduct(t *testing.T) {
 	g := NewWithT(t)
 	_, users, base := newStatusServer(t, BrowserOptions{})
-	tok := token(t, relaytoken.KindSession, sessionID)
+	player := func(i int) string { return token(t, relaytoken.KindSession, "s-"+strconv.Itoa(i)) }
+	before := testutil.ToFloat64(statusStreamsRefusedTotal.WithLabelValues("default/demo", capProduct))
 	var open []*http.Response
-	for range relayStreams {
-		resp := openStatus(t, base, tok, pageOrigin)
+	for i := range relayStreams {
+		resp := openStatus(t, base, player(i), pageOrigin)
 		g.Expect(resp.StatusCode).To(Equal(http.StatusOK))
 		open = append(open, resp)
 	}
 	g.Eventually(users.subscribers).Should(Equal(relayStreams))
-	refused := openStatus(t, base, tok, pageOrigin)
+	refused := openStatus(t, base, player(relayStreams), pageOrigin)
 	g.Expect(refused.StatusCode).To(Equal(http.StatusTooManyRequests))
 	g.Expect(refused.Header.Get("Retry-After")).To(Equal(RetryAfterSeconds))
+	g.Expect(testutil.ToFloat64(statusStreamsRefusedTotal.WithLabelValues("default/demo", capProduct)) - before).To(BeNumerically("==", 1))
 
 	// A closed stream frees its place.
 	open[0].Body.Close()
 	g.Eventually(users.subscribers).Should(Equal(relayStreams - 1))
 	g.Eventually(func() int {
-		resp := openStatus(t, base, tok, pageOrigin)
+		resp := openStatus(t, base, player(relayStreams), pageOrigin)
 		resp.Body.Close()
 		return resp.StatusCode
 	}).Should(Equal(http.StatusOK))
+}
+
+// TestOneTokenCannotTakeTheStreams: one token opens stream after stream (a
+// hog: a script, or a page reloaded in a loop). It gets its subject's
+// share; the other players of the product, and of another product, still
+// open theirs, each one, until the replica's bound, which holds across
+// products.
+func TestOneTokenCannotTakeTheStreams(t *testing.T) {
+	g := NewWithT(t)
+	const perSubject, perReplica, hogTries = 2, relayStreams + 1, 10
+	_, users, base := newStatusServer(t, BrowserOptions{MaxStreamsPerSubject: perSubject, MaxStreams: perReplica})
+	refusedBy := func(product, reason string) float64 {
+		return testutil.ToFloat64(statusStreamsRefusedTotal.WithLabelValues(product, reason))
+	}
+	subjectBefore, replicaBefore := refusedBy("default/demo", capSubject), refusedBy("default/keepsdob", capReplica)
+
+	hog := token(t, relaytoken.KindChallenge, challengeID)
+	var hogCodes []int
+	for range hogTries {
+		resp := openStatus(t, base, hog, pageOrigin)
+		hogCodes = append(hogCodes, resp.StatusCode)
+		if resp.StatusCode != http.StatusOK {
+			resp.Body.Close()
+		}
+	}
+	want := []int{200, 200}
+	for range hogTries - perSubject {
+		want = append(want, http.StatusTooManyRequests)
+	}
+	g.Expect(hogCodes).To(Equal(want), "the hog gets its subject's share")
+	g.Expect(refusedBy("default/demo", capSubject) - subjectBefore).To(BeNumerically("==", hogTries-perSubject), "the hog's refusals were its subject's bound")
+
+	// Every other player of the product opens its stream, up to the
+	// product's bound, which the hog did not take.
+	var others []int
+	for i := range relayStreams - perSubject {
+		resp := openStatus(t, base, token(t, relaytoken.KindSession, "s-"+strconv.Itoa(i)), pageOrigin)
+		others = append(others, resp.StatusCode)
+		g.Expect(nextStatus(t, sse(resp)).Subject.ID).To(Equal("s-" + strconv.Itoa(i)))
+	}
+	g.Expect(others).To(Equal([]int{200, 200}), "every other player's stream opened")
+	g.Eventually(users.subscribers).Should(Equal(relayStreams))
+
+	// Another product's player: the last place of the replica, then 429.
+	other := func(id string) *http.Response {
+		req, _ := http.NewRequest(http.MethodGet, base+"/browser/default/keepsdob/status", nil)
+		req.Header.Set("Origin", pageOrigin)
+		req.Header.Set("Authorization", "Bearer "+token(t, relaytoken.KindSession, id, "default/keepsdob"))
+		resp, err := http.DefaultClient.Do(req)
+		g.Expect(err).NotTo(HaveOccurred())
+		t.Cleanup(func() { resp.Body.Close() })
+		return resp
+	}
+	g.Expect(other("k-1").StatusCode).To(Equal(http.StatusOK))
+	g.Expect(other("k-2").StatusCode).To(Equal(http.StatusTooManyRequests))
+	g.Expect(refusedBy("default/keepsdob", capReplica) - replicaBefore).To(BeNumerically("==", 1))
+	t.Logf("hog: %v; other players of the product: %v; the replica's last place taken, the next refused", hogCodes, others)
 }
 
 // The server's read and write timeouts bound deliveries; a stream must
