@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"net/url"
 	"runtime"
 	"strings"
 	"sync"
@@ -173,9 +172,10 @@ func openStatusStream(base, origin, tok string) <-chan string {
 	var resp *http.Response
 	// 404 until the receiver's informer has seen the product.
 	Eventually(func(g Gomega) {
-		req, err := http.NewRequest(http.MethodGet, base+"?token="+url.QueryEscape(tok), nil)
+		req, err := http.NewRequest(http.MethodGet, base, nil)
 		g.Expect(err).NotTo(HaveOccurred())
 		req.Header.Set("Origin", origin)
+		req.Header.Set("Authorization", "Bearer "+tok)
 		resp, err = http.DefaultClient.Do(req)
 		g.Expect(err).NotTo(HaveOccurred())
 		if resp.StatusCode != http.StatusOK {
