@@ -460,7 +460,7 @@ func TestOneTokenCannotTakeTheStreams(t *testing.T) {
 		want = append(want, http.StatusTooManyRequests)
 	}
 	g.Expect(hogCodes).To(Equal(want), "the hog gets its subject's share")
-	g.Expect(refusedBy("default/demo", capSubject) - subjectBefore).To(BeNumerically("==", hogTries-perSubject), "the hog's refusals were its subject's bound")
+	g.Expect(refusedBy("default/demo", capSubject)-subjectBefore).To(BeNumerically("==", hogTries-perSubject), "the hog's refusals were its subject's bound")
 
 	// Every other player of the product opens its stream, up to the
 	// product's bound, which the hog did not take.

@@ -157,7 +157,7 @@ func createPlayers(c client.Client, ns string, n int) {
 						// object about the size of a player with some history.
 						Annotations: map[string]string{"games.example.com/notes": notes},
 					},
-					Spec:       kidv1.KidUserSpec{ProductRef: kidv1.LocalObjectReference{Name: "demo"}, Identity: kidv1.UserIdentity{Kind: kidv1.IdentitySession, ID: id}},
+					Spec: kidv1.KidUserSpec{ProductRef: kidv1.LocalObjectReference{Name: "demo"}, Identity: kidv1.UserIdentity{Kind: kidv1.IdentitySession, ID: id}},
 				})).To(Succeed())
 			}
 		})
