@@ -17,9 +17,14 @@ import (
 	. "github.com/onsi/gomega"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+	"github.com/kid-operator/kid-operator/internal/scheme"
 	"github.com/kid-operator/kid-operator/webhookserver/relaytoken"
 )
 
@@ -572,4 +577,41 @@ func TestStrongestHolder(t *testing.T) {
 	now := metav1.Now()
 	users[3].DeletionTimestamp = &now
 	g.Expect(strongest(users).Name).To(Equal("z-session"), "a user being deleted is merged away")
+}
+
+// TestStatusStreamAnswers503WhenItsUsersCannotBeListed: the API server does
+// not answer the first list of the stream's users (overloaded, or a
+// selectable field it does not know): past the sync timeout the page gets
+// 503 with Retry-After, and the stream's place is free again.
+func TestStatusStreamAnswers503WhenItsUsersCannotBeListed(t *testing.T) {
+	g := NewWithT(t)
+	lists := make(chan struct{}, 16)
+	c := fake.NewClientBuilder().WithScheme(scheme.Scheme).WithInterceptorFuncs(interceptor.Funcs{
+		List: func(ctx context.Context, _ client.WithWatch, _ client.ObjectList, _ ...client.ListOption) error {
+			lists <- struct{}{}
+			<-ctx.Done()
+			return ctx.Err()
+		},
+		// client-go may ask for the first list as a watch's initial
+		// events (WatchList): it never answers either.
+		Watch: func(ctx context.Context, _ client.WithWatch, _ client.ObjectList, _ ...client.ListOption) (watch.Interface, error) {
+			lists <- struct{}{}
+			<-ctx.Done()
+			return nil, ctx.Err()
+		},
+	}).Build()
+	s, _, _ := newStatusServer(t, BrowserOptions{})
+	s.browser.users = &watchUsers{client: c, syncTimeout: 200 * time.Millisecond}
+	srv := httptest.NewServer(s.Handler())
+	t.Cleanup(srv.Close)
+
+	start := time.Now()
+	resp := openStatus(t, srv.URL, token(t, relaytoken.KindChallenge, challengeID), pageOrigin)
+	g.Expect(resp.StatusCode).To(Equal(http.StatusServiceUnavailable))
+	g.Expect(resp.Header.Get("Retry-After")).To(Equal(RetryAfterSeconds))
+	g.Expect(time.Since(start)).To(BeNumerically("<", 5*time.Second))
+	g.Expect(lists).NotTo(BeEmpty(), "the list was asked for")
+	s.browser.mu.Lock()
+	defer s.browser.mu.Unlock()
+	g.Expect(s.browser.streams).To(BeZero(), "the refused stream holds no place")
 }

@@ -83,14 +83,16 @@ func (s subjectRef) selectors() []fields.Selector {
 	return sels
 }
 
-// followSyncTimeout bounds the first list of a stream's users: the stream
-// answers 503 past it.
-const followSyncTimeout = 10 * time.Second
+// DefaultFollowSyncTimeout bounds the first list of a stream's users: the
+// stream answers 503 past it, and the page retries.
+const DefaultFollowSyncTimeout = 10 * time.Second
 
 // watchUsers follows users with watches on the API server, one per
 // selector, each with a store of the few users it selects.
 type watchUsers struct {
 	client client.WithWatch
+	// syncTimeout is DefaultFollowSyncTimeout but in tests.
+	syncTimeout time.Duration
 }
 
 func (w *watchUsers) follow(ctx context.Context, s subjectRef) (userFollower, error) {
@@ -121,7 +123,11 @@ func (w *watchUsers) follow(ctx context.Context, s subjectRef) (userFollower, er
 			ctrl.RunWithContext(fctx)
 		}()
 	}
-	wait, done := context.WithTimeout(ctx, followSyncTimeout)
+	timeout := w.syncTimeout
+	if timeout <= 0 {
+		timeout = DefaultFollowSyncTimeout
+	}
+	wait, done := context.WithTimeout(ctx, timeout)
 	defer done()
 	if !toolscache.WaitForCacheSync(wait.Done(), synced...) {
 		f.stop()

@@ -54,7 +54,7 @@ var _ = Describe("The receiving tier's memory", func() {
 		_, err = h.NewProduct(ctx, ns, "demo", func(p *kidv1.KidProduct) {
 			p.Spec.Browser = &kidv1.BrowserSpec{
 				AllowedOrigins: []string{origin}, TokenSecretRef: kidv1.LocalObjectReference{Name: "demo-relay"},
-				MaxStreams: ptr.To[int32](memStreams),
+				MaxStreams: ptr.To[int32](memStreams + 1),
 			}
 		})
 		Expect(err).NotTo(HaveOccurred())
@@ -68,6 +68,12 @@ var _ = Describe("The receiving tier's memory", func() {
 			}
 			return relaytoken.Subject{Kind: relaytoken.KindSession, ID: fmt.Sprintf("s-%d", i)}
 		}
+		// The first stream registers the product's relay state and warms
+		// the client; the streams' own cost is measured from there.
+		warm, err := relaytoken.Mint([]byte(key), ns+"/demo", relaytoken.Subject{Kind: relaytoken.KindSession, ID: "warm"}, time.Now().Add(time.Hour))
+		Expect(err).NotTo(HaveOccurred())
+		Eventually(openStatusStream(base, origin, warm), "30s").Should(Receive())
+		idle := liveHeap()
 		streams := make([]<-chan string, memStreams)
 		for i := range memStreams {
 			tok, err := relaytoken.Mint([]byte(key), ns+"/demo", subject(i), time.Now().Add(time.Hour))
@@ -78,6 +84,8 @@ var _ = Describe("The receiving tier's memory", func() {
 			Eventually(data, "30s").Should(Receive(ContainSubstring(`"consent":"None"`)), "stream %d", i)
 		}
 		before := liveHeap()
+		perStream := (before - idle) / memStreams
+		GinkgoWriter.Printf("heap per open status stream: %.1f KiB\n", float64(perStream)/(1<<10))
 
 		// The cluster's players: status-less users of this product.
 		fast := rest.CopyConfig(h.Config)
