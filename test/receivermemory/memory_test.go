@@ -1,4 +1,4 @@
-package operator_test
+package receivermemory
 
 import (
 	"bufio"
@@ -41,7 +41,7 @@ const (
 
 var _ = Describe("The receiving tier's memory", func() {
 	It("does not grow with 20,000 KidUsers in the cluster while 50 status streams follow theirs", func() {
-		cfg := identity("kid-receiver-mem", installClusterRole("config/rbac/receiver_role.yaml"))
+		cfg := identity("kid-receiver", installClusterRole("config/rbac/receiver_role.yaml"))
 		opts := h.OperatorOptions()
 		opts.ReceiverOnly = true
 		op, stop, err := testenv.StartOperator(cfg, opts)
