@@ -3,6 +3,8 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"sync"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -23,31 +25,126 @@ import (
 // authoritative event (source poll), named as the webhook would be, so a
 // later webhook is a duplicate.
 
+// A player's page relays every DOM message of its widget, and a token's
+// holder can relay as many as the product's rate allows: were each to ask
+// k-ID, one token would drive the product's k-ID calls. So a subject's
+// browser events ask at most once per ConfirmSpacing (default 10 s): the
+// first asks at once; one arriving within the window waits in Pending for
+// the window's end and asks then; any further one meanwhile is covered by
+// that read (which starts after it arrived) and is recorded Ignored without
+// asking. Every relay is stored; k-ID is asked once per window at most, and
+// never before a relay it has to answer.
+
+// DefaultConfirmSpacing is the default of
+// KidEventReconciler.ConfirmSpacing.
+const DefaultConfirmSpacing = 10 * time.Second
+
+// confirmSpacer remembers, per subject, when its browser events last asked
+// k-ID and which event asks next. In memory: a restart forgets it, which
+// costs at most one more read per subject.
+type confirmSpacer struct {
+	mu       sync.Mutex
+	subjects map[string]*subjectAsks
+}
+
+// subjectAsks is one subject's confirmations.
+type subjectAsks struct {
+	// last is when one of its events last asked.
+	last time.Time
+	// next is the event that asks at last + spacing, if any.
+	next string
+}
+
+// maxIdleSubjects is how many subjects the spacer holds before it forgets
+// those whose window has passed.
+const maxIdleSubjects = 1024
+
+// take says what the browser event named event, about subject, does now:
+// ask (0, false), wait d and come back (d, false), or nothing, because the
+// read of the subject's next asker answers it (0, true).
+func (c *confirmSpacer) take(subject, event string, now time.Time, spacing time.Duration) (wait time.Duration, covered bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.subjects == nil {
+		c.subjects = map[string]*subjectAsks{}
+	}
+	st := c.subjects[subject]
+	if st == nil {
+		if len(c.subjects) >= maxIdleSubjects {
+			c.forgetIdle(now, spacing)
+		}
+		st = &subjectAsks{}
+		c.subjects[subject] = st
+	}
+	due := st.last.Add(spacing)
+	switch {
+	case st.next != "" && st.next != event && now.Before(due.Add(spacing)):
+		// Another event asks at due, after this one arrived. (Past a
+		// second window, that event is gone: this one takes its place.)
+		return 0, true
+	case now.Before(due):
+		st.next = event
+		return due.Sub(now), false
+	}
+	st.last, st.next = now, ""
+	return 0, false
+}
+
+// forgetIdle drops the subjects whose window has passed with no event
+// waiting.
+func (c *confirmSpacer) forgetIdle(now time.Time, spacing time.Duration) {
+	for subject, st := range c.subjects {
+		if st.next == "" && !now.Before(st.last.Add(spacing)) {
+			delete(c.subjects, subject)
+		}
+	}
+}
+
 // confirmBrowserEvent records a browser event as Ignored and, with the
-// product's k-ID API configured, asks for its subject to be confirmed.
-func (r *KidEventReconciler) confirmBrowserEvent(ctx context.Context, event *kidv1.KidEvent) error {
+// product's k-ID API configured, asks for its subject to be confirmed, at
+// most once per ConfirmSpacing per subject; an event that must wait for its
+// subject's window stays Pending, and the pass comes back after wait.
+func (r *KidEventReconciler) confirmBrowserEvent(ctx context.Context, event *kidv1.KidEvent) (wait time.Duration, err error) {
 	product := &kidv1.KidProduct{}
 	if err := r.Get(ctx, types.NamespacedName{Namespace: event.Namespace, Name: event.Spec.ProductRef.Name}, product); err != nil {
 		if apierrors.IsNotFound(err) {
-			return r.setPhase(ctx, event, kidv1.EventIgnored, nil, nil, nil)
+			return 0, r.setPhase(ctx, event, kidv1.EventIgnored, nil, nil, nil)
 		}
-		return fmt.Errorf("reading product of event: %w", err)
+		return 0, fmt.Errorf("reading product of event: %w", err)
 	}
 	var userRef *kidv1.LocalObjectReference
 	kind, id := browserSubject(event.Spec.Subject)
-	if product.Spec.API != nil && kind != "" {
-		name, err := r.requestConfirmation(ctx, event, product, kind, id)
-		if err != nil {
-			return err
-		}
-		userRef = &kidv1.LocalObjectReference{Name: name}
-		eventsProcessedTotal.WithLabelValues(typeLabel(event.Spec.EventType), "confirming").Inc()
-	} else {
+	switch {
+	case product.Spec.API == nil || kind == "":
 		// No API: the hint stays a record (the product's APIReady says
 		// confirmation is off).
 		eventsProcessedTotal.WithLabelValues(typeLabel(event.Spec.EventType), "ignored").Inc()
+	default:
+		spacing := r.ConfirmSpacing
+		if spacing <= 0 {
+			spacing = DefaultConfirmSpacing
+		}
+		subject := event.Namespace + "/" + kidv1.UserIDKey(event.Spec.ProductRef.Name, kind, id)
+		wait, covered := r.confirms.take(subject, event.Name, r.Clock.Now(), spacing)
+		if wait > 0 {
+			return wait, nil
+		}
+		if covered {
+			// The subject's next asker's read answers this one too.
+			if holders, err := r.holders(ctx, event.Namespace, kidv1.UserIDKey(event.Spec.ProductRef.Name, kind, id), nil); err == nil && len(holders) > 0 {
+				userRef = &kidv1.LocalObjectReference{Name: holders[0].name}
+			}
+			eventsProcessedTotal.WithLabelValues(typeLabel(event.Spec.EventType), "confirm-coalesced").Inc()
+			break
+		}
+		name, err := r.requestConfirmation(ctx, event, product, kind, id)
+		if err != nil {
+			return 0, err
+		}
+		userRef = &kidv1.LocalObjectReference{Name: name}
+		eventsProcessedTotal.WithLabelValues(typeLabel(event.Spec.EventType), "confirming").Inc()
 	}
-	return r.setPhase(ctx, event, kidv1.EventIgnored, userRef, nil, nil)
+	return 0, r.setPhase(ctx, event, kidv1.EventIgnored, userRef, nil, nil)
 }
 
 // browserSubject is the one id a relayed event is about (the relay token's

@@ -63,6 +63,12 @@ type KidEventReconciler struct {
 	// MaxConcurrentReconciles defaults to 16: each event waits on three API
 	// round trips in turn, so throughput is workers divided by latency.
 	MaxConcurrentReconciles int
+	// ConfirmSpacing is the least time between two confirmations at k-ID
+	// that one subject's browser events ask for (kidevent_browser.go); 0
+	// means DefaultConfirmSpacing.
+	ConfirmSpacing time.Duration
+
+	confirms confirmSpacer
 }
 
 // +kubebuilder:rbac:groups=kid.dev,resources=kidevents,verbs=get;list;watch;create;delete
@@ -211,13 +217,15 @@ func (r *KidEventReconciler) reconcileReread(ctx context.Context, p *eventPass) 
 }
 
 // reconcileConfirm records a Pending browser event as Ignored and asks k-ID
-// to confirm its subject (kidevent_browser.go). It ends the pass: a hint
-// from a game page is never folded and never acted on.
+// to confirm its subject (kidevent_browser.go), or leaves it Pending until
+// its subject's next confirmation may be asked for. It ends the pass: a
+// hint from a game page is never folded and never acted on.
 func (r *KidEventReconciler) reconcileConfirm(ctx context.Context, p *eventPass) (stepOutcome, error) {
 	if !p.pending() || p.event.Spec.Source != kidv1.SourceBrowser {
 		return carryOn, nil
 	}
-	return endPass, r.confirmBrowserEvent(ctx, p.event)
+	wait, err := r.confirmBrowserEvent(ctx, p.event)
+	return comeBackAfter(wait), err
 }
 
 // reconcileFold folds a Pending event into its KidUser(s), and records the

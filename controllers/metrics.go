@@ -12,7 +12,7 @@ import (
 var (
 	eventsProcessedTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "kid_events_processed_total",
-		Help: "KidEvents processed by the KidEvent controller, by event type (known types, else unknown) and result (applied, ignored, erased, refolded).",
+		Help: "KidEvents processed by the KidEvent controller, by event type (known types, else unknown) and result (applied, ignored, erased, refolded; for browser events confirming, or confirm-coalesced when another relay's read of the subject answers it).",
 	}, []string{"type", "result"})
 
 	applyLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{

@@ -72,7 +72,7 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, productLabel *st
 	if code != 0 {
 		return code
 	}
-	release, ok := s.acquire("webhook")
+	release, ok := s.acquire(endpointWebhook)
 	if !ok {
 		return unavailable(w, "too many deliveries in flight")
 	}

@@ -16,6 +16,9 @@ import (
 const (
 	// DefaultMaxInFlight is the default of Options.MaxInFlight.
 	DefaultMaxInFlight = 256
+	// DefaultMaxBrowserInFlight is the default of
+	// Options.MaxBrowserInFlight.
+	DefaultMaxBrowserInFlight = 64
 	// ReadHeaderTimeout cuts off a client that has not sent its headers
 	// within it (slowloris).
 	ReadHeaderTimeout = 5 * time.Second
@@ -32,12 +35,18 @@ const (
 
 var inFlightRejectedTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Name: "kid_webhook_in_flight_rejected_total",
-	Help: "Requests answered 503 because MaxInFlight requests were already being verified and stored, by endpoint (webhook, browser).",
+	Help: "Requests answered 503 because their endpoint's in-flight slots were all taken (MaxInFlight for webhook, MaxBrowserInFlight for browser), by endpoint.",
 }, []string{"endpoint"})
 
 func init() {
 	metrics.Registry.MustRegister(inFlightRejectedTotal)
 }
+
+// The endpoints that take in-flight slots, each from a pool of its own.
+const (
+	endpointWebhook = "webhook"
+	endpointBrowser = "browser"
+)
 
 // inFlight bounds the requests that verify and store an event at one time:
 // each waits for the API server for up to StoreTimeout, so without a bound a
@@ -45,20 +54,29 @@ func init() {
 // the body is read (bounded by MaxBodyBytes and ReadTimeout), so that slow
 // or never-ending bodies cannot take the slots of well-formed deliveries.
 // Past the bound the answer is 503 with Retry-After at once, never a wait.
+// k-ID's deliveries and the browser relay have a pool each: relays come
+// from anyone's page, and however many there are, a k-ID delivery always
+// finds its own slots (503 to k-ID costs a retry, and after 15 s the
+// event).
 type inFlight struct {
-	once  sync.Once
-	slots chan struct{}
+	once             sync.Once
+	webhook, browser chan struct{}
 }
 
-// acquire takes a slot, or reports false at once when none is free. release
-// gives it back.
+// acquire takes a slot of the endpoint's pool, or reports false at once
+// when none is free. release gives it back.
 func (s *Server) acquire(endpoint string) (release func(), ok bool) {
 	s.inFlight.once.Do(func() {
-		s.inFlight.slots = make(chan struct{}, s.opts.MaxInFlight)
+		s.inFlight.webhook = make(chan struct{}, s.opts.MaxInFlight)
+		s.inFlight.browser = make(chan struct{}, s.opts.MaxBrowserInFlight)
 	})
+	slots := s.inFlight.webhook
+	if endpoint == endpointBrowser {
+		slots = s.inFlight.browser
+	}
 	select {
-	case s.inFlight.slots <- struct{}{}:
-		return func() { <-s.inFlight.slots }, true
+	case slots <- struct{}{}:
+		return func() { <-slots }, true
 	default:
 		inFlightRejectedTotal.WithLabelValues(endpoint).Inc()
 		return nil, false

@@ -11,13 +11,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
 	"github.com/kid-operator/kid-operator/internal/inbox"
@@ -33,12 +33,15 @@ import (
 //
 // and the receiver stores each as a KidEvent with source browser (a hint,
 // never folded: the controllers ask k-ID about its subject). The checks, in
-// order, each cheaper than the next: the product has spec.browser (404),
-// the Origin is allowed (403, with no CORS grant), the product's rate
-// (429), the body's size (413), the token (401; 503 without a usable
-// Secret), the message (400), its ids against the token's subject (403),
-// and the store (200 once stored or already stored; 503 when the API server
-// failed). Nothing is stored before every check passed.
+// order: the product has spec.browser (404), the Origin is allowed (403,
+// with no CORS grant), the token (401; 503 without a usable Secret), the
+// product's rate (429), the body's size (413), a browser slot (503), the
+// message (400), its ids against the token's subject (403), and the store
+// (200 once stored or already stored; 503 when the API server failed).
+// Nothing is stored before every check passed. The token comes before the
+// rate: an Origin header is anyone's to set, and a flood without a valid
+// token must not spend the bucket of the product's players (an HMAC costs
+// microseconds).
 
 // Defaults and bounds of the browser endpoints.
 const (
@@ -47,29 +50,55 @@ const (
 	// DefaultStatusHeartbeat is the interval of the status stream's
 	// heartbeat comment, which keeps proxies from closing an idle stream.
 	DefaultStatusHeartbeat = 15 * time.Second
-	// DefaultStatusMaxDuration bounds one status stream; EventSource then
-	// reconnects by itself, with the same token while it is valid.
+	// DefaultStatusMaxDuration bounds one status stream; the browser
+	// module then reconnects, with the same token while it is valid.
 	DefaultStatusMaxDuration = 30 * time.Minute
+	// DefaultMaxStreams is the default of BrowserOptions.MaxStreams: the
+	// status streams one receiver replica serves at once, across
+	// products. Each holds one or two watches on the API server, its
+	// connection and a few goroutines: at most 130 KiB of heap each
+	// (measured, clients included), so the default takes at most 65 MiB of
+	// the receiver's 256 MiB.
+	DefaultMaxStreams = 500
+	// DefaultMaxStreamsPerSubject is the default of
+	// BrowserOptions.MaxStreamsPerSubject: the status streams of one
+	// subject (a relay token's challenge, verification or session) open at
+	// once on a replica: a player's few tabs, and a reconnect while the
+	// old stream is not yet seen closed.
+	DefaultMaxStreamsPerSubject = 4
 	// corsMaxAge is how long a browser may reuse a preflight's answer.
 	corsMaxAge = "600"
 )
 
 // BrowserOptions configure the browser relay and the status stream.
 type BrowserOptions struct {
-	// RegisterUserIndex makes the receiver register the KidUser id index
-	// (UserIDIndex) that the status stream reads, when the first stream
-	// opens. The controllers register it; set this when none run in the
-	// process (--receiver-only).
-	RegisterUserIndex bool
+	// Users is the client the status stream watches KidUsers with: it
+	// must read the API server, not a cache (status_users.go). Nil means
+	// every status stream is answered 503.
+	Users client.WithWatch
 	// Heartbeat is the interval of the status stream's heartbeat comment;
 	// 0 means DefaultStatusHeartbeat.
 	Heartbeat time.Duration
 	// MaxStreamDuration bounds one status stream; 0 means
 	// DefaultStatusMaxDuration.
 	MaxStreamDuration time.Duration
+	// MaxStreams bounds the status streams open at once on this replica,
+	// whatever their product (each product has its own bound besides,
+	// spec.browser.maxStreams); 0 means DefaultMaxStreams.
+	MaxStreams int
+	// MaxStreamsPerSubject bounds the status streams open at once for one
+	// subject, so that one token cannot take a product's streams; 0 means
+	// DefaultMaxStreamsPerSubject.
+	MaxStreamsPerSubject int
 }
 
 func (o *BrowserOptions) setDefaults() {
+	if o.MaxStreams <= 0 {
+		o.MaxStreams = DefaultMaxStreams
+	}
+	if o.MaxStreamsPerSubject <= 0 {
+		o.MaxStreamsPerSubject = DefaultMaxStreamsPerSubject
+	}
 	if o.Heartbeat <= 0 {
 		o.Heartbeat = DefaultStatusHeartbeat
 	}
@@ -79,14 +108,20 @@ func (o *BrowserOptions) setDefaults() {
 }
 
 // browserRelay is the receiver's state for the browser endpoints: a rate
-// limiter and a count of open status streams per product, and where the
-// status stream reads KidUsers.
+// limiter and a count of open status streams per product, the streams open
+// per subject and on the replica, and where the status stream reads
+// KidUsers.
 type browserRelay struct {
 	opts  BrowserOptions
 	users userSource
 
 	mu       sync.Mutex
 	products map[types.NamespacedName]*productRelay
+	// subjects counts the open streams of each subject that has one
+	// (so it holds at most MaxStreams entries).
+	subjects map[string]int
+	// streams counts the open streams of the replica.
+	streams int
 
 	// stopping is closed when the receiver shuts down: open status
 	// streams end, so that the server drains at once.
@@ -96,7 +131,10 @@ type browserRelay struct {
 
 func newBrowserRelay(users userSource, opts BrowserOptions) *browserRelay {
 	opts.setDefaults()
-	return &browserRelay{opts: opts, users: users, products: map[types.NamespacedName]*productRelay{}, stopping: make(chan struct{})}
+	return &browserRelay{
+		opts: opts, users: users, products: map[types.NamespacedName]*productRelay{}, subjects: map[string]int{},
+		stopping: make(chan struct{}),
+	}
 }
 
 func (b *browserRelay) stop() { b.stopOnce.Do(func() { close(b.stopping) }) }
@@ -104,7 +142,8 @@ func (b *browserRelay) stop() { b.stopOnce.Do(func() { close(b.stopping) }) }
 // productRelay is one product's share of the browser endpoints.
 type productRelay struct {
 	limiter *rate.Limiter
-	streams atomic.Int64
+	// streams is guarded by browserRelay.mu.
+	streams int
 }
 
 // product returns the product's relay state, with its limiter following the
@@ -144,20 +183,45 @@ func (pr *productRelay) allow(now time.Time) (time.Duration, bool) {
 	return 0, true
 }
 
-// openStream counts a new status stream unless limit are open already.
-func (pr *productRelay) openStream(limit int) bool {
-	for {
-		n := pr.streams.Load()
-		if n >= int64(limit) {
-			return false
-		}
-		if pr.streams.CompareAndSwap(n, n+1) {
-			return true
-		}
-	}
-}
+// Which bound refused a status stream (the metric's reason, the answer's
+// message).
+const (
+	capSubject = "subject"
+	capProduct = "product"
+	capReplica = "replica"
+)
 
-func (pr *productRelay) closeStream() { pr.streams.Add(-1) }
+// openStream counts a new status stream of a subject (its product, kind and
+// id) in product pr, unless the subject, the product (limit) or the replica
+// has as many open as it may; then it returns which. close gives the place
+// back.
+func (b *browserRelay) openStream(pr *productRelay, limit int, subject string) (closeStream func(), refused string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch {
+	case b.subjects[subject] >= b.opts.MaxStreamsPerSubject:
+		return nil, capSubject
+	case pr.streams >= limit:
+		return nil, capProduct
+	case b.streams >= b.opts.MaxStreams:
+		return nil, capReplica
+	}
+	b.subjects[subject]++
+	pr.streams++
+	b.streams++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			if b.subjects[subject]--; b.subjects[subject] <= 0 {
+				delete(b.subjects, subject)
+			}
+			pr.streams--
+			b.streams--
+		})
+	}, ""
+}
 
 // handleBrowser registers the browser endpoints.
 func (s *Server) handleBrowser(mux *http.ServeMux) {
@@ -201,6 +265,18 @@ func (s *Server) handleRelay(w http.ResponseWriter, r *http.Request, productLabe
 		return code
 	}
 
+	// The token first: a request without a valid one spends nothing of
+	// the product's players (the bucket, the in-flight slots).
+	claims, code, msg := s.verifyRelayToken(r.Context(), product, bearer(r))
+	if code != 0 {
+		if code == http.StatusServiceUnavailable {
+			w.Header().Set("Retry-After", RetryAfterSeconds)
+		} else {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="kid-operator"`)
+		}
+		return relayAnswer(w, code, msg)
+	}
+
 	now := s.opts.Clock.Now()
 	pr, _ := s.browser.product(product, now)
 	if wait, ok := pr.allow(now); !ok {
@@ -212,22 +288,12 @@ func (s *Server) handleRelay(w http.ResponseWriter, r *http.Request, productLabe
 	if code != 0 {
 		return relayAnswer(w, code, http.StatusText(code))
 	}
-	release, ok := s.acquire("browser")
+	release, ok := s.acquire(endpointBrowser)
 	if !ok {
 		w.Header().Set("Retry-After", RetryAfterSeconds)
 		return relayAnswer(w, http.StatusServiceUnavailable, "too many events in flight")
 	}
 	defer release()
-
-	claims, code, msg := s.verifyRelayToken(r.Context(), product, bearer(r))
-	if code != 0 {
-		if code == http.StatusServiceUnavailable {
-			w.Header().Set("Retry-After", RetryAfterSeconds)
-		} else {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="kid-operator"`)
-		}
-		return relayAnswer(w, code, msg)
-	}
 
 	dom, err := inbox.ParseBrowser(body)
 	if err != nil {

@@ -24,6 +24,11 @@ var (
 		Help: "Status stream requests and their preflights, by product (namespace/name, or unknown) and HTTP status code (200: a stream was served).",
 	}, []string{"product", "code"})
 
+	statusStreamsRefusedTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kid_browser_status_streams_refused_total",
+		Help: "Status streams refused with 429, by product and the bound that was full: subject (one token's subject), product (spec.browser.maxStreams) or replica (--browser-max-streams).",
+	}, []string{"product", "reason"})
+
 	statusStreamsOpen = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "kid_browser_status_streams",
 		Help: "Status streams open, by product.",
@@ -31,5 +36,5 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(relayRequestsTotal, relayTokenFailuresTotal, statusRequestsTotal, statusStreamsOpen)
+	metrics.Registry.MustRegister(relayRequestsTotal, relayTokenFailuresTotal, statusRequestsTotal, statusStreamsRefusedTotal, statusStreamsOpen)
 }

@@ -8,7 +8,10 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -38,7 +41,7 @@ const (
 	sessionID    = "f1af4704-74b4-4966-b13a-18eb16bccf9c"
 	verifyID     = "4e57301e-a4d1-498f-ac3f-f3d4de19abf6"
 	relayBurst   = 3
-	relayStreams = 2
+	relayStreams = 4
 )
 
 // DOM examples of k-ID's docs (events spec §3.3).
@@ -356,7 +359,7 @@ func TestRelayingOneMessageTwiceStoresOneEvent(t *testing.T) {
 	g.Expect(storedEvents(t, c)).To(HaveLen(3))
 }
 
-func TestRelayLimitsEachProductsRateBeforeTheToken(t *testing.T) {
+func TestRelayLimitsEachProductsRate(t *testing.T) {
 	g := NewWithT(t)
 	// The clock stands still: the bucket holds the burst and refills
 	// nothing.
@@ -380,9 +383,8 @@ func TestRelayLimitsEachProductsRateBeforeTheToken(t *testing.T) {
 	g.Expect(storedEvents(t, c)).To(HaveLen(relayBurst))
 	g.Expect(testutil.ToFloat64(relayRequestsTotal.WithLabelValues("default/demo", "429"))).To(Equal(before + 5))
 
-	// Past the limit even a refused token is 429: the limit comes first,
-	// so a flood of junk costs no HMAC and no Secret read.
-	g.Expect(relayRequest{body: body(0), token: "junk"}.do(s).Code).To(Equal(http.StatusTooManyRequests))
+	// Past the limit a refused token is still 401: the token comes first.
+	g.Expect(relayRequest{body: body(0), token: "junk"}.do(s).Code).To(Equal(http.StatusUnauthorized))
 	// Another product has a bucket of its own.
 	g.Expect(relayRequest{path: "/browser/default/keepsdob", body: domExit, token: token(t, relaytoken.KindSession, sessionID, "default/keepsdob")}.do(s).Code).To(Equal(http.StatusOK))
 
@@ -390,6 +392,72 @@ func TestRelayLimitsEachProductsRateBeforeTheToken(t *testing.T) {
 	s.opts.Clock = testingclock.NewFakePassiveClock(now.Add(time.Second))
 	g.Expect(relayRequest{body: body(9), token: tok}.do(s).Code).To(Equal(http.StatusOK))
 	g.Expect(relayRequest{body: body(8), token: tok}.do(s).Code).To(Equal(http.StatusTooManyRequests))
+}
+
+// TestRelayFloodWithoutATokenSpendsNoPlayersBucket floods the relay with
+// what anyone can send: an allowed Origin (a header anyone sets) and no
+// token, or a junk one. Meanwhile the product's players relay as many
+// messages as its burst allows: each is accepted and stored, one by one.
+// The clock stands still, so the bucket refills nothing: had the flood
+// spent a token of it, a genuine relay would have been 429.
+func TestRelayFloodWithoutATokenSpendsNoPlayersBucket(t *testing.T) {
+	g := NewWithT(t)
+	s, c, _ := newRelayServer(t, nil, time.Now())
+	before := testutil.ToFloat64(relayRequestsTotal.WithLabelValues("default/demo", "401"))
+	const flooders, each = 4, 250
+
+	var wg sync.WaitGroup
+	var sent atomic.Int64
+	floodCodes := make(chan int, flooders*each)
+	for f := range flooders {
+		wg.Go(func() {
+			for i := range each {
+				tok := ""
+				if i%2 == 1 {
+					tok = "v1.junk.junk"
+				}
+				floodCodes <- relayRequest{body: domChallenge, token: tok, origin: pageOrigin, headers: map[string]string{"X-Flooder": strconv.Itoa(f)}}.do(s).Code
+				sent.Add(1)
+			}
+		})
+	}
+	// The players' genuine relays, once half the flood was answered and
+	// while the rest runs: a message each of three players (the
+	// product's burst).
+	g.Eventually(sent.Load).Should(BeNumerically(">=", flooders*each/2))
+	genuine := []struct{ kind, id, body string }{
+		{relaytoken.KindChallenge, challengeID, domChallenge},
+		{relaytoken.KindSession, sessionID, domExit},
+		{relaytoken.KindVerification, verifyID, domVerified},
+	}
+	codes := make([]int, len(genuine))
+	for i, m := range genuine {
+		codes[i] = relayRequest{body: m.body, token: token(t, m.kind, m.id)}.do(s).Code
+	}
+	wg.Wait()
+	close(floodCodes)
+
+	g.Expect(codes).To(Equal([]int{200, 200, 200}), "every genuine relay accepted")
+	stored := storedEvents(t, c)
+	g.Expect(stored).To(HaveLen(len(genuine)))
+	subjects := map[string]bool{}
+	for _, e := range stored {
+		subjects[e.Annotations[kidv1.SubjectAnnotation]] = true
+	}
+	g.Expect(subjects).To(Equal(map[string]bool{
+		"challenge/" + challengeID: true, "session/" + sessionID: true, "verification/" + verifyID: true,
+	}), "each genuine relay stored under its own subject")
+
+	flood := map[int]int{}
+	for code := range floodCodes {
+		flood[code]++
+	}
+	g.Expect(flood).To(Equal(map[int]int{http.StatusUnauthorized: flooders * each}), "the flood landed, and was refused")
+	g.Expect(testutil.ToFloat64(relayRequestsTotal.WithLabelValues("default/demo", "401")) - before).To(BeNumerically("==", flooders*each))
+	t.Logf("flood: %v; genuine: %v, %d stored", flood, codes, len(stored))
+
+	// The bucket holds what the players spent, and no more.
+	g.Expect(relayRequest{body: domResult, token: token(t, relaytoken.KindChallenge, challengeID)}.do(s).Code).To(Equal(http.StatusTooManyRequests))
 }
 
 func TestRelayFollowsAChangedRate(t *testing.T) {

@@ -64,10 +64,14 @@ type Options struct {
 	// means none (tests, `make run`); the manager command's default is
 	// DefaultDrainPeriod.
 	DrainPeriod time.Duration
-	// MaxInFlight bounds the webhook deliveries and browser events being
-	// verified and stored at one time; past it the answer is 503 with
-	// Retry-After at once (limits.go). Zero means DefaultMaxInFlight.
+	// MaxInFlight bounds the webhook deliveries being verified and stored
+	// at one time; past it the answer is 503 with Retry-After at once
+	// (limits.go). Zero means DefaultMaxInFlight.
 	MaxInFlight int
+	// MaxBrowserInFlight bounds, as MaxInFlight does, the relayed browser
+	// events being stored, from a pool of their own. Zero means
+	// DefaultMaxBrowserInFlight.
+	MaxBrowserInFlight int
 	// Clock checks the signatures' timestamps and the relay tokens' expiry
 	// and stamps receivedAt; nil means the real clock. It is a passive
 	// clock: the drain and the status stream's expiry wait on real time, as
@@ -94,6 +98,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.MaxInFlight <= 0 {
 		o.MaxInFlight = DefaultMaxInFlight
+	}
+	if o.MaxBrowserInFlight <= 0 {
+		o.MaxBrowserInFlight = DefaultMaxBrowserInFlight
 	}
 	if o.Clock == nil {
 		o.Clock = clock.RealClock{}
@@ -131,7 +138,7 @@ type Server struct {
 func New(c cache.Cache, sec *secrets.Cache, store inbox.Store, opts Options) *Server {
 	opts.setDefaults()
 	s := &Server{opts: opts, cache: c, reader: c, secrets: sec, store: store}
-	s.browser = newBrowserRelay(newCacheUsers(c, opts.Browser.RegisterUserIndex), opts.Browser)
+	s.browser = newBrowserRelay(&watchUsers{client: opts.Browser.Users}, opts.Browser)
 	if len(opts.Namespaces) > 0 {
 		s.namespaces = map[string]bool{}
 		for _, ns := range opts.Namespaces {

@@ -1,7 +1,6 @@
 package webhookserver
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -17,30 +16,33 @@ import (
 // The status stream: a game's page follows what the cluster knows of its
 // player with
 //
-//	GET /browser/{namespace}/{product}/status?token=<relay token>
+//	GET /browser/{namespace}/{product}/status
 //	Origin: one of spec.browser.allowedOrigins
+//	Authorization: Bearer <relay token>
 //
-// (EventSource cannot set headers, hence the query parameter; an
-// Authorization: Bearer header is read when there is no parameter.) The
-// answer is a stream of Server-Sent Events:
+// (The browser module reads it with fetch, which can set the header;
+// EventSource cannot, and a token in the URL is refused with 400: proxies
+// and ingress controllers log URLs, and the token is a bearer credential
+// for up to a day.) The answer is a stream of Server-Sent Events:
 //
 //	event: status
 //	data: {"subject":{"kind":"challenge","id":"…"},"user":"<KidUser or empty>","consent":"Pending","verification":"Unverified","session":"","final":false}
 //
-// at once, then whenever the KidUser holding the token's subject changes
-// (as the operator's cache sees it), a ": heartbeat" comment every 15 s,
+// at once, then whenever the KidUser holding the token's subject changes,
+// a ": heartbeat" comment every 15 s,
 // and, before the stream closes, `event: end` with data
 // {"reason":"final"|"expired"|"timeout"|"shutdown"}. It closes after a
 // final status (see final), when the token expires, after at most 30
 // minutes, and when the receiver shuts down. No personal data is sent.
 //
-// How changes are seen: an event handler on the KidUser informer wakes the
-// streams whose subject a changed user holds (by the id index's keys), and
-// each woken stream reads its user from the cache. A stream is subscribed
-// before its first read, so no change is missed between the two, and an
-// idle stream costs nothing but its heartbeat; polling the cache every
-// few hundred milliseconds would cost a read per stream per tick whether
-// anything changed or not, and add that much latency.
+// How changes are seen: each stream watches the few KidUsers that hold its
+// subject, selected by the API server on KidUser's selectable fields
+// (status_users.go), and reads them from that watch's own store; a change
+// wakes it at once (no polling), and the receiver holds no other player.
+// The watch is started, and its first list read, before the first status is
+// sent, so no change is missed between the two. An idle stream costs its
+// heartbeat and one watch (two for a challenge) on the API server, bounded
+// by the stream caps (relay.go).
 
 // statusSubject is the status message's subject.
 type statusSubject struct {
@@ -87,24 +89,30 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request, productLab
 		return code
 	}
 
-	token := r.URL.Query().Get("token")
-	if token == "" {
-		token = bearer(r)
+	if r.URL.Query().Has("token") {
+		// A token in the URL ends up in the logs of every proxy on the
+		// way, where it would stay a day's bearer credential.
+		return relayAnswer(w, http.StatusBadRequest, "send the relay token in the Authorization header, not in the URL")
 	}
-	claims, code, msg := s.verifyRelayToken(r.Context(), product, token)
+	claims, code, msg := s.verifyRelayToken(r.Context(), product, bearer(r))
 	if code != 0 {
 		if code == http.StatusServiceUnavailable {
 			w.Header().Set("Retry-After", RetryAfterSeconds)
+		} else {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="kid-operator"`)
 		}
 		return relayAnswer(w, code, msg)
 	}
 
 	pr, maxStreams := s.browser.product(product, s.opts.Clock.Now())
-	if !pr.openStream(maxStreams) {
+	subject := kidv1.UserIDKey(product.Namespace+"/"+product.Name, identityKind(claims.Subject.Kind), claims.Subject.ID)
+	closeStream, refused := s.browser.openStream(pr, maxStreams, subject)
+	if refused != "" {
+		statusStreamsRefusedTotal.WithLabelValues(*productLabel, refused).Inc()
 		w.Header().Set("Retry-After", RetryAfterSeconds)
-		return relayAnswer(w, http.StatusTooManyRequests, "too many status streams")
+		return relayAnswer(w, http.StatusTooManyRequests, "too many status streams ("+refused+")")
 	}
-	defer pr.closeStream()
+	defer closeStream()
 	open := statusStreamsOpen.WithLabelValues(*productLabel)
 	open.Inc()
 	defer open.Dec()
@@ -116,22 +124,20 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request, productLab
 func (s *Server) stream(w http.ResponseWriter, r *http.Request, product *kidv1.KidProduct, claims relaytoken.Claims) int {
 	log := ctrl.LoggerFrom(r.Context())
 	ctx := r.Context()
-	key := kidv1.UserIDKey(product.Name, identityKind(claims.Subject.Kind), claims.Subject.ID)
 
-	// Subscribe before the first read: a change in between wakes it.
-	wake, cancel, err := s.browser.users.subscribe(ctx, product.Namespace, key)
+	// The users' present state is known once follow returns, and every
+	// later change wakes the stream: none is missed between the two.
+	users, err := s.browser.users.follow(ctx, subjectRef{
+		Namespace: product.Namespace, Product: product.Name,
+		Kind: identityKind(claims.Subject.Kind), ID: claims.Subject.ID,
+	})
 	if err != nil {
 		log.Error(err, "watching users for a status stream", "product", product.Namespace+"/"+product.Name)
 		w.Header().Set("Retry-After", RetryAfterSeconds)
 		return relayAnswer(w, http.StatusServiceUnavailable, "status unavailable")
 	}
-	defer cancel()
-	last, err := s.currentStatus(ctx, product, claims.Subject, key)
-	if err != nil {
-		log.Error(err, "reading users for a status stream", "product", product.Namespace+"/"+product.Name)
-		w.Header().Set("Retry-After", RetryAfterSeconds)
-		return relayAnswer(w, http.StatusServiceUnavailable, "status unavailable")
-	}
+	defer users.stop()
+	last := statusOf(claims.Subject, strongest(users.holders()))
 
 	rc := http.NewResponseController(w)
 	// The server's read deadline, made for deliveries, would cancel the
@@ -187,13 +193,8 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, product *kidv1.K
 			if !write(": heartbeat\n\n") {
 				return http.StatusOK
 			}
-		case <-wake:
-			cur, err := s.currentStatus(ctx, product, claims.Subject, key)
-			if err != nil {
-				// The cache answers from memory; a failure here is the
-				// request ending. The next change tries again.
-				continue
-			}
+		case <-users.wake():
+			cur := statusOf(claims.Subject, strongest(users.holders()))
 			if cur == last {
 				continue
 			}
@@ -206,15 +207,6 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, product *kidv1.K
 			}
 		}
 	}
-}
-
-// currentStatus reads the status of a subject from the users that hold it.
-func (s *Server) currentStatus(ctx context.Context, product *kidv1.KidProduct, subject relaytoken.Subject, key string) (statusMessage, error) {
-	users, err := s.browser.users.holders(ctx, product.Namespace, key)
-	if err != nil {
-		return statusMessage{}, err
-	}
-	return statusOf(subject, strongest(users)), nil
 }
 
 // strongest returns the user a subject's status comes from: the one known

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"encoding/json"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
@@ -41,9 +40,10 @@ type sseFrame struct{ event, data string }
 // closed at the stream's end).
 func openStream(ns, tok string) (*http.Response, <-chan sseFrame) {
 	GinkgoHelper()
-	req, err := http.NewRequest(http.MethodGet, relayURL(ns)+"/status?token="+url.QueryEscape(tok), nil)
+	req, err := http.NewRequest(http.MethodGet, relayURL(ns)+"/status", nil)
 	Expect(err).NotTo(HaveOccurred())
 	req.Header.Set("Origin", pageOrigin)
+	req.Header.Set("Authorization", "Bearer "+tok)
 	req.Header.Set("Accept", "text/event-stream")
 	resp, err := http.DefaultClient.Do(req)
 	Expect(err).NotTo(HaveOccurred())

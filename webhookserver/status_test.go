@@ -8,21 +8,29 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	. "github.com/onsi/gomega"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+	"github.com/kid-operator/kid-operator/internal/scheme"
 	"github.com/kid-operator/kid-operator/webhookserver/relaytoken"
 )
 
-// fakeUsers is a userSource whose users the test sets; set wakes the
-// subscribers of the key, as the informer's event handler does.
+// fakeUsers is a userSource whose users the test sets by the subject's id
+// key (kidv1.UserIDKey); set wakes the subject's followers, as a change
+// seen by their watches does.
 type fakeUsers struct {
 	mu    sync.Mutex
 	users map[string][]kidv1.KidUser
@@ -33,26 +41,36 @@ func newFakeUsers() *fakeUsers {
 	return &fakeUsers{users: map[string][]kidv1.KidUser{}, subs: map[string]map[chan struct{}]struct{}{}}
 }
 
-func (f *fakeUsers) holders(_ context.Context, ns, key string) ([]kidv1.KidUser, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.users[ns+"\x00"+key], nil
-}
-
-func (f *fakeUsers) subscribe(_ context.Context, ns, key string) (<-chan struct{}, func(), error) {
+func (f *fakeUsers) follow(_ context.Context, s subjectRef) (userFollower, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	ch := make(chan struct{}, 1)
-	k := ns + "\x00" + key
+	k := s.Namespace + "\x00" + kidv1.UserIDKey(s.Product, s.Kind, s.ID)
 	if f.subs[k] == nil {
 		f.subs[k] = map[chan struct{}]struct{}{}
 	}
 	f.subs[k][ch] = struct{}{}
-	return ch, func() {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		delete(f.subs[k], ch)
-	}, nil
+	return &fakeFollower{f: f, key: k, ch: ch}, nil
+}
+
+type fakeFollower struct {
+	f   *fakeUsers
+	key string
+	ch  chan struct{}
+}
+
+func (ff *fakeFollower) wake() <-chan struct{} { return ff.ch }
+
+func (ff *fakeFollower) holders() []kidv1.KidUser {
+	ff.f.mu.Lock()
+	defer ff.f.mu.Unlock()
+	return ff.f.users[ff.key]
+}
+
+func (ff *fakeFollower) stop() {
+	ff.f.mu.Lock()
+	defer ff.f.mu.Unlock()
+	delete(ff.f.subs[ff.key], ff.ch)
 }
 
 func (f *fakeUsers) subscribers() int {
@@ -170,12 +188,15 @@ func expectEnd(t *testing.T, frames <-chan frame, reason string) {
 // openStatus opens a status stream on srv.
 func openStatus(t *testing.T, base, tok, origin string) *http.Response {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, base+relayPath+"/status?token="+url.QueryEscape(tok), nil)
+	req, err := http.NewRequest(http.MethodGet, base+relayPath+"/status", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if origin != "" {
 		req.Header.Set("Origin", origin)
+	}
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -321,7 +342,7 @@ func TestStatusStreamAnswers(t *testing.T) {
 		path   string
 		origin string
 		token  func(t *testing.T) string
-		header bool // the token in Authorization instead of the query
+		query  bool // the token in the URL instead of Authorization
 		want   int
 		cors   bool
 	}{
@@ -334,7 +355,8 @@ func TestStatusStreamAnswers(t *testing.T) {
 		{name: "an origin not allowed is 403", origin: "https://evil.example", token: func(t *testing.T) string { return token(t, relaytoken.KindSession, sessionID) }, want: 403},
 		{name: "a product without spec.browser is 404", path: "/browser/default/plain/status", token: func(t *testing.T) string { return token(t, relaytoken.KindSession, sessionID) }, want: 404},
 		{name: "a product whose token Secret is missing is 503", path: "/browser/default/nokeys/status", token: func(t *testing.T) string { return token(t, relaytoken.KindSession, sessionID) }, want: 503, cors: true},
-		{name: "a token in Authorization is 200", header: true, token: func(t *testing.T) string { return token(t, relaytoken.KindSession, sessionID) }, want: 200, cors: true},
+		{name: "a token in Authorization is 200", token: func(t *testing.T) string { return token(t, relaytoken.KindSession, sessionID) }, want: 200, cors: true},
+		{name: "a token in the URL is 400, even a valid one", query: true, token: func(t *testing.T) string { return token(t, relaytoken.KindSession, sessionID) }, want: 400, cors: true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -349,7 +371,7 @@ func TestStatusStreamAnswers(t *testing.T) {
 				tok = tc.token(t)
 			}
 			u := base + path
-			if !tc.header {
+			if tc.query {
 				u += "?token=" + url.QueryEscape(tok)
 			}
 			req, _ := http.NewRequest(http.MethodGet, u, nil)
@@ -360,7 +382,7 @@ func TestStatusStreamAnswers(t *testing.T) {
 			default:
 				req.Header.Set("Origin", tc.origin)
 			}
-			if tc.header {
+			if !tc.query && tok != "" {
 				req.Header.Set("Authorization", "Bearer "+tok)
 			}
 			resp, err := http.DefaultClient.Do(req)
@@ -391,26 +413,85 @@ func TestStatusPreflight(t *testing.T) {
 func TestStatusStreamsAreCappedPerProduct(t *testing.T) {
 	g := NewWithT(t)
 	_, users, base := newStatusServer(t, BrowserOptions{})
-	tok := token(t, relaytoken.KindSession, sessionID)
+	player := func(i int) string { return token(t, relaytoken.KindSession, "s-"+strconv.Itoa(i)) }
+	before := testutil.ToFloat64(statusStreamsRefusedTotal.WithLabelValues("default/demo", capProduct))
 	var open []*http.Response
-	for range relayStreams {
-		resp := openStatus(t, base, tok, pageOrigin)
+	for i := range relayStreams {
+		resp := openStatus(t, base, player(i), pageOrigin)
 		g.Expect(resp.StatusCode).To(Equal(http.StatusOK))
 		open = append(open, resp)
 	}
 	g.Eventually(users.subscribers).Should(Equal(relayStreams))
-	refused := openStatus(t, base, tok, pageOrigin)
+	refused := openStatus(t, base, player(relayStreams), pageOrigin)
 	g.Expect(refused.StatusCode).To(Equal(http.StatusTooManyRequests))
 	g.Expect(refused.Header.Get("Retry-After")).To(Equal(RetryAfterSeconds))
+	g.Expect(testutil.ToFloat64(statusStreamsRefusedTotal.WithLabelValues("default/demo", capProduct)) - before).To(BeNumerically("==", 1))
 
 	// A closed stream frees its place.
 	open[0].Body.Close()
 	g.Eventually(users.subscribers).Should(Equal(relayStreams - 1))
 	g.Eventually(func() int {
-		resp := openStatus(t, base, tok, pageOrigin)
+		resp := openStatus(t, base, player(relayStreams), pageOrigin)
 		resp.Body.Close()
 		return resp.StatusCode
 	}).Should(Equal(http.StatusOK))
+}
+
+// TestOneTokenCannotTakeTheStreams: one token opens stream after stream (a
+// hog: a script, or a page reloaded in a loop). It gets its subject's
+// share; the other players of the product, and of another product, still
+// open theirs, each one, until the replica's bound, which holds across
+// products.
+func TestOneTokenCannotTakeTheStreams(t *testing.T) {
+	g := NewWithT(t)
+	const perSubject, perReplica, hogTries = 2, relayStreams + 1, 10
+	_, users, base := newStatusServer(t, BrowserOptions{MaxStreamsPerSubject: perSubject, MaxStreams: perReplica})
+	refusedBy := func(product, reason string) float64 {
+		return testutil.ToFloat64(statusStreamsRefusedTotal.WithLabelValues(product, reason))
+	}
+	subjectBefore, replicaBefore := refusedBy("default/demo", capSubject), refusedBy("default/keepsdob", capReplica)
+
+	hog := token(t, relaytoken.KindChallenge, challengeID)
+	var hogCodes []int
+	for range hogTries {
+		resp := openStatus(t, base, hog, pageOrigin)
+		hogCodes = append(hogCodes, resp.StatusCode)
+		if resp.StatusCode != http.StatusOK {
+			resp.Body.Close()
+		}
+	}
+	want := []int{200, 200}
+	for range hogTries - perSubject {
+		want = append(want, http.StatusTooManyRequests)
+	}
+	g.Expect(hogCodes).To(Equal(want), "the hog gets its subject's share")
+	g.Expect(refusedBy("default/demo", capSubject)-subjectBefore).To(BeNumerically("==", hogTries-perSubject), "the hog's refusals were its subject's bound")
+
+	// Every other player of the product opens its stream, up to the
+	// product's bound, which the hog did not take.
+	var others []int
+	for i := range relayStreams - perSubject {
+		resp := openStatus(t, base, token(t, relaytoken.KindSession, "s-"+strconv.Itoa(i)), pageOrigin)
+		others = append(others, resp.StatusCode)
+		g.Expect(nextStatus(t, sse(resp)).Subject.ID).To(Equal("s-" + strconv.Itoa(i)))
+	}
+	g.Expect(others).To(Equal([]int{200, 200}), "every other player's stream opened")
+	g.Eventually(users.subscribers).Should(Equal(relayStreams))
+
+	// Another product's player: the last place of the replica, then 429.
+	other := func(id string) *http.Response {
+		req, _ := http.NewRequest(http.MethodGet, base+"/browser/default/keepsdob/status", nil)
+		req.Header.Set("Origin", pageOrigin)
+		req.Header.Set("Authorization", "Bearer "+token(t, relaytoken.KindSession, id, "default/keepsdob"))
+		resp, err := http.DefaultClient.Do(req)
+		g.Expect(err).NotTo(HaveOccurred())
+		t.Cleanup(func() { resp.Body.Close() })
+		return resp
+	}
+	g.Expect(other("k-1").StatusCode).To(Equal(http.StatusOK))
+	g.Expect(other("k-2").StatusCode).To(Equal(http.StatusTooManyRequests))
+	g.Expect(refusedBy("default/keepsdob", capReplica) - replicaBefore).To(BeNumerically("==", 1))
+	t.Logf("hog: %v; other players of the product: %v; the replica's last place taken, the next refused", hogCodes, others)
 }
 
 // The server's read and write timeouts bound deliveries; a stream must
@@ -496,4 +577,41 @@ func TestStrongestHolder(t *testing.T) {
 	now := metav1.Now()
 	users[3].DeletionTimestamp = &now
 	g.Expect(strongest(users).Name).To(Equal("z-session"), "a user being deleted is merged away")
+}
+
+// TestStatusStreamAnswers503WhenItsUsersCannotBeListed: the API server does
+// not answer the first list of the stream's users (overloaded, or a
+// selectable field it does not know): past the sync timeout the page gets
+// 503 with Retry-After, and the stream's place is free again.
+func TestStatusStreamAnswers503WhenItsUsersCannotBeListed(t *testing.T) {
+	g := NewWithT(t)
+	lists := make(chan struct{}, 16)
+	c := fake.NewClientBuilder().WithScheme(scheme.Scheme).WithInterceptorFuncs(interceptor.Funcs{
+		List: func(ctx context.Context, _ client.WithWatch, _ client.ObjectList, _ ...client.ListOption) error {
+			lists <- struct{}{}
+			<-ctx.Done()
+			return ctx.Err()
+		},
+		// client-go may ask for the first list as a watch's initial
+		// events (WatchList): it never answers either.
+		Watch: func(ctx context.Context, _ client.WithWatch, _ client.ObjectList, _ ...client.ListOption) (watch.Interface, error) {
+			lists <- struct{}{}
+			<-ctx.Done()
+			return nil, ctx.Err()
+		},
+	}).Build()
+	s, _, _ := newStatusServer(t, BrowserOptions{})
+	s.browser.users = &watchUsers{client: c, syncTimeout: 200 * time.Millisecond}
+	srv := httptest.NewServer(s.Handler())
+	t.Cleanup(srv.Close)
+
+	start := time.Now()
+	resp := openStatus(t, srv.URL, token(t, relaytoken.KindChallenge, challengeID), pageOrigin)
+	g.Expect(resp.StatusCode).To(Equal(http.StatusServiceUnavailable))
+	g.Expect(resp.Header.Get("Retry-After")).To(Equal(RetryAfterSeconds))
+	g.Expect(time.Since(start)).To(BeNumerically("<", 5*time.Second))
+	g.Expect(lists).NotTo(BeEmpty(), "the list was asked for")
+	s.browser.mu.Lock()
+	defer s.browser.mu.Unlock()
+	g.Expect(s.browser.streams).To(BeZero(), "the refused stream holds no place")
 }

@@ -85,3 +85,17 @@ func (e *KidEvent) IDKeys() []string {
 	}
 	return keys
 }
+
+// The selectable fields of KidUser (its CRD's selectableFields), for field
+// selectors: the receiver's status stream watches the users holding a
+// page's subject by them rather than caching every player.
+const (
+	// UserProductField is the product the user belongs to.
+	UserProductField = "spec.productRef.name"
+	// UserIdentityKindField is the kind of the user's identity.
+	UserIdentityKindField = "spec.identity.kind"
+	// UserIdentityIDField is the id of the user's identity.
+	UserIdentityIDField = "spec.identity.id"
+	// UserConsentChallengeField is the challenge its consent state is about.
+	UserConsentChallengeField = "status.consent.challengeId"
+)

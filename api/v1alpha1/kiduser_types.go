@@ -353,6 +353,10 @@ type EventCount struct {
 
 // KidUser is the state of one player in one product, as k-ID reported it.
 //
+// Its product, identity and consent's challenge are selectable fields
+// (kubectl get kidusers --field-selector spec.identity.id=<id>): the
+// receiver's status stream watches a page's player by them.
+//
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=ku;kidu,categories=kid
@@ -365,6 +369,10 @@ type EventCount struct {
 // +kubebuilder:printcolumn:name="Age Status",type=string,priority=1,JSONPath=`.status.session.ageStatus`
 // +kubebuilder:printcolumn:name="Synced",type=date,priority=1,JSONPath=`.status.session.syncedAt`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:selectablefield:JSONPath=`.spec.productRef.name`
+// +kubebuilder:selectablefield:JSONPath=`.spec.identity.kind`
+// +kubebuilder:selectablefield:JSONPath=`.spec.identity.id`
+// +kubebuilder:selectablefield:JSONPath=`.status.consent.challengeId`
 // +kubebuilder:validation:XValidation:rule="self.spec == oldSelf.spec",message="spec is immutable: a KidUser's identity never changes"
 type KidUser struct {
 	metav1.TypeMeta   `json:",inline"`

@@ -40,6 +40,7 @@ func main() {
 	flag.DurationVar(&opts.SecretTTL, "secret-ttl", secrets.DefaultTTL, "how long a Secret a product names is used before it is read again (a rotation also takes effect at the first delivery no cached key verifies)")
 	flag.Int64Var(&opts.Webhook.MaxBodyBytes, "webhook-max-body-bytes", webhookserver.DefaultMaxBodyBytes, "largest webhook body accepted; larger ones get 413")
 	flag.DurationVar(&opts.Webhook.StoreTimeout, "webhook-store-timeout", webhookserver.DefaultStoreTimeout, "how long a delivery waits for the API server before it gets 503")
+	flag.IntVar(&opts.Webhook.Browser.MaxStreams, "browser-max-streams", webhookserver.DefaultMaxStreams, "status streams one replica serves at once, across products (each holds a watch or two on the API server); past it a page gets 429")
 	flag.Float64Var(&qps, "kube-api-qps", operator.DefaultQPS, "API client requests per second")
 	flag.IntVar(&opts.Burst, "kube-api-burst", operator.DefaultBurst, "API client burst")
 	flag.IntVar(&opts.APIReadConcurrency, "api-read-concurrency", controllers.DefaultReadConcurrency, "reads of k-ID's REST API in flight at once, every product together (each product's requestsPerSecond still bounds its own); reads per second are at most this over k-ID's round trip")

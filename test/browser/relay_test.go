@@ -3,6 +3,7 @@ package browser_test
 import (
 	"context"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"time"
@@ -276,10 +277,11 @@ var _ = Describe("DOM events relayed from a page, confirmed at k-ID", func() {
 		Eventually(func() []kidv1.KidEvent { return s.eventsFrom(kidv1.SourceBrowser) }).Should(HaveLen(1))
 	})
 
-	It("shows the parent's approval at k-ID live, from the webhook alone", func() {
+	It("shows the parent's approval at k-ID live, from the webhook alone, over a stream whose URL holds no token", func() {
 		s := newScenario(scenarioOptions{allowPage: true})
 		challenge := s.fake.StartChallenge()
-		s.openFor(challenge, s.token(challenge, time.Hour), s.fake.Origin)
+		token := s.token(challenge, time.Hour)
+		s.openFor(challenge, token, s.fake.Origin)
 		Eventually(func() string { return s.page.statusText("consent") }).Should(Equal("Pending"),
 			"the IN_PROGRESS webhook made the challenge's user")
 
@@ -292,6 +294,14 @@ var _ = Describe("DOM events relayed from a page, confirmed at k-ID", func() {
 		Expect(s.page.events()).To(BeEmpty(), "no DOM event was posted")
 		Expect(s.eventsFrom(kidv1.SourceBrowser)).To(BeEmpty())
 		Expect(s.eventsFrom(kidv1.SourceWebhook)).To(HaveLen(2), "IN_PROGRESS and PASS")
+
+		By("the token travelled in a header: no URL the page requested holds it, which a proxy's log would keep")
+		requested, err := evalOn(s.page, `performance.getEntriesByType('resource').map((e) => e.name)`)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(requested).To(ContainElement(HaveSuffix("/browser/"+s.ns+"/demo/status")), "the stream was requested")
+		for _, u := range requested.([]any) {
+			Expect(u).NotTo(Or(ContainSubstring(token), ContainSubstring(url.QueryEscape(token)), ContainSubstring("token=")), "requested %s", u)
+		}
 	})
 
 	It("relays every DOM message about the token's challenge, and refuses one about another id", func() {

@@ -171,16 +171,67 @@ export function listen({ iframe, origins = [], target = window, relay } = {}) {
   };
 }
 
+// The status stream's reconnect delays: the first retry after a dropped
+// connection, the longest wait between two, and the longest Retry-After
+// honoured. A page whose stream the receiver refused for now (429, 503)
+// tries again after Retry-After.
+const RETRY_FIRST_MS = 1000;
+const RETRY_MAX_MS = 30000;
+const RETRY_AFTER_MAX_S = 60;
+
+/**
+ * parseEvents splits Server-Sent Events text into complete events
+ * ({event, data}) and the incomplete rest. Comments (the heartbeat) and
+ * fields other than event and data are skipped.
+ */
+export function parseEvents(text) {
+  const events = [];
+  const blocks = text.split(/\r\n\r\n|\n\n|\r\r/);
+  const rest = blocks.pop();
+  for (const block of blocks) {
+    let event = 'message';
+    const data = [];
+    for (const line of block.split(/\r\n|\n|\r/)) {
+      if (line === '' || line.startsWith(':')) {
+        continue;
+      }
+      const colon = line.indexOf(':');
+      const field = colon < 0 ? line : line.slice(0, colon);
+      let value = colon < 0 ? '' : line.slice(colon + 1);
+      if (value.startsWith(' ')) {
+        value = value.slice(1);
+      }
+      if (field === 'event') {
+        event = value;
+      } else if (field === 'data') {
+        data.push(value);
+      }
+    }
+    if (data.length > 0) {
+      events.push({ event, data: data.join('\n') });
+    }
+  }
+  return { events, rest };
+}
+
 /**
  * watchStatus follows the operator's view of one player (the subject of the
- * token): it opens the receiver's status stream,
- * `new EventSource(url + '?token=' + encodeURIComponent(token))` with url
- * https://<receiver>/browser/<namespace>/<product>/status, and for every
- * `event: status` message (data: {"subject":{"kind","id"},"user","consent",
- * "verification","session","final"}) calls onStatus(status) and dispatches
- * 'kid:status' on target. The stream is closed once a status is final or
- * the token expired ('kid:status-end', {reason}), or when the receiver
- * refuses it ('kid:status-error').
+ * token): it reads the receiver's status stream,
+ * url = https://<receiver>/browser/<namespace>/<product>/status, with
+ * fetch and the token in an Authorization header (never in the URL, which
+ * proxies and ingress controllers log), and for every `event: status`
+ * message (data: {"subject":{"kind","id"},"user","consent","verification",
+ * "session","final"}) calls onStatus(status) and dispatches 'kid:status' on
+ * target.
+ *
+ * The stream is closed once a status is final or the token expired
+ * ('kid:status-end', {reason}); after any other end ('timeout',
+ * 'shutdown': 'kid:status-end' too) or a dropped connection it reconnects,
+ * after 1 s and up to 30 s between tries, and after Retry-After when the
+ * receiver answers 429 or 503. It gives up, with 'kid:status-error'
+ * ({status}), when the receiver refuses the stream (400, 401, 403, 404), or
+ * when the first connection fails outright (status 0: a network error or
+ * a CORS refusal, which a page cannot tell apart).
  *
  * Returns close(), which closes the stream.
  */
@@ -188,53 +239,132 @@ export function watchStatus({ url, token, target = window, onStatus } = {}) {
   if (!url || !token) {
     throw new TypeError('watchStatus: url and token are required');
   }
-  const source = new EventSource(url + '?token=' + encodeURIComponent(token));
-  const close = () => source.close();
-  source.addEventListener('status', (event) => {
-    let status;
+  let closed = false;
+  let connected = false;
+  let abort = null;
+  let timer = null;
+  let delay = RETRY_FIRST_MS;
+  const close = () => {
+    closed = true;
+    clearTimeout(timer);
+    if (abort) {
+      abort.abort();
+    }
+  };
+  const fail = (status) => {
+    if (!closed) {
+      close();
+      dispatch(target, 'kid:status-error', { status });
+    }
+  };
+  const retry = (afterSeconds) => {
+    if (closed) {
+      return;
+    }
+    let wait = delay;
+    if (Number.isFinite(afterSeconds) && afterSeconds > 0) {
+      wait = Math.min(afterSeconds, RETRY_AFTER_MAX_S) * 1000;
+    }
+    delay = Math.min(delay * 2, RETRY_MAX_MS);
+    timer = setTimeout(connect, wait);
+  };
+  // onEvent handles one event and reports whether the stream is done.
+  const onEvent = ({ event, data }) => {
+    let value;
     try {
-      status = JSON.parse(event.data);
+      value = JSON.parse(data);
     } catch (_) {
-      return;
+      return false;
     }
-    if (!isObject(status)) {
-      return;
+    if (!isObject(value)) {
+      return false;
     }
-    if (typeof onStatus === 'function') {
-      try {
-        onStatus(status);
-      } catch (_) {
-        // The page's callback reports its own errors.
+    if (event === 'status') {
+      if (typeof onStatus === 'function') {
+        try {
+          onStatus(value);
+        } catch (_) {
+          // The page's callback reports its own errors.
+        }
+      }
+      dispatch(target, 'kid:status', value);
+      if (value.final === true) {
+        close();
+        return true;
+      }
+    } else if (event === 'end') {
+      // The receiver says why it ends a stream: after a final status
+      // (closed above already), when the token expired (a reconnect would
+      // be refused), after a time limit or at its shutdown (reconnect, to
+      // this or another replica).
+      const reason = typeof value.reason === 'string' ? value.reason : '';
+      if (reason === 'final' || reason === 'expired') {
+        close();
+      }
+      dispatch(target, 'kid:status-end', { reason });
+      return true;
+    }
+    return false;
+  };
+  const read = async (body) => {
+    const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = '';
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) {
+        return;
+      }
+      buffer += value;
+      const { events, rest } = parseEvents(buffer);
+      buffer = rest;
+      for (const event of events) {
+        if (onEvent(event)) {
+          reader.cancel().catch(() => {});
+          return;
+        }
       }
     }
-    dispatch(target, 'kid:status', status);
-    if (status.final === true) {
-      close();
+  };
+  const connect = async () => {
+    if (closed) {
+      return;
     }
-  });
-  // The receiver says why it ends a stream: after a final status (closed
-  // above already), when the token expired (a reconnect would be refused),
-  // after a time limit or at its shutdown (EventSource reconnects, to this
-  // or another replica).
-  source.addEventListener('end', (event) => {
-    let reason = '';
+    abort = new AbortController();
+    let resp;
     try {
-      reason = JSON.parse(event.data).reason;
+      resp = await fetch(url, {
+        headers: { Authorization: 'Bearer ' + token, Accept: 'text/event-stream' },
+        mode: 'cors',
+        cache: 'no-store',
+        signal: abort.signal,
+      });
     } catch (_) {
-      // No reason given.
+      if (connected) {
+        retry();
+      } else {
+        fail(0);
+      }
+      return;
     }
-    if (reason === 'final' || reason === 'expired') {
-      close();
+    if (resp.status === 429 || resp.status === 503) {
+      resp.body?.cancel().catch(() => {});
+      retry(Number(resp.headers.get('Retry-After')));
+      return;
     }
-    dispatch(target, 'kid:status-end', { reason });
-  });
-  source.addEventListener('error', () => {
-    // EventSource reconnects by itself after a dropped connection; it gives
-    // up (CLOSED) when the receiver answers anything but a stream (401, 403,
-    // 404, 429).
-    if (source.readyState === EventSource.CLOSED) {
-      dispatch(target, 'kid:status-error', { readyState: source.readyState });
+    if (resp.status !== 200 || !resp.body) {
+      resp.body?.cancel().catch(() => {});
+      fail(resp.status);
+      return;
     }
-  });
+    connected = true;
+    delay = RETRY_FIRST_MS;
+    try {
+      await read(resp.body);
+    } catch (_) {
+      // Dropped, or closed by the page.
+    }
+    retry();
+  };
+  connect().catch(() => {});
   return close;
 }

@@ -3,7 +3,6 @@ package operator_test
 import (
 	"bufio"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
@@ -19,7 +18,7 @@ import (
 )
 
 var _ = Describe("The receiving tier's browser endpoints", func() {
-	It("relay and stream status under receiver_role.yaml alone, with the KidUser index registered by the receiver, and let the receiver stop with a stream open", func() {
+	It("relay and stream status under receiver_role.yaml alone (a user the game registered, under a name of its own, followed by its identity), and let the receiver stop with a stream open", func() {
 		cfg := identity("kid-receiver", installClusterRole("config/rbac/receiver_role.yaml"))
 		opts := h.OperatorOptions()
 		opts.ReceiverOnly = true
@@ -68,8 +67,9 @@ var _ = Describe("The receiving tier's browser endpoints", func() {
 		Expect(h.Client.Status().Update(ctx, u)).To(Succeed())
 
 		open := func(tok string) (*http.Response, <-chan string) {
-			req, _ := http.NewRequest(http.MethodGet, base+"/status?token="+url.QueryEscape(tok), nil)
+			req, _ := http.NewRequest(http.MethodGet, base+"/status", nil)
 			req.Header.Set("Origin", origin)
+			req.Header.Set("Authorization", "Bearer "+tok)
 			resp, err := http.DefaultClient.Do(req)
 			Expect(err).NotTo(HaveOccurred())
 			DeferCleanup(resp.Body.Close)

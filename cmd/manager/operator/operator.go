@@ -214,9 +214,12 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 			return nil, err
 		}
 		opts.Webhook.Namespaces = namespaces
-		// The status stream reads KidUsers through the id index, which
-		// the controllers register; without them, the receiver does.
-		opts.Webhook.Browser.RegisterUserIndex = opts.ReceiverOnly
+		// The status stream watches the few KidUsers a page follows on
+		// the API server, never through the cache (which, without the
+		// controllers, holds no KidUser at all).
+		if opts.Webhook.Browser.Users, err = client.NewWithWatch(cfg, client.Options{Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper()}); err != nil {
+			return nil, fmt.Errorf("creating the status stream's client: %w", err)
+		}
 		op.Receiver = webhookserver.New(mgr.GetCache(), sec, store, opts.Webhook)
 		if err := mgr.Add(op.Receiver); err != nil {
 			return nil, fmt.Errorf("adding webhook receiver: %w", err)

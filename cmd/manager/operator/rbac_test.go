@@ -44,7 +44,7 @@ func TestTheNamespacedRoleGrantsWhatTheGeneratedClusterRoleGrants(t *testing.T) 
 		slices.DeleteFunc(testenv.Grants(rulesOf(t, "config/rbac/role.yaml")), func(g string) bool { return !leaderElection(g) })))
 }
 
-func TestTheReceiverMayOnlyReadProductsAndUsersGetSecretsAndCreateOrEnrichEvents(t *testing.T) {
+func TestTheReceiverMayOnlyReadProductsWatchUsersGetSecretsAndCreateOrEnrichEvents(t *testing.T) {
 	g := NewWithT(t)
 	want := []string{
 		"/secrets:get",
@@ -53,8 +53,9 @@ func TestTheReceiverMayOnlyReadProductsAndUsersGetSecretsAndCreateOrEnrichEvents
 		// (the KidEvent's CEL rules allow nothing else).
 		"kid.dev/kidevents:get", "kid.dev/kidevents:patch",
 		"kid.dev/kidproducts:get", "kid.dev/kidproducts:list", "kid.dev/kidproducts:watch",
-		// The browser status stream reads the KidUser holding its subject.
-		"kid.dev/kidusers:get", "kid.dev/kidusers:list", "kid.dev/kidusers:watch",
+		// The browser status stream watches the users holding its subject
+		// (a field selector; no get, no cache).
+		"kid.dev/kidusers:list", "kid.dev/kidusers:watch",
 	}
 	g.Expect(testenv.Grants(rulesOf(t, "config/rbac/receiver_role.yaml"))).To(Equal(want))
 	g.Expect(testenv.Grants(rulesOf(t, "config/rbac/namespaced/receiver_role.yaml"))).To(Equal(want))

@@ -180,7 +180,6 @@ change the RBAC markers in the code, or the roles in config/rbac, and run make m
   resources:
   - kidusers
   verbs:
-  - get
   - list
   - watch
 {{- end }}
