@@ -68,3 +68,25 @@ func TestResyncIntervalFitsATenthOfTheRate(t *testing.T) {
 		})
 	}
 }
+
+func TestRateLimitBurstDefaultsWellUnderTheRate(t *testing.T) {
+	i32 := func(v int32) *int32 { return &v }
+	cases := []struct {
+		name               string
+		env                kidv1.Environment
+		rps, burst         *int32
+		wantRPS, wantBurst int
+	}{
+		{name: "test defaults to 5 a second, a burst of 1", env: kidv1.EnvironmentTest, wantRPS: 5, wantBurst: 1},
+		{name: "live defaults to 100 a second, a burst of 10", env: kidv1.EnvironmentLive, wantRPS: 100, wantBurst: 10},
+		{name: "k-ID's live limit has a burst of 50", env: kidv1.EnvironmentLive, rps: i32(500), wantRPS: 500, wantBurst: 50},
+		{name: "a burst set is kept", env: kidv1.EnvironmentTest, rps: i32(10), burst: i32(4), wantRPS: 10, wantBurst: 4},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			a := &kidv1.APISpec{RequestsPerSecond: tc.rps, Burst: tc.burst}
+			rps, burst := a.RateLimit(tc.env)
+			NewWithT(t).Expect([]int{rps, burst}).To(Equal([]int{tc.wantRPS, tc.wantBurst}))
+		})
+	}
+}
