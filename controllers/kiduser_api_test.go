@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+	"github.com/kid-operator/kid-operator/controllers"
 	"github.com/kid-operator/kid-operator/internal/kid"
 	"github.com/kid-operator/kid-operator/internal/kidsim"
 	"github.com/kid-operator/kid-operator/test/testenv"
@@ -414,13 +415,15 @@ var _ = Describe("k-ID API: session sync and recovery", func() {
 		most := kidsim.MaxInWindow(times, time.Second)
 		GinkgoWriter.Printf("%d calls; at most %d in any second (rate %d, burst %d)\n", len(times), most, rps, burst)
 		// The limiter lets no more than the rate start in any second,
-		// burst included. The fake stamps arrivals, and a call's trip over
-		// loopback varies by milliseconds on a loaded machine, which can
-		// move a few calls into a window: rate/20 allows 50 ms of such
-		// jitter. A token bucket shows rate+burst; a limiter that did not
-		// hold (one per worker, a rebuilt client, calls that skip it) far
-		// more over a minute at the limit.
-		Expect(most).To(BeNumerically("<=", rps+rps/20))
+		// burst included (TestLimiterHoldsEveryOneSecondWindow counts it
+		// on a fake clock). The fake stamps arrivals, not starts: a call
+		// started before a window may arrive in it, and at most one call
+		// per reader is in flight (the operator's default
+		// --api-read-concurrency), which a stall of a few tens of
+		// milliseconds on this loaded machine does bunch. A limiter that
+		// did not hold (one per worker, a rebuilt client, calls that skip
+		// it) shows far more over a minute at the limit.
+		Expect(most).To(BeNumerically("<=", rps+controllers.DefaultReadConcurrency))
 		Expect(most).To(BeNumerically(">=", rps/2), "the limit was reached, so the test measured it")
 
 	})
