@@ -76,10 +76,10 @@ type pollState struct {
 	// handledRequest is the kid.dev/requested-at value last answered.
 	handledRequest string
 	// slotAt is when the call this user booked with the product's rate
-	// limiter is due; zero when it holds none. slotWait is how far ahead
+	// limiter is due; zero when it holds none. slotLead is how far ahead
 	// it was booked (for kid_api_slot_wait_seconds).
 	slotAt   time.Time
-	slotWait time.Duration
+	slotLead time.Duration
 	// failures counts the user's failed calls in a row, and retryAt is
 	// when its backoff (failureBackoff) lets it call again; a call k-ID
 	// answers clears both.
@@ -251,7 +251,7 @@ func (r *KidUserReconciler) slot(c *APIClient, user *kidv1.KidUser, now time.Tim
 	slot := mem.slotAt
 	if slot.IsZero() {
 		if d := c.Book(); d > 0 {
-			r.polls.update(user, func(s *pollState) { s.slotAt, s.slotWait = now.Add(d), d })
+			r.polls.update(user, func(s *pollState) { s.slotAt, s.slotLead = now.Add(d), d })
 			return d
 		}
 	} else if now.Before(slot) {
@@ -266,8 +266,8 @@ func (r *KidUserReconciler) slot(c *APIClient, user *kidv1.KidUser, now time.Tim
 	if !slot.IsZero() {
 		// From the booking (the slot's time less how far ahead it was
 		// booked) to now, lateness included.
-		waited = now.Sub(slot.Add(-mem.slotWait))
-		r.polls.update(user, func(s *pollState) { s.slotAt, s.slotWait = time.Time{}, 0 })
+		waited = now.Sub(slot.Add(-mem.slotLead))
+		r.polls.update(user, func(s *pollState) { s.slotAt, s.slotLead = time.Time{}, 0 })
 	}
 	slotWait.WithLabelValues(userProductLabel(user)).Observe(waited.Seconds())
 	return 0
