@@ -366,11 +366,13 @@ func eventPending(e *kidv1.KidEvent) bool {
 // checked again.
 const unreachableRecheck = time.Minute
 
-// reconcileAPI sets APIReady: whether the product can call k-ID's REST API.
-// It is False with reason Failing while the product's breaker is open, and
-// sends the breaker's probe when it is due (apibreaker.go); when APIReady
-// turns True again, the product's paused users are woken. It returns when to
-// look again.
+// reconcileAPI sets APIReady: whether the product can call k-ID's REST API,
+// and with which of its Secret's keys. It is False with reason Failing while
+// the product's breaker is open, and sends the breaker's probe when it is
+// due (apibreaker.go); when APIReady turns True again, the product's paused
+// users are woken. It also copies the product's status.api from what its
+// players' reconciles summed (apiactivity.go). It returns when to look
+// again.
 func (r *KidProductReconciler) reconcileAPI(ctx context.Context, p *kidv1.KidProduct) (time.Duration, error) {
 	wasReady := meta.IsStatusConditionTrue(p.Status.Conditions, kidv1.APIReadyCondition)
 	set := func(status metav1.ConditionStatus, reason, msg string) {

@@ -258,7 +258,7 @@ var _ = Describe("kubectl's view", func() {
 			Expect(names).To(Equal(append([]string{"Name"}, columns...)))
 			Expect(table.Rows).To(HaveLen(1))
 		},
-		Entry("KidProduct", "kidproducts", func(ns string) client.Object { return validProduct(ns) }, []string{"Product ID", "Env", "Ready", "API", "Path", "Last Event", "Last Test", "Age"}),
+		Entry("KidProduct", "kidproducts", func(ns string) client.Object { return validProduct(ns) }, []string{"Product ID", "Env", "Ready", "API", "Path", "Last Event", "Last Test", "Last Resync", "Given Up", "Age"}),
 		Entry("KidEvent", "kidevents", func(ns string) client.Object { return validEvent(ns) }, []string{"Product", "Type", "Subject", "Phase", "Age"}),
 		Entry("KidUser", "kidusers", func(ns string) client.Object { return validUser(ns) }, []string{"Product", "Session", "Consent", "Verification", "Session State", "Permissions", "Age Status", "Synced", "Age"}),
 		Entry("KidAction", "kidactions", func(ns string) client.Object { return validAction(ns) }, []string{"Ready", "Dry Run", "Succeeded", "Failed", "Age"}),
