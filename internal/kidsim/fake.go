@@ -306,9 +306,9 @@ type Fake struct {
 	// revokedAnswer is how get-status answers a revoked verification
 	// (SetRevokedAnswer).
 	revokedAnswer RevokedAnswer
-	limit                rateLimit
-	buckets              map[string]*bucket
-	retryAfter           time.Duration
+	limit         rateLimit
+	buckets       map[string]*bucket
+	retryAfter    time.Duration
 	// The API faults (fake_api_faults.go): per endpoint, the fixed
 	// window's limit and this second's counts, the propagation delay and
 	// its answer, and PENDING for undecided challenges.
