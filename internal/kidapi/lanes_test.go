@@ -91,7 +91,7 @@ func TestAnUrgentCallIsServedBeforeTheResyncBacklog(t *testing.T) {
 	g.Expect(calls).To(HaveLen(301), "every caller called")
 	g.Expect(urgent.calledAt.Sub(urgent.arrives)).To(BeNumerically("<=", 60*time.Millisecond),
 		"the urgent call waited at most a few rate-intervals, not behind 250 resyncs (5 s)")
-	g.Expect(kidsim.MaxInWindow(calls, time.Second)).To(BeNumerically("<=", 50+5), "the product's rate held")
+	g.Expect(kidsim.MaxInWindow(calls, time.Second)).To(BeNumerically("<=", 50), "the product's rate held, in every second")
 	last := slices.MaxFunc(callers, func(a, b *laneCaller) int { return a.calledAt.Compare(b.calledAt) })
 	g.Expect(last.calledAt.Sub(start)).To(BeNumerically("<", 7*time.Second), "the backlog went at the rate: 301 calls at 50/s")
 	visits := 0
@@ -120,10 +120,14 @@ func TestTheResyncLaneGetsTheTokensTheUrgentLaneLeaves(t *testing.T) {
 	calls := simulate(clk, lanes, callers, time.Minute)
 
 	g.Expect(calls).To(HaveLen(260))
+	// The limiter lets no more than the rate into any second: the burst
+	// the backlog took at the start leaves a gap of a burst's worth of
+	// rate-intervals (5 × 20 ms) before the second is over, which an
+	// urgent call arriving then waits out, as k-ID's count requires.
 	for _, u := range urgent {
-		g.Expect(u.calledAt.Sub(u.arrives)).To(BeNumerically("<=", 60*time.Millisecond), u.key)
+		g.Expect(u.calledAt.Sub(u.arrives)).To(BeNumerically("<=", 110*time.Millisecond), u.key)
 	}
-	g.Expect(kidsim.MaxInWindow(calls, time.Second)).To(BeNumerically("<=", 50+5))
+	g.Expect(kidsim.MaxInWindow(calls, time.Second)).To(BeNumerically("<=", 50))
 	last := slices.MaxFunc(callers, func(a, b *laneCaller) int { return a.calledAt.Compare(b.calledAt) })
 	g.Expect(last.calledAt.Sub(start)).To(BeNumerically("<", 6500*time.Millisecond),
 		"no token was lost to the lanes: 260 calls at 50/s take 5.2 s")
