@@ -46,7 +46,7 @@ run: controlplane ## Start a local control plane, the operator and a sample prod
 test: export KID_HELM := $(HELM)
 test: export KID_KUBECTL := $(KUBECTL)
 test: controlplane chromium verify-generated vet lint helm-check kubectl ## Build what is missing, check generated files, vet, run every test.
-	KUBEBUILDER_ASSETS="$$(./hack/build-controlplane.sh)" go test ./... -count=1 $(if $(GINKGO_FLAGS),-args $(GINKGO_FLAGS))
+	KUBEBUILDER_ASSETS="$$(./hack/build-controlplane.sh)" go test ./... -count=1 -timeout 30m $(if $(GINKGO_FLAGS),-args $(GINKGO_FLAGS))
 
 # The fault tests (test/faults, docs/design.md "Failure modes") run the
 # manager as separate processes and kill them; .ci/run runs them after make
