@@ -47,12 +47,12 @@ var (
 
 	sessionSyncsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "kid_session_syncs_total",
-		Help: "Reads of a session from k-ID's /session/get, by result: changed (one status write), unchanged (304 or same content: no write), deleted (k-ID no longer knows the session).",
+		Help: "Reads of a session from k-ID's /session/get, by result: changed (one status write), unchanged (304 or same content), found-change (a change no notice announced, stored as an event), suspected, not-confirmed, held, deleted (k-ID no longer knows the session, confirmed), unknown.",
 	}, []string{"result"})
 
 	recoveryPollsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "kid_recovery_polls_total",
-		Help: "Polls of a pending challenge or verification, by kind and result: changed (an event was stored), unchanged, not-found.",
+		Help: "Polls of a pending challenge or verification, and rechecks of a passed verification (kind revocation), by kind and result: changed (an event was stored), unchanged, not-found.",
 	}, []string{"kind", "result"})
 
 	recoveredEventsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
