@@ -268,14 +268,20 @@ func (r *KidUserReconciler) storeFoundChange(ctx context.Context, product *kidv1
 // writeSync joins a read of the session into the user. The write carries the
 // resourceVersion read; when a fold wrote first, the read is kept and
 // written again on the retry. (A join of the same read onto a newer status
-// is still right.)
+// is still right.) A delta without syncedAt (fold.ReadDelta, after a 304
+// already counted) is not counted again.
 func (r *KidUserReconciler) writeSync(ctx context.Context, user *kidv1.KidUser, delta *kidv1.KidUserStatus) error {
+	count := func(result string) {
+		if delta.Session.SyncedAt != nil {
+			sessionSyncsTotal.WithLabelValues(userProductLabel(user), result).Inc()
+		}
+	}
 	before := user.DeepCopy()
 	user.Status = *fold.Merge(&user.Status, delta)
 	setUserConditions(user)
 	if sameButTime(before.Status.Session, user.Status.Session) && apiequality.Semantic.DeepEqual(before.Status.PersonalData, user.Status.PersonalData) && before.Status.KUID == user.Status.KUID {
 		// k-ID sent the session whole (no etag match) but nothing changed.
-		sessionSyncsTotal.WithLabelValues(userProductLabel(user), "unchanged").Inc()
+		count("unchanged")
 		user.Status = before.Status
 		r.polls.update(user, func(s *pollState) { s.unwritten = nil })
 		return nil
@@ -285,7 +291,7 @@ func (r *KidUserReconciler) writeSync(ctx context.Context, user *kidv1.KidUser, 
 		return fmt.Errorf("writing synced session: %w", err)
 	}
 	r.polls.update(user, func(s *pollState) { s.unwritten = nil })
-	sessionSyncsTotal.WithLabelValues(userProductLabel(user), "changed").Inc()
+	count("changed")
 	return nil
 }
 

@@ -52,12 +52,12 @@ var (
 	// product's series are dropped (forgetProductSeries).
 	sessionSyncsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "kid_session_syncs_total",
-		Help: "Reads of a session from k-ID's /session/get, by product and result: changed (one status write), unchanged (304 or same content: no write), unknown, suspected, not-confirmed, held, deleted (an erasure confirmed).",
+		Help: "Reads of a session from k-ID's /session/get, by product and result: changed (one status write), unchanged (304 or same content: no write), found-change (a change no notice announced, stored as an event), suspected, not-confirmed, held, deleted (k-ID no longer knows the session, confirmed), unknown.",
 	}, []string{"product", "result"})
 
 	recoveryPollsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "kid_recovery_polls_total",
-		Help: "Polls of a pending challenge or verification, by product, kind and result: changed (k-ID answered a new status), unchanged, not-found.",
+		Help: "Polls of a pending challenge or verification, and rechecks of a passed verification (kind revocation), by product, kind and result: changed (an event was stored), unchanged, not-found.",
 	}, []string{"product", "kind", "result"})
 
 	// Counted when the poll's copy is the one stored: not when the webhook's
