@@ -363,7 +363,9 @@ var _ = Describe("k-ID API: session sync and recovery", func() {
 		// A live product, at a rate a test product may not have, against
 		// a fake counting as live k-ID does: the spec measures the client
 		// at the rate, not k-ID's test limit.
-		rps, burst := int32(200), int32(20)
+		// Its burst is half the rate, so a limiter that let burst plus
+		// rate calls into a second (a token bucket) shows 300.
+		rps, burst := int32(200), int32(100)
 		p, fake := apiProduct(func(p *kidv1.KidProduct) {
 			p.Spec.Environment = kidv1.EnvironmentLive
 			p.Spec.API.RequestsPerSecond, p.Spec.API.Burst = &rps, &burst
@@ -414,13 +416,15 @@ var _ = Describe("k-ID API: session sync and recovery", func() {
 		most := kidsim.MaxInWindow(times, time.Second)
 		GinkgoWriter.Printf("%d calls; at most %d in any second (rate %d, burst %d)\n", len(times), most, rps, burst)
 		// The limiter lets no more than the rate start in any second,
-		// burst included. The fake stamps arrivals, and a call's trip over
-		// loopback varies by milliseconds on a loaded machine, which can
-		// move a few calls into a window: rate/20 allows 50 ms of such
-		// jitter. A token bucket shows rate+burst; a limiter that did not
-		// hold (one per worker, a rebuilt client, calls that skip it) far
-		// more over a minute at the limit.
-		Expect(most).To(BeNumerically("<=", rps+rps/20))
+		// burst included. The fake stamps arrivals, and between a call's
+		// start and its arrival lie the reconcile that took it and the
+		// trip over loopback, which vary by tens of milliseconds on a
+		// loaded machine and can move a few calls into a window: rate/10
+		// allows 100 ms of such jitter (a run measured 206). A token
+		// bucket shows rate+burst, 300; a limiter that did not hold (one
+		// per worker, a rebuilt client, calls that skip it) far more over
+		// a minute at the limit.
+		Expect(most).To(BeNumerically("<=", rps+rps/10))
 		Expect(most).To(BeNumerically(">=", rps/2), "the limit was reached, so the test measured it")
 
 	})
