@@ -221,7 +221,7 @@ var _ = Describe("k-ID API: what a product shows", func() {
 			StringData: map[string]string{"key": oldKey, "key" + kidv1.NextAPIKeySuffix: newKey},
 		}
 		Expect(h.Client.Create(ctx, secret)).To(Succeed())
-		rps := int32(50)
+		rps := int32(testRate)
 		p, err := h.NewProduct(ctx, ns, "demo", func(p *kidv1.KidProduct) {
 			p.Spec.API = &kidv1.APISpec{
 				SecretRef: kidv1.SecretKeySelector{Name: "demo-api", Key: "key"}, BaseURL: fake.URL, RequestsPerSecond: &rps,

@@ -16,7 +16,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
-	"github.com/kid-operator/kid-operator/controllers"
 	"github.com/kid-operator/kid-operator/internal/kid"
 	"github.com/kid-operator/kid-operator/internal/kidsim"
 	"github.com/kid-operator/kid-operator/test/testenv"
@@ -364,7 +363,9 @@ var _ = Describe("k-ID API: session sync and recovery", func() {
 		// A live product, at a rate a test product may not have, against
 		// a fake counting as live k-ID does: the spec measures the client
 		// at the rate, not k-ID's test limit.
-		rps, burst := int32(200), int32(20)
+		// Its burst is half the rate, so a limiter that let burst plus
+		// rate calls into a second (a token bucket) shows 300.
+		rps, burst := int32(200), int32(100)
 		p, fake := apiProduct(func(p *kidv1.KidProduct) {
 			p.Spec.Environment = kidv1.EnvironmentLive
 			p.Spec.API.RequestsPerSecond, p.Spec.API.Burst = &rps, &burst
@@ -415,15 +416,15 @@ var _ = Describe("k-ID API: session sync and recovery", func() {
 		most := kidsim.MaxInWindow(times, time.Second)
 		GinkgoWriter.Printf("%d calls; at most %d in any second (rate %d, burst %d)\n", len(times), most, rps, burst)
 		// The limiter lets no more than the rate start in any second,
-		// burst included (TestNoSecondHoldsMoreCallsThanTheRate counts it
-		// on a fake clock). The fake stamps arrivals, not starts: a call
-		// started before a window may arrive in it, and at most one call
-		// per reader is in flight (the operator's default
-		// --api-read-concurrency), which a stall of a few tens of
-		// milliseconds on this loaded machine does bunch. A limiter that
-		// did not hold (one per worker, a rebuilt client, calls that skip
-		// it) shows far more over a minute at the limit.
-		Expect(most).To(BeNumerically("<=", rps+burst+controllers.DefaultReadConcurrency))
+		// burst included. The fake stamps arrivals, and between a call's
+		// start and its arrival lie the reconcile that took it and the
+		// trip over loopback, which vary by tens of milliseconds on a
+		// loaded machine and can move a few calls into a window: rate/10
+		// allows 100 ms of such jitter (a run measured 206). A token
+		// bucket shows rate+burst, 300; a limiter that did not hold (one
+		// per worker, a rebuilt client, calls that skip it) far more over
+		// a minute at the limit.
+		Expect(most).To(BeNumerically("<=", rps+rps/10))
 		Expect(most).To(BeNumerically(">=", rps/2), "the limit was reached, so the test measured it")
 
 	})

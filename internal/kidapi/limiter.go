@@ -22,6 +22,10 @@ const MaxRPS = 500
 //     plus rate calls into one second (the full bucket, then its refill),
 //     and k-ID counts the second, not the bucket.
 //
+// Under a backlog the window holds calls back once, a second after the
+// burst, and the bucket does not refill meanwhile: the backlog then goes on
+// evenly at the rate instead of bursting again every second.
+//
 // Starts are given in time order (each is at or after the one before), so
 // the ring of the last perSecond starts is sorted and its oldest entry says
 // when the window has room again. A start is never given back: one taken
@@ -67,14 +71,21 @@ func (l *limiter) take(maxWait time.Duration) (time.Duration, bool) {
 	if paced := l.tat.Add(-l.tolerance); paced.After(at) {
 		at = paced
 	}
+	// held is how long the window holds the start past the pace.
+	var held time.Duration
 	if oldest := l.starts[l.next]; !oldest.IsZero() && oldest.Add(time.Second).After(at) {
+		held = oldest.Add(time.Second).Sub(at)
 		at = oldest.Add(time.Second)
 	}
 	wait := at.Sub(now)
 	if wait > maxWait {
 		return wait, false
 	}
-	l.tat = later(l.tat, at).Add(l.interval)
+	// The bucket does not refill while the window holds calls back: a
+	// backlog that used its burst then goes on at the pace, evenly, rather
+	// than burst again each second after a gap (which k-ID, counting
+	// arrivals, would see bunched).
+	l.tat = later(l.tat.Add(held), at).Add(l.interval)
 	l.starts[l.next] = at
 	l.next = (l.next + 1) % len(l.starts)
 	return wait, true

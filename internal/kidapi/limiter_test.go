@@ -134,3 +134,35 @@ func TestDefaultBurstIsWellUnderTheRate(t *testing.T) {
 		})
 	}
 }
+
+// TestABacklogGoesOnEvenlyAfterItsBurst: callers always waiting take their
+// starts one after another. The first second opens with the burst, and
+// the window holds the backlog back before the second is over; from then
+// on the starts come one rate-interval apart, never a burst again
+// (which k-ID, stamping arrivals that the network jitters, would count
+// bunched into one second with the calls before it).
+func TestABacklogGoesOnEvenlyAfterItsBurst(t *testing.T) {
+	g := NewWithT(t)
+	clock := newStepClock()
+	const rps, burst = 50, 10
+	l := newLimiter(clock, rps, burst)
+	start := clock.Now()
+	var starts []time.Time
+	for range 5 * rps {
+		d, ok := l.take(forever)
+		g.Expect(ok).To(BeTrue())
+		clock.Step(d)
+		starts = append(starts, clock.Now())
+	}
+	interval := time.Second / rps
+	for i, at := range starts {
+		switch {
+		case i < burst:
+			g.Expect(at).To(Equal(start), "start %d: the burst", i)
+		case at.Sub(start) > time.Second:
+			// After the window's one hold, a second after the burst.
+			g.Expect(at.Sub(starts[i-1])).To(Equal(interval), "start %d, at %s: one rate-interval after the one before", i, at.Sub(start))
+		}
+	}
+	g.Expect(starts[len(starts)-1].Sub(start)).To(BeNumerically("<", 5*time.Second), "the rate was kept up")
+}

@@ -78,7 +78,14 @@ func (a answer) write(w http.ResponseWriter) {
 // holds it.
 func (f *Fake) serveAPI(w http.ResponseWriter, r *http.Request) {
 	rec := APIRequest{At: f.opts.Clock.Now(), Method: r.Method, Endpoint: strings.TrimPrefix(r.URL.Path, apiPrefix), Path: r.URL.Path, Query: r.URL.Query(), KeyID: bearerKeyID(r)}
-	a, fault := f.answerAPI(r, rec)
+	// An API fault touches every call to its endpoint, whatever the
+	// answer: a slow or silent k-ID is slow or silent for a wrong key too.
+	var fault APIFault
+	if knownEndpoint(rec.Endpoint) {
+		f.mu.Lock()
+		fault = f.takeAPIFaultLocked(rec.Endpoint)
+		f.mu.Unlock()
+	}
 	if fault.Hang {
 		// No answer: the client's timeout ends the call, or else the
 		// connection is closed without one.
@@ -86,6 +93,7 @@ func (f *Fake) serveAPI(w http.ResponseWriter, r *http.Request) {
 		f.hold(r.Context(), maxHang)
 		panic(http.ErrAbortHandler)
 	}
+	a := f.answerAPI(r, rec, fault.Status)
 	rec.Status = a.status
 	f.record(rec)
 	if fault.Latency > 0 {
@@ -114,15 +122,16 @@ func (f *Fake) record(rec APIRequest) {
 }
 
 // answerAPI checks in k-ID's order: the key, the rate, the method, the
-// Accept header, then the parameters. An API fault of the endpoint comes
-// after the rate: it is returned, and a 5xx replaces the answer.
-func (f *Fake) answerAPI(r *http.Request, rec APIRequest) (answer, APIFault) {
+// Accept header, then the parameters. An API fault's 5xx (faultStatus, 0
+// for none) replaces the answer of a call the key and the rate let
+// through.
+func (f *Fake) answerAPI(r *http.Request, rec APIRequest, faultStatus int) answer {
 	key, authorized := f.authorize(r.Header.Get("Authorization"))
 	if !authorized {
-		return apiError(http.StatusUnauthorized, CodeUnauthorized, "The API key is missing or invalid."), APIFault{}
+		return apiError(http.StatusUnauthorized, CodeUnauthorized, "The API key is missing or invalid.")
 	}
 	if retryAfter, allowed := f.allow(key, rec.At); !allowed {
-		return answer{status: http.StatusTooManyRequests, header: http.Header{"Retry-After": {retryAfter}}}, APIFault{}
+		return answer{status: http.StatusTooManyRequests, header: http.Header{"Retry-After": {retryAfter}}}
 	}
 	var handle func(url.Values, time.Time) answer
 	switch rec.Endpoint {
@@ -133,26 +142,23 @@ func (f *Fake) answerAPI(r *http.Request, rec APIRequest) (answer, APIFault) {
 	case EndpointAgeVerificationGet:
 		handle = f.verificationGetStatus
 	default:
-		return apiError(http.StatusNotFound, CodeNotFound, "Unknown API method."), APIFault{}
+		return apiError(http.StatusNotFound, CodeNotFound, "Unknown API method.")
 	}
-	f.mu.Lock()
-	fault := f.takeAPIFaultLocked(rec.Endpoint)
-	f.mu.Unlock()
 	switch {
-	case fault.Status == http.StatusInternalServerError:
-		return apiError(fault.Status, CodeInternalError, "An internal error occurred."), fault
-	case fault.Status != 0:
-		return answer{status: fault.Status}, fault
+	case faultStatus == http.StatusInternalServerError:
+		return apiError(faultStatus, CodeInternalError, "An internal error occurred.")
+	case faultStatus != 0:
+		return answer{status: faultStatus}
 	}
 	if r.Method != http.MethodGet {
 		a := apiError(http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED", "Use GET for this API method.")
 		a.header = http.Header{"Allow": {http.MethodGet}}
-		return a, fault
+		return a
 	}
 	if !acceptsJSON(r.Header.Values("Accept")) {
-		return apiError(http.StatusBadRequest, CodeInvalidInput, "Accept: application/json is required"), fault
+		return apiError(http.StatusBadRequest, CodeInvalidInput, "Accept: application/json is required")
 	}
-	return handle(rec.Query, rec.At), fault
+	return handle(rec.Query, rec.At)
 }
 
 // bearerKeyID is the KeyID of the request's Bearer key, or empty.

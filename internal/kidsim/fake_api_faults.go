@@ -39,12 +39,13 @@ const (
 )
 
 // APIFault is how the REST API misbehaves for one endpoint, or for all. It
-// applies to calls that k-ID would serve: the key and the rate are checked
-// first.
+// touches every call to the endpoint, whatever its answer (a slow k-ID is
+// slow for a wrong key too), and spends one of its Calls on each.
 type APIFault struct {
-	// Status, 500 to 599, answers in place of the endpoint: 500 with
-	// k-ID's INTERNAL_ERROR body, any other with no body (a gateway in
-	// front of k-ID). 0 answers as k-ID.
+	// Status, 500 to 599, answers in place of the endpoint, once the key
+	// and the rate let the call through: 500 with k-ID's INTERNAL_ERROR
+	// body, any other with no body (a gateway in front of k-ID). 0
+	// answers as k-ID.
 	Status int
 	// Latency holds each answer this long (real time) before it is
 	// written; at most a minute.
@@ -101,9 +102,17 @@ func (a APIFault) check() error {
 	return nil
 }
 
-func checkEndpoint(endpoint string) error {
+// knownEndpoint reports whether the REST API serves endpoint.
+func knownEndpoint(endpoint string) bool {
 	switch endpoint {
-	case AllEndpoints, EndpointSessionGet, EndpointChallengeGetStatus, EndpointAgeVerificationGet:
+	case EndpointSessionGet, EndpointChallengeGetStatus, EndpointAgeVerificationGet:
+		return true
+	}
+	return false
+}
+
+func checkEndpoint(endpoint string) error {
+	if endpoint == AllEndpoints || knownEndpoint(endpoint) {
 		return nil
 	}
 	return fmt.Errorf("endpoint: want %s, %s, %s or %q, got %q", EndpointSessionGet, EndpointChallengeGetStatus, EndpointAgeVerificationGet, AllEndpoints, endpoint)

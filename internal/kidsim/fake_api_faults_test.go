@@ -140,6 +140,10 @@ func TestAPIFaultSlowsOrHoldsCallsPastTheClientsTimeout(t *testing.T) {
 	_, err := callServed(url, 200*time.Millisecond)
 	g.Expect(timeout(err)).To(BeTrue(), "%v", err)
 	g.Expect(callServed(url, 5*time.Second)).To(Equal(200))
+	// A slow k-ID is slow for a wrong key too.
+	g.Expect(f.SetAPIFault(EndpointChallengeGetStatus, APIFault{Latency: time.Minute, Calls: 1})).To(Succeed())
+	_, err = (&http.Client{Timeout: 200 * time.Millisecond}).Get(url)
+	g.Expect(timeout(err)).To(BeTrue(), "%v", err)
 
 	// A hang holds the call until the client gives up: no answer, and the
 	// fake records it with status 0.
@@ -154,10 +158,10 @@ func TestAPIFaultSlowsOrHoldsCallsPastTheClientsTimeout(t *testing.T) {
 		_, err := callServed(url, 0)
 		done <- err
 	}()
-	g.Eventually(func() int { return len(f.Requests()) }).Should(Equal(4))
+	g.Eventually(func() int { return len(f.Requests()) }).Should(Equal(5))
 	f.Close()
 	g.Eventually(done, 10*time.Second).Should(Receive(HaveOccurred()))
-	g.Expect(statuses(f)).To(Equal([]int{200, 200, 0, 0}), "the latency's call was answered 200 (too late), the hung ones not at all")
+	g.Expect(statuses(f)).To(Equal([]int{200, 200, 401, 0, 0}), "the latency's calls were answered (too late), the hung ones not at all")
 }
 
 func TestPropagationAnswers404Or400ForAsLongAsSet(t *testing.T) {
