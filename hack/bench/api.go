@@ -31,19 +31,11 @@ type syncRun struct {
 // reads the new session from the fake. It returns the manager's API writes
 // per player, to compare with writes_per_event of the webhook-only run.
 func sessionSync(ctx context.Context, p *plane, m *manager, n, c int) (syncRun, error) {
-	fake := kidsim.NewFake(kidsim.FakeOptions{
-		APIKey: "bench-api-key", ProductID: 11472,
-		WebhookURL: "http://" + m.webhook + kidv1.WebhookPath(apiNS, "bench"), WebhookSecret: []byte(secret),
-		Schedule:   kidsim.RetrySchedule,
-		HTTPClient: &http.Client{Timeout: 10 * time.Second},
-	})
-	defer fake.Close()
-	fakeCtx, stopFake := context.WithCancel(ctx)
-	defer stopFake()
-	addr, err := fake.ListenAndServe(fakeCtx, "127.0.0.1:0")
+	fake, addr, stopFake, err := serveBenchFake(ctx, m, apiNS)
 	if err != nil {
 		return syncRun{}, err
 	}
+	defer stopFake()
 	if err := p.client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: apiNS}}); err != nil {
 		return syncRun{}, err
 	}
@@ -149,4 +141,22 @@ func waitAnswered(ctx context.Context, fake *kidsim.Fake, want int) error {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// serveBenchFake starts a fake k-ID on loopback that delivers to the
+// manager's webhook for the product bench in ns; stop ends it.
+func serveBenchFake(ctx context.Context, m *manager, ns string) (fake *kidsim.Fake, addr string, stop func(), err error) {
+	fake = kidsim.NewFake(kidsim.FakeOptions{
+		APIKey: "bench-api-key", ProductID: 11472,
+		WebhookURL: "http://" + m.webhook + kidv1.WebhookPath(ns, "bench"), WebhookSecret: []byte(secret),
+		Schedule:   kidsim.RetrySchedule,
+		HTTPClient: &http.Client{Timeout: 10 * time.Second},
+	})
+	fakeCtx, cancel := context.WithCancel(ctx)
+	stop = func() { cancel(); fake.Close() }
+	if addr, err = fake.ListenAndServe(fakeCtx, "127.0.0.1:0"); err != nil {
+		stop()
+		return nil, "", nil, err
+	}
+	return fake, addr, stop, nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -107,19 +106,11 @@ func runReads(ctx context.Context, cfg config, rc readsConfig) (readsRun, error)
 	m.readyTimeout = scaleReadyTimeout
 	m.extraArgs = []string{"--api-read-concurrency=" + strconv.Itoa(rc.concurrency)}
 
-	fake := kidsim.NewFake(kidsim.FakeOptions{
-		APIKey: "bench-api-key", ProductID: 11472,
-		WebhookURL: "http://" + m.webhook + kidv1.WebhookPath(benchNS, "bench"), WebhookSecret: []byte(secret),
-		Schedule:   kidsim.RetrySchedule,
-		HTTPClient: &http.Client{Timeout: 10 * time.Second},
-	})
-	defer fake.Close()
-	fakeCtx, stopFake := context.WithCancel(ctx)
-	defer stopFake()
-	addr, err := fake.ListenAndServe(fakeCtx, "127.0.0.1:0")
+	fake, addr, stopFake, err := serveBenchFake(ctx, m, benchNS)
 	if err != nil {
 		return run, err
 	}
+	defer stopFake()
 	if err := fake.SetAPIFault(kidsim.AllEndpoints, kidsim.APIFault{Latency: rc.latency}); err != nil {
 		return run, err
 	}
