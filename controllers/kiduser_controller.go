@@ -193,10 +193,14 @@ func (r *KidUserReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		}
 	}
 	if user.Status.ErasedAt != nil {
-		if err := r.eraseEvents(ctx, user); err != nil {
+		waiting, err := r.eraseEvents(ctx, user)
+		if err != nil {
 			return ctrl.Result{}, err
 		}
 		_, expiry, err := r.expireUser(ctx, user)
+		if waiting {
+			expiry = soonest(expiry, erasureRecheck)
+		}
 		return ctrl.Result{RequeueAfter: expiry}, err
 	}
 	gone, expiry, err := r.expireUser(ctx, user)
@@ -276,15 +280,25 @@ func (r *KidUserReconciler) mergeIntoHolders(ctx context.Context, standIn *kidv1
 	return true, nil
 }
 
+// erasureRecheck is when an erased user is looked at again while an event
+// about it that kept personal data is not finished (its runs pending, or
+// not folded yet, as far as the cache shows). The KidEvent controller
+// deletes such an event when it settles, but its cache may not show the
+// erasure yet, as this one may not show the event settled: without a
+// second look both would skip it, and its personal data would stay until
+// the retention sweep.
+const erasureRecheck = 30 * time.Second
+
 // eraseEvents deletes the finished events about an erased user that still
 // hold personal data (possible only where the product's privacy settings
-// allowed keeping it).
-func (r *KidUserReconciler) eraseEvents(ctx context.Context, user *kidv1.KidUser) error {
+// allowed keeping it). It reports whether such an event was left because
+// it is not finished yet, so that the user is looked at again.
+func (r *KidUserReconciler) eraseEvents(ctx context.Context, user *kidv1.KidUser) (waiting bool, err error) {
 	seen := map[string]bool{}
 	for _, key := range user.IDKeys() {
 		events, err := cachemem.EventsNaming(ctx, r, user.Namespace, key)
 		if err != nil {
-			return err
+			return false, err
 		}
 		for i := range events {
 			e := &events[i]
@@ -293,17 +307,20 @@ func (r *KidUserReconciler) eraseEvents(ctx context.Context, user *kidv1.KidUser
 			}
 			seen[e.Name] = true
 			if !e.Status.Finished() {
-				// Not folded yet: the KidEvent controller deletes it once
-				// it has folded it into this erased user.
+				// Not folded yet, or its runs pending: the KidEvent
+				// controller deletes it once it has folded it into this
+				// erased user, or its runs settled, if its cache shows the
+				// erasure by then; the recheck covers the case it does not.
+				waiting = true
 				continue
 			}
 			if err := r.Delete(ctx, e); client.IgnoreNotFound(err) != nil {
-				return fmt.Errorf("erasing event: %w", err)
+				return false, fmt.Errorf("erasing event: %w", err)
 			}
 			erasedEventsTotal.Inc()
 		}
 	}
-	return nil
+	return waiting, nil
 }
 
 // boundStandIn drops the personal data of a stand-in that nothing linked to
