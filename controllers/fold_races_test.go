@@ -110,3 +110,44 @@ var _ = Describe("Erasure of an event whose runs were pending", func() {
 		Expect(f.gone(e)).To(BeTrue())
 	})
 })
+
+var _ = Describe("The look-ahead to a stored PASS, on a fold retried", func() {
+	It("goes back to the stand-in the first attempt counted the event on, though the cache does not show it yet", func() {
+		conflict := false
+		f := newByHand("ahead-retry", func(obj client.Object) error {
+			if e, ok := obj.(*kidv1.KidEvent); ok && conflict {
+				conflict = false
+				return apierrors.NewConflict(kidv1.GroupVersion.WithResource("kidevents").GroupResource(), e.Name, nil)
+			}
+			return nil
+		})
+		standIn := &kidv1.KidUser{ObjectMeta: metav1.ObjectMeta{Namespace: f.product.Namespace, Name: kidv1.UserName(f.product.Name, kidv1.IdentityChallenge, "c-retry")}}
+		session := &kidv1.KidUser{ObjectMeta: metav1.ObjectMeta{Namespace: f.product.Namespace, Name: kidv1.UserName(f.product.Name, kidv1.IdentitySession, "s-retry")}}
+		// The cache will not show the stand-in the first attempt makes.
+		f.lag.Hold(ctx, standIn)
+
+		inProgress := f.store(kid.ChallengeStateChange, kidsim.Fields{ChallengeID: "c-retry", Status: kid.StatusInProgress})
+		conflict = true
+		Expect(f.reconcile(inProgress)).To(MatchError(ContainSubstring("updating event status")))
+		Expect(f.get(standIn.Name).Status.ObservedEvents).To(BeEquivalentTo(1), "the first attempt counted it on the stand-in")
+
+		// The PASS is stored before the retry: it links the challenge.
+		pass := f.store(kid.ChallengeStateChange, kidsim.Fields{ChallengeID: "c-retry", Status: kid.StatusPass, SessionID: "s-retry"})
+
+		Expect(f.reconcile(inProgress)).NotTo(Succeed(), "the stand-in holds the event; the retry waits for the cache to show it")
+		Expect(f.gone(session)).To(BeTrue(), "the link was not followed: the session's user did not count the event")
+
+		f.lag.Release(standIn)
+		Expect(f.reconcile(inProgress)).To(Succeed())
+		got := &kidv1.KidEvent{}
+		Expect(f.client.Get(ctx, client.ObjectKeyFromObject(inProgress), got)).To(Succeed())
+		Expect(got.Status.UserRef).To(Equal(&kidv1.LocalObjectReference{Name: standIn.Name}))
+		Expect(f.get(standIn.Name).Status.ObservedEvents).To(BeEquivalentTo(1))
+
+		Expect(f.reconcile(pass)).To(Succeed())
+		_, err := f.users().Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(standIn)})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(f.gone(standIn)).To(BeTrue(), "merged into the session's user")
+		Expect(f.get(session.Name).Status.ObservedEvents).To(BeEquivalentTo(2), "two events, each counted once")
+	})
+})

@@ -446,15 +446,19 @@ func (r *KidEventReconciler) ignore(ctx context.Context, e *kidv1.KidEvent) erro
 // reread returns the API server's copy of an event (through APIReader,
 // around the cache).
 func (r *KidEventReconciler) reread(ctx context.Context, e *kidv1.KidEvent) (*kidv1.KidEvent, error) {
-	reader := r.APIReader
-	if reader == nil {
-		reader = r.Client
-	}
 	fresh := &kidv1.KidEvent{}
-	if err := reader.Get(ctx, client.ObjectKeyFromObject(e), fresh); err != nil {
+	if err := r.liveReader().Get(ctx, client.ObjectKeyFromObject(e), fresh); err != nil {
 		return nil, client.IgnoreNotFound(err)
 	}
 	return fresh, nil
+}
+
+// liveReader reads around the cache: APIReader, or Client when none is set.
+func (r *KidEventReconciler) liveReader() client.Reader {
+	if r.APIReader == nil {
+		return r.Client
+	}
+	return r.APIReader
 }
 
 // redrive puts the failed runs back to Pending and removes the annotation
@@ -605,7 +609,7 @@ func (r *KidEventReconciler) targets(ctx context.Context, e *kidv1.KidEvent, fe 
 			return nil, err
 		}
 		if session != "" {
-			return []target{one(kidv1.IdentitySession, session)}, nil
+			return r.standInOr(ctx, e, one(kind, id), one(kidv1.IdentitySession, session))
 		}
 	}
 	if len(holders) == 0 {
@@ -620,6 +624,27 @@ func (r *KidEventReconciler) targets(ctx context.Context, e *kidv1.KidEvent, fe 
 		return holders[i : i+1], nil
 	}
 	return holders[:1], nil
+}
+
+// standInOr returns the stand-in's target if the API server has the
+// stand-in, else the linked session's. The cache showed no user holding the
+// challenge, but it may lag: a first fold of this event, before the PASS
+// that links it was stored, went to the stand-in and failed before the
+// event was marked Applied (a 409, a timeout). Folded into the session's
+// user now, the event would be counted there too, and again when the
+// stand-in is merged in. So the stand-in's fixed name is read live before
+// the link is followed (one read, on the look-ahead only).
+func (r *KidEventReconciler) standInOr(ctx context.Context, e *kidv1.KidEvent, standIn, session target) ([]target, error) {
+	u := &kidv1.KidUser{}
+	err := r.liveReader().Get(ctx, types.NamespacedName{Namespace: e.Namespace, Name: standIn.name}, u)
+	switch {
+	case apierrors.IsNotFound(err):
+		return []target{session}, nil
+	case err != nil:
+		return nil, fmt.Errorf("reading the challenge's stand-in: %w", err)
+	}
+	standIn.holdsEvent = slices.Contains(u.Status.InFlightEvents, standIn.event.Name)
+	return []target{standIn}, nil
 }
 
 // linkedSession returns the session that a stored challenge event links the
