@@ -13,6 +13,7 @@ import (
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
 	"github.com/kid-operator/kid-operator/controllers"
+	"github.com/kid-operator/kid-operator/internal/fold"
 	"github.com/kid-operator/kid-operator/internal/kid"
 	"github.com/kid-operator/kid-operator/internal/kidsim"
 )
@@ -149,5 +150,30 @@ var _ = Describe("The look-ahead to a stored PASS, on a fold retried", func() {
 		Expect(err).NotTo(HaveOccurred())
 		Expect(f.gone(standIn)).To(BeTrue(), "merged into the session's user")
 		Expect(f.get(session.Name).Status.ObservedEvents).To(BeEquivalentTo(2), "two events, each counted once")
+	})
+})
+
+var _ = Describe("The names of events in flight, after a takeover", func() {
+	It("keeps a name whose event the KidEvent cache has not seen yet, so the fold repeated counts nothing again", func() {
+		f := newByHand("inflight-takeover", nil)
+		first, fe := builtEvent(f.product, time.Now(), kid.ChallengeStateChange, kidsim.Fields{ChallengeID: "c-takeover", Status: kid.StatusPass, SessionID: "s-takeover"})
+		// The old leader folded the first event into the player and lost
+		// its lease before marking it Applied; the new leader's KidEvent
+		// cache has not seen the event yet.
+		f.lag.Hold(ctx, first)
+		Expect(f.client.Create(ctx, first)).To(Succeed())
+		u := f.newUser(kidv1.IdentitySession, "s-takeover", kidv1.KidUserStatus{})
+		before := u.DeepCopy()
+		u.Status = *fold.Apply(&u.Status, fe, kid.Privacy{}, string(u.UID))
+		Expect(f.client.Status().Patch(ctx, u, client.MergeFrom(before))).To(Succeed())
+
+		// Another event of the player folds first.
+		second := f.store(kid.SessionChangePermissions, kidsim.Fields{SessionID: "s-takeover"})
+		Expect(f.reconcile(second)).To(Succeed())
+		Expect(f.get(u.Name).Status.InFlightEvents).To(ContainElement(first.Name), "not pruned on a cache miss")
+
+		f.lag.Release(first)
+		Expect(f.reconcile(first)).To(Succeed())
+		Expect(f.get(u.Name).Status.ObservedEvents).To(BeEquivalentTo(2), "two events, each counted once")
 	})
 })

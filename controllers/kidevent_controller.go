@@ -779,13 +779,23 @@ func sameButInFlight(a, b *kidv1.KidUserStatus) bool {
 // folded again; pruned at each fold, the list holds about the events in
 // flight, not the player's history. The cache may lag, so a finished event's
 // name can stay one fold longer; it never shows an event finished before it
-// was.
+// was, but it may not show a stored event yet, so a miss is confirmed
+// through the API server.
 func (r *KidEventReconciler) stillInFlight(ctx context.Context, user *kidv1.KidUser, folding string) ([]string, error) {
 	var kept []string
 	for _, name := range user.Status.InFlightEvents {
 		if name != folding {
 			e := &kidv1.KidEvent{}
-			err := r.Get(ctx, types.NamespacedName{Namespace: user.Namespace, Name: name}, e)
+			key := types.NamespacedName{Namespace: user.Namespace, Name: name}
+			err := r.Get(ctx, key, e)
+			if apierrors.IsNotFound(err) {
+				// Gone, or not in the cache yet: after a takeover the
+				// KidUser watch can run ahead of the KidEvent watch, and a
+				// name the old leader wrote, pruned before its event
+				// arrives, would let the fold repeated count it again.
+				// The API server tells (one read, on a cache miss only).
+				err = r.liveReader().Get(ctx, key, e)
+			}
 			if apierrors.IsNotFound(err) {
 				continue
 			}
