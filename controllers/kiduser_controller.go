@@ -259,6 +259,11 @@ func (r *KidUserReconciler) mergeIntoHolders(ctx context.Context, standIn *kidv1
 	for _, h := range holders {
 		before := h.DeepCopy()
 		h.Status = *fold.Merge(&h.Status, from)
+		if len(h.Status.EventCounts) > fold.MaxEventCounts/2 {
+			if h.Status.EventCounts, err = r.compactCounts(ctx, h, standIn); err != nil {
+				return false, err
+			}
+		}
 		setUserConditions(h)
 		if apiequality.Semantic.DeepEqual(before.Status, h.Status) {
 			continue
@@ -288,6 +293,29 @@ func (r *KidUserReconciler) mergeIntoHolders(ctx context.Context, standIn *kidv1
 // second look both would skip it, and its personal data would stay until
 // the retention sweep.
 const erasureRecheck = 30 * time.Second
+
+// compactCounts folds the event counts of h's origins that are gone (stand-ins
+// merged and deleted) into one entry of h's own, so that a player many
+// stand-ins were merged into stays within the CRD's bound on eventCounts:
+// past it every merge would be refused (422) and retried without end, and
+// the stand-in never deleted. An origin is live when it is h, the stand-in
+// being merged, or a user the cache shows holding one of h's ids (a
+// stand-in not deleted yet, which may be merged again): a user whose count
+// h holds was read from the cache to be merged, so the cache shows it
+// until it is gone.
+func (r *KidUserReconciler) compactCounts(ctx context.Context, h, standIn *kidv1.KidUser) ([]kidv1.EventCount, error) {
+	live := map[string]bool{string(h.UID): true, string(standIn.UID): true}
+	for _, key := range h.IDKeys() {
+		users, err := cachemem.UsersHolding(ctx, r, h.Namespace, key)
+		if err != nil {
+			return nil, err
+		}
+		for i := range users {
+			live[string(users[i].UID)] = true
+		}
+	}
+	return fold.CompactCounts(h.Status.EventCounts, string(h.UID), func(uid string) bool { return live[uid] }), nil
+}
 
 // eraseEvents deletes the finished events about an erased user that still
 // hold personal data (possible only where the product's privacy settings
