@@ -136,6 +136,7 @@ func (r *KidEventReconciler) runActions(ctx context.Context, e *kidv1.KidEvent, 
 		}
 	}
 	settle(e)
+	setProcessed(e)
 	if !apiequality.Semantic.DeepEqual(before.Status, e.Status) {
 		if err := r.Status().Patch(ctx, e, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
 			return 0, fmt.Errorf("recording action runs: %w", err)

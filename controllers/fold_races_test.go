@@ -56,6 +56,11 @@ func (f *byHand) appliedWithPersonalData(eventType string, fields kidsim.Fields,
 	return e
 }
 
+// errConflict is the API server's answer to a write over a stale version.
+func errConflict(obj client.Object) error {
+	return apierrors.NewConflict(kidv1.GroupVersion.WithResource("kidevents").GroupResource(), obj.GetName(), nil)
+}
+
 func (f *byHand) gone(o client.Object) bool {
 	return apierrors.IsNotFound(f.client.Get(ctx, client.ObjectKeyFromObject(o), o.DeepCopyObject().(client.Object)))
 }
@@ -116,16 +121,16 @@ var _ = Describe("The look-ahead to a stored PASS, on a fold retried", func() {
 	It("goes back to the stand-in the first attempt counted the event on, though the cache does not show it yet", func() {
 		conflict := false
 		f := newByHand("ahead-retry", func(obj client.Object) error {
-			if e, ok := obj.(*kidv1.KidEvent); ok && conflict {
+			if _, ok := obj.(*kidv1.KidEvent); ok && conflict {
 				conflict = false
-				return apierrors.NewConflict(kidv1.GroupVersion.WithResource("kidevents").GroupResource(), e.Name, nil)
+				return errConflict(obj)
 			}
 			return nil
 		})
 		standIn := &kidv1.KidUser{ObjectMeta: metav1.ObjectMeta{Namespace: f.product.Namespace, Name: kidv1.UserName(f.product.Name, kidv1.IdentityChallenge, "c-retry")}}
 		session := &kidv1.KidUser{ObjectMeta: metav1.ObjectMeta{Namespace: f.product.Namespace, Name: kidv1.UserName(f.product.Name, kidv1.IdentitySession, "s-retry")}}
 		// The cache will not show the stand-in the first attempt makes.
-		f.lag.Hold(ctx, standIn)
+		f.lag.Hide(standIn)
 
 		inProgress := f.store(kid.ChallengeStateChange, kidsim.Fields{ChallengeID: "c-retry", Status: kid.StatusInProgress})
 		conflict = true
@@ -160,7 +165,7 @@ var _ = Describe("The names of events in flight, after a takeover", func() {
 		// The old leader folded the first event into the player and lost
 		// its lease before marking it Applied; the new leader's KidEvent
 		// cache has not seen the event yet.
-		f.lag.Hold(ctx, first)
+		f.lag.Hide(first)
 		Expect(f.client.Create(ctx, first)).To(Succeed())
 		u := f.newUser(kidv1.IdentitySession, "s-takeover", kidv1.KidUserStatus{})
 		before := u.DeepCopy()

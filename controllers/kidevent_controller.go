@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -239,7 +240,7 @@ func (r *KidEventReconciler) reconcileFold(ctx context.Context, p *eventPass) (s
 	}
 	e := p.event
 	if !kid.Known(e.Spec.EventType) {
-		return endPass, r.ignore(ctx, e)
+		return endPass, r.ignore(ctx, e, ignoredUnknownType)
 	}
 	product, err := r.productOf(ctx, e)
 	if err != nil {
@@ -250,7 +251,7 @@ func (r *KidEventReconciler) reconcileFold(ctx context.Context, p *eventPass) (s
 	fe, err := foldEvent(e)
 	if err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "event data does not decode; ignoring the event")
-		return endPass, r.ignore(ctx, e)
+		return endPass, r.ignore(ctx, e, ignoredUndecodable(e.Spec.EventType))
 	}
 	targets, err := r.targets(ctx, e, fe)
 	if err != nil {
@@ -262,6 +263,9 @@ func (r *KidEventReconciler) reconcileFold(ctx context.Context, p *eventPass) (s
 	privacy := inbox.PrivacyOf(product)
 	for _, t := range targets {
 		user, err := r.applyTo(ctx, e, product, t, privacy)
+		if errors.Is(err, errWaitingForMerge) {
+			return endPass, r.waitForMerge(ctx, e, err)
+		}
 		if err != nil {
 			return endPass, err
 		}
@@ -437,10 +441,26 @@ func (r *KidEventReconciler) productOf(ctx context.Context, e *kidv1.KidEvent) (
 	return product, nil
 }
 
-// ignore records an event that folds into no user as Ignored.
-func (r *KidEventReconciler) ignore(ctx context.Context, e *kidv1.KidEvent) error {
+// ignore records an event that folds into no user as Ignored, and why.
+func (r *KidEventReconciler) ignore(ctx context.Context, e *kidv1.KidEvent, why ignored) error {
 	eventsProcessedTotal.WithLabelValues(typeLabel(e.Spec.EventType), "ignored").Inc()
-	return r.setPhase(ctx, e, kidv1.EventIgnored, nil, nil, nil)
+	return r.setPhase(ctx, e, kidv1.EventIgnored, nil, nil, why.condition(e))
+}
+
+// waitForMerge records on a Pending event that its fold waits for the cache
+// to show a merge (its Processed condition, written once per wait: a retry
+// that finds it set writes nothing), and returns err, so the fold is
+// retried.
+func (r *KidEventReconciler) waitForMerge(ctx context.Context, e *kidv1.KidEvent, err error) error {
+	before := e.DeepCopy()
+	setEventCondition(e, kidv1.ProcessedCondition, metav1.ConditionFalse, kidv1.WaitingForMergeReason,
+		"the stand-in that counted the event was merged away, or the cache does not show it yet; the fold is retried")
+	if !apiequality.Semantic.DeepEqual(before.Status, e.Status) {
+		if perr := r.Status().Patch(ctx, e, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); perr != nil {
+			return fmt.Errorf("recording the wait for a merge: %w (%w)", perr, err)
+		}
+	}
+	return err
 }
 
 // reread returns the API server's copy of an event (through APIReader,
@@ -466,6 +486,7 @@ func (r *KidEventReconciler) liveReader() client.Reader {
 func (r *KidEventReconciler) redrive(ctx context.Context, event *kidv1.KidEvent) error {
 	before := event.DeepCopy()
 	redrive(event)
+	setProcessed(event)
 	if !apiequality.Semantic.DeepEqual(before.Status, event.Status) {
 		// The runs list is replaced whole: only over the version read.
 		if err := r.Status().Patch(ctx, event, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
@@ -712,10 +733,10 @@ func (r *KidEventReconciler) applyTo(ctx context.Context, e *kidv1.KidEvent, pro
 	err := r.Get(ctx, types.NamespacedName{Namespace: e.Namespace, Name: t.name}, user)
 	switch {
 	case apierrors.IsNotFound(err) && t.holdsEvent:
-		// Merged away since it was listed, with the event's name: made
-		// again, it would count the event a second time. The retry finds
-		// the name on the user it was merged into.
-		return nil, fmt.Errorf("user %s, which holds this event, is gone; resolving the event's users again", t.name)
+		// Merged away since it was listed, with the event's name, or not
+		// in the cache yet: made again, it would count the event a second
+		// time. The retry finds the name on the user it was merged into.
+		return nil, fmt.Errorf("user %s, which holds this event, is not in the cache: %w", t.name, errWaitingForMerge)
 	case apierrors.IsNotFound(err):
 		user = &kidv1.KidUser{
 			ObjectMeta: metav1.ObjectMeta{
@@ -830,20 +851,24 @@ func setUserConditions(u *kidv1.KidUser) {
 	}
 }
 
-// setPhase writes the event's phase, user, action runs and condition, if
-// any (one status write per event).
-func (r *KidEventReconciler) setPhase(ctx context.Context, e *kidv1.KidEvent, phase kidv1.EventPhase, userRef *kidv1.LocalObjectReference, runs []kidv1.ActionRunStatus, cond *metav1.Condition) error {
+// setPhase writes the event's phase, user, action runs and conditions (nil
+// ones skipped), with the Processed condition of an applied event derived
+// from its runs: one status write per event.
+func (r *KidEventReconciler) setPhase(ctx context.Context, e *kidv1.KidEvent, phase kidv1.EventPhase, userRef *kidv1.LocalObjectReference, runs []kidv1.ActionRunStatus, conds ...*metav1.Condition) error {
 	before := e.DeepCopy()
 	now := metav1.NewTime(r.Clock.Now())
 	e.Status.Phase = phase
 	e.Status.UserRef = userRef
 	e.Status.Actions = runs
-	if cond != nil {
-		meta.SetStatusCondition(&e.Status.Conditions, *cond)
+	for _, cond := range conds {
+		if cond != nil {
+			meta.SetStatusCondition(&e.Status.Conditions, *cond)
+		}
 	}
 	if phase == kidv1.EventApplied {
 		e.Status.AppliedAt = &now
 		e.Status.FoldedGeneration = e.Generation
+		setProcessed(e)
 	}
 	// A JSON merge patch replaces the runs list whole, so it is written
 	// only over the version it was computed from: a stale read can never

@@ -16,7 +16,8 @@ import (
 
 // laggingCache is a client whose reads lag on purpose, as a controller's
 // informer cache does behind the API server: Hold freezes what Get and List
-// show of one object (its stored copy then, or its absence) until Release.
+// show of one object (its stored copy then, or its absence), and Hide hides
+// one, until Release.
 // Writes go straight to the API server (the wrapped client), which stays
 // the reconciler's APIReader. A hold is a switch, not a delay, so a race
 // that needs one cache to lag another's write happens every time.
@@ -62,6 +63,14 @@ func (l *laggingCache) Hold(ctx context.Context, obj client.Object) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.held[k] = frozen
+}
+
+// Hide makes reads show no obj (its kind, namespace and name), whatever the
+// API server has: a cache that has not seen its create yet.
+func (l *laggingCache) Hide(obj client.Object) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.held[l.keyOf(obj)] = nil
 }
 
 // Release lets reads see obj as the API server has it again.
