@@ -136,6 +136,7 @@ func (r *KidEventReconciler) runActions(ctx context.Context, e *kidv1.KidEvent, 
 		}
 	}
 	settle(e)
+	setProcessed(e)
 	if !apiequality.Semantic.DeepEqual(before.Status, e.Status) {
 		if err := r.Status().Patch(ctx, e, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
 			return 0, fmt.Errorf("recording action runs: %w", err)
@@ -152,17 +153,16 @@ func (r *KidEventReconciler) runActions(ctx context.Context, e *kidv1.KidEvent, 
 }
 
 // eraseIfErased deletes a finished event that kept personal data about a
-// player k-ID has since erased (design.md §2, "Erasure").
+// player k-ID has since erased (design.md §2, "Erasure"). The player is the
+// event's user or, when that was a stand-in since merged away, the user it
+// was merged into (userOf): the erasure reached that one.
 func (r *KidEventReconciler) eraseIfErased(ctx context.Context, e *kidv1.KidEvent) error {
 	if !e.Spec.PersonalData || e.Status.UserRef == nil {
 		return nil
 	}
-	u := &kidv1.KidUser{}
-	if err := r.Get(ctx, types.NamespacedName{Namespace: e.Namespace, Name: e.Status.UserRef.Name}, u); err != nil {
-		return client.IgnoreNotFound(err)
-	}
-	if u.Status.ErasedAt == nil {
-		return nil
+	u, err := r.userOf(ctx, e)
+	if err != nil || u == nil || u.Status.ErasedAt == nil {
+		return err
 	}
 	if err := r.Delete(ctx, e, client.Preconditions{UID: &e.UID}); client.IgnoreNotFound(err) != nil {
 		return fmt.Errorf("erasing event: %w", err)

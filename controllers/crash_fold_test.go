@@ -183,10 +183,13 @@ var _ = Describe("A crash between a user's write and its event's", func() {
 
 // byHand drives the KidEvent reconciler over a fake API server, one
 // reconcile at a time, for the specs where the order of folds matters and
-// the running controllers would choose another.
+// the running controllers would choose another. The reconciler reads
+// through lag, a cache that shows what the API server holds unless a spec
+// holds an object back; its APIReader is the API server.
 type byHand struct {
 	product *kidv1.KidProduct
 	client  client.Client
+	lag     *laggingCache
 	r       *controllers.KidEventReconciler
 	// writes lists each write made through client, as "verb Kind" (with
 	// "status" for the status subresource), in order.
@@ -236,7 +239,8 @@ func newByHand(ns string, statusPatch func(client.Object) error) *byHand {
 			},
 		}).
 		Build()
-	return &byHand{product: product, client: c, writes: writes, r: &controllers.KidEventReconciler{Client: c, Filters: actions.NewFilters(), Clock: clock.RealClock{}}}
+	lag := newLaggingCache(c)
+	return &byHand{product: product, client: c, lag: lag, writes: writes, r: &controllers.KidEventReconciler{Client: lag, APIReader: c, Filters: actions.NewFilters(), Clock: clock.RealClock{}}}
 }
 
 // store creates an event as the receiver would (source webhook).

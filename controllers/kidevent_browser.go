@@ -108,7 +108,7 @@ func (r *KidEventReconciler) confirmBrowserEvent(ctx context.Context, event *kid
 	product := &kidv1.KidProduct{}
 	if err := r.Get(ctx, types.NamespacedName{Namespace: event.Namespace, Name: event.Spec.ProductRef.Name}, product); err != nil {
 		if apierrors.IsNotFound(err) {
-			return 0, r.setPhase(ctx, event, kidv1.EventIgnored, nil, nil, nil)
+			return 0, r.setPhase(ctx, event, kidv1.EventIgnored, nil, nil, ignoredNoProduct.condition(event))
 		}
 		return 0, fmt.Errorf("reading product of event: %w", err)
 	}
@@ -144,7 +144,7 @@ func (r *KidEventReconciler) confirmBrowserEvent(ctx context.Context, event *kid
 		userRef = &kidv1.LocalObjectReference{Name: name}
 		eventsProcessedTotal.WithLabelValues(typeLabel(event.Spec.EventType), "confirming").Inc()
 	}
-	return 0, r.setPhase(ctx, event, kidv1.EventIgnored, userRef, nil, nil)
+	return 0, r.setPhase(ctx, event, kidv1.EventIgnored, userRef, nil, ignoredBrowser.condition(event))
 }
 
 // browserSubject is the one id a relayed event is about (the relay token's

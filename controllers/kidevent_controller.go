@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -239,7 +240,7 @@ func (r *KidEventReconciler) reconcileFold(ctx context.Context, p *eventPass) (s
 	}
 	e := p.event
 	if !kid.Known(e.Spec.EventType) {
-		return endPass, r.ignore(ctx, e)
+		return endPass, r.ignore(ctx, e, ignoredUnknownType)
 	}
 	product, err := r.productOf(ctx, e)
 	if err != nil {
@@ -250,7 +251,7 @@ func (r *KidEventReconciler) reconcileFold(ctx context.Context, p *eventPass) (s
 	fe, err := foldEvent(e)
 	if err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "event data does not decode; ignoring the event")
-		return endPass, r.ignore(ctx, e)
+		return endPass, r.ignore(ctx, e, ignoredUndecodable(e.Spec.EventType))
 	}
 	targets, err := r.targets(ctx, e, fe)
 	if err != nil {
@@ -262,6 +263,9 @@ func (r *KidEventReconciler) reconcileFold(ctx context.Context, p *eventPass) (s
 	privacy := inbox.PrivacyOf(product)
 	for _, t := range targets {
 		user, err := r.applyTo(ctx, e, product, t, privacy)
+		if errors.Is(err, errWaitingForMerge) {
+			return endPass, r.waitForMerge(ctx, e, err)
+		}
 		if err != nil {
 			return endPass, err
 		}
@@ -437,24 +441,44 @@ func (r *KidEventReconciler) productOf(ctx context.Context, e *kidv1.KidEvent) (
 	return product, nil
 }
 
-// ignore records an event that folds into no user as Ignored.
-func (r *KidEventReconciler) ignore(ctx context.Context, e *kidv1.KidEvent) error {
+// ignore records an event that folds into no user as Ignored, and why.
+func (r *KidEventReconciler) ignore(ctx context.Context, e *kidv1.KidEvent, why ignored) error {
 	eventsProcessedTotal.WithLabelValues(typeLabel(e.Spec.EventType), "ignored").Inc()
-	return r.setPhase(ctx, e, kidv1.EventIgnored, nil, nil, nil)
+	return r.setPhase(ctx, e, kidv1.EventIgnored, nil, nil, why.condition(e))
+}
+
+// waitForMerge records on a Pending event that its fold waits for the cache
+// to show a merge (its Processed condition, written once per wait: a retry
+// that finds it set writes nothing), and returns err, so the fold is
+// retried.
+func (r *KidEventReconciler) waitForMerge(ctx context.Context, e *kidv1.KidEvent, err error) error {
+	before := e.DeepCopy()
+	setEventCondition(e, kidv1.ProcessedCondition, metav1.ConditionFalse, kidv1.WaitingForMergeReason,
+		"the stand-in that counted the event was merged away, or the cache does not show it yet; the fold is retried")
+	if !apiequality.Semantic.DeepEqual(before.Status, e.Status) {
+		if perr := r.Status().Patch(ctx, e, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); perr != nil {
+			return fmt.Errorf("recording the wait for a merge: %w (%w)", perr, err)
+		}
+	}
+	return err
 }
 
 // reread returns the API server's copy of an event (through APIReader,
 // around the cache).
 func (r *KidEventReconciler) reread(ctx context.Context, e *kidv1.KidEvent) (*kidv1.KidEvent, error) {
-	reader := r.APIReader
-	if reader == nil {
-		reader = r.Client
-	}
 	fresh := &kidv1.KidEvent{}
-	if err := reader.Get(ctx, client.ObjectKeyFromObject(e), fresh); err != nil {
+	if err := r.liveReader().Get(ctx, client.ObjectKeyFromObject(e), fresh); err != nil {
 		return nil, client.IgnoreNotFound(err)
 	}
 	return fresh, nil
+}
+
+// liveReader reads around the cache: APIReader, or Client when none is set.
+func (r *KidEventReconciler) liveReader() client.Reader {
+	if r.APIReader == nil {
+		return r.Client
+	}
+	return r.APIReader
 }
 
 // redrive puts the failed runs back to Pending and removes the annotation
@@ -462,6 +486,7 @@ func (r *KidEventReconciler) reread(ctx context.Context, e *kidv1.KidEvent) (*ki
 func (r *KidEventReconciler) redrive(ctx context.Context, event *kidv1.KidEvent) error {
 	before := event.DeepCopy()
 	redrive(event)
+	setProcessed(event)
 	if !apiequality.Semantic.DeepEqual(before.Status, event.Status) {
 		// The runs list is replaced whole: only over the version read.
 		if err := r.Status().Patch(ctx, event, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
@@ -605,7 +630,7 @@ func (r *KidEventReconciler) targets(ctx context.Context, e *kidv1.KidEvent, fe 
 			return nil, err
 		}
 		if session != "" {
-			return []target{one(kidv1.IdentitySession, session)}, nil
+			return r.standInOr(ctx, e, one(kind, id), one(kidv1.IdentitySession, session))
 		}
 	}
 	if len(holders) == 0 {
@@ -620,6 +645,27 @@ func (r *KidEventReconciler) targets(ctx context.Context, e *kidv1.KidEvent, fe 
 		return holders[i : i+1], nil
 	}
 	return holders[:1], nil
+}
+
+// standInOr returns the stand-in's target if the API server has the
+// stand-in, else the linked session's. The cache showed no user holding the
+// challenge, but it may lag: a first fold of this event, before the PASS
+// that links it was stored, went to the stand-in and failed before the
+// event was marked Applied (a 409, a timeout). Folded into the session's
+// user now, the event would be counted there too, and again when the
+// stand-in is merged in. So the stand-in's fixed name is read live before
+// the link is followed (one read, on the look-ahead only).
+func (r *KidEventReconciler) standInOr(ctx context.Context, e *kidv1.KidEvent, standIn, session target) ([]target, error) {
+	u := &kidv1.KidUser{}
+	err := r.liveReader().Get(ctx, types.NamespacedName{Namespace: e.Namespace, Name: standIn.name}, u)
+	switch {
+	case apierrors.IsNotFound(err):
+		return []target{session}, nil
+	case err != nil:
+		return nil, fmt.Errorf("reading the challenge's stand-in: %w", err)
+	}
+	standIn.holdsEvent = slices.Contains(u.Status.InFlightEvents, standIn.event.Name)
+	return []target{standIn}, nil
 }
 
 // linkedSession returns the session that a stored challenge event links the
@@ -687,10 +733,10 @@ func (r *KidEventReconciler) applyTo(ctx context.Context, e *kidv1.KidEvent, pro
 	err := r.Get(ctx, types.NamespacedName{Namespace: e.Namespace, Name: t.name}, user)
 	switch {
 	case apierrors.IsNotFound(err) && t.holdsEvent:
-		// Merged away since it was listed, with the event's name: made
-		// again, it would count the event a second time. The retry finds
-		// the name on the user it was merged into.
-		return nil, fmt.Errorf("user %s, which holds this event, is gone; resolving the event's users again", t.name)
+		// Merged away since it was listed, with the event's name, or not
+		// in the cache yet: made again, it would count the event a second
+		// time. The retry finds the name on the user it was merged into.
+		return nil, fmt.Errorf("user %s, which holds this event, is not in the cache: %w", t.name, errWaitingForMerge)
 	case apierrors.IsNotFound(err):
 		user = &kidv1.KidUser{
 			ObjectMeta: metav1.ObjectMeta{
@@ -754,13 +800,23 @@ func sameButInFlight(a, b *kidv1.KidUserStatus) bool {
 // folded again; pruned at each fold, the list holds about the events in
 // flight, not the player's history. The cache may lag, so a finished event's
 // name can stay one fold longer; it never shows an event finished before it
-// was.
+// was, but it may not show a stored event yet, so a miss is confirmed
+// through the API server.
 func (r *KidEventReconciler) stillInFlight(ctx context.Context, user *kidv1.KidUser, folding string) ([]string, error) {
 	var kept []string
 	for _, name := range user.Status.InFlightEvents {
 		if name != folding {
 			e := &kidv1.KidEvent{}
-			err := r.Get(ctx, types.NamespacedName{Namespace: user.Namespace, Name: name}, e)
+			key := types.NamespacedName{Namespace: user.Namespace, Name: name}
+			err := r.Get(ctx, key, e)
+			if apierrors.IsNotFound(err) {
+				// Gone, or not in the cache yet: after a takeover the
+				// KidUser watch can run ahead of the KidEvent watch, and a
+				// name the old leader wrote, pruned before its event
+				// arrives, would let the fold repeated count it again.
+				// The API server tells (one read, on a cache miss only).
+				err = r.liveReader().Get(ctx, key, e)
+			}
 			if apierrors.IsNotFound(err) {
 				continue
 			}
@@ -795,20 +851,24 @@ func setUserConditions(u *kidv1.KidUser) {
 	}
 }
 
-// setPhase writes the event's phase, user, action runs and condition, if
-// any (one status write per event).
-func (r *KidEventReconciler) setPhase(ctx context.Context, e *kidv1.KidEvent, phase kidv1.EventPhase, userRef *kidv1.LocalObjectReference, runs []kidv1.ActionRunStatus, cond *metav1.Condition) error {
+// setPhase writes the event's phase, user, action runs and conditions (nil
+// ones skipped), with the Processed condition of an applied event derived
+// from its runs: one status write per event.
+func (r *KidEventReconciler) setPhase(ctx context.Context, e *kidv1.KidEvent, phase kidv1.EventPhase, userRef *kidv1.LocalObjectReference, runs []kidv1.ActionRunStatus, conds ...*metav1.Condition) error {
 	before := e.DeepCopy()
 	now := metav1.NewTime(r.Clock.Now())
 	e.Status.Phase = phase
 	e.Status.UserRef = userRef
 	e.Status.Actions = runs
-	if cond != nil {
-		meta.SetStatusCondition(&e.Status.Conditions, *cond)
+	for _, cond := range conds {
+		if cond != nil {
+			meta.SetStatusCondition(&e.Status.Conditions, *cond)
+		}
 	}
 	if phase == kidv1.EventApplied {
 		e.Status.AppliedAt = &now
 		e.Status.FoldedGeneration = e.Generation
+		setProcessed(e)
 	}
 	// A JSON merge patch replaces the runs list whole, so it is written
 	// only over the version it was computed from: a stale read can never

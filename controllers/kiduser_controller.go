@@ -193,10 +193,14 @@ func (r *KidUserReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		}
 	}
 	if user.Status.ErasedAt != nil {
-		if err := r.eraseEvents(ctx, user); err != nil {
+		waiting, err := r.eraseEvents(ctx, user)
+		if err != nil {
 			return ctrl.Result{}, err
 		}
 		_, expiry, err := r.expireUser(ctx, user)
+		if waiting {
+			expiry = soonest(expiry, erasureRecheck)
+		}
 		return ctrl.Result{RequeueAfter: expiry}, err
 	}
 	gone, expiry, err := r.expireUser(ctx, user)
@@ -255,6 +259,11 @@ func (r *KidUserReconciler) mergeIntoHolders(ctx context.Context, standIn *kidv1
 	for _, h := range holders {
 		before := h.DeepCopy()
 		h.Status = *fold.Merge(&h.Status, from)
+		if len(h.Status.EventCounts) > fold.MaxEventCounts/2 {
+			if h.Status.EventCounts, err = r.compactCounts(ctx, h, standIn); err != nil {
+				return false, err
+			}
+		}
 		setUserConditions(h)
 		if apiequality.Semantic.DeepEqual(before.Status, h.Status) {
 			continue
@@ -276,15 +285,48 @@ func (r *KidUserReconciler) mergeIntoHolders(ctx context.Context, standIn *kidv1
 	return true, nil
 }
 
+// erasureRecheck is when an erased user is looked at again while an event
+// about it that kept personal data is not finished (its runs pending, or
+// not folded yet, as far as the cache shows). The KidEvent controller
+// deletes such an event when it settles, but its cache may not show the
+// erasure yet, as this one may not show the event settled: without a
+// second look both would skip it, and its personal data would stay until
+// the retention sweep.
+const erasureRecheck = 30 * time.Second
+
+// compactCounts folds the event counts of h's origins that are gone (stand-ins
+// merged and deleted) into one entry of h's own, so that a player many
+// stand-ins were merged into stays within the CRD's bound on eventCounts:
+// past it every merge would be refused (422) and retried without end, and
+// the stand-in never deleted. An origin is live when it is h, the stand-in
+// being merged, or a user the cache shows holding one of h's ids (a
+// stand-in not deleted yet, which may be merged again): a user whose count
+// h holds was read from the cache to be merged, so the cache shows it
+// until it is gone.
+func (r *KidUserReconciler) compactCounts(ctx context.Context, h, standIn *kidv1.KidUser) ([]kidv1.EventCount, error) {
+	live := map[string]bool{string(h.UID): true, string(standIn.UID): true}
+	for _, key := range h.IDKeys() {
+		users, err := cachemem.UsersHolding(ctx, r, h.Namespace, key)
+		if err != nil {
+			return nil, err
+		}
+		for i := range users {
+			live[string(users[i].UID)] = true
+		}
+	}
+	return fold.CompactCounts(h.Status.EventCounts, string(h.UID), func(uid string) bool { return live[uid] }), nil
+}
+
 // eraseEvents deletes the finished events about an erased user that still
 // hold personal data (possible only where the product's privacy settings
-// allowed keeping it).
-func (r *KidUserReconciler) eraseEvents(ctx context.Context, user *kidv1.KidUser) error {
+// allowed keeping it). It reports whether such an event was left because
+// it is not finished yet, so that the user is looked at again.
+func (r *KidUserReconciler) eraseEvents(ctx context.Context, user *kidv1.KidUser) (waiting bool, err error) {
 	seen := map[string]bool{}
 	for _, key := range user.IDKeys() {
 		events, err := cachemem.EventsNaming(ctx, r, user.Namespace, key)
 		if err != nil {
-			return err
+			return false, err
 		}
 		for i := range events {
 			e := &events[i]
@@ -293,17 +335,20 @@ func (r *KidUserReconciler) eraseEvents(ctx context.Context, user *kidv1.KidUser
 			}
 			seen[e.Name] = true
 			if !e.Status.Finished() {
-				// Not folded yet: the KidEvent controller deletes it once
-				// it has folded it into this erased user.
+				// Not folded yet, or its runs pending: the KidEvent
+				// controller deletes it once it has folded it into this
+				// erased user, or its runs settled, if its cache shows the
+				// erasure by then; the recheck covers the case it does not.
+				waiting = true
 				continue
 			}
 			if err := r.Delete(ctx, e); client.IgnoreNotFound(err) != nil {
-				return fmt.Errorf("erasing event: %w", err)
+				return false, fmt.Errorf("erasing event: %w", err)
 			}
 			erasedEventsTotal.Inc()
 		}
 	}
-	return nil
+	return waiting, nil
 }
 
 // boundStandIn drops the personal data of a stand-in that nothing linked to

@@ -47,6 +47,49 @@ const (
 	// permissions; False when they ran without one, with the reason why
 	// (NotConfigured, APINotReady, SessionGone, ReadTimedOut).
 	SessionReadCondition = "SessionRead"
+	// ProcessedCondition says why an event is where it is: True once the
+	// controllers are done with it (Ignored, Succeeded or Failed), with
+	// the reason (UnknownEventType, UndecodableData, BrowserEvent,
+	// ProductGone, NoActionMatched, ActionsSucceeded, ActionFailed);
+	// False while it waits, with what for (RunsPending, RetryScheduled,
+	// WaitingForMerge). It is written with the status writes an event
+	// has anyway, so a wait that writes nothing (a permission change
+	// waiting for its read, a suspended product's runs) does not show.
+	// Its message never carries personal data nor an action's error text
+	// (status.actions has the latter).
+	ProcessedCondition = "Processed"
+)
+
+// Reasons of a KidEvent's Processed condition.
+const (
+	// UnknownEventTypeReason: Ignored; this version does not know the
+	// event type (Test events among them).
+	UnknownEventTypeReason = "UnknownEventType"
+	// UndecodableDataReason: Ignored; the stored data does not decode as
+	// the event type's payload.
+	UndecodableDataReason = "UndecodableData"
+	// BrowserEventReason: Ignored; a game page's hint is never folded nor
+	// acted on, only (with spec.api) confirmed at k-ID.
+	BrowserEventReason = "BrowserEvent"
+	// ProductGoneReason: Ignored; the event's KidProduct does not exist.
+	ProductGoneReason = "ProductGone"
+	// NoActionMatchedReason: Applied, and no KidAction matched it.
+	NoActionMatchedReason = "NoActionMatched"
+	// ActionsSucceededReason: Succeeded; every run succeeded or was
+	// skipped.
+	ActionsSucceededReason = "ActionsSucceeded"
+	// ActionFailedReason: Failed; a run used its attempts (the redrive
+	// annotation runs it again).
+	ActionFailedReason = "ActionFailed"
+	// RunsPendingReason: Applied; its runs wait for their first attempt.
+	RunsPendingReason = "RunsPending"
+	// RetryScheduledReason: Applied; a run's attempt failed and the next
+	// is scheduled (the message says which run and when).
+	RetryScheduledReason = "RetryScheduled"
+	// WaitingForMergeReason: Pending; the stand-in that counted the event
+	// was merged away, or the cache does not show it yet, and the fold
+	// waits for the cache to show where the event's name went.
+	WaitingForMergeReason = "WaitingForMerge"
 )
 
 // Reasons used in conditions.

@@ -190,7 +190,8 @@ type ActionRunStatus struct {
 
 // KidEventStatus is what the controllers did with an event.
 type KidEventStatus struct {
-	// conditions of the event.
+	// conditions of the event: Processed (why it is where it is: done, or
+	// what it waits for) and, on a Session.ChangePermissions, SessionRead.
 	// +optional
 	// +listType=map
 	// +listMapKey=type

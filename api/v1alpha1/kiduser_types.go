@@ -272,7 +272,8 @@ type KidUserStatus struct {
 	// +kubebuilder:validation:MaxLength=128
 	KUID string `json:"kuid,omitempty"`
 
-	// challengeIds are the challenges linked to this player.
+	// challengeIds are the challenges linked to this player, in the order
+	// first seen; past the bound the oldest are dropped.
 	// +optional
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=64
@@ -319,7 +320,8 @@ type KidUserStatus struct {
 	// eventCounts counts the events folded in, by the UID of the KidUser
 	// object they were first folded into. Merging two users keeps the
 	// larger count of each origin, so a merge repeated after a failure
-	// never counts an event twice.
+	// never counts an event twice. The counts of origins gone (stand-ins
+	// merged and deleted) are compacted into one entry, "<uid>/compacted".
 	// +optional
 	// +listType=map
 	// +listMapKey=origin

@@ -26,8 +26,21 @@ import (
 )
 
 // MaxChallengeIDs bounds the challenges remembered per player (the CRD's
-// limit); the lexically smallest are kept, so Merge stays order-free.
+// limit). The list is in the order the ids were first seen, oldest first,
+// and past the bound the oldest are dropped: a new challenge is always
+// held, so its later events link to the player. Merge keeps the first
+// status's order and appends what the second adds, so the set it holds
+// does not depend on the order of events below the bound; the order does.
 const MaxChallengeIDs = 64
+
+// MaxEventCounts bounds eventCounts (the CRD's limit). Each merge of a
+// stand-in adds its origin; the KidUser controller folds the counts of
+// origins gone into one entry (CompactCounts) long before the bound.
+const MaxEventCounts = 128
+
+// compactedSuffix marks the entry of eventCounts that holds the counts of
+// the origins compacted into a user: its origin is the user's UID and this.
+const compactedSuffix = "/compacted"
 
 // MaxVerifications bounds the verification records per player (the CRD's
 // limit).
@@ -210,7 +223,7 @@ func Merge(a, b *kidv1.KidUserStatus) *kidv1.KidUserStatus {
 		Conditions:     a.DeepCopy().Conditions, // owned by the controller, not the fold
 		SessionID:      minNonEmpty(a.SessionID, b.SessionID),
 		KUID:           minNonEmpty(a.KUID, b.KUID),
-		ChallengeIDs:   union(a.ChallengeIDs, b.ChallengeIDs, MaxChallengeIDs),
+		ChallengeIDs:   newest(a.ChallengeIDs, b.ChallengeIDs, MaxChallengeIDs),
 		Consent:        mergeConsent(a.Consent, b.Consent),
 		Verification:   kidv1.VerificationStatus{Records: mergeRecords(a.Verification.Records, b.Verification.Records)},
 		Session:        mergeSession(a.Session, b.Session),
@@ -487,6 +500,31 @@ func addCount(counts []kidv1.EventCount, origin string, n int64) []kidv1.EventCo
 	return counts
 }
 
+// CompactCounts sums the counts of the origins that live says are gone
+// into one entry of owner's (the UID of the user whose counts these are),
+// and keeps the rest as they are: the sum, observedEvents, does not change.
+// Only a gone origin's entry may be folded: a user that still exists may be
+// merged again, and its count, kept per origin by the larger, would then be
+// added a second time. A compacted entry is live while its owner is (an
+// account's stand-in is merged and kept). counts is not modified.
+func CompactCounts(counts []kidv1.EventCount, owner string, live func(uid string) bool) []kidv1.EventCount {
+	into := owner + compactedSuffix
+	var out []kidv1.EventCount
+	var gone int64
+	for _, c := range counts {
+		if c.Origin == into || !live(strings.TrimSuffix(c.Origin, compactedSuffix)) {
+			gone += c.Count
+			continue
+		}
+		out = append(out, c)
+	}
+	if gone > 0 {
+		out = append(out, kidv1.EventCount{Origin: into, Count: gone})
+	}
+	slices.SortFunc(out, func(x, y kidv1.EventCount) int { return strings.Compare(x.Origin, y.Origin) })
+	return out
+}
+
 func sumCounts(counts []kidv1.EventCount) int64 {
 	var n int64
 	for _, c := range counts {
@@ -533,6 +571,24 @@ func union(a, b []string, limit int) []string {
 	out = slices.Compact(out)
 	if len(out) > limit {
 		out = out[:limit]
+	}
+	return out
+}
+
+// newest is a's ids, then those b adds, in the order first seen, without
+// the oldest past limit.
+func newest(a, b []string, limit int) []string {
+	out := slices.Clone(a)
+	for _, id := range b {
+		if !slices.Contains(out, id) {
+			out = append(out, id)
+		}
+	}
+	if len(out) > limit {
+		out = out[len(out)-limit:]
+	}
+	if len(out) == 0 {
+		return nil
 	}
 	return out
 }
