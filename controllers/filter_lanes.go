@@ -1,9 +1,10 @@
 package controllers
 
 import (
-	"math/rand/v2"
 	"sync"
 	"time"
+
+	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 // DefaultFilterLanes is how many of one namespace's events may evaluate
@@ -67,5 +68,5 @@ func (l *filterLanes) leave(ns string) {
 // laneWait is the wait of an event whose namespace's lanes are full: the
 // jitter spreads a burst's retries.
 func laneWait() time.Duration {
-	return filterLaneWait + rand.N(filterLaneWait)
+	return wait.Jitter(filterLaneWait, 1)
 }
