@@ -49,41 +49,101 @@ func webhookID(e *kidv1.KidEvent, action string) string {
 	return "kid_" + hex.EncodeToString(sum[:16])
 }
 
+// matched is what matchActions found: the runs to start and, when some
+// actions were not evaluated, the FiltersEvaluated condition that says
+// which; or that the namespace's filter lanes are all busy.
+type matched struct {
+	runs      []kidv1.ActionRunStatus
+	condition *metav1.Condition
+	laneBusy  bool
+}
+
+// maxRuns bounds an event's runs (its status size).
+const maxRuns = 64
+
 // matchActions returns a Pending run for each KidAction the event matches,
 // given the user status after the fold. A suspended product starts none. An
 // action that is not usable (its filter does not compile or fails) gets a
-// Skipped run that says why, rather than silence.
-func (r *KidEventReconciler) matchActions(ctx context.Context, e *kidv1.KidEvent, product *kidv1.KidProduct, user *kidv1.KidUserStatus) ([]kidv1.ActionRunStatus, error) {
+// Skipped run that says why, rather than silence. The filters run within
+// r.MatchLimits, on one of the namespace's filter lanes; the actions they
+// leave unevaluated are named in the event's FiltersEvaluated condition.
+func (r *KidEventReconciler) matchActions(ctx context.Context, e *kidv1.KidEvent, product *kidv1.KidProduct, user *kidv1.KidUserStatus) (matched, error) {
 	if product.Spec.Suspend {
-		return nil, nil
+		return matched{}, nil
 	}
 	var list kidv1.KidActionList
 	if err := r.List(ctx, &list, client.InNamespace(e.Namespace)); err != nil {
-		return nil, fmt.Errorf("listing actions: %w", err)
+		return matched{}, fmt.Errorf("listing actions: %w", err)
 	}
 	if len(list.Items) == 0 {
-		return nil, nil
+		return matched{}, nil
 	}
 	in, err := actions.NewInput(e, user)
 	if err != nil {
-		return nil, err
+		return matched{}, err
 	}
+	lanes := r.filterLanes()
+	if !lanes.enter(e.Namespace) {
+		return matched{laneBusy: true}, nil
+	}
+	m := func() actions.Matching {
+		defer lanes.leave(e.Namespace)
+		return r.Filters.MatchAll(ctx, list.Items, e, in, r.MatchLimits)
+	}()
 	var runs []kidv1.ActionRunStatus
-	for i := range list.Items {
-		a := &list.Items[i]
-		ok, err := r.Filters.Matches(ctx, a, e, in)
+	for _, res := range m.Results {
 		switch {
-		case err != nil:
-			runs = append(runs, kidv1.ActionRunStatus{Name: a.Name, Phase: kidv1.RunSkipped, LastError: truncate(err.Error())})
-		case ok:
-			runs = append(runs, kidv1.ActionRunStatus{Name: a.Name, Phase: kidv1.RunPending})
+		case res.Err != nil:
+			runs = append(runs, kidv1.ActionRunStatus{Name: res.Action.Name, Phase: kidv1.RunSkipped, LastError: truncate(res.Err.Error())})
+		case res.Matched:
+			runs = append(runs, kidv1.ActionRunStatus{Name: res.Action.Name, Phase: kidv1.RunPending})
 		}
 	}
-	slices.SortFunc(runs, func(x, y kidv1.ActionRunStatus) int { return strings.Compare(x.Name, y.Name) })
-	if len(runs) > 64 {
-		runs = runs[:64]
+	// Results are in name order already.
+	if len(runs) > maxRuns {
+		runs = runs[:maxRuns]
 	}
-	return runs, nil
+	return matched{runs: runs, condition: r.unevaluated(ctx, e, m)}, nil
+}
+
+// unevaluated counts and returns the FiltersEvaluated condition of an event
+// whose matching left actions unevaluated, or nil.
+func (r *KidEventReconciler) unevaluated(ctx context.Context, e *kidv1.KidEvent, m actions.Matching) *metav1.Condition {
+	if len(m.OverLimit) == 0 && len(m.OutOfBudget) == 0 {
+		return nil
+	}
+	lim := r.MatchLimits
+	if lim.Budget <= 0 {
+		lim.Budget = actions.DefaultFilterBudget
+	}
+	reason := kidv1.ActionLimitExceededReason
+	var msg []string
+	if len(m.OutOfBudget) > 0 {
+		reason = kidv1.FilterBudgetExceededReason
+		filterBudgetExceededTotal.WithLabelValues(e.Namespace).Inc()
+		msg = append(msg, fmt.Sprintf("the filters spent the event's budget (%s) after %d actions; not evaluated: %s",
+			lim.Budget, len(m.Results), someNames(m.OutOfBudget)))
+	}
+	if len(m.OverLimit) > 0 {
+		actionLimitExceededTotal.WithLabelValues(e.Namespace).Inc()
+		msg = append(msg, fmt.Sprintf("the namespace holds more KidActions than an event evaluates; past the limit in name order: %s",
+			someNames(m.OverLimit)))
+	}
+	ctrl.LoggerFrom(ctx).Info("event did not evaluate every action", "reason", reason, "evaluated", len(m.Results),
+		"outOfBudget", len(m.OutOfBudget), "overLimit", len(m.OverLimit), "spent", m.Spent.String())
+	return &metav1.Condition{
+		Type: kidv1.FiltersEvaluatedCondition, Status: metav1.ConditionFalse, Reason: reason,
+		Message: truncate(strings.Join(msg, "; ")), ObservedGeneration: e.Generation,
+	}
+}
+
+// someNames lists the first few names, and how many more there are.
+func someNames(names []string) string {
+	const shown = 5
+	if len(names) <= shown {
+		return strings.Join(names, ", ")
+	}
+	return fmt.Sprintf("%s and %d more", strings.Join(names[:shown], ", "), len(names)-shown)
 }
 
 // runActions makes the attempts that are due, records them, and settles the

@@ -39,6 +39,10 @@ type KidActionReconciler struct {
 	// kind; it also knows the default ServiceAccount. Nil: resource actions
 	// are never Ready.
 	Impersonator *actions.Impersonator
+	// MaxActions is how many of a namespace's actions, in name order, an
+	// event evaluates (the KidEvent controller's MatchLimits.MaxActions);
+	// 0 means actions.DefaultMaxActions. The ones past it are not Ready.
+	MaxActions int
 }
 
 // kid-operator creates a resource action's object as the action's
@@ -58,8 +62,8 @@ func (r *KidActionReconciler) SetupWithManager(mgr ctrl.Manager) error {
 }
 
 // Reconcile sets Ready (False with InvalidFilter, InvalidTemplate,
-// ServiceAccountRequired or MissingPermission, and Stalled, for what the user
-// must fix), and the counts of runs recorded on the namespace's events. It
+// ServiceAccountRequired, MissingPermission or ActionLimitExceeded, and
+// Stalled, for what the user must fix), and the counts of runs recorded on the namespace's events. It
 // comes back every 30 s, so a permission granted later makes the action
 // Ready. A deleted action's compiled filter is forgotten.
 func (r *KidActionReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
@@ -84,6 +88,9 @@ func (r *KidActionReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		meta.SetStatusCondition(&a.Status.Conditions, metav1.Condition{Type: t, Status: s, Reason: reason, Message: msg, ObservedGeneration: a.Generation})
 	}
 	reason, msg, err := r.validate(ctx, a)
+	if err == nil && reason == "" {
+		reason, msg, err = r.pastLimit(ctx, a)
+	}
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -161,6 +168,28 @@ func (r *KidActionReconciler) validate(ctx context.Context, a *kidv1.KidAction) 
 	if !review.Status.Allowed {
 		return kidv1.MissingPermissionReason, fmt.Sprintf("ServiceAccount %s may not create %s in namespace %s: grant it create on %s with a Role and RoleBinding (see config/samples/actions_rbac_jobs.yaml)",
 			sa, mapping.Resource.GroupResource(), a.Namespace, mapping.Resource.GroupResource()), nil
+	}
+	return "", "", nil
+}
+
+// pastLimit returns ActionLimitExceeded when the action is past the number
+// of actions an event evaluates, in name order: it never runs. The same
+// order decides which, so the condition names exactly the actions events
+// leave out. It is checked again every countsInterval, so an action pushed
+// past the limit by a new one (or brought back by a deletion) shows it
+// within that time.
+func (r *KidActionReconciler) pastLimit(ctx context.Context, a *kidv1.KidAction) (string, string, error) {
+	limit := r.MaxActions
+	if limit <= 0 {
+		limit = actions.DefaultMaxActions
+	}
+	var list kidv1.KidActionList
+	if err := r.List(ctx, &list, client.InNamespace(a.Namespace)); err != nil {
+		return "", "", fmt.Errorf("listing actions: %w", err)
+	}
+	if pos := actions.ActionPosition(list.Items, a.Name); pos >= limit {
+		return kidv1.ActionLimitExceededReason, fmt.Sprintf("namespace %s holds %d KidActions; an event evaluates the first %d in name order, and this one is number %d: it never runs (delete or merge actions, or ask the administrator to raise --max-actions-per-namespace)",
+			a.Namespace, len(list.Items), limit, pos+1), nil
 	}
 	return "", "", nil
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"sync"
 	"time"
 
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
@@ -68,8 +69,17 @@ type KidEventReconciler struct {
 	// that one subject's browser events ask for (kidevent_browser.go); 0
 	// means DefaultConfirmSpacing.
 	ConfirmSpacing time.Duration
+	// MatchLimits bound one event's matching: the time all its filters
+	// share and how many of the namespace's actions it evaluates (zero:
+	// actions.DefaultFilterBudget and actions.DefaultMaxActions).
+	MatchLimits actions.MatchLimits
+	// FilterLanes is how many of one namespace's events evaluate their
+	// filters at once (filter_lanes.go); 0 means DefaultFilterLanes.
+	FilterLanes int
 
-	confirms confirmSpacer
+	confirms  confirmSpacer
+	lanesOnce sync.Once
+	lanes     *filterLanes
 }
 
 // +kubebuilder:rbac:groups=kid.dev,resources=kidevents,verbs=get;list;watch;create;delete
@@ -170,6 +180,7 @@ func (r *KidEventReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	p := &eventPass{event: event}
 	for _, step := range []eventStep{
 		r.reconcileRedrive,
+		r.reconcileFilterLane,
 		r.reconcileReread,
 		r.reconcileConfirm,
 		r.reconcileFold,
@@ -198,6 +209,31 @@ func (r *KidEventReconciler) reconcileRedrive(ctx context.Context, p *eventPass)
 		return carryOn, nil
 	}
 	return endPass, r.redrive(ctx, p.event)
+}
+
+// reconcileFilterLane sends a Pending event back to the queue, before any
+// API call, while every filter lane of its namespace is busy
+// (filter_lanes.go): its matching would wait for one, and its fold would be
+// repeated then. A browser event is never matched.
+func (r *KidEventReconciler) reconcileFilterLane(_ context.Context, p *eventPass) (stepOutcome, error) {
+	if !p.pending() || p.event.Spec.Source == kidv1.SourceBrowser || !r.filterLanes().full(p.event.Namespace) {
+		return carryOn, nil
+	}
+	filterLaneWaitsTotal.WithLabelValues(p.event.Namespace).Inc()
+	return comeBackAfter(laneWait()), nil
+}
+
+// filterLanes returns the reconciler's lanes, made on first use (tests
+// build reconcilers by hand).
+func (r *KidEventReconciler) filterLanes() *filterLanes {
+	r.lanesOnce.Do(func() {
+		per := r.FilterLanes
+		if per <= 0 {
+			per = DefaultFilterLanes
+		}
+		r.lanes = newFilterLanes(per)
+	})
+	return r.lanes
 }
 
 // reconcileReread replaces a Pending event with the API server's copy, and
@@ -388,11 +424,18 @@ func (r *KidEventReconciler) reconcileMatch(ctx context.Context, p *eventPass) (
 		userRef = &kidv1.LocalObjectReference{Name: p.users[0].Name}
 		userStatus = &p.users[0].Status
 	}
-	runs, err := r.matchActions(ctx, e, p.product, userStatus)
+	m, err := r.matchActions(ctx, e, p.product, userStatus)
 	if err != nil {
 		return endPass, err
 	}
-	if err := r.setPhase(ctx, e, kidv1.EventApplied, userRef, runs, read); err != nil {
+	if m.laneBusy {
+		// Folded already; the next pass folds it again, which changes
+		// nothing, and matches it when a lane is free.
+		filterLaneWaitsTotal.WithLabelValues(e.Namespace).Inc()
+		return comeBackAfter(laneWait()), nil
+	}
+	runs := m.runs
+	if err := r.setPhase(ctx, e, kidv1.EventApplied, userRef, runs, read, m.condition); err != nil {
 		return endPass, err
 	}
 	p.applied = true

@@ -37,6 +37,23 @@ var (
 		Buckets: []float64{0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800},
 	}, []string{"action"})
 
+	// The matching's bounds count by namespace: one tenant's actions are
+	// what the bounds stop (actions.MatchLimits, filterLanes).
+	filterBudgetExceededTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kid_action_filter_budget_exceeded_total",
+		Help: "KidEvents whose filters spent the event's budget (--action-filter-budget) before every KidAction of the namespace was evaluated, by namespace.",
+	}, []string{"namespace"})
+
+	actionLimitExceededTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kid_action_limit_exceeded_total",
+		Help: "KidEvents of a namespace holding more KidActions than an event evaluates (--max-actions-per-namespace), by namespace.",
+	}, []string{"namespace"})
+
+	filterLaneWaitsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kid_action_filter_lane_waits_total",
+		Help: "Times a KidEvent went back to the queue because every filter lane of its namespace was busy (--action-filter-lanes), by namespace.",
+	}, []string{"namespace"})
+
 	erasedEventsTotal = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "kid_erased_events_total",
 		Help: "KidEvents holding personal data deleted because k-ID deleted the player's session or account.",
@@ -98,7 +115,7 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(eventsProcessedTotal, applyLatency, retentionDeletedTotal, erasedEventsTotal, actionAttemptsTotal, actionDelay,
+	metrics.Registry.MustRegister(eventsProcessedTotal, filterBudgetExceededTotal, actionLimitExceededTotal, filterLaneWaitsTotal, applyLatency, retentionDeletedTotal, erasedEventsTotal, actionAttemptsTotal, actionDelay,
 		sessionSyncsTotal, recoveryPollsTotal, recoveredEventsTotal, slotWait, standInsBoundTotal, eventsPending, oldestPendingTimestamp)
 }
 

@@ -58,6 +58,13 @@ const (
 	// Its message never carries personal data nor an action's error text
 	// (status.actions has the latter).
 	ProcessedCondition = "Processed"
+	// FiltersEvaluatedCondition is set, False, on an event that did not
+	// evaluate every KidAction of its namespace: reason
+	// FilterBudgetExceeded when the filters spent the event's budget
+	// (--action-filter-budget), ActionLimitExceeded when the namespace
+	// holds more actions than an event evaluates
+	// (--max-actions-per-namespace). Its message names the actions left.
+	FiltersEvaluatedCondition = "FiltersEvaluated"
 )
 
 // Reasons of a KidEvent's Processed condition.
@@ -104,6 +111,13 @@ const (
 	SecretKeyMissingReason = "SecretKeyMissing"
 	// InvalidFilterReason: a KidAction's CEL filter does not compile.
 	InvalidFilterReason = "InvalidFilter"
+	// FilterBudgetExceededReason: an event's filters spent its budget
+	// before every action was evaluated.
+	FilterBudgetExceededReason = "FilterBudgetExceeded"
+	// ActionLimitExceededReason: the namespace holds more KidActions than
+	// an event evaluates; the action (past the limit in name order) never
+	// runs.
+	ActionLimitExceededReason = "ActionLimitExceeded"
 	// InvalidTemplateReason: a resource action's template names no known
 	// kind.
 	InvalidTemplateReason = "InvalidTemplate"

@@ -15,6 +15,7 @@ import (
 
 	"github.com/kid-operator/kid-operator/cmd/manager/operator"
 	"github.com/kid-operator/kid-operator/controllers"
+	"github.com/kid-operator/kid-operator/internal/actions"
 	"github.com/kid-operator/kid-operator/internal/outbound"
 	"github.com/kid-operator/kid-operator/internal/secrets"
 	"github.com/kid-operator/kid-operator/webhookserver"
@@ -44,6 +45,9 @@ func main() {
 	flag.Float64Var(&qps, "kube-api-qps", operator.DefaultQPS, "API client requests per second")
 	flag.IntVar(&opts.Burst, "kube-api-burst", operator.DefaultBurst, "API client burst")
 	flag.IntVar(&opts.APIReadConcurrency, "api-read-concurrency", controllers.DefaultReadConcurrency, "reads of k-ID's REST API in flight at once, every product together (each product's requestsPerSecond still bounds its own); reads per second are at most this over k-ID's round trip")
+	flag.DurationVar(&opts.ActionFilterBudget, "action-filter-budget", actions.DefaultFilterBudget, "wall-clock time all of a namespace's KidAction filters share for one event; the actions left are not evaluated, and the event's FiltersEvaluated condition names them (FilterBudgetExceeded)")
+	flag.IntVar(&opts.MaxActionsPerNamespace, "max-actions-per-namespace", actions.DefaultMaxActions, "how many of a namespace's KidActions, in name order, one event evaluates; the rest are Ready=False, reason ActionLimitExceeded, and never run")
+	flag.IntVar(&opts.ActionFilterLanes, "action-filter-lanes", controllers.DefaultFilterLanes, "how many of one namespace's events evaluate their KidAction filters at once, of the KidEvent controller's 16 workers; more wait in the queue behind other namespaces' events")
 	var allowCIDRs, allowHosts, denyCIDRs string
 	flag.StringVar(&allowCIDRs, "outbound-allow-cidrs", "", "comma-separated address ranges that KidActions and the k-ID API client may call although they are loopback, link-local, private, reserved or cluster ranges (refused by default), e.g. 10.20.0.0/16; RANGE@NAMESPACE allows the range for that namespace's KidActions only (repeat the entry for more namespaces)")
 	flag.StringVar(&allowHosts, "outbound-allow-hosts", "", "comma-separated host names that may be called whatever they resolve to, e.g. backend.games.svc.cluster.local; HOST@NAMESPACE allows the host for that namespace's KidActions only (repeat the entry for more namespaces), e.g. backend.games.svc.cluster.local@games")
@@ -74,6 +78,18 @@ func main() {
 	}
 	if n := opts.APIReadConcurrency; n < 1 || n > maxAPIReadConcurrency {
 		fmt.Fprintf(os.Stderr, "--api-read-concurrency: %d is outside 1 to %d\n", n, maxAPIReadConcurrency)
+		os.Exit(2)
+	}
+	if d := opts.ActionFilterBudget; d < actions.MinFilterBudget || d > actions.MaxFilterBudget {
+		fmt.Fprintf(os.Stderr, "--action-filter-budget: %s is outside %s to %s\n", d, actions.MinFilterBudget, actions.MaxFilterBudget)
+		os.Exit(2)
+	}
+	if n := opts.MaxActionsPerNamespace; n < 1 || n > actions.MaxMaxActions {
+		fmt.Fprintf(os.Stderr, "--max-actions-per-namespace: %d is outside 1 to %d\n", n, actions.MaxMaxActions)
+		os.Exit(2)
+	}
+	if n := opts.ActionFilterLanes; n < 1 || n > controllers.MaxFilterLanes {
+		fmt.Fprintf(os.Stderr, "--action-filter-lanes: %d is outside 1 to %d\n", n, controllers.MaxFilterLanes)
 		os.Exit(2)
 	}
 	if sa := opts.DefaultActionServiceAccount; sa != "" {

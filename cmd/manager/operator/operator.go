@@ -110,6 +110,16 @@ type Options struct {
 	// controllers.DefaultReadConcurrency. Each product's rate still
 	// bounds its own reads.
 	APIReadConcurrency int
+	// ActionFilterBudget is the wall-clock time all of a namespace's
+	// KidAction filters share for one event; 0 means
+	// actions.DefaultFilterBudget.
+	ActionFilterBudget time.Duration
+	// MaxActionsPerNamespace is how many of a namespace's KidActions, in
+	// name order, one event evaluates; 0 means actions.DefaultMaxActions.
+	MaxActionsPerNamespace int
+	// ActionFilterLanes is how many of one namespace's events evaluate
+	// their filters at once; 0 means controllers.DefaultFilterLanes.
+	ActionFilterLanes int
 	// SkipControllerNameValidation lets one process build the manager more
 	// than once (tests that restart the operator).
 	SkipControllerNameValidation bool
@@ -259,6 +269,8 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 	if err := (&controllers.KidEventReconciler{
 		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kidevent-controller"), Clock: opts.Clock,
 		Filters: filters, HTTPClient: httpClient, APIReader: mgr.GetAPIReader(), Impersonator: impersonator,
+		MatchLimits: actions.MatchLimits{Budget: opts.ActionFilterBudget, MaxActions: opts.MaxActionsPerNamespace},
+		FilterLanes: opts.ActionFilterLanes,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up KidEvent controller: %w", err)
 	}
@@ -271,6 +283,7 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 
 	if err := (&controllers.KidActionReconciler{
 		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kidaction-controller"), Filters: filters, Impersonator: impersonator,
+		MaxActions: opts.MaxActionsPerNamespace,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up KidAction controller: %w", err)
 	}
