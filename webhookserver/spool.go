@@ -74,13 +74,14 @@ func (s *Server) openSpool() error {
 	if o.Dir == "" {
 		return nil
 	}
-	sp, err := spool.Open(spool.Options{Dir: o.Dir, MaxBytes: o.MaxBytes, MaxAge: o.MaxAge, Clock: s.opts.Clock})
+	// The gauges follow every change: the depth falls as a drain goes,
+	// not only at its end.
+	sp, err := spool.Open(spool.Options{Dir: o.Dir, MaxBytes: o.MaxBytes, MaxAge: o.MaxAge, Clock: s.opts.Clock, Observe: setSpoolGauges})
 	if err != nil {
 		return fmt.Errorf("opening the spool: %w", err)
 	}
 	spoolTornTotal.Add(float64(sp.Torn()))
 	s.spool = sp
-	s.updateSpoolGauges()
 	return nil
 }
 
@@ -90,6 +91,12 @@ func (s *Server) spoolEvent(event *kidv1.KidEvent) error {
 	if s.spool == nil {
 		return errors.New("no spool")
 	}
+	// Marked, so that once it is folded the product's sessions are read
+	// again early (kidv1.SpooledAtAnnotation).
+	if event.Annotations == nil {
+		event.Annotations = map[string]string{}
+	}
+	event.Annotations[kidv1.SpooledAtAnnotation] = s.opts.Clock.Now().UTC().Format(time.RFC3339Nano)
 	data, err := json.Marshal(event)
 	if err != nil {
 		return err
@@ -105,7 +112,6 @@ func (s *Server) spoolEvent(event *kidv1.KidEvent) error {
 	default:
 		spoolAppendsTotal.WithLabelValues("error").Inc()
 	}
-	s.updateSpoolGauges()
 	return err
 }
 
@@ -141,7 +147,6 @@ func (s *Server) drainSpool(ctx context.Context) {
 			replayed++
 			return nil
 		})
-		s.updateSpoolGauges()
 		switch {
 		case err != nil && !failing:
 			failing = true
@@ -194,9 +199,8 @@ func (s *Server) replay(ctx context.Context, data []byte) error {
 	return nil
 }
 
-// updateSpoolGauges publishes what the spool holds.
-func (s *Server) updateSpoolGauges() {
-	st := s.spool.Stats()
+// setSpoolGauges publishes what the spool holds.
+func setSpoolGauges(st spool.Stats) {
 	spoolEntries.Set(float64(st.Entries))
 	spoolBytes.Set(float64(st.Bytes))
 	if st.Oldest.IsZero() {

@@ -77,13 +77,20 @@ type Options struct {
 	MaxAge time.Duration
 	// Clock stamps records and ages them; nil means the real clock.
 	Clock clock.PassiveClock
+	// Observe, if set, is called with the spool's Stats after every
+	// change (an append, a record accepted by Drain, a segment removed),
+	// for metrics. It must not call the spool.
+	Observe func(Stats)
 }
 
 // Stats is what the spool holds.
 type Stats struct {
-	// Entries and Bytes count every record, torn ones excluded.
+	// Entries counts the records waiting: appended, and not yet accepted
+	// by a Drain.
 	Entries int
-	Bytes   int64
+	// Bytes is the size of the segment files: a segment's records stay
+	// on disk until all of them were accepted.
+	Bytes int64
 	// Oldest is the time the oldest record was spooled; zero when empty.
 	Oldest time.Time
 }
@@ -113,6 +120,10 @@ type Spool struct {
 	next   uint64
 	// torn counts the torn records Open dropped.
 	torn int
+	// replayed counts the records of the segment being drained that the
+	// consumer accepted: no longer waiting, though still on disk until
+	// their segment is removed.
+	replayed int
 
 	// drainMu lets one Drain run at a time.
 	drainMu sync.Mutex
@@ -158,6 +169,7 @@ func Open(opts Options) (*Spool, error) {
 		s.sealed = append(s.sealed, seg)
 	}
 	slices.SortFunc(s.sealed, func(a, b *segment) int { return cmpSeq(a.seq, b.seq) })
+	s.observeLocked()
 	if s.torn > 0 {
 		if err := syncDir(opts.Dir); err != nil {
 			return nil, err
@@ -192,7 +204,15 @@ func (s *Spool) statsLocked() Stats {
 			st.Oldest = seg.first
 		}
 	}
+	st.Entries -= s.replayed
 	return st
+}
+
+// observeLocked reports the stats to Options.Observe (s.mu held).
+func (s *Spool) observeLocked() {
+	if s.opts.Observe != nil {
+		s.opts.Observe(s.statsLocked())
+	}
 }
 
 // segmentsLocked is every segment, oldest first (s.mu held).
@@ -244,6 +264,7 @@ func (s *Spool) Append(data []byte) error {
 	}
 	s.active.entries++
 	s.active.bytes += size
+	s.observeLocked()
 	return nil
 }
 
@@ -283,11 +304,16 @@ func (s *Spool) Drain(fn func(data []byte, spooledAt time.Time) error) error {
 		seg := s.sealed[0]
 		s.mu.Unlock()
 		if err := s.replay(seg, fn); err != nil {
+			s.mu.Lock()
+			s.replayed = 0
+			s.mu.Unlock()
 			return err
 		}
 		s.mu.Lock()
 		s.sealed = s.sealed[1:]
+		s.replayed = 0
 		err := s.remove(seg)
+		s.observeLocked()
 		s.mu.Unlock()
 		if err != nil {
 			return err
@@ -328,6 +354,10 @@ func (s *Spool) replay(seg *segment, fn func([]byte, time.Time) error) error {
 		if err := fn(data, at); err != nil {
 			return err
 		}
+		s.mu.Lock()
+		s.replayed++
+		s.observeLocked()
+		s.mu.Unlock()
 	}
 	return nil
 }

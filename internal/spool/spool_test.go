@@ -186,3 +186,20 @@ func TestSpooledAtIsTheAppendTime(t *testing.T) {
 	g.Expect(s.Drain(func(_ []byte, t time.Time) error { at = t; return nil })).To(Succeed())
 	g.Expect(at.Equal(clk.Now())).To(BeTrue())
 }
+
+func TestTheDepthFallsAsTheDrainGoes(t *testing.T) {
+	g := NewWithT(t)
+	var seen []int
+	s, err := Open(Options{Dir: t.TempDir(), MaxBytes: 1 << 20, MaxAge: time.Minute, Observe: func(st Stats) { seen = append(seen, st.Entries) }})
+	g.Expect(err).NotTo(HaveOccurred())
+	for range 3 {
+		g.Expect(s.Append([]byte("x"))).To(Succeed())
+	}
+	var during []int
+	g.Expect(s.Drain(func([]byte, time.Time) error {
+		during = append(during, s.Stats().Entries)
+		return nil
+	})).To(Succeed())
+	g.Expect(during).To(Equal([]int{3, 2, 1}))
+	g.Expect(seen).To(Equal([]int{0, 1, 2, 3, 2, 1, 0, 0}), "opened, 3 appends, 3 accepted, the segment removed")
+}

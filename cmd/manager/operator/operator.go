@@ -265,6 +265,7 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 	if err := (&controllers.KidEventReconciler{
 		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kidevent-controller"), Clock: opts.Clock,
 		Filters: filters, HTTPClient: httpClient, APIReader: mgr.GetAPIReader(), Impersonator: impersonator,
+		APIClients: apiClients,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up KidEvent controller: %w", err)
 	}
