@@ -42,7 +42,13 @@ func newFixture(t *testing.T, opts Options, objs ...client.Object) *fixture {
 			if _, ok := obj.(*corev1.Secret); ok {
 				f.gets.Add(1)
 				if f.gate != nil {
-					<-f.gate
+					// Held as a hung API server holds it: until the
+					// read's own deadline.
+					select {
+					case <-f.gate:
+					case <-ctx.Done():
+						return ctx.Err()
+					}
 				}
 				if f.fail.Load() {
 					return errors.New("connection refused")
