@@ -191,7 +191,7 @@ var _ = Describe("Fault 7: API server hung for 5 minutes", func() {
 		Expect(unavailable).To(BeZero(), "no 503 but a starting receiver's: the spool was never full")
 		Expect(errorsWhileUp).To(BeZero(), "no attempt went unanswered while the receiver ran")
 		Expect(byBody["200 spooled"]).To(BeNumerically(">=", int(peakAtResume)))
-		Expect(stored2 + dup2).To(BeNumerically(">=", atKill), "the restarted receiver replayed what its predecessor left")
+		Expect(stored2+dup2).To(BeNumerically(">=", atKill), "the restarted receiver replayed what its predecessor left")
 		Expect(files).To(BeEmpty())
 	})
 })
