@@ -56,6 +56,9 @@ type APIClients struct {
 	// activity sums what the products' players did, for status.api
 	// (apiactivity.go).
 	activity apiActivity
+	// outages are the products whose receiver spooled events
+	// (apioutage.go).
+	outages apiOutages
 }
 
 // NewAPIClients returns an empty set of clients that call k-ID through hc.

@@ -65,6 +65,10 @@ type KidEventReconciler struct {
 	// MaxConcurrentReconciles defaults to 16: each event waits on three API
 	// round trips in turn, so throughput is workers divided by latency.
 	MaxConcurrentReconciles int
+	// APIClients, if set, learns of events the receiver spooled during an
+	// outage of the API server, so that their product's sessions are read
+	// again early (apioutage.go).
+	APIClients *APIClients
 	// ConfirmSpacing is the least time between two confirmations at k-ID
 	// that one subject's browser events ask for (kidevent_browser.go); 0
 	// means DefaultConfirmSpacing.
@@ -309,6 +313,7 @@ func (r *KidEventReconciler) reconcileFold(ctx context.Context, p *eventPass) (s
 		p.playerErased = p.playerErased || user.Status.ErasedAt != nil
 	}
 	p.folded = true
+	r.noteSpooled(ctx, e)
 	return carryOn, nil
 }
 

@@ -74,6 +74,11 @@ func (r *KidUserReconciler) sessionDue(product *kidv1.KidProduct, user *kidv1.Ki
 	if r.noticePending(user) {
 		return true, 0, kidapi.Urgent
 	}
+	// The receiver spooled events after the last read: the API server
+	// was down, and k-ID may have given up on a delivery (apioutage.go).
+	if outage := r.APIClients.resyncSince(productKey(product)); known.Before(outage) {
+		return true, 0, kidapi.Urgent
+	}
 	readForConsent := mem.readForConsent
 	if mem.sessionReadAt.IsZero() && st.Session.SyncedAt != nil {
 		// After a restart the memory is empty and the last write's time

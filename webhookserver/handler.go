@@ -21,7 +21,8 @@ import (
 // receive handles one delivery. The order of the checks is the contract
 // (design.md §3): each check is cheaper than the next, nothing is written
 // before the signature verified, and 200 is answered only once the KidEvent
-// is stored.
+// is stored, or, when the API server cannot store it in time, spooled on
+// disk (spool.go).
 func (s *Server) receive(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	productLabel := "unknown"
@@ -58,10 +59,15 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, productLabel *st
 	}
 	*productLabel = key.String()
 
-	keys, _, err := s.webhookKeys(r.Context(), &product, false)
+	// Every read on the way to the store has a deadline: the Secret's
+	// read could otherwise hang with an API server that does (its cache
+	// serves the last good copy meanwhile, secrets.Options.LastGoodFor).
+	readCtx, cancelRead := context.WithTimeout(r.Context(), s.opts.StoreTimeout)
+	defer cancelRead()
+	keys, _, err := s.webhookKeys(readCtx, &product, false)
 	if apierrors.IsNotFound(err) || errors.Is(err, kid.ErrNoKeys) {
 		// The Secret may have been fixed since it was read.
-		keys, _, err = s.webhookKeys(r.Context(), &product, true)
+		keys, _, err = s.webhookKeys(readCtx, &product, true)
 	}
 	if err != nil {
 		log.Info("refusing delivery: product has no usable webhook secret", "product", key, "reason", err.Error())
@@ -86,7 +92,7 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, productLabel *st
 		// read. Read it again and try the keys it holds now; the cache
 		// re-reads one Secret at most once a second, so a stream of bad
 		// signatures costs the API server nothing more.
-		if fresh, reread, ferr := s.webhookKeys(r.Context(), &product, true); ferr == nil && reread {
+		if fresh, reread, ferr := s.webhookKeys(readCtx, &product, true); ferr == nil && reread {
 			verifier.Keys = fresh
 			signedAt, keyName, err = verifier.Verify(timestamp, r.Header.Get(kid.HeaderSignature), body)
 		}
@@ -122,8 +128,14 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, productLabel *st
 		// The API server refused the object itself: retrying cannot help.
 		return answer(w, http.StatusBadRequest, "event refused by the API server")
 	default:
-		log.Error(err, "storing event", "product", key, "eventType", env.EventType)
-		return unavailable(w, "event not stored")
+		// The API server did not store it in time: the spool keeps it
+		// (on disk, fsynced) for the drainer, and k-ID gets 200. Without
+		// a spool, or with a full one, k-ID gets 503 and retries.
+		if serr := s.spoolEvent(event); serr != nil {
+			log.Error(err, "storing event", "product", key, "eventType", env.EventType, "spool", serr.Error())
+			return unavailable(w, "event not stored")
+		}
+		return answer(w, http.StatusOK, "spooled")
 	}
 	return answer(w, http.StatusOK, "stored")
 }

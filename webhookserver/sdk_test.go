@@ -12,7 +12,11 @@ import (
 )
 
 func TestSDKModuleIsServedCacheableAndCrossOrigin(t *testing.T) {
-	handler := New(nil, nil, nil, Options{}).Handler()
+	srv, err := New(nil, nil, nil, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	handler := srv.Handler()
 	etag := browser.ModuleETag()
 	cases := []struct {
 		name        string

@@ -28,6 +28,7 @@ import (
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
 	"github.com/kid-operator/kid-operator/internal/inbox"
 	"github.com/kid-operator/kid-operator/internal/secrets"
+	"github.com/kid-operator/kid-operator/internal/spool"
 )
 
 // Defaults of Options.
@@ -84,6 +85,10 @@ type Options struct {
 	// Browser configures the browser relay and the status stream
 	// (relay.go, status.go).
 	Browser BrowserOptions
+	// Spool configures the spool on disk that holds verified deliveries
+	// the API server cannot store in time (spool.go); without a
+	// directory, they get 503.
+	Spool SpoolOptions
 }
 
 func (o *Options) setDefaults() {
@@ -106,6 +111,7 @@ func (o *Options) setDefaults() {
 		o.Clock = clock.RealClock{}
 	}
 	o.Browser.setDefaults()
+	o.Spool.setDefaults()
 }
 
 // Server is the webhook receiver. It runs as a manager runnable on every
@@ -120,6 +126,9 @@ type Server struct {
 	// namespaces is the set of Options.Namespaces; nil means all.
 	namespaces map[string]bool
 	store      inbox.Store
+	// spool holds what the API server could not store in time; nil
+	// without Options.Spool.Dir.
+	spool *spool.Spool
 	// browser is the state of the browser endpoints.
 	browser *browserRelay
 	// inFlight bounds the requests verifying and storing (limits.go).
@@ -134,8 +143,10 @@ type Server struct {
 }
 
 // New returns a receiver that reads products through c (an informer cache)
-// and their webhook Secrets through sec, and stores events with store.
-func New(c cache.Cache, sec *secrets.Cache, store inbox.Store, opts Options) *Server {
+// and their webhook Secrets through sec, and stores events with store. It
+// opens the spool Options.Spool names, if any, keeping what it holds for
+// the drainer.
+func New(c cache.Cache, sec *secrets.Cache, store inbox.Store, opts Options) (*Server, error) {
 	opts.setDefaults()
 	s := &Server{opts: opts, cache: c, reader: c, secrets: sec, store: store}
 	s.browser = newBrowserRelay(&watchUsers{client: opts.Browser.Users}, opts.Browser)
@@ -145,7 +156,10 @@ func New(c cache.Cache, sec *secrets.Cache, store inbox.Store, opts Options) *Se
 			s.namespaces[ns] = true
 		}
 	}
-	return s
+	if err := s.openSpool(); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // NeedLeaderElection is false: every replica receives deliveries.
@@ -195,6 +209,7 @@ func (s *Server) Start(ctx context.Context) error {
 	log.Info("receiving k-ID webhooks", "addr", ln.Addr().String())
 
 	go s.waitForCaches(ctx)
+	go s.drainSpool(ctx)
 
 	select {
 	case err := <-errc:

@@ -290,6 +290,13 @@ const RedriveAnnotation = "kid.dev/redrive"
 // name; a person can set it with kubectl annotate.
 const RequestedAtAnnotation = "kid.dev/requested-at"
 
+// SpooledAtAnnotation is set by the receiver, to the time (RFC 3339) it
+// spooled the event because the API server could not store it in time.
+// Once the event is folded, every session of its product last read before
+// that time is read again from k-ID, in the urgent lane: a delivery k-ID
+// gave up on during the outage is found that way.
+const SpooledAtAnnotation = "kid.dev/spooled-at"
+
 // ResumeErasuresAnnotation is the annotation that, set on a KidProduct (to
 // any new value, such as the time), closes the product's erasure breaker:
 // the ErasuresHeld condition goes, and the players whose erasure it held

@@ -39,6 +39,11 @@ func main() {
 	var watchNamespaces string
 	flag.StringVar(&watchNamespaces, "watch-namespaces", "", "comma-separated namespaces the operator serves (its cache, controllers and receiver see only these; Roles in them suffice, see config/rbac/namespaced); empty: every namespace")
 	flag.DurationVar(&opts.SecretTTL, "secret-ttl", secrets.DefaultTTL, "how long a Secret a product names is used before it is read again (a rotation also takes effect at the first delivery no cached key verifies)")
+	flag.DurationVar(&opts.SecretLastGoodFor, "secret-last-good-for", time.Hour, "how long past --secret-ttl the last copy of a Secret read is still used while the API server fails or does not answer within a second, so that deliveries are still verified during an outage (0: never)")
+	flag.StringVar(&opts.Webhook.Spool.Dir, "spool-dir", "", "directory of the receiver's spool: a verified delivery the API server cannot store within --webhook-store-timeout is kept there (fsynced) and answered 200, and stored once the API server answers; empty: no spool, such a delivery gets 503")
+	flag.Int64Var(&opts.Webhook.Spool.MaxBytes, "spool-max-bytes", webhookserver.DefaultSpoolMaxBytes, "bytes the spool may hold; past it, deliveries the API server cannot store get 503")
+	flag.DurationVar(&opts.Webhook.Spool.MaxAge, "spool-max-age", webhookserver.DefaultSpoolMaxAge, "age of the spool's oldest entry past which the spool is full: deliveries the API server cannot store get 503")
+	flag.Float64Var(&opts.Webhook.Spool.DrainRate, "spool-drain-rate", webhookserver.DefaultSpoolDrainRate, "spooled events per second the receiver replays once the API server answers")
 	flag.Int64Var(&opts.Webhook.MaxBodyBytes, "webhook-max-body-bytes", webhookserver.DefaultMaxBodyBytes, "largest webhook body accepted; larger ones get 413")
 	flag.DurationVar(&opts.Webhook.StoreTimeout, "webhook-store-timeout", webhookserver.DefaultStoreTimeout, "how long a delivery waits for the API server before it gets 503")
 	flag.IntVar(&opts.Webhook.Browser.MaxStreams, "browser-max-streams", webhookserver.DefaultMaxStreams, "status streams one replica serves at once, across products (each holds a watch or two on the API server); past it a page gets 429")

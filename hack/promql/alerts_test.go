@@ -119,6 +119,28 @@ eval instant at 20m ALERT
   {product="games/down"} 1
 `,
 		},
+		"spool not draining: fires once a pod's oldest spooled delivery is over 10 minutes old, never for 0 (an empty spool)": {
+			alert: "KidWebhookSpoolNotDraining", by: "",
+			script: `
+load 1m
+  kid_webhook_spool_oldest_entry_timestamp_seconds{pod="r1"} 0x4 60x30
+  kid_webhook_spool_oldest_entry_timestamp_seconds{pod="r2"} 0x30
+
+eval instant at 10m ALERT
+
+eval instant at 12m ALERT
+  {} 1
+`,
+		},
+		"spool drained: an empty spool on every pod does not fire": {
+			alert: "KidWebhookSpoolNotDraining", by: "",
+			script: `
+load 1m
+  kid_webhook_spool_oldest_entry_timestamp_seconds{pod="r1"} 0x4 60x10 0x20
+
+eval instant at 20m ALERT
+`,
+		},
 		"stuck pending: fires once the oldest Pending event is over 10 minutes old, never for 0 (none Pending)": {
 			alert: "KidEventsStuckPending", by: "product",
 			script: `

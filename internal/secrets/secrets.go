@@ -47,6 +47,11 @@ const (
 	// readTimeout bounds one get. The read is shared by every caller
 	// waiting for it, so it does not end with the first caller's context.
 	readTimeout = 10 * time.Second
+	// LastGoodWait is how long a read may take before a caller that may
+	// be served the last good copy (Options.LastGoodFor) is: counted from
+	// the read's start, so that while the API server hangs, callers wait
+	// at most this long each, and those arriving later not at all.
+	LastGoodWait = time.Second
 )
 
 // Options configure a Cache.
@@ -62,6 +67,12 @@ type Options struct {
 	// Clock times the entries' age and the refresh limit; nil means the
 	// real clock.
 	Clock clock.PassiveClock
+	// LastGoodFor is how long past the TTL the last copy a read returned
+	// is still served when a new read fails or has not answered within
+	// LastGoodWait: during an outage of the API server, deliveries are
+	// still verified, with the keys as they were when it was last read.
+	// 0 means never: a read that fails is the caller's error.
+	LastGoodFor time.Duration
 }
 
 func (o *Options) setDefaults() {
@@ -115,9 +126,11 @@ type entry struct {
 }
 
 type read struct {
-	done   chan struct{}
-	secret *Secret
-	err    error
+	done chan struct{}
+	// started is when the read began, in real time (LastGoodWait).
+	started time.Time
+	secret  *Secret
+	err     error
 }
 
 // New returns a cache that reads Secrets through reader, which must not be
@@ -198,9 +211,11 @@ func (c *Cache) get(ctx context.Context, key types.NamespacedName, maxAge time.D
 		c.mu.Unlock()
 		return answer(key, s, false)
 	}
+	// The copy held, if it may stand in for an answer that does not come.
+	lastGood, haveLastGood := e.secret, e.known && c.opts.LastGoodFor > 0 && now.Sub(e.readAt) < c.opts.TTL+c.opts.LastGoodFor
 	r := e.inflight
 	if r == nil {
-		r = &read{done: make(chan struct{})}
+		r = &read{done: make(chan struct{}), started: time.Now()}
 		e.inflight = r
 		reason := "miss"
 		if force {
@@ -213,12 +228,25 @@ func (c *Cache) get(ctx context.Context, key types.NamespacedName, maxAge time.D
 	}
 	c.mu.Unlock()
 
+	var fallback <-chan time.Time
+	if haveLastGood {
+		t := time.NewTimer(time.Until(r.started.Add(LastGoodWait)))
+		defer t.Stop()
+		fallback = t.C
+	}
 	select {
 	case <-r.done:
 	case <-ctx.Done():
 		return nil, false, ctx.Err()
+	case <-fallback:
+		lastGoodServedTotal.WithLabelValues("slow").Inc()
+		return answer(key, lastGood, false)
 	}
 	if r.err != nil {
+		if haveLastGood {
+			lastGoodServedTotal.WithLabelValues("error").Inc()
+			return answer(key, lastGood, false)
+		}
 		return nil, false, r.err
 	}
 	return answer(key, r.secret, true)
@@ -304,8 +332,13 @@ var (
 		Name: "kid_secret_refreshes_limited_total",
 		Help: "Forced re-reads of a Secret refused because the same Secret was re-read less than a second before (answered from the cache).",
 	})
+
+	lastGoodServedTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kid_secret_last_good_served_total",
+		Help: "Gets answered with the last good copy of a Secret, older than the TTL, because its read failed (reason=error) or had not answered within a second (reason=slow): the API server is unavailable.",
+	}, []string{"reason"})
 )
 
 func init() {
-	metrics.Registry.MustRegister(apiReadsTotal, refreshesLimitedTotal)
+	metrics.Registry.MustRegister(apiReadsTotal, refreshesLimitedTotal, lastGoodServedTotal)
 }

@@ -42,7 +42,13 @@ func newFixture(t *testing.T, opts Options, objs ...client.Object) *fixture {
 			if _, ok := obj.(*corev1.Secret); ok {
 				f.gets.Add(1)
 				if f.gate != nil {
-					<-f.gate
+					// Held as a hung API server holds it: until the
+					// read's own deadline.
+					select {
+					case <-f.gate:
+					case <-ctx.Done():
+						return ctx.Err()
+					}
 				}
 				if f.fail.Load() {
 					return errors.New("connection refused")
@@ -233,4 +239,72 @@ func TestTheCacheKeepsOnlyTheData(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(*got).To(Equal(Secret{Data: map[string][]byte{"current": []byte("one")}, ResourceVersion: got.ResourceVersion}))
 	g.Expect(got.ResourceVersion).NotTo(BeEmpty())
+}
+
+func TestLastGoodCopyServedWhileTheAPIServerFails(t *testing.T) {
+	g := NewWithT(t)
+	f := newFixture(t, Options{TTL: 15 * time.Second, LastGoodFor: time.Hour}, secret(key.Name, "v1"))
+	ctx := context.Background()
+	_, err := f.cache.Get(ctx, key)
+	g.Expect(err).NotTo(HaveOccurred())
+
+	f.fail.Store(true)
+	f.clock.Step(30 * time.Minute)
+	s, err := f.cache.Get(ctx, key)
+	g.Expect(err).NotTo(HaveOccurred(), "the last good copy stands in")
+	g.Expect(string(s.Data["current"])).To(Equal("v1"))
+	s, reread, err := f.cache.Refresh(ctx, key)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(reread).To(BeFalse())
+	g.Expect(string(s.Data["current"])).To(Equal("v1"))
+
+	// Past TTL + LastGoodFor since the last read that answered: the
+	// failure is the caller's.
+	f.clock.Step(31 * time.Minute)
+	_, err = f.cache.Get(ctx, key)
+	g.Expect(err).To(MatchError(ContainSubstring("connection refused")))
+
+	// Once the API server answers again, its copy is used.
+	f.fail.Store(false)
+	f.update(t, "v2")
+	s, err = f.cache.Get(ctx, key)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(string(s.Data["current"])).To(Equal("v2"))
+}
+
+func TestLastGoodCopyServedWithinASecondWhileTheAPIServerHangs(t *testing.T) {
+	g := NewWithT(t)
+	f := newFixture(t, Options{TTL: 15 * time.Second, LastGoodFor: time.Hour}, secret(key.Name, "v1"))
+	ctx := context.Background()
+	_, err := f.cache.Get(ctx, key)
+	g.Expect(err).NotTo(HaveOccurred())
+
+	f.gate = make(chan struct{})
+	defer close(f.gate)
+	f.clock.Step(time.Minute)
+	began := time.Now()
+	s, err := f.cache.Get(ctx, key)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(string(s.Data["current"])).To(Equal("v1"))
+	// Bounded by LastGoodWait, not by the read's own 10 s timeout.
+	g.Expect(time.Since(began)).To(BeNumerically("<", readTimeout/2))
+	// A caller arriving once the hung read is older than LastGoodWait
+	// does not wait at all.
+	began = time.Now()
+	_, err = f.cache.Get(ctx, key)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(time.Since(began)).To(BeNumerically("<", LastGoodWait))
+	g.Expect(f.gets.Load()).To(BeEquivalentTo(2), "one read hangs; no caller starts another")
+}
+
+func TestWithoutLastGoodAFailedReadIsTheCallersError(t *testing.T) {
+	g := NewWithT(t)
+	f := newFixture(t, Options{TTL: 15 * time.Second}, secret(key.Name, "v1"))
+	ctx := context.Background()
+	_, err := f.cache.Get(ctx, key)
+	g.Expect(err).NotTo(HaveOccurred())
+	f.fail.Store(true)
+	f.clock.Step(time.Minute)
+	_, err = f.cache.Get(ctx, key)
+	g.Expect(err).To(HaveOccurred())
 }

@@ -198,6 +198,40 @@ func TestEveryOptionOnRendersWhatItSays(t *testing.T) {
 
 // values.schema.json refuses typos and wrong types, and the templates
 // refuse combinations that cannot work, each saying what to change.
+func TestTheReceiversSpoolIsAnEmptyDirOrAClaim(t *testing.T) {
+	g := NewWithT(t)
+	spoolVolume := func(args ...string) (corev1.Volume, *appsv1.Deployment, []*unstructured.Unstructured) {
+		objs, err := renderChart("games", args...)
+		g.Expect(err).NotTo(HaveOccurred())
+		receiver, err := typed[appsv1.Deployment](find(objs, "Deployment", "games", "kid-operator-receiver"))
+		g.Expect(err).NotTo(HaveOccurred())
+		c := receiver.Spec.Template.Spec.Containers[0]
+		g.Expect(c.Args).To(ContainElements("--spool-dir=/var/spool/kid", "--spool-max-bytes=67108864", "--spool-max-age=1h"))
+		g.Expect(c.VolumeMounts).To(ContainElement(corev1.VolumeMount{Name: "spool", MountPath: "/var/spool/kid"}))
+		for _, v := range receiver.Spec.Template.Spec.Volumes {
+			if v.Name == "spool" {
+				return v, receiver, objs
+			}
+		}
+		g.Expect(false).To(BeTrue(), "no spool volume")
+		return corev1.Volume{}, nil, nil
+	}
+
+	v, _, objs := spoolVolume()
+	g.Expect(v.EmptyDir).NotTo(BeNil(), "an emptyDir by default: it survives a container restart")
+	g.Expect(v.EmptyDir.SizeLimit.String()).To(Equal("128Mi"))
+	g.Expect(ofKind(objs, "PersistentVolumeClaim")).To(BeEmpty())
+
+	v, receiver, objs := spoolVolume("--set", "receiver.spool.persistence.enabled=true", "--set", "receiver.replicas=1",
+		"--set", "podDisruptionBudget.enabled=false", "--set", "metrics.certSecretName=certs")
+	g.Expect(v.PersistentVolumeClaim).NotTo(BeNil(), "a claim survives the pod")
+	g.Expect(v.PersistentVolumeClaim.ClaimName).To(Equal("kid-operator-receiver-spool"))
+	g.Expect(find(objs, "PersistentVolumeClaim", "games", "kid-operator-receiver-spool")).NotTo(BeNil())
+	g.Expect(receiver.Spec.Strategy.Type).To(Equal(appsv1.RecreateDeploymentStrategyType))
+	g.Expect(*receiver.Spec.Template.Spec.SecurityContext.FSGroup).To(BeEquivalentTo(65532))
+	g.Expect(receiver.Spec.Template.Spec.Containers[0].VolumeMounts).To(HaveLen(2), "the spool's and the metrics certificates'")
+}
+
 func TestTheChartRefusesValuesThatCannotWork(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -220,6 +254,7 @@ func TestTheChartRefusesValuesThatCannotWork(t *testing.T) {
 		{"a grace period shorter than the drain and shutdown is refused", []string{"--set", "receiver.drainPeriodSeconds=20", "--set", "receiver.terminationGracePeriodSeconds=30"},
 			`receiver.terminationGracePeriodSeconds \(30\) must exceed receiver.drainPeriodSeconds \(20\)`},
 		{"a disruption budget that blocks every drain is refused", []string{"--set", "manager.replicas=1"}, `manager.replicas \(1\) must exceed podDisruptionBudget.minAvailable \(1\)`},
+		{"a spool on a claim with two receivers is refused", []string{"--set", "receiver.spool.persistence.enabled=true"}, `receiver.spool.persistence.enabled needs receiver.replicas 1 \(it is 2\)`},
 		{"an Ingress without a host is refused", []string{"--set", "ingress.enabled=true"}, `ingress.host is empty`},
 		{"a product outside the watched namespaces is refused", []string{"--set", "watchNamespaces={games}", "--set", "products[0].name=a",
 			"--set", "products[0].namespace=arcade", "--set", "products[0].spec.productId=1", "--set", "products[0].spec.environment=test",

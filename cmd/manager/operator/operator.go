@@ -100,6 +100,10 @@ type Options struct {
 	// SecretTTL is how long a Secret a product names is used before it is
 	// read again; 0 means secrets.DefaultTTL.
 	SecretTTL time.Duration
+	// SecretLastGoodFor is how long past SecretTTL the last copy of a
+	// Secret read is still used while the API server fails or hangs
+	// (secrets.Options.LastGoodFor); 0 means never.
+	SecretLastGoodFor time.Duration
 	// SecretRecheck is how often, at the least, the controllers read the
 	// Secrets products name again (with jitter up to as much again); 0
 	// means controllers.DefaultSecretRecheck.
@@ -216,7 +220,7 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 		return nil, fmt.Errorf("creating manager: %w", err)
 	}
 
-	sec := secrets.New(mgr.GetAPIReader(), secrets.Options{TTL: opts.SecretTTL})
+	sec := secrets.New(mgr.GetAPIReader(), secrets.Options{TTL: opts.SecretTTL, LastGoodFor: opts.SecretLastGoodFor})
 	op := &Operator{Manager: mgr, Secrets: sec}
 	if !noReceiver {
 		store, err := inbox.RESTStore(cfg)
@@ -230,7 +234,9 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 		if opts.Webhook.Browser.Users, err = client.NewWithWatch(cfg, client.Options{Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper()}); err != nil {
 			return nil, fmt.Errorf("creating the status stream's client: %w", err)
 		}
-		op.Receiver = webhookserver.New(mgr.GetCache(), sec, store, opts.Webhook)
+		if op.Receiver, err = webhookserver.New(mgr.GetCache(), sec, store, opts.Webhook); err != nil {
+			return nil, err
+		}
 		if err := mgr.Add(op.Receiver); err != nil {
 			return nil, fmt.Errorf("adding webhook receiver: %w", err)
 		}
@@ -271,6 +277,7 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 		Filters: filters, HTTPClient: httpClient, APIReader: mgr.GetAPIReader(), Impersonator: impersonator,
 		MatchLimits: actions.MatchLimits{Budget: opts.ActionFilterBudget, MaxActions: opts.MaxActionsPerNamespace},
 		FilterLanes: opts.ActionFilterLanes,
+		APIClients: apiClients,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up KidEvent controller: %w", err)
 	}

@@ -118,6 +118,9 @@ that depends on them (Helm renders NOTES.txt last, so they go here).
 {{- if le (int $r.terminationGracePeriodSeconds) (add (int $r.drainPeriodSeconds) 15) }}
 {{- fail (printf "receiver.terminationGracePeriodSeconds (%d) must exceed receiver.drainPeriodSeconds (%d) plus the 15 s the receiver gives requests in flight" (int $r.terminationGracePeriodSeconds) (int $r.drainPeriodSeconds)) }}
 {{- end }}
+{{- if and $r.spool.persistence.enabled (ne (int $r.replicas) 1) }}
+{{- fail (printf "receiver.spool.persistence.enabled needs receiver.replicas 1 (it is %d): the spool's ReadWriteOnce claim has one writer" (int $r.replicas)) }}
+{{- end }}
 {{- if .Values.podDisruptionBudget.enabled }}
 {{- $min := int .Values.podDisruptionBudget.minAvailable }}
 {{- range $tier, $replicas := dict "manager" (int $m.replicas) "receiver" (int $r.replicas) }}
