@@ -142,6 +142,7 @@ func run(ctx context.Context) (err error) {
 		// fake serves plain http://.
 		Outbound:             outbound.Options{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}},
 		AllowInsecureAPIURLs: true,
+		APIAllowHosts:        []string{"127.0.0.0/8", "::1", "localhost"},
 	})
 	if err != nil {
 		return err

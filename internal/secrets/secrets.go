@@ -172,6 +172,15 @@ func (c *Cache) Len() int {
 	return len(c.entries)
 }
 
+// Cached reports whether the cache holds an answer to a read of key: for a
+// test that shows a Secret was never read.
+func (c *Cache) Cached(key types.NamespacedName) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.entries[key]
+	return ok && e.known
+}
+
 // get returns the Secret read at most maxAge ago; force asks for a new read
 // (rate-limited). The bool says whether the answer comes from a read made
 // for this call (or joined by it).

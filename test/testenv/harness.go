@@ -110,7 +110,9 @@ const ScopedOutboundNamespace = "kid-outbound-scoped"
 // and the fake k-ID's plain http:// allowed, and Secrets re-read every
 // SecretRecheck.
 func (h *Harness) OperatorOptions() operator.Options {
-	opts := operator.Options{Clock: h.Clock, SkipControllerNameValidation: true, SecretRecheck: SecretRecheck, AllowInsecureAPIURLs: true}
+	opts := operator.Options{Clock: h.Clock, SkipControllerNameValidation: true, SecretRecheck: SecretRecheck, AllowInsecureAPIURLs: true,
+		// The fake k-ID serves on loopback, as make run's does.
+		APIAllowHosts: []string{"127.0.0.0/8"}}
 	// The simulator's targets and fake k-ID listen on loopback, which a
 	// deployed operator refuses to call.
 	opts.Outbound.Allow = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
