@@ -120,6 +120,9 @@ func (s *APIClients) For(ctx context.Context, r client.Reader, p *kidv1.KidProdu
 		if apierrors.IsNotFound(err) {
 			return nil, &errConfig{reason: kidv1.SecretNotFoundReason, msg: fmt.Sprintf("API Secret %q not found; session sync and recovery are off", api.SecretRef.Name)}
 		}
+		if secrets.IsNotLabelled(err) {
+			return nil, &errConfig{reason: kidv1.SecretNotLabelledReason, msg: "API " + err.Error() + "; session sync and recovery are off"}
+		}
 		return nil, fmt.Errorf("reading API secret: %w", err)
 	}
 	key, next := string(data[api.SecretRef.Key]), string(data[api.NextKeyName()])

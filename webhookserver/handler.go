@@ -59,7 +59,7 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, productLabel *st
 	*productLabel = key.String()
 
 	keys, _, err := s.webhookKeys(r.Context(), &product, false)
-	if apierrors.IsNotFound(err) || errors.Is(err, kid.ErrNoKeys) {
+	if apierrors.IsNotFound(err) || errors.Is(err, kid.ErrNoKeys) || secrets.IsNotLabelled(err) {
 		// The Secret may have been fixed since it was read.
 		keys, _, err = s.webhookKeys(r.Context(), &product, true)
 	}

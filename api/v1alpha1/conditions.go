@@ -57,6 +57,10 @@ const (
 	ProgressingReason = "Progressing"
 	// SecretNotFoundReason: the referenced Secret does not exist.
 	SecretNotFoundReason = "SecretNotFound"
+	// SecretNotLabelledReason: the referenced Secret exists but does not
+	// carry the label SecretLabel=SecretLabelValue, so kid-operator does not
+	// use it.
+	SecretNotLabelledReason = "SecretNotLabelled"
 	// SecretKeyMissingReason: the Secret holds no usable (non-empty) key.
 	SecretKeyMissingReason = "SecretKeyMissing"
 	// InvalidFilterReason: a KidAction's CEL filter does not compile.

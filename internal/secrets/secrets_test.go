@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
+	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
 	"github.com/kid-operator/kid-operator/internal/scheme"
 )
 
@@ -58,7 +59,7 @@ func newFixture(t *testing.T, opts Options, objs ...client.Object) *fixture {
 
 func secret(name, value string) *corev1.Secret {
 	return &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "games"},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "games", Labels: kidv1.SecretLabels()},
 		Data:       map[string][]byte{"current": []byte(value)},
 	}
 }

@@ -222,7 +222,7 @@ func (h *Harness) NewNamespace(ctx context.Context) (string, error) {
 func (h *Harness) NewProduct(ctx context.Context, ns, name string, mutate func(*kidv1.KidProduct)) (*Product, error) {
 	secret := h.WebhookSecret(ns, name)
 	if err := h.Client.Create(ctx, &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: name + "-webhook", Namespace: ns},
+		ObjectMeta: metav1.ObjectMeta{Name: name + "-webhook", Namespace: ns, Labels: kidv1.SecretLabels()},
 		StringData: map[string]string{"current": secret},
 	}); err != nil {
 		return nil, err

@@ -19,13 +19,15 @@ var _ = Describe("A k-ID API base URL outside k-ID's hosts", func() {
 	It("is refused, the Secret it names neither read nor sent, unless --api-allow-hosts allows its host for the product's namespace", func() {
 		ns := newNamespace()
 		// The attack: a namespace user points spec.api.baseURL at a
-		// server of their own and names any Secret key of the namespace;
-		// the operator would send it as a Bearer token. The fake k-ID
-		// stands in for that server and records every request.
+		// server of their own and names a Secret key of the namespace
+		// (labelled for the operator: the label says the Secret is the
+		// operator's to use, not that it may go anywhere); the operator
+		// would send it as a Bearer token. The fake k-ID stands in for
+		// that server and records every request.
 		fake := h.StartFakeKid(ns, "demo")
 		DeferCleanup(fake.Close)
 		Expect(h.Client.Create(ctx, &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Name: "someone-elses", Namespace: ns},
+			ObjectMeta: metav1.ObjectMeta{Name: "someone-elses", Namespace: ns, Labels: kidv1.SecretLabels()},
 			StringData: map[string]string{"password": testenv.FakeAPIKey},
 		})).To(Succeed())
 		p, err := h.NewProduct(ctx, ns, "demo", func(p *kidv1.KidProduct) {

@@ -283,6 +283,7 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 
 	if err := (&controllers.KidActionReconciler{
 		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kidaction-controller"), Filters: filters, Impersonator: impersonator,
+		Secrets: sec,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up KidAction controller: %w", err)
 	}
