@@ -9,7 +9,7 @@ package v1alpha1
 // label is the Secret owner's consent. A Secret without it is refused with
 // the reason SecretNotLabelled, and its data is not kept.
 const (
-	SecretLabel      = "kid.dev/secret"
+	SecretLabel      = "kid.dev/secret" //nolint:gosec // G101: a label name, not a credential
 	SecretLabelValue = "true"
 )
 
