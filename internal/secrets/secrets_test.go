@@ -235,3 +235,32 @@ func TestTheCacheKeepsOnlyTheData(t *testing.T) {
 	g.Expect(*got).To(Equal(Secret{Data: map[string][]byte{"current": []byte("one")}, ResourceVersion: got.ResourceVersion}))
 	g.Expect(got.ResourceVersion).NotTo(BeEmpty())
 }
+
+func TestUnlabelledSecretsAreNotUsedNorKept(t *testing.T) {
+	g := NewWithT(t)
+	unlabelled := secret("demo-webhook", "not-the-operators")
+	unlabelled.Labels = map[string]string{kidv1.SecretLabel: "yes"} // only "true" consents
+	f := newFixture(t, Options{TTL: 15 * time.Second}, unlabelled)
+	var changed []types.NamespacedName
+	f.cache.OnChange(func(k types.NamespacedName) { changed = append(changed, k) })
+	ctx := context.Background()
+
+	s, err := f.cache.Get(ctx, key)
+	g.Expect(s).To(BeNil())
+	g.Expect(IsNotLabelled(err)).To(BeTrue(), "%v", err)
+	g.Expect(err.Error()).To(ContainSubstring("kubectl label secret demo-webhook kid.dev/secret=true"))
+	f.cache.mu.Lock()
+	kept := f.cache.entries[key].secret
+	f.cache.mu.Unlock()
+	g.Expect(kept.Data).To(BeNil(), "nothing of an unlabelled Secret is kept")
+
+	// Labelled: a forced re-read uses it, and reports the change.
+	obj := &corev1.Secret{}
+	g.Expect(f.api.Get(ctx, key, obj)).To(Succeed())
+	obj.Labels = kidv1.SecretLabels()
+	g.Expect(f.api.Update(ctx, obj)).To(Succeed())
+	s, _, err = f.cache.Refresh(ctx, key)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(string(s.Data["current"])).To(Equal("not-the-operators"))
+	g.Expect(changed).To(Equal([]types.NamespacedName{key}))
+}
