@@ -65,10 +65,10 @@ func (r *KidActionReconciler) SetupWithManager(mgr ctrl.Manager) error {
 
 // Reconcile sets Ready (False with InvalidFilter, InvalidTemplate,
 // SecretNotLabelled, ServiceAccountRequired or MissingPermission, and
-// Stalled, for what the user
-// must fix), and the counts of runs recorded on the namespace's events. It
-// comes back every 30 s, so a permission granted later makes the action
-// Ready. A deleted action's compiled filter is forgotten.
+// Stalled, for what the user must fix), and the counts of runs recorded on
+// the namespace's events. It comes back every 30 s, so a permission granted
+// or a label added later makes the action Ready. A deleted action's compiled
+// filter is forgotten.
 func (r *KidActionReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
 	a := &kidv1.KidAction{}
 	if err := r.Get(ctx, req.NamespacedName, a); err != nil {
