@@ -21,6 +21,7 @@ import (
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
 	"github.com/kid-operator/kid-operator/internal/actions"
 	"github.com/kid-operator/kid-operator/internal/outbound"
+	"github.com/kid-operator/kid-operator/internal/secrets"
 )
 
 // This file is the KidEvent controller's part in running KidActions: which
@@ -350,6 +351,14 @@ func (r *KidEventReconciler) post(ctx context.Context, e *kidv1.KidEvent, a *kid
 		s := &corev1.Secret{}
 		if err := r.Get(ctx, types.NamespacedName{Namespace: e.Namespace, Name: ref.Name}, s); err != nil {
 			return actions.Outcome{Err: fmt.Errorf("reading signing secret: %w", err)}
+		}
+		// Without its owner's consent (the label), a Secret of the
+		// namespace is not the operator's to sign with: the action's
+		// author chooses the body, so signing would hand them a
+		// signature by any key of the namespace. The run is retried,
+		// so labelling the Secret in time loses nothing.
+		if err := secrets.Check(s); err != nil {
+			return actions.Outcome{Err: fmt.Errorf("signing %w", err)}
 		}
 		if secret = s.Data[ref.Key]; len(secret) == 0 {
 			return actions.Outcome{Err: fmt.Errorf("signing secret %s has no key %q", ref.Name, ref.Key)}

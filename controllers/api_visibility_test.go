@@ -217,7 +217,7 @@ var _ = Describe("k-ID API: what a product shows", func() {
 		// k-ID was switched to the next key already.
 		fake.SetAPIKey(newKey)
 		secret := &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Name: "demo-api", Namespace: ns},
+			ObjectMeta: metav1.ObjectMeta{Name: "demo-api", Namespace: ns, Labels: kidv1.SecretLabels()},
 			StringData: map[string]string{"key": oldKey, "key" + kidv1.NextAPIKeySuffix: newKey},
 		}
 		Expect(h.Client.Create(ctx, secret)).To(Succeed())

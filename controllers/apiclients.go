@@ -40,6 +40,11 @@ type APIClients struct {
 	// product's APIReady is False, reason InsecureBaseURL, and nothing
 	// sends its key.
 	AllowInsecureURLs bool
+	// AllowedHosts are the hosts beyond k-ID's own that a product's
+	// spec.api.baseURL may name (the manager's --api-allow-hosts); nil
+	// allows k-ID's only. Otherwise APIReady is False, reason
+	// BaseURLNotAllowed, and the product's Secret is neither read nor sent.
+	AllowedHosts *kidapi.AllowedHosts
 
 	mu        sync.Mutex
 	byProduct map[types.NamespacedName]*APIClient
@@ -104,20 +109,28 @@ func (s *APIClients) For(ctx context.Context, r client.Reader, p *kidv1.KidProdu
 	if api == nil {
 		return nil, nil
 	}
+	// Where the key would go is checked before the Secret is read: a
+	// refused URL reads nothing and sends nothing.
+	base := kidapi.BaseURL(string(p.Spec.Environment), api.BaseURL)
+	if !s.AllowInsecureURLs && !strings.HasPrefix(strings.ToLower(base), "https://") {
+		return nil, &errConfig{reason: kidv1.InsecureBaseURLReason, msg: "spec.api.baseURL is not https://: the API key would cross the network unencrypted, so it is never sent; session sync and recovery are off (plain http:// is for make run and tests, whose manager runs with --allow-insecure-api-urls)"}
+	}
+	if err := s.AllowedHosts.Check(p.Namespace, base); err != nil {
+		return nil, &errConfig{reason: kidv1.BaseURLNotAllowedReason, msg: err.Error() + "; the API key is neither read nor sent, and session sync and recovery are off"}
+	}
 	data, err := readSecret(ctx, s.Secrets, r, types.NamespacedName{Namespace: p.Namespace, Name: api.SecretRef.Name})
 	if err != nil {
 		if apierrors.IsNotFound(err) {
 			return nil, &errConfig{reason: kidv1.SecretNotFoundReason, msg: fmt.Sprintf("API Secret %q not found; session sync and recovery are off", api.SecretRef.Name)}
+		}
+		if secrets.IsNotLabelled(err) {
+			return nil, &errConfig{reason: kidv1.SecretNotLabelledReason, msg: "API " + err.Error() + "; session sync and recovery are off"}
 		}
 		return nil, fmt.Errorf("reading API secret: %w", err)
 	}
 	key, next := string(data[api.SecretRef.Key]), string(data[api.NextKeyName()])
 	if key == "" {
 		return nil, &errConfig{reason: kidv1.SecretKeyMissingReason, msg: fmt.Sprintf("API Secret %q has no key %q; session sync and recovery are off", api.SecretRef.Name, api.SecretRef.Key)}
-	}
-	base := kidapi.BaseURL(string(p.Spec.Environment), api.BaseURL)
-	if !s.AllowInsecureURLs && !strings.HasPrefix(strings.ToLower(base), "https://") {
-		return nil, &errConfig{reason: kidv1.InsecureBaseURLReason, msg: "spec.api.baseURL is not https://: the API key would cross the network unencrypted, so it is never sent; session sync and recovery are off (plain http:// is for make run and tests, whose manager runs with --allow-insecure-api-urls)"}
 	}
 	name := client.ObjectKeyFromObject(p)
 	rps, burst := api.RateLimit(p.Spec.Environment)

@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -20,6 +21,7 @@ import (
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
 	"github.com/kid-operator/kid-operator/internal/actions"
+	"github.com/kid-operator/kid-operator/internal/secrets"
 )
 
 // countsInterval is how often a KidAction's run counts are refreshed.
@@ -43,6 +45,10 @@ type KidActionReconciler struct {
 	// event evaluates (the KidEvent controller's MatchLimits.MaxActions);
 	// 0 means actions.DefaultMaxActions. The ones past it are not Ready.
 	MaxActions int
+	// Secrets reads an http action's signing Secret, to show one without
+	// the label kid.dev/secret=true as SecretNotLabelled; nil reads it
+	// through Client, which must not cache Secrets.
+	Secrets *secrets.Cache
 }
 
 // kid-operator creates a resource action's object as the action's
@@ -62,9 +68,10 @@ func (r *KidActionReconciler) SetupWithManager(mgr ctrl.Manager) error {
 }
 
 // Reconcile sets Ready (False with InvalidFilter, InvalidTemplate,
-// ServiceAccountRequired, MissingPermission or ActionLimitExceeded, and
-// Stalled, for what the user must fix), and the counts of runs recorded on the namespace's events. It
-// comes back every 30 s, so a permission granted later makes the action
+// SecretNotLabelled, ServiceAccountRequired, MissingPermission or
+// ActionLimitExceeded, and Stalled, for what the user must fix), and the
+// counts of runs recorded on the namespace's events. It comes back every
+// 30 s, so a permission granted or a label added later makes the action
 // Ready. A deleted action's compiled filter is forgotten.
 func (r *KidActionReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
 	a := &kidv1.KidAction{}
@@ -125,6 +132,17 @@ func (r *KidActionReconciler) validate(ctx context.Context, a *kidv1.KidAction) 
 	}
 	if err := actions.CheckTemplates(a); err != nil {
 		return kidv1.InvalidTemplateReason, "template is invalid: " + err.Error(), nil
+	}
+	if h := a.Spec.HTTP; h != nil && h.SigningSecretRef != nil {
+		// A missing Secret is left to the runs (it may be created with
+		// the action); one without its owner's consent is shown here.
+		_, err := readSecret(ctx, r.Secrets, r.Client, types.NamespacedName{Namespace: a.Namespace, Name: h.SigningSecretRef.Name})
+		switch {
+		case secrets.IsNotLabelled(err):
+			return kidv1.SecretNotLabelledReason, "signing " + err.Error() + "; its runs fail until it is", nil
+		case err != nil && !apierrors.IsNotFound(err):
+			return "", "", fmt.Errorf("reading the signing secret: %w", err)
+		}
 	}
 	if a.Spec.Resource == nil {
 		return "", "", nil

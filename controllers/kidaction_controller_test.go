@@ -147,7 +147,7 @@ var _ = Describe("KidAction", func() {
 
 	It("runs only for matching products, types and filters, and signs with Standard Webhooks headers", func() {
 		t := newTarget()
-		Expect(h.Client.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "hook", Namespace: p.Namespace}, StringData: map[string]string{"secret": "whsec_MDEyMzQ1Njc4OWFiY2RlZg=="}})).To(Succeed())
+		Expect(h.Client.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "hook", Namespace: p.Namespace, Labels: kidv1.SecretLabels()}, StringData: map[string]string{"secret": "whsec_MDEyMzQ1Njc4OWFiY2RlZg=="}})).To(Succeed())
 		httpAction(p, "granted", t.URL, func(a *kidv1.KidAction) {
 			a.Spec.Products = []string{"demo"}
 			a.Spec.Filter = `event.data.status == "PASS" && user.consent.state == "Granted"`

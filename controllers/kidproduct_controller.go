@@ -201,7 +201,9 @@ func (r *KidProductReconciler) productsOfSecret(ctx context.Context, key types.N
 // key (KidProductReconciler) and the API key (APIClients) alike. It reads
 // from the secrets cache when there is one: one get per TTL, shared with the
 // receiver, however often products and users reconcile (every KidUser
-// reconcile asks for its product's API client). Without a cache it gets
+// reconcile asks for its product's API client). Only a Secret labelled
+// kidv1.SecretLabel is used: one without it is a *secrets.NotLabelledError.
+// Without a cache it gets
 // the Secret through r, which must then not cache Secrets: the operator may
 // only get them, not list or watch.
 func readSecret(ctx context.Context, cache *secrets.Cache, r client.Reader, key types.NamespacedName) (map[string][]byte, error) {
@@ -214,6 +216,9 @@ func readSecret(ctx context.Context, cache *secrets.Cache, r client.Reader, key 
 	}
 	s := &corev1.Secret{}
 	if err := r.Get(ctx, key, s); err != nil {
+		return nil, err
+	}
+	if err := secrets.Check(s); err != nil {
 		return nil, err
 	}
 	return s.Data, nil
@@ -295,6 +300,9 @@ func (r *KidProductReconciler) reconcileSecret(ctx context.Context, p *kidv1.Kid
 	if err != nil {
 		if apierrors.IsNotFound(err) {
 			return &errConfig{reason: kidv1.SecretNotFoundReason, msg: fmt.Sprintf("webhook Secret %q not found; deliveries are answered 503", name)}
+		}
+		if secrets.IsNotLabelled(err) {
+			return &errConfig{reason: kidv1.SecretNotLabelledReason, msg: "webhook " + err.Error() + "; deliveries are answered 503"}
 		}
 		return fmt.Errorf("reading webhook secret: %w", err)
 	}

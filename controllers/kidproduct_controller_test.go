@@ -96,7 +96,7 @@ var _ = Describe("KidProduct controller", func() {
 		Eventually(func(g Gomega) string { return readyReason(g, p.Namespace) }).Should(Equal(kidv1.SecretNotFoundReason))
 
 		Expect(h.Client.Create(ctx, &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Name: "demo-webhook", Namespace: p.Namespace},
+			ObjectMeta: metav1.ObjectMeta{Name: "demo-webhook", Namespace: p.Namespace, Labels: kidv1.SecretLabels()},
 			StringData: map[string]string{"next": "rotated"},
 		})).To(Succeed())
 		Eventually(func(g Gomega) string { return readyReason(g, p.Namespace) }).Should(Equal(kidv1.SucceededReason))

@@ -51,7 +51,7 @@ func apiProduct(mutate func(*kidv1.KidProduct)) (*testenv.Product, *fakeKid) {
 	Expect(err).NotTo(HaveOccurred())
 	fake := newFakeKid(ns)
 	Expect(h.Client.Create(ctx, &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: "demo-api", Namespace: ns},
+		ObjectMeta: metav1.ObjectMeta{Name: "demo-api", Namespace: ns, Labels: kidv1.SecretLabels()},
 		StringData: map[string]string{"key": apiKey},
 	})).To(Succeed())
 	rps := int32(testRate)

@@ -153,7 +153,7 @@ var _ = Describe("k-ID API: urgent reads and read throughput", func() {
 		Expect(time.Since(began)).To(BeNumerically(">=", latency))
 
 		Expect(h.Client.Create(ctx, &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Name: "lanes-api", Namespace: p.Namespace},
+			ObjectMeta: metav1.ObjectMeta{Name: "lanes-api", Namespace: p.Namespace, Labels: kidv1.SecretLabels()},
 			StringData: map[string]string{"key": apiKey},
 		})).To(Succeed())
 		released := h.Clock.Now()
@@ -246,7 +246,7 @@ var _ = Describe("k-ID API: urgent reads and read throughput", func() {
 		sessionUsers(p, etags, ids, func(string) time.Time { return synced })
 
 		Expect(h.Client.Create(ctx, &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Name: "restart-api", Namespace: p.Namespace},
+			ObjectMeta: metav1.ObjectMeta{Name: "restart-api", Namespace: p.Namespace, Labels: kidv1.SecretLabels()},
 			StringData: map[string]string{"key": apiKey},
 		})).To(Succeed())
 		restarted := h.Clock.Now()

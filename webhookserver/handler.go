@@ -65,7 +65,7 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, productLabel *st
 	readCtx, cancelRead := context.WithTimeout(r.Context(), s.opts.StoreTimeout)
 	defer cancelRead()
 	keys, _, err := s.webhookKeys(readCtx, &product, false)
-	if apierrors.IsNotFound(err) || errors.Is(err, kid.ErrNoKeys) {
+	if apierrors.IsNotFound(err) || errors.Is(err, kid.ErrNoKeys) || secrets.IsNotLabelled(err) {
 		// The Secret may have been fixed since it was read.
 		keys, _, err = s.webhookKeys(readCtx, &product, true)
 	}

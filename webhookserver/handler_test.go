@@ -50,8 +50,8 @@ func newTestServer(t *testing.T, funcs *interceptor.Funcs) (*Server, client.Clie
 		product("demo", "demo-webhook"),
 		product("nosecret", "missing"),
 		product("emptykey", "empty"),
-		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "demo-webhook", Namespace: "default"}, Data: map[string][]byte{"current": []byte(testSecret)}},
-		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "empty", Namespace: "default"}, Data: map[string][]byte{"current": {}}},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "demo-webhook", Namespace: "default", Labels: kidv1.SecretLabels()}, Data: map[string][]byte{"current": []byte(testSecret)}},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "empty", Namespace: "default", Labels: kidv1.SecretLabels()}, Data: map[string][]byte{"current": {}}},
 	}
 	b := fake.NewClientBuilder().WithScheme(scheme.Scheme).WithObjects(objs...)
 	if funcs != nil {

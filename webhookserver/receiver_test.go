@@ -173,7 +173,7 @@ var _ = Describe("Receiving k-ID's deliveries", func() {
 				Expect(a.Status).To(Equal(http.StatusServiceUnavailable))
 				Expect(events(ns)).To(BeEmpty())
 				Expect(h.Client.Create(ctx, &corev1.Secret{
-					ObjectMeta: metav1.ObjectMeta{Name: "demo-webhook", Namespace: ns},
+					ObjectMeta: metav1.ObjectMeta{Name: "demo-webhook", Namespace: ns, Labels: kidv1.SecretLabels()},
 					StringData: map[string]string{"current": p.Secret},
 				})).To(Succeed())
 			}

@@ -21,6 +21,7 @@ import (
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
 	"github.com/kid-operator/kid-operator/internal/inbox"
+	"github.com/kid-operator/kid-operator/internal/secrets"
 	"github.com/kid-operator/kid-operator/webhookserver/relaytoken"
 )
 
@@ -384,7 +385,7 @@ func preflight(w http.ResponseWriter, method string) int {
 // the product has no usable Secret, with a message that names no value.
 func (s *Server) verifyRelayToken(ctx context.Context, p *kidv1.KidProduct, token string) (relaytoken.Claims, int, string) {
 	keys, _, err := s.relayKeys(ctx, p, false)
-	if apierrors.IsNotFound(err) || errors.Is(err, relaytoken.ErrNoKeys) {
+	if apierrors.IsNotFound(err) || errors.Is(err, relaytoken.ErrNoKeys) || secrets.IsNotLabelled(err) {
 		// The Secret may have been fixed since it was read.
 		keys, _, err = s.relayKeys(ctx, p, true)
 	}

@@ -37,7 +37,7 @@ const (
 func browserProduct(ns string, mutate func(*kidv1.BrowserSpec)) *testenv.Product {
 	GinkgoHelper()
 	Expect(h.Client.Create(ctx, &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: "demo-relay", Namespace: ns},
+		ObjectMeta: metav1.ObjectMeta{Name: "demo-relay", Namespace: ns, Labels: kidv1.SecretLabels()},
 		StringData: map[string]string{"current": relayKey},
 	})).To(Succeed())
 	p, err := h.NewProduct(ctx, ns, "demo", func(p *kidv1.KidProduct) {

@@ -78,8 +78,8 @@ func newRelayServer(t *testing.T, funcs *interceptor.Funcs, now time.Time) (*Ser
 		browserProduct("nokeys", "missing"),
 		keeps,
 		product("plain", "demo-webhook"),
-		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "demo-webhook", Namespace: "default"}, Data: map[string][]byte{"current": []byte(testSecret)}},
-		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "demo-relay", Namespace: "default"}, Data: map[string][]byte{"current": []byte(relayKey), "previous": {}}},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "demo-webhook", Namespace: "default", Labels: kidv1.SecretLabels()}, Data: map[string][]byte{"current": []byte(testSecret)}},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "demo-relay", Namespace: "default", Labels: kidv1.SecretLabels()}, Data: map[string][]byte{"current": []byte(relayKey), "previous": {}}},
 	}
 	b := fake.NewClientBuilder().WithScheme(scheme.Scheme).WithObjects(objs...)
 	if funcs != nil {

@@ -102,7 +102,7 @@ func TestReceiveAcceptsOnceAMissingSecretIsCreated(t *testing.T) {
 	g.Expect(gets.Load()).To(BeEquivalentTo(2))
 
 	g.Expect(c.Create(context.Background(), &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: "missing", Namespace: "default"},
+		ObjectMeta: metav1.ObjectMeta{Name: "missing", Namespace: "default", Labels: kidv1.SecretLabels()},
 		Data:       map[string][]byte{"current": []byte(testSecret)},
 	})).To(Succeed())
 	clock.Step(time.Second)

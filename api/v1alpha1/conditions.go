@@ -107,6 +107,10 @@ const (
 	ProgressingReason = "Progressing"
 	// SecretNotFoundReason: the referenced Secret does not exist.
 	SecretNotFoundReason = "SecretNotFound"
+	// SecretNotLabelledReason: the referenced Secret exists but does not
+	// carry the label SecretLabel=SecretLabelValue, so kid-operator does not
+	// use it.
+	SecretNotLabelledReason = "SecretNotLabelled"
 	// SecretKeyMissingReason: the Secret holds no usable (non-empty) key.
 	SecretKeyMissingReason = "SecretKeyMissing"
 	// InvalidFilterReason: a KidAction's CEL filter does not compile.
@@ -136,6 +140,11 @@ const (
 	// manager does not allow that (--allow-insecure-api-urls); the key is
 	// never sent.
 	InsecureBaseURLReason = "InsecureBaseURL"
+	// BaseURLNotAllowedReason: spec.api.baseURL names a host that is not
+	// one of k-ID's API hosts, and the manager's --api-allow-hosts does not
+	// allow it for the product's namespace; the API Secret is neither read
+	// nor sent.
+	BaseURLNotAllowedReason = "BaseURLNotAllowed"
 	// UnreachableReason: k-ID's API could not be reached; calls are retried.
 	UnreachableReason = "Unreachable"
 	// FailingReason: most of the product's calls to k-ID's API failed

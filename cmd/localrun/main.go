@@ -142,6 +142,7 @@ func run(ctx context.Context) (err error) {
 		// fake serves plain http://.
 		Outbound:             outbound.Options{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}},
 		AllowInsecureAPIURLs: true,
+		APIAllowHosts:        []string{"127.0.0.0/8", "::1", "localhost"},
 	})
 	if err != nil {
 		return err
@@ -264,7 +265,7 @@ func createDemo(ctx context.Context, c client.Client, samplePath, secret, apiBas
 	}
 	product.Namespace = "default"
 	if err := c.Create(ctx, &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: product.Spec.Webhook.SecretRef.Name, Namespace: product.Namespace},
+		ObjectMeta: metav1.ObjectMeta{Name: product.Spec.Webhook.SecretRef.Name, Namespace: product.Namespace, Labels: kidv1.SecretLabels()},
 		StringData: map[string]string{"current": secret},
 	}); err != nil {
 		return fmt.Errorf("creating the webhook secret: %w", err)
@@ -277,7 +278,7 @@ func createDemo(ctx context.Context, c client.Client, samplePath, secret, apiBas
 			*rps = kidsim.TestRateLimit
 		}
 		if err := c.Create(ctx, &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Name: product.Spec.API.SecretRef.Name, Namespace: product.Namespace},
+			ObjectMeta: metav1.ObjectMeta{Name: product.Spec.API.SecretRef.Name, Namespace: product.Namespace, Labels: kidv1.SecretLabels()},
 			StringData: map[string]string{product.Spec.API.SecretRef.Key: demoAPIKey},
 		}); err != nil {
 			return fmt.Errorf("creating the API secret: %w", err)
@@ -285,7 +286,7 @@ func createDemo(ctx context.Context, c client.Client, samplePath, secret, apiBas
 	}
 	if browser != nil {
 		if err := c.Create(ctx, &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Name: browser.TokenSecretRef.Name, Namespace: product.Namespace},
+			ObjectMeta: metav1.ObjectMeta{Name: browser.TokenSecretRef.Name, Namespace: product.Namespace, Labels: kidv1.SecretLabels()},
 			StringData: map[string]string{"current": relayKey},
 		}); err != nil {
 			return fmt.Errorf("creating the relay token secret: %w", err)

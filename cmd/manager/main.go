@@ -16,6 +16,7 @@ import (
 	"github.com/kid-operator/kid-operator/cmd/manager/operator"
 	"github.com/kid-operator/kid-operator/controllers"
 	"github.com/kid-operator/kid-operator/internal/actions"
+	"github.com/kid-operator/kid-operator/internal/kidapi"
 	"github.com/kid-operator/kid-operator/internal/outbound"
 	"github.com/kid-operator/kid-operator/internal/secrets"
 	"github.com/kid-operator/kid-operator/webhookserver"
@@ -58,12 +59,19 @@ func main() {
 	flag.StringVar(&allowHosts, "outbound-allow-hosts", "", "comma-separated host names that may be called whatever they resolve to, e.g. backend.games.svc.cluster.local; HOST@NAMESPACE allows the host for that namespace's KidActions only (repeat the entry for more namespaces), e.g. backend.games.svc.cluster.local@games")
 	flag.StringVar(&opts.DefaultActionServiceAccount, "default-action-service-account", "", "ServiceAccount (in each KidAction's namespace) that resource actions naming none create their objects as; empty: each must name one")
 	flag.BoolVar(&opts.AllowInsecureAPIURLs, "allow-insecure-api-urls", false, "let a KidProduct's spec.api.baseURL be plain http://, which sends its k-ID API key unencrypted (make run and tests against the fake k-ID); otherwise such a product's APIReady is False, reason InsecureBaseURL")
+	var apiAllowHosts string
+	flag.StringVar(&apiAllowHosts, "api-allow-hosts", "", "comma-separated hosts, beyond k-ID's own (game-api.k-id.com, game-api.test.k-id.com), that a KidProduct's spec.api.baseURL may name, and so receive its API key: host names, IP addresses or ranges (127.0.0.0/8); HOST@NAMESPACE allows it for that namespace's products only (repeat the entry for more namespaces); otherwise such a product's APIReady is False, reason BaseURLNotAllowed")
 	flag.StringVar(&denyCIDRs, "outbound-deny-cidrs", "", "comma-separated address ranges refused on top of the defaults (the cluster's pod and service ranges when they are public)")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	opts.QPS = float32(qps)
 	opts.WatchNamespaces = strings.Split(watchNamespaces, ",")
+	opts.APIAllowHosts = strings.Split(apiAllowHosts, ",")
+	if _, err := kidapi.ParseAllowedHosts(opts.APIAllowHosts); err != nil {
+		fmt.Fprintln(os.Stderr, "--api-allow-hosts:", err)
+		os.Exit(2)
+	}
 	var err error
 	if err = opts.Outbound.AddAllowCIDRs(allowCIDRs); err != nil {
 		fmt.Fprintln(os.Stderr, "--outbound-allow-cidrs:", err)

@@ -40,7 +40,7 @@ func sessionSync(ctx context.Context, p *plane, m *manager, n, c int) (syncRun, 
 		return syncRun{}, err
 	}
 	for name, data := range map[string]map[string]string{"bench-webhook": {"current": secret}, "bench-api": {"key": "bench-api-key"}} {
-		if err := p.client.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: apiNS}, StringData: data}); err != nil {
+		if err := p.client.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: apiNS, Labels: kidv1.SecretLabels()}, StringData: data}); err != nil {
 			return syncRun{}, err
 		}
 	}

@@ -174,7 +174,7 @@ func (m *manager) start(ctx context.Context) (time.Duration, error) {
 		"--zap-log-level=error",
 		// The session sync measurement's fake k-ID listens on loopback,
 		// over plain http://.
-		"--outbound-allow-cidrs=127.0.0.0/8", "--allow-insecure-api-urls")
+		"--outbound-allow-cidrs=127.0.0.0/8", "--allow-insecure-api-urls", "--api-allow-hosts=127.0.0.0/8")
 	m.cmd.Args = append(m.cmd.Args, m.extraArgs...)
 	// GOMEMLIMIT as config/manager/manager.yaml sets it, unless asked
 	// not to; then not inherited from the bench's environment either.

@@ -205,7 +205,7 @@ func createReadsProduct(ctx context.Context, p *plane, baseURL string, rc readsC
 		return err
 	}
 	for name, data := range map[string]map[string]string{"bench-webhook": {"current": secret}, readsAPISecret: {"key": "bench-api-key"}} {
-		if err := p.client.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: benchNS}, StringData: data}); err != nil {
+		if err := p.client.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: benchNS, Labels: kidv1.SecretLabels()}, StringData: data}); err != nil {
 			return err
 		}
 	}

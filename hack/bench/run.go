@@ -185,7 +185,7 @@ func createBenchProduct(ctx context.Context, p *plane, ns string) error {
 		return err
 	}
 	if err := p.client.Create(ctx, &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: "bench-webhook", Namespace: ns},
+		ObjectMeta: metav1.ObjectMeta{Name: "bench-webhook", Namespace: ns, Labels: kidv1.SecretLabels()},
 		StringData: map[string]string{"current": secret},
 	}); err != nil {
 		return err

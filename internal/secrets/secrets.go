@@ -14,11 +14,18 @@
 // caller driven by untrusted input cannot hammer the API server), or when a
 // caller asks for a fresher copy (GetWithin). Every read that finds a Secret
 // different from the copy it replaces is reported to the OnChange listeners.
+//
+// Only Secrets labelled kid.dev/secret=true are used (kidv1.SecretLabel): a
+// spec names a Secret of its namespace, and the label is its owner's
+// consent that the operator use it. An unlabelled Secret is answered with a
+// *NotLabelledError and its data is not kept.
 package secrets
 
 import (
 	"container/list"
 	"context"
+	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -29,6 +36,8 @@ import (
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
 )
 
 // Defaults of Options.
@@ -97,6 +106,41 @@ type Secret struct {
 	Data map[string][]byte
 	// ResourceVersion tells two versions of the Secret apart.
 	ResourceVersion string
+	// notLabelled is set for a Secret without the label: Data is then
+	// empty, and callers get a *NotLabelledError.
+	notLabelled bool
+}
+
+// NotLabelledError is the answer for a Secret that exists but does not carry
+// the label kid.dev/secret=true: the operator does not use it.
+type NotLabelledError struct {
+	Name string
+}
+
+func (e *NotLabelledError) Error() string {
+	return fmt.Sprintf("Secret %q is not labelled %s=%s, so kid-operator does not use it (kubectl label secret %s %s=%s)",
+		e.Name, kidv1.SecretLabel, kidv1.SecretLabelValue, e.Name, kidv1.SecretLabel, kidv1.SecretLabelValue)
+}
+
+// IsNotLabelled reports whether err is, or wraps, a *NotLabelledError.
+func IsNotLabelled(err error) bool {
+	var e *NotLabelledError
+	return errors.As(err, &e)
+}
+
+// Labelled reports whether a Secret carries the label that lets kid-operator
+// use it.
+func Labelled(s *corev1.Secret) bool {
+	return s.Labels[kidv1.SecretLabel] == kidv1.SecretLabelValue
+}
+
+// Check returns a *NotLabelledError for a Secret without the label: for a
+// caller that reads a Secret without the cache.
+func Check(s *corev1.Secret) error {
+	if !Labelled(s) {
+		return &NotLabelledError{Name: s.Name}
+	}
+	return nil
 }
 
 // Cache reads Secrets with an uncached get and keeps them for a TTL. It is
@@ -145,8 +189,8 @@ func New(reader client.Reader, opts Options) *Cache {
 func (c *Cache) TTL() time.Duration { return c.opts.TTL }
 
 // Get returns the Secret as read at most TTL ago. A Secret that does not
-// exist is an error for which apierrors.IsNotFound is true; that answer is
-// kept for the TTL too.
+// exist is an error for which apierrors.IsNotFound is true, one without the
+// label a *NotLabelledError; those answers are kept for the TTL too.
 func (c *Cache) Get(ctx context.Context, key types.NamespacedName) (*Secret, error) {
 	s, _, err := c.get(ctx, key, c.opts.TTL, false)
 	return s, err
@@ -183,6 +227,15 @@ func (c *Cache) Len() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.entries)
+}
+
+// Cached reports whether the cache holds an answer to a read of key: for a
+// test that shows a Secret was never read.
+func (c *Cache) Cached(key types.NamespacedName) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.entries[key]
+	return ok && e.known
 }
 
 // get returns the Secret read at most maxAge ago; force asks for a new read
@@ -260,6 +313,10 @@ func (c *Cache) read(e *entry, r *read, started time.Time) {
 	err := c.reader.Get(ctx, e.key, &obj)
 	var s *Secret
 	switch {
+	case err == nil && !Labelled(&obj):
+		// Its owner did not consent: nothing of it is kept but its
+		// version, so that labelling it is seen as a change.
+		s = &Secret{ResourceVersion: obj.ResourceVersion, notLabelled: true}
 	case err == nil:
 		// Only the data is kept: not the labels, annotations (which may
 		// hold a copy of the data) or managed fields.
@@ -311,6 +368,9 @@ func (c *Cache) entry(key types.NamespacedName) *entry {
 func answer(key types.NamespacedName, s *Secret, read bool) (*Secret, bool, error) {
 	if s == nil {
 		return nil, read, apierrors.NewNotFound(corev1.Resource("secrets"), key.Name)
+	}
+	if s.notLabelled {
+		return nil, read, &NotLabelledError{Name: key.Name}
 	}
 	return s, read, nil
 }

@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
+	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
 	"github.com/kid-operator/kid-operator/internal/scheme"
 )
 
@@ -64,7 +65,7 @@ func newFixture(t *testing.T, opts Options, objs ...client.Object) *fixture {
 
 func secret(name, value string) *corev1.Secret {
 	return &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "games"},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "games", Labels: kidv1.SecretLabels()},
 		Data:       map[string][]byte{"current": []byte(value)},
 	}
 }
@@ -307,4 +308,33 @@ func TestWithoutLastGoodAFailedReadIsTheCallersError(t *testing.T) {
 	f.clock.Step(time.Minute)
 	_, err = f.cache.Get(ctx, key)
 	g.Expect(err).To(HaveOccurred())
+}
+
+func TestUnlabelledSecretsAreNotUsedNorKept(t *testing.T) {
+	g := NewWithT(t)
+	unlabelled := secret("demo-webhook", "not-the-operators")
+	unlabelled.Labels = map[string]string{kidv1.SecretLabel: "yes"} // only "true" consents
+	f := newFixture(t, Options{TTL: 15 * time.Second}, unlabelled)
+	var changed []types.NamespacedName
+	f.cache.OnChange(func(k types.NamespacedName) { changed = append(changed, k) })
+	ctx := context.Background()
+
+	s, err := f.cache.Get(ctx, key)
+	g.Expect(s).To(BeNil())
+	g.Expect(IsNotLabelled(err)).To(BeTrue(), "%v", err)
+	g.Expect(err.Error()).To(ContainSubstring("kubectl label secret demo-webhook kid.dev/secret=true"))
+	f.cache.mu.Lock()
+	kept := f.cache.entries[key].secret
+	f.cache.mu.Unlock()
+	g.Expect(kept.Data).To(BeNil(), "nothing of an unlabelled Secret is kept")
+
+	// Labelled: a forced re-read uses it, and reports the change.
+	obj := &corev1.Secret{}
+	g.Expect(f.api.Get(ctx, key, obj)).To(Succeed())
+	obj.Labels = kidv1.SecretLabels()
+	g.Expect(f.api.Update(ctx, obj)).To(Succeed())
+	s, _, err = f.cache.Refresh(ctx, key)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(string(s.Data["current"])).To(Equal("not-the-operators"))
+	g.Expect(changed).To(Equal([]types.NamespacedName{key}))
 }

@@ -68,11 +68,11 @@ func newScenario(o scenarioOptions) *scenario {
 		allowed = "https://play.example.com"
 	}
 	Expect(h.Client.Create(ctx, &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: "demo-api", Namespace: s.ns},
+		ObjectMeta: metav1.ObjectMeta{Name: "demo-api", Namespace: s.ns, Labels: kidv1.SecretLabels()},
 		StringData: map[string]string{"key": apiKey},
 	})).To(Succeed())
 	Expect(h.Client.Create(ctx, &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: "demo-relay", Namespace: s.ns},
+		ObjectMeta: metav1.ObjectMeta{Name: "demo-relay", Namespace: s.ns, Labels: kidv1.SecretLabels()},
 		StringData: map[string]string{"current": relayKey},
 	})).To(Succeed())
 	rps := int32(50)

@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
 
+	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
 	"github.com/kid-operator/kid-operator/test/testenv"
 )
 
@@ -127,6 +128,11 @@ func TestWithWatchNamespacesTheChartGrantsRolesThereOnly(t *testing.T) {
 	for _, name := range []string{"kid-operator-manager-role", "kid-operator-receiver-role"} {
 		g.Expect(find(objs, "ClusterRole", "*", name)).To(BeNil(), "%s is cluster-wide although watchNamespaces is set", name)
 	}
+	for _, r := range ofKind(objs, "ClusterRole") {
+		role, err := typed[rbacv1.ClusterRole](r)
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(testenv.Grants(role.Rules)).NotTo(ContainElement(HavePrefix("/secrets:")), "ClusterRole %s grants Secrets although watchNamespaces is set", r.GetName())
+	}
 	for _, b := range ofKind(objs, "ClusterRoleBinding") {
 		g.Expect(b.GetName()).To(Or(Equal("kid-operator-metrics-auth-rolebinding"), Equal("kid-operator-metrics-reader-rolebinding")))
 	}
@@ -190,6 +196,7 @@ func TestEveryOptionOnRendersWhatItSays(t *testing.T) {
 	secret, err := typed[corev1.Secret](find(objs, "Secret", "games", "my-game-kid-webhook"))
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(secret.StringData).To(Equal(map[string]string{"current": "not-a-real-secret"}))
+	g.Expect(secret.Labels).To(HaveKeyWithValue(kidv1.SecretLabel, kidv1.SecretLabelValue), "the operator uses only labelled Secrets")
 	g.Expect(find(objs, "Secret", "games", "other-game-kid-webhook")).To(BeNil(), "no webhookSecret given: the user creates it")
 	readers, err := typed[rbacv1.ClusterRoleBinding](find(objs, "ClusterRoleBinding", "*", "kid-operator-metrics-reader-rolebinding"))
 	g.Expect(err).NotTo(HaveOccurred())

@@ -269,7 +269,7 @@ func driveTraffic() {
 func apiSecret(ns, name, key string) {
 	GinkgoHelper()
 	Expect(h.Client.Create(ctx, &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: kidv1.SecretLabels()},
 		StringData: map[string]string{"key": key},
 	})).To(Succeed())
 }

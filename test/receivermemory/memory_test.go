@@ -50,7 +50,7 @@ var _ = Describe("The receiving tier's memory", func() {
 
 		const origin, key = "https://play.example.com", "relay-key"
 		ns := newNamespace()
-		Expect(h.Client.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "demo-relay", Namespace: ns}, StringData: map[string]string{"current": key}})).To(Succeed())
+		Expect(h.Client.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "demo-relay", Namespace: ns, Labels: kidv1.SecretLabels()}, StringData: map[string]string{"current": key}})).To(Succeed())
 		_, err = h.NewProduct(ctx, ns, "demo", func(p *kidv1.KidProduct) {
 			p.Spec.Browser = &kidv1.BrowserSpec{
 				AllowedOrigins: []string{origin}, TokenSecretRef: kidv1.LocalObjectReference{Name: "demo-relay"},

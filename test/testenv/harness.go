@@ -110,7 +110,9 @@ const ScopedOutboundNamespace = "kid-outbound-scoped"
 // and the fake k-ID's plain http:// allowed, and Secrets re-read every
 // SecretRecheck.
 func (h *Harness) OperatorOptions() operator.Options {
-	opts := operator.Options{Clock: h.Clock, SkipControllerNameValidation: true, SecretRecheck: SecretRecheck, AllowInsecureAPIURLs: true}
+	opts := operator.Options{Clock: h.Clock, SkipControllerNameValidation: true, SecretRecheck: SecretRecheck, AllowInsecureAPIURLs: true,
+		// The fake k-ID serves on loopback, as make run's does.
+		APIAllowHosts: []string{"127.0.0.0/8"}}
 	// The simulator's targets and fake k-ID listen on loopback, which a
 	// deployed operator refuses to call.
 	opts.Outbound.Allow = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
@@ -220,7 +222,7 @@ func (h *Harness) NewNamespace(ctx context.Context) (string, error) {
 func (h *Harness) NewProduct(ctx context.Context, ns, name string, mutate func(*kidv1.KidProduct)) (*Product, error) {
 	secret := h.WebhookSecret(ns, name)
 	if err := h.Client.Create(ctx, &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: name + "-webhook", Namespace: ns},
+		ObjectMeta: metav1.ObjectMeta{Name: name + "-webhook", Namespace: ns, Labels: kidv1.SecretLabels()},
 		StringData: map[string]string{"current": secret},
 	}); err != nil {
 		return nil, err

@@ -22,7 +22,7 @@ var _ = Describe("A k-ID API base URL over plain http://", func() {
 		DeferCleanup(fake.Close)
 		Expect(fake.URL).To(HavePrefix("http://"))
 		Expect(h.Client.Create(ctx, &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Name: "demo-api", Namespace: ns},
+			ObjectMeta: metav1.ObjectMeta{Name: "demo-api", Namespace: ns, Labels: kidv1.SecretLabels()},
 			StringData: map[string]string{"key": testenv.FakeAPIKey},
 		})).To(Succeed())
 		p, err := h.NewProduct(ctx, ns, "demo", func(p *kidv1.KidProduct) {

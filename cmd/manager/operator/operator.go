@@ -30,6 +30,7 @@ import (
 	"github.com/kid-operator/kid-operator/internal/actions"
 	"github.com/kid-operator/kid-operator/internal/cachemem"
 	"github.com/kid-operator/kid-operator/internal/inbox"
+	"github.com/kid-operator/kid-operator/internal/kidapi"
 	"github.com/kid-operator/kid-operator/internal/outbound"
 	"github.com/kid-operator/kid-operator/internal/scheme"
 	"github.com/kid-operator/kid-operator/internal/secrets"
@@ -84,6 +85,12 @@ type Options struct {
 	// tests, whose fake k-ID serves on loopback. Off, such a product's
 	// APIReady is False (InsecureBaseURL).
 	AllowInsecureAPIURLs bool
+	// APIAllowHosts are hosts beyond k-ID's own that a product's
+	// spec.api.baseURL may name (kidapi.ParseAllowedHosts: names, IP
+	// addresses or ranges, each ENTRY or ENTRY@NAMESPACE); empty allows
+	// k-ID's hosts only. `make run` and the tests allow loopback, where
+	// their fake k-ID listens.
+	APIAllowHosts []string
 	// DefaultActionServiceAccount is the ServiceAccount (in each action's
 	// namespace) that resource actions naming none create their objects
 	// as; empty means every resource action must name one.
@@ -178,6 +185,10 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 	if err != nil {
 		return nil, err
 	}
+	apiHosts, err := kidapi.ParseAllowedHosts(opts.APIAllowHosts)
+	if err != nil {
+		return nil, fmt.Errorf("API allow hosts: %w", err)
+	}
 	cacheOpts := cache.Options{
 		// Drops managed fields and shares what cached objects repeat:
 		// the cache holds every player (internal/cachemem).
@@ -260,6 +271,7 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 	apiClients := controllers.NewAPIClients(httpClient)
 	apiClients.Secrets = sec
 	apiClients.AllowInsecureURLs = opts.AllowInsecureAPIURLs
+	apiClients.AllowedHosts = apiHosts
 	ctx := context.Background()
 	if err := controllers.SetupIndexes(ctx, mgr); err != nil {
 		return nil, err
@@ -277,7 +289,7 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 		Filters: filters, HTTPClient: httpClient, APIReader: mgr.GetAPIReader(), Impersonator: impersonator,
 		MatchLimits: actions.MatchLimits{Budget: opts.ActionFilterBudget, MaxActions: opts.MaxActionsPerNamespace},
 		FilterLanes: opts.ActionFilterLanes,
-		APIClients: apiClients,
+		APIClients:  apiClients,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up KidEvent controller: %w", err)
 	}
@@ -291,6 +303,7 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 	if err := (&controllers.KidActionReconciler{
 		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kidaction-controller"), Filters: filters, Impersonator: impersonator,
 		MaxActions: opts.MaxActionsPerNamespace,
+		Secrets:    sec,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up KidAction controller: %w", err)
 	}
