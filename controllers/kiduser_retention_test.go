@@ -50,7 +50,7 @@ func userGone(p *testenv.Product, kind kidv1.IdentityKind, id string) {
 	key := client.ObjectKey{Namespace: p.Namespace, Name: kidv1.UserName(p.Name, kind, id)}
 	Eventually(func() bool {
 		return apierrors.IsNotFound(h.Client.Get(ctx, key, &kidv1.KidUser{}))
-	}).Should(BeTrue(), "user %s is deleted", key.Name)
+	}, 30*time.Second).Should(BeTrue(), "user %s is deleted", key.Name) // a loaded CI machine's workers take seconds to reach it
 }
 
 // userStays checks for a while that the KidUser known by (kind, id) is there
