@@ -112,12 +112,12 @@ func crashSeed() uint64 {
 // short, so that a takeover is about two seconds, and whole seconds for the
 // lease (the Lease object stores whole seconds).
 const (
-	kills         = 30
-	maxLife       = 1200 * time.Millisecond
-	crashLease    = 2 * time.Second
-	crashRenew    = 1500 * time.Millisecond
-	crashRetry    = 250 * time.Millisecond
-	crashRateHint = 6 // deliveries a second: the traffic lasts about as long as the kills
+	kills      = 30
+	maxLife    = 1200 * time.Millisecond
+	crashLease = 2 * time.Second
+	crashRenew = 1500 * time.Millisecond
+	crashRetry = 250 * time.Millisecond
+	crashRate  = 6 // deliveries a second: the traffic lasts about as long as the kills
 )
 
 var _ = Describe("Fault 4: crash between writes", func() {
@@ -144,7 +144,7 @@ var _ = Describe("Fault 4: crash between writes", func() {
 
 		players, order := journeys(ns, 150)
 		tr := newTraffic(p)
-		stop, done := tr.start(crashRateHint, 0, func(i int) []byte {
+		stop, done := tr.start(crashRate, 0, func(i int) []byte {
 			if i >= len(order) {
 				return nil
 			}
@@ -174,7 +174,7 @@ var _ = Describe("Fault 4: crash between writes", func() {
 		c := tr.wait()
 		stopped := stops(controllers...)
 		report("injected", "%d SIGKILLs of the leading controllers' replica, each a random %s to %s after it took the lease (%d exits in all, %d on their own), under %d deliveries at %d/s",
-			kills, slices.Min(lived).Round(time.Millisecond), slices.Max(lived).Round(time.Millisecond), len(stopped), len(stopped)-kills, len(order), crashRateHint)
+			kills, slices.Min(lived).Round(time.Millisecond), slices.Max(lived).Round(time.Millisecond), len(stopped), len(stopped)-kills, len(order), crashRate)
 
 		Eventually(func(g Gomega) {
 			byHash := tr.storedOnce(g, ns)
