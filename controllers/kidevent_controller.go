@@ -82,6 +82,7 @@ type KidEventReconciler struct {
 	FilterLanes int
 
 	confirms  confirmSpacer
+	replays   foldReplays
 	lanesOnce sync.Once
 	lanes     *filterLanes
 }
@@ -179,6 +180,9 @@ func comeBackAfter(d time.Duration) stepOutcome {
 func (r *KidEventReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	event := &kidv1.KidEvent{}
 	if err := r.Get(ctx, req.NamespacedName, event); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.replays.forget(req.NamespacedName)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	p := &eventPass{event: event}
@@ -805,6 +809,7 @@ func (r *KidEventReconciler) applyTo(ctx context.Context, e *kidv1.KidEvent, pro
 	}
 
 	before := user.DeepCopy()
+	r.replays.fold(e, &before.Status, t.uncounted)
 	inFlight, err := r.stillInFlight(ctx, user, t.event.Name)
 	if err != nil {
 		return nil, err
@@ -924,5 +929,6 @@ func (r *KidEventReconciler) setPhase(ctx context.Context, e *kidv1.KidEvent, ph
 	if err := r.Status().Patch(ctx, e, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
 		return fmt.Errorf("updating event status: %w", err)
 	}
+	r.replays.forget(client.ObjectKeyFromObject(e))
 	return nil
 }

@@ -15,6 +15,13 @@ var (
 		Help: "KidEvents processed by the KidEvent controller, by event type (known types, else unknown) and result (applied, ignored, erased, refolded; for browser events confirming, or confirm-coalesced when another relay's read of the subject answers it).",
 	}, []string{"type", "result"})
 
+	// foldReplays counts them (fold_replays.go); the fault tests read it
+	// to show that their kills landed between a fold's two writes.
+	foldReplaysTotal = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "kid_fold_replays_total",
+		Help: "Folds of a KidEvent into a KidUser that already held it in flight from a fold another process made: that process stopped between the fold's two writes (the user's, then the event's), and the replay counts nothing twice.",
+	})
+
 	applyLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "kid_event_apply_latency_seconds",
 		Help:    "Time from k-ID signing an event to the event being folded into its KidUser, by event type.",
@@ -115,7 +122,7 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(eventsProcessedTotal, filterBudgetExceededTotal, actionLimitExceededTotal, filterLaneWaitsTotal, applyLatency, retentionDeletedTotal, erasedEventsTotal, actionAttemptsTotal, actionDelay,
+	metrics.Registry.MustRegister(eventsProcessedTotal, foldReplaysTotal, filterBudgetExceededTotal, actionLimitExceededTotal, filterLaneWaitsTotal, applyLatency, retentionDeletedTotal, erasedEventsTotal, actionAttemptsTotal, actionDelay,
 		sessionSyncsTotal, recoveryPollsTotal, recoveredEventsTotal, slotWait, standInsBoundTotal, eventsPending, oldestPendingTimestamp)
 }
 

@@ -115,16 +115,22 @@ var _ = Describe("Fault 5: hostile clients", func() {
 	BeforeEach(func() { ns, p = readyProduct(h) })
 
 	It("answers a well-formed delivery at its normal latency while 500 slow connections are open, and cuts them off", func() {
-		// Baseline: the normal latency of a delivery.
-		var baseline []time.Duration
-		for range 5 {
-			a := deliver(p, string(distinctDelivery()), now())
-			Expect(a.Status).To(Equal(http.StatusOK), a.String())
-			baseline = append(baseline, a.Duration)
+		// Baseline: the normal latency of a delivery, as a median and a
+		// maximum of several, so that one slow answer on a loaded machine
+		// moves neither much.
+		deliveries := func(n int) []time.Duration {
+			var out []time.Duration
+			for range n {
+				a := deliver(p, string(distinctDelivery()), now())
+				Expect(a.Status).To(Equal(http.StatusOK), a.String())
+				out = append(out, a.Duration)
+			}
+			slices.Sort(out)
+			return out
 		}
-		slices.Sort(baseline)
-		median := baseline[len(baseline)/2]
-		bound := max(5*median, median+time.Second)
+		const samples, times = 9, 3
+		baseline := deliveries(samples)
+		median, slowest := baseline[samples/2], baseline[samples-1]
 
 		// 250 slowloris connections (headers a byte a second, never
 		// finished) and 250 whose body never ends (headers complete, a
@@ -152,14 +158,13 @@ var _ = Describe("Fault 5: hostile clients", func() {
 		opened := time.Now()
 		time.Sleep(1500 * time.Millisecond)
 
-		// Well-formed deliveries during the flood.
-		var during []time.Duration
-		for range 3 {
-			a := deliver(p, string(distinctDelivery()), now())
-			Expect(a.Status).To(Equal(http.StatusOK), a.String())
-			Expect(a.Duration).To(BeNumerically("<=", bound), "a delivery during the flood took %s; baseline %s", a.Duration, median)
-			during = append(during, a.Duration.Round(time.Microsecond))
-		}
+		// Well-formed deliveries during the flood: at most a few times as
+		// slow as before it, the median and the slowest alike (a server
+		// whose handlers the slow connections held would make them wait
+		// out ReadHeaderTimeout, seconds).
+		during := deliveries(samples)
+		Expect(during[samples/2]).To(BeNumerically("<=", times*median), "the median delivery during the flood took %s; before it %s: %v", during[samples/2], median, during)
+		Expect(during[samples-1]).To(BeNumerically("<=", times*slowest), "the slowest delivery during the flood took %s; before it %s: %v", during[samples-1], slowest, during)
 
 		// The server closes every slow connection within its timeout.
 		slack := 2 * time.Second
@@ -194,8 +199,9 @@ var _ = Describe("Fault 5: hostile clients", func() {
 		stored := storedBodies(h, ns)
 		Expect(stored).To(HaveLen(len(baseline)+len(during)), "only the well-formed deliveries are stored")
 		report("fault 5: slow connections",
-			"injected 250 slowloris + 250 never-ending bodies; baseline latency (median of 5) %s, bound %s; 3 deliveries during the flood: 200 in %v; slowloris closed by the server after at most %s (ReadHeaderTimeout %s), answers %v; slow bodies closed after at most %s (ReadTimeout %s), answers %v; stored %d = %d well-formed deliveries",
-			median.Round(time.Microsecond), bound.Round(time.Microsecond), during, longest(headers).Round(time.Millisecond), webhookserver.ReadHeaderTimeout, headerAnswers,
+			"injected 250 slowloris + 250 never-ending bodies; %d deliveries before: median %s, slowest %s; %d during the flood, all 200: median %s, slowest %s (bounds %d times those before); slowloris closed by the server after at most %s (ReadHeaderTimeout %s), answers %v; slow bodies closed after at most %s (ReadTimeout %s), answers %v; stored %d = %d well-formed deliveries",
+			samples, median.Round(time.Microsecond), slowest.Round(time.Microsecond), samples, during[samples/2].Round(time.Microsecond), during[samples-1].Round(time.Microsecond), times,
+			longest(headers).Round(time.Millisecond), webhookserver.ReadHeaderTimeout, headerAnswers,
 			longest(bodies).Round(time.Millisecond), webhookserver.ReadTimeout, bodyAnswers, len(stored), len(baseline)+len(during))
 	})
 

@@ -107,52 +107,74 @@ func crashSeed() uint64 {
 	return uint64(time.Now().UnixNano())
 }
 
-const kills = 50
+// Fault 4's settings: kills SIGKILLs, each of the leading replica, a random
+// moment within maxLife of its taking the lease; the election's timings are
+// short, so that a takeover is about two seconds, and whole seconds for the
+// lease (the Lease object stores whole seconds).
+const (
+	kills      = 30
+	maxLife    = 1200 * time.Millisecond
+	crashLease = 2 * time.Second
+	crashRenew = 1500 * time.Millisecond
+	crashRetry = 250 * time.Millisecond
+	crashRate  = 6 // deliveries a second: the traffic lasts about as long as the kills
+)
 
 var _ = Describe("Fault 4: crash between writes", func() {
-	It("folds every event exactly once and has each action's effect once through 50 SIGKILLs at random moments", func() {
+	It("folds every event exactly once and has each action's effect once through 30 SIGKILLs of the leader, at random moments after it took the lease", func() {
 		logsOnFailure()
 		seed := crashSeed()
 		rng := rand.New(rand.NewPCG(seed, seed))
 		report("seed", "%d (run again with KID_FAULT_SEED=%d)", seed, seed)
 
-		// The receiving tier stays up; the controllers' process is killed.
+		// The receiving tier stays up; the controllers run in two elected
+		// replicas, and the leader is killed.
 		receiver := newReplica("receiver", true, "--receiver-only")
-		manager := newReplica("controllers", false)
-		Expect(receiver.start()).To(Succeed())
-		Expect(manager.start()).To(Succeed())
-		DeferCleanup(func() { receiver.kill(); manager.kill() })
+		args := electionArgs(crashLease, crashRenew, crashRetry)
+		controllers := []*replica{newReplica("controllers-a", false, args...), newReplica("controllers-b", false, args...)}
+		for _, r := range append([]*replica{receiver}, controllers...) {
+			Expect(r.start()).To(Succeed())
+			DeferCleanup(r.kill)
+		}
 		Expect(receiver.waitReady(time.Minute)).To(Succeed())
 		target := newCountingTarget()
 		ns, p := newProduct("http://"+receiver.webhookAddr, receiver)
+		ledger := watchEvents(ns)
 		notifyAction(ns, target.URL)
 
 		players, order := journeys(ns, 150)
 		tr := newTraffic(p)
-		stop, done := tr.start(10, 0, func(i int) []byte {
+		stop, done := tr.start(crashRate, 0, func(i int) []byte {
 			if i >= len(order) {
 				return nil
 			}
 			return order[i]
 		})
 
-		// Kill the controllers at random moments from their start: while
-		// they sync, fold the backlog, and run actions.
+		// Kill the leader at a random moment after it took the lease:
+		// from then on it folds the backlog the takeover left, runs the
+		// actions, and folds what comes in. The replica killed starts again
+		// at once, so the next takeover races a warm standby against a
+		// process still syncing its caches. A fold's replays, counted by
+		// each leader until it is killed, show kills landed between a
+		// fold's two writes.
 		var lived []time.Duration
+		var replays float64
 		for range kills {
-			if !manager.running() {
-				Expect(manager.start()).To(Succeed())
-			}
-			life := time.Duration(200+rng.IntN(1800)) * time.Millisecond
+			leader := waitLeader(controllers)
+			life := time.Duration(rng.Int64N(int64(maxLife)))
 			time.Sleep(life)
-			manager.kill()
+			replays += foldReplays(leader)
+			leader.kill()
 			lived = append(lived, life)
 		}
-		Expect(manager.start()).To(Succeed())
+		leader := waitLeader(controllers)
 		<-done
 		stop()
 		c := tr.wait()
-		report("injected", "%d SIGKILLs of the controllers' process, each after a random %s to %s of life, under %d deliveries at 10/s", kills, slices.Min(lived), slices.Max(lived), len(order))
+		stopped := stops(controllers...)
+		report("injected", "%d SIGKILLs of the leading controllers' replica, each a random %s to %s after it took the lease (%d exits in all, %d on their own), under %d deliveries at %d/s",
+			kills, slices.Min(lived).Round(time.Millisecond), slices.Max(lived).Round(time.Millisecond), len(stopped), len(stopped)-kills, len(order), crashRate)
 
 		Eventually(func(g Gomega) {
 			byHash := tr.storedOnce(g, ns)
@@ -180,10 +202,41 @@ var _ = Describe("Fault 4: crash between writes", func() {
 		}).Should(Succeed())
 		var repeats int
 		Eventually(func(g Gomega) { repeats = target.effects(g, challengeEvents(g, ns)) }).Should(Succeed())
-		report("counted", "%s; every KidUser equals the fold of its events with observedEvents exact; each action's effect once at the target (%d repeated deliveries of a webhook-id it had taken, answered as repeats)", c, repeats)
+		replays += foldReplays(leader)
+		report("counted", "%s; %.0f folds replayed after a kill between a fold's writes; every KidUser equals the fold of its events with observedEvents exact; each action's effect once at the target (%d repeated POSTs of a webhook-id it had taken, answered as repeats)", c, replays, repeats)
 		Expect(c.lost).To(BeZero())
+		target.repeatsOnlyAfterStops(Default, ledger, stops(controllers...))
+		Expect(replays).To(BeNumerically(">", 0), "no kill landed between a fold's writes (kid_fold_replays_total of every leader)")
 	})
 })
+
+// waitLeader starts the replicas that are not running and returns the one
+// that leads, once one does.
+func waitLeader(replicas []*replica) *replica {
+	for _, r := range replicas {
+		if !r.running() {
+			Expect(r.start()).To(Succeed())
+		}
+	}
+	var leader *replica
+	Eventually(func() bool {
+		for _, r := range replicas {
+			if r.running() && r.leader() {
+				leader = r
+				return true
+			}
+		}
+		return false
+	}).WithPolling(20*time.Millisecond).Should(BeTrue(), "a replica leads")
+	return leader
+}
+
+// foldReplays is the replica's kid_fold_replays_total: each leader's own,
+// from its start.
+func foldReplays(r *replica) float64 {
+	v, _ := metric(r.metricsAddr, "kid_fold_replays_total")
+	return v
+}
 
 // checkUser checks that the user known by (kind, id) is the fold of events,
 // and counts exactly them.

@@ -10,7 +10,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -30,6 +32,10 @@ type replica struct {
 	exited chan struct{}
 	// starts counts the processes started.
 	starts int
+
+	mu sync.Mutex
+	// exits are when each of its processes ended, killed or on its own.
+	exits []time.Time
 }
 
 // newReplica reserves the replica's ports; receiver says whether it runs a
@@ -83,10 +89,14 @@ func (r *replica) start() error {
 		return err
 	}
 	r.cmd, r.exited = cmd, make(chan struct{})
+	exited := r.exited
 	go func() {
 		_ = cmd.Wait()
 		logFile.Close()
-		close(r.exited)
+		r.mu.Lock()
+		r.exits = append(r.exits, time.Now())
+		r.mu.Unlock()
+		close(exited)
 	}()
 	return nil
 }
@@ -150,6 +160,18 @@ func (r *replica) kill() {
 	}
 	_ = r.cmd.Process.Kill()
 	<-r.exited
+}
+
+// stops returns when the processes of the replicas ended, in order.
+func stops(replicas ...*replica) []time.Time {
+	var out []time.Time
+	for _, r := range replicas {
+		r.mu.Lock()
+		out = append(out, r.exits...)
+		r.mu.Unlock()
+	}
+	slices.SortFunc(out, time.Time.Compare)
+	return out
 }
 
 // leader reports whether the replica holds the leader election lease, by

@@ -144,11 +144,11 @@ func (t *traffic) wait() counts {
 // eventNames are the KidEvents the deliveries k-ID saw answered 200 stand
 // for: one a distinct event, as the receiver names it (kid.Envelope.Identity:
 // a repeat of one event, and permission changes of one session within k-ID's
-// notification window, are one).
-func (t *traffic) eventNames(g Gomega, product string) map[string]bool {
+// notification window, are one), each with the hash of a body it came from.
+func (t *traffic) eventNames(g Gomega, product string) map[string]string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	names := map[string]bool{}
+	names := map[string]string{}
 	for _, d := range t.sent {
 		for _, a := range d.attempts {
 			if !a.OK() {
@@ -158,7 +158,7 @@ func (t *traffic) eventNames(g Gomega, product string) map[string]bool {
 			g.Expect(err).NotTo(HaveOccurred())
 			unix, err := strconv.ParseInt(a.Timestamp, 10, 64)
 			g.Expect(err).NotTo(HaveOccurred())
-			names[kid.EventName(product, env.EventType, env.Identity(d.body, time.Unix(unix, 0)))] = true
+			names[kid.EventName(product, env.EventType, env.Identity(d.body, time.Unix(unix, 0)))] = d.hash
 		}
 	}
 	return names
