@@ -214,8 +214,10 @@ func driveTraffic() {
 	_, err = fake.ApproveChallenge(challenge, kidsim.Approval{})
 	Expect(err).NotTo(HaveOccurred())
 	// Two challenges a game follows (README, "Recovery"): polled.
+	var followed []string
 	for i := range 2 {
 		id := fake.StartChallenge()
+		followed = append(followed, id)
 		Expect(h.Client.Create(ctx, &kidv1.KidUser{
 			ObjectMeta: metav1.ObjectMeta{Name: "game-challenge-" + strconv.Itoa(i), Namespace: ns},
 			Spec:       kidv1.KidUserSpec{ProductRef: kidv1.LocalObjectReference{Name: "demo"}, Identity: kidv1.UserIdentity{Kind: kidv1.IdentityChallenge, ID: id}},
@@ -253,16 +255,22 @@ func driveTraffic() {
 	})
 	Expect(err).NotTo(HaveOccurred())
 
-	// Once the session is synced, k-ID starts refusing the product's
-	// calls past one every five seconds: the polls get 429s.
-	Eventually(func() bool {
+	// Once the session is synced and each followed challenge polled (its
+	// IN_PROGRESS stored as a poll event), k-ID starts refusing the
+	// product's calls past one every five seconds: the polls get 429s.
+	// Refused first, a poll could back off past the spec's wait.
+	Eventually(func(g Gomega) {
+		answered := map[string]bool{}
 		for _, r := range fake.Requests() {
-			if r.Endpoint == "session/get" {
-				return true
+			if r.Status == http.StatusOK {
+				answered[r.Endpoint+"/"+r.Query.Get("challengeId")] = true
 			}
 		}
-		return false
-	}, 30*time.Second).Should(BeTrue(), "the operator reads the approved session")
+		g.Expect(answered).To(HaveKey("session/get/"), "the operator reads the approved session")
+		for _, id := range followed {
+			g.Expect(answered).To(HaveKey(kidsim.EndpointChallengeGetStatus+"/"+id), "the operator polls the challenge the game follows")
+		}
+	}, 60*time.Second).Should(Succeed())
 	fake.SetRateLimit(0.2, 1)
 }
 
