@@ -3,6 +3,7 @@ package controllers_test
 import (
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -232,11 +233,16 @@ var _ = Describe("k-ID API: never erase on one read", func() {
 			}
 		}, 3*time.Second).Should(Succeed())
 
-		// A person checked: k-ID did delete them.
+		// A person checked: k-ID did delete them. Their note is longer
+		// than the 256 characters status.lastHandledResumeErasures holds
+		// (an annotation may hold 256 KiB): only its first 256 are kept,
+		// and the status write that closes the breaker is not refused.
+		resume := "2026-12-04T10:00:00Z " + strings.Repeat("checked with k-ID support; ", 20)
+		Expect(len(resume)).To(BeNumerically(">", 256))
 		got := &kidv1.KidProduct{}
 		Expect(h.Client.Get(ctx, client.ObjectKeyFromObject(p.KidProduct), got)).To(Succeed())
 		patch := client.MergeFrom(got.DeepCopy())
-		got.Annotations = map[string]string{kidv1.ResumeErasuresAnnotation: "2026-12-04T10:00:00Z"}
+		got.Annotations = map[string]string{kidv1.ResumeErasuresAnnotation: resume}
 		Expect(h.Client.Patch(ctx, got, patch)).To(Succeed())
 		Eventually(func(g Gomega) {
 			erased := 0
@@ -255,7 +261,7 @@ var _ = Describe("k-ID API: never erase on one read", func() {
 			got := &kidv1.KidProduct{}
 			g.Expect(h.Client.Get(ctx, client.ObjectKeyFromObject(p.KidProduct), got)).To(Succeed())
 			g.Expect(meta.FindStatusCondition(got.Status.Conditions, kidv1.ErasuresHeldCondition)).To(BeNil())
-			g.Expect(got.Status.LastHandledResumeErasures).To(Equal("2026-12-04T10:00:00Z"))
+			g.Expect(got.Status.LastHandledResumeErasures).To(Equal(resume[:256]))
 		}).Should(Succeed())
 	})
 })

@@ -158,6 +158,35 @@ var _ = Describe("Validation", func() {
 		Entry("inactive users kept over 10 years", func(p *kidv1.KidProduct) {
 			p.Spec.Retention.Users.AfterInactivity = &metav1.Duration{Duration: 87601 * time.Hour}
 		}, "afterInactivity must be between 24h and 87600h"),
+		Entry("retention.maxEvents over 100,000", func(p *kidv1.KidProduct) { p.Spec.Retention.MaxEvents = ptr.To[int32](100001) }, "spec.retention.maxEvents in body should be less than or equal to 100000"),
+		Entry("a webhook secret name longer than 253", func(p *kidv1.KidProduct) { p.Spec.Webhook.SecretRef.Name = strings.Repeat("s", 254) }, "spec.webhook.secretRef.name: Too long"),
+		Entry("an api baseURL longer than 2048", func(p *kidv1.KidProduct) {
+			withAPI(p).BaseURL = "https://game-api.k-id.com/" + strings.Repeat("a", 2048)
+		}, "spec.api.baseURL: Too long"),
+		Entry("an api key name longer than 253", func(p *kidv1.KidProduct) { withAPI(p).SecretRef.Key = strings.Repeat("k", 254) }, "spec.api.secretRef.key: Too long"),
+		Entry("an api rate of 0", func(p *kidv1.KidProduct) { withAPI(p).RequestsPerSecond = ptr.To[int32](0) }, "spec.api.requestsPerSecond in body should be greater than or equal to 1"),
+		Entry("an api timeout under a second", func(p *kidv1.KidProduct) { withAPI(p).Timeout = &metav1.Duration{Duration: 999 * time.Millisecond} }, "timeout must be between 1s and 30s"),
+		Entry("a first poll over an hour", func(p *kidv1.KidProduct) {
+			withAPI(p).Recovery.FirstPoll = &metav1.Duration{Duration: time.Hour + time.Second}
+		}, "firstPoll must be between 1s and 1h"),
+		Entry("a recovery horizon under a minute", func(p *kidv1.KidProduct) { withAPI(p).Recovery.Horizon = &metav1.Duration{Duration: 59 * time.Second} }, "horizon must be between 1m and 2160h"),
+		Entry("a browser without allowed origins", func(p *kidv1.KidProduct) { withBrowser(p).AllowedOrigins = nil }, "spec.browser.allowedOrigins"),
+		Entry("more than 16 allowed origins", func(p *kidv1.KidProduct) {
+			b := withBrowser(p)
+			for i := range 16 {
+				b.AllowedOrigins = append(b.AllowedOrigins, fmt.Sprintf("https://g%d.example.com", i))
+			}
+		}, "spec.browser.allowedOrigins: Too many"),
+		Entry("an allowed origin longer than 253", func(p *kidv1.KidProduct) {
+			withBrowser(p).AllowedOrigins = []string{"https://" + strings.Repeat("o", 246) + ".com"}
+		}, "spec.browser.allowedOrigins[0]: Too long"),
+		Entry("an allowed origin with a path", func(p *kidv1.KidProduct) {
+			withBrowser(p).AllowedOrigins = []string{"https://play.example.com/game"}
+		}, "spec.browser.allowedOrigins[0] in body should match"),
+		Entry("a relay rate over 100", func(p *kidv1.KidProduct) { withBrowser(p).RequestsPerSecond = ptr.To[int32](101) }, "spec.browser.requestsPerSecond in body should be less than or equal to 100"),
+		Entry("a relay burst over 200", func(p *kidv1.KidProduct) { withBrowser(p).Burst = ptr.To[int32](201) }, "spec.browser.burst in body should be less than or equal to 200"),
+		Entry("more than 1000 status streams", func(p *kidv1.KidProduct) { withBrowser(p).MaxStreams = ptr.To[int32](1001) }, "spec.browser.maxStreams in body should be less than or equal to 1000"),
+		Entry("no status streams", func(p *kidv1.KidProduct) { withBrowser(p).MaxStreams = ptr.To[int32](0) }, "spec.browser.maxStreams in body should be greater than or equal to 1"),
 	)
 
 	It("accepts user retention at its bounds", func() {
@@ -200,6 +229,31 @@ var _ = Describe("Validation", func() {
 			a.Spec.HTTP = nil
 			a.Spec.Resource = &kidv1.ResourceAction{Template: apiextensionsv1.JSON{Raw: []byte(`{"apiVersion":"v1","kind":"ConfigMap"}`)}, ServiceAccountName: strings.Repeat("a", 254)}
 		}, "spec.resource.serviceAccountName: Too long"),
+		Entry("more than 64 products", func(a *kidv1.KidAction) {
+			for i := range 65 {
+				a.Spec.Products = append(a.Spec.Products, fmt.Sprintf("p%d", i))
+			}
+		}, "spec.products: Too many"),
+		Entry("a product name longer than 63", func(a *kidv1.KidAction) { a.Spec.Products = []string{strings.Repeat("p", 64)} }, "spec.products[0]: Too long"),
+		Entry("an event type longer than 128", func(a *kidv1.KidAction) { a.Spec.EventTypes = []string{strings.Repeat("t", 129)} }, "spec.eventTypes[0]: Too long"),
+		Entry("a URL longer than 2048", func(a *kidv1.KidAction) { a.Spec.HTTP.URL = "https://backend/" + strings.Repeat("u", 2048) }, "spec.http.url: Too long"),
+		Entry("more than 32 headers", func(a *kidv1.KidAction) {
+			for i := range 33 {
+				a.Spec.HTTP.Headers = append(a.Spec.HTTP.Headers, kidv1.HTTPHeader{Name: fmt.Sprintf("X-H%d", i), Value: "v"})
+			}
+		}, "spec.http.headers: Too many"),
+		Entry("a header name longer than 256", func(a *kidv1.KidAction) {
+			a.Spec.HTTP.Headers = []kidv1.HTTPHeader{{Name: strings.Repeat("h", 257), Value: "v"}}
+		}, "spec.http.headers[0].name: Too long"),
+		Entry("a header value longer than 4096", func(a *kidv1.KidAction) {
+			a.Spec.HTTP.Headers = []kidv1.HTTPHeader{{Name: "X-Team", Value: strings.Repeat("v", 4097)}}
+		}, "spec.http.headers[0].value: Too long"),
+		Entry("a bodyTemplate longer than 16 KiB", func(a *kidv1.KidAction) { a.Spec.HTTP.BodyTemplate = strings.Repeat("b", 16385) }, "spec.http.bodyTemplate: Too long"),
+		Entry("an http timeout under a second", func(a *kidv1.KidAction) { a.Spec.HTTP.Timeout = &metav1.Duration{Duration: 999 * time.Millisecond} }, "timeout must be between 1s and 30s"),
+		Entry("maxAttempts under 1", func(a *kidv1.KidAction) { a.Spec.HTTP.MaxAttempts = -1 }, "spec.http.maxAttempts in body should be greater than or equal to 1"),
+		Entry("a signing secret key longer than 253", func(a *kidv1.KidAction) {
+			a.Spec.HTTP.SigningSecretRef = &kidv1.SecretKeySelector{Name: "sign", Key: strings.Repeat("k", 254)}
+		}, "spec.http.signingSecretRef.key: Too long"),
 	)
 
 	DescribeTable("refuses an invalid KidEvent",
@@ -264,6 +318,12 @@ var _ = Describe("kubectl's view", func() {
 		Entry("KidAction", "kidactions", func(ns string) client.Object { return validAction(ns) }, []string{"Ready", "Dry Run", "Succeeded", "Failed", "Age"}),
 	)
 })
+
+// withBrowser gives a product a valid spec.browser and returns it.
+func withBrowser(p *kidv1.KidProduct) *kidv1.BrowserSpec {
+	p.Spec.Browser = &kidv1.BrowserSpec{AllowedOrigins: []string{"https://play.example.com"}, TokenSecretRef: kidv1.LocalObjectReference{Name: "relay"}}
+	return p.Spec.Browser
+}
 
 // withAPI gives a product a valid spec.api and returns it.
 func withAPI(p *kidv1.KidProduct) *kidv1.APISpec {

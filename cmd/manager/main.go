@@ -85,24 +85,8 @@ func main() {
 		fmt.Fprintln(os.Stderr, "--outbound-deny-cidrs:", err)
 		os.Exit(2)
 	}
-	if d := opts.Webhook.DrainPeriod; d < 0 || d > webhookserver.MaxDrainPeriod {
-		fmt.Fprintf(os.Stderr, "--webhook-drain-period: %s is outside 0 to %s\n", d, webhookserver.MaxDrainPeriod)
-		os.Exit(2)
-	}
-	if n := opts.APIReadConcurrency; n < 1 || n > maxAPIReadConcurrency {
-		fmt.Fprintf(os.Stderr, "--api-read-concurrency: %d is outside 1 to %d\n", n, maxAPIReadConcurrency)
-		os.Exit(2)
-	}
-	if d := opts.ActionFilterBudget; d < actions.MinFilterBudget || d > actions.MaxFilterBudget {
-		fmt.Fprintf(os.Stderr, "--action-filter-budget: %s is outside %s to %s\n", d, actions.MinFilterBudget, actions.MaxFilterBudget)
-		os.Exit(2)
-	}
-	if n := opts.MaxActionsPerNamespace; n < 1 || n > actions.MaxMaxActions {
-		fmt.Fprintf(os.Stderr, "--max-actions-per-namespace: %d is outside 1 to %d\n", n, actions.MaxMaxActions)
-		os.Exit(2)
-	}
-	if n := opts.ActionFilterLanes; n < 1 || n > controllers.MaxFilterLanes {
-		fmt.Fprintf(os.Stderr, "--action-filter-lanes: %d is outside 1 to %d\n", n, controllers.MaxFilterLanes)
+	if err = checkFlagBounds(&opts); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
 	if sa := opts.DefaultActionServiceAccount; sa != "" {
@@ -125,11 +109,6 @@ func main() {
 		os.Exit(1)
 	}
 }
-
-// maxAPIReadConcurrency bounds --api-read-concurrency: more readers than
-// this would each hold a goroutine and a connection to k-ID for no rate a
-// product may set (500/s at a 2 s round trip).
-const maxAPIReadConcurrency = 1000
 
 func envOr(key, def string) string {
 	if v := os.Getenv(key); v != "" {
