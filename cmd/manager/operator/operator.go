@@ -317,7 +317,6 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 	return op, nil
 }
 
-// nonZero is a pointer to d, or nil (the default) when d is zero.
 // DefaultCacheSyncTimeout is the default of Options.CacheSyncTimeout: the
 // first list of 250,000 KidUsers took minutes on a 2-core machine without
 // the API server's watch cache (docs/benchmarks.md), and ten minutes leaves
@@ -331,6 +330,7 @@ const (
 	MaxCacheSyncTimeout = time.Hour
 )
 
+// cacheSyncTimeout is d, or DefaultCacheSyncTimeout when d is zero.
 func cacheSyncTimeout(d time.Duration) time.Duration {
 	if d <= 0 {
 		return DefaultCacheSyncTimeout
@@ -338,6 +338,7 @@ func cacheSyncTimeout(d time.Duration) time.Duration {
 	return d
 }
 
+// nonZero is a pointer to d, or nil (the default) when d is zero.
 func nonZero(d time.Duration) *time.Duration {
 	if d == 0 {
 		return nil
