@@ -37,16 +37,16 @@ type results struct {
 	writesPerEvent float64
 	// cpuPerEvent is the full manager's CPU time (user and system, its
 	// receiver included) over the e2e run, in milliseconds per event.
-	cpuPerEvent float64
-	throttledSecs  float64
-	reconcileErrs  map[string]float64
-	e2eTimeline    []float64
-	profile        string
-	apiProfile     string
-	recvProfile    string
-	scale          []scalePoint
-	sync           syncRun
-	journey        *journeyRun // nil when -journeys is 0
+	cpuPerEvent   float64
+	throttledSecs float64
+	reconcileErrs map[string]float64
+	e2eTimeline   []float64
+	profile       string
+	apiProfile    string
+	recvProfile   string
+	scale         []scalePoint
+	sync          syncRun
+	journey       *journeyRun // nil when -journeys is 0
 }
 
 func run(ctx context.Context, cfg config) (*results, error) {
