@@ -9,7 +9,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
 	"github.com/kid-operator/kid-operator/internal/kid"
@@ -17,43 +16,14 @@ import (
 )
 
 // productSeries sums the series of a metric of the product ns/demo that
-// carry the given labels, from the operator's registry (it runs in this
-// process): a counter's or gauge's value, or a histogram's sum, and a
-// histogram's count.
+// carry the given labels (metricSum).
 func productSeries(name, ns string, labels map[string]string) (value float64, count uint64) {
 	GinkgoHelper()
-	families, err := ctrlmetrics.Registry.Gather()
-	Expect(err).NotTo(HaveOccurred())
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-	series:
-		for _, m := range f.GetMetric() {
-			want := map[string]string{"product": ns + "/demo"}
-			for k, v := range labels {
-				want[k] = v
-			}
-			got := map[string]string{}
-			for _, l := range m.GetLabel() {
-				got[l.GetName()] = l.GetValue()
-			}
-			for k, v := range want {
-				if got[k] != v {
-					continue series
-				}
-			}
-			switch {
-			case m.GetCounter() != nil:
-				value += m.GetCounter().GetValue()
-			case m.GetGauge() != nil:
-				value += m.GetGauge().GetValue()
-			case m.GetHistogram() != nil:
-				value += m.GetHistogram().GetSampleSum()
-				count += m.GetHistogram().GetSampleCount()
-			}
-		}
+	want := map[string]string{"product": ns + "/demo"}
+	for k, v := range labels {
+		want[k] = v
 	}
+	value, count, _ = metricSum(name, want)
 	return value, count
 }
 

@@ -83,25 +83,49 @@ func everythingJSON() string {
 	return string(b)
 }
 
-// reconciles is how many reconciles the named controller has finished, from
-// controller-runtime's metrics (the operator runs in this process).
-func reconciles(controller string) float64 {
+// metricSum sums the series of a metric of the operator's registry (it runs
+// in this process) that carry the given labels: a counter's or gauge's
+// value, or a histogram's sum, and a histogram's count; found is false when
+// no series carries them.
+func metricSum(name string, labels map[string]string) (value float64, count uint64, found bool) {
 	GinkgoHelper()
 	families, err := ctrlmetrics.Registry.Gather()
 	Expect(err).NotTo(HaveOccurred())
-	var n float64
 	for _, f := range families {
-		if f.GetName() != "controller_runtime_reconcile_total" {
+		if f.GetName() != name {
 			continue
 		}
+	series:
 		for _, m := range f.GetMetric() {
+			got := map[string]string{}
 			for _, l := range m.GetLabel() {
-				if l.GetName() == "controller" && l.GetValue() == controller {
-					n += m.GetCounter().GetValue()
+				got[l.GetName()] = l.GetValue()
+			}
+			for k, v := range labels {
+				if got[k] != v {
+					continue series
 				}
+			}
+			found = true
+			switch {
+			case m.GetCounter() != nil:
+				value += m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				value += m.GetGauge().GetValue()
+			case m.GetHistogram() != nil:
+				value += m.GetHistogram().GetSampleSum()
+				count += m.GetHistogram().GetSampleCount()
 			}
 		}
 	}
+	return value, count, found
+}
+
+// reconciles is how many reconciles the named controller has finished, from
+// controller-runtime's metrics.
+func reconciles(controller string) float64 {
+	GinkgoHelper()
+	n, _, _ := metricSum("controller_runtime_reconcile_total", map[string]string{"controller": controller})
 	return n
 }
 

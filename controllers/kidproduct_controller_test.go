@@ -11,7 +11,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
 	"github.com/kid-operator/kid-operator/internal/kid"
@@ -25,25 +24,12 @@ func product(ns string) *kidv1.KidProduct {
 	return p
 }
 
-// productGauge reads a gauge of the product ns/demo from the operator's
-// registry (it runs in this process); ok is false when it has no series.
+// productGauge reads a gauge of the product ns/demo; ok is false when it
+// has no series.
 func productGauge(name, ns string) (value float64, ok bool) {
 	GinkgoHelper()
-	families, err := ctrlmetrics.Registry.Gather()
-	Expect(err).NotTo(HaveOccurred())
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "product" && l.GetValue() == ns+"/demo" {
-					return m.GetGauge().GetValue(), true
-				}
-			}
-		}
-	}
-	return 0, false
+	value, _, ok = metricSum(name, map[string]string{"product": ns + "/demo"})
+	return value, ok
 }
 
 // blockUserCreates makes every KidUser create in ns fail, as a full quota

@@ -22,6 +22,9 @@ func checkFlagBounds(opts *operator.Options) error {
 	if d := opts.Webhook.DrainPeriod; d < 0 || d > webhookserver.MaxDrainPeriod {
 		return fmt.Errorf("--webhook-drain-period: %s is outside 0 to %s", d, webhookserver.MaxDrainPeriod)
 	}
+	if d := opts.CacheSyncTimeout; d < operator.MinCacheSyncTimeout || d > operator.MaxCacheSyncTimeout {
+		return fmt.Errorf("--cache-sync-timeout: %s is outside %s to %s", d, operator.MinCacheSyncTimeout, operator.MaxCacheSyncTimeout)
+	}
 	if n := opts.APIReadConcurrency; n < 1 || n > maxAPIReadConcurrency {
 		return fmt.Errorf("--api-read-concurrency: %d is outside 1 to %d", n, maxAPIReadConcurrency)
 	}

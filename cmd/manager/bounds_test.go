@@ -22,6 +22,7 @@ func TestFlagsPastTheirBoundsAreRefused(t *testing.T) {
 		o.ActionFilterBudget = actions.DefaultFilterBudget
 		o.MaxActionsPerNamespace = actions.DefaultMaxActions
 		o.ActionFilterLanes = controllers.DefaultFilterLanes
+		o.CacheSyncTimeout = operator.DefaultCacheSyncTimeout
 		return o
 	}
 	cases := []struct {
@@ -41,6 +42,9 @@ func TestFlagsPastTheirBoundsAreRefused(t *testing.T) {
 		{"--max-actions-per-namespace",
 			[]func(*operator.Options){func(o *operator.Options) { o.MaxActionsPerNamespace = 0 }, func(o *operator.Options) { o.MaxActionsPerNamespace = actions.MaxMaxActions + 1 }},
 			[]func(*operator.Options){func(o *operator.Options) { o.MaxActionsPerNamespace = 1 }, func(o *operator.Options) { o.MaxActionsPerNamespace = actions.MaxMaxActions }}},
+		{"--cache-sync-timeout",
+			[]func(*operator.Options){func(o *operator.Options) { o.CacheSyncTimeout = operator.MinCacheSyncTimeout - time.Second }, func(o *operator.Options) { o.CacheSyncTimeout = operator.MaxCacheSyncTimeout + time.Second }},
+			[]func(*operator.Options){func(o *operator.Options) { o.CacheSyncTimeout = operator.MinCacheSyncTimeout }, func(o *operator.Options) { o.CacheSyncTimeout = operator.MaxCacheSyncTimeout }}},
 		{"--action-filter-lanes",
 			[]func(*operator.Options){func(o *operator.Options) { o.ActionFilterLanes = 0 }, func(o *operator.Options) { o.ActionFilterLanes = controllers.MaxFilterLanes + 1 }},
 			[]func(*operator.Options){func(o *operator.Options) { o.ActionFilterLanes = 1 }, func(o *operator.Options) { o.ActionFilterLanes = controllers.MaxFilterLanes }}},

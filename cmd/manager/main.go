@@ -34,6 +34,7 @@ func main() {
 	flag.StringVar(&opts.LeaderElectionNamespace, "leader-election-namespace", "", "namespace of the leader election Lease (default: the pod's own namespace; required outside a cluster)")
 	flag.DurationVar(&opts.LeaseDuration, "leader-elect-lease-duration", 15*time.Second, "how long a leader that stopped renewing holds the lease: the longest the controllers pause when the leader dies hard")
 	flag.DurationVar(&opts.RenewDeadline, "leader-elect-renew-deadline", 10*time.Second, "how long the leader tries to renew before it gives up leading (less than the lease duration)")
+	flag.DurationVar(&opts.CacheSyncTimeout, "cache-sync-timeout", operator.DefaultCacheSyncTimeout, "how long the controllers wait for their caches' first lists at start before the manager exits; a large cluster's first list of every KidUser takes minutes")
 	flag.DurationVar(&opts.RetryPeriod, "leader-elect-retry-period", 2*time.Second, "how often replicas try to acquire or renew the lease")
 	flag.DurationVar(&opts.Webhook.DrainPeriod, "webhook-drain-period", webhookserver.DefaultDrainPeriod, "after SIGTERM, how long the receiver keeps serving while its readiness fails, so that the Service stops sending to it first; the pod's terminationGracePeriodSeconds must exceed this plus 15s")
 	flag.StringVar(&opts.Webhook.Addr, "webhook-bind-address", envOr("KID_LISTEN_ADDR", ":8080"), "address the k-ID webhook receiver listens on (default $KID_LISTEN_ADDR); 0 runs no receiver (controllers only, beside a --receiver-only tier)")

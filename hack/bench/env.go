@@ -250,6 +250,10 @@ func (m *manager) procStatus(field string) int64 {
 
 // metrics scrapes the manager's Prometheus text and returns the sum of the
 // samples of a metric whose labels contain every given fragment.
+// cpuSeconds is the manager process's CPU time so far, user and system
+// (client_golang's process collector, read from /proc).
+func (m *manager) cpuSeconds() float64 { return m.metric("process_cpu_seconds_total") }
+
 func (m *manager) metric(name string, fragments ...string) float64 {
 	resp, err := http.Get("http://" + m.metrics + "/metrics")
 	if err != nil {

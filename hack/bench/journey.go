@@ -239,6 +239,9 @@ type journeyRun struct {
 	foldSaving    float64
 	reconcileErrs map[string]float64
 	profile       string
+	// cpuPerEvent is the manager's CPU time over the phase, in
+	// milliseconds per event.
+	cpuPerEvent float64
 }
 
 func (j *journeyRun) rate() float64 { return float64(j.events) / j.elapsed.Seconds() }
@@ -279,7 +282,7 @@ func runJourneys(ctx context.Context, cfg config, p *plane, m *manager) (*journe
 		errsBefore[c] = m.metric("controller_runtime_reconcile_errors_total", `controller="`+c+`"`)
 	}
 	applied := m.metric("kid_events_processed_total", `result="applied"`)
-	writes, byVerb := m.writes(), writesByVerb(m)
+	writes, byVerb, cpu := m.writes(), writesByVerb(m), m.cpuSeconds()
 	conflicts, gone := m.metric("rest_client_requests_total", `code="409"`), m.metric("rest_client_requests_total", `code="404"`, `method="DELETE"`)
 	profiled := make(chan struct{})
 	go func() {
@@ -301,6 +304,7 @@ func runJourneys(ctx context.Context, cfg config, p *plane, m *manager) (*journe
 	}
 	j.elapsed = done.Sub(start)
 	j.writes = m.writes() - writes
+	j.cpuPerEvent = (m.cpuSeconds() - cpu) * 1000 / float64(j.events)
 	j.byVerb = writesByVerb(m)
 	for verb := range j.byVerb {
 		j.byVerb[verb] -= byVerb[verb]
@@ -666,6 +670,7 @@ func (r *results) printJourney(w io.Writer, row func(string, float64, string, fl
 	row("  players fully applied", float64(j.players)/j.elapsed.Seconds(), "/s", 0)
 	row(fmt.Sprintf("  floor: this trace's writes (%.2f per event)", j.mix.total()), floor, "/s", floor/raw)
 	text("  x the journey floor", fmt.Sprintf("%.2f", j.rate()/floor))
+	text("  manager CPU per event (receiver included)", fmt.Sprintf("%.2f ms", j.cpuPerEvent))
 	// The floor counts each event folded as it arrives. A manager that is
 	// behind folds a queued IN_PROGRESS into the session its PASS names
 	// and makes fewer writes; the floor of the writes it did make says

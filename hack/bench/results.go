@@ -35,15 +35,18 @@ type results struct {
 	receiverBusy   receiverRun // the full manager, during the e2e run
 	e2e            time.Duration
 	writesPerEvent float64
-	throttledSecs  float64
-	reconcileErrs  map[string]float64
-	e2eTimeline    []float64
-	profile        string
-	apiProfile     string
-	recvProfile    string
-	scale          []scalePoint
-	sync           syncRun
-	journey        *journeyRun // nil when -journeys is 0
+	// cpuPerEvent is the full manager's CPU time (user and system, its
+	// receiver included) over the e2e run, in milliseconds per event.
+	cpuPerEvent   float64
+	throttledSecs float64
+	reconcileErrs map[string]float64
+	e2eTimeline   []float64
+	profile       string
+	apiProfile    string
+	recvProfile   string
+	scale         []scalePoint
+	sync          syncRun
+	journey       *journeyRun // nil when -journeys is 0
 }
 
 func run(ctx context.Context, cfg config) (*results, error) {
@@ -131,7 +134,7 @@ func run(ctx context.Context, cfg config) (*results, error) {
 
 	// End to end: n more distinct deliveries, to the full manager.
 	log("end to end: %d deliveries at concurrency %d to the full manager", cfg.n, cfg.c)
-	writesBefore := m.writes()
+	writesBefore, cpuBefore := m.writes(), m.cpuSeconds()
 	profileDone := make(chan struct{}, 2)
 	if cfg.profileSeconds > 0 {
 		go func() {
@@ -156,6 +159,7 @@ func run(ctx context.Context, cfg config) (*results, error) {
 	r.e2e = time.Since(start)
 	r.e2eTimeline = <-timeline
 	r.writesPerEvent = (m.writes() - writesBefore) / float64(cfg.n)
+	r.cpuPerEvent = (m.cpuSeconds() - cpuBefore) * 1000 / float64(cfg.n)
 	<-profileDone
 	<-profileDone
 	if err := checkUsers(ctx, p, cfg.n); err != nil {
@@ -404,6 +408,7 @@ func (r *results) print(w io.Writer) {
 		text("  x the new-player floor (same events)", fmt.Sprintf("%.2f", e2e/floor))
 	}
 	text("API writes per event (manager)", fmt.Sprintf("%.2f", r.writesPerEvent))
+	text("manager CPU per event (e2e, receiver included)", fmt.Sprintf("%.2f ms", r.cpuPerEvent))
 	text("client rate limiter wait, total", fmt.Sprintf("%.3f s", r.throttledSecs))
 	for _, c := range []string{"kidevent", "kiduser", "kidproduct", "kidaction"} {
 		text("reconcile errors ("+c+")", fmt.Sprintf("%.0f", r.reconcileErrs[c]))
@@ -452,8 +457,8 @@ func (r *results) print(w io.Writer) {
 	if j := r.journey; j != nil {
 		journey = fmt.Sprintf(" journey=%.0f/s (%.2f)", j.rate(), j.rate()/r.floor(j.mix))
 	}
-	fmt.Fprintf(w, "bench: raw=%.0f/s receiver=%.0f/s (%.2f) e2e=%.0f/s (%.2f) writes_per_event=%.2f p99_ack_ms=%.1f rss_mib_10k=%.0f%s\n",
-		raw, recv, recvRatio, e2e, e2e/raw, r.writesPerEvent, ms(percentile(r.receiverLatencies(), 0.99)), rss10k, journey)
+	fmt.Fprintf(w, "bench: raw=%.0f/s receiver=%.0f/s (%.2f) e2e=%.0f/s (%.2f) writes_per_event=%.2f cpu_ms_per_event=%.2f p99_ack_ms=%.1f rss_mib_10k=%.0f%s\n",
+		raw, recv, recvRatio, e2e, e2e/raw, r.writesPerEvent, r.cpuPerEvent, ms(percentile(r.receiverLatencies(), 0.99)), rss10k, journey)
 	n := r.receiverNon200() + r.receiverBusy.non200
 	if r.journey != nil {
 		n += r.journey.non200

@@ -6,9 +6,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
 	"github.com/kid-operator/kid-operator/test/testenv"
@@ -29,13 +27,7 @@ var _ = Describe("A k-ID API base URL over plain http://", func() {
 			p.Spec.API = &kidv1.APISpec{SecretRef: kidv1.SecretKeySelector{Name: "demo-api", Key: "key"}, BaseURL: fake.URL}
 		})
 		Expect(err).NotTo(HaveOccurred())
-		apiReady := func(g Gomega) *metav1.Condition {
-			got := &kidv1.KidProduct{}
-			g.Expect(h.Client.Get(ctx, client.ObjectKeyFromObject(p.KidProduct), got)).To(Succeed())
-			c := meta.FindStatusCondition(got.Status.Conditions, kidv1.APIReadyCondition)
-			g.Expect(c).NotTo(BeNil())
-			return c
-		}
+		apiReady := apiReadyOf(p)
 
 		// As deployed: the flag is off.
 		opts := h.OperatorOptions()

@@ -62,6 +62,12 @@ type Options struct {
 	// stops on SIGTERM releases its lease, and is replaced within a
 	// RetryPeriod.
 	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
+	// CacheSyncTimeout is how long each controller waits for its informers'
+	// first lists before the manager gives up and exits (zero:
+	// DefaultCacheSyncTimeout). controller-runtime's own 2 minutes is less
+	// than a start takes at a quarter of a million players, and a manager
+	// that exits there restarts into the same wait: a crash loop.
+	CacheSyncTimeout time.Duration
 	// Webhook configures the receiver.
 	Webhook webhookserver.Options
 	// QPS and Burst of the API client. The receiver creates one object per
@@ -220,7 +226,7 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 		// The receiver drains first, then the controllers finish their
 		// reconciles (controller-runtime stops them in that order).
 		GracefulShutdownTimeout: ptr.To(opts.Webhook.DrainPeriod + webhookserver.ShutdownTimeout + 15*time.Second),
-		Controller:              config.Controller{SkipNameValidation: &opts.SkipControllerNameValidation},
+		Controller:              config.Controller{SkipNameValidation: &opts.SkipControllerNameValidation, CacheSyncTimeout: cacheSyncTimeout(opts.CacheSyncTimeout)},
 		Cache:                   cacheOpts,
 		// No informer ever holds Secrets: the few that products name are
 		// read one get at a time (internal/secrets), and anything else
@@ -309,6 +315,27 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 	}
 
 	return op, nil
+}
+
+// DefaultCacheSyncTimeout is the default of Options.CacheSyncTimeout: the
+// first list of 250,000 KidUsers took minutes on a 2-core machine without
+// the API server's watch cache (docs/benchmarks.md), and ten minutes leaves
+// room for that while still ending a start that can never finish (RBAC
+// refusing a list, a CRD missing).
+const DefaultCacheSyncTimeout = 10 * time.Minute
+
+// MinCacheSyncTimeout and MaxCacheSyncTimeout bound --cache-sync-timeout.
+const (
+	MinCacheSyncTimeout = 30 * time.Second
+	MaxCacheSyncTimeout = time.Hour
+)
+
+// cacheSyncTimeout is d, or DefaultCacheSyncTimeout when d is zero.
+func cacheSyncTimeout(d time.Duration) time.Duration {
+	if d <= 0 {
+		return DefaultCacheSyncTimeout
+	}
+	return d
 }
 
 // nonZero is a pointer to d, or nil (the default) when d is zero.

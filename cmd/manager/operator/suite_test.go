@@ -6,7 +6,11 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
 	"github.com/kid-operator/kid-operator/test/testenv"
 )
 
@@ -22,4 +26,16 @@ var (
 func TestOperator(t *testing.T) {
 	RegisterFailHandler(Fail)
 	RunSpecs(t, "Operator identities on a local control plane")
+}
+
+// apiReadyOf returns a poll of the product's APIReady condition, for
+// Eventually: it fails the poll until the condition is there.
+func apiReadyOf(p *testenv.Product) func(Gomega) *metav1.Condition {
+	return func(g Gomega) *metav1.Condition {
+		got := &kidv1.KidProduct{}
+		g.Expect(h.Client.Get(ctx, client.ObjectKeyFromObject(p.KidProduct), got)).To(Succeed())
+		c := meta.FindStatusCondition(got.Status.Conditions, kidv1.APIReadyCondition)
+		g.Expect(c).NotTo(BeNil())
+		return c
+	}
 }
