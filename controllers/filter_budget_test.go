@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
-	"sync"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -36,27 +35,15 @@ const costlyFilter = `[0,1,2,3,4,5,6,7,8,9,10].all(a, [0,1,2,3,4,5,6,7,8,9,10].a
 // controller (so the cache the KidEvent controller lists) has seen each.
 func manyActions(p *testenv.Product, prefix string, n int, filter string) {
 	GinkgoHelper()
-	work := make(chan int, n)
-	for i := range n {
-		work <- i
-	}
-	close(work)
-	var wg sync.WaitGroup
-	for range 16 {
-		wg.Go(func() {
-			defer GinkgoRecover()
-			for i := range work {
-				Expect(h.Client.Create(ctx, &kidv1.KidAction{
-					ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s-%03d", prefix, i), Namespace: p.Namespace},
-					Spec: kidv1.KidActionSpec{
-						EventTypes: []string{kid.ChallengeStateChange}, Filter: filter, DryRun: true,
-						HTTP: &kidv1.HTTPAction{URL: "http://127.0.0.1:1/", MaxAttempts: 1},
-					},
-				})).To(Succeed())
-			}
-		})
-	}
-	wg.Wait()
+	inParallel(n, func(i int) {
+		Expect(h.Client.Create(ctx, &kidv1.KidAction{
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s-%03d", prefix, i), Namespace: p.Namespace},
+			Spec: kidv1.KidActionSpec{
+				EventTypes: []string{kid.ChallengeStateChange}, Filter: filter, DryRun: true,
+				HTTP: &kidv1.HTTPAction{URL: "http://127.0.0.1:1/", MaxAttempts: 1},
+			},
+		})).To(Succeed())
+	})
 	Eventually(func(g Gomega) {
 		var list kidv1.KidActionList
 		g.Expect(h.Client.List(ctx, &list, client.InNamespace(p.Namespace))).To(Succeed())
@@ -146,21 +133,9 @@ var _ = Describe("One event's filter matching has a budget (issue #22)", Ordered
 		// the queue behind them.
 		const burst = 160
 		waitsBefore := counterOf("kid_action_filter_lane_waits_total", a.Namespace)
-		work := make(chan int, burst)
-		for i := range burst {
-			work <- i
-		}
-		close(work)
-		var wg sync.WaitGroup
-		for range 16 {
-			wg.Go(func() {
-				defer GinkgoRecover()
-				for i := range work {
-					send(a, kid.ChallengeStateChange, kidsim.Fields{ChallengeID: fmt.Sprintf("c-burst-%03d", i), Status: kid.StatusInProgress})
-				}
-			})
-		}
-		wg.Wait()
+		inParallel(burst, func(i int) {
+			send(a, kid.ChallengeStateChange, kidsim.Fields{ChallengeID: fmt.Sprintf("c-burst-%03d", i), Status: kid.StatusInProgress})
+		})
 
 		send(b, kid.ChallengeStateChange, kidsim.Fields{ChallengeID: "c-b", Status: kid.StatusInProgress})
 		e := appliedEvent(b.Namespace, "c-b", 60*time.Second)

@@ -3,6 +3,7 @@ package controllers_test
 import (
 	"encoding/json"
 	"strconv"
+	"sync"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -131,3 +132,25 @@ func reconciles(controller string) float64 {
 
 // nowTS is a signature timestamp for now, on the harness's clock.
 func nowTS() string { return strconv.FormatInt(h.Clock.Now().Unix(), 10) }
+
+// inParallel calls f for every index below n, on 16 goroutines, and
+// returns when every call has: how the specs create hundreds of objects
+// or deliveries without waiting for each round trip in turn.
+func inParallel(n int, f func(i int)) {
+	GinkgoHelper()
+	work := make(chan int, n)
+	for i := range n {
+		work <- i
+	}
+	close(work)
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			defer GinkgoRecover()
+			for i := range work {
+				f(i)
+			}
+		})
+	}
+	wg.Wait()
+}

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -378,26 +377,14 @@ var _ = Describe("k-ID API: session sync and recovery", func() {
 		// as not found: each poll is a real call that k-ID counts, and
 		// stores nothing, so the spec measures the client, not etcd.
 		const players = 5000
-		ids := make(chan string, players)
-		for i := range players {
-			ids <- fmt.Sprintf("pending-%05d", i)
-		}
-		close(ids)
 		// Let the players go whatever happens, so the rest of the suite
 		// runs without them.
 		DeferCleanup(func() {
 			Expect(h.Client.DeleteAllOf(ctx, &kidv1.KidUser{}, client.InNamespace(p.Namespace))).To(Succeed())
 		})
-		var wg sync.WaitGroup
-		for range 16 {
-			wg.Go(func() {
-				defer GinkgoRecover()
-				for id := range ids {
-					register(p, kidv1.IdentityChallenge, id)
-				}
-			})
-		}
-		wg.Wait()
+		inParallel(players, func(i int) {
+			register(p, kidv1.IdentityChallenge, fmt.Sprintf("pending-%05d", i))
+		})
 		polledOnce := func() int {
 			seen := map[string]bool{}
 			for _, r := range requests(fake, "challenge/get-status") {

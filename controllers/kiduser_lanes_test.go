@@ -3,7 +3,6 @@ package controllers_test
 import (
 	"fmt"
 	"net/http"
-	"sync"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -42,32 +41,21 @@ func sessionUsers(p *testenv.Product, etags map[string]string, ids []string, syn
 	DeferCleanup(func() {
 		Expect(h.Client.DeleteAllOf(ctx, &kidv1.KidUser{}, client.InNamespace(p.Namespace))).To(Succeed())
 	})
-	work := make(chan string, len(ids))
-	for _, id := range ids {
-		work <- id
-	}
-	close(work)
-	var wg sync.WaitGroup
-	for range 16 {
-		wg.Go(func() {
-			defer GinkgoRecover()
-			for id := range work {
-				u := &kidv1.KidUser{
-					ObjectMeta: metav1.ObjectMeta{
-						Name: kidv1.UserName(p.Name, kidv1.IdentitySession, id), Namespace: p.Namespace,
-						Labels:          map[string]string{kidv1.ProductLabel: p.Name},
-						OwnerReferences: []metav1.OwnerReference{p.OwnerReference()},
-					},
-					Spec: kidv1.KidUserSpec{ProductRef: kidv1.LocalObjectReference{Name: p.Name}, Identity: kidv1.UserIdentity{Kind: kidv1.IdentitySession, ID: id}},
-				}
-				Expect(h.Client.Create(ctx, u)).To(Succeed())
-				u.Status.SessionID = id
-				u.Status.Session = kidv1.SessionStatus{State: kidv1.SessionActive, Status: "ACTIVE", ETag: etags[id], SyncedAt: &metav1.Time{Time: syncedAt(id)}}
-				Expect(h.Client.Status().Update(ctx, u)).To(Succeed())
-			}
-		})
-	}
-	wg.Wait()
+	inParallel(len(ids), func(i int) {
+		id := ids[i]
+		u := &kidv1.KidUser{
+			ObjectMeta: metav1.ObjectMeta{
+				Name: kidv1.UserName(p.Name, kidv1.IdentitySession, id), Namespace: p.Namespace,
+				Labels:          map[string]string{kidv1.ProductLabel: p.Name},
+				OwnerReferences: []metav1.OwnerReference{p.OwnerReference()},
+			},
+			Spec: kidv1.KidUserSpec{ProductRef: kidv1.LocalObjectReference{Name: p.Name}, Identity: kidv1.UserIdentity{Kind: kidv1.IdentitySession, ID: id}},
+		}
+		Expect(h.Client.Create(ctx, u)).To(Succeed())
+		u.Status.SessionID = id
+		u.Status.Session = kidv1.SessionStatus{State: kidv1.SessionActive, Status: "ACTIVE", ETag: etags[id], SyncedAt: &metav1.Time{Time: syncedAt(id)}}
+		Expect(h.Client.Status().Update(ctx, u)).To(Succeed())
+	})
 }
 
 // sessionReadsOf lists the fake's reads by sessionId of the sessions in
