@@ -1,7 +1,6 @@
 package receivermemory
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"net/http"
@@ -192,15 +191,5 @@ func openStatusStream(base, origin, tok string) <-chan string {
 		g.Expect(resp.StatusCode).To(Equal(http.StatusOK))
 	}).Should(Succeed())
 	DeferCleanup(resp.Body.Close)
-	lines := make(chan string, 16)
-	go func() {
-		defer close(lines)
-		sc := bufio.NewScanner(resp.Body)
-		for sc.Scan() {
-			if line := sc.Text(); strings.HasPrefix(line, "data: ") {
-				lines <- strings.TrimPrefix(line, "data: ")
-			}
-		}
-	}()
-	return lines
+	return testenv.StreamData(resp.Body)
 }

@@ -39,14 +39,7 @@ var _ = Describe("A k-ID API base URL outside k-ID's hosts", func() {
 		opts := h.OperatorOptions()
 		opts.APIAllowHosts = []string{"127.0.0.0/8@kid-elsewhere"}
 		opts.Webhook.Addr = "0"
-		op, stop, err := testenv.StartOperator(h.Config, opts)
-		Expect(err).NotTo(HaveOccurred())
-		stopped := false
-		DeferCleanup(func() {
-			if !stopped {
-				Expect(stop()).To(Succeed())
-			}
-		})
+		op, stop := startOperator(opts)
 		Eventually(func(g Gomega) {
 			c := apiReady(g)
 			g.Expect(c.Status).To(Equal(metav1.ConditionFalse))
@@ -56,14 +49,11 @@ var _ = Describe("A k-ID API base URL outside k-ID's hosts", func() {
 		}, 30*time.Second).Should(Succeed())
 		Consistently(func() int { return len(fake.Requests()) }, 2*time.Second).Should(BeZero(), "the key never left the operator")
 		Expect(op.Secrets.Cached(types.NamespacedName{Namespace: ns, Name: "someone-elses"})).To(BeFalse(), "the Secret was never read")
-		Expect(stop()).To(Succeed())
-		stopped = true
+		stop()
 
 		// The administrator allows the host for this namespace.
 		opts.APIAllowHosts = []string{"127.0.0.1@" + ns}
-		_, stop, err = testenv.StartOperator(h.Config, opts)
-		Expect(err).NotTo(HaveOccurred())
-		DeferCleanup(func() { Expect(stop()).To(Succeed()) })
+		startOperator(opts)
 		Eventually(func(g Gomega) {
 			c := apiReady(g)
 			g.Expect(c.Status).To(Equal(metav1.ConditionTrue))

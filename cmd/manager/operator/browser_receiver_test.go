@@ -1,7 +1,6 @@
 package operator_test
 
 import (
-	"bufio"
 	"net/http"
 	"strings"
 	"time"
@@ -73,17 +72,7 @@ var _ = Describe("The receiving tier's browser endpoints", func() {
 			resp, err := http.DefaultClient.Do(req)
 			Expect(err).NotTo(HaveOccurred())
 			DeferCleanup(resp.Body.Close)
-			lines := make(chan string, 16)
-			go func() {
-				defer close(lines)
-				sc := bufio.NewScanner(resp.Body)
-				for sc.Scan() {
-					if line := sc.Text(); strings.HasPrefix(line, "data: ") {
-						lines <- strings.TrimPrefix(line, "data: ")
-					}
-				}
-			}()
-			return resp, lines
+			return resp, testenv.StreamData(resp.Body)
 		}
 		resp, data := open(tok)
 		Expect(resp.StatusCode).To(Equal(http.StatusOK))

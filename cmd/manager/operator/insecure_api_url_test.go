@@ -33,14 +33,7 @@ var _ = Describe("A k-ID API base URL over plain http://", func() {
 		opts := h.OperatorOptions()
 		opts.AllowInsecureAPIURLs = false
 		opts.Webhook.Addr = "0"
-		_, stop, err := testenv.StartOperator(h.Config, opts)
-		Expect(err).NotTo(HaveOccurred())
-		stopped := false
-		DeferCleanup(func() {
-			if !stopped {
-				Expect(stop()).To(Succeed())
-			}
-		})
+		_, stop := startOperator(opts)
 		Eventually(func(g Gomega) {
 			c := apiReady(g)
 			g.Expect(c.Status).To(Equal(metav1.ConditionFalse))
@@ -49,14 +42,11 @@ var _ = Describe("A k-ID API base URL over plain http://", func() {
 			g.Expect(c.Message).To(ContainSubstring("--allow-insecure-api-urls"))
 		}, 30*time.Second).Should(Succeed())
 		Consistently(func() int { return len(fake.Requests()) }, 2*time.Second).Should(BeZero(), "the key never crossed the network")
-		Expect(stop()).To(Succeed())
-		stopped = true
+		stop()
 
 		// As make run and the tests run it: allowed.
 		opts.AllowInsecureAPIURLs = true
-		_, stop, err = testenv.StartOperator(h.Config, opts)
-		Expect(err).NotTo(HaveOccurred())
-		DeferCleanup(func() { Expect(stop()).To(Succeed()) })
+		startOperator(opts)
 		Eventually(func(g Gomega) {
 			c := apiReady(g)
 			g.Expect(c.Status).To(Equal(metav1.ConditionTrue))

@@ -2,6 +2,7 @@ package operator_test
 
 import (
 	"context"
+	"sync"
 	"testing"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -11,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+	"github.com/kid-operator/kid-operator/cmd/manager/operator"
 	"github.com/kid-operator/kid-operator/test/testenv"
 )
 
@@ -38,4 +40,17 @@ func apiReadyOf(p *testenv.Product) func(Gomega) *metav1.Condition {
 		g.Expect(c).NotTo(BeNil())
 		return c
 	}
+}
+
+// startOperator starts an operator with opts and returns it with its stop,
+// which a spec may call to start another with other options; the spec's
+// cleanup stops it otherwise.
+func startOperator(opts operator.Options) (*operator.Operator, func()) {
+	GinkgoHelper()
+	op, stop, err := testenv.StartOperator(h.Config, opts)
+	Expect(err).NotTo(HaveOccurred())
+	var once sync.Once
+	stopOnce := func() { once.Do(func() { Expect(stop()).To(Succeed()) }) }
+	DeferCleanup(stopOnce)
+	return op, stopOnce
 }
