@@ -240,6 +240,10 @@ type KidEventStatus struct {
 // +kubebuilder:printcolumn:name="Subject",type=string,JSONPath=`.metadata.annotations.kid\.dev/subject`
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:selectablefield:JSONPath=`.spec.subject.sessionId`
+// +kubebuilder:selectablefield:JSONPath=`.spec.subject.challengeId`
+// +kubebuilder:selectablefield:JSONPath=`.spec.subject.kuid`
+// +kubebuilder:selectablefield:JSONPath=`.status.userRef.name`
 // The spec records what k-ID sent. It is immutable but for one change: a
 // later copy of the same event may add what the stored copy lacks (the
 // inbox's enrichment, design.md §2 "The richer copy wins"): an id the

@@ -88,7 +88,9 @@ func (e *KidEvent) IDKeys() []string {
 
 // The selectable fields of KidUser (its CRD's selectableFields), for field
 // selectors: the receiver's status stream watches the users holding a
-// page's subject by them rather than caching every player.
+// page's subject by them rather than caching every player, and kubectl kid
+// finds a player by an id through them rather than listing every player.
+// A CRD has at most 8; KidUser uses 6.
 const (
 	// UserProductField is the product the user belongs to.
 	UserProductField = "spec.productRef.name"
@@ -98,4 +100,45 @@ const (
 	UserIdentityIDField = "spec.identity.id"
 	// UserConsentChallengeField is the challenge its consent state is about.
 	UserConsentChallengeField = "status.consent.challengeId"
+	// UserSessionField is the player's k-ID session.
+	UserSessionField = "status.sessionId"
+	// UserKUIDField is the player's k-ID user id.
+	UserKUIDField = "status.kuid"
 )
+
+// The selectable fields of KidEvent (its CRD's selectableFields): kubectl
+// kid finds the events naming an id, and those folded into a user, through
+// them rather than listing a product's every event. A subject's
+// verification ids are a list, which no selectable field can be: the
+// events carry VerificationLabel for each instead.
+const (
+	// EventSessionField is the session the event names.
+	EventSessionField = "spec.subject.sessionId"
+	// EventChallengeField is the challenge the event names.
+	EventChallengeField = "spec.subject.challengeId"
+	// EventKUIDField is the k-ID user id the event names.
+	EventKUIDField = "spec.subject.kuid"
+	// EventUserField is the KidUser the event was folded into.
+	EventUserField = "status.userRef.name"
+)
+
+// verificationLabelPrefix starts the label key of a verification id.
+const verificationLabelPrefix = "kid.dev/verification-"
+
+// VerificationLabel is the label key a KidEvent carries (with an empty
+// value) for each verification id its subject names, so that
+// "kubectl get kidevents -l <key>" finds the events naming a verification
+// without reading every event. The key holds a digest of the id: an id
+// need not be valid in a label, and a key's name is at most 63 bytes.
+func VerificationLabel(id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return verificationLabelPrefix + hex.EncodeToString(sum[:16])
+}
+
+// SetVerificationLabels puts VerificationLabel of each of ids on labels,
+// which must not be nil.
+func SetVerificationLabels(labels map[string]string, ids []string) {
+	for _, id := range ids {
+		labels[VerificationLabel(id)] = ""
+	}
+}

@@ -355,9 +355,11 @@ type EventCount struct {
 
 // KidUser is the state of one player in one product, as k-ID reported it.
 //
-// Its product, identity and consent's challenge are selectable fields
-// (kubectl get kidusers --field-selector spec.identity.id=<id>): the
-// receiver's status stream watches a page's player by them.
+// Its product, identity, session, kuid and consent's challenge are
+// selectable fields (kubectl get kidusers --field-selector
+// spec.identity.id=<id>): the receiver's status stream watches a page's
+// player by them, and kubectl kid finds a player by any id through them
+// without listing every player.
 //
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
@@ -375,6 +377,8 @@ type EventCount struct {
 // +kubebuilder:selectablefield:JSONPath=`.spec.identity.kind`
 // +kubebuilder:selectablefield:JSONPath=`.spec.identity.id`
 // +kubebuilder:selectablefield:JSONPath=`.status.consent.challengeId`
+// +kubebuilder:selectablefield:JSONPath=`.status.sessionId`
+// +kubebuilder:selectablefield:JSONPath=`.status.kuid`
 // +kubebuilder:validation:XValidation:rule="self.spec == oldSelf.spec",message="spec is immutable: a KidUser's identity never changes"
 type KidUser struct {
 	metav1.TypeMeta   `json:",inline"`

@@ -89,8 +89,8 @@ func PrivacyOf(product *kidv1.KidProduct) kid.Privacy {
 }
 
 // newEvent is what every event has, whatever its channel: its name, the
-// product's labels and ownership, the session label and the subject
-// annotation.
+// product's labels and ownership, the session and verification labels and
+// the subject annotation.
 func newEvent(product *kidv1.KidProduct, name, eventType string, subject kidv1.EventSubject) *kidv1.KidEvent {
 	event := &kidv1.KidEvent{
 		ObjectMeta: metav1.ObjectMeta{
@@ -111,6 +111,9 @@ func newEvent(product *kidv1.KidProduct, name, eventType string, subject kidv1.E
 	if subject.SessionID != "" && len(validation.IsValidLabelValue(subject.SessionID)) == 0 {
 		event.Labels[kidv1.SessionLabel] = subject.SessionID
 	}
+	// A list is no selectable field: a label per verification finds the
+	// events naming one (kubectl kid user <verification id>).
+	kidv1.SetVerificationLabels(event.Labels, subject.VerificationIDs)
 	s := kid.Subject{SessionID: subject.SessionID, ChallengeID: subject.ChallengeID, VerificationIDs: subject.VerificationIDs, KUID: subject.KUID}
 	if summary := subjectSummary(s); summary != "" {
 		event.Annotations = map[string]string{kidv1.SubjectAnnotation: summary}

@@ -91,6 +91,12 @@ func Enrich(stored, later *kidv1.KidEvent, privacy kid.Privacy) (Enrichment, err
 		}
 		merged.Labels[kidv1.SessionLabel] = s.SessionID
 	}
+	if len(s.VerificationIDs) > 0 {
+		if merged.Labels == nil {
+			merged.Labels = map[string]string{}
+		}
+		kidv1.SetVerificationLabels(merged.Labels, s.VerificationIDs)
+	}
 	if summary := subjectSummary(kid.Subject{SessionID: s.SessionID, ChallengeID: s.ChallengeID, VerificationIDs: s.VerificationIDs, KUID: s.KUID}); summary != "" {
 		if merged.Annotations == nil {
 			merged.Annotations = map[string]string{}

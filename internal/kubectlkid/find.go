@@ -75,9 +75,9 @@ func checkID(id string) error {
 // session, challenge, verification or k-ID user (kuid) id of one of the
 // products (all of the namespace's when products is empty). A stand-in
 // merged into a player is followed to that player: the deterministic names
-// are tried first, then the namespace's users are scanned for the strongest
-// one holding the id. Two players equally strong holding the id is an error
-// naming both.
+// are tried first, then the strongest user holding the id is looked for
+// through selectors (holders), never by listing every player. Two players
+// equally strong holding the id is an error naming both.
 func findUser(ctx context.Context, c client.Reader, ns string, products []string, id string) (*match, error) {
 	if err := checkID(id); err != nil {
 		return nil, err
@@ -158,24 +158,105 @@ func byIDNames(ctx context.Context, c client.Reader, ns string, products []strin
 	return out, nil
 }
 
-// holders returns the users of the namespace whose ids (identity, session,
-// kuid, challenges, verifications) include id, in one of products.
+// holders returns the users of products in ns holding id (as their
+// identity, session, kuid, a challenge or a verification), found without
+// listing every player (design §5: that list takes 90 s at 100,000
+// players and fails at 250,000):
+//   - the users known by id, or holding it as their session, kuid or
+//     consent's challenge: KidUser's selectable fields, one field-selected
+//     list each;
+//   - a user holding it only among status.challengeIds (its consent is
+//     about another challenge) or status.verification.records (linked to
+//     its session by a later copy of the event): a list is no selectable
+//     field, so the events naming id (KidEvent's spec.subject.challengeId,
+//     and its VerificationLabel) give the sessions and kuids they named,
+//     and the users holding those are read by the same fields. Such an id
+//     is found while one of the events naming it is kept: once the
+//     product's retention or an erasure deleted them all, it is not, and
+//     the player is found by its session id or kuid.
+//
+// Every user found is checked to hold id, as the controllers' index would.
 func holders(ctx context.Context, c client.Reader, ns string, products []string, id string) ([]match, error) {
+	users := map[string]*kidv1.KidUser{}
+	byField := func(field, value string) error {
+		var list kidv1.KidUserList
+		if err := c.List(ctx, &list, client.InNamespace(ns), client.MatchingFields{field: value}); err != nil {
+			return fmt.Errorf("listing KidUsers in %s by %s: %w", ns, field, err)
+		}
+		for i := range list.Items {
+			users[list.Items[i].Name] = &list.Items[i]
+		}
+		return nil
+	}
+	for _, f := range []string{kidv1.UserIdentityIDField, kidv1.UserSessionField, kidv1.UserKUIDField, kidv1.UserConsentChallengeField} {
+		if err := byField(f, id); err != nil {
+			return nil, err
+		}
+	}
+	sessions, kuids, err := linkedIDs(ctx, c, ns, products, id)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range sessions {
+		if err := byField(kidv1.UserSessionField, s); err != nil {
+			return nil, err
+		}
+	}
+	for _, k := range kuids {
+		if err := byField(kidv1.UserKUIDField, k); err != nil {
+			return nil, err
+		}
+	}
+
+	names := make([]string, 0, len(users))
+	for name := range users {
+		names = append(names, name)
+	}
+	sort.Strings(names)
 	var out []match
-	err := eachUser(ctx, c, ns, func(u *kidv1.KidUser) {
+	for _, name := range names {
+		u := users[name]
 		p := u.Spec.ProductRef.Name
 		if !slices.Contains(products, p) {
-			return
+			continue
 		}
 		keys := u.IDKeys()
 		for _, kind := range idKinds {
 			if slices.Contains(keys, kidv1.UserIDKey(p, kind, id)) {
-				out = append(out, match{user: u.DeepCopy(), kind: kind})
-				return
+				out = append(out, match{user: u, kind: kind})
+				break
 			}
 		}
-	})
-	return out, err
+	}
+	return out, nil
+}
+
+// linkedIDs returns the sessions and kuids named by the events of products
+// that name id as their challenge or one of their verifications: the ids
+// through which a player holding id only in a list was linked to it.
+func linkedIDs(ctx context.Context, c client.Reader, ns string, products []string, id string) (sessions, kuids []string, err error) {
+	for _, sel := range []client.ListOption{
+		client.MatchingFields{kidv1.EventChallengeField: id},
+		client.HasLabels{kidv1.VerificationLabel(id)},
+	} {
+		var list kidv1.KidEventList
+		if err := c.List(ctx, &list, client.InNamespace(ns), sel); err != nil {
+			return nil, nil, fmt.Errorf("listing the KidEvents naming %s in %s: %w", id, ns, err)
+		}
+		for _, e := range list.Items {
+			s := e.Spec.Subject
+			if !slices.Contains(products, e.Spec.ProductRef.Name) || (s.ChallengeID != id && !slices.Contains(s.VerificationIDs, id)) {
+				continue
+			}
+			if s.SessionID != "" && !slices.Contains(sessions, s.SessionID) {
+				sessions = append(sessions, s.SessionID)
+			}
+			if s.KUID != "" && !slices.Contains(kuids, s.KUID) {
+				kuids = append(kuids, s.KUID)
+			}
+		}
+	}
+	return sessions, kuids, nil
 }
 
 // strongest picks the player among the users holding an id: the strongest
@@ -215,23 +296,6 @@ func productNames(ctx context.Context, c client.Reader, ns string) ([]string, er
 		names = append(names, p.Name)
 	}
 	return names, nil
-}
-
-// eachUser calls f for every KidUser of ns, reading them a page at a time.
-func eachUser(ctx context.Context, c client.Reader, ns string, f func(*kidv1.KidUser)) error {
-	var cont string
-	for {
-		var list kidv1.KidUserList
-		if err := c.List(ctx, &list, client.InNamespace(ns), client.Limit(listPage), client.Continue(cont)); err != nil {
-			return fmt.Errorf("listing KidUsers in %s: %w", ns, err)
-		}
-		for i := range list.Items {
-			f(&list.Items[i])
-		}
-		if cont = list.Continue; cont == "" {
-			return nil
-		}
-	}
 }
 
 // eachEvent calls f for every KidEvent the options select, a page at a time.

@@ -91,20 +91,30 @@ func printObject(w io.Writer, obj client.Object, format string) error {
 
 // userEvents returns the events folded into u: those whose status.userRef
 // names it, and those whose subject names one of its ids (which covers the
-// events of stand-ins merged into it), by k-ID's signing time.
+// events of stand-ins merged into it), by k-ID's signing time. They are
+// read through KidEvent's selectable fields and verification labels, one
+// selected list per id the user holds, never by listing the product's
+// every event.
 func userEvents(ctx context.Context, c client.Reader, u *kidv1.KidUser) ([]kidv1.KidEvent, error) {
 	keys := u.IDKeys()
-	var out []kidv1.KidEvent
-	err := eachEvent(ctx, c, func(e *kidv1.KidEvent) {
-		if e.Spec.ProductRef.Name != u.Spec.ProductRef.Name {
-			return
+	found := map[string]*kidv1.KidEvent{}
+	product := client.MatchingLabels{kidv1.ProductLabel: u.Spec.ProductRef.Name}
+	for _, sel := range eventSelectors(u) {
+		err := eachEvent(ctx, c, func(e *kidv1.KidEvent) {
+			if e.Spec.ProductRef.Name != u.Spec.ProductRef.Name {
+				return
+			}
+			if (e.Status.UserRef != nil && e.Status.UserRef.Name == u.Name) || namesAny(e, keys) {
+				found[e.Name] = e.DeepCopy()
+			}
+		}, client.InNamespace(u.Namespace), product, sel)
+		if err != nil {
+			return nil, err
 		}
-		if (e.Status.UserRef != nil && e.Status.UserRef.Name == u.Name) || namesAny(e, keys) {
-			out = append(out, *e.DeepCopy())
-		}
-	}, client.InNamespace(u.Namespace), client.MatchingLabels{kidv1.ProductLabel: u.Spec.ProductRef.Name})
-	if err != nil {
-		return nil, err
+	}
+	out := make([]kidv1.KidEvent, 0, len(found))
+	for _, e := range found {
+		out = append(out, *e)
 	}
 	sort.SliceStable(out, func(i, j int) bool {
 		ti, tj := signedAt(&out[i]), signedAt(&out[j])
@@ -114,6 +124,40 @@ func userEvents(ctx context.Context, c client.Reader, u *kidv1.KidUser) ([]kidv1
 		return out[i].Name < out[j].Name
 	})
 	return out, nil
+}
+
+// eventSelectors select the events that may have been folded into u: the
+// events naming it as their user, and those naming each id it holds.
+func eventSelectors(u *kidv1.KidUser) []client.ListOption {
+	sels := []client.ListOption{client.MatchingFields{kidv1.EventUserField: u.Name}}
+	seen := map[string]bool{}
+	add := func(kind kidv1.IdentityKind, id string) {
+		if id == "" || seen[string(kind)+"/"+id] {
+			return
+		}
+		seen[string(kind)+"/"+id] = true
+		switch kind {
+		case kidv1.IdentitySession:
+			sels = append(sels, client.MatchingFields{kidv1.EventSessionField: id})
+		case kidv1.IdentityChallenge:
+			sels = append(sels, client.MatchingFields{kidv1.EventChallengeField: id})
+		case kidv1.IdentityAccount:
+			sels = append(sels, client.MatchingFields{kidv1.EventKUIDField: id})
+		case kidv1.IdentityVerification:
+			sels = append(sels, client.HasLabels{kidv1.VerificationLabel(id)})
+		}
+	}
+	st := &u.Status
+	add(u.Spec.Identity.Kind, u.Spec.Identity.ID)
+	add(kidv1.IdentitySession, st.SessionID)
+	add(kidv1.IdentityAccount, st.KUID)
+	for _, ch := range st.ChallengeIDs {
+		add(kidv1.IdentityChallenge, ch)
+	}
+	for _, r := range st.Verification.Records {
+		add(kidv1.IdentityVerification, r.ID)
+	}
+	return sels
 }
 
 // namesAny reports whether the event's subject names one of keys (user id
