@@ -162,11 +162,13 @@ func main() {
 		defer stop()
 		ctx, cancel := context.WithTimeout(sig, 4*time.Hour)
 		defer cancel()
+		// What was measured is printed even when the run stopped short
+		// of its points, with why.
 		pts, err := runScale(ctx, cfg, sc)
+		printScale(os.Stdout, pts, sc)
 		if err != nil {
 			fail(err)
 		}
-		printScale(os.Stdout, pts, sc)
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)

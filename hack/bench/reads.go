@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -30,7 +31,7 @@ import (
 // Bounds of the reads suite's flags.
 const (
 	maxReadWindow  = 30 * time.Minute
-	maxReadUrgent  = 100
+	maxReadUrgent  = 1000
 	maxReadLatency = 10 * time.Second
 )
 
@@ -160,18 +161,36 @@ func runReads(ctx context.Context, cfg config, rc readsConfig) (readsRun, error)
 			return run, err
 		}
 	}
+	// Each urgent read is asked for at its step whatever the earlier ones
+	// wait: 1,000 of them arrive during the resync as a game's would, not
+	// one after another.
 	step := rc.window / time.Duration(rc.urgent+1)
+	urgent := newUrgentReads(fake, ids)
+	stopWatch := urgent.watch(ctx)
+	results := make([]urgentRead, rc.urgent)
+	errs := make([]error, rc.urgent)
+	var wg sync.WaitGroup
 	for k := range rc.urgent {
 		if err := sleep(ctx, time.Until(opened.Add(time.Duration(k+1)*step))); err != nil {
 			return run, err
 		}
-		u, err := askUrgent(ctx, p, fake, ids, k)
-		if err != nil {
-			return run, err
-		}
-		run.urgent = append(run.urgent, u)
-		log("reads: urgent read %d (%s) made %s after it was asked for", k+1, u.via, u.waited.Round(time.Millisecond))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[k], errs[k] = urgent.ask(ctx, p, k)
+			if errs[k] == nil && (rc.urgent <= 100 || (k+1)%100 == 0) {
+				log("reads: urgent read %d (%s) made %s after it was asked for", k+1, results[k].via, results[k].waited.Round(time.Millisecond))
+			}
+		}()
 	}
+	wg.Wait()
+	stopWatch()
+	for k := range rc.urgent {
+		if errs[k] != nil {
+			return run, errs[k]
+		}
+	}
+	run.urgent = results
 	if err := sleep(ctx, time.Until(opened.Add(rc.window))); err != nil {
 		return run, err
 	}
@@ -277,58 +296,124 @@ func playerReads(fake *kidsim.Fake, since time.Time) []kidsim.APIRequest {
 	return out
 }
 
-// askUrgent asks for the k-th urgent read, of a player the resync has not
-// read yet: every other one through kid.dev/requested-at, the others
-// through a parent's permission change at the fake, whose webhook the
-// manager folds. It returns how long after the ask k-ID saw the read.
-func askUrgent(ctx context.Context, p *plane, fake *kidsim.Fake, ids []string, k int) (urgentRead, error) {
+// urgentReads asks for urgent reads, each of a player the resync has not
+// read yet and no other urgent read took, and sees them made in the fake's
+// request log.
+type urgentReads struct {
+	fake *kidsim.Fake
+	ids  []string
+	mu   sync.Mutex
+	// taken are the players an urgent read was asked for.
+	taken map[string]bool
+	// waiting are the urgent reads not yet made, by session.
+	waiting map[string]*pendingUrgent
+}
+
+type pendingUrgent struct {
+	via   string
+	asked time.Time
+	made  chan urgentRead
+}
+
+func newUrgentReads(fake *kidsim.Fake, ids []string) *urgentReads {
+	return &urgentReads{fake: fake, ids: ids, taken: map[string]bool{}, waiting: map[string]*pendingUrgent{}}
+}
+
+// watch reads the fake's request log every 50 ms and hands each waiting
+// urgent read its first read of the player after it was asked for (the
+// wait is the fake's own timestamp less the ask's, so the polling does not
+// add to it). It returns a function that stops it.
+func (u *urgentReads) watch(ctx context.Context) func() {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for sleep(ctx, 50*time.Millisecond) == nil {
+			u.mu.Lock()
+			n := len(u.waiting)
+			u.mu.Unlock()
+			if n == 0 {
+				continue
+			}
+			for _, r := range playerReads(u.fake, time.Time{}) {
+				id := r.Query.Get("sessionId")
+				u.mu.Lock()
+				if w := u.waiting[id]; w != nil && !w.asked.IsZero() && !r.At.Before(w.asked) {
+					w.made <- urgentRead{via: w.via, waited: r.At.Sub(w.asked)}
+					delete(u.waiting, id)
+				}
+				u.mu.Unlock()
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+// pick returns a player the resync has not read and no urgent read took,
+// from the end of the list: the players least likely to be read soon by
+// chance.
+func (u *urgentReads) pick() string {
 	read := map[string]bool{}
-	for _, r := range playerReads(fake, time.Time{}) {
+	for _, r := range playerReads(u.fake, time.Time{}) {
 		read[r.Query.Get("sessionId")] = true
 	}
-	// From the end of the list: the players least likely to be read soon
-	// by chance.
-	var id string
-	for i := len(ids) - 1; i >= 0 && id == ""; i-- {
-		if !read[ids[i]] {
-			id = ids[i]
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for i := len(u.ids) - 1; i >= 0; i-- {
+		if id := u.ids[i]; !read[id] && !u.taken[id] {
+			u.taken[id] = true
+			return id
 		}
 	}
+	return ""
+}
+
+// ask asks for the k-th urgent read: every other one through
+// kid.dev/requested-at, the others through a parent's permission change at
+// the fake, whose webhook the manager folds. It returns how long after the
+// ask k-ID saw the read.
+func (u *urgentReads) ask(ctx context.Context, p *plane, k int) (urgentRead, error) {
+	id := u.pick()
 	if id == "" {
 		return urgentRead{}, fmt.Errorf("every player was read before urgent read %d: lengthen -read-window or add -read-sessions", k+1)
 	}
-	var asked time.Time
-	via := "requested-at"
-	if k%2 == 0 {
-		u := &kidv1.KidUser{}
-		if err := p.client.Get(ctx, client.ObjectKey{Namespace: benchNS, Name: kidv1.UserName("bench", kidv1.IdentitySession, id)}, u); err != nil {
+	w := &pendingUrgent{via: "requested-at", made: make(chan urgentRead, 1)}
+	if k%2 != 0 {
+		w.via = "ChangePermissions"
+	}
+	u.mu.Lock()
+	u.waiting[id] = w
+	u.mu.Unlock()
+	setAsked := func() {
+		u.mu.Lock()
+		w.asked = time.Now()
+		u.mu.Unlock()
+	}
+	if w.via == "requested-at" {
+		user := &kidv1.KidUser{}
+		if err := p.client.Get(ctx, client.ObjectKey{Namespace: benchNS, Name: kidv1.UserName("bench", kidv1.IdentitySession, id)}, user); err != nil {
 			return urgentRead{}, err
 		}
-		patch := client.MergeFrom(u.DeepCopy())
-		asked = time.Now()
-		u.Annotations = map[string]string{kidv1.RequestedAtAnnotation: asked.Format(time.RFC3339Nano)}
-		if err := p.client.Patch(ctx, u, patch); err != nil {
+		patch := client.MergeFrom(user.DeepCopy())
+		setAsked()
+		user.Annotations = map[string]string{kidv1.RequestedAtAnnotation: time.Now().Format(time.RFC3339Nano)}
+		if err := p.client.Patch(ctx, user, patch); err != nil {
 			return urgentRead{}, err
 		}
 	} else {
-		via = "ChangePermissions"
-		asked = time.Now()
-		if err := fake.SetPermission(id, "text-chat-private", true); err != nil {
+		setAsked()
+		if err := u.fake.SetPermission(id, "text-chat-private", true); err != nil {
 			return urgentRead{}, err
 		}
 	}
-	deadline := asked.Add(2 * time.Minute)
-	for time.Now().Before(deadline) {
-		for _, r := range playerReads(fake, asked) {
-			if r.Query.Get("sessionId") == id {
-				return urgentRead{via: via, waited: r.At.Sub(asked)}, nil
-			}
-		}
-		if err := sleep(ctx, 5*time.Millisecond); err != nil {
-			return urgentRead{}, err
-		}
+	select {
+	case r := <-w.made:
+		return r, nil
+	case <-time.After(2 * time.Minute):
+		return urgentRead{}, fmt.Errorf("urgent read %d (%s) not made within 2 minutes", k+1, w.via)
+	case <-ctx.Done():
+		return urgentRead{}, ctx.Err()
 	}
-	return urgentRead{}, fmt.Errorf("urgent read %d (%s) not made within 2 minutes", k+1, via)
 }
 
 func printReads(w io.Writer, r readsRun) {
@@ -336,15 +421,16 @@ func printReads(w io.Writer, r readsRun) {
 	for _, u := range r.urgent {
 		waits = append(waits, u.waited)
 	}
-	p50, most := time.Duration(0), time.Duration(0)
+	var p50, p99, most time.Duration
 	if len(waits) > 0 {
-		p50, most = percentile(waits, 0.5), slices.Max(waits)
+		p50, p99, most = percentile(waits, 0.5), percentile(waits, 0.99), slices.Max(waits)
 	}
 	c := r.cfg
-	fmt.Fprintf(w, "\n| sessions overdue at start | rate (/s) | k-ID latency (ms) | resync interval | readers | due by the spread (/s) | reads (/s) | most in 1 s | urgent reads | urgent wait p50 / max (ms) | ready after start (s) |\n")
-	fmt.Fprintf(w, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
-	fmt.Fprintf(w, "| %d | %d | %.0f | %s | %d | %.0f | %.1f | %d | %d | %.1f / %.1f | %.1f |\n\n",
-		c.sessions, c.rps, ms(c.latency), c.interval, c.concurrency, float64(c.sessions)/c.interval.Seconds(), r.readRate, r.maxInOne, len(r.urgent), ms(p50), ms(most), r.readyAfter.Seconds())
-	fmt.Fprintf(w, "reads: sessions=%d rps=%d latency_ms=%.0f interval=%s readers=%d window_s=%.0f reads=%d read_rps=%.1f max_1s=%d demand_rps=%.1f urgent=%d urgent_p50_ms=%.1f urgent_max_ms=%.1f ready_s=%.1f\n",
-		c.sessions, c.rps, ms(c.latency), c.interval, c.concurrency, c.window.Seconds(), r.reads, r.readRate, r.maxInOne, r.demand, len(r.urgent), ms(p50), ms(most), r.readyAfter.Seconds())
+	ratio := r.readRate / float64(c.rps)
+	fmt.Fprintf(w, "\n| sessions overdue at start | rate (/s) | k-ID latency (ms) | resync interval | readers | due by the spread (/s) | reads (/s) | of the rate | most in 1 s | urgent reads | urgent wait p50 / p99 / max (ms) | ready after start (s) |\n")
+	fmt.Fprintf(w, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	fmt.Fprintf(w, "| %d | %d | %.0f | %s | %d | %.0f | %.1f | %.2f | %d | %d | %.1f / %.1f / %.1f | %.1f |\n\n",
+		c.sessions, c.rps, ms(c.latency), c.interval, c.concurrency, float64(c.sessions)/c.interval.Seconds(), r.readRate, ratio, r.maxInOne, len(r.urgent), ms(p50), ms(p99), ms(most), r.readyAfter.Seconds())
+	fmt.Fprintf(w, "reads: sessions=%d rps=%d latency_ms=%.0f interval=%s readers=%d window_s=%.0f reads=%d read_rps=%.1f read_ratio=%.2f max_1s=%d demand_rps=%.1f urgent=%d urgent_p50_ms=%.1f urgent_p99_ms=%.1f urgent_max_ms=%.1f ready_s=%.1f\n",
+		c.sessions, c.rps, ms(c.latency), c.interval, c.concurrency, c.window.Seconds(), r.reads, r.readRate, ratio, r.maxInOne, r.demand, len(r.urgent), ms(p50), ms(p99), ms(most), r.readyAfter.Seconds())
 }

@@ -17,7 +17,6 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
@@ -125,6 +124,25 @@ type playerPoint struct {
 	foldLatencies  []time.Duration
 	heapProfileTop string
 	apiServerRSS   int64 // kube-apiserver's resident memory, after the lists
+	etcdRSS        int64 // etcd's resident memory, after the lists
+	// baseAPIServerRSS and baseEtcdRSS are the two before any player:
+	// what a player costs each is the growth over them.
+	baseAPIServerRSS, baseEtcdRSS int64
+	userBytes                     int64           // a player's value in etcd, mean of a few
+	lookups                       []lookup        // kubectl kid user by each kind of id
+	restarts                      []time.Duration // the largest point's two restarts, ready after
+	// stopped says why the run stopped at this point, which it measured
+	// only in part.
+	stopped string
+}
+
+// perUser is the growth of a process's resident memory over its base,
+// per player, in KiB.
+func perUser(rss, base int64, users int) float64 {
+	if rss == 0 || base == 0 || users == 0 {
+		return 0
+	}
+	return float64(rss-base) / 1024 / float64(users)
 }
 
 // runScale grows one product's players to each point and measures the
@@ -150,6 +168,10 @@ func runScale(ctx context.Context, cfg config, sc scaleConfig) ([]playerPoint, e
 	if err := p.client.Get(ctx, client.ObjectKey{Namespace: benchNS, Name: "bench"}, product); err != nil {
 		return nil, err
 	}
+	if err := createLookupStandIn(ctx, p, product); err != nil {
+		return nil, err
+	}
+	baseAPIServer, baseEtcd := p.apiServerRSS(ctx), p.etcdRSS(ctx)
 	// The profile is taken at the point nearest to heapProfileAt.
 	profileAt := -1
 	if sc.heapProfile {
@@ -163,20 +185,27 @@ func runScale(ctx context.Context, cfg config, sc scaleConfig) ([]playerPoint, e
 	var out []playerPoint
 	have := 0
 	for i, n := range sc.points {
-		pt := playerPoint{users: n}
+		pt := playerPoint{users: n, baseAPIServerRSS: baseAPIServer, baseEtcdRSS: baseEtcd}
+		// stop ends the run at this point: what it measured is printed,
+		// with why it stopped.
+		stop := func(err error) ([]playerPoint, error) {
+			pt.stopped = err.Error()
+			printPlayerLine(os.Stdout, pt)
+			return append(out, pt), err
+		}
 		// Players are created with the manager stopped: the machine's two
 		// cores go to the API server, and the manager's start at the point
 		// is then a restart over n players.
 		log("players: creating %d more (create, then status), to %d, at concurrency %d", n-have, n, sc.createC)
 		elapsed, err := createPlayers(ctx, p, product, have, n, sc.createC)
 		if err != nil {
-			return nil, err
+			return stop(err)
 		}
 		pt.createRate = float64(n-have) / elapsed.Seconds()
 		if i == 0 && sc.events > 0 {
 			log("events: creating %d applied KidEvents, each about a player", sc.events)
 			if err := createEvents(ctx, p, product, sc.events, sc.createC); err != nil {
-				return nil, err
+				return stop(err)
 			}
 		}
 		pt.events = sc.events
@@ -196,46 +225,70 @@ func runScale(ctx context.Context, cfg config, sc scaleConfig) ([]playerPoint, e
 				pt.kubectlErr = err.Error()
 			}
 		}
-		pt.apiServerRSS = p.apiServerRSS(ctx)
+		pt.apiServerRSS, pt.etcdRSS = p.apiServerRSS(ctx), p.etcdRSS(ctx)
+		if pt.userBytes, err = p.storedUserBytes(ctx, sampleUsers(n)); err != nil {
+			return stop(err)
+		}
+		// The newest player: no fold of an earlier point touched it.
+		log("players=%d: kubectl kid user by challenge, verification and kuid", n)
+		if pt.lookups, err = timeLookups(ctx, p, n-1); err != nil {
+			return stop(err)
+		}
 
 		log("players=%d: starting the manager (GOMEMLIMIT=%s)", n, memoryLimit)
 		m := newManager(cfg.managerBin, p.kubeconfig)
 		m.readyTimeout = scaleReadyTimeout
 		if pt.readyAfter, err = m.start(ctx); err != nil {
-			return nil, err
+			return stop(err)
 		}
 		if pt.rss, pt.heap, pt.peakRSS, err = settledMemory(ctx, m); err != nil {
 			_ = m.stop()
-			return nil, err
+			return stop(err)
 		}
 		log("players=%d: %d folds into existing players, at concurrency %d", n, sc.foldEvents, sc.foldC)
 		if pt.foldLatencies, err = foldLatencies(ctx, p, m, n, sc.foldEvents, sc.foldC); err != nil {
 			_ = m.stop()
-			return nil, err
+			return stop(err)
 		}
 		pt.foldP50, pt.foldP99 = percentile(pt.foldLatencies, 0.50), percentile(pt.foldLatencies, 0.99)
 		if i == profileAt {
 			log("players=%d: heap profile", n)
 			if pt.heapProfileTop, err = heapProfile(m, filepath.Join(cfg.workDir, fmt.Sprintf("manager-%d.heap.pprof", n))); err != nil {
 				_ = m.stop()
-				return nil, err
+				return stop(err)
 			}
 			// Printed now too, so a long run stopped later keeps it.
 			fmt.Printf("# players=%d: heap profile (top 15):\n%s\n", n, indent(pt.heapProfileTop))
 		}
 		_ = m.stop()
 
+		if i == len(sc.points)-1 {
+			// A restart at the largest point, twice: a Deployment's
+			// manager restarts over every player (a rollout, an eviction).
+			for k := range 2 {
+				log("players=%d: restart %d of the manager (GOMEMLIMIT=%s)", n, k+1, memoryLimit)
+				m = newManager(cfg.managerBin, p.kubeconfig)
+				m.readyTimeout = scaleReadyTimeout
+				took, err := m.start(ctx)
+				_ = m.stop()
+				if err != nil {
+					return stop(fmt.Errorf("restart %d: %w", k+1, err))
+				}
+				pt.restarts = append(pt.restarts, took)
+			}
+		}
+
 		log("players=%d: starting the manager without GOMEMLIMIT", n)
 		m = newManager(cfg.managerBin, p.kubeconfig)
 		m.noMemoryLimit = true
 		m.readyTimeout = scaleReadyTimeout
 		if _, err := m.start(ctx); err != nil {
-			return nil, err
+			return stop(err)
 		}
 		pt.rssNoLimit, pt.heapNoLimit, pt.peakNoLimit, err = settledMemory(ctx, m)
 		_ = m.stop()
 		if err != nil {
-			return nil, err
+			return stop(err)
 		}
 		out = append(out, pt)
 		printPlayerLine(os.Stdout, pt)
@@ -559,47 +612,47 @@ func heapProfile(m *manager, path string) (string, error) {
 	return string(out), err
 }
 
-// apiServerRSS is kube-apiserver's resident memory, from its own metrics
-// (0 if they cannot be read): what the players cost the cluster.
-func (p *plane) apiServerRSS(ctx context.Context) int64 {
-	cs, err := kubernetes.NewForConfig(p.cfg)
-	if err != nil {
-		return 0
-	}
-	raw, err := cs.RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(raw), "\n") {
-		if v, ok := strings.CutPrefix(line, "process_resident_memory_bytes "); ok {
-			f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			return int64(f)
-		}
-	}
-	return 0
-}
-
 func mibStr(b int64) string { return fmt.Sprintf("%.0f", mib(b)) }
 
 func printPlayerLine(w io.Writer, pt playerPoint) {
-	fmt.Fprintf(w, "scale: users=%d events=%d rss_mib=%s heap_mib=%s rss_nolimit_mib=%s etcd_mib=%s ready_s=%.1f fold_p50_ms=%.1f fold_p99_ms=%.1f get_all_s=%.1f get_label_s=%.1f apiserver_rss_mib=%s\n",
-		pt.users, pt.events, mibStr(pt.rss), mibStr(pt.heap), mibStr(pt.rssNoLimit), mibStr(pt.etcdBytes), pt.readyAfter.Seconds(),
-		ms(pt.foldP50), ms(pt.foldP99), pt.getAll.Seconds(), pt.getLabel.Seconds(), mibStr(pt.apiServerRSS))
+	restart := 0.0
+	for _, r := range pt.restarts {
+		restart = max(restart, r.Seconds())
+	}
+	fmt.Fprintf(w, "scale: users=%d events=%d rss_mib=%s heap_mib=%s ready_s=%.1f restart_ready_s=%.1f fold_p99_ms=%.1f lookup_ms=%.0f etcd_mib=%s apiserver_mib=%s etcd_rss_mib=%s user_bytes=%d apiserver_kib_per_user=%.1f etcd_kib_per_user=%.1f rss_nolimit_mib=%s fold_p50_ms=%.1f get_all_s=%.1f get_label_s=%.1f\n",
+		pt.users, pt.events, mibStr(pt.rss), mibStr(pt.heap), pt.readyAfter.Seconds(), restart, ms(pt.foldP99), ms(worstLookup(pt.lookups)),
+		mibStr(pt.etcdBytes), mibStr(pt.apiServerRSS), mibStr(pt.etcdRSS), pt.userBytes,
+		perUser(pt.apiServerRSS, pt.baseAPIServerRSS, pt.users), perUser(pt.etcdRSS, pt.baseEtcdRSS, pt.users),
+		mibStr(pt.rssNoLimit), ms(pt.foldP50), pt.getAll.Seconds(), pt.getLabel.Seconds())
 	if pt.kubectlErr != "" {
 		fmt.Fprintf(w, "scale: users=%d kubectl_failed=%q\n", pt.users, pt.kubectlErr)
+	}
+	if pt.stopped != "" {
+		fmt.Fprintf(w, "scale: users=%d stopped=%q (the figures above are what this point measured before it stopped; 0 is not measured)\n", pt.users, pt.stopped)
 	}
 }
 
 func printScale(w io.Writer, pts []playerPoint, sc scaleConfig) {
-	fmt.Fprintf(w, "\n| players | RSS (MiB) | heap in use (MiB) | peak RSS at start (MiB) | RSS, no GOMEMLIMIT (MiB) | heap, no limit (MiB) | etcd (MiB) | ready after restart (s) | fold p50 / p99 (ms) | kubectl get -A (s) | kubectl get -l (s) | kube-apiserver RSS (MiB) | created (players/s) |\n")
-	fmt.Fprintf(w, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	fmt.Fprintf(w, "\n| players | RSS (MiB) | heap in use (MiB) | peak RSS at start (MiB) | RSS, no GOMEMLIMIT (MiB) | heap, no limit (MiB) | etcd (MiB) | ready after restart (s) | two more restarts (s) | fold p50 / p99 (ms) | kubectl kid user (ms) | kubectl get -A (s) | kubectl get -l (s) | kube-apiserver RSS (MiB) | per player (KiB) | etcd RSS (MiB) | per player (KiB) | a player in etcd (bytes) | created (players/s) |\n")
+	fmt.Fprintf(w, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 	for _, pt := range pts {
-		fmt.Fprintf(w, "| %d | %s | %s | %s | %s | %s | %s | %.1f | %.1f / %.1f | %.1f | %.1f | %s | %.0f |\n",
+		restarts := "-"
+		if len(pt.restarts) > 0 {
+			var parts []string
+			for _, r := range pt.restarts {
+				parts = append(parts, fmt.Sprintf("%.1f", r.Seconds()))
+			}
+			restarts = strings.Join(parts, ", ")
+		}
+		fmt.Fprintf(w, "| %d | %s | %s | %s | %s | %s | %s | %.1f | %s | %.1f / %.1f | %s | %.1f | %.1f | %s | %.1f | %s | %.1f | %d | %.0f |\n",
 			pt.users, mibStr(pt.rss), mibStr(pt.heap), mibStr(pt.peakRSS), mibStr(pt.rssNoLimit), mibStr(pt.heapNoLimit), mibStr(pt.etcdBytes),
-			pt.readyAfter.Seconds(), ms(pt.foldP50), ms(pt.foldP99), pt.getAll.Seconds(), pt.getLabel.Seconds(), mibStr(pt.apiServerRSS), pt.createRate)
+			pt.readyAfter.Seconds(), restarts, ms(pt.foldP50), ms(pt.foldP99), lookupsStr(pt.lookups), pt.getAll.Seconds(), pt.getLabel.Seconds(),
+			mibStr(pt.apiServerRSS), perUser(pt.apiServerRSS, pt.baseAPIServerRSS, pt.users), mibStr(pt.etcdRSS), perUser(pt.etcdRSS, pt.baseEtcdRSS, pt.users),
+			pt.userBytes, pt.createRate)
 	}
 	fmt.Fprintf(w, "\nRSS and heap with GOMEMLIMIT=%s after the start's work settled; %d applied KidEvents beside the players; fold: %d deliveries per point, %d at a time, from send to Applied on a watch; kube-apiserver's watch cache %s.\n\n",
 		memoryLimit, sc.events, sc.foldEvents, sc.foldC, map[bool]string{true: "on", false: "off"}[sc.watchCache])
+	fmt.Fprintf(w, "kubectl kid user: in process, by the newest player's challenge and kuid and by a verification stand-in's id, before the manager starts; the line's lookup_ms is the worst. restart_ready_s: the worse of two more restarts at the largest point. Per player: kube-apiserver's and etcd's resident memory over theirs before any player, divided by the players. A player in etcd: the mean of five players' values (JSON, managedFields included).\n\n")
 	for _, pt := range pts {
 		if pt.heapProfileTop != "" {
 			fmt.Fprintf(w, "manager heap profile at %d players, GOMEMLIMIT=%s (inuse_space, top 15):\n%s\n\n", pt.users, memoryLimit, indent(pt.heapProfileTop))

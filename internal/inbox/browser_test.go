@@ -121,7 +121,10 @@ func TestBuildBrowser(t *testing.T) {
 	g.Expect(string(e.Spec.Data.Raw)).NotTo(ContainSubstring("1981-06-20"))
 	g.Expect(string(e.Spec.Data.Raw)).To(ContainSubstring(`"provider":"veratad"`))
 	g.Expect(e.Spec.PersonalData).To(BeFalse())
-	g.Expect(e.Labels).To(Equal(map[string]string{kidv1.ProductLabel: "demo", kidv1.EventTypeLabel: DOMVerificationResult}))
+	// The verification's label: kubectl kid finds the events naming it by
+	// it (a list is no selectable field).
+	g.Expect(e.Labels).To(Equal(map[string]string{kidv1.ProductLabel: "demo", kidv1.EventTypeLabel: DOMVerificationResult,
+		kidv1.VerificationLabel("4e57301e-a4d1-498f-ac3f-f3d4de19abf6"): ""}))
 	g.Expect(e.Annotations).To(HaveKeyWithValue(kidv1.SubjectAnnotation, "verification/4e57301e-a4d1-498f-ac3f-f3d4de19abf6"))
 	g.Expect(e.OwnerReferences).To(ConsistOf(HaveField("UID", types.UID("uid-demo"))))
 

@@ -1,0 +1,204 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/client-go/kubernetes"
+
+	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+	"github.com/kid-operator/kid-operator/internal/kubectlkid"
+)
+
+// What the players cost the cluster: their bytes as etcd stores them, the
+// resident memory of kube-apiserver and etcd, and how long kubectl kid
+// takes to find one player among them.
+
+// lookupStandIn is the verification id of the stand-in the lookup by
+// verification finds: a Verification.Result names nothing but its
+// verification, so its player is the user known by it (the bench's
+// players hold their verification in status, which no webhook links to a
+// session, so a lookup of theirs would find nothing; see
+// internal/kubectlkid/find.go).
+const lookupStandIn = "v-scale-lookup"
+
+// processRSS reads process_resident_memory_bytes from a Prometheus
+// endpoint's text (0 if absent).
+func processRSS(text string) int64 {
+	for _, line := range strings.Split(text, "\n") {
+		if v, ok := strings.CutPrefix(line, "process_resident_memory_bytes "); ok {
+			f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return int64(f)
+		}
+	}
+	return 0
+}
+
+// apiServerRSS is kube-apiserver's resident memory, from its own metrics
+// (0 if they cannot be read): what the players cost the cluster.
+func (p *plane) apiServerRSS(ctx context.Context) int64 {
+	cs, err := kubernetes.NewForConfig(p.cfg)
+	if err != nil {
+		return 0
+	}
+	raw, err := cs.RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		return 0
+	}
+	return processRSS(string(raw))
+}
+
+// etcdRSS is etcd's resident memory, from its metrics on its client URL
+// (0 if they cannot be read).
+func (p *plane) etcdRSS(ctx context.Context) int64 {
+	body, err := p.etcdHTTP(ctx, http.MethodGet, "/metrics", nil)
+	if err != nil {
+		return 0
+	}
+	return processRSS(string(body))
+}
+
+// etcdHTTP calls etcd's HTTP endpoint (its gRPC gateway, /metrics).
+func (p *plane) etcdHTTP(ctx context.Context, method, path string, body []byte) ([]byte, error) {
+	u := *p.env.ControlPlane.Etcd.URL
+	u.Path = path
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("etcd %s %s: %s: %s", method, path, resp.Status, out)
+	}
+	return out, nil
+}
+
+// storedUserBytes is the mean size of the value etcd holds for the given
+// KidUsers (JSON, managedFields included): what one player costs etcd
+// before its revisions, and what kube-apiserver reads and decodes.
+func (p *plane) storedUserBytes(ctx context.Context, names []string) (int64, error) {
+	var total int64
+	for _, name := range names {
+		key := "/registry/kid.dev/kidusers/" + benchNS + "/" + name
+		body, err := json.Marshal(map[string]string{"key": base64.StdEncoding.EncodeToString([]byte(key))})
+		if err != nil {
+			return 0, err
+		}
+		raw, err := p.etcdHTTP(ctx, http.MethodPost, "/v3/kv/range", body)
+		if err != nil {
+			return 0, err
+		}
+		var got struct {
+			KVs []struct {
+				Value string `json:"value"`
+			} `json:"kvs"`
+		}
+		if err := json.Unmarshal(raw, &got); err != nil {
+			return 0, err
+		}
+		if len(got.KVs) != 1 {
+			return 0, fmt.Errorf("etcd holds no value under %s", key)
+		}
+		v, err := base64.StdEncoding.DecodeString(got.KVs[0].Value)
+		if err != nil {
+			return 0, err
+		}
+		total += int64(len(v))
+	}
+	return total / int64(len(names)), nil
+}
+
+// sampleUsers are the names of a few players spread over the first n.
+func sampleUsers(n int) []string {
+	var names []string
+	for _, i := range []int{0, n / 4, n / 2, 3 * n / 4, n - 1} {
+		session, _, _, _ := playerIDs(i)
+		names = append(names, kidv1.UserName("bench", kidv1.IdentitySession, session))
+	}
+	return names
+}
+
+// createLookupStandIn stores the stand-in a Verification.Result about
+// nobody's session leaves: known by its verification, with its record.
+func createLookupStandIn(ctx context.Context, p *plane, product *kidv1.KidProduct) error {
+	u := &kidv1.KidUser{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: kidv1.UserName("bench", kidv1.IdentityVerification, lookupStandIn), Namespace: benchNS,
+			Labels:          map[string]string{kidv1.ProductLabel: "bench"},
+			OwnerReferences: []metav1.OwnerReference{product.OwnerReference()},
+		},
+		Spec: kidv1.KidUserSpec{ProductRef: kidv1.LocalObjectReference{Name: "bench"}, Identity: kidv1.UserIdentity{Kind: kidv1.IdentityVerification, ID: lookupStandIn}},
+	}
+	if err := p.client.Create(ctx, u); err != nil {
+		return err
+	}
+	at := metav1.Now()
+	u.Status.Verification = kidv1.VerificationStatus{State: kidv1.VerificationVerified, Records: []kidv1.VerificationRecord{{ID: lookupStandIn, State: kidv1.VerificationVerified, Method: "age-estimation", Time: &at}}}
+	return p.client.Status().Update(ctx, u)
+}
+
+// lookup is one timed kubectl kid user.
+type lookup struct {
+	kind string
+	took time.Duration
+}
+
+// timeLookups runs `kubectl kid user <id>` (in process, against the
+// bench's control plane, as a person types it) by the challenge and kuid
+// of player i and by the stand-in's verification, and returns each one's
+// time. Player i must be one whose consent is still about its seeded
+// challenge (no fold of the bench's touched it).
+func timeLookups(ctx context.Context, p *plane, i int) ([]lookup, error) {
+	_, kuid, challenge, _ := playerIDs(i)
+	var out []lookup
+	for _, l := range []struct{ kind, id string }{{"challenge", challenge}, {"verification", lookupStandIn}, {"kuid", kuid}} {
+		var stdout, stderr bytes.Buffer
+		cmd := kubectlkid.NewCommand(genericiooptions.IOStreams{In: strings.NewReader(""), Out: &stdout, ErrOut: &stderr}, nil)
+		cmd.SetArgs([]string{"--kubeconfig", p.kubeconfig, "-n", benchNS, "user", l.id})
+		begin := time.Now()
+		if err := cmd.ExecuteContext(ctx); err != nil {
+			return out, fmt.Errorf("kubectl kid user %s (%s): %w: %s", l.id, l.kind, err, stderr.String())
+		}
+		out = append(out, lookup{kind: l.kind, took: time.Since(begin)})
+	}
+	return out, nil
+}
+
+// worstLookup is the longest of the lookups.
+func worstLookup(ls []lookup) time.Duration {
+	var most time.Duration
+	for _, l := range ls {
+		most = max(most, l.took)
+	}
+	return most
+}
+
+// lookupsStr prints each lookup's time, for the table.
+func lookupsStr(ls []lookup) string {
+	parts := make([]string, 0, len(ls))
+	for _, l := range ls {
+		parts = append(parts, fmt.Sprintf("%s %.0f", l.kind, ms(l.took)))
+	}
+	if len(parts) == 0 {
+		return "-"
+	}
+	return strings.Join(parts, ", ")
+}
