@@ -217,10 +217,11 @@ func runScale(ctx context.Context, cfg config, sc scaleConfig) ([]playerPoint, e
 			// A list that fails is a figure too (at 250,000 players without
 			// the watch cache, a page's continue token outlived etcd's
 			// compaction): reported, and the point goes on.
-			if pt.getAll, err = kubectlGet(ctx, p, n, "get", "kidusers", "-A"); err != nil {
+			// n players and the lookups' verification stand-in.
+			if pt.getAll, err = kubectlGet(ctx, p, n+1, "get", "kidusers", "-A"); err != nil {
 				log("players=%d: %v", n, err)
 				pt.kubectlErr = err.Error()
-			} else if pt.getLabel, err = kubectlGet(ctx, p, n, "get", "kidusers", "-A", "-l", kidv1.ProductLabel+"=bench"); err != nil {
+			} else if pt.getLabel, err = kubectlGet(ctx, p, n+1, "get", "kidusers", "-A", "-l", kidv1.ProductLabel+"=bench"); err != nil {
 				log("players=%d: %v", n, err)
 				pt.kubectlErr = err.Error()
 			}
