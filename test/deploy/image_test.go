@@ -163,6 +163,30 @@ var _ = Describe("make image", Ordered, func() {
 		Expect(err).NotTo(HaveOccurred())
 		Expect(second.digest).To(Equal(img.digest))
 	})
+
+	It("is pushed by make image-push, as the README says, and the registry serves it by the same digest", func() {
+		// A registry on this machine: crane's own, from the crane that
+		// make image-push runs.
+		crane := filepath.Join(dir, "crane")
+		out, err := run(nil, "go", "-C", "hack/image", "build", "-o", crane, "github.com/google/go-containerregistry/cmd/crane")
+		Expect(err).NotTo(HaveOccurred(), string(out))
+		addr := freePort()
+		registry := exec.Command(crane, "registry", "serve", "--address", addr)
+		logs := &syncBuffer{}
+		registry.Stdout, registry.Stderr = logs, logs
+		registry.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		Expect(registry.Start()).To(Succeed())
+		DeferCleanup(func() { _ = registry.Process.Kill(); _ = registry.Wait() })
+		Eventually(httpStatus).WithArguments("http://"+addr+"/v2/").WithTimeout(30*time.Second).Should(Equal(http.StatusOK), logs.String)
+
+		ref := addr + "/games/kid-operator:" + version
+		out, err = run([]string{"MAKEFLAGS=", "MAKELEVEL="}, "make", "--no-print-directory", "image-push", "IMAGE_DIR="+layout, "IMG="+ref)
+		Expect(err).NotTo(HaveOccurred(), string(out))
+		Expect(strings.TrimSpace(string(out))).To(HaveSuffix(addr+"/games/kid-operator@"+img.digest), "crane prints what it pushed, by digest")
+		served, err := run(nil, crane, "digest", ref)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(strings.TrimSpace(string(served))).To(Equal(img.digest))
+	})
 })
 
 // makeImage runs make image with the version facts given, its binaries in
