@@ -90,11 +90,49 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 30s).
 
 ##@ Build
 
+# What every binary reports (manager --version, kubectl kid version, kidsim
+# version, the kid_build_info metric) and the image's labels: the nearest
+# release tag by git describe (v0.0.0-dev before the first), the commit, and
+# the commit's time, which stamps the image made by make image. Set them
+# when building from sources without .git.
+GIT_VERSION := $(shell git describe --tags --match 'v[0-9]*' --dirty 2>/dev/null || { v=v0.0.0-dev; git diff --quiet HEAD -- 2>/dev/null || v=$$v-dirty; echo $$v; })
+VERSION ?= $(GIT_VERSION)
+GIT_REVISION := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+REVISION ?= $(GIT_REVISION)
+GIT_EPOCH := $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+SOURCE_DATE_EPOCH ?= $(GIT_EPOCH)
+LDFLAGS := -X github.com/kid-operator/kid-operator/internal/version.version=$(VERSION) -X github.com/kid-operator/kid-operator/internal/version.revision=$(REVISION)
+
+# -trimpath: the binary holds no path of the machine that built it, so the
+# same Go and sources build it byte for byte anywhere (the Dockerfile
+# runs the same command).
 .PHONY: build
-build: ## Build the manager, kidsim and the kubectl plugin (kubectl-kid) into bin/
-	CGO_ENABLED=0 go build -o $(BIN)/manager ./cmd/manager
-	CGO_ENABLED=0 go build -o $(BIN)/kidsim ./cmd/kidsim
-	CGO_ENABLED=0 go build -o $(BIN)/kubectl-kid ./cmd/kubectl-kid
+build: ## Build the manager, kidsim and the kubectl plugin (kubectl-kid) into bin/, their version stamped in.
+	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/manager ./cmd/manager
+	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/kidsim ./cmd/kidsim
+	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/kubectl-kid ./cmd/kubectl-kid
+
+# make image builds the Dockerfile's image without a container engine
+# (hack/image, with go-containerregistry): make build's manager for linux
+# (GOARCH as go env says, or as given: make image GOARCH=arm64), on the
+# base files hack/image/rootfs and Debian's ca-certificates provide, as an
+# OCI image layout in IMAGE_DIR. Push it with any registry client, e.g.
+# crane push bin/image $(IMG) (README, "Deploying").
+IMAGE_DIR ?= $(BIN)/image
+.PHONY: image
+image: export GOOS := linux
+image: export GOARCH := $(or $(GOARCH),$(shell go env GOARCH))
+image: build ## Build the image as an OCI layout in bin/image, without Docker (make image-push IMG=... pushes it).
+	cd hack/image && env -u GOOS -u GOARCH go run . -binary $(BIN)/manager -out $(abspath $(IMAGE_DIR)) \
+		-version '$(VERSION)' -revision '$(REVISION)' -created $(SOURCE_DATE_EPOCH)
+
+# crane, at the version hack/image/go.mod pins (a tool of that module), reads
+# registry credentials as docker does (~/.docker/config.json: crane auth
+# login or docker login) and prints the reference it pushed, by digest.
+.PHONY: image-push
+image-push: ## Push the layout make image wrote to IMG with crane, and print IMG's digest.
+	@test -f $(IMAGE_DIR)/index.json || { echo 'image-push: no image in $(IMAGE_DIR): run make image first'; exit 1; }
+	cd hack/image && go tool crane push $(abspath $(IMAGE_DIR)) $(IMG)
 
 # The browser tests (test/browser) drive a real Chromium; KID_CHROMIUM
 # may name another Chromium or Chrome binary.
@@ -149,17 +187,26 @@ $(GOLANGCI_LINT):
 
 ##@ Deploy
 
-# Images are built where a container engine runs (a developer's machine, a
-# CI job); the project's own machines have none. ko builds the manager's
-# image without one: KO_DOCKER_REPO=<repository> ko build --bare ./cmd/manager
+# make image (above) builds the image without a container engine; the
+# Dockerfile builds the same where one runs (a developer's machine, a CI job).
+# The Dockerfile's builder: the Go this machine builds with (so the image's
+# manager is make image's, byte for byte), pinned by digest. GOLANG_DIGEST
+# empty: crane resolves the tag's digest now and the build prints it; set
+# it (GOLANG_DIGEST=sha256:...) to build again from the very same builder.
+GOLANG_IMAGE ?= golang:$(patsubst go%,%,$(shell go env GOVERSION))
+GOLANG_DIGEST ?=
+
 .PHONY: docker-build
-docker-build: ## Build the image IMG from the Dockerfile (needs a running container engine).
+docker-build: ## Build the image IMG from the Dockerfile (needs a running container engine; make image needs none).
 	@$(CONTAINER_TOOL) info >/dev/null 2>&1 || { \
 		echo 'docker-build: no container engine answers here ($(CONTAINER_TOOL) info failed), so the image cannot be built on this machine.'; \
-		echo 'Build it where one runs: a CI job (docker build -t $(IMG) . && docker push $(IMG)),'; \
-		echo 'or, without Docker, with ko (https://ko.build): KO_DOCKER_REPO=<repository> ko build --bare --tags <tag> ./cmd/manager'; \
+		echo 'make image builds the same image without one (an OCI layout in bin/image); make image-push IMG=$(IMG) pushes it.'; \
 		exit 1; }
-	$(CONTAINER_TOOL) build -t $(IMG) .
+	@digest='$(GOLANG_DIGEST)'; \
+	if [ -z "$$digest" ]; then digest=$$(cd hack/image && go tool crane digest $(GOLANG_IMAGE)) || exit 1; fi; \
+	echo "builder: $(GOLANG_IMAGE)@$$digest (GOLANG_DIGEST=$$digest builds from it again)"; \
+	set -x; $(CONTAINER_TOOL) build --build-arg GOLANG_IMAGE=$(GOLANG_IMAGE)@$$digest \
+		--build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) --build-arg SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) -t $(IMG) .
 
 .PHONY: docker-push
 docker-push: ## Push the image IMG (needs a running container engine).

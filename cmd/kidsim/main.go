@@ -9,6 +9,7 @@
 //	kidsim relay-token --secret S --product ns/name --challenge ID --ttl 1h
 //	kidsim serve --api-key K --webhook-url URL --secret S   (a stateful fake k-ID)
 //	kidsim challenge start; kidsim challenge approve ID     (drive a running serve)
+//	kidsim version
 //
 // Each command lives with its flags in one function (this file, serve.go,
 // control.go, relaytoken.go), on cobra as the kubectl plugin's are
@@ -105,6 +106,7 @@ The webhook secret may also come from KID_WEBHOOK_SECRET.`,
 		newSessionCommand(),
 		newAccountCommand(),
 		newFaultsCommand(),
+		newVersionCommand(),
 	)
 	return root
 }

@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/kid-operator/kid-operator/cmd/manager/operator"
 	"github.com/kid-operator/kid-operator/controllers"
@@ -19,6 +20,7 @@ import (
 	"github.com/kid-operator/kid-operator/internal/kidapi"
 	"github.com/kid-operator/kid-operator/internal/outbound"
 	"github.com/kid-operator/kid-operator/internal/secrets"
+	"github.com/kid-operator/kid-operator/internal/version"
 	"github.com/kid-operator/kid-operator/webhookserver"
 )
 
@@ -63,9 +65,14 @@ func main() {
 	var apiAllowHosts string
 	flag.StringVar(&apiAllowHosts, "api-allow-hosts", "", "comma-separated hosts, beyond k-ID's own (game-api.k-id.com, game-api.test.k-id.com), that a KidProduct's spec.api.baseURL may name, and so receive its API key: host names, IP addresses or ranges (127.0.0.0/8); HOST@NAMESPACE allows it for that namespace's products only (repeat the entry for more namespaces); otherwise such a product's APIReady is False, reason BaseURLNotAllowed")
 	flag.StringVar(&denyCIDRs, "outbound-deny-cidrs", "", "comma-separated address ranges refused on top of the defaults (the cluster's pod and service ranges when they are public)")
+	printVersion := flag.Bool("version", false, "print the version and the commit this binary was built from, and exit")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
+	if *printVersion {
+		fmt.Println(version.Get())
+		return
+	}
 	opts.QPS = float32(qps)
 	opts.WatchNamespaces = strings.Split(watchNamespaces, ",")
 	opts.APIAllowHosts = strings.Split(apiAllowHosts, ",")
@@ -99,6 +106,8 @@ func main() {
 
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	log := ctrl.Log.WithName("setup")
+	log.Info("starting", "version", version.Get().Version, "revision", version.Get().Revision)
+	metrics.Registry.MustRegister(version.BuildInfoCollector())
 
 	mgr, err := operator.New(ctrl.GetConfigOrDie(), opts)
 	if err != nil {

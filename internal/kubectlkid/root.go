@@ -64,6 +64,7 @@ func NewCommand(streams genericiooptions.IOStreams, clk clock.PassiveClock) *cob
 		newRedriveCommand(o),
 		newEraseCommand(o),
 		newTestCommand(o),
+		newVersionCommand(o),
 	)
 	return cmd
 }

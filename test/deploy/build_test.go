@@ -1,7 +1,6 @@
 package deploy_test
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -111,41 +110,6 @@ func shellWords(s string) ([]string, error) {
 	return words, nil
 }
 
-// makeRecipe returns the commands of a Makefile target, continuation lines
-// joined.
-func makeRecipe(makefile, target string) ([]string, error) {
-	f, err := os.Open(makefile)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var commands []string
-	in := false
-	var cur string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := sc.Text()
-		if !in {
-			in = strings.HasPrefix(line, target+":")
-			continue
-		}
-		if !strings.HasPrefix(line, "\t") {
-			break
-		}
-		cur += strings.TrimPrefix(line, "\t")
-		if strings.HasSuffix(cur, "\\") {
-			cur = strings.TrimSuffix(cur, "\\") + " "
-			continue
-		}
-		commands = append(commands, strings.TrimLeft(cur, "@-+"))
-		cur = ""
-	}
-	if !in {
-		return nil, fmt.Errorf("%s has no target %q", makefile, target)
-	}
-	return commands, sc.Err()
-}
-
 // dockerfile returns the Dockerfile's instructions, continuation lines
 // joined and comments left out, as [instruction, arguments].
 func dockerfile(path string) ([][2]string, error) {
@@ -183,13 +147,28 @@ func dockerRuns(instrs [][2]string) []string {
 
 func TestTheDockerfileBuildsWhatMakeBuildBuilds(t *testing.T) {
 	g := NewWithT(t)
-	recipe, err := makeRecipe(filepath.Join(root, "Makefile"), "build")
+	// make build's commands as make runs them (make -n prints them with
+	// its variables expanded), the version facts given as a release would
+	// give them; the Dockerfile's, with its build args given the same.
+	stamp := map[string]string{"VERSION": "v9.9.9-buildtest", "REVISION": "0123abc"}
+	printed, err := run([]string{"MAKEFLAGS=", "MAKELEVEL="}, "make", "--no-print-directory", "-n", "build",
+		"VERSION="+stamp["VERSION"], "REVISION="+stamp["REVISION"])
 	g.Expect(err).NotTo(HaveOccurred())
-	fromMake, err := goBuilds(recipe)
+	fromMake, err := goBuilds(strings.Split(strings.TrimSpace(string(printed)), "\n"))
 	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(fromMake).To(HaveKey("./cmd/manager"))
 	instrs, err := dockerfile(filepath.Join(root, "Dockerfile"))
 	g.Expect(err).NotTo(HaveOccurred())
-	fromDocker, err := goBuilds(dockerRuns(instrs))
+	var runs []string
+	for _, r := range dockerRuns(instrs) {
+		runs = append(runs, os.Expand(r, func(name string) string {
+			if v, ok := stamp[name]; ok {
+				return v
+			}
+			return "$" + name
+		}))
+	}
+	fromDocker, err := goBuilds(runs)
 	g.Expect(err).NotTo(HaveOccurred())
 
 	// The image ships some of what make build builds (not, say, a kubectl
@@ -201,6 +180,15 @@ func TestTheDockerfileBuildsWhatMakeBuildBuilds(t *testing.T) {
 			"the Dockerfile must build %s as make build does (environment, flags, output name), so the image runs the binary the tests ran", pkg)
 		g.Expect(b.Env).To(ContainElement("CGO_ENABLED=0"), "%s must be static (CGO_ENABLED=0): the image's base has no libc", pkg)
 	}
+	// Every binary is built reproducibly and knows its version.
+	for pkg, b := range fromMake {
+		g.Expect(b.Flags).To(ContainElement("-trimpath"), "make build builds %s without -trimpath", pkg)
+		g.Expect(b.Flags).To(ContainElement(And(
+			ContainSubstring("internal/version.version="+stamp["VERSION"]),
+			ContainSubstring("internal/version.revision="+stamp["REVISION"]))), "make build does not stamp %s's version", pkg)
+	}
+	// The image ships the manager alone: kidsim is a test tool.
+	g.Expect(fromDocker).To(HaveLen(1))
 	// And its entry point is the manager it built.
 	var entrypoint string
 	for _, in := range instrs {
@@ -209,6 +197,34 @@ func TestTheDockerfileBuildsWhatMakeBuildBuilds(t *testing.T) {
 		}
 	}
 	g.Expect(entrypoint).To(Equal(`["/` + fromDocker["./cmd/manager"].Output + `"]`))
+}
+
+// The Dockerfile's builder is pinned by digest or refused, and the final
+// stage has no base to pin.
+func TestTheDockerfilePinsItsBuilder(t *testing.T) {
+	g := NewWithT(t)
+	instrs, err := dockerfile(filepath.Join(root, "Dockerfile"))
+	g.Expect(err).NotTo(HaveOccurred())
+	var froms []string
+	for _, in := range instrs {
+		if in[0] == "FROM" {
+			froms = append(froms, in[1])
+		}
+	}
+	g.Expect(froms).To(HaveLen(2))
+	g.Expect(froms[0]).To(Equal("--platform=$BUILDPLATFORM ${GOLANG_IMAGE} AS build"))
+	g.Expect(froms[1]).To(Equal("scratch"))
+	// The first RUN of the builder refuses a GOLANG_IMAGE without a digest.
+	guard := dockerRuns(instrs)[0]
+	for image, pinned := range map[string]bool{
+		"golang:1.26.8": false,
+		"golang:1.26.8@sha256:" + strings.Repeat("ab", 32): true,
+	} {
+		_, err := run([]string{"GOLANG_IMAGE=" + image}, "sh", "-c", guard)
+		g.Expect(err == nil).To(Equal(pinned), "%s: %v", image, err)
+	}
+	// TARGETOS and TARGETARCH choose what the builder compiles for.
+	g.Expect(instrs).To(ContainElement([2]string{"ENV", "GOOS=$TARGETOS GOARCH=$TARGETARCH"}))
 }
 
 func TestTheDockerfileCopiesEveryPackageItBuilds(t *testing.T) {
