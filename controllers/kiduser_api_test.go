@@ -406,12 +406,18 @@ var _ = Describe("k-ID API: session sync and recovery", func() {
 		// burst included. The fake stamps arrivals, and between a call's
 		// start and its arrival lie the reconcile that took it and the
 		// trip over loopback, which vary by tens of milliseconds on a
-		// loaded machine and can move a few calls into a window: rate/10
-		// allows 100 ms of such jitter (a run measured 206). A token
-		// bucket shows rate+burst, 300; a limiter that did not hold (one
-		// per worker, a rebuilt client, calls that skip it) far more over
-		// a minute at the limit.
-		Expect(most).To(BeNumerically("<=", rps+rps/10))
+		// loaded machine and can move a few calls into a window: rate/5
+		// allows 200 ms of such jitter (runs measured 206 on a quiet
+		// machine, 224 to 232 at a load of 12 to 23). A token bucket
+		// shows rate+burst, 300; a limiter that did not hold (one per
+		// worker, a rebuilt client, calls that skip it) far more over a
+		// minute at the limit.
+		Expect(most).To(BeNumerically("<=", rps+rps/5))
+		// Over five seconds the same jitter is a smaller share, and a
+		// token bucket still shows its burst: 5*rate+burst, 1100.
+		most5 := kidsim.MaxInWindow(times, 5*time.Second)
+		GinkgoWriter.Printf("at most %d in any 5 s\n", most5)
+		Expect(most5).To(BeNumerically("<=", 5*rps+rps/5))
 		Expect(most).To(BeNumerically(">=", rps/2), "the limit was reached, so the test measured it")
 
 	})
