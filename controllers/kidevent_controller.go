@@ -83,6 +83,7 @@ type KidEventReconciler struct {
 
 	confirms  confirmSpacer
 	replays   foldReplays
+	ahead     foldedAhead
 	lanesOnce sync.Once
 	lanes     *filterLanes
 }
@@ -182,6 +183,7 @@ func (r *KidEventReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	if err := r.Get(ctx, req.NamespacedName, event); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.replays.forget(req.NamespacedName)
+			r.ahead.take(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -253,6 +255,13 @@ func (r *KidEventReconciler) reconcileReread(ctx context.Context, p *eventPass) 
 	if !p.pending() {
 		return carryOn, nil
 	}
+	if r.ahead.take(client.ObjectKeyFromObject(p.event)) {
+		// A batch of its player's events folded it since its last pass,
+		// after reading it Pending from the API server (kidevent_batch.go):
+		// the user holds its name, so its fold counts nothing again, and
+		// its phase write is made only over the version read.
+		return carryOn, nil
+	}
 	fresh, err := r.reread(ctx, p.event)
 	if err != nil || fresh == nil {
 		return endPass, err
@@ -303,6 +312,11 @@ func (r *KidEventReconciler) reconcileFold(ctx context.Context, p *eventPass) (s
 	}
 	if targets, err = r.enrichedInFlight(ctx, e, fe, targets); err != nil {
 		return endPass, err
+	}
+	if len(targets) == 1 && targets[0].identity.Kind == kidv1.IdentitySession && !targets[0].uncounted &&
+		e.Generation <= 1 && !erases(e.Spec.EventType) {
+		// Its player's other queued events fold with it (kidevent_batch.go).
+		targets[0].batch = true
 	}
 	privacy := inbox.PrivacyOf(product)
 	for _, t := range targets {
@@ -580,6 +594,9 @@ type target struct {
 	// uncounted: another user counted the event; this fold only joins
 	// what it says (reconcileRefold, enrichedInFlight).
 	uncounted bool
+	// batch: the user is a session's, and the player's other queued
+	// events fold with this one (queuedWith).
+	batch bool
 }
 
 // targets resolves the KidUsers an event folds into (design.md §2, "Identity
@@ -808,6 +825,8 @@ func (r *KidEventReconciler) applyTo(ctx context.Context, e *kidv1.KidEvent, pro
 		return nil, fmt.Errorf("reading user: %w", err)
 	}
 
+	// Read after the user, so that what it shows in flight is current.
+	batch := r.queuedWith(ctx, e, t, user)
 	before := user.DeepCopy()
 	r.replays.fold(e, &before.Status, t.uncounted)
 	inFlight, err := r.stillInFlight(ctx, user, t.event.Name)
@@ -819,6 +838,11 @@ func (r *KidEventReconciler) applyTo(ctx context.Context, e *kidv1.KidEvent, pro
 		user.Status = *fold.Join(&user.Status, t.event, privacy)
 	} else {
 		user.Status = *fold.Apply(&user.Status, t.event, privacy, string(user.UID))
+	}
+	for _, m := range batch {
+		fe, _ := foldEvent(m) // queuedWith kept only those that decode
+		r.replays.fold(m, &before.Status, false)
+		user.Status = *fold.Apply(&user.Status, fe, privacy, string(user.UID))
 	}
 	setUserConditions(user)
 	if apiequality.Semantic.DeepEqual(before.Status, user.Status) {
@@ -832,9 +856,12 @@ func (r *KidEventReconciler) applyTo(ctx context.Context, e *kidv1.KidEvent, pro
 		user.Status = before.Status
 		return user, nil
 	}
+	r.ahead.mark(batch)
 	if err := r.Status().Patch(ctx, user, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
+		r.ahead.unmark(batch)
 		return nil, fmt.Errorf("updating user status: %w", err)
 	}
+	batchedEventsTotal.Add(float64(len(batch)))
 	return user, nil
 }
 
@@ -930,5 +957,6 @@ func (r *KidEventReconciler) setPhase(ctx context.Context, e *kidv1.KidEvent, ph
 		return fmt.Errorf("updating event status: %w", err)
 	}
 	r.replays.forget(client.ObjectKeyFromObject(e))
+	r.ahead.take(client.ObjectKeyFromObject(e))
 	return nil
 }
