@@ -156,6 +156,28 @@ var _ = Describe("A player's queued events", func() {
 	})
 })
 
+var _ = Describe("The live read of a Pending event, overlapped with its new player's create", func() {
+	It("deletes the user it made again when the API server shows the cached copy was stale", func() {
+		f := newByHand("overlap-stale", nil)
+		e := f.store(kid.ChallengeStateChange, kidsim.Fields{ChallengeID: "c-o", Status: kid.StatusPass, SessionID: "s-o"})
+		stale := e.DeepCopy()
+		Expect(f.reconcile(e)).To(Succeed())
+		session := kidv1.UserName(f.product.Name, kidv1.IdentitySession, "s-o")
+		// The player is gone since (retention), and the cache still shows
+		// the event Pending.
+		Expect(f.client.Delete(ctx, f.get(session))).To(Succeed())
+		f.lag.holdAs(stale)
+
+		*f.writes = nil
+		Expect(f.reconcile(e)).To(Succeed())
+		Expect(*f.writes).To(Equal([]string{"create KidUser", "delete KidUser"}), "made while the read was in flight, and deleted again")
+		Expect(f.client.Get(ctx, client.ObjectKey{Namespace: f.product.Namespace, Name: session}, &kidv1.KidUser{})).NotTo(Succeed())
+		got := &kidv1.KidEvent{}
+		Expect(f.client.Get(ctx, client.ObjectKeyFromObject(e), got)).To(Succeed())
+		Expect(got.Status.Phase).To(Equal(kidv1.EventApplied))
+	})
+})
+
 // holdAs makes reads show obj as given, whatever the API server has: a
 // cache that still holds an old copy.
 func (l *laggingCache) holdAs(obj client.Object) {
