@@ -83,6 +83,7 @@ type KidEventReconciler struct {
 
 	confirms  confirmSpacer
 	replays   foldReplays
+	ahead     foldedAhead
 	lanesOnce sync.Once
 	lanes     *filterLanes
 }
@@ -141,6 +142,10 @@ type eventPass struct {
 	// server's answer to that write and its runs need no second read
 	// (match).
 	applied bool
+	// live: the read of a Pending event from the API server, in flight
+	// (reconcileReread); awaitLive waits for it before anything is
+	// written (kidevent_reread.go).
+	live *liveRead
 }
 
 // pending reports whether the event is still to be folded or confirmed.
@@ -182,6 +187,7 @@ func (r *KidEventReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	if err := r.Get(ctx, req.NamespacedName, event); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.replays.forget(req.NamespacedName)
+			r.ahead.take(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -244,20 +250,26 @@ func (r *KidEventReconciler) filterLanes() *filterLanes {
 	return r.lanes
 }
 
-// reconcileReread replaces a Pending event with the API server's copy, and
-// ends the pass if it is gone. The cache may lag behind this controller's
-// own last write: an event requeued soon after it was applied (to retry its
-// runs) can still show Pending there, and folding it again would count it
-// twice and reset its runs. Only the API server's copy tells.
+// reconcileReread starts reading a Pending event from the API server: the
+// steps after it wait for the answer before they write anything
+// (awaitLive), take the API server's copy, and end the pass if it is gone.
+// The cache may lag behind this controller's own last write: an event
+// requeued soon after it was applied (to retry its runs) can still show
+// Pending there, and folding it again would count it twice and reset its
+// runs. Only the API server's copy tells. The read is in flight while the
+// fold resolves its users and creates a new player's (kidevent_reread.go).
 func (r *KidEventReconciler) reconcileReread(ctx context.Context, p *eventPass) (stepOutcome, error) {
 	if !p.pending() {
 		return carryOn, nil
 	}
-	fresh, err := r.reread(ctx, p.event)
-	if err != nil || fresh == nil {
-		return endPass, err
+	if r.ahead.take(client.ObjectKeyFromObject(p.event)) {
+		// A batch of its player's events folded it since its last pass,
+		// after reading it Pending from the API server (kidevent_batch.go):
+		// the user holds its name, so its fold counts nothing again, and
+		// its phase write is made only over the version read.
+		return carryOn, nil
 	}
-	p.event = fresh
+	p.live = r.readLive(ctx, p.event)
 	return carryOn, nil
 }
 
@@ -267,6 +279,12 @@ func (r *KidEventReconciler) reconcileReread(ctx context.Context, p *eventPass) 
 // hint from a game page is never folded and never acted on.
 func (r *KidEventReconciler) reconcileConfirm(ctx context.Context, p *eventPass) (stepOutcome, error) {
 	if !p.pending() || p.event.Spec.Source != kidv1.SourceBrowser {
+		return carryOn, nil
+	}
+	if _, gone, err := r.awaitLive(ctx, p); gone || err != nil {
+		return endPass, err
+	}
+	if !p.pending() {
 		return carryOn, nil
 	}
 	wait, err := r.confirmBrowserEvent(ctx, p.event)
@@ -282,8 +300,25 @@ func (r *KidEventReconciler) reconcileFold(ctx context.Context, p *eventPass) (s
 	if !p.pending() {
 		return carryOn, nil
 	}
+	// confirmed waits for the live read (reconcileReread) and starts the
+	// fold over if the cached copy was stale.
+	confirmed := func(created *kidv1.KidUser) (stepOutcome, bool, error) {
+		stale, gone, err := r.awaitLive(ctx, p)
+		if err == nil && !gone && !stale {
+			return carryOn, false, nil
+		}
+		r.undoCreate(ctx, created)
+		if err != nil || gone {
+			return endPass, true, err
+		}
+		out, err := r.reconcileFold(ctx, p)
+		return out, true, err
+	}
 	e := p.event
 	if !kid.Known(e.Spec.EventType) {
+		if out, done, err := confirmed(nil); done {
+			return out, err
+		}
 		return endPass, r.ignore(ctx, e, ignoredUnknownType)
 	}
 	product, err := r.productOf(ctx, e)
@@ -294,6 +329,9 @@ func (r *KidEventReconciler) reconcileFold(ctx context.Context, p *eventPass) (s
 	p.product = product
 	fe, err := foldEvent(e)
 	if err != nil {
+		if out, done, err := confirmed(nil); done {
+			return out, err
+		}
 		ctrl.LoggerFrom(ctx).Error(err, "event data does not decode; ignoring the event")
 		return endPass, r.ignore(ctx, e, ignoredUndecodable(e.Spec.EventType))
 	}
@@ -303,6 +341,25 @@ func (r *KidEventReconciler) reconcileFold(ctx context.Context, p *eventPass) (s
 	}
 	if targets, err = r.enrichedInFlight(ctx, e, fe, targets); err != nil {
 		return endPass, err
+	}
+	if p.live != nil {
+		// A new player's user is created while the read is in flight.
+		var created *kidv1.KidUser
+		if overlapsCreate(e, targets) {
+			if created, err = r.createAhead(ctx, e, product, targets[0]); err != nil {
+				_, _, _ = r.awaitLive(ctx, p)
+				return endPass, fmt.Errorf("creating user: %w", err)
+			}
+			targets[0].created = created
+		}
+		if out, done, err := confirmed(created); done {
+			return out, err
+		}
+	}
+	if len(targets) == 1 && targets[0].identity.Kind == kidv1.IdentitySession && !targets[0].uncounted &&
+		e.Generation <= 1 && !erases(e.Spec.EventType) {
+		// Its player's other queued events fold with it (kidevent_batch.go).
+		targets[0].batch = true
 	}
 	privacy := inbox.PrivacyOf(product)
 	for _, t := range targets {
@@ -580,6 +637,12 @@ type target struct {
 	// uncounted: another user counted the event; this fold only joins
 	// what it says (reconcileRefold, enrichedInFlight).
 	uncounted bool
+	// batch: the user is a session's, and the player's other queued
+	// events fold with this one (queuedWith).
+	batch bool
+	// created: the user, created by this pass while its event's live read
+	// was in flight (createAhead).
+	created *kidv1.KidUser
 }
 
 // targets resolves the KidUsers an event folds into (design.md §2, "Identity
@@ -782,7 +845,12 @@ func strongerFirst(a, b kidv1.KidUser) int {
 // concurrent folds into one user never lose each other's work.
 func (r *KidEventReconciler) applyTo(ctx context.Context, e *kidv1.KidEvent, product *kidv1.KidProduct, t target, privacy kid.Privacy) (*kidv1.KidUser, error) {
 	user := &kidv1.KidUser{}
-	err := r.Get(ctx, types.NamespacedName{Namespace: e.Namespace, Name: t.name}, user)
+	var err error
+	if t.created != nil {
+		user = t.created
+	} else {
+		err = r.Get(ctx, types.NamespacedName{Namespace: e.Namespace, Name: t.name}, user)
+	}
 	switch {
 	case apierrors.IsNotFound(err) && t.holdsEvent:
 		// Merged away since it was listed, with the event's name, or not
@@ -790,16 +858,7 @@ func (r *KidEventReconciler) applyTo(ctx context.Context, e *kidv1.KidEvent, pro
 		// time. The retry finds the name on the user it was merged into.
 		return nil, fmt.Errorf("user %s, which holds this event, is not in the cache: %w", t.name, errWaitingForMerge)
 	case apierrors.IsNotFound(err):
-		user = &kidv1.KidUser{
-			ObjectMeta: metav1.ObjectMeta{
-				Name: t.name, Namespace: e.Namespace,
-				Labels: map[string]string{kidv1.ProductLabel: e.Spec.ProductRef.Name},
-				// Deleting the product deletes its players too: no
-				// personal data outlives it.
-				OwnerReferences: []metav1.OwnerReference{product.OwnerReference()},
-			},
-			Spec: kidv1.KidUserSpec{ProductRef: e.Spec.ProductRef, Identity: t.identity},
-		}
+		user = newUser(e, product, t)
 		if err := r.Create(ctx, user); err != nil {
 			// AlreadyExists: another worker made it; the retry reads it.
 			return nil, fmt.Errorf("creating user: %w", err)
@@ -808,6 +867,8 @@ func (r *KidEventReconciler) applyTo(ctx context.Context, e *kidv1.KidEvent, pro
 		return nil, fmt.Errorf("reading user: %w", err)
 	}
 
+	// Read after the user, so that what it shows in flight is current.
+	batch := r.queuedWith(ctx, e, t, user)
 	before := user.DeepCopy()
 	r.replays.fold(e, &before.Status, t.uncounted)
 	inFlight, err := r.stillInFlight(ctx, user, t.event.Name)
@@ -819,6 +880,11 @@ func (r *KidEventReconciler) applyTo(ctx context.Context, e *kidv1.KidEvent, pro
 		user.Status = *fold.Join(&user.Status, t.event, privacy)
 	} else {
 		user.Status = *fold.Apply(&user.Status, t.event, privacy, string(user.UID))
+	}
+	for _, m := range batch {
+		fe, _ := foldEvent(m) // queuedWith kept only those that decode
+		r.replays.fold(m, &before.Status, false)
+		user.Status = *fold.Apply(&user.Status, fe, privacy, string(user.UID))
 	}
 	setUserConditions(user)
 	if apiequality.Semantic.DeepEqual(before.Status, user.Status) {
@@ -832,10 +898,27 @@ func (r *KidEventReconciler) applyTo(ctx context.Context, e *kidv1.KidEvent, pro
 		user.Status = before.Status
 		return user, nil
 	}
+	r.ahead.mark(batch)
 	if err := r.Status().Patch(ctx, user, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
+		r.ahead.unmark(batch)
 		return nil, fmt.Errorf("updating user status: %w", err)
 	}
+	batchedEventsTotal.Add(float64(len(batch)))
 	return user, nil
+}
+
+// newUser is the KidUser a target names, as the fold creates it.
+func newUser(e *kidv1.KidEvent, product *kidv1.KidProduct, t target) *kidv1.KidUser {
+	return &kidv1.KidUser{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: t.name, Namespace: e.Namespace,
+			Labels: map[string]string{kidv1.ProductLabel: e.Spec.ProductRef.Name},
+			// Deleting the product deletes its players too: no personal
+			// data outlives it.
+			OwnerReferences: []metav1.OwnerReference{product.OwnerReference()},
+		},
+		Spec: kidv1.KidUserSpec{ProductRef: e.Spec.ProductRef, Identity: t.identity},
+	}
 }
 
 // sameButInFlight reports whether two statuses differ at most in their
@@ -930,5 +1013,6 @@ func (r *KidEventReconciler) setPhase(ctx context.Context, e *kidv1.KidEvent, ph
 		return fmt.Errorf("updating event status: %w", err)
 	}
 	r.replays.forget(client.ObjectKeyFromObject(e))
+	r.ahead.take(client.ObjectKeyFromObject(e))
 	return nil
 }

@@ -29,8 +29,11 @@ var _ = Describe("A challenge whose PASS is stored but not folded yet", func() {
 		Expect(f.reconcile(inProgress)).To(Succeed())
 		Expect(gone(f, standIn)).To(BeTrue(), "no stand-in was made")
 		u := f.get(session)
-		Expect(u.Status.Consent.State).To(Equal(kidv1.ConsentPending))
+		// The PASS, queued behind it for the same session, was folded in
+		// the same write (kidevent_batch.go).
+		Expect(u.Status.Consent.State).To(Equal(kidv1.ConsentGranted))
 		Expect(u.Status.ChallengeIDs).To(ConsistOf("c-ahead"))
+		Expect(u.Status.InFlightEvents).To(ConsistOf(inProgress.Name, pass.Name))
 		got := &kidv1.KidEvent{}
 		Expect(f.client.Get(ctx, client.ObjectKeyFromObject(inProgress), got)).To(Succeed())
 		Expect(got.Status.UserRef).To(Equal(&kidv1.LocalObjectReference{Name: session}))

@@ -22,6 +22,13 @@ var (
 		Help: "Folds of a KidEvent into a KidUser that already held it in flight from a fold another process made: that process stopped between the fold's two writes (the user's, then the event's), and the replay counts nothing twice.",
 	})
 
+	// batchedEventsTotal counts the events a batch folded
+	// (kidevent_batch.go): each is a user status write spared.
+	batchedEventsTotal = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "kid_fold_batched_events_total",
+		Help: "KidEvents folded into their player's KidUser ahead of their own pass, in the status write of another of the player's queued events: each is a KidUser status write spared.",
+	})
+
 	applyLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "kid_event_apply_latency_seconds",
 		Help:    "Time from k-ID signing an event to the event being folded into its KidUser, by event type.",
@@ -122,7 +129,7 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(eventsProcessedTotal, foldReplaysTotal, filterBudgetExceededTotal, actionLimitExceededTotal, filterLaneWaitsTotal, applyLatency, retentionDeletedTotal, erasedEventsTotal, actionAttemptsTotal, actionDelay,
+	metrics.Registry.MustRegister(eventsProcessedTotal, foldReplaysTotal, batchedEventsTotal, filterBudgetExceededTotal, actionLimitExceededTotal, filterLaneWaitsTotal, applyLatency, retentionDeletedTotal, erasedEventsTotal, actionAttemptsTotal, actionDelay,
 		sessionSyncsTotal, recoveryPollsTotal, recoveredEventsTotal, slotWait, standInsBoundTotal, eventsPending, oldestPendingTimestamp)
 }
 

@@ -229,6 +229,10 @@ type journeyRun struct {
 	byVerb          map[string]float64
 	conflicts, gone float64
 	standIns        int // challenge stand-ins the manager made
+	// batched: events folded into their player's user in the status
+	// write of another of the player's queued events
+	// (kid_fold_batched_events_total).
+	batched float64
 	// Consecutive session-bound events of one player: how many pairs, how
 	// many of them were both stored and not yet Applied at one moment
 	// (the later stored before the earlier was Applied), of which
@@ -282,6 +286,7 @@ func runJourneys(ctx context.Context, cfg config, p *plane, m *manager) (*journe
 		errsBefore[c] = m.metric("controller_runtime_reconcile_errors_total", `controller="`+c+`"`)
 	}
 	applied := m.metric("kid_events_processed_total", `result="applied"`)
+	batched := m.metric("kid_fold_batched_events_total")
 	writes, byVerb, cpu := m.writes(), writesByVerb(m), m.cpuSeconds()
 	conflicts, gone := m.metric("rest_client_requests_total", `code="409"`), m.metric("rest_client_requests_total", `code="404"`, `method="DELETE"`)
 	profiled := make(chan struct{})
@@ -309,6 +314,7 @@ func runJourneys(ctx context.Context, cfg config, p *plane, m *manager) (*journe
 	for verb := range j.byVerb {
 		j.byVerb[verb] -= byVerb[verb]
 	}
+	j.batched = m.metric("kid_fold_batched_events_total") - batched
 	j.conflicts = m.metric("rest_client_requests_total", `code="409"`) - conflicts
 	j.gone = m.metric("rest_client_requests_total", `code="404"`, `method="DELETE"`) - gone
 	<-profiled
@@ -688,6 +694,7 @@ func (r *results) printJourney(w io.Writer, row func(string, float64, string, fl
 		text("    PUT, manager", fmt.Sprintf("%.0f", j.byVerb["PUT"]))
 	}
 	text("  challenge stand-ins made (all merged)", fmt.Sprintf("%d of %d", j.standIns, j.players))
+	text("  events folded with another of their player's", fmt.Sprintf("%.0f of %d", j.batched, j.events))
 	text("  an event's wait, stored to Applied p50 / p99", fmt.Sprintf("%.1f / %.1f s", percentile(j.queued, 0.5).Seconds(), percentile(j.queued, 0.99).Seconds()))
 	text("  a player's next event stored before", "")
 	text("    the one before it was Applied", fmt.Sprintf("%d of %d pairs", j.pairsQueued, j.pairs))
