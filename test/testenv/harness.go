@@ -101,6 +101,12 @@ func StartControlPlane() (*Harness, error) {
 // specs see a changed or deleted Secret within seconds.
 const SecretRecheck = 2 * time.Second
 
+// UserSweep is how often the tests' operators sweep the KidUsers for the
+// players due (a deployed operator: every five minutes), so that a spec
+// that moves the clock past a player's expiry sees it handled within
+// seconds, with nothing but the sweep to wake it.
+const UserSweep = 2 * time.Second
+
 // ScopedOutboundNamespace is the one namespace whose calls may reach
 // 127.0.0.2 (OperatorOptions); a test that uses it creates it.
 const ScopedOutboundNamespace = "kid-outbound-scoped"
@@ -110,7 +116,7 @@ const ScopedOutboundNamespace = "kid-outbound-scoped"
 // and the fake k-ID's plain http:// allowed, and Secrets re-read every
 // SecretRecheck.
 func (h *Harness) OperatorOptions() operator.Options {
-	opts := operator.Options{Clock: h.Clock, SkipControllerNameValidation: true, SecretRecheck: SecretRecheck, AllowInsecureAPIURLs: true,
+	opts := operator.Options{Clock: h.Clock, SkipControllerNameValidation: true, SecretRecheck: SecretRecheck, UserSweep: UserSweep, AllowInsecureAPIURLs: true,
 		// The fake k-ID serves on loopback, as make run's does.
 		APIAllowHosts: []string{"127.0.0.0/8"}}
 	// The simulator's targets and fake k-ID listen on loopback, which a
