@@ -134,8 +134,12 @@ func (h *Harness) OperatorOptions() operator.Options {
 	return opts
 }
 
-func (h *Harness) startOperator() error {
-	op, stop, err := StartOperator(h.Config, h.OperatorOptions())
+func (h *Harness) startOperator(edits ...func(*operator.Options)) error {
+	opts := h.OperatorOptions()
+	for _, edit := range edits {
+		edit(&opts)
+	}
+	op, stop, err := StartOperator(h.Config, opts)
 	if err != nil {
 		return err
 	}
@@ -183,11 +187,18 @@ func StartOperator(cfg *rest.Config, opts operator.Options) (op *operator.Operat
 // control plane, as a rollout or a crash would. The receiver's address
 // changes; products made before keep the old URL.
 func (h *Harness) RestartOperator() error {
+	return h.RestartOperatorWith()
+}
+
+// RestartOperatorWith restarts the operator as RestartOperator does, with
+// the harness's options changed by edits (for example, to watch one
+// namespace only). RestartOperator goes back to the harness's own.
+func (h *Harness) RestartOperatorWith(edits ...func(*operator.Options)) error {
 	h.cancel()
 	if err := <-h.done; err != nil {
 		return err
 	}
-	return h.startOperator()
+	return h.startOperator(edits...)
 }
 
 // Stop stops the operator, if the harness runs one, and the control plane.
