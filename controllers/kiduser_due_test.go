@@ -43,7 +43,7 @@ func TestDueOf(t *testing.T) {
 		name    string
 		user    *kidv1.KidUser
 		api     bool
-		keep    bool // no retention.users.afterInactivity
+		keep    bool      // no retention.users.afterInactivity
 		asked   time.Time // pollState.wakeAt, for a user read since the start
 		check   bool
 		work    time.Time
