@@ -95,3 +95,21 @@ func TestDueOf(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkDueOf is the sweep's cost per player: a session of a product
+// with spec.api, not read since the start (the costliest case).
+func BenchmarkDueOf(b *testing.B) {
+	now := time.Now()
+	r := &KidUserReconciler{Clock: clocktesting.NewFakePassiveClock(now), APIClients: NewAPIClients(nil)}
+	p := &kidv1.KidProduct{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "demo"}, Spec: kidv1.KidProductSpec{API: &kidv1.APISpec{}}}
+	u := &kidv1.KidUser{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "u", UID: "uid-1", CreationTimestamp: metav1.Time{Time: now.Add(-time.Hour)}},
+		Spec:       kidv1.KidUserSpec{ProductRef: kidv1.LocalObjectReference{Name: "demo"}, Identity: kidv1.UserIdentity{Kind: kidv1.IdentitySession, ID: "x"}},
+	}
+	u.Status.Session = kidv1.SessionStatus{State: kidv1.SessionActive, SyncedAt: &metav1.Time{Time: now.Add(-time.Minute)}}
+	for b.Loop() {
+		if d := r.dueOf(u, p, now); d.part.product != "" {
+			r.polls.setPart(u, d.part)
+		}
+	}
+}
