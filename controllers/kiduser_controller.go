@@ -12,6 +12,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -62,7 +64,14 @@ type KidUserReconciler struct {
 	// from the four above, since each holds its worker for a call's round
 	// trip. 0 means DefaultReadConcurrency.
 	ReadConcurrency int
+	// SweepInterval is how often the sweep looks at every cached user and
+	// enqueues those due before the next sweep (kiduser_sweep.go); 0
+	// means DefaultUserSweep.
+	SweepInterval time.Duration
 
+	// informers is the manager's cache, which the sweep walks.
+	informers cache.Cache
+	sweep     userSweep
 	// started is when this replica's controllers started (Unix
 	// nanoseconds, on Clock): the anchor of the resync after a restart
 	// (resyncDue).
@@ -97,10 +106,21 @@ func (r *KidUserReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Clock == nil {
 		r.Clock = clock.RealClock{}
 	}
+	if r.SweepInterval == 0 {
+		r.SweepInterval = DefaultUserSweep
+	}
+	r.informers = mgr.GetCache()
+	r.sweep.kick = make(chan struct{}, 1)
+	// One sweep for both controllers, while this replica leads.
+	if err := mgr.Add(manager.RunnableFunc(r.runSweeps)); err != nil {
+		return err
+	}
 	err := ctrl.NewControllerManagedBy(mgr).
-		For(&kidv1.KidUser{}).
-		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
-		Watches(&kidv1.KidUser{}, handler.EnqueueRequestsFromMapFunc(r.standIns)).
+		// At a start, only the users with something due now.
+		For(&kidv1.KidUser{}, builder.WithPredicates(r.startFilter(false))).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles, NewQueue: newTimedQueue}).
+		Watches(&kidv1.KidUser{}, handler.EnqueueRequestsFromMapFunc(r.standIns), builder.WithPredicates(changesOnly())).
+		WatchesRawSource(r.sweepSource(false)).
 		Named("kiduser").Complete(r)
 	if err != nil || r.APIClients == nil {
 		return err
@@ -116,8 +136,9 @@ func (r *KidUserReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		return err
 	}
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&kidv1.KidUser{}).
-		WithOptions(controller.Options{MaxConcurrentReconciles: r.ReadConcurrency}).
+		For(&kidv1.KidUser{}, builder.WithPredicates(r.startFilter(true))).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.ReadConcurrency, NewQueue: newTimedQueue}).
+		WatchesRawSource(r.sweepSource(true)).
 		// The products' resync loads, from the cache's own notifications.
 		Watches(&kidv1.KidUser{}, r.countLoads()).
 		// A person resumed a product's erasures: its held players read
@@ -198,17 +219,20 @@ func (r *KidUserReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 			return ctrl.Result{}, err
 		}
 		_, expiry, err := r.expireUser(ctx, user)
+		next := r.timer(expiry)
 		if waiting {
-			expiry = soonest(expiry, erasureRecheck)
+			// Not a time the sweep knows (dueOf): a short timer, while
+			// the erasure waits.
+			next = soonest(next, erasureRecheck)
 		}
-		return ctrl.Result{RequeueAfter: expiry}, err
+		return ctrl.Result{RequeueAfter: next}, err
 	}
 	gone, expiry, err := r.expireUser(ctx, user)
 	if err != nil || gone {
 		return ctrl.Result{}, err
 	}
 	bound, err := r.boundStandIn(ctx, user)
-	return ctrl.Result{RequeueAfter: soonest(bound, expiry)}, err
+	return ctrl.Result{RequeueAfter: r.timer(soonest(bound, expiry))}, err
 }
 
 // reconcileReads is the kiduser-api controller's reconcile: the user's
@@ -228,7 +252,11 @@ func (r *KidUserReconciler) reconcileReads(ctx context.Context, req ctrl.Request
 		return ctrl.Result{}, nil
 	}
 	next, err := r.reconcileAPI(ctx, user)
-	return ctrl.Result{RequeueAfter: next}, err
+	if err == nil {
+		// What the sweep reads (dueOf) when the wait is past its interval.
+		r.polls.woke(user, r.Clock.Now(), next)
+	}
+	return ctrl.Result{RequeueAfter: r.timer(next)}, err
 }
 
 // mergeIntoHolders merges a stand-in into the stronger users holding its id.

@@ -67,6 +67,17 @@ func pollPoint(elapsed, first, maxInterval time.Duration) (point, next time.Dura
 	return point, at - elapsed
 }
 
+// recoveryDue says whether a pending challenge or verification, pending
+// since since and last polled at polledAt (zero: not by this process), is
+// due a poll at now; if not, the wait until its next point. givenUp is set
+// past the recovery horizon, where nothing polls it any more.
+func recoveryDue(product *kidv1.KidProduct, since, polledAt, now time.Time) (givenUp, due bool, next time.Duration) {
+	first, maxInterval, horizon := product.Spec.API.Recovery.Backoff()
+	elapsed := now.Sub(since)
+	point, next := pollPoint(elapsed, first, maxInterval)
+	return elapsed > horizon, point >= 0 && polledAt.Before(since.Add(point)), next
+}
+
 // recover polls the user's pending challenge or verification when due.
 func (r *KidUserReconciler) recover(ctx context.Context, c *APIClient, product *kidv1.KidProduct, user *kidv1.KidUser, p *apiPass) (time.Duration, error) {
 	now := p.now
@@ -74,16 +85,14 @@ func (r *KidUserReconciler) recover(ctx context.Context, c *APIClient, product *
 	if kind == "" {
 		return 0, nil
 	}
-	first, maxInterval, horizon := product.Spec.API.Recovery.Backoff()
-	elapsed := now.Sub(since)
+	givenUp, due, next := recoveryDue(product, since, r.polls.get(user).polledAt, now)
 	// Past the horizon nothing polls it any more: the product's
 	// status.api counts it, until a decision or the user goes.
-	p.givenUp = elapsed > horizon
+	p.givenUp = givenUp
 	if p.givenUp && !p.force {
 		return 0, nil
 	}
-	point, next := pollPoint(elapsed, first, maxInterval)
-	if !p.force && (point < 0 || !r.polls.get(user).polledAt.Before(since.Add(point))) {
+	if !p.force && !due {
 		return next, nil
 	}
 	// Polls on the backoff are the resync lane's; a forced one (a browser

@@ -24,6 +24,17 @@ import (
 // longer knows: k-ID deletes only verifications left PENDING for two
 // weeks, so a passed one answering "not found" is not a revocation.
 
+// recheckAt is when the user's passed verification rec is due its read
+// again: an interval after the last read, this controller's, or else the
+// decision's.
+func (r *KidUserReconciler) recheckAt(user *kidv1.KidUser, rec *kidv1.VerificationRecord, interval time.Duration) time.Time {
+	last := r.polls.rechecked(user, rec.ID)
+	if last.IsZero() && rec.Time != nil {
+		last = rec.Time.Time
+	}
+	return last.Add(interval)
+}
+
 // recheckVerified reads the user's passed verifications again when due,
 // one call each, and returns when the next is due.
 func (r *KidUserReconciler) recheckVerified(ctx context.Context, c *APIClient, product *kidv1.KidProduct, user *kidv1.KidUser, p *apiPass) (time.Duration, error) {
@@ -36,12 +47,7 @@ func (r *KidUserReconciler) recheckVerified(ctx context.Context, c *APIClient, p
 		if rec.State != kidv1.VerificationVerified {
 			continue
 		}
-		// The last read: this controller's, or else the decision's.
-		last := r.polls.rechecked(user, rec.ID)
-		if last.IsZero() && rec.Time != nil {
-			last = rec.Time.Time
-		}
-		if due := last.Add(interval); !p.force && p.now.Before(due) {
+		if due := r.recheckAt(user, &rec, interval); !p.force && p.now.Before(due) {
 			next = minPositive(next, due.Sub(p.now))
 			continue
 		}

@@ -103,6 +103,11 @@ type pollState struct {
 	// (apiactivity.go): when its session's periodic read is due, and
 	// whether recovery gave up on it.
 	part userPart
+	// asked is set once the kiduser-api controller has reconciled the
+	// user, and wakeAt is when that reconcile said it is next due (zero:
+	// not until it changes): the sweeps enqueue it then (dueOf).
+	asked  bool
+	wakeAt time.Time
 	// rechecked is when each passed verification was last read again
 	// (kiduser_revocation.go), by id; read and written only under the
 	// memory's lock (rechecked, update).
@@ -135,6 +140,24 @@ func (p *pollMemory) update(u *kidv1.KidUser, f func(*pollState)) {
 	if p.activity != nil {
 		p.activity.move(key.Namespace, before, s.part)
 	}
+}
+
+// woke records when a reconcile at now said the user is next due (after
+// next; 0: not until it changes). A user with nothing due and no memory
+// costs no entry: dueOf finds nothing due for it either.
+func (p *pollMemory) woke(u *kidv1.KidUser, now time.Time, next time.Duration) {
+	mem := p.get(u)
+	if next <= 0 && mem.uid != u.UID {
+		return
+	}
+	var at time.Time
+	if next > 0 {
+		at = now.Add(next)
+	}
+	if mem.asked && mem.wakeAt.Equal(at) {
+		return
+	}
+	p.update(u, func(s *pollState) { s.asked, s.wakeAt = true, at })
 }
 
 // rechecked is when the user's passed verification id was last read again

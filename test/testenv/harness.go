@@ -101,6 +101,12 @@ func StartControlPlane() (*Harness, error) {
 // specs see a changed or deleted Secret within seconds.
 const SecretRecheck = 2 * time.Second
 
+// UserSweep is how often the tests' operators sweep the KidUsers for the
+// players due (a deployed operator: every five minutes), so that a spec
+// that moves the clock past a player's expiry sees it handled within
+// seconds, with nothing but the sweep to wake it.
+const UserSweep = 2 * time.Second
+
 // ScopedOutboundNamespace is the one namespace whose calls may reach
 // 127.0.0.2 (OperatorOptions); a test that uses it creates it.
 const ScopedOutboundNamespace = "kid-outbound-scoped"
@@ -110,7 +116,7 @@ const ScopedOutboundNamespace = "kid-outbound-scoped"
 // and the fake k-ID's plain http:// allowed, and Secrets re-read every
 // SecretRecheck.
 func (h *Harness) OperatorOptions() operator.Options {
-	opts := operator.Options{Clock: h.Clock, SkipControllerNameValidation: true, SecretRecheck: SecretRecheck, AllowInsecureAPIURLs: true,
+	opts := operator.Options{Clock: h.Clock, SkipControllerNameValidation: true, SecretRecheck: SecretRecheck, UserSweep: UserSweep, AllowInsecureAPIURLs: true,
 		// The fake k-ID serves on loopback, as make run's does.
 		APIAllowHosts: []string{"127.0.0.0/8"}}
 	// The simulator's targets and fake k-ID listen on loopback, which a
@@ -128,8 +134,12 @@ func (h *Harness) OperatorOptions() operator.Options {
 	return opts
 }
 
-func (h *Harness) startOperator() error {
-	op, stop, err := StartOperator(h.Config, h.OperatorOptions())
+func (h *Harness) startOperator(edits ...func(*operator.Options)) error {
+	opts := h.OperatorOptions()
+	for _, edit := range edits {
+		edit(&opts)
+	}
+	op, stop, err := StartOperator(h.Config, opts)
 	if err != nil {
 		return err
 	}
@@ -177,11 +187,18 @@ func StartOperator(cfg *rest.Config, opts operator.Options) (op *operator.Operat
 // control plane, as a rollout or a crash would. The receiver's address
 // changes; products made before keep the old URL.
 func (h *Harness) RestartOperator() error {
+	return h.RestartOperatorWith()
+}
+
+// RestartOperatorWith restarts the operator as RestartOperator does, with
+// the harness's options changed by edits (for example, to watch one
+// namespace only). RestartOperator goes back to the harness's own.
+func (h *Harness) RestartOperatorWith(edits ...func(*operator.Options)) error {
 	h.cancel()
 	if err := <-h.done; err != nil {
 		return err
 	}
-	return h.startOperator()
+	return h.startOperator(edits...)
 }
 
 // Stop stops the operator, if the harness runs one, and the control plane.

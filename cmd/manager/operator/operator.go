@@ -127,6 +127,10 @@ type Options struct {
 	// controllers.DefaultReadConcurrency. Each product's rate still
 	// bounds its own reads.
 	APIReadConcurrency int
+	// UserSweep is how often the KidUser controllers' sweep enqueues the
+	// players due before the next one; 0 means
+	// controllers.DefaultUserSweep. The tests sweep every few seconds.
+	UserSweep time.Duration
 	// ActionFilterBudget is the wall-clock time all of a namespace's
 	// KidAction filters share for one event; 0 means
 	// actions.DefaultFilterBudget.
@@ -301,7 +305,7 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 	}
 	if err := (&controllers.KidUserReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), APIClients: apiClients, Clock: opts.Clock,
-		ReadConcurrency: opts.APIReadConcurrency,
+		ReadConcurrency: opts.APIReadConcurrency, SweepInterval: opts.UserSweep,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up KidUser controller: %w", err)
 	}

@@ -1,0 +1,215 @@
+package controllers
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+)
+
+// The start and the sweeps (design.md §5, "Start and sweeps"). At 250,000
+// players, a reconcile of each at every start (twice: kiduser and
+// kiduser-api) and a queue timer per player for its expiry or its next read
+// are what a start and the queues cost. Instead:
+//   - the informer's first list and its resyncs enqueue a user only when
+//     something is due for it now (startFilter); a real change (a new
+//     resourceVersion) always does;
+//   - one sweep, every SweepInterval, walks the users in the cache and
+//     enqueues those due before the next sweep, each at its exact time
+//     (AddAfter); the first sweep runs as the controllers start;
+//   - a reconcile asks its queue for a wait only within one sweep
+//     interval (timer); a later one is the sweep's.
+//
+// So the queues hold the users due within one interval, and a start
+// reconciles the users with something due, not every player.
+
+// DefaultUserSweep is the default of KidUserReconciler.SweepInterval: a
+// walk of 250,000 cached users costs about half a second of CPU
+// (BenchmarkDueOf), and the queues hold the users due within it.
+const DefaultUserSweep = 5 * time.Minute
+
+// userSweep is the sweep's link to the controllers' queues: each
+// controller hands its queue over as it starts (sweepSource), which runs a
+// sweep at once for it.
+type userSweep struct {
+	mu          sync.Mutex
+	work, reads workqueue.TypedRateLimitingInterface[reconcile.Request]
+	kick        chan struct{}
+}
+
+// sweepSource is the source through which a controller (kiduser-api when
+// reads) hands its queue to the sweep. It enqueues nothing itself.
+func (r *KidUserReconciler) sweepSource(reads bool) source.Source {
+	return source.Func(func(_ context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
+		r.sweep.mu.Lock()
+		if reads {
+			r.sweep.reads = q
+		} else {
+			r.sweep.work = q
+		}
+		r.sweep.mu.Unlock()
+		select {
+		case r.sweep.kick <- struct{}{}:
+		default:
+		}
+		return nil
+	})
+}
+
+// runSweeps sweeps every SweepInterval, and when a controller's queue
+// arrives, until ctx ends. It runs while this replica leads.
+func (r *KidUserReconciler) runSweeps(ctx context.Context) error {
+	if !r.informers.WaitForCacheSync(ctx) {
+		return nil
+	}
+	log := ctrl.LoggerFrom(ctx).WithName("kiduser-sweep")
+	tick := time.NewTicker(r.SweepInterval)
+	defer tick.Stop()
+	for {
+		if err := r.sweepOnce(ctx); err != nil {
+			log.Error(err, "sweeping the users")
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		case <-r.sweep.kick:
+		}
+	}
+}
+
+// sweepOnce enqueues every cached user due before the next sweep, at its
+// time, and records the status.api part of the users not read yet.
+func (r *KidUserReconciler) sweepOnce(ctx context.Context) error {
+	r.sweep.mu.Lock()
+	work, reads := r.sweep.work, r.sweep.reads
+	r.sweep.mu.Unlock()
+	var list kidv1.KidProductList
+	if err := r.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
+		return err
+	}
+	products := make(map[types.NamespacedName]*kidv1.KidProduct, len(list.Items))
+	for i := range list.Items {
+		products[productKey(&list.Items[i])] = &list.Items[i]
+	}
+	now := r.Clock.Now()
+	until := now.Add(r.SweepInterval)
+	return r.eachCachedUser(ctx, func(u *kidv1.KidUser) {
+		d := r.dueOf(u, products[userProduct(u)], now)
+		if d.part.product != "" {
+			r.polls.setPart(u, d.part)
+		}
+		req := reconcile.Request{NamespacedName: client.ObjectKeyFromObject(u)}
+		scheduleBefore(work, req, d.work, now, until)
+		scheduleBefore(reads, req, d.read, now, until)
+	})
+}
+
+// scheduleBefore adds req to q at its time at, when at is before until (at
+// once when it is past).
+func scheduleBefore(q workqueue.TypedRateLimitingInterface[reconcile.Request], req reconcile.Request, at, now, until time.Time) {
+	if q == nil || at.IsZero() || !at.Before(until) {
+		return
+	}
+	q.AddAfter(req, at.Sub(now))
+}
+
+// eachCachedUser calls f with every KidUser the cache holds, as it holds
+// it: f must not change it. Where the cache has one informer for every
+// namespace, its store is walked, with no copy. With --watch-namespaces the
+// cache keeps an informer per namespace behind one that shows no store,
+// and the users are listed: a shallow copy of each for the sweep's length.
+func (r *KidUserReconciler) eachCachedUser(ctx context.Context, f func(*kidv1.KidUser)) error {
+	inf, err := r.informers.GetInformer(ctx, &kidv1.KidUser{})
+	if err != nil {
+		return err
+	}
+	if s, ok := inf.(interface{ GetStore() toolscache.Store }); ok {
+		for _, o := range s.GetStore().List() {
+			if u, ok := o.(*kidv1.KidUser); ok {
+				f(u)
+			}
+		}
+		return nil
+	}
+	var list kidv1.KidUserList
+	if err := r.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
+		return err
+	}
+	for i := range list.Items {
+		f(&list.Items[i])
+	}
+	return nil
+}
+
+// timer is the wait a reconcile asks its queue for: d when within one
+// sweep interval, else none, since the sweep enqueues the user in time
+// (dueOf finds the same time).
+func (r *KidUserReconciler) timer(d time.Duration) time.Duration {
+	if d > r.SweepInterval {
+		return 0
+	}
+	return d
+}
+
+// startFilter lets every change of a user through. Of the informer's first
+// list and its resyncs, which change nothing (the same resourceVersion), it
+// lets through only the users with something due now (dueOf): work for the
+// kiduser controller, or a read of k-ID for kiduser-api when reads. What is
+// due later, the sweep enqueues.
+func (r *KidUserReconciler) startFilter(reads bool) predicate.Predicate {
+	return predicate.Funcs{
+		CreateFunc: func(e event.CreateEvent) bool {
+			return !e.IsInInitialList || r.dueNow(e.Object, reads)
+		},
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			return e.ObjectOld.GetResourceVersion() != e.ObjectNew.GetResourceVersion() || r.dueNow(e.ObjectNew, reads)
+		},
+	}
+}
+
+// changesOnly lets through the changes of a user, not the informer's first
+// list nor its resyncs.
+func changesOnly() predicate.Predicate {
+	return predicate.Funcs{
+		CreateFunc: func(e event.CreateEvent) bool { return !e.IsInInitialList },
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			return e.ObjectOld.GetResourceVersion() != e.ObjectNew.GetResourceVersion()
+		},
+	}
+}
+
+// dueNow says whether something is due for the cached user now.
+func (r *KidUserReconciler) dueNow(o client.Object, reads bool) bool {
+	u, ok := o.(*kidv1.KidUser)
+	if !ok {
+		return true
+	}
+	var product *kidv1.KidProduct
+	p := &kidv1.KidProduct{}
+	// The cache's own copy, read only (dueOf changes nothing).
+	switch err := r.Get(context.Background(), userProduct(u), p, client.UnsafeDisableDeepCopy); {
+	case err == nil:
+		product = p
+	case client.IgnoreNotFound(err) != nil:
+		// Not known: the reconcile finds out.
+		return true
+	}
+	now := r.Clock.Now()
+	d := r.dueOf(u, product, now)
+	if reads {
+		return !d.read.IsZero() && !d.read.After(now)
+	}
+	return d.check || (!d.work.IsZero() && !d.work.After(now))
+}
