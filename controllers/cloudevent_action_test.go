@@ -212,6 +212,10 @@ func expectConformant(mode kidv1.CloudEventContentMode) {
 		case kidv1.ContentModeStructured:
 			Expect(post.header.Get("Content-Type")).To(HavePrefix("application/cloudevents+json"))
 			Expect(post.header.Get("Ce-Id")).To(BeEmpty())
+			var envelope map[string]json.RawMessage
+			Expect(json.Unmarshal(post.body, &envelope)).To(Succeed())
+			Expect(envelope).NotTo(HaveKey("data_base64"))
+			Expect(envelope["data"]).To(MatchJSON(ev.Data()), "the data is JSON in the envelope, where consumers' filters reach it")
 		default:
 			Expect(post.header.Get("Content-Type")).To(Equal("application/json"))
 			Expect(post.header.Get("Ce-Specversion")).To(Equal("1.0"))

@@ -88,9 +88,11 @@ func NewCloudEvent(e *kidv1.KidEvent, id string, in *Input, data []byte) (*cloud
 	if consent := consentState(in); consent != "" {
 		ev.SetExtension(ExtensionConsent, consent)
 	}
-	if err := ev.SetData(cloudevents.ApplicationJSON, data); err != nil {
-		return nil, err
-	}
+	// The document is JSON already: set as it is, not as SetData sets
+	// bytes (base64, which a structured event would carry as data_base64,
+	// out of reach of the consumers' filters on data).
+	ev.SetDataContentType(cloudevents.ApplicationJSON)
+	ev.DataEncoded = data
 	if err := ev.Validate(); err != nil {
 		return nil, fmt.Errorf("the CloudEvent is invalid: %w", err)
 	}

@@ -1,7 +1,11 @@
 package actions
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -62,8 +66,11 @@ func TestCloudEventsReadBackWithTheSDK(t *testing.T) {
 			g := NewWithT(t)
 			var got *cloudevents.Event
 			var header http.Header
+			var body []byte
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				header = r.Header.Clone()
+				body, _ = io.ReadAll(r.Body)
+				r.Body = io.NopCloser(bytes.NewReader(body))
 				ev, err := cehttp.NewEventFromHTTPRequest(r)
 				g.Expect(err).NotTo(HaveOccurred())
 				got = ev
@@ -85,10 +92,26 @@ func TestCloudEventsReadBackWithTheSDK(t *testing.T) {
 			g.Expect(err).NotTo(HaveOccurred())
 			g.Expect(got.Data()).To(MatchJSON(want), "the data is what an http action sends by default")
 			g.Expect(header.Get("Content-Type")).To(HavePrefix(tc.ctype))
+			if tc.mode == kidv1.ContentModeStructured {
+				g.Expect(body).To(MatchJSON(structured(got, want)), "data is JSON, not data_base64")
+			} else {
+				g.Expect(body).To(MatchJSON(want))
+			}
 			g.Expect(header.Get("X-Game")).To(Equal("g"))
 			g.Expect(header.Get("webhook-id")).To(Equal("kid_1"))
 		})
 	}
+}
+
+// structured is the envelope of ev in structured mode, its data JSON.
+func structured(ev *cloudevents.Event, data []byte) string {
+	envelope := map[string]any{
+		"specversion": "1.0", "id": ev.ID(), "type": ev.Type(), "source": ev.Source(), "subject": ev.Subject(),
+		"time": ev.Time().Format(time.RFC3339Nano), "datacontenttype": "application/json", "data": json.RawMessage(data),
+	}
+	maps.Copy(envelope, ev.Extensions())
+	b, _ := json.Marshal(envelope)
+	return string(b)
 }
 
 func TestSinkURLsMustBeAbsoluteHTTP(t *testing.T) {
