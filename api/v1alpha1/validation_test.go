@@ -288,7 +288,9 @@ var _ = Describe("Validation", func() {
 			withCloudEvent(a).Headers = []kidv1.HTTPHeader{{Name: "X-Team", Value: strings.Repeat("v", 4097)}}
 		}, "spec.cloudEvent.headers[0].value: Too long"),
 		Entry("a cloudEvent timeout over 30s", func(a *kidv1.KidAction) { withCloudEvent(a).Timeout = &metav1.Duration{Duration: 31 * time.Second} }, "timeout must be between 1s and 30s"),
-		Entry("a cloudEvent timeout under a second", func(a *kidv1.KidAction) { withCloudEvent(a).Timeout = &metav1.Duration{Duration: 999 * time.Millisecond} }, "timeout must be between 1s and 30s"),
+		Entry("a cloudEvent timeout under a second", func(a *kidv1.KidAction) {
+			withCloudEvent(a).Timeout = &metav1.Duration{Duration: 999 * time.Millisecond}
+		}, "timeout must be between 1s and 30s"),
 		Entry("cloudEvent maxAttempts over 20", func(a *kidv1.KidAction) { withCloudEvent(a).MaxAttempts = 21 }, "spec.cloudEvent.maxAttempts in body should be less than or equal to 20"),
 		Entry("cloudEvent maxAttempts under 1", func(a *kidv1.KidAction) { withCloudEvent(a).MaxAttempts = -1 }, "spec.cloudEvent.maxAttempts in body should be greater than or equal to 1"),
 		Entry("a cloudEvent signing secret key longer than 253", func(a *kidv1.KidAction) {
