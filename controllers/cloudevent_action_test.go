@@ -92,19 +92,13 @@ func (s *ceSink) got() []cePost {
 // events and waits until it is reconciled.
 func cloudEventAction(p *testenv.Product, name string, sink kidv1.Destination, mutate func(*kidv1.KidAction)) *kidv1.KidAction {
 	GinkgoHelper()
-	a := &kidv1.KidAction{
+	return createAction(&kidv1.KidAction{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: p.Namespace},
 		Spec: kidv1.KidActionSpec{
 			EventTypes: []string{kid.ChallengeStateChange},
 			CloudEvent: &kidv1.CloudEventAction{Sink: sink, MaxAttempts: 3},
 		},
-	}
-	if mutate != nil {
-		mutate(a)
-	}
-	Expect(h.Client.Create(ctx, a)).To(Succeed())
-	readyCondition(a)
-	return a
+	}, mutate)
 }
 
 // broker creates a stand-in Broker (test/testenv/testdata/crds) in ns whose

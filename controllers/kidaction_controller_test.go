@@ -101,13 +101,19 @@ func (t *target) succeededPerID() map[string]int {
 
 func httpAction(p *testenv.Product, name, url string, mutate func(*kidv1.KidAction)) *kidv1.KidAction {
 	GinkgoHelper()
-	a := &kidv1.KidAction{
+	return createAction(&kidv1.KidAction{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: p.Namespace},
 		Spec: kidv1.KidActionSpec{
 			EventTypes: []string{kid.ChallengeStateChange},
 			HTTP:       &kidv1.HTTPAction{URL: url, MaxAttempts: 3},
 		},
-	}
+	}, mutate)
+}
+
+// createAction applies mutate (if any) to a, creates it, and waits until its
+// generation is reconciled.
+func createAction(a *kidv1.KidAction, mutate func(*kidv1.KidAction)) *kidv1.KidAction {
+	GinkgoHelper()
 	if mutate != nil {
 		mutate(a)
 	}
