@@ -145,6 +145,8 @@ func expectConformant(mode kidv1.CloudEventContentMode) {
 		a.Spec.CloudEvent.Headers = []kidv1.HTTPHeader{{Name: "X-Team", Value: "games"}, {Name: "Ce-Type", Value: "spoofed"}}
 	})
 	send(p, kid.ChallengeStateChange, kidsim.Fields{ChallengeID: "c-in", Status: kid.StatusInProgress, SessionID: "s-ce"})
+	// Folded before the PASS, so its filter sees a user without consent.
+	allEventsFinished(p.Namespace)
 	send(p, kid.ChallengeStateChange, kidsim.Fields{ChallengeID: "c-ok", Status: kid.StatusPass, SessionID: "s-ce"})
 
 	runOf(p, "c-ok", "to-sink", func(g Gomega, phase kidv1.EventPhase, run kidv1.ActionRunStatus) {
