@@ -70,10 +70,10 @@ func (r *KidActionReconciler) SetupWithManager(mgr ctrl.Manager) error {
 // Reconcile sets Ready (False with InvalidFilter, InvalidTemplate,
 // SecretNotLabelled, SinkNotResolved, ServiceAccountRequired,
 // MissingPermission or ActionLimitExceeded, and Stalled, for what the user
-// must fix), and the
-// counts of runs recorded on the namespace's events. It comes back every
-// 30 s, so a permission granted or a label added later makes the action
-// Ready. A deleted action's compiled filter is forgotten.
+// must fix), and the counts of runs recorded on the namespace's events. It
+// comes back every 30 s, so a permission granted, a label added or a sink
+// that became ready later makes the action Ready. A deleted action's
+// compiled filter is forgotten.
 func (r *KidActionReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
 	a := &kidv1.KidAction{}
 	if err := r.Get(ctx, req.NamespacedName, a); err != nil {
@@ -123,11 +123,11 @@ func (r *KidActionReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 
 // validate returns the reason and message that keep the action from being
 // Ready, or "" when it is: its filter compiles within its cost budget, its
-// templates are allowed, a cloudEvent action's sink.ref resolves, and, for a
-// resource action, the template's kind is
-// served and namespaced, the action has a ServiceAccount, and that
-// ServiceAccount may create the kind in the action's namespace (asked of the
-// API server, so a missing grant shows before an event needs it).
+// templates are allowed, a cloudEvent action's sink.ref resolves (as its
+// ServiceAccount), and, for a resource action, the template's kind is served
+// and namespaced, the action has a ServiceAccount, and that ServiceAccount
+// may create the kind in the action's namespace (asked of the API server, so
+// a missing grant shows before an event needs it).
 func (r *KidActionReconciler) validate(ctx context.Context, a *kidv1.KidAction) (string, string, error) {
 	if _, err := r.Filters.Compile(a); err != nil {
 		return kidv1.InvalidFilterReason, "filter is invalid: " + err.Error(), nil
