@@ -240,17 +240,21 @@ func due(e *kidv1.KidEvent, now time.Time) bool {
 }
 
 // actionInput is the input of an event's runs: the event and its user's
-// current status.
+// current status and name.
 func (r *KidEventReconciler) actionInput(ctx context.Context, e *kidv1.KidEvent) (*actions.Input, error) {
 	u, err := r.userOf(ctx, e)
 	if err != nil {
 		return nil, err
 	}
-	var status *kidv1.KidUserStatus
-	if u != nil {
-		status = &u.Status
+	if u == nil {
+		return actions.NewInput(e, nil)
 	}
-	return actions.NewInput(e, status)
+	in, err := actions.NewInput(e, &u.Status)
+	if err != nil {
+		return nil, err
+	}
+	in.UserName = u.Name
+	return in, nil
 }
 
 // userOf returns the KidUser an event's runs describe: the one it was folded
@@ -312,7 +316,7 @@ func (r *KidEventReconciler) attempt(ctx context.Context, e *kidv1.KidEvent, run
 	run.Attempts++
 	var out actions.Outcome
 	switch {
-	case a.Spec.HTTP != nil:
+	case a.Spec.HTTP != nil, a.Spec.CloudEvent != nil:
 		out = r.post(ctx, e, a, in, now)
 	case a.Spec.Resource != nil:
 		out = actions.Create(ctx, r.Impersonator, a, e, in)
@@ -327,8 +331,8 @@ func (r *KidEventReconciler) attempt(ctx context.Context, e *kidv1.KidEvent, run
 	}
 	log.Info("action attempt failed", "attempt", run.Attempts, "error", out.Err.Error())
 	maxAttempts := int32(defaultResourceAttempts)
-	if a.Spec.HTTP != nil {
-		maxAttempts = max(a.Spec.HTTP.MaxAttempts, 1)
+	if h := actions.HTTPOf(a); h != nil {
+		maxAttempts = max(h.MaxAttempts, 1)
 	}
 	if out.Permanent || run.Attempts >= maxAttempts {
 		finish(run, kidv1.RunFailed, now, out.Err.Error())
@@ -344,10 +348,12 @@ func (r *KidEventReconciler) attempt(ctx context.Context, e *kidv1.KidEvent, run
 	return wait
 }
 
+// post makes one attempt of an http or cloudEvent action: both are POSTs
+// with the run's webhook-id, signed alike.
 func (r *KidEventReconciler) post(ctx context.Context, e *kidv1.KidEvent, a *kidv1.KidAction, in *actions.Input, now time.Time) actions.Outcome {
 	id := webhookID(e, a.Name)
 	var secret []byte
-	if ref := a.Spec.HTTP.SigningSecretRef; ref != nil {
+	if ref := actions.HTTPOf(a).SigningSecretRef; ref != nil {
 		s := &corev1.Secret{}
 		if err := r.Get(ctx, types.NamespacedName{Namespace: e.Namespace, Name: ref.Name}, s); err != nil {
 			return actions.Outcome{Err: fmt.Errorf("reading signing secret: %w", err)}
@@ -371,7 +377,15 @@ func (r *KidEventReconciler) post(ctx context.Context, e *kidv1.KidEvent, a *kid
 	// Rendering and the request share one deadline, actions.Timeout. The
 	// call is the namespace's: the guard lets it through what the
 	// administrator allowed for this namespace, and for all.
-	out := actions.Deliver(outbound.WithNamespace(ctx, e.Namespace), c, a.Spec.HTTP, id, in, secret, now)
+	ctx = outbound.WithNamespace(ctx, e.Namespace)
+	var out actions.Outcome
+	if a.Spec.CloudEvent != nil {
+		// The sink's ref is read as the action's ServiceAccount, and the
+		// URL it names goes through the same guard.
+		out = actions.DeliverCloudEvent(ctx, c, r.Impersonator, a, e, id, in, secret, now)
+	} else {
+		out = actions.Deliver(ctx, c, a.Spec.HTTP, id, in, secret, now)
+	}
 	out.Did = describe(ctx, a, e, in)
 	return out
 }
@@ -391,6 +405,14 @@ func describe(ctx context.Context, a *kidv1.KidAction, e *kidv1.KidEvent, in *ac
 	switch {
 	case a.Spec.HTTP != nil:
 		return fmt.Sprintf("%sPOST to %s with webhook-id %s", prefix, a.Spec.HTTP.URL, webhookID(e, a.Name))
+	case a.Spec.CloudEvent != nil:
+		ce := a.Spec.CloudEvent
+		mode := ce.ContentMode
+		if mode == "" {
+			mode = kidv1.ContentModeBinary
+		}
+		return fmt.Sprintf("%ssend CloudEvent %s (%s) with id %s to %s", prefix,
+			actions.CloudEventType(e.Spec.EventType), mode, webhookID(e, a.Name), sinkName(ce.Sink))
 	case a.Spec.Resource != nil:
 		obj, err := actions.Render(ctx, a, e, in)
 		if err != nil {
@@ -399,6 +421,19 @@ func describe(ctx context.Context, a *kidv1.KidAction, e *kidv1.KidEvent, in *ac
 		return prefix + "create " + actions.Describe(obj)
 	}
 	return prefix + "do nothing"
+}
+
+// sinkName says where a cloudEvent action sends, as its author wrote it:
+// the URL a ref resolves to may be an internal address, which a run's
+// record does not name.
+func sinkName(d kidv1.Destination) string {
+	if d.Ref == nil {
+		return d.URI
+	}
+	if d.URI != "" {
+		return fmt.Sprintf("%s %s (uri %s)", d.Ref.Kind, d.Ref.Name, d.URI)
+	}
+	return d.Ref.Kind + " " + d.Ref.Name
 }
 
 func finish(run *kidv1.ActionRunStatus, phase string, now time.Time, lastError string) {

@@ -68,11 +68,12 @@ func (r *KidActionReconciler) SetupWithManager(mgr ctrl.Manager) error {
 }
 
 // Reconcile sets Ready (False with InvalidFilter, InvalidTemplate,
-// SecretNotLabelled, ServiceAccountRequired, MissingPermission or
-// ActionLimitExceeded, and Stalled, for what the user must fix), and the
-// counts of runs recorded on the namespace's events. It comes back every
-// 30 s, so a permission granted or a label added later makes the action
-// Ready. A deleted action's compiled filter is forgotten.
+// SecretNotLabelled, SinkNotResolved, ServiceAccountRequired,
+// MissingPermission or ActionLimitExceeded, and Stalled, for what the user
+// must fix), and the counts of runs recorded on the namespace's events. It
+// comes back every 30 s, so a permission granted, a label added or a sink
+// that became ready later makes the action Ready. A deleted action's
+// compiled filter is forgotten.
 func (r *KidActionReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
 	a := &kidv1.KidAction{}
 	if err := r.Get(ctx, req.NamespacedName, a); err != nil {
@@ -122,10 +123,11 @@ func (r *KidActionReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 
 // validate returns the reason and message that keep the action from being
 // Ready, or "" when it is: its filter compiles within its cost budget, its
-// templates are allowed, and, for a resource action, the template's kind is
-// served and namespaced, the action has a ServiceAccount, and that
-// ServiceAccount may create the kind in the action's namespace (asked of the
-// API server, so a missing grant shows before an event needs it).
+// templates are allowed, a cloudEvent action's sink.ref resolves (as its
+// ServiceAccount), and, for a resource action, the template's kind is served
+// and namespaced, the action has a ServiceAccount, and that ServiceAccount
+// may create the kind in the action's namespace (asked of the API server, so
+// a missing grant shows before an event needs it).
 func (r *KidActionReconciler) validate(ctx context.Context, a *kidv1.KidAction) (string, string, error) {
 	if _, err := r.Filters.Compile(a); err != nil {
 		return kidv1.InvalidFilterReason, "filter is invalid: " + err.Error(), nil
@@ -133,7 +135,7 @@ func (r *KidActionReconciler) validate(ctx context.Context, a *kidv1.KidAction) 
 	if err := actions.CheckTemplates(a); err != nil {
 		return kidv1.InvalidTemplateReason, "template is invalid: " + err.Error(), nil
 	}
-	if h := a.Spec.HTTP; h != nil && h.SigningSecretRef != nil {
+	if h := actions.HTTPOf(a); h != nil && h.SigningSecretRef != nil {
 		// A missing Secret is left to the runs (it may be created with
 		// the action); one without its owner's consent is shown here.
 		_, err := readSecret(ctx, r.Secrets, r.Client, types.NamespacedName{Namespace: a.Namespace, Name: h.SigningSecretRef.Name})
@@ -142,6 +144,13 @@ func (r *KidActionReconciler) validate(ctx context.Context, a *kidv1.KidAction) 
 			return kidv1.SecretNotLabelledReason, "signing " + err.Error() + "; its runs fail until it is", nil
 		case err != nil && !apierrors.IsNotFound(err):
 			return "", "", fmt.Errorf("reading the signing secret: %w", err)
+		}
+	}
+	if ce := a.Spec.CloudEvent; ce != nil && ce.Sink.Ref != nil {
+		// Resolved as the runs resolve it, as the action's ServiceAccount.
+		// Not ready yet is shown here; the runs retry meanwhile.
+		if _, err := actions.ResolveSink(ctx, r.Impersonator, a); err != nil {
+			return kidv1.SinkNotResolvedReason, err.Error() + "; its runs are retried until it resolves", nil
 		}
 	}
 	if a.Spec.Resource == nil {

@@ -101,13 +101,19 @@ func (t *target) succeededPerID() map[string]int {
 
 func httpAction(p *testenv.Product, name, url string, mutate func(*kidv1.KidAction)) *kidv1.KidAction {
 	GinkgoHelper()
-	a := &kidv1.KidAction{
+	return createAction(&kidv1.KidAction{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: p.Namespace},
 		Spec: kidv1.KidActionSpec{
 			EventTypes: []string{kid.ChallengeStateChange},
 			HTTP:       &kidv1.HTTPAction{URL: url, MaxAttempts: 3},
 		},
-	}
+	}, mutate)
+}
+
+// createAction applies mutate (if any) to a, creates it, and waits until its
+// generation is reconciled.
+func createAction(a *kidv1.KidAction, mutate func(*kidv1.KidAction)) *kidv1.KidAction {
+	GinkgoHelper()
 	if mutate != nil {
 		mutate(a)
 	}
@@ -681,14 +687,20 @@ func serviceAccountMay(ns, sa string, rules ...rbacv1.PolicyRule) {
 	as, err := actions.NewImpersonator(h.Config, client.Options{Scheme: h.Client.Scheme(), Mapper: h.Client.RESTMapper()}, "").Client(ns, sa)
 	Expect(err).NotTo(HaveOccurred())
 	r := rules[0]
-	Eventually(func() bool { return allowed(as, ns, r.APIGroups[0], r.Resources[0]) }).Should(BeTrue())
+	Eventually(func() bool { return allowedTo(as, ns, r.Verbs[0], r.APIGroups[0], r.Resources[0]) }).Should(BeTrue())
 }
 
 // allowed asks, as c's identity, whether it may create group/resource in ns.
 func allowed(c client.Client, ns, group, resource string) bool {
 	GinkgoHelper()
+	return allowedTo(c, ns, "create", group, resource)
+}
+
+// allowedTo asks, as c's identity, whether it may verb group/resource in ns.
+func allowedTo(c client.Client, ns, verb, group, resource string) bool {
+	GinkgoHelper()
 	review := &authorizationv1.SelfSubjectAccessReview{Spec: authorizationv1.SelfSubjectAccessReviewSpec{
-		ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: ns, Verb: "create", Group: group, Resource: resource},
+		ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: ns, Verb: verb, Group: group, Resource: resource},
 	}}
 	Expect(c.Create(ctx, review)).To(Succeed())
 	return review.Status.Allowed

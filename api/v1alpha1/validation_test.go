@@ -50,6 +50,19 @@ func validAction(ns string) *kidv1.KidAction {
 	}
 }
 
+// withCloudEvent turns a valid http action into a valid cloudEvent action
+// to http://sink/, and returns its cloudEvent part.
+func withCloudEvent(a *kidv1.KidAction) *kidv1.CloudEventAction {
+	a.Spec.HTTP = nil
+	a.Spec.CloudEvent = &kidv1.CloudEventAction{Sink: kidv1.Destination{URI: "http://sink/"}}
+	return a.Spec.CloudEvent
+}
+
+// brokerRef is a valid sink.ref, to a Knative Broker.
+func brokerRef() *kidv1.AddressableReference {
+	return &kidv1.AddressableReference{APIVersion: "eventing.knative.dev/v1", Kind: "Broker", Name: "default"}
+}
+
 func validEvent(ns string) *kidv1.KidEvent {
 	return &kidv1.KidEvent{
 		ObjectMeta: metav1.ObjectMeta{Name: "demo-test-0123", Namespace: ns},
@@ -189,6 +202,26 @@ var _ = Describe("Validation", func() {
 		Entry("no status streams", func(p *kidv1.KidProduct) { withBrowser(p).MaxStreams = ptr.To[int32](0) }, "spec.browser.maxStreams in body should be greater than or equal to 1"),
 	)
 
+	It("accepts cloudEvent sinks as Knative's Destination has them, at their bounds", func() {
+		long := brokerRef()
+		long.APIVersion = strings.Repeat("g", 308) + "/v1alpha1"
+		long.Kind = strings.Repeat("K", 63)
+		long.Name = strings.Repeat("n", 253)
+		for i, sink := range []kidv1.Destination{
+			{URI: "https://sink.example/" + strings.Repeat("u", 2048-len("https://sink.example/"))},
+			{Ref: brokerRef()},
+			{Ref: brokerRef(), URI: "/kid/events"},
+			{Ref: brokerRef(), URI: "kid"},
+			{Ref: long},
+		} {
+			a := validAction(ns)
+			a.Name = fmt.Sprintf("sink-%d", i)
+			withCloudEvent(a).Sink = sink
+			Expect(k8s.Create(ctx, a)).To(Succeed(), "%+v", sink)
+			Expect(a.Spec.CloudEvent.ContentMode).To(Equal(kidv1.ContentModeBinary), "the default")
+		}
+	})
+
 	It("accepts user retention at its bounds", func() {
 		for i, users := range []kidv1.UserRetentionSpec{
 			{AfterErasure: &metav1.Duration{Duration: time.Hour}, AfterInactivity: &metav1.Duration{Duration: 24 * time.Hour}},
@@ -209,8 +242,64 @@ var _ = Describe("Validation", func() {
 		},
 		Entry("both http and resource", func(a *kidv1.KidAction) {
 			a.Spec.Resource = &kidv1.ResourceAction{Template: apiextensionsv1.JSON{Raw: []byte(`{"kind":"Job"}`)}}
-		}, "exactly one of http or resource must be set"),
-		Entry("neither http nor resource", func(a *kidv1.KidAction) { a.Spec.HTTP = nil }, "exactly one of http or resource must be set"),
+		}, "exactly one of http, resource or cloudEvent must be set"),
+		Entry("neither http nor resource", func(a *kidv1.KidAction) { a.Spec.HTTP = nil }, "exactly one of http, resource or cloudEvent must be set"),
+		Entry("both http and cloudEvent", func(a *kidv1.KidAction) {
+			a.Spec.CloudEvent = &kidv1.CloudEventAction{Sink: kidv1.Destination{URI: "http://sink/"}}
+		}, "exactly one of http, resource or cloudEvent must be set"),
+		Entry("a sink with neither uri nor ref", func(a *kidv1.KidAction) { withCloudEvent(a).Sink = kidv1.Destination{} }, "sink needs a uri, a ref, or both"),
+		Entry("a sink uri that is not http(s)", func(a *kidv1.KidAction) { withCloudEvent(a).Sink.URI = "file:///etc/passwd" }, "sink.uri without a ref must be an absolute http(s) URL"),
+		Entry("a sink uri longer than 2048", func(a *kidv1.KidAction) {
+			withCloudEvent(a).Sink.URI = "https://sink/" + strings.Repeat("u", 2048)
+		}, "spec.cloudEvent.sink.uri: Too long"),
+		Entry("an absolute sink uri beside a ref", func(a *kidv1.KidAction) {
+			ce := withCloudEvent(a)
+			ce.Sink.Ref = brokerRef()
+		}, "sink.uri with a ref must be relative"),
+		Entry("a sink ref to another namespace", func(a *kidv1.KidAction) {
+			ce := withCloudEvent(a)
+			ce.Sink = kidv1.Destination{Ref: brokerRef()}
+			ce.Sink.Ref.Namespace = "kid-system"
+		}, "sink.ref resolves in the action's own namespace: leave namespace unset"),
+		Entry("a sink ref apiVersion longer than 317", func(a *kidv1.KidAction) {
+			ce := withCloudEvent(a)
+			ce.Sink = kidv1.Destination{Ref: brokerRef()}
+			ce.Sink.Ref.APIVersion = strings.Repeat("g", 310) + "/v1alpha1"
+		}, "spec.cloudEvent.sink.ref.apiVersion: Too long"),
+		Entry("a sink ref kind longer than 63", func(a *kidv1.KidAction) {
+			ce := withCloudEvent(a)
+			ce.Sink = kidv1.Destination{Ref: brokerRef()}
+			ce.Sink.Ref.Kind = strings.Repeat("K", 64)
+		}, "spec.cloudEvent.sink.ref.kind: Too long"),
+		Entry("a sink ref name longer than 253", func(a *kidv1.KidAction) {
+			ce := withCloudEvent(a)
+			ce.Sink = kidv1.Destination{Ref: brokerRef()}
+			ce.Sink.Ref.Name = strings.Repeat("n", 254)
+		}, "spec.cloudEvent.sink.ref.name: Too long"),
+		Entry("a content mode other than Binary or Structured", func(a *kidv1.KidAction) { withCloudEvent(a).ContentMode = "Batched" }, `spec.cloudEvent.contentMode: Unsupported value: "Batched"`),
+		Entry("a dataTemplate longer than 16 KiB", func(a *kidv1.KidAction) { withCloudEvent(a).DataTemplate = strings.Repeat("d", 16385) }, "spec.cloudEvent.dataTemplate: Too long"),
+		Entry("more than 32 cloudEvent headers", func(a *kidv1.KidAction) {
+			ce := withCloudEvent(a)
+			for i := range 33 {
+				ce.Headers = append(ce.Headers, kidv1.HTTPHeader{Name: fmt.Sprintf("X-H%d", i), Value: "v"})
+			}
+		}, "spec.cloudEvent.headers: Too many"),
+		Entry("a cloudEvent header value longer than 4096", func(a *kidv1.KidAction) {
+			withCloudEvent(a).Headers = []kidv1.HTTPHeader{{Name: "X-Team", Value: strings.Repeat("v", 4097)}}
+		}, "spec.cloudEvent.headers[0].value: Too long"),
+		Entry("a cloudEvent timeout over 30s", func(a *kidv1.KidAction) { withCloudEvent(a).Timeout = &metav1.Duration{Duration: 31 * time.Second} }, "timeout must be between 1s and 30s"),
+		Entry("a cloudEvent timeout under a second", func(a *kidv1.KidAction) {
+			withCloudEvent(a).Timeout = &metav1.Duration{Duration: 999 * time.Millisecond}
+		}, "timeout must be between 1s and 30s"),
+		Entry("cloudEvent maxAttempts over 20", func(a *kidv1.KidAction) { withCloudEvent(a).MaxAttempts = 21 }, "spec.cloudEvent.maxAttempts in body should be less than or equal to 20"),
+		Entry("cloudEvent maxAttempts under 1", func(a *kidv1.KidAction) { withCloudEvent(a).MaxAttempts = -1 }, "spec.cloudEvent.maxAttempts in body should be greater than or equal to 1"),
+		Entry("a cloudEvent signing secret key longer than 253", func(a *kidv1.KidAction) {
+			withCloudEvent(a).SigningSecretRef = &kidv1.SecretKeySelector{Name: "sign", Key: strings.Repeat("k", 254)}
+		}, "spec.cloudEvent.signingSecretRef.key: Too long"),
+		Entry("a cloudEvent serviceAccountName that is not a DNS-1123 name", func(a *kidv1.KidAction) { withCloudEvent(a).ServiceAccountName = "Kid_Actions" }, "spec.cloudEvent.serviceAccountName in body should match"),
+		Entry("a cloudEvent serviceAccountName longer than 253", func(a *kidv1.KidAction) {
+			withCloudEvent(a).ServiceAccountName = strings.Repeat("a", 254)
+		}, "spec.cloudEvent.serviceAccountName: Too long"),
 		Entry("maxAttempts over 20", func(a *kidv1.KidAction) { a.Spec.HTTP.MaxAttempts = 21 }, "spec.http.maxAttempts in body should be less than or equal to 20"),
 		Entry("a URL that is not http(s)", func(a *kidv1.KidAction) { a.Spec.HTTP.URL = "file:///etc/passwd" }, "spec.http.url in body should match '^https?://'"),
 		Entry("more than 32 event types", func(a *kidv1.KidAction) {

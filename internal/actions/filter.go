@@ -1,6 +1,6 @@
 // Package actions runs KidActions: matching an event against an action's
-// products, event types and CEL filter, and carrying out its http or resource
-// effect. It decides nothing about retries' bookkeeping; the KidEvent
+// products, event types and CEL filter, and carrying out its http, resource
+// or cloudEvent effect. It decides nothing about retries' bookkeeping; the KidEvent
 // controller records each run in the event's status.
 package actions
 
@@ -26,6 +26,9 @@ type Input struct {
 	// User: the KidUser status after the fold (empty for events folded into
 	// no user).
 	User map[string]any `json:"user"`
+	// UserName is the name of the KidUser that User describes, "" for
+	// none: a CloudEvent's subject. Filters and templates do not see it.
+	UserName string `json:"-"`
 }
 
 // NewInput builds the input of an event and its user's status.

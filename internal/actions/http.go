@@ -62,19 +62,27 @@ type Outcome struct {
 // subset parseTemplate allows, to MaxRenderedBytes and RenderBudget, and
 // stops when ctx is done.
 func Body(ctx context.Context, a *kidv1.HTTPAction, webhookID string, in *Input) ([]byte, error) {
-	if a.BodyTemplate == "" {
-		return json.Marshal(map[string]any{"id": webhookID, "event": in.Event, "user": in.User})
+	return renderDocument(ctx, "bodyTemplate", a.BodyTemplate, webhookID, in)
+}
+
+// renderDocument renders the document an http action sends (or a
+// cloudEvent action carries as data): tmpl, the action's field, over the id,
+// the event and the user, or by default those three as JSON.
+func renderDocument(ctx context.Context, field, tmpl, webhookID string, in *Input) ([]byte, error) {
+	doc := map[string]any{"id": webhookID, "event": in.Event, "user": in.User}
+	if tmpl == "" {
+		return json.Marshal(doc)
 	}
-	if err := checkSize("bodyTemplate", a.BodyTemplate, MaxBodyTemplateBytes); err != nil {
+	if err := checkSize(field, tmpl, MaxBodyTemplateBytes); err != nil {
 		return nil, err
 	}
-	tmpl, err := parseTemplate("body", a.BodyTemplate)
+	t, err := parseTemplate("body", tmpl)
 	if err != nil {
-		return nil, fmt.Errorf("parsing bodyTemplate: %w", err)
+		return nil, fmt.Errorf("parsing %s: %w", field, err)
 	}
-	b, err := newRender(ctx).execute(tmpl, map[string]any{"id": webhookID, "event": in.Event, "user": in.User})
+	b, err := newRender(ctx).execute(t, doc)
 	if err != nil {
-		return nil, fmt.Errorf("rendering bodyTemplate: %w", err)
+		return nil, fmt.Errorf("rendering %s: %w", field, err)
 	}
 	return b, nil
 }
@@ -87,12 +95,18 @@ func Deliver(ctx context.Context, c *http.Client, a *kidv1.HTTPAction, webhookID
 	defer cancel()
 	body, err := Body(ctx, a, webhookID, in)
 	if err != nil {
-		if ctx.Err() != nil {
-			return Outcome{Err: &scrubbedError{msg: "rendering the body timed out", cause: err}}
-		}
-		return Outcome{Err: err, Permanent: true}
+		return renderFailed(ctx, err)
 	}
 	return Post(ctx, c, a, webhookID, body, secret, now)
+}
+
+// renderFailed is the outcome of a body that did not render: permanent (the
+// same input renders the same), unless the attempt ran out of time.
+func renderFailed(ctx context.Context, err error) Outcome {
+	if ctx.Err() != nil {
+		return Outcome{Err: &scrubbedError{msg: "rendering the body timed out", cause: err}}
+	}
+	return Outcome{Err: err, Permanent: true}
 }
 
 // scrubbedError is an http attempt's error as the action's author sees it:
@@ -130,6 +144,12 @@ func SignStandardWebhook(secret []byte, id, timestamp string, body []byte) strin
 // error names the address dialed, which would let the action's author map the
 // cluster's network, and the target's answer is never repeated.
 func Post(ctx context.Context, c *http.Client, a *kidv1.HTTPAction, webhookID string, body, secret []byte, now time.Time) Outcome {
+	return post(ctx, c, a, webhookID, body, nil, secret, now)
+}
+
+// post is Post with headers of the body's own (a CloudEvent's), set after
+// the action's so that they win.
+func post(ctx context.Context, c *http.Client, a *kidv1.HTTPAction, webhookID string, body []byte, own http.Header, secret []byte, now time.Time) Outcome {
 	ctx, cancel := context.WithTimeout(ctx, Timeout(a))
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.URL, bytes.NewReader(body))
@@ -139,6 +159,9 @@ func Post(ctx context.Context, c *http.Client, a *kidv1.HTTPAction, webhookID st
 	req.Header.Set("Content-Type", "application/json")
 	for _, h := range a.Headers {
 		req.Header.Set(h.Name, h.Value)
+	}
+	for name, values := range own {
+		req.Header[name] = values
 	}
 	ts := strconv.FormatInt(now.Unix(), 10)
 	req.Header.Set("webhook-id", webhookID)

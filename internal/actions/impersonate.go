@@ -51,12 +51,16 @@ func NewImpersonator(cfg *rest.Config, opts client.Options, defaultSA string) *I
 	return &Impersonator{cfg: rest.CopyConfig(cfg), opts: opts, defaultSA: defaultSA, clients: map[string]client.Client{}}
 }
 
-// ServiceAccount is the name of the ServiceAccount a resource action creates
-// its object as: its own, else the default, else "" (required). A nil
+// ServiceAccount is the name of the ServiceAccount an action acts as (a
+// resource action to create its object, a cloudEvent action to read its
+// sink.ref): its own, else the default, else "" (required). A nil
 // Impersonator has no default.
 func (i *Impersonator) ServiceAccount(a *kidv1.KidAction) string {
-	if a.Spec.Resource != nil && a.Spec.Resource.ServiceAccountName != "" {
+	switch {
+	case a.Spec.Resource != nil && a.Spec.Resource.ServiceAccountName != "":
 		return a.Spec.Resource.ServiceAccountName
+	case a.Spec.CloudEvent != nil && a.Spec.CloudEvent.ServiceAccountName != "":
+		return a.Spec.CloudEvent.ServiceAccountName
 	}
 	if i == nil {
 		return ""
@@ -73,7 +77,7 @@ func ServiceAccountUser(namespace, name string) string {
 // The API server adds the ServiceAccount's groups itself.
 func (i *Impersonator) Client(namespace, name string) (client.Client, error) {
 	if i == nil {
-		return nil, errors.New("kid-operator runs without an impersonating client; resource actions are off")
+		return nil, errors.New("kid-operator runs without an impersonating client; resource actions and cloudEvent sink references are off")
 	}
 	user := ServiceAccountUser(namespace, name)
 	i.mu.Lock()

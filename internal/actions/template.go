@@ -261,17 +261,22 @@ func (r *render) execute(t *template.Template, data any) ([]byte, error) {
 	return w.buf.Bytes(), nil
 }
 
-// CheckTemplates parses every template of the action (its bodyTemplate, or
-// the string fields of its resource template that hold "{{") and returns the
-// first that is invalid or not allowed, for the InvalidTemplate condition.
+// CheckTemplates parses every template of the action (its bodyTemplate or
+// dataTemplate, or the string fields of its resource template that hold
+// "{{") and returns the first that is invalid or not allowed, for the
+// InvalidTemplate condition.
 func CheckTemplates(a *kidv1.KidAction) error {
-	switch {
-	case a.Spec.HTTP != nil && a.Spec.HTTP.BodyTemplate != "":
-		if err := checkSize("bodyTemplate", a.Spec.HTTP.BodyTemplate, MaxBodyTemplateBytes); err != nil {
+	switch h := HTTPOf(a); {
+	case h != nil && h.BodyTemplate != "":
+		field := "bodyTemplate"
+		if a.Spec.CloudEvent != nil {
+			field = "dataTemplate"
+		}
+		if err := checkSize(field, h.BodyTemplate, MaxBodyTemplateBytes); err != nil {
 			return err
 		}
-		if _, err := parseTemplate("bodyTemplate", a.Spec.HTTP.BodyTemplate); err != nil {
-			return fmt.Errorf("bodyTemplate: %w", err)
+		if _, err := parseTemplate(field, h.BodyTemplate); err != nil {
+			return fmt.Errorf("%s: %w", field, err)
 		}
 	case a.Spec.Resource != nil:
 		raw := a.Spec.Resource.Template.Raw

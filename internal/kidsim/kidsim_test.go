@@ -11,8 +11,10 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	testingclock "k8s.io/utils/clock/testing"
 
+	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
 	"github.com/kid-operator/kid-operator/internal/actions"
 	"github.com/kid-operator/kid-operator/internal/kid"
 )
@@ -135,4 +137,36 @@ func TestTargetCountsEachWebhookIDAndTakesARepeatOnceWithDedupe(t *testing.T) {
 	g.Expect(post(d.URL, "kid_1")).To(Equal(http.StatusOK), "a repeat is answered 200, so the sender stops")
 	g.Expect(dedupe.Taken()).To(Equal(map[string]int{"kid_1": 2, "kid_2": 1}))
 	g.Expect(strings.Count(out.String(), "repeat (not taken again)")).To(Equal(1))
+}
+
+func TestTargetPrintsCloudEventsInBothModes(t *testing.T) {
+	g := NewWithT(t)
+	var out bytes.Buffer
+	srv := httptest.NewServer(&Target{Out: &out})
+	defer srv.Close()
+	e := &kidv1.KidEvent{
+		ObjectMeta: metav1.ObjectMeta{Name: "demo-challenge-1", Namespace: "games"},
+		Spec:       kidv1.KidEventSpec{ProductRef: kidv1.LocalObjectReference{Name: "demo"}, EventType: kid.ChallengeStateChange, ReceivedAt: metav1.Now()},
+	}
+	in, err := actions.NewInput(e, &kidv1.KidUserStatus{Consent: kidv1.ConsentStatus{State: kidv1.ConsentGranted}})
+	g.Expect(err).NotTo(HaveOccurred())
+	in.UserName = "demo-session-s-1"
+	for _, mode := range []kidv1.CloudEventContentMode{kidv1.ContentModeBinary, kidv1.ContentModeStructured} {
+		out.Reset()
+		a := &kidv1.KidAction{Spec: kidv1.KidActionSpec{CloudEvent: &kidv1.CloudEventAction{Sink: kidv1.Destination{URI: srv.URL}, ContentMode: mode}}}
+		g.Expect(actions.DeliverCloudEvent(context.Background(), srv.Client(), nil, a, e, "kid_1", in, nil, time.Now()).Err).NotTo(HaveOccurred())
+		g.Expect(out.String()).To(And(
+			ContainSubstring("CloudEvent, "+strings.ToLower(string(mode))+" mode"),
+			ContainSubstring("type: dev.kid.Challenge.StateChange"),
+			ContainSubstring("source: /apis/kid.dev/v1alpha1/namespaces/games/kidproducts/demo"),
+			ContainSubstring("subject: demo-session-s-1"),
+			ContainSubstring("kidconsent: Granted"),
+			ContainSubstring(`"name": "demo-challenge-1"`),
+		), string(mode))
+	}
+	out.Reset()
+	resp, err := http.Post(srv.URL, "application/json", strings.NewReader(`{"plain":true}`))
+	g.Expect(err).NotTo(HaveOccurred())
+	resp.Body.Close()
+	g.Expect(out.String()).To(And(ContainSubstring(`{"plain":true}`), Not(ContainSubstring("CloudEvent"))))
 }

@@ -1,6 +1,8 @@
 package kidsim
 
 import (
+	"bytes"
+	"context"
 	"crypto/hmac"
 	"fmt"
 	"io"
@@ -8,11 +10,16 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/cloudevents/sdk-go/v2/binding"
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+
 	"github.com/kid-operator/kid-operator/internal/actions"
 )
 
 // Target is an HTTP endpoint for KidActions to deliver to: it prints each
-// delivery, checks its Standard Webhooks signature when it knows the secret,
+// delivery (a CloudEvent, binary or structured, as its attributes and data,
+// the way Knative's event-display prints one), checks its Standard Webhooks
+// signature when it knows the secret,
 // and answers with Status (200 by default). It counts the deliveries of each
 // webhook-id it answered with success, and with Dedupe it behaves as a
 // Standard Webhooks receiver should: a webhook-id it already took is
@@ -77,8 +84,30 @@ func (t *Target) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		t.taken[id]++
 	}
 	if t.Out != nil {
-		fmt.Fprintf(t.Out, "%s %s webhook-id=%s %s -> %d\n%s\n", r.Method, r.URL.Path, id, verdict, status, body)
+		fmt.Fprintf(t.Out, "%s %s webhook-id=%s %s -> %d\n%s\n", r.Method, r.URL.Path, id, verdict, status, printable(r, body))
 	}
 	t.mu.Unlock()
 	w.WriteHeader(status)
+}
+
+// printable is what Target prints of a delivery: a CloudEvent as the SDK
+// reads it (its content mode, attributes, extensions and data), anything
+// else as its body.
+func printable(r *http.Request, body []byte) string {
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	msg := cehttp.NewMessageFromHttpRequest(r)
+	var mode string
+	switch msg.ReadEncoding() {
+	case binding.EncodingBinary:
+		mode = "binary"
+	case binding.EncodingStructured:
+		mode = "structured"
+	default:
+		return string(body)
+	}
+	ev, err := binding.ToEvent(context.Background(), msg)
+	if err != nil {
+		return fmt.Sprintf("not a valid CloudEvent (%s mode): %v\n%s", mode, err, body)
+	}
+	return fmt.Sprintf("CloudEvent, %s mode\n%s", mode, ev)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"sync/atomic"
 	"time"
 
@@ -77,6 +78,9 @@ func StartControlPlane() (*Harness, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Kinds the tests need beside kid-operator's own (a stand-in for a
+	// Knative Broker); make run's control plane has none of them.
+	env.CRDDirectoryPaths = append(env.CRDDirectoryPaths, filepath.Join(RepoRoot(), "test", "testenv", "testdata", "crds"))
 	// The API server drains open watches for up to a minute when stopped
 	// while the operator runs; tests that stop it want it gone sooner (it
 	// is killed after this timeout). envtest gives this to every component
