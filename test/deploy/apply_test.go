@@ -10,6 +10,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	schedulingv1 "k8s.io/api/scheduling/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -110,16 +111,26 @@ var _ = Describe("The Helm chart", func() {
 			for _, sa := range ofKind(objs, "ServiceAccount") {
 				Expect(c.Create(ctx, sa.DeepCopy())).To(Succeed())
 			}
+			// And the PriorityClasses they name (the API server refuses a
+			// pod naming one that does not exist).
+			for _, pod := range podsOf(objs) {
+				if name := pod.Spec.PriorityClassName; name != "" {
+					pc := &schedulingv1.PriorityClass{ObjectMeta: metav1.ObjectMeta{Name: name}, Value: 1000000}
+					Expect(client.IgnoreAlreadyExists(c.Create(ctx, pc))).To(Succeed())
+				}
+			}
 			for _, pod := range podsOf(objs) {
 				Expect(c.Create(ctx, pod, client.DryRunAll, client.FieldValidation("Strict"))).To(Succeed(), pod.Name)
 			}
 			Expect(warnings.take()).To(BeEmpty())
 		},
 		Entry("with the default values", nil, nil, nil),
-		Entry("with every option on (Ingress, NetworkPolicy, products and their Secret, metrics readers and certificate; "+
-			"the ServiceMonitor is not checked: the control plane has no prometheus-operator CRDs)",
+		Entry("with every option on (Ingress, NetworkPolicy, products and their Secret, metrics readers and certificate, "+
+			"the scraper's token Secret, the dashboard, extra env and volumes, a priority class; "+
+			"the PrometheusRule and the ServiceMonitor are not checked: the control plane has no prometheus-operator CRDs)",
 			[]string{"-f", filepath.Join(chart, "ci", "all-on-values.yaml")},
-			[]string{"monitoring.coreos.com/v1 ServiceMonitor "}, nil),
+			[]string{"monitoring.coreos.com/v1 PrometheusRule ", "monitoring.coreos.com/v1 ServiceMonitor "}, nil),
+		Entry("without the CRDs (crds.enabled=false)", []string{"--set", "crds.enabled=false"}, nil, nil),
 		Entry("serving two namespaces, with Roles there",
 			[]string{"--set", "watchNamespaces={kid-games,kid-arcade}", "--set", "products[0].name=demo", "--set", "products[0].namespace=kid-games",
 				"--set", "products[0].spec.productId=11472", "--set", "products[0].spec.environment=test",
@@ -161,7 +172,10 @@ var _ = Describe("The Helm chart", func() {
 			Expect(err).NotTo(HaveOccurred())
 			Expect(kubeconfig).To(BeAnExistingFile())
 			ns := newNamespace("")
-			out, err := run(nil, helm, append([]string{"install", release, chart, "--namespace", ns, "--kubeconfig", kubeconfig, "--dry-run=client"}, values...)...)
+			// The control plane has the CRDs, which no release owns: Helm
+			// would refuse to take them over (README, "Upgrading the chart").
+			out, err := run(nil, helm, append([]string{"install", release, chart, "--namespace", ns, "--kubeconfig", kubeconfig, "--dry-run=client",
+				"--set", "crds.enabled=false"}, values...)...)
 			Expect(err).NotTo(HaveOccurred())
 			_, notes, found := strings.Cut(string(out), "\nNOTES:\n")
 			Expect(found).To(BeTrue(), "helm printed no NOTES:\n%s", out)

@@ -37,6 +37,14 @@ func TestTheChartRendersWhatConfigDefaultApplies(t *testing.T) {
 		for _, crd := range want {
 			got := find(fromChart, "CustomResourceDefinition", "*", crd.GetName())
 			g.Expect(got).NotTo(BeNil(), "the chart has no CRD %s: run make manifests", crd.GetName())
+			// What the chart adds: its labels, and the keep annotation.
+			g.Expect(got.GetLabels()).To(HaveKeyWithValue("app.kubernetes.io/managed-by", "Helm"))
+			g.Expect(got.GetAnnotations()).To(HaveKeyWithValue("helm.sh/resource-policy", "keep"), "CRD %s", crd.GetName())
+			got = got.DeepCopy()
+			got.SetLabels(nil)
+			annotations := got.GetAnnotations()
+			delete(annotations, "helm.sh/resource-policy")
+			got.SetAnnotations(annotations)
 			g.Expect(got.Object).To(Equal(crd.Object), "CRD %s differs from config/crd/bases: run make manifests", crd.GetName())
 		}
 	})
@@ -200,7 +208,49 @@ func TestEveryOptionOnRendersWhatItSays(t *testing.T) {
 	g.Expect(find(objs, "Secret", "games", "other-game-kid-webhook")).To(BeNil(), "no webhookSecret given: the user creates it")
 	readers, err := typed[rbacv1.ClusterRoleBinding](find(objs, "ClusterRoleBinding", "*", "kid-operator-metrics-reader-rolebinding"))
 	g.Expect(err).NotTo(HaveOccurred())
-	g.Expect(readers.Subjects).To(ConsistOf(rbacv1.Subject{Kind: "ServiceAccount", Name: "prometheus-k8s", Namespace: "monitoring"}))
+	g.Expect(readers.Subjects).To(ConsistOf(rbacv1.Subject{Kind: "ServiceAccount", Name: "prometheus-k8s", Namespace: "monitoring"},
+		rbacv1.Subject{Kind: "ServiceAccount", Name: "kid-operator-metrics-scraper", Namespace: "games"}))
+
+	for _, name := range []string{"kid-operator-controller-manager", "kid-operator-receiver"} {
+		d, err := typed[appsv1.Deployment](find(objs, "Deployment", "games", name))
+		g.Expect(err).NotTo(HaveOccurred())
+		pod := d.Spec.Template.Spec
+		g.Expect(d.Spec.Template.Labels).To(HaveKeyWithValue("team", "games"), name)
+		g.Expect(d.Spec.Selector.MatchLabels).NotTo(HaveKey("team"), "%s: pod labels stay out of the selector, which cannot change", name)
+		g.Expect(pod.PriorityClassName).To(Equal("kid-operator-critical"), name)
+		g.Expect(pod.Volumes).To(ContainElement(HaveField("Name", "ca-bundle")), name)
+		g.Expect(pod.Containers[0].VolumeMounts).To(ContainElement(corev1.VolumeMount{Name: "ca-bundle", MountPath: "/etc/ssl/games", ReadOnly: true}), name)
+		g.Expect(pod.Containers[0].VolumeMounts).To(ContainElement(HaveField("Name", "metrics-certs")), name)
+		g.Expect(pod.Containers[0].Env[0].Name).To(Equal("GOMEMLIMIT"), name)
+		g.Expect(pod.Containers[0].Env).To(HaveLen(2), name)
+	}
+	manager, err = typed[appsv1.Deployment](find(objs, "Deployment", "games", "kid-operator-controller-manager"))
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(manager.Spec.Template.Spec.Containers[0].Env[1]).To(Equal(corev1.EnvVar{Name: "HTTPS_PROXY", Value: "http://proxy.games.svc:3128"}))
+	g.Expect(manager.Spec.Template.Spec.TopologySpreadConstraints).To(HaveExactElements(HaveField("TopologyKey", "topology.kubernetes.io/zone")),
+		"a list of one's own replaces the default")
+	g.Expect(manager.Spec.Template.Spec.TopologySpreadConstraints[0].LabelSelector.MatchLabels).To(HaveKeyWithValue("app.kubernetes.io/component", "manager"))
+	g.Expect(receiver.Spec.Template.Spec.ServiceAccountName).To(Equal("kid-receiver"))
+	g.Expect(find(objs, "ServiceAccount", "games", "kid-receiver")).NotTo(BeNil())
+	binding, err := typed[rbacv1.ClusterRoleBinding](find(objs, "ClusterRoleBinding", "*", "kid-operator-receiver-rolebinding"))
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(binding.Subjects).To(ConsistOf(rbacv1.Subject{Kind: "ServiceAccount", Name: "kid-receiver", Namespace: "games"}))
+
+	rule := find(objs, "PrometheusRule", "games", "kid-operator")
+	g.Expect(rule).NotTo(BeNil())
+	g.Expect(rule.GetLabels()).To(HaveKeyWithValue("release", "kube-prometheus-stack"))
+	want := map[string]any{}
+	raw, err := os.ReadFile(filepath.Join(root, "config/prometheus/kid-operator-rules.yaml"))
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(yaml.Unmarshal(raw, &want)).To(Succeed())
+	g.Expect(rule.Object["spec"]).To(Equal(want["spec"]), "the chart's alerts are config/prometheus's: run make manifests")
+	dashboard, err := typed[corev1.ConfigMap](find(objs, "ConfigMap", "games", "kid-operator-dashboard"))
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(dashboard.Labels).To(HaveKeyWithValue("grafana_dashboard", "1"))
+	g.Expect(dashboard.Annotations).To(HaveKeyWithValue("grafana_folder", "Games"))
+	raw, err = os.ReadFile(filepath.Join(root, "config/grafana/kid-operator-dashboard.json"))
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(dashboard.Data["kid-operator-dashboard.json"]).To(MatchJSON(raw), "the chart's dashboard is config/grafana's: run make manifests")
 }
 
 // values.schema.json refuses typos and wrong types, and the templates

@@ -87,6 +87,29 @@ capabilities:
 {{- end }}
 {{- end }}
 
+{{/*
+A tier's volumeMounts and volumes: the metrics certificate's, then the
+tier's extraVolumeMounts and extraVolumes; items only, without the key.
+Include with (dict "root" $ "tier" "manager").
+*/}}
+{{- define "kid-operator.volumeMounts" -}}
+{{- with include "kid-operator.metricsCertVolumeMount" .root | trim }}
+{{ . | trimPrefix "volumeMounts:" | trim }}
+{{- end }}
+{{- with (index .root.Values .tier).extraVolumeMounts }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "kid-operator.volumes" -}}
+{{- with include "kid-operator.metricsCertVolume" .root | trim }}
+{{ . | trimPrefix "volumes:" | trim }}
+{{- end }}
+{{- with (index .root.Values .tier).extraVolumes }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
 {{- define "kid-operator.metricsCertVolumeMount" -}}
 {{- if .Values.metrics.certSecretName }}
 volumeMounts:
@@ -129,6 +152,10 @@ that depends on them (Helm renders NOTES.txt last, so they go here).
 {{- end }}
 {{- end }}
 {{- end }}
+{{- $sm := .Values.serviceMonitor }}
+{{- if and $sm.enabled (not $sm.tls.insecureSkipVerify) (not .Values.metrics.certSecretName) (not $sm.tls.caSecretName) }}
+{{- fail "serviceMonitor.enabled is true but Prometheus could not verify the metrics endpoints: their certificates are self-signed unless metrics.certSecretName is set. Set metrics.certSecretName (a cert-manager Certificate's Secret, with ca.crt) or serviceMonitor.tls.caSecretName, or accept an unverified connection with serviceMonitor.tls.insecureSkipVerify=true" }}
+{{- end }}
 {{- if and .Values.ingress.enabled (not .Values.ingress.host) }}
 {{- fail "ingress.enabled is true but ingress.host is empty: k-ID needs the host name it delivers to (https://<host>/webhooks/<namespace>/<product>)" }}
 {{- end }}
@@ -144,4 +171,82 @@ that depends on them (Helm renders NOTES.txt last, so they go here).
 {{- end }}
 {{- $_ := set $seen $key true }}
 {{- end }}
+{{- end }}
+
+{{/*
+The ServiceAccount a tier runs as: include with (dict "root" $ "tier"
+"manager"). The chart's own (<fullname>-controller-manager, -receiver, or
+serviceAccount.name) unless serviceAccount.create is false; then
+serviceAccount.name, which must exist, is required.
+*/}}
+{{- define "kid-operator.serviceAccountName" -}}
+{{- $sa := (index .root.Values .tier).serviceAccount }}
+{{- if $sa.create }}
+{{- $sa.name | default (include (printf "kid-operator.%sName" .tier) .root) }}
+{{- else }}
+{{- required (printf "%s.serviceAccount.create is false but %s.serviceAccount.name is empty: name the ServiceAccount the %s runs as" .tier .tier .tier) $sa.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+A tier's pod scheduling: priorityClassName, topologySpreadConstraints (each
+without a labelSelector given the tier's own pods), nodeSelector,
+tolerations, affinity. Include with (dict "root" $ "tier" "manager").
+*/}}
+{{- define "kid-operator.podScheduling" -}}
+{{- $v := index .root.Values .tier }}
+{{- with $v.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with $v.topologySpreadConstraints }}
+topologySpreadConstraints:
+{{- range . }}
+{{- $c := deepCopy . }}
+{{- if not (hasKey $c "labelSelector") }}
+{{- $_ := set $c "labelSelector" (dict "matchLabels" (include "kid-operator.selectorLabels" (dict "root" $.root "component" $.tier) | fromYaml)) }}
+{{- end }}
+- {{ toYaml $c | nindent 2 | trim }}
+{{- end }}
+{{- end }}
+{{- with $v.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $v.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $v.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* The pod labels a tier's values add (podLabels), after the chart's. */}}
+{{- define "kid-operator.podLabels" -}}
+{{- with (index .root.Values .tier).podLabels }}
+{{- toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Non-empty when the chart makes the ServiceMonitor's scraper identity: a
+ServiceAccount bound to the metrics-reader role, with a token Secret the
+ServiceMonitor's authorization names.
+*/}}
+{{- define "kid-operator.createScraper" -}}
+{{- if and .Values.serviceMonitor.enabled (not .Values.serviceMonitor.authorization.secretName) }}true{{ end }}
+{{- end }}
+
+{{- define "kid-operator.scraperName" -}}
+{{ include "kid-operator.fullname" . }}-metrics-scraper
+{{- end }}
+
+{{/* The status subresources of a list of resources, as a JSON array. */}}
+{{- define "kid-operator.statusOf" -}}
+{{- $out := list }}
+{{- range . }}
+{{- $out = append $out (printf "%s/status" .) }}
+{{- end }}
+{{- toJson $out }}
 {{- end }}
