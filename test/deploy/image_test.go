@@ -20,12 +20,12 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"github.com/onsi/gomega/gbytes"
 )
 
 // The image make image builds, read as a container runtime reads it (the
@@ -126,7 +126,7 @@ var _ = Describe("make image", Ordered, func() {
 		// As the chart runs it, but for leader election and the address of
 		// the API server, which a pod finds in its environment.
 		cmd.Env = []string{"KUBECONFIG=" + kubeconfig}
-		logs := &syncBuffer{}
+		logs := gbytes.NewBuffer()
 		cmd.Stdout, cmd.Stderr = logs, logs
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		Expect(cmd.Start()).To(Succeed())
@@ -138,20 +138,20 @@ var _ = Describe("make image", Ordered, func() {
 		Eventually(func() (int, error) {
 			select {
 			case err := <-exited:
-				return 0, StopTrying(fmt.Sprintf("the manager exited (%v):\n%s", err, logs))
+				return 0, StopTrying(fmt.Sprintf("the manager exited (%v):\n%s", err, logs.Contents()))
 			default:
 			}
 			return httpStatus("http://" + probe + "/readyz")
-		}).WithTimeout(90*time.Second).WithPolling(250*time.Millisecond).Should(Equal(http.StatusOK), func() string { return logs.String() })
+		}).WithTimeout(90*time.Second).WithPolling(250*time.Millisecond).Should(Equal(http.StatusOK), func() string { return string(logs.Contents()) })
 
 		body, err := httpGet("http://" + metrics + "/metrics")
 		Expect(err).NotTo(HaveOccurred())
 		Expect(body).To(ContainSubstring(fmt.Sprintf(`kid_build_info{goversion=%q,revision=%q,version=%q} 1`, runtime.Version(), revision, version)))
-		Expect(logs.String()).To(ContainSubstring(version), "the manager logs its version as it starts")
+		Expect(string(logs.Contents())).To(ContainSubstring(version), "the manager logs its version as it starts")
 
 		// And stops as the kubelet stops it.
 		Expect(cmd.Process.Signal(syscall.SIGTERM)).To(Succeed())
-		Eventually(exited).WithTimeout(60*time.Second).Should(Receive(BeNil()), logs.String)
+		Eventually(exited).WithTimeout(60*time.Second).Should(Receive(BeNil()), func() string { return string(logs.Contents()) })
 	})
 
 	It("is the same image, digest for digest, when built again", func() {
@@ -170,12 +170,12 @@ var _ = Describe("make image", Ordered, func() {
 		Expect(err).NotTo(HaveOccurred(), string(out))
 		addr := freePort()
 		registry := exec.Command(crane, "registry", "serve", "--address", addr)
-		logs := &syncBuffer{}
+		logs := gbytes.NewBuffer()
 		registry.Stdout, registry.Stderr = logs, logs
 		registry.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		Expect(registry.Start()).To(Succeed())
 		DeferCleanup(func() { _ = registry.Process.Kill(); _ = registry.Wait() })
-		Eventually(httpStatus).WithArguments("http://"+addr+"/v2/").WithTimeout(30*time.Second).Should(Equal(http.StatusOK), logs.String)
+		Eventually(httpStatus).WithArguments("http://"+addr+"/v2/").WithTimeout(30*time.Second).Should(Equal(http.StatusOK), func() string { return string(logs.Contents()) })
 
 		ref := addr + "/games/kid-operator:" + version
 		out, err = run([]string{"MAKEFLAGS=", "MAKELEVEL="}, "make", "--no-print-directory", "image-push", "IMAGE_DIR="+layout, "IMG="+ref)
@@ -442,23 +442,4 @@ func httpGet(url string) (string, error) {
 		b.WriteString(sc.Text() + "\n")
 	}
 	return b.String(), sc.Err()
-}
-
-// syncBuffer is a process's output, written by its pipes and read by the
-// spec.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
