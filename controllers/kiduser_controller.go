@@ -62,6 +62,11 @@ type KidUserReconciler struct {
 	// from the four above, since each holds its worker for a call's round
 	// trip. 0 means DefaultReadConcurrency.
 	ReadConcurrency int
+	// Users reads the manager's cache of KidUser skeletons (the lookups by
+	// id, the users of a product); Client reads every KidUser live. Unset,
+	// Client is read as the cache (specs that drive a reconciler by hand
+	// over one client).
+	Users cachemem.UserCache
 
 	// started is when this replica's controllers started (Unix
 	// nanoseconds, on Clock): the anchor of the resync after a restart
@@ -137,19 +142,19 @@ func (r *KidUserReconciler) startedAt() time.Time {
 
 // usersOfProduct maps a product to its users.
 func (r *KidUserReconciler) usersOfProduct(ctx context.Context, o client.Object) []reconcile.Request {
-	var list kidv1.KidUserList
-	if err := r.List(ctx, &list, client.InNamespace(o.GetNamespace()), client.UnsafeDisableDeepCopy); err != nil {
+	var out []reconcile.Request
+	err := r.users().EachOfProduct(ctx, o.GetNamespace(), o.GetName(), func(u *kidv1.KidUser) {
+		out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(u)})
+	})
+	if err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "listing the users of a product")
 		return nil
 	}
-	var out []reconcile.Request
-	for i := range list.Items {
-		if u := &list.Items[i]; u.Spec.ProductRef.Name == o.GetName() {
-			out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(u)})
-		}
-	}
 	return out
 }
+
+// users reads the cache of KidUser skeletons: Users, or Client when unset.
+func (r *KidUserReconciler) users() cachemem.UserCache { return userCache(r.Users, r.Client) }
 
 // standIns maps a session's user to the stand-ins holding one of its ids.
 // They are found through the id index, not by their names: a stand-in the
@@ -162,14 +167,14 @@ func (r *KidUserReconciler) standIns(ctx context.Context, o client.Object) []rec
 	}
 	var out []reconcile.Request
 	for _, key := range u.IDKeys()[1:] {
-		users, err := cachemem.UsersHolding(ctx, r, u.Namespace, key)
+		users, err := r.users().Holding(ctx, u.Namespace, key)
 		if err != nil {
 			ctrl.LoggerFrom(ctx).Error(err, "listing stand-ins by id")
 			return nil
 		}
-		for i := range users {
-			if s := &users[i]; s.Spec.Identity.Kind != kidv1.IdentitySession {
-				out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(s)})
+		for _, s := range users {
+			if s.Identity.Kind != kidv1.IdentitySession {
+				out = append(out, reconcile.Request{NamespacedName: s.NamespacedName})
 			}
 		}
 	}
@@ -232,10 +237,12 @@ func (r *KidUserReconciler) reconcileReads(ctx context.Context, req ctrl.Request
 }
 
 // mergeIntoHolders merges a stand-in into the stronger users holding its id.
-// It reports whether the stand-in was merged away (deleted).
+// It reports whether the stand-in was merged away (deleted). The cache names
+// the holders; each is read live (a GET per holder), since what is merged
+// into it is written back.
 func (r *KidUserReconciler) mergeIntoHolders(ctx context.Context, standIn *kidv1.KidUser) (bool, error) {
 	key := kidv1.UserIDKey(standIn.Spec.ProductRef.Name, standIn.Spec.Identity.Kind, standIn.Spec.Identity.ID)
-	users, err := cachemem.UsersHolding(ctx, r, standIn.Namespace, key)
+	users, err := r.users().HoldingLive(ctx, r.Client, standIn.Namespace, key)
 	if err != nil {
 		return false, err
 	}
@@ -306,12 +313,12 @@ const erasureRecheck = 30 * time.Second
 func (r *KidUserReconciler) compactCounts(ctx context.Context, h, standIn *kidv1.KidUser) ([]kidv1.EventCount, error) {
 	live := map[string]bool{string(h.UID): true, string(standIn.UID): true}
 	for _, key := range h.IDKeys() {
-		users, err := cachemem.UsersHolding(ctx, r, h.Namespace, key)
+		users, err := r.users().Holding(ctx, h.Namespace, key)
 		if err != nil {
 			return nil, err
 		}
-		for i := range users {
-			live[string(users[i].UID)] = true
+		for _, u := range users {
+			live[string(u.UID)] = true
 		}
 	}
 	return fold.CompactCounts(h.Status.EventCounts, string(h.UID), func(uid string) bool { return live[uid] }), nil
