@@ -264,8 +264,9 @@ func heapInUse() uint64 {
 // dropped, nothing shared.
 func stripOnly(in any) (any, error) { in.(client.Object).SetManagedFields(nil); return in, nil }
 
-// What the manager holds per player falls by more than half: the measured
-// figures are in docs/benchmarks.md (BenchmarkCachedPlayer).
+// What the manager holds per player falls to about a third (0.29 measured:
+// skeletons, buckets): the measured figures are in docs/benchmarks.md
+// (BenchmarkCachedPlayer).
 func TestCachedPlayerIsSmaller(t *testing.T) {
 	if testing.Short() {
 		t.Skip("measures the heap of 20,000 players")
@@ -274,8 +275,8 @@ func TestCachedPlayerIsSmaller(t *testing.T) {
 	before := cachedBytes(t, n, stripOnly, twice)
 	after := cachedBytes(t, n, Transform(), bucketed)
 	t.Logf("per player: %.0f bytes before, %.0f after (%.2f)", before, after, after/before)
-	if after > 0.5*before {
-		t.Errorf("per player %.0f bytes, want at most half of %.0f", after, before)
+	if after > 0.4*before {
+		t.Errorf("per player %.0f bytes, want at most 0.4 of %.0f", after, before)
 	}
 }
 

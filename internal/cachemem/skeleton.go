@@ -103,7 +103,7 @@ var noPersonalData = &kidv1.PersonalData{}
 var skeletonMarker = []metav1.ManagedFieldsEntry{{
 	// A well-formed entry, so that fakes of the API server take it.
 	Manager: "kid.dev/cache-skeleton", Operation: metav1.ManagedFieldsOperationUpdate,
-	APIVersion: kidv1.GroupVersion.String(), FieldsType: "FieldsV1", FieldsV1: &metav1.FieldsV1{Raw: []byte("{}")},
+	APIVersion: kidv1.GroupVersion.String(), FieldsType: "FieldsV1", FieldsV1: metav1.NewFieldsV1("{}"),
 }}
 
 // IsSkeleton reports whether obj is a skeleton from the manager's cache, or
