@@ -183,6 +183,10 @@ func (r *KidUserReconciler) standIns(ctx context.Context, o client.Object) []rec
 
 // Reconcile links and erases one user.
 func (r *KidUserReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	// A user the cache no longer holds is gone: no read of it.
+	if cached, err := r.users().Peek(ctx, req.NamespacedName, nil); err != nil || !cached {
+		return ctrl.Result{}, err
+	}
 	user := &kidv1.KidUser{}
 	if err := r.Get(ctx, req.NamespacedName, user); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -221,11 +225,21 @@ func (r *KidUserReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 // round trip. It runs beside Reconcile, on the same user; both write status
 // with an optimistic lock, and what one changes wakes the other.
 func (r *KidUserReconciler) reconcileReads(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	gone := func() {
+		r.polls.forget(req.NamespacedName)
+		r.erasures.forget(req.NamespacedName)
+	}
+	// A user the cache no longer holds is gone: no read of it.
+	if cached, err := r.users().Peek(ctx, req.NamespacedName, nil); err != nil || !cached {
+		if err == nil {
+			gone()
+		}
+		return ctrl.Result{}, err
+	}
 	user := &kidv1.KidUser{}
 	if err := r.Get(ctx, req.NamespacedName, user); err != nil {
 		if apierrors.IsNotFound(err) {
-			r.polls.forget(req.NamespacedName)
-			r.erasures.forget(req.NamespacedName)
+			gone()
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -242,16 +256,14 @@ func (r *KidUserReconciler) reconcileReads(ctx context.Context, req ctrl.Request
 // into it is written back.
 func (r *KidUserReconciler) mergeIntoHolders(ctx context.Context, standIn *kidv1.KidUser) (bool, error) {
 	key := kidv1.UserIDKey(standIn.Spec.ProductRef.Name, standIn.Spec.Identity.Kind, standIn.Spec.Identity.ID)
-	users, err := r.users().HoldingLive(ctx, r.Client, standIn.Namespace, key)
+	rank := standIn.Spec.Identity.Kind.Strength()
+	users, err := r.users().HoldingLive(ctx, r.Client, standIn.Namespace, key, func(u cachemem.UserRef) bool { return u.Identity.Kind.Strength() > rank })
 	if err != nil {
 		return false, err
 	}
-	rank := standIn.Spec.Identity.Kind.Strength()
-	var holders []*kidv1.KidUser
+	holders := make([]*kidv1.KidUser, 0, len(users))
 	for i := range users {
-		if users[i].Spec.Identity.Kind.Strength() > rank {
-			holders = append(holders, &users[i])
-		}
+		holders = append(holders, &users[i])
 	}
 	if len(holders) == 0 {
 		return false, nil

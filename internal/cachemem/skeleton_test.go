@@ -197,7 +197,7 @@ func TestHoldingLive(t *testing.T) {
 	liveA.Status.Session.Jurisdiction = "US-CA"
 	live := fake.NewClientBuilder().WithScheme(scheme.Scheme).WithObjects(liveA).Build()
 
-	got, err := NewUserCache(cached).HoldingLive(ctx, live, "one", kidv1.UserIDKey("p", kidv1.IdentityChallenge, "c-1"))
+	got, err := NewUserCache(cached).HoldingLive(ctx, live, "one", kidv1.UserIDKey("p", kidv1.IdentityChallenge, "c-1"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,8 +206,14 @@ func TestHoldingLive(t *testing.T) {
 	}
 	// A reader that answers skeletons is not live.
 	skel, _ := Transform()(liveA.DeepCopy())
-	if _, err := NewUserCache(cached).HoldingLive(ctx, skeletonReader{skel.(*kidv1.KidUser)}, "one", kidv1.UserIDKey("p", kidv1.IdentityChallenge, "c-1")); err == nil {
+	if _, err := NewUserCache(cached).HoldingLive(ctx, skeletonReader{skel.(*kidv1.KidUser)}, "one", kidv1.UserIDKey("p", kidv1.IdentityChallenge, "c-1"), nil); err == nil {
 		t.Error("a skeleton was read as a live player")
+	}
+	// Those not kept are not read.
+	none, err := NewUserCache(cached).HoldingLive(ctx, skeletonReader{skel.(*kidv1.KidUser)}, "one", kidv1.UserIDKey("p", kidv1.IdentityChallenge, "c-1"),
+		func(UserRef) bool { return false })
+	if err != nil || len(none) != 0 {
+		t.Errorf("holders none of which is kept: %v, %v", none, err)
 	}
 	if _, err := NewUserCache(nil).Holding(ctx, "one", "x"); err == nil || apierrors.IsNotFound(err) {
 		t.Errorf("a lookup without a cache: %v", err)
@@ -240,4 +246,19 @@ func (r skeletonReader) Get(_ context.Context, _ client.ObjectKey, obj client.Ob
 
 func (r skeletonReader) List(context.Context, client.ObjectList, ...client.ListOption) error {
 	return fmt.Errorf("not a list")
+}
+
+func TestPeek(t *testing.T) {
+	u := sessionUser("one", "s-1")
+	c := fake.NewClientBuilder().WithScheme(scheme.Scheme).WithObjects(u).Build()
+	ctx := context.Background()
+	var id string
+	found, err := NewUserCache(c).Peek(ctx, client.ObjectKeyFromObject(u), func(s *kidv1.KidUser) { id = s.Spec.Identity.ID })
+	if err != nil || !found || id != "s-1" {
+		t.Errorf("peek at a cached user: %v, %v, %q", found, err, id)
+	}
+	found, err = NewUserCache(c).Peek(ctx, client.ObjectKey{Namespace: "one", Name: "gone"}, nil)
+	if err != nil || found {
+		t.Errorf("peek at a user not cached: %v, %v", found, err)
+	}
 }

@@ -67,16 +67,20 @@ func (c UserCache) Holding(ctx context.Context, ns, key string) ([]UserRef, erro
 	return out, nil
 }
 
-// HoldingLive returns the KidUsers that hold the id key, as the API server
-// has them: the cache names them (Holding), live reads them one GET each.
-// A user gone since, or no longer holding the key, is left out.
-func (c UserCache) HoldingLive(ctx context.Context, live client.Reader, ns, key string) ([]kidv1.KidUser, error) {
+// HoldingLive returns the KidUsers that hold the id key and that keep
+// chooses (nil: all), as the API server has them: the cache names them
+// (Holding), live reads them one GET each, and only those kept. A user gone
+// since, or no longer holding the key, is left out.
+func (c UserCache) HoldingLive(ctx context.Context, live client.Reader, ns, key string, keep func(UserRef) bool) ([]kidv1.KidUser, error) {
 	refs, err := c.Holding(ctx, ns, key)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]kidv1.KidUser, 0, len(refs))
+	var out []kidv1.KidUser
 	for _, ref := range refs {
+		if keep != nil && !keep(ref) {
+			continue
+		}
 		u := kidv1.KidUser{}
 		err := live.Get(ctx, ref.NamespacedName, &u)
 		switch {
@@ -92,6 +96,30 @@ func (c UserCache) HoldingLive(ctx context.Context, live client.Reader, ns, key 
 		}
 	}
 	return out, nil
+}
+
+// Peek calls fn with the cache's skeleton of the KidUser key, without a
+// copy, and reports whether the cache holds it. fn only looks, as for
+// EachOfProduct. A reconcile peeks before it reads a user live: a user the
+// cache no longer holds was deleted (or is not in the cache yet, and its
+// arrival wakes it again), so it costs the API server no read.
+func (c UserCache) Peek(ctx context.Context, key types.NamespacedName, fn func(s *kidv1.KidUser)) (bool, error) {
+	if c.r == nil {
+		return false, fmt.Errorf("reading a user's skeleton: no cache")
+	}
+	var u kidv1.KidUser
+	// The struct is copied, what it points to is the cache's.
+	err := c.r.Get(ctx, key, &u, client.UnsafeDisableDeepCopy)
+	switch {
+	case apierrors.IsNotFound(err):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("reading a user's skeleton: %w", err)
+	}
+	if fn != nil {
+		fn(&u)
+	}
+	return true, nil
 }
 
 // EachOfProduct calls fn with the skeleton of each cached KidUser of
