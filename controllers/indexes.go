@@ -19,7 +19,7 @@ const (
 	// changed.
 	secretIndex = "kid.dev/webhook-secret" //nolint:gosec // G101: an index's name, not a credential
 	// userIDIndex: KidUsers by every k-ID id they hold, in buckets
-	// (cachemem.UsersHolding reads it).
+	// (cachemem.UserCache reads it).
 	userIDIndex = kidv1.UserIDIndex
 	// eventIDIndex: KidEvents by every k-ID id they name, in buckets
 	// (cachemem.EventsNaming reads it).

@@ -59,6 +59,10 @@ type KidEventReconciler struct {
 	// APIReader reads around the cache; an action is attempted only after
 	// the API server confirms its run is still pending. Nil means Client.
 	APIReader client.Reader
+	// Users reads the manager's cache of KidUser skeletons (the users
+	// holding an id); Client reads every KidUser live. Unset, Client is
+	// read as the cache (specs that drive a reconciler by hand).
+	Users cachemem.UserCache
 	// Clock tells the time of applied events and action attempts; tests
 	// move it forward. SetupWithManager sets the real clock when nil.
 	Clock clock.PassiveClock
@@ -812,17 +816,16 @@ func (r *KidEventReconciler) linkedSession(ctx context.Context, e *kidv1.KidEven
 // holders lists the users holding an id, strongest identity first, each a
 // target for fe (nil where only the users are wanted).
 func (r *KidEventReconciler) holders(ctx context.Context, namespace, key string, fe *fold.Event) ([]target, error) {
-	users, err := cachemem.UsersHolding(ctx, r, namespace, key)
+	users, err := userCache(r.Users, r.Client).Holding(ctx, namespace, key)
 	if err != nil {
 		return nil, err
 	}
-	slices.SortFunc(users, strongerFirst)
+	slices.SortFunc(users, func(a, b cachemem.UserRef) int { return byStrength(a.Identity.Kind, a.Name, b.Identity.Kind, b.Name) })
 	out := make([]target, 0, len(users))
-	for i := range users {
-		u := &users[i]
-		t := target{name: u.Name, identity: u.Spec.Identity, event: fe}
+	for _, u := range users {
+		t := target{name: u.Name, identity: u.Identity, event: fe}
 		if fe != nil {
-			t.holdsEvent = slices.Contains(u.Status.InFlightEvents, fe.Name)
+			t.holdsEvent = slices.Contains(u.InFlightEvents, fe.Name)
 		}
 		out = append(out, t)
 	}
@@ -831,13 +834,29 @@ func (r *KidEventReconciler) holders(ctx context.Context, namespace, key string,
 
 // strongerFirst orders users by identity strength, then name.
 func strongerFirst(a, b kidv1.KidUser) int {
-	if ra, rb := a.Spec.Identity.Kind.Strength(), b.Spec.Identity.Kind.Strength(); ra != rb {
+	return byStrength(a.Spec.Identity.Kind, a.Name, b.Spec.Identity.Kind, b.Name)
+}
+
+// byStrength orders users, by their identity's kind and their name, by
+// identity strength, then name.
+func byStrength(ka kidv1.IdentityKind, na string, kb kidv1.IdentityKind, nb string) int {
+	if ra, rb := ka.Strength(), kb.Strength(); ra != rb {
 		return rb - ra
 	}
-	if a.Name < b.Name {
+	if na < nb {
 		return -1
 	}
 	return 1
+}
+
+// userCache is the cache of KidUser skeletons a reconciler reads: set, or
+// else c (specs that drive a reconciler by hand over one client, whose
+// KidUsers carry the user-id index).
+func userCache(set cachemem.UserCache, c client.Reader) cachemem.UserCache {
+	if set.IsZero() {
+		return cachemem.NewUserCache(c)
+	}
+	return set
 }
 
 // applyTo folds the target's event into its KidUser, creating the user if

@@ -68,6 +68,11 @@ type KidUserReconciler struct {
 	// enqueues those due before the next sweep (kiduser_sweep.go); 0
 	// means DefaultUserSweep.
 	SweepInterval time.Duration
+	// Users reads the manager's cache of KidUser skeletons (the lookups by
+	// id, the users of a product); Client reads every KidUser live. Unset,
+	// Client is read as the cache (specs that drive a reconciler by hand
+	// over one client).
+	Users cachemem.UserCache
 
 	// informers is the manager's cache, which the sweep walks.
 	informers cache.Cache
@@ -158,19 +163,19 @@ func (r *KidUserReconciler) startedAt() time.Time {
 
 // usersOfProduct maps a product to its users.
 func (r *KidUserReconciler) usersOfProduct(ctx context.Context, o client.Object) []reconcile.Request {
-	var list kidv1.KidUserList
-	if err := r.List(ctx, &list, client.InNamespace(o.GetNamespace()), client.UnsafeDisableDeepCopy); err != nil {
+	var out []reconcile.Request
+	err := r.users().EachOfProduct(ctx, o.GetNamespace(), o.GetName(), func(u *kidv1.KidUser) {
+		out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(u)})
+	})
+	if err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "listing the users of a product")
 		return nil
 	}
-	var out []reconcile.Request
-	for i := range list.Items {
-		if u := &list.Items[i]; u.Spec.ProductRef.Name == o.GetName() {
-			out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(u)})
-		}
-	}
 	return out
 }
+
+// users reads the cache of KidUser skeletons: Users, or Client when unset.
+func (r *KidUserReconciler) users() cachemem.UserCache { return userCache(r.Users, r.Client) }
 
 // standIns maps a session's user to the stand-ins holding one of its ids.
 // They are found through the id index, not by their names: a stand-in the
@@ -183,14 +188,14 @@ func (r *KidUserReconciler) standIns(ctx context.Context, o client.Object) []rec
 	}
 	var out []reconcile.Request
 	for _, key := range u.IDKeys()[1:] {
-		users, err := cachemem.UsersHolding(ctx, r, u.Namespace, key)
+		users, err := r.users().Holding(ctx, u.Namespace, key)
 		if err != nil {
 			ctrl.LoggerFrom(ctx).Error(err, "listing stand-ins by id")
 			return nil
 		}
-		for i := range users {
-			if s := &users[i]; s.Spec.Identity.Kind != kidv1.IdentitySession {
-				out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(s)})
+		for _, s := range users {
+			if s.Identity.Kind != kidv1.IdentitySession {
+				out = append(out, reconcile.Request{NamespacedName: s.NamespacedName})
 			}
 		}
 	}
@@ -199,6 +204,10 @@ func (r *KidUserReconciler) standIns(ctx context.Context, o client.Object) []rec
 
 // Reconcile links and erases one user.
 func (r *KidUserReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	// A user the cache no longer holds is gone: no read of it.
+	if cached, err := r.users().Peek(ctx, req.NamespacedName, nil); err != nil || !cached {
+		return ctrl.Result{}, err
+	}
 	user := &kidv1.KidUser{}
 	if err := r.Get(ctx, req.NamespacedName, user); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -240,11 +249,21 @@ func (r *KidUserReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 // round trip. It runs beside Reconcile, on the same user; both write status
 // with an optimistic lock, and what one changes wakes the other.
 func (r *KidUserReconciler) reconcileReads(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	gone := func() {
+		r.polls.forget(req.NamespacedName)
+		r.erasures.forget(req.NamespacedName)
+	}
+	// A user the cache no longer holds is gone: no read of it.
+	if cached, err := r.users().Peek(ctx, req.NamespacedName, nil); err != nil || !cached {
+		if err == nil {
+			gone()
+		}
+		return ctrl.Result{}, err
+	}
 	user := &kidv1.KidUser{}
 	if err := r.Get(ctx, req.NamespacedName, user); err != nil {
 		if apierrors.IsNotFound(err) {
-			r.polls.forget(req.NamespacedName)
-			r.erasures.forget(req.NamespacedName)
+			gone()
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -260,19 +279,19 @@ func (r *KidUserReconciler) reconcileReads(ctx context.Context, req ctrl.Request
 }
 
 // mergeIntoHolders merges a stand-in into the stronger users holding its id.
-// It reports whether the stand-in was merged away (deleted).
+// It reports whether the stand-in was merged away (deleted). The cache names
+// the holders; each is read live (a GET per holder), since what is merged
+// into it is written back.
 func (r *KidUserReconciler) mergeIntoHolders(ctx context.Context, standIn *kidv1.KidUser) (bool, error) {
 	key := kidv1.UserIDKey(standIn.Spec.ProductRef.Name, standIn.Spec.Identity.Kind, standIn.Spec.Identity.ID)
-	users, err := cachemem.UsersHolding(ctx, r, standIn.Namespace, key)
+	rank := standIn.Spec.Identity.Kind.Strength()
+	users, err := r.users().HoldingLive(ctx, r.Client, standIn.Namespace, key, func(u cachemem.UserRef) bool { return u.Identity.Kind.Strength() > rank })
 	if err != nil {
 		return false, err
 	}
-	rank := standIn.Spec.Identity.Kind.Strength()
-	var holders []*kidv1.KidUser
+	holders := make([]*kidv1.KidUser, 0, len(users))
 	for i := range users {
-		if users[i].Spec.Identity.Kind.Strength() > rank {
-			holders = append(holders, &users[i])
-		}
+		holders = append(holders, &users[i])
 	}
 	if len(holders) == 0 {
 		return false, nil
@@ -334,12 +353,12 @@ const erasureRecheck = 30 * time.Second
 func (r *KidUserReconciler) compactCounts(ctx context.Context, h, standIn *kidv1.KidUser) ([]kidv1.EventCount, error) {
 	live := map[string]bool{string(h.UID): true, string(standIn.UID): true}
 	for _, key := range h.IDKeys() {
-		users, err := cachemem.UsersHolding(ctx, r, h.Namespace, key)
+		users, err := r.users().Holding(ctx, h.Namespace, key)
 		if err != nil {
 			return nil, err
 		}
-		for i := range users {
-			live[string(users[i].UID)] = true
+		for _, u := range users {
+			live[string(u.UID)] = true
 		}
 	}
 	return fold.CompactCounts(h.Status.EventCounts, string(h.UID), func(uid string) bool { return live[uid] }), nil

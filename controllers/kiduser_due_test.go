@@ -9,6 +9,7 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+	"github.com/kid-operator/kid-operator/internal/cachemem"
 )
 
 // dueOf, case by case: what is due for a user, from its skeleton alone.
@@ -90,6 +91,9 @@ func TestDueOf(t *testing.T) {
 				g.Expect(d.read).To(BeTemporally(">=", c.read), "read")
 				g.Expect(d.read).To(BeTemporally("<=", c.read.Add(6*time.Minute)), "read")
 			}
+			// The sweep and the start filter see the cache's skeleton of
+			// the user, not the user: the answer must be the same.
+			g.Expect(r.dueOf(cachemem.Skeleton(c.user), product(c.api, c.keep), now)).To(Equal(d), "the skeleton is due as the user is")
 			r.deleted.add(c.user.UID, now)
 			g.Expect(r.dueOf(c.user, product(c.api, c.keep), now)).To(Equal(userDue{}), "a user merged and deleted is due nothing")
 		})

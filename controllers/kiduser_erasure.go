@@ -227,16 +227,11 @@ func (r *KidUserReconciler) storeDeletion(ctx context.Context, product *kidv1.Ki
 // productSessions counts the product's players with a session k-ID
 // confirmed and not erased: the whole the breaker's share is taken of.
 func (r *KidUserReconciler) productSessions(ctx context.Context, product *kidv1.KidProduct) (int, error) {
-	var list kidv1.KidUserList
-	if err := r.List(ctx, &list, client.InNamespace(product.Namespace), client.UnsafeDisableDeepCopy); err != nil {
-		return 0, err
-	}
 	n := 0
-	for i := range list.Items {
-		u := &list.Items[i]
-		if u.Spec.ProductRef.Name == product.Name && u.Spec.Identity.Kind == kidv1.IdentitySession && u.Status.SessionID != "" && u.Status.ErasedAt == nil {
+	err := r.users().EachOfProduct(ctx, product.Namespace, product.Name, func(u *kidv1.KidUser) {
+		if u.Spec.Identity.Kind == kidv1.IdentitySession && u.Status.SessionID != "" && u.Status.ErasedAt == nil {
 			n++
 		}
-	}
-	return n, nil
+	})
+	return n, err
 }

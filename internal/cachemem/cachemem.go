@@ -1,18 +1,26 @@
 // Package cachemem keeps the manager's informer cache small. The cache holds
 // every KidUser of every watched namespace, so what it keeps per player is
 // what decides how many players one manager can hold (docs/benchmarks.md,
-// "Players at scale"). Two things here cut it:
+// "Players at scale"). What cuts it:
 //
-//   - Transform drops what no reader uses (managed fields) and shares, among
-//     all cached objects, one copy of what many of them repeat: label and
-//     owner-reference sets, and the strings of conditions, states and
-//     permissions.
+//   - Transform keeps of a KidUser only its skeleton (Skeleton: the ids and
+//     the facts the cache's readers need), drops what no reader uses
+//     (managed fields) from every object, and shares, among all cached
+//     objects, one copy of what many of them repeat: label and
+//     owner-reference sets, and the strings of conditions and states.
 //   - NamespacedIndex registers a field index that stores each value once,
 //     where controller-runtime's IndexField stores it twice.
+//   - NewInformer strips each page of an informer's initial list as it
+//     arrives, so a start without the API server's watch cache never holds
+//     the whole list as decoded.
 //
-// Shared copies are safe because nothing writes to a cached object:
-// controller-runtime hands readers deep copies, and the few reads with
-// client.UnsafeDisableDeepCopy, and the event handlers, only read.
+// A skeleton is never read as a player: every full read of a KidUser is
+// live (the manager's client reads KidUsers around the cache), the cache
+// is reached only through UserCache, which returns names and live objects,
+// and RefuseSkeletons refuses any write of a skeleton. Shared copies are
+// safe because nothing writes to a cached object: controller-runtime hands
+// readers deep copies, and the few reads with client.UnsafeDisableDeepCopy,
+// and the event handlers, only read.
 package cachemem
 
 import (
@@ -62,7 +70,9 @@ func Transform() toolscache.TransformFunc {
 		}
 		switch o := obj.(type) {
 		case *kidv1.KidUser:
-			compactUser(o)
+			s := Skeleton(o)
+			compactUser(s)
+			return s, nil
 		case *kidv1.KidEvent:
 			compactEvent(o)
 		}
@@ -70,35 +80,18 @@ func Transform() toolscache.TransformFunc {
 	}
 }
 
-// compactUser shares the strings of a KidUser that take a handful of values
-// across all players. Ids, names and times are each player's own.
+// compactUser shares the strings of a KidUser skeleton that take a handful
+// of values across all players. Ids, names and times are each player's own.
 func compactUser(u *kidv1.KidUser) {
 	internTo(&u.Spec.ProductRef.Name)
 	internTo(&u.Spec.Identity.Kind)
 	st := &u.Status
-	internConditions(st.Conditions)
 	internTo(&st.Consent.State)
 	internTo(&st.Verification.State)
 	for i := range st.Verification.Records {
-		r := &st.Verification.Records[i]
-		internTo(&r.State)
-		internTo(&r.Method)
-		internTo(&r.AgeCategory)
-		internTo(&r.Reason)
+		internTo(&st.Verification.Records[i].State)
 	}
-	s := &st.Session
-	internTo(&s.State)
-	internTo(&s.PermissionsSummary)
-	internTo(&s.AgeStatus)
-	internTo(&s.Jurisdiction)
-	internTo(&s.Status)
-	for i := range s.Permissions {
-		internTo(&s.Permissions[i].Name)
-		internTo(&s.Permissions[i].ManagedBy)
-	}
-	for i := range st.EventCounts {
-		internTo(&st.EventCounts[i].Origin)
-	}
+	internTo(&st.Session.State)
 }
 
 // compactEvent does the same for a KidEvent; its payload is its own.

@@ -50,23 +50,32 @@ func transformed(t testing.TB, tf toolscache.TransformFunc, body []byte) *kidv1.
 	return out.(*kidv1.KidUser)
 }
 
-func TestTransformKeepsEveryValue(t *testing.T) {
+// The transform keeps of a player its skeleton, and marks it.
+func TestTransformKeepsTheSkeleton(t *testing.T) {
 	tf := Transform()
 	for i := range 3 {
 		body := playerJSON(t, i)
-		want := decode(t, body)
+		want := Skeleton(decode(t, body))
 		u := decode(t, body)
+		if IsSkeleton(u) {
+			t.Fatal("a player as the API server sends it reads as a skeleton")
+		}
 		u.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kid-operator", Operation: metav1.ManagedFieldsOperationUpdate}}
 		out, err := tf(u)
 		if err != nil {
 			t.Fatal(err)
 		}
 		got := out.(*kidv1.KidUser)
-		if got.ManagedFields != nil {
-			t.Errorf("managed fields kept: %v", got.ManagedFields)
+		if !IsSkeleton(got) || !IsSkeleton(got.DeepCopy()) {
+			t.Errorf("player %d: the skeleton, or its copy, is not marked: %v", i, got.ManagedFields)
 		}
 		if !equality.Semantic.DeepEqual(got, want) {
-			t.Errorf("player %d changed by the transform:\ngot  %+v\nwant %+v", i, got, want)
+			t.Errorf("player %d:\ngot  %+v\nwant %+v", i, got, want)
+		}
+		// Transformed twice (a page, then the store), it is the same.
+		again, _ := tf(got)
+		if !equality.Semantic.DeepEqual(again, want) {
+			t.Errorf("player %d changed by a second transform", i)
 		}
 	}
 }
@@ -88,10 +97,9 @@ func TestTransformSharesWhatPlayersRepeat(t *testing.T) {
 			t.Errorf("%s %q is stored twice", what, x)
 		}
 	}
-	same("condition message", a.Status.Conditions[1].Message, b.Status.Conditions[1].Message)
-	same("permission name", a.Status.Session.Permissions[3].Name, b.Status.Session.Permissions[3].Name)
-	same("age status", a.Status.Session.AgeStatus, b.Status.Session.AgeStatus)
-	same("verification method", a.Status.Verification.Records[0].Method, b.Status.Verification.Records[0].Method)
+	same("consent state", string(a.Status.Consent.State), string(b.Status.Consent.State))
+	same("verification state", string(a.Status.Verification.Records[0].State), string(b.Status.Verification.Records[0].State))
+	same("product", a.Spec.ProductRef.Name, b.Spec.ProductRef.Name)
 
 	// A player's own labels stay its own: a label added to one is not
 	// seen on the other.
@@ -256,8 +264,9 @@ func heapInUse() uint64 {
 // dropped, nothing shared.
 func stripOnly(in any) (any, error) { in.(client.Object).SetManagedFields(nil); return in, nil }
 
-// What the manager holds per player falls by more than half: the measured
-// figures are in docs/benchmarks.md (BenchmarkCachedPlayer).
+// What the manager holds per player falls to about a third (0.29 measured:
+// skeletons, buckets): the measured figures are in docs/benchmarks.md
+// (BenchmarkCachedPlayer).
 func TestCachedPlayerIsSmaller(t *testing.T) {
 	if testing.Short() {
 		t.Skip("measures the heap of 20,000 players")
@@ -266,8 +275,8 @@ func TestCachedPlayerIsSmaller(t *testing.T) {
 	before := cachedBytes(t, n, stripOnly, twice)
 	after := cachedBytes(t, n, Transform(), bucketed)
 	t.Logf("per player: %.0f bytes before, %.0f after (%.2f)", before, after, after/before)
-	if after > 0.5*before {
-		t.Errorf("per player %.0f bytes, want at most half of %.0f", after, before)
+	if after > 0.4*before {
+		t.Errorf("per player %.0f bytes, want at most 0.4 of %.0f", after, before)
 	}
 }
 

@@ -48,24 +48,6 @@ func UserIDBuckets(o client.Object) []string { return buckets(o.(*kidv1.KidUser)
 // EventIDBuckets is the extract function of EventIDIndex.
 func EventIDBuckets(o client.Object) []string { return buckets(o.(*kidv1.KidEvent).IDKeys()) }
 
-// UsersHolding returns the KidUsers of namespace ns that hold the id key
-// (a kidv1.UserIDKey), read through kidv1.UserIDIndex.
-func UsersHolding(ctx context.Context, r client.Reader, ns, key string) ([]kidv1.KidUser, error) {
-	var list kidv1.KidUserList
-	// The bucket's other objects are only looked at: the matches are
-	// copied, the rest never are.
-	if err := r.List(ctx, &list, client.InNamespace(ns), client.MatchingFields{kidv1.UserIDIndex: idBucket(key)}, client.UnsafeDisableDeepCopy); err != nil {
-		return nil, fmt.Errorf("listing users by id: %w", err)
-	}
-	var out []kidv1.KidUser
-	for i := range list.Items {
-		if u := &list.Items[i]; slices.Contains(u.IDKeys(), key) {
-			out = append(out, *u.DeepCopy())
-		}
-	}
-	return out, nil
-}
-
 // EventsNaming returns the KidEvents of namespace ns that name the id key,
 // read through EventIDIndex.
 func EventsNaming(ctx context.Context, r client.Reader, ns, key string) ([]kidv1.KidEvent, error) {

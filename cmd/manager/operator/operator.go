@@ -26,6 +26,7 @@ import (
 	metricsfilters "sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
 	"github.com/kid-operator/kid-operator/controllers"
 	"github.com/kid-operator/kid-operator/internal/actions"
 	"github.com/kid-operator/kid-operator/internal/cachemem"
@@ -199,10 +200,16 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 	if err != nil {
 		return nil, fmt.Errorf("API allow hosts: %w", err)
 	}
+	transform := cachemem.Transform()
 	cacheOpts := cache.Options{
-		// Drops managed fields and shares what cached objects repeat:
-		// the cache holds every player (internal/cachemem).
-		DefaultTransform: cachemem.Transform(),
+		// Keeps of each KidUser its skeleton, drops managed fields and
+		// shares what cached objects repeat: the cache holds every player
+		// (internal/cachemem).
+		DefaultTransform: transform,
+		// Transforms each page of an initial list as it arrives: without
+		// the API server's watch cache, client-go gathers every page
+		// before the store's transform runs.
+		NewInformer: cachemem.NewInformer(transform),
 	}
 	if len(namespaces) > 0 {
 		cacheOpts.DefaultNamespaces = map[string]cache.Config{}
@@ -234,8 +241,11 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 		Cache:                   cacheOpts,
 		// No informer ever holds Secrets: the few that products name are
 		// read one get at a time (internal/secrets), and anything else
-		// that reads a Secret through the client reads it live.
-		Client: client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}}}},
+		// that reads a Secret through the client reads it live. The
+		// informer holds only KidUsers' skeletons, so the client reads
+		// every KidUser live too; the cache of skeletons is read through
+		// cachemem.UserCache alone.
+		Client: client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}, &kidv1.KidUser{}}}},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating manager: %w", err)
@@ -286,6 +296,10 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 	if err := controllers.SetupIndexes(ctx, mgr); err != nil {
 		return nil, err
 	}
+	// The controllers' client refuses any write of a KidUser skeleton;
+	// users is the one reader of the cache's skeletons.
+	writer := cachemem.RefuseSkeletons(mgr.GetClient())
+	users := cachemem.NewUserCache(mgr.GetCache())
 	if err := (&controllers.KidProductReconciler{
 		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kidproduct-controller"), Clock: opts.Clock, APIClients: apiClients,
 		Secrets: sec, SecretRecheck: opts.SecretRecheck,
@@ -295,7 +309,7 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 	filters := actions.NewFilters()
 	impersonator := actions.NewImpersonator(mgr.GetConfig(), client.Options{Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper()}, opts.DefaultActionServiceAccount)
 	if err := (&controllers.KidEventReconciler{
-		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kidevent-controller"), Clock: opts.Clock,
+		Client: writer, Users: users, Recorder: mgr.GetEventRecorder("kidevent-controller"), Clock: opts.Clock,
 		Filters: filters, HTTPClient: httpClient, APIReader: mgr.GetAPIReader(), Impersonator: impersonator,
 		MatchLimits: actions.MatchLimits{Budget: opts.ActionFilterBudget, MaxActions: opts.MaxActionsPerNamespace},
 		FilterLanes: opts.ActionFilterLanes,
@@ -304,7 +318,7 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 		return nil, fmt.Errorf("setting up KidEvent controller: %w", err)
 	}
 	if err := (&controllers.KidUserReconciler{
-		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), APIClients: apiClients, Clock: opts.Clock,
+		Client: writer, Users: users, APIReader: mgr.GetAPIReader(), APIClients: apiClients, Clock: opts.Clock,
 		ReadConcurrency: opts.APIReadConcurrency, SweepInterval: opts.UserSweep,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up KidUser controller: %w", err)

@@ -1,0 +1,131 @@
+package cachemem
+
+import (
+	"slices"
+	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+)
+
+// Skeleton is what the manager's cache keeps of a KidUser: the fields its
+// readers need, and nothing else. Its readers are the id index
+// (KidUser.IDKeys), the event handlers and predicates that receive KidUsers
+// from the informer (the stand-ins a session's user wakes, the products'
+// resync loads, the permission changes a read of a session wakes), the
+// lookups of UserCache, and the "is anything due for this user" computation
+// of the KidUser controller. Every full read of a KidUser is live
+// (operator.go: client.CacheOptions.DisableFor), so no reader ever sees a
+// skeleton where it expects a player.
+//
+// The skeleton keeps, and only keeps:
+//
+//	metadata: name, namespace, uid, resourceVersion, generation,
+//	          creationTimestamp, deletionTimestamp, labels, ownerReferences,
+//	          finalizers, and the annotations under kid.dev/ (requested-at);
+//	          its managedFields are the skeleton marker (IsSkeleton)
+//	spec:     productRef, identity (all of it)
+//	status:   sessionId, kuid, challengeIds           (the ids: IDKeys)
+//	          verification.state,
+//	          verification.records[].{id, state, time} (ids, resync loads,
+//	                                                     revocation rechecks)
+//	          consent.{state, challengeId, time}      (pending recovery,
+//	                                                   a newer consent)
+//	          session.{state, syncedAt, permissionsChangedAt,
+//	                   permissionsReadAt, deletedAt}  (session sync)
+//	          accountDeleted, erasedAt                (erasure)
+//	          lastEventTime                           (retention)
+//	          personalData: present or nil, never its values (a stand-in's
+//	                        bound; the skeleton holds no personal data)
+//	          inFlightEvents                          (a fold's retry)
+//
+// Dropped are the conditions, the session's permissions and what k-ID
+// reported about it (summary, age status, jurisdiction, status, etag), the
+// verification records' method, age, category and reason, lastEventRef,
+// observedEvents and eventCounts: about two thirds of a decoded player.
+// A field added to KidUserStatus is dropped until it is named here
+// (TestSkeletonKeepsTheNamedFields lists them).
+func Skeleton(u *kidv1.KidUser) *kidv1.KidUser {
+	st := &u.Status
+	s := &kidv1.KidUser{
+		TypeMeta: u.TypeMeta,
+		ObjectMeta: metav1.ObjectMeta{
+			Name: u.Name, Namespace: u.Namespace, UID: u.UID, ResourceVersion: u.ResourceVersion,
+			Generation: u.Generation, CreationTimestamp: u.CreationTimestamp, DeletionTimestamp: u.DeletionTimestamp,
+			Labels: u.Labels, OwnerReferences: u.OwnerReferences, Finalizers: u.Finalizers,
+			Annotations:   kidAnnotations(u.Annotations),
+			ManagedFields: skeletonMarker,
+		},
+		Spec: u.Spec,
+		Status: kidv1.KidUserStatus{
+			SessionID:    st.SessionID,
+			KUID:         st.KUID,
+			ChallengeIDs: st.ChallengeIDs,
+			Consent:      st.Consent,
+			Verification: kidv1.VerificationStatus{State: st.Verification.State},
+			Session: kidv1.SessionStatus{
+				State:                st.Session.State,
+				SyncedAt:             st.Session.SyncedAt,
+				PermissionsChangedAt: st.Session.PermissionsChangedAt,
+				PermissionsReadAt:    st.Session.PermissionsReadAt,
+				DeletedAt:            st.Session.DeletedAt,
+			},
+			AccountDeleted: st.AccountDeleted,
+			ErasedAt:       st.ErasedAt,
+			LastEventTime:  st.LastEventTime,
+			InFlightEvents: st.InFlightEvents,
+		},
+	}
+	if n := len(st.Verification.Records); n > 0 {
+		recs := make([]kidv1.VerificationRecord, n)
+		for i, r := range st.Verification.Records {
+			recs[i] = kidv1.VerificationRecord{ID: r.ID, State: r.State, Time: r.Time}
+		}
+		s.Status.Verification.Records = recs
+	}
+	if st.PersonalData != nil {
+		s.Status.PersonalData = noPersonalData
+	}
+	return s
+}
+
+// noPersonalData is every skeleton's personalData when its player has
+// some: one shared empty value, so the cache says that there is personal
+// data without holding any.
+var noPersonalData = &kidv1.PersonalData{}
+
+// skeletonMarker is every skeleton's managedFields: one shared slice, which
+// no object read from the API server carries (the API server names its own
+// managers), and which a deep copy keeps. A write of a skeleton, or of a
+// copy of one, is refused by RefuseSkeletons.
+var skeletonMarker = []metav1.ManagedFieldsEntry{{
+	// A well-formed entry, so that fakes of the API server take it.
+	Manager: "kid.dev/cache-skeleton", Operation: metav1.ManagedFieldsOperationUpdate,
+	APIVersion: kidv1.GroupVersion.String(), FieldsType: "FieldsV1", FieldsV1: metav1.NewFieldsV1("{}"),
+}}
+
+// IsSkeleton reports whether obj is a skeleton from the manager's cache, or
+// a copy of one.
+func IsSkeleton(obj client.Object) bool {
+	return slices.ContainsFunc(obj.GetManagedFields(), func(m metav1.ManagedFieldsEntry) bool {
+		return m.Manager == skeletonMarker[0].Manager
+	})
+}
+
+// kidAnnotations keeps the annotations under kid.dev/, which the
+// controllers read (kid.dev/requested-at); a game's own, and kubectl's
+// last-applied-configuration (a copy of the whole object), are dropped.
+func kidAnnotations(in map[string]string) map[string]string {
+	var out map[string]string
+	for k, v := range in {
+		if strings.HasPrefix(k, "kid.dev/") {
+			if out == nil {
+				out = map[string]string{}
+			}
+			out[k] = v
+		}
+	}
+	return out
+}
