@@ -143,8 +143,11 @@ func (r *KidUserReconciler) eachCachedUser(ctx context.Context, f func(*kidv1.Ki
 		}
 		return nil
 	}
+	// From the cache, never r.List: the manager's client reads KidUsers
+	// live (skeletons are never handed out as users), so its list would
+	// be a list of every player from the API server at each sweep.
 	var list kidv1.KidUserList
-	if err := r.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
+	if err := r.informers.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
 		return err
 	}
 	for i := range list.Items {
