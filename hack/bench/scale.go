@@ -232,8 +232,9 @@ func runScale(ctx context.Context, cfg config, sc scaleConfig) ([]playerPoint, e
 		}
 		// The newest player: no fold of an earlier point touched it.
 		log("players=%d: kubectl kid user by challenge, verification and kuid", n)
-		if pt.lookups, err = timeLookups(ctx, p, n-1); err != nil {
-			return stop(err)
+		pt.lookups = timeLookups(ctx, p, n-1)
+		if why := lookupFailed(pt.lookups); why != "" {
+			log("players=%d: %s", n, why)
 		}
 
 		log("players=%d: starting the manager (GOMEMLIMIT=%s)", n, memoryLimit)
@@ -627,6 +628,10 @@ func printPlayerLine(w io.Writer, pt playerPoint) {
 		mibStr(pt.rssNoLimit), ms(pt.foldP50), pt.getAll.Seconds(), pt.getLabel.Seconds())
 	if pt.kubectlErr != "" {
 		fmt.Fprintf(w, "scale: users=%d kubectl_failed=%q\n", pt.users, pt.kubectlErr)
+	}
+	if why := lookupFailed(pt.lookups); why != "" {
+		// lookup_ms above is then the time until the failure.
+		fmt.Fprintf(w, "scale: users=%d lookup_failed=%q\n", pt.users, why)
 	}
 	if pt.stopped != "" {
 		fmt.Fprintf(w, "scale: users=%d stopped=%q (the figures above are what this point measured before it stopped; 0 is not measured)\n", pt.users, pt.stopped)
