@@ -36,7 +36,7 @@ data about it are deleted. It asks for confirmation unless --yes, then waits
 until the KidUser shows erasedAt.`,
 		Example: `  kubectl kid erase 61965ef8-d33c-441a-aa9b-080fa38fbd16
   kubectl kid erase 53c9f249-7d3c-4b55-9a2e-1f0c2b8e9a10 --product my-game --yes --timeout 5m`,
-		Args: cobra.ExactArgs(1),
+		Args:              cobra.ExactArgs(1),
 		RunE:              func(cmd *cobra.Command, args []string) error { return e.run(cmd.Context(), args[0]) },
 		ValidArgsFunction: userArg(o, &e.product),
 	}

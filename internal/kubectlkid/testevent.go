@@ -43,7 +43,7 @@ command port-forwards to a ready pod of the receiver's Service. It prints the
 HTTP answer and the product's status.lastTestEventTime before and after.`,
 		Example: `  kubectl kid test my-game -n games
   kubectl kid test my-game -n games --url https://kid.example.com`,
-		Args: cobra.ExactArgs(1),
+		Args:              cobra.ExactArgs(1),
 		RunE:              func(cmd *cobra.Command, args []string) error { return t.run(cmd.Context(), args[0]) },
 		ValidArgsFunction: productArg(o),
 	}

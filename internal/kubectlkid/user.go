@@ -38,7 +38,7 @@ followed to the session's user once the two were linked.`,
 		Example: `  kubectl kid user 61965ef8-d33c-441a-aa9b-080fa38fbd16
   kubectl kid user 5b84b7a1-2b67-46e9-aafb-bd07387b2b8a -n games --product my-game
   kubectl kid user demo-session-cab355c1ee789e751505 -o yaml`,
-		Args: cobra.ExactArgs(1),
+		Args:              cobra.ExactArgs(1),
 		RunE:              func(cmd *cobra.Command, args []string) error { return u.run(cmd.Context(), args[0]) },
 		ValidArgsFunction: userArg(o, &u.product),
 	}
