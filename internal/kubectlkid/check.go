@@ -168,7 +168,7 @@ func (c *checkOptions) backlogs(ctx context.Context, cl client.Reader, opts []cl
 		}
 		if phase(e) == string(kidv1.EventPending) {
 			b.pending++
-			if b.oldestPending.IsZero() || e.Spec.ReceivedAt.Before(&metav1.Time{Time: b.oldestPending}) {
+			if b.oldestPending.IsZero() || e.Spec.ReceivedAt.Time.Before(b.oldestPending) {
 				b.oldestPending = e.Spec.ReceivedAt.Time
 			}
 		}
