@@ -112,6 +112,15 @@ build: ## Build the manager, kidsim and the kubectl plugin (kubectl-kid) into bi
 	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/kidsim ./cmd/kidsim
 	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/kubectl-kid ./cmd/kubectl-kid
 
+# kubectl runs kubectl-kid as `kubectl kid`, and (1.26 and later) completes
+# it through kubectl_complete-kid: both go on the PATH, in PLUGIN_DIR.
+PLUGIN_DIR ?= $(or $(shell go env GOBIN),$(shell go env GOPATH)/bin)
+.PHONY: install-plugin
+install-plugin: ## Build kubectl-kid and install it with kubectl_complete-kid (its shell completion) into PLUGIN_DIR (default: go env GOBIN, or GOPATH/bin).
+	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/kubectl-kid ./cmd/kubectl-kid
+	install -d '$(PLUGIN_DIR)'
+	install -m 0755 $(BIN)/kubectl-kid hack/kubectl_complete-kid '$(PLUGIN_DIR)/'
+
 # make image builds the Dockerfile's image without a container engine
 # (hack/image, with go-containerregistry): make build's manager for linux
 # (GOARCH as go env says, or as given: make image GOARCH=arm64), on the

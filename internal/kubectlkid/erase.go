@@ -1,12 +1,10 @@
 package kubectlkid
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -38,12 +36,14 @@ data about it are deleted. It asks for confirmation unless --yes, then waits
 until the KidUser shows erasedAt.`,
 		Example: `  kubectl kid erase 61965ef8-d33c-441a-aa9b-080fa38fbd16
   kubectl kid erase 53c9f249-7d3c-4b55-9a2e-1f0c2b8e9a10 --product my-game --yes --timeout 5m`,
-		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error { return e.run(cmd.Context(), args[0]) },
+		Args:              cobra.ExactArgs(1),
+		RunE:              func(cmd *cobra.Command, args []string) error { return e.run(cmd.Context(), args[0]) },
+		ValidArgsFunction: userArg(o, &e.product),
 	}
 	cmd.Flags().StringVar(&e.product, "product", "", "look in this KidProduct only (default: every product of the namespace)")
 	cmd.Flags().BoolVarP(&e.yes, "yes", "y", false, "do not ask for confirmation")
 	cmd.Flags().DurationVar(&e.timeout, "timeout", 2*time.Minute, "how long to wait for the erasure (1s..1h)")
+	completeProductFlag(cmd, o)
 	return cmd
 }
 
@@ -81,7 +81,7 @@ func (e *eraseOptions) run(ctx context.Context, id string) error {
 	}
 	fmt.Fprintf(e.Out, "Erasing KidUser %s (product %s) as k-ID's %s would.\n", u.Name, product.Name, what)
 	if !e.yes {
-		if err := e.confirm(); err != nil {
+		if err := e.confirm("Its personal data cannot be recovered. Continue?"); err != nil {
 			return err
 		}
 	}
@@ -112,20 +112,6 @@ func erasureOf(m *match) (inbox.Erasure, string, error) {
 	}
 	return inbox.Erasure{}, "", fmt.Errorf("KidUser %s is known only by its %s %s, with no session or kuid: k-ID has no erasure event for it (its personal data is dropped after the product's retention.maxAge)",
 		u.Name, idWord[u.Spec.Identity.Kind], u.Spec.Identity.ID)
-}
-
-// confirm asks on the input stream; anything but y or yes refuses.
-func (e *eraseOptions) confirm() error {
-	fmt.Fprint(e.Out, "Its personal data cannot be recovered. Continue? [y/N]: ")
-	answer, err := bufio.NewReader(e.In).ReadString('\n')
-	if err != nil && answer == "" {
-		return errors.New("not confirmed (no answer): nothing was changed")
-	}
-	switch strings.ToLower(strings.TrimSpace(answer)) {
-	case "y", "yes":
-		return nil
-	}
-	return errors.New("not confirmed: nothing was changed")
 }
 
 // store writes the manual event through the inbox, as every channel does.

@@ -2,6 +2,7 @@ package kubectlkid
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -25,6 +26,7 @@ type eventsOptions struct {
 	eventType     string
 	watch         bool
 	allNamespaces bool
+	output        string
 }
 
 func newEventsCommand(o *Options) *cobra.Command {
@@ -34,7 +36,8 @@ func newEventsCommand(o *Options) *cobra.Command {
 		Short: "List KidEvents by the time they were received; --watch follows new events and phase changes",
 		Example: `  kubectl kid events
   kubectl kid events --product my-game --type Session.Delete
-  kubectl kid events -A --watch`,
+  kubectl kid events -A --watch
+  kubectl kid events --product my-game -o yaml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return e.run(cmd.Context()) },
 	}
@@ -42,6 +45,8 @@ func newEventsCommand(o *Options) *cobra.Command {
 	cmd.Flags().StringVar(&e.eventType, "type", "", "only events of this k-ID event type, exactly (Challenge.StateChange, Session.Delete, ...)")
 	cmd.Flags().BoolVarP(&e.watch, "watch", "w", false, "after the list, print a row whenever an event arrives or changes phase or user")
 	cmd.Flags().BoolVarP(&e.allNamespaces, "all-namespaces", "A", false, "list the events of every namespace")
+	cmd.Flags().StringVarP(&e.output, "output", "o", "", "json or yaml: print the KidEvents as a List, by the time received, instead of the table")
+	completeProductFlag(cmd, o)
 	return cmd
 }
 
@@ -51,6 +56,12 @@ func (e *eventsOptions) run(ctx context.Context) error {
 	}
 	if len(e.eventType) > kid.MaxEventTypeLen {
 		return fmt.Errorf("--type is longer than %d bytes", kid.MaxEventTypeLen)
+	}
+	if err := checkOutput(e.output); err != nil {
+		return err
+	}
+	if e.output != "" && e.watch {
+		return errors.New("--output goes without --watch")
 	}
 	s, err := e.connect()
 	if err != nil {
@@ -67,6 +78,13 @@ func (e *eventsOptions) run(ctx context.Context) error {
 		return err
 	}
 	sortByReceived(events)
+	if e.output != "" {
+		objs := make([]client.Object, 0, len(events))
+		for i := range events {
+			objs = append(objs, &events[i])
+		}
+		return printList(e.Out, objs, e.output)
+	}
 	t := newEventTable(e.allNamespaces)
 	rows := make([][]string, 0, len(events))
 	for i := range events {

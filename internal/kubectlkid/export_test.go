@@ -17,3 +17,11 @@ func FindUser(ctx context.Context, c client.Reader, ns string, products []string
 	}
 	return m.user, m.how(id), nil
 }
+
+// SetCompletionBounds lowers the bounds of a player-name completion, so
+// that a spec reaches them with a few players; restore puts them back.
+func SetCompletionBounds(limit, page, pages int) (restore func()) {
+	l, p, n := completionLimit, completionPage, completionPages
+	completionLimit, completionPage, completionPages = limit, page, pages
+	return func() { completionLimit, completionPage, completionPages = l, p, n }
+}

@@ -82,17 +82,25 @@ func readyPod(ctx context.Context, cs kubernetes.Interface, svc *corev1.Service)
 		return nil, fmt.Errorf("listing the pods of Service %s/%s: %w", svc.Namespace, svc.Name, err)
 	}
 	for i := range pods.Items {
-		p := &pods.Items[i]
-		if p.Status.Phase != corev1.PodRunning || p.DeletionTimestamp != nil {
-			continue
-		}
-		for _, c := range p.Status.Conditions {
-			if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
-				return p, nil
-			}
+		if podReady(&pods.Items[i]) {
+			return &pods.Items[i], nil
 		}
 	}
 	return nil, fmt.Errorf("no ready pod behind Service %s/%s", svc.Namespace, svc.Name)
+}
+
+// podReady says whether a pod serves: running, not being deleted, and
+// Ready (its readiness probe passes), as a Service's endpoints count it.
+func podReady(p *corev1.Pod) bool {
+	if p.Status.Phase != corev1.PodRunning || p.DeletionTimestamp != nil {
+		return false
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
+			return true
+		}
+	}
+	return false
 }
 
 // targetPort is the pod's port behind the Service's port named webhook (or

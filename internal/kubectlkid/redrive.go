@@ -22,6 +22,8 @@ type redriveOptions struct {
 	failed  bool
 	action  string
 	product string
+	dryRun  bool
+	yes     bool
 }
 
 func newRedriveCommand(o *Options) *cobra.Command {
@@ -33,15 +35,22 @@ func newRedriveCommand(o *Options) *cobra.Command {
 controller then puts every failed run of the event back to its first attempt,
 removes the annotation and runs them again (with --action, the events chosen
 are those with a failed run of that action; their other failed runs re-run
-too, as the controller redrives whole events).`,
+too, as the controller redrives whole events).
+
+--dry-run prints what would be redriven and changes nothing. Before
+redriving more than one event it lists them and asks, unless --yes.`,
 		Example: `  kubectl kid redrive demo-challenge-statechange-1b2c3d4e5f60718293a4
-  kubectl kid redrive --failed --action notify-backend`,
+  kubectl kid redrive --failed --action notify-backend --dry-run
+  kubectl kid redrive --failed --product my-game --yes`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error { return r.run(cmd.Context(), args) },
 	}
 	cmd.Flags().BoolVar(&r.failed, "failed", false, "every event of the namespace with a failed run")
 	cmd.Flags().StringVar(&r.action, "action", "", "only events with a failed run of this KidAction")
 	cmd.Flags().StringVar(&r.product, "product", "", "with --failed, only the events of this KidProduct")
+	cmd.Flags().BoolVar(&r.dryRun, "dry-run", false, "print what would be redriven; change nothing")
+	cmd.Flags().BoolVarP(&r.yes, "yes", "y", false, "do not ask before redriving more than one event")
+	completeProductFlag(cmd, o)
 	return cmd
 }
 
@@ -71,6 +80,23 @@ func (r *redriveOptions) run(ctx context.Context, args []string) error {
 			return fmt.Errorf("KidEvent %s has no failed run%s: nothing to redrive", e.Name, r.ofAction())
 		}
 		events = []kidv1.KidEvent{*e}
+	}
+	if r.dryRun {
+		for i := range events {
+			fmt.Fprintf(r.Out, "kidevent/%s would be redriven: %s\n", events[i].Name, describeRuns(r.failedRuns(&events[i])))
+		}
+		fmt.Fprintf(r.Out, "%d event(s) would be redriven (dry run: nothing was changed).\n", len(events))
+		return nil
+	}
+	if len(events) > 1 && !r.yes {
+		// A redrive runs every failed run again, calls to the backends
+		// included: many at once deserve a look first.
+		for i := range events {
+			fmt.Fprintf(r.Out, "kidevent/%s: %s\n", events[i].Name, describeRuns(r.failedRuns(&events[i])))
+		}
+		if err := r.confirm(fmt.Sprintf("Redrive these %d events, running their failed runs again?", len(events))); err != nil {
+			return err
+		}
 	}
 	value := r.Clock.Now().UTC().Format(time.RFC3339Nano)
 	for i := range events {

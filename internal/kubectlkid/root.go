@@ -7,9 +7,11 @@
 package kubectlkid
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -44,7 +46,7 @@ func NewCommand(streams genericiooptions.IOStreams, clk clock.PassiveClock) *cob
 	o := &Options{ConfigFlags: genericclioptions.NewConfigFlags(true), IOStreams: streams, Clock: clk}
 	cmd := &cobra.Command{
 		Use:   "kubectl-kid",
-		Short: "Inspect and operate kid-operator: players, events, redrives, erasures, test deliveries",
+		Short: "Inspect and operate kid-operator: health, players, events, redrives, erasures, test deliveries",
 		Long: `kubectl kid works on kid-operator's resources in the current namespace
 (-n to choose another), with kubectl's own connection flags.`,
 		Annotations: map[string]string{
@@ -65,6 +67,7 @@ func NewCommand(streams genericiooptions.IOStreams, clk clock.PassiveClock) *cob
 		newEraseCommand(o),
 		newTestCommand(o),
 		newVersionCommand(o),
+		newCheckCommand(o),
 	)
 	return cmd
 }
@@ -110,6 +113,22 @@ func checkTimeout(d time.Duration) error {
 		return fmt.Errorf("--timeout %s is out of range: between 1s and 1h", d)
 	}
 	return nil
+}
+
+// confirm asks question on the input stream, as erase and redrive do before
+// a change that cannot be taken back or touches many objects; anything but
+// y or yes refuses, and so does no answer (a script without --yes).
+func (o *Options) confirm(question string) error {
+	fmt.Fprint(o.Out, question+" [y/N]: ")
+	answer, err := bufio.NewReader(o.In).ReadString('\n')
+	if err != nil && answer == "" {
+		return errors.New("not confirmed (no answer): nothing was changed")
+	}
+	switch strings.ToLower(strings.TrimSpace(answer)) {
+	case "y", "yes":
+		return nil
+	}
+	return errors.New("not confirmed: nothing was changed")
 }
 
 // errTimeout says that a wait ran out, as opposed to a failure.

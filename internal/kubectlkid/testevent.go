@@ -43,8 +43,9 @@ command port-forwards to a ready pod of the receiver's Service. It prints the
 HTTP answer and the product's status.lastTestEventTime before and after.`,
 		Example: `  kubectl kid test my-game -n games
   kubectl kid test my-game -n games --url https://kid.example.com`,
-		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error { return t.run(cmd.Context(), args[0]) },
+		Args:              cobra.ExactArgs(1),
+		RunE:              func(cmd *cobra.Command, args []string) error { return t.run(cmd.Context(), args[0]) },
+		ValidArgsFunction: productArg(o),
 	}
 	cmd.Flags().StringVar(&t.url, "url", "", "the receiver's base URL (http or https); default: port-forward to the receiver Service")
 	cmd.Flags().StringVar(&t.key, "key", "", "the key of the webhook Secret to sign with (default: the first non-empty key, by name)")

@@ -13,11 +13,9 @@ import (
 
 	"github.com/spf13/cobra"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/cli-runtime/pkg/printers"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
-	"github.com/kid-operator/kid-operator/internal/scheme"
 )
 
 type userOptions struct {
@@ -40,11 +38,13 @@ followed to the session's user once the two were linked.`,
 		Example: `  kubectl kid user 61965ef8-d33c-441a-aa9b-080fa38fbd16
   kubectl kid user 5b84b7a1-2b67-46e9-aafb-bd07387b2b8a -n games --product my-game
   kubectl kid user demo-session-cab355c1ee789e751505 -o yaml`,
-		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error { return u.run(cmd.Context(), args[0]) },
+		Args:              cobra.ExactArgs(1),
+		RunE:              func(cmd *cobra.Command, args []string) error { return u.run(cmd.Context(), args[0]) },
+		ValidArgsFunction: userArg(o, &u.product),
 	}
 	cmd.Flags().StringVar(&u.product, "product", "", "look in this KidProduct only (default: every product of the namespace)")
-	cmd.Flags().StringVarP(&u.output, "output", "o", "", "json or yaml: print the KidUser object instead")
+	cmd.Flags().StringVarP(&u.output, "output", "o", "", "json or yaml: print the KidUser and its KidEvents as a List instead")
+	completeProductFlag(cmd, o)
 	return cmd
 }
 
@@ -52,8 +52,8 @@ func (u *userOptions) run(ctx context.Context, id string) error {
 	if err := checkProduct(u.product); err != nil {
 		return err
 	}
-	if u.output != "" && u.output != "json" && u.output != "yaml" {
-		return fmt.Errorf("--output %q is not supported: json or yaml", u.output)
+	if err := checkOutput(u.output); err != nil {
+		return err
 	}
 	s, err := u.connect()
 	if err != nil {
@@ -67,26 +67,26 @@ func (u *userOptions) run(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	if u.output != "" {
-		return printObject(u.Out, m.user, u.output)
-	}
 	events, err := userEvents(ctx, s.client, m.user)
 	if err != nil {
 		return err
 	}
-	return describeUser(u.Out, m.user, m.how(id), events)
-}
-
-// printObject prints an object as kubectl get -o json|yaml does, with its
-// kind filled in and without managedFields.
-func printObject(w io.Writer, obj client.Object, format string) error {
-	obj = obj.DeepCopyObject().(client.Object)
-	obj.SetManagedFields(nil)
-	var p printers.ResourcePrinter = &printers.JSONPrinter{}
-	if format == "yaml" {
-		p = &printers.YAMLPrinter{}
+	if u.output != "" {
+		// The KidUser first, then its events by signing time.
+		objs := []client.Object{m.user}
+		for i := range events {
+			objs = append(objs, &events[i])
+		}
+		return printList(u.Out, objs, u.output)
 	}
-	return printers.NewTypeSetter(scheme.Scheme).ToPrinter(p).PrintObj(obj, w)
+	recent, err := recentEvents(ctx, s.client, m.user, events)
+	if err != nil {
+		return err
+	}
+	if err := describeUser(u.Out, m.user, m.how(id), events); err != nil {
+		return err
+	}
+	return describeRecent(u.Out, recent)
 }
 
 // userEvents returns the events folded into u: those whose status.userRef
@@ -280,7 +280,7 @@ func describeEvents(out io.Writer, events []kidv1.KidEvent) error {
 		e := &events[i]
 		row(w, 1, signedAt(e).UTC().Format(time.RFC3339), e.Spec.EventType, string(e.Spec.Source), phase(e), orDash(e.Annotations[kidv1.SubjectAnnotation]), e.Name)
 		for _, r := range e.Status.Actions {
-			runs = append(runs, []string{e.Name, r.Name, r.Phase, strconv.Itoa(int(r.Attempts)), orDash(oneLine(r.LastError))})
+			runs = append(runs, []string{e.Name, r.Name, r.Phase, strconv.Itoa(int(r.Attempts)), stampOrDash(r.NextAttemptAt), stampOrDash(r.CompletedAt), orDash(oneLine(r.LastError))})
 		}
 	}
 	if err := w.Flush(); err != nil {
@@ -292,7 +292,7 @@ func describeEvents(out io.Writer, events []kidv1.KidEvent) error {
 		fmt.Fprintln(w, "  <none>")
 		return w.Flush()
 	}
-	row(w, 1, "EVENT", "ACTION", "PHASE", "ATTEMPTS", "LAST ERROR")
+	row(w, 1, "EVENT", "ACTION", "PHASE", "ATTEMPTS", "NEXT ATTEMPT", "COMPLETED", "LAST ERROR")
 	for _, r := range runs {
 		row(w, 1, r...)
 	}
@@ -318,6 +318,13 @@ func stamp(t *metav1.Time) string {
 		return "<none>"
 	}
 	return t.UTC().Format(time.RFC3339)
+}
+
+func stampOrDash(t *metav1.Time) string {
+	if t == nil || t.IsZero() {
+		return "-"
+	}
+	return stamp(t)
 }
 
 func orNone(s string) string {
