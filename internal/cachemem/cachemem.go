@@ -51,7 +51,12 @@ const maxShared = 4096
 func Transform() toolscache.TransformFunc {
 	labels := newShared[map[string]string]()
 	owners := newShared[[]metav1.OwnerReference]()
+	shapes := newShared[*shape]()
 	return func(in any) (any, error) {
+		if u, ok := in.(*User); ok {
+			// Transformed already (a page, then the store).
+			return u, nil
+		}
 		obj, ok := in.(client.Object)
 		if !ok {
 			// A tombstone (DeletedFinalStateUnknown) or anything else
@@ -70,28 +75,12 @@ func Transform() toolscache.TransformFunc {
 		}
 		switch o := obj.(type) {
 		case *kidv1.KidUser:
-			s := Skeleton(o)
-			compactUser(s)
-			return s, nil
+			return compact(o, shapes), nil
 		case *kidv1.KidEvent:
 			compactEvent(o)
 		}
 		return obj, nil
 	}
-}
-
-// compactUser shares the strings of a KidUser skeleton that take a handful
-// of values across all players. Ids, names and times are each player's own.
-func compactUser(u *kidv1.KidUser) {
-	internTo(&u.Spec.ProductRef.Name)
-	internTo(&u.Spec.Identity.Kind)
-	st := &u.Status
-	internTo(&st.Consent.State)
-	internTo(&st.Verification.State)
-	for i := range st.Verification.Records {
-		internTo(&st.Verification.Records[i].State)
-	}
-	internTo(&st.Session.State)
 }
 
 // compactEvent does the same for a KidEvent; its payload is its own.
