@@ -4,23 +4,28 @@
 // "Players at scale"). What cuts it:
 //
 //   - Transform keeps of a KidUser only its skeleton (Skeleton: the ids and
-//     the facts the cache's readers need), drops what no reader uses
-//     (managed fields) from every object, and shares, among all cached
+//     the facts the cache's readers need), in a compact Go type of its own
+//     (User: a shape shared by a product's players in one state, times as
+//     int64s, the player's strings packed in one), drops what no reader
+//     uses (managed fields) from every object, and shares, among all cached
 //     objects, one copy of what many of them repeat: label and
 //     owner-reference sets, and the strings of conditions and states.
 //   - NamespacedIndex registers a field index that stores each value once,
 //     where controller-runtime's IndexField stores it twice.
 //   - NewInformer strips each page of an informer's initial list as it
 //     arrives, so a start without the API server's watch cache never holds
-//     the whole list as decoded.
+//     the whole list as decoded, and records the KidUser informers' stores
+//     (Stores), through which UserCache reads them.
 //
 // A skeleton is never read as a player: every full read of a KidUser is
 // live (the manager's client reads KidUsers around the cache), the cache
-// is reached only through UserCache, which returns names and live objects,
-// and RefuseSkeletons refuses any write of a skeleton. Shared copies are
-// safe because nothing writes to a cached object: controller-runtime hands
-// readers deep copies, and the few reads with client.UnsafeDisableDeepCopy,
-// and the event handlers, only read.
+// holds Users, which no client can write (no scheme knows the type) and
+// which are reached only through UserCache and UserOf, which return names,
+// live objects, or views of the skeleton (View), and RefuseSkeletons
+// refuses any write of a view. Shared copies are safe because nothing
+// writes to a cached object: a User has no setters, controller-runtime
+// hands readers of other kinds deep copies, and the few reads with
+// client.UnsafeDisableDeepCopy, and the event handlers, only read.
 package cachemem
 
 import (

@@ -16,13 +16,19 @@ func (p *packer) num(n uint64) {
 	*p = append(*p, byte(n))
 }
 
+// length packs a length or count.
+func (p *packer) length(n int) { p.num(uint64(n)) } //nolint:gosec // G115: a length is never negative
+
+// time packs a User's time (nanos), bit for bit.
+func (p *packer) time(n int64) { p.num(uint64(n)) } //nolint:gosec // G115: read back bit for bit by unpacker.time
+
 func (p *packer) str(s string) {
-	p.num(uint64(len(s)))
+	p.length(len(s))
 	*p = append(*p, s...)
 }
 
 func (p *packer) strs(l []string) {
-	p.num(uint64(len(l)))
+	p.length(len(l))
 	for _, s := range l {
 		p.str(s)
 	}
@@ -58,8 +64,14 @@ func (u *unpacker) num() uint64 {
 	}
 }
 
+// length reads what packer.length packed.
+func (u *unpacker) length() int { return int(u.num()) } //nolint:gosec // G115: packed from an int by packer.length
+
+// time reads what packer.time packed.
+func (u *unpacker) time() int64 { return int64(u.num()) } //nolint:gosec // G115: packed from an int64 by packer.time
+
 func (u *unpacker) str() string {
-	n := int(u.num())
+	n := u.length()
 	s := u.s[u.i : u.i+n]
 	u.i += n
 	return s
@@ -67,7 +79,7 @@ func (u *unpacker) str() string {
 
 // strs reads a list into buf (reused), or nil when the list is empty.
 func (u *unpacker) strs(buf []string) []string {
-	n := int(u.num())
+	n := u.length()
 	if n == 0 {
 		return nil
 	}

@@ -3,8 +3,8 @@ package cachemem
 import (
 	"context"
 	"fmt"
-	"sync"
 	runtime2 "runtime"
+	"sync"
 	"testing"
 	"time"
 	"weak"

@@ -102,11 +102,11 @@ func compact(u *kidv1.KidUser, shapes *shared[*shape]) *User {
 	p.str(st.KUID)
 	p.same(st.Consent.ChallengeID, first(st.ChallengeIDs))
 	p.strs(st.ChallengeIDs)
-	p.num(uint64(len(st.Verification.Records)))
+	p.length(len(st.Verification.Records))
 	for _, r := range st.Verification.Records {
 		p.str(r.ID)
 		p.str(string(r.State))
-		p.num(uint64(nanos(r.Time)))
+		p.time(nanos(r.Time))
 	}
 	p.strs(st.InFlightEvents)
 	c.data = string(p)
@@ -181,13 +181,13 @@ func (v *View) Of(c *User) *kidv1.KidUser {
 	consent, sameConsent := r.same()
 	st.ChallengeIDs = r.strs(challenges)
 	st.Consent.ChallengeID = or(consent, sameConsent, first(st.ChallengeIDs))
-	n := int(r.num())
+	n := r.length()
 	if cap(v.recs) < n {
 		v.recs = make([]metav1.Time, n)
 	}
 	for i := range n {
 		rec := kidv1.VerificationRecord{ID: r.str(), State: kidv1.VerificationState(r.str())}
-		if ns := int64(r.num()); ns != 0 {
+		if ns := r.time(); ns != 0 {
 			v.recs[i] = timeOf(ns)
 			rec.Time = &v.recs[i]
 		}
@@ -213,18 +213,40 @@ func UserOf(o any) *kidv1.KidUser {
 	return nil
 }
 
-// The getters the informer, its indexes and the event handlers ask for.
+// The getters the informer, its indexes and the event handlers ask for
+// (metav1.Object and runtime.Object).
 
-func (c *User) GetNamespace() string                          { return c.shape.namespace }
-func (c *User) GetName() string                               { return c.name }
-func (c *User) GetUID() types.UID                             { return c.uid }
-func (c *User) GetResourceVersion() string                    { r := unpacker{s: c.data}; return r.str() }
-func (c *User) GetLabels() map[string]string                  { return c.shape.labels }
-func (c *User) GetAnnotations() map[string]string             { return c.annotations }
-func (c *User) GetFinalizers() []string                       { return c.shape.finalizers }
-func (c *User) GetOwnerReferences() []metav1.OwnerReference   { return c.shape.owners }
+// GetNamespace is the user's namespace.
+func (c *User) GetNamespace() string { return c.shape.namespace }
+
+// GetName is the user's name.
+func (c *User) GetName() string { return c.name }
+
+// GetUID is the user's uid.
+func (c *User) GetUID() types.UID { return c.uid }
+
+// GetResourceVersion is the user's resourceVersion.
+func (c *User) GetResourceVersion() string { r := unpacker{s: c.data}; return r.str() }
+
+// GetLabels are the user's labels (shared: read only).
+func (c *User) GetLabels() map[string]string { return c.shape.labels }
+
+// GetAnnotations are the user's kid.dev/ annotations.
+func (c *User) GetAnnotations() map[string]string { return c.annotations }
+
+// GetFinalizers are the user's finalizers (shared: read only).
+func (c *User) GetFinalizers() []string { return c.shape.finalizers }
+
+// GetOwnerReferences are the user's owner references (shared: read only).
+func (c *User) GetOwnerReferences() []metav1.OwnerReference { return c.shape.owners }
+
+// GetManagedFields is the skeleton marker (IsSkeleton).
 func (c *User) GetManagedFields() []metav1.ManagedFieldsEntry { return skeletonMarker }
-func (c *User) GetCreationTimestamp() metav1.Time             { return timeOf(c.created) }
+
+// GetCreationTimestamp is when the user was created.
+func (c *User) GetCreationTimestamp() metav1.Time { return timeOf(c.created) }
+
+// GetDeletionTimestamp is when the user's deletion was asked for, or nil.
 func (c *User) GetDeletionTimestamp() *metav1.Time {
 	if c.deleted == 0 {
 		return nil
@@ -232,9 +254,15 @@ func (c *User) GetDeletionTimestamp() *metav1.Time {
 	t := timeOf(c.deleted)
 	return &t
 }
+
+// GetObjectKind is empty: a User is no kind a scheme knows.
 func (c *User) GetObjectKind() schema.ObjectKind { return schema.EmptyObjectKind }
-func (c *User) DeepCopyObject() runtime.Object   { return c } // read only: its copy is itself
-func (c *User) String() string                   { return c.shape.namespace + "/" + c.name }
+
+// DeepCopyObject is c itself: a User is read only.
+func (c *User) DeepCopyObject() runtime.Object { return c }
+
+// String names the user.
+func (c *User) String() string { return c.shape.namespace + "/" + c.name }
 
 // timeOf is a time User keeps, as a metav1.Time (UTC).
 func timeOf(n int64) metav1.Time {

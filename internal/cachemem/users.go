@@ -142,8 +142,8 @@ func (c UserCache) HoldingLive(ctx context.Context, live client.Reader, ns, key 
 	return out, nil
 }
 
-// Peek calls fn with the cache's skeleton of the KidUser key, without a
-// copy, and reports whether the cache holds it. fn only looks, as for
+// Peek calls fn with the cache's skeleton of the KidUser key (a view of
+// its User), and reports whether the cache holds it. fn only looks, as for
 // EachOfProduct. A reconcile peeks before it reads a user live: a user the
 // cache no longer holds was deleted (or is not in the cache yet, and its
 // arrival wakes it again), so it costs the API server no read.
@@ -182,11 +182,12 @@ func (c UserCache) Peek(ctx context.Context, key types.NamespacedName, fn func(s
 }
 
 // EachOfProduct calls fn with the skeleton of each cached KidUser of
-// product in namespace ns, in no order. fn only looks: the skeleton is the
-// cache's own, shared with every other reader, and must neither be changed
-// nor kept past the call (RefuseSkeletons refuses any write of it). No
-// player is copied, so a pass over a quarter of a million players
-// allocates nothing per player.
+// product in namespace ns, in no order. fn only looks: the skeleton is a
+// view of the cache's User (View), which shares its strings with it and is
+// reused for the next user, so it must neither be changed nor kept past the
+// call (RefuseSkeletons refuses any write of it). Each user is read into
+// one view, so a pass over a quarter of a million players allocates
+// nothing per player.
 func (c UserCache) EachOfProduct(ctx context.Context, ns, product string, fn func(s *kidv1.KidUser)) error {
 	each := func(u *kidv1.KidUser) {
 		if u.Namespace == ns && u.Spec.ProductRef.Name == product {
