@@ -15,7 +15,6 @@ import (
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
 	"github.com/kid-operator/kid-operator/controllers"
 	"github.com/kid-operator/kid-operator/internal/actions"
-	"github.com/kid-operator/kid-operator/internal/cachemem"
 	"github.com/kid-operator/kid-operator/internal/kid"
 	"github.com/kid-operator/kid-operator/internal/kidsim"
 	"github.com/kid-operator/kid-operator/test/testenv"
@@ -202,7 +201,7 @@ var _ = Describe("KidEvent controller: every event type, through the receiver", 
 			return cached.Status.Phase
 		}).Should(Equal(kidv1.EventPending), "the reconciler's cache sees the event Pending")
 		r := &controllers.KidEventReconciler{
-			Client: h.Operator.GetClient(), APIReader: h.Operator.GetAPIReader(), Users: cachemem.NewUserCache(h.Operator.GetCache()),
+			Client: h.Operator.GetClient(), APIReader: h.Operator.GetAPIReader(), Users: h.Operator.Users,
 			Filters: actions.NewFilters(), Clock: h.Clock,
 		}
 		_, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: key})

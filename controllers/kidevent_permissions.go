@@ -83,9 +83,8 @@ func (r *KidEventReconciler) sessionRead(p *eventPass) (*metav1.Condition, time.
 func (r *KidEventReconciler) wakePermissionEvents() handler.EventHandler {
 	return handler.Funcs{
 		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			o, ok1 := e.ObjectOld.(*kidv1.KidUser)
-			n, ok2 := e.ObjectNew.(*kidv1.KidUser)
-			if !ok1 || !ok2 || n.Spec.Identity.Kind != kidv1.IdentitySession || n.Status.Session.PermissionsReadAt == nil ||
+			o, n := cachemem.UserOf(e.ObjectOld), cachemem.UserOf(e.ObjectNew)
+			if o == nil || n == nil || n.Spec.Identity.Kind != kidv1.IdentitySession || n.Status.Session.PermissionsReadAt == nil ||
 				n.Status.Session.PermissionsReadAt.Equal(o.Status.Session.PermissionsReadAt) {
 				return
 			}

@@ -182,8 +182,8 @@ func (r *KidUserReconciler) users() cachemem.UserCache { return userCache(r.User
 // game registered (a KidUser it created for a challenge it started) may
 // have any name.
 func (r *KidUserReconciler) standIns(ctx context.Context, o client.Object) []reconcile.Request {
-	u := o.(*kidv1.KidUser)
-	if u.Spec.Identity.Kind != kidv1.IdentitySession {
+	u := cachemem.UserOf(o)
+	if u == nil || u.Spec.Identity.Kind != kidv1.IdentitySession {
 		return nil
 	}
 	var out []reconcile.Request

@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+	"github.com/kid-operator/kid-operator/internal/cachemem"
 )
 
 // The resync's interval (design.md §3, "Session sync"). Unless
@@ -100,10 +101,7 @@ func userProduct(u *kidv1.KidUser) types.NamespacedName {
 // countLoads is the KidUser watch that keeps the counts: it enqueues
 // nothing.
 func (r *KidUserReconciler) countLoads() handler.EventHandler {
-	user := func(o any) *kidv1.KidUser {
-		u, _ := o.(*kidv1.KidUser)
-		return u
-	}
+	user := cachemem.UserOf
 	return handler.Funcs{
 		CreateFunc: func(_ context.Context, e event.CreateEvent, _ workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 			r.loads.change(nil, user(e.Object))

@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+	"github.com/kid-operator/kid-operator/internal/cachemem"
 )
 
 // The start and the sweeps (design.md §5, "Start and sweeps"). At 250,000
@@ -125,19 +126,24 @@ func scheduleBefore(q workqueue.TypedRateLimitingInterface[reconcile.Request], r
 	q.AddAfter(req, at.Sub(now))
 }
 
-// eachCachedUser calls f with every KidUser the cache holds, as it holds
-// it: f must not change it. Where the cache has one informer for every
-// namespace, its store is walked, with no copy. With --watch-namespaces the
-// cache keeps an informer per namespace behind one that shows no store,
-// and the users are listed: a shallow copy of each for the sweep's length.
+// eachCachedUser calls f with every KidUser the cache holds, as its
+// skeleton: f must neither change it nor keep it past the call. The
+// manager's cache is read through its stores (Users: every namespace's,
+// with --watch-namespaces too), one reused view for all users. A
+// reconciler set up without Users (specs) walks the informer's store, or
+// lists the cache.
 func (r *KidUserReconciler) eachCachedUser(ctx context.Context, f func(*kidv1.KidUser)) error {
+	if r.Users.Each(f) {
+		// The manager's cache, read through its stores.
+		return nil
+	}
 	inf, err := r.informers.GetInformer(ctx, &kidv1.KidUser{})
 	if err != nil {
 		return err
 	}
 	if s, ok := inf.(interface{ GetStore() toolscache.Store }); ok {
 		for _, o := range s.GetStore().List() {
-			if u, ok := o.(*kidv1.KidUser); ok {
+			if u := cachemem.UserOf(o); u != nil {
 				f(u)
 			}
 		}
@@ -195,8 +201,8 @@ func changesOnly() predicate.Predicate {
 
 // dueNow says whether something is due for the cached user now.
 func (r *KidUserReconciler) dueNow(o client.Object, reads bool) bool {
-	u, ok := o.(*kidv1.KidUser)
-	if !ok {
+	u := cachemem.UserOf(o)
+	if u == nil {
 		return true
 	}
 	var product *kidv1.KidProduct

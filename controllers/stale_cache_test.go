@@ -13,7 +13,6 @@ import (
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
 	"github.com/kid-operator/kid-operator/controllers"
 	"github.com/kid-operator/kid-operator/internal/actions"
-	"github.com/kid-operator/kid-operator/internal/cachemem"
 	"github.com/kid-operator/kid-operator/internal/inbox"
 	"github.com/kid-operator/kid-operator/internal/kid"
 	"github.com/kid-operator/kid-operator/internal/kidsim"
@@ -63,7 +62,7 @@ var _ = Describe("A cache that lags behind the controller's writes", func() {
 		// The event is requeued while the cache still shows it Pending.
 		r := &controllers.KidEventReconciler{
 			Client:     staleEvent{Client: h.Operator.GetClient(), stale: stale},
-			Users:      cachemem.NewUserCache(h.Operator.GetCache()),
+			Users:      h.Operator.Users,
 			APIReader:  h.Operator.GetAPIReader(),
 			Filters:    actions.NewFilters(),
 			HTTPClient: &http.Client{Timeout: 5 * time.Second},

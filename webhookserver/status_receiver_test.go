@@ -118,9 +118,11 @@ var _ = Describe("A game's page following its player's status", func() {
 		u := registered("my-player", kidv1.KidUserStatus{Consent: kidv1.ConsentStatus{State: kidv1.ConsentPending, ChallengeID: challengeID}})
 		// The receiver reads the operator's cache.
 		Eventually(func(g Gomega) {
-			got := &kidv1.KidUser{}
-			g.Expect(h.Operator.GetCache().Get(ctx, client.ObjectKeyFromObject(u), got)).To(Succeed())
-			g.Expect(got.Status.Consent.State).To(Equal(kidv1.ConsentPending))
+			var state kidv1.ConsentState
+			found, err := h.Operator.Users.Peek(ctx, client.ObjectKeyFromObject(u), func(s *kidv1.KidUser) { state = s.Status.Consent.State })
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(found).To(BeTrue())
+			g.Expect(state).To(Equal(kidv1.ConsentPending))
 		}).Should(Succeed())
 
 		resp, frames := openStream(ns, mint(ns, relaytoken.KindChallenge, challengeID, time.Hour))

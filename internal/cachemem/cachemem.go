@@ -4,23 +4,28 @@
 // "Players at scale"). What cuts it:
 //
 //   - Transform keeps of a KidUser only its skeleton (Skeleton: the ids and
-//     the facts the cache's readers need), drops what no reader uses
-//     (managed fields) from every object, and shares, among all cached
+//     the facts the cache's readers need), in a compact Go type of its own
+//     (User: a shape shared by a product's players in one state, times as
+//     int64s, the player's strings packed in one), drops what no reader
+//     uses (managed fields) from every object, and shares, among all cached
 //     objects, one copy of what many of them repeat: label and
 //     owner-reference sets, and the strings of conditions and states.
 //   - NamespacedIndex registers a field index that stores each value once,
 //     where controller-runtime's IndexField stores it twice.
 //   - NewInformer strips each page of an informer's initial list as it
 //     arrives, so a start without the API server's watch cache never holds
-//     the whole list as decoded.
+//     the whole list as decoded, and records the KidUser informers' stores
+//     (Stores), through which UserCache reads them.
 //
 // A skeleton is never read as a player: every full read of a KidUser is
 // live (the manager's client reads KidUsers around the cache), the cache
-// is reached only through UserCache, which returns names and live objects,
-// and RefuseSkeletons refuses any write of a skeleton. Shared copies are
-// safe because nothing writes to a cached object: controller-runtime hands
-// readers deep copies, and the few reads with client.UnsafeDisableDeepCopy,
-// and the event handlers, only read.
+// holds Users, which no client can write (no scheme knows the type) and
+// which are reached only through UserCache and UserOf, which return names,
+// live objects, or views of the skeleton (View), and RefuseSkeletons
+// refuses any write of a view. Shared copies are safe because nothing
+// writes to a cached object: a User has no setters, controller-runtime
+// hands readers of other kinds deep copies, and the few reads with
+// client.UnsafeDisableDeepCopy, and the event handlers, only read.
 package cachemem
 
 import (
@@ -51,7 +56,12 @@ const maxShared = 4096
 func Transform() toolscache.TransformFunc {
 	labels := newShared[map[string]string]()
 	owners := newShared[[]metav1.OwnerReference]()
+	shapes := newShared[*shape]()
 	return func(in any) (any, error) {
+		if u, ok := in.(*User); ok {
+			// Transformed already (a page, then the store).
+			return u, nil
+		}
 		obj, ok := in.(client.Object)
 		if !ok {
 			// A tombstone (DeletedFinalStateUnknown) or anything else
@@ -70,28 +80,12 @@ func Transform() toolscache.TransformFunc {
 		}
 		switch o := obj.(type) {
 		case *kidv1.KidUser:
-			s := Skeleton(o)
-			compactUser(s)
-			return s, nil
+			return compact(o, shapes), nil
 		case *kidv1.KidEvent:
 			compactEvent(o)
 		}
 		return obj, nil
 	}
-}
-
-// compactUser shares the strings of a KidUser skeleton that take a handful
-// of values across all players. Ids, names and times are each player's own.
-func compactUser(u *kidv1.KidUser) {
-	internTo(&u.Spec.ProductRef.Name)
-	internTo(&u.Spec.Identity.Kind)
-	st := &u.Status
-	internTo(&st.Consent.State)
-	internTo(&st.Verification.State)
-	for i := range st.Verification.Records {
-		internTo(&st.Verification.Records[i].State)
-	}
-	internTo(&st.Session.State)
 }
 
 // compactEvent does the same for a KidEvent; its payload is its own.

@@ -12,7 +12,9 @@ import (
 // lacks most of its player's status, and written back it would wipe it. The
 // controllers read every KidUser they write live, so this refuses nothing
 // they do; it is the lock on the door, should a change ever hand a cached
-// user to a write.
+// user to a write. The cache's own User cannot be written at all (no scheme
+// knows its type); what this guards is its views (View, UserOf, Skeleton),
+// which are KidUsers, and their copies.
 func RefuseSkeletons(c client.Client) client.Client { return guarded{c} }
 
 type guarded struct{ client.Client }

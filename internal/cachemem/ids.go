@@ -43,7 +43,8 @@ func buckets(keys []string) []string {
 }
 
 // UserIDBuckets is the extract function of kidv1.UserIDIndex.
-func UserIDBuckets(o client.Object) []string { return buckets(o.(*kidv1.KidUser).IDKeys()) }
+// It reads a User, or a whole KidUser (a fake client's index).
+func UserIDBuckets(o client.Object) []string { return buckets(UserOf(o).IDKeys()) }
 
 // EventIDBuckets is the extract function of EventIDIndex.
 func EventIDBuckets(o client.Object) []string { return buckets(o.(*kidv1.KidEvent).IDKeys()) }

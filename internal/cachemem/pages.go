@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
+	metainternalversion "k8s.io/apimachinery/pkg/apis/meta/internalversion"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
@@ -27,11 +28,19 @@ import (
 // gathers into one list of every object, as decoded, before the store's
 // transform sees any: at 250,000 players, every player's full status at
 // once. Here each page is transformed as it arrives, so what the pager
-// gathers are skeletons. (The store transforms each object again; tf must
+// gathers are Users. (The store transforms each object again; tf must
 // be idempotent, as Transform is.)
-func NewInformer(tf toolscache.TransformFunc) func(toolscache.ListerWatcher, runtime.Object, time.Duration, toolscache.Indexers) toolscache.SharedIndexInformer {
+//
+// The store of each KidUser informer is added to users, which is how the
+// controllers read them (Stores.Users): the manager's cache cannot, as it
+// holds Users, not KidUsers.
+func NewInformer(tf toolscache.TransformFunc, users *Stores) func(toolscache.ListerWatcher, runtime.Object, time.Duration, toolscache.Indexers) toolscache.SharedIndexInformer {
 	return func(lw toolscache.ListerWatcher, obj runtime.Object, resync time.Duration, indexers toolscache.Indexers) toolscache.SharedIndexInformer {
-		return toolscache.NewSharedIndexInformer(&pagedTransform{inner: toolscache.ToListerWatcherWithContext(lw), raw: lw, tf: tf}, obj, resync, indexers)
+		informer := toolscache.NewSharedIndexInformer(&pagedTransform{inner: toolscache.ToListerWatcherWithContext(lw), raw: lw, tf: tf}, obj, resync, indexers)
+		if _, ok := obj.(*kidv1.KidUser); ok && users != nil {
+			users.add(informer.GetIndexer())
+		}
+		return informer
 	}
 }
 
@@ -47,7 +56,7 @@ func (p *pagedTransform) ListWithContext(ctx context.Context, opts metav1.ListOp
 	if err != nil {
 		return list, err
 	}
-	return list, transformItems(list, p.tf)
+	return transformItems(list, p.tf)
 }
 
 func (p *pagedTransform) WatchWithContext(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
@@ -70,28 +79,30 @@ func (p *pagedTransform) IsWatchListSemanticsUnSupported() bool {
 }
 
 // transformItems replaces each item of a list page by its transform. A
-// KidUserList's items are values, so each is replaced by its skeleton's
-// value: the page keeps the struct, and lets go of everything else the
-// decoded player held.
-func transformItems(list runtime.Object, tf toolscache.TransformFunc) error {
+// KidUserList's items are KidUser values, which cannot hold a User: the page
+// becomes a list of Users (a metainternalversion.List, the type client-go's
+// pager gathers pages into), and lets go of everything the decoded players
+// held.
+func transformItems(list runtime.Object, tf toolscache.TransformFunc) (runtime.Object, error) {
 	if users, ok := list.(*kidv1.KidUserList); ok {
+		out := &metainternalversion.List{ListMeta: users.ListMeta, Items: make([]runtime.Object, len(users.Items))}
 		for i := range users.Items {
-			out, err := tf(&users.Items[i])
+			t, err := tf(&users.Items[i])
 			if err != nil {
-				return err
+				return nil, err
 			}
-			s, ok := out.(*kidv1.KidUser)
+			u, ok := t.(*User)
 			if !ok {
-				return fmt.Errorf("the transform of a KidUser returned %T", out)
+				return nil, fmt.Errorf("the transform of a KidUser returned %T", t)
 			}
-			users.Items[i] = *s
+			out.Items[i] = u
 		}
-		return nil
+		return out, nil
 	}
 	// Any other kind: its items are transformed in place where the
 	// transform changes them in place (the default for every kind but
 	// KidUser).
-	return meta.EachListItem(list, func(o runtime.Object) error {
+	return list, meta.EachListItem(list, func(o runtime.Object) error {
 		_, err := tf(o)
 		return err
 	})

@@ -3,10 +3,13 @@ package cachemem
 import (
 	"context"
 	"fmt"
+	runtime2 "runtime"
 	"sync"
 	"testing"
 	"time"
+	"weak"
 
+	metainternalversion "k8s.io/apimachinery/pkg/apis/meta/internalversion"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
@@ -16,17 +19,15 @@ import (
 )
 
 // pagedUsers is an API server without a watch cache, as the reflector meets
-// it: no streamed list, and lists in pages. It keeps each page it answered,
-// and when the next is asked for, notes whether the items of the last one
-// were stripped already (what the pager keeps of them).
+// it: no streamed list, and lists in pages. It keeps a weak pointer to each
+// page it answered, to tell whether anything holds on to one.
 type pagedUsers struct {
 	t     *testing.T
 	pages int // how many pages the list has
 	n     int // players per page
 
 	mu       sync.Mutex
-	answered []*kidv1.KidUserList
-	stripped []bool // per page: stripped before the next page was asked for
+	answered []weak.Pointer[kidv1.KidUserList]
 }
 
 func (p *pagedUsers) ListWithContext(_ context.Context, opts metav1.ListOptions) (runtime.Object, error) {
@@ -38,9 +39,6 @@ func (p *pagedUsers) ListWithContext(_ context.Context, opts metav1.ListOptions)
 			return nil, err
 		}
 	}
-	if page > 0 {
-		p.stripped = append(p.stripped, allSkeletons(p.answered[page-1]))
-	}
 	list := &kidv1.KidUserList{ListMeta: metav1.ListMeta{ResourceVersion: "100"}}
 	for i := range p.n {
 		list.Items = append(list.Items, *decode(p.t, playerJSON(p.t, page*p.n+i)))
@@ -48,7 +46,7 @@ func (p *pagedUsers) ListWithContext(_ context.Context, opts metav1.ListOptions)
 	if page+1 < p.pages {
 		list.Continue = fmt.Sprintf("page-%d", page+1)
 	}
-	p.answered = append(p.answered, list)
+	p.answered = append(p.answered, weak.Make(list))
 	return list, nil
 }
 
@@ -67,22 +65,15 @@ func (p *pagedUsers) Watch(opts metav1.ListOptions) (watch.Interface, error) {
 // No streamed list: the API server's watch cache is off.
 func (p *pagedUsers) IsWatchListSemanticsUnSupported() bool { return true }
 
-func allSkeletons(l *kidv1.KidUserList) bool {
-	for i := range l.Items {
-		if !IsSkeleton(&l.Items[i]) || l.Items[i].Status.Session.Permissions != nil {
-			return false
-		}
-	}
-	return len(l.Items) > 0
-}
-
 // Without the watch cache, an informer's initial list comes in pages, which
 // client-go gathers before its store's transform runs: each page is
-// stripped to skeletons as it arrives, before the next is asked for.
+// replaced by its Users as it arrives, so what client-go gathers holds no
+// decoded player, and once synced nothing holds a page.
 func TestInitialListIsStrippedPerPage(t *testing.T) {
 	lw := &pagedUsers{t: t, pages: 4, n: 5}
 	tf := Transform()
-	informer := NewInformer(tf)(lw, &kidv1.KidUser{}, 0, toolscache.Indexers{})
+	stores := &Stores{}
+	informer := NewInformer(tf, stores)(lw, &kidv1.KidUser{}, 0, toolscache.Indexers{})
 	if err := informer.SetTransform(tf); err != nil {
 		t.Fatal(err)
 	}
@@ -101,21 +92,44 @@ func TestInitialListIsStrippedPerPage(t *testing.T) {
 	if len(lw.answered) != 4 {
 		t.Fatalf("%d pages listed, want 4", len(lw.answered))
 	}
-	for i, s := range lw.stripped {
-		if !s {
-			t.Errorf("page %d was not stripped before page %d was asked for", i, i+1)
+	runtime2.GC()
+	for i, w := range lw.answered {
+		if w.Value() != nil {
+			t.Errorf("page %d is still held after the sync", i)
 		}
-	}
-	if !allSkeletons(lw.answered[3]) {
-		t.Error("the last page was not stripped")
 	}
 	items := informer.GetStore().List()
 	if len(items) != 20 {
 		t.Fatalf("the store holds %d players, want 20", len(items))
 	}
 	for _, o := range items {
-		if !IsSkeleton(o.(*kidv1.KidUser)) {
-			t.Fatalf("the store holds a player that is not a skeleton: %s", o.(*kidv1.KidUser).Name)
+		if _, ok := o.(*User); !ok {
+			t.Fatalf("the store holds a %T, want a *User", o)
+		}
+	}
+	if len(stores.all()) != 1 || len(stores.all()[0].List()) != 20 {
+		t.Error("the informer's store is not in the stores")
+	}
+}
+
+// A page of KidUsers becomes a page of Users, with the page's list metadata
+// (the pager follows its continue token).
+func TestPageBecomesUsers(t *testing.T) {
+	page := &kidv1.KidUserList{ListMeta: metav1.ListMeta{ResourceVersion: "7", Continue: "next"}}
+	for i := range 3 {
+		page.Items = append(page.Items, *decode(t, playerJSON(t, i)))
+	}
+	out, err := transformItems(page, Transform())
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, ok := out.(*metainternalversion.List)
+	if !ok || list.Continue != "next" || list.ResourceVersion != "7" || len(list.Items) != 3 {
+		t.Fatalf("page: %#v", out)
+	}
+	for i, o := range list.Items {
+		if u, ok := o.(*User); !ok || u.GetName() != page.Items[i].Name {
+			t.Errorf("item %d: %#v", i, o)
 		}
 	}
 }

@@ -10,22 +10,22 @@ import (
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
 )
 
-// Skeleton is what the manager's cache keeps of a KidUser: the fields its
-// readers need, and nothing else. Its readers are the id index
-// (KidUser.IDKeys), the event handlers and predicates that receive KidUsers
-// from the informer (the stand-ins a session's user wakes, the products'
-// resync loads, the permission changes a read of a session wakes), the
-// lookups of UserCache, and the "is anything due for this user" computation
-// of the KidUser controller. Every full read of a KidUser is live
-// (operator.go: client.CacheOptions.DisableFor), so no reader ever sees a
-// skeleton where it expects a player.
+// Skeleton is what the manager's cache keeps of a KidUser (a User), as a
+// KidUser: what every reader of the cache sees. Its readers are the id
+// index (KidUser.IDKeys), the event handlers and predicates that receive
+// KidUsers from the informer (the stand-ins a session's user wakes, the
+// products' resync loads, the permission changes a read of a session
+// wakes), the lookups of UserCache, and the "is anything due for this user"
+// computation of the KidUser controller. Every full read of a KidUser is
+// live (operator.go: client.CacheOptions.DisableFor), so no reader ever
+// sees a skeleton where it expects a player.
 //
 // The skeleton keeps, and only keeps:
 //
-//	metadata: name, namespace, uid, resourceVersion, generation,
-//	          creationTimestamp, deletionTimestamp, labels, ownerReferences,
-//	          finalizers, and the annotations under kid.dev/ (requested-at);
-//	          its managedFields are the skeleton marker (IsSkeleton)
+//	metadata: name, namespace, uid, resourceVersion, creationTimestamp,
+//	          deletionTimestamp, labels, ownerReferences, finalizers, and
+//	          the annotations under kid.dev/ (requested-at); its
+//	          managedFields are the skeleton marker (IsSkeleton)
 //	spec:     productRef, identity (all of it)
 //	status:   sessionId, kuid, challengeIds           (the ids: IDKeys)
 //	          verification.state,
@@ -41,54 +41,14 @@ import (
 //	                        bound; the skeleton holds no personal data)
 //	          inFlightEvents                          (a fold's retry)
 //
-// Dropped are the conditions, the session's permissions and what k-ID
-// reported about it (summary, age status, jurisdiction, status, etag), the
-// verification records' method, age, category and reason, lastEventRef,
-// observedEvents and eventCounts: about two thirds of a decoded player.
-// A field added to KidUserStatus is dropped until it is named here
+// Dropped are the generation, the conditions, the session's permissions and
+// what k-ID reported about it (summary, age status, jurisdiction, status,
+// etag), the verification records' method, age, category and reason,
+// lastEventRef, observedEvents and eventCounts. Its times are in UTC. A
+// field added to KidUserStatus is dropped until User keeps it
 // (TestSkeletonKeepsTheNamedFields lists them).
 func Skeleton(u *kidv1.KidUser) *kidv1.KidUser {
-	st := &u.Status
-	s := &kidv1.KidUser{
-		TypeMeta: u.TypeMeta,
-		ObjectMeta: metav1.ObjectMeta{
-			Name: u.Name, Namespace: u.Namespace, UID: u.UID, ResourceVersion: u.ResourceVersion,
-			Generation: u.Generation, CreationTimestamp: u.CreationTimestamp, DeletionTimestamp: u.DeletionTimestamp,
-			Labels: u.Labels, OwnerReferences: u.OwnerReferences, Finalizers: u.Finalizers,
-			Annotations:   kidAnnotations(u.Annotations),
-			ManagedFields: skeletonMarker,
-		},
-		Spec: u.Spec,
-		Status: kidv1.KidUserStatus{
-			SessionID:    st.SessionID,
-			KUID:         st.KUID,
-			ChallengeIDs: st.ChallengeIDs,
-			Consent:      st.Consent,
-			Verification: kidv1.VerificationStatus{State: st.Verification.State},
-			Session: kidv1.SessionStatus{
-				State:                st.Session.State,
-				SyncedAt:             st.Session.SyncedAt,
-				PermissionsChangedAt: st.Session.PermissionsChangedAt,
-				PermissionsReadAt:    st.Session.PermissionsReadAt,
-				DeletedAt:            st.Session.DeletedAt,
-			},
-			AccountDeleted: st.AccountDeleted,
-			ErasedAt:       st.ErasedAt,
-			LastEventTime:  st.LastEventTime,
-			InFlightEvents: st.InFlightEvents,
-		},
-	}
-	if n := len(st.Verification.Records); n > 0 {
-		recs := make([]kidv1.VerificationRecord, n)
-		for i, r := range st.Verification.Records {
-			recs[i] = kidv1.VerificationRecord{ID: r.ID, State: r.State, Time: r.Time}
-		}
-		s.Status.Verification.Records = recs
-	}
-	if st.PersonalData != nil {
-		s.Status.PersonalData = noPersonalData
-	}
-	return s
+	return new(View).Of(compact(u, newShared[*shape]()))
 }
 
 // noPersonalData is every skeleton's personalData when its player has

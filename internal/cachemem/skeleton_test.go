@@ -26,7 +26,7 @@ import (
 var skeletonFields = []string{
 	"apiVersion", "kind",
 	"metadata.name", "metadata.namespace", "metadata.uid", "metadata.resourceVersion",
-	"metadata.generation", "metadata.creationTimestamp", "metadata.deletionTimestamp",
+	"metadata.creationTimestamp", "metadata.deletionTimestamp",
 	"metadata.labels.kid.dev/product", "metadata.ownerReferences[].apiVersion", "metadata.ownerReferences[].kind",
 	"metadata.ownerReferences[].name", "metadata.ownerReferences[].uid", "metadata.finalizers[]",
 	"metadata.annotations.kid.dev/requested-at",
@@ -115,7 +115,7 @@ func TestSkeletonKeepsTheNamedFields(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := leaves(t, out)
+	got := leaves(t, UserOf(out))
 	paths := slices.Sorted(maps.Keys(got))
 	want := slices.Clone(skeletonFields)
 	slices.Sort(want)
@@ -130,7 +130,7 @@ func TestSkeletonKeepsTheNamedFields(t *testing.T) {
 			t.Errorf("%s: %v, the player's is %v", p, got[p], full[p])
 		}
 	}
-	if s := out.(*kidv1.KidUser); s.Status.PersonalData == nil || *s.Status.PersonalData != (kidv1.PersonalData{}) {
+	if s := UserOf(out); s.Status.PersonalData == nil || *s.Status.PersonalData != (kidv1.PersonalData{}) {
 		t.Errorf("personal data in the skeleton: %+v", s.Status.PersonalData)
 	}
 	// And what it drops is most of the player.
@@ -155,7 +155,7 @@ func TestRefuseSkeletons(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, _ := Transform()(live.DeepCopy())
-	skel := out.(*kidv1.KidUser)
+	skel := UserOf(out)
 	for name, write := range map[string]func(o *kidv1.KidUser) error{
 		"update":        func(o *kidv1.KidUser) error { return c.Update(ctx, o) },
 		"patch":         func(o *kidv1.KidUser) error { return c.Patch(ctx, o, client.MergeFrom(live)) },
@@ -206,11 +206,11 @@ func TestHoldingLive(t *testing.T) {
 	}
 	// A reader that answers skeletons is not live.
 	skel, _ := Transform()(liveA.DeepCopy())
-	if _, err := NewUserCache(cached).HoldingLive(ctx, skeletonReader{skel.(*kidv1.KidUser)}, "one", kidv1.UserIDKey("p", kidv1.IdentityChallenge, "c-1"), nil); err == nil {
+	if _, err := NewUserCache(cached).HoldingLive(ctx, skeletonReader{UserOf(skel)}, "one", kidv1.UserIDKey("p", kidv1.IdentityChallenge, "c-1"), nil); err == nil {
 		t.Error("a skeleton was read as a live player")
 	}
 	// Those not kept are not read.
-	none, err := NewUserCache(cached).HoldingLive(ctx, skeletonReader{skel.(*kidv1.KidUser)}, "one", kidv1.UserIDKey("p", kidv1.IdentityChallenge, "c-1"),
+	none, err := NewUserCache(cached).HoldingLive(ctx, skeletonReader{UserOf(skel)}, "one", kidv1.UserIDKey("p", kidv1.IdentityChallenge, "c-1"),
 		func(UserRef) bool { return false })
 	if err != nil || len(none) != 0 {
 		t.Errorf("holders none of which is kept: %v, %v", none, err)

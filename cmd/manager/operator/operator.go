@@ -162,6 +162,9 @@ type Operator struct {
 	// Secrets is the cache of the Secrets products name, which the
 	// receiver and the controllers share.
 	Secrets *secrets.Cache
+	// Users reads the cache's KidUsers (cachemem.User): the manager's
+	// cache itself cannot, as it holds no KidUser type.
+	Users cachemem.UserCache
 }
 
 // Leader election: its Lease, and the core Events it records about it
@@ -201,15 +204,17 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 		return nil, fmt.Errorf("API allow hosts: %w", err)
 	}
 	transform := cachemem.Transform()
+	userStores := &cachemem.Stores{}
 	cacheOpts := cache.Options{
-		// Keeps of each KidUser its skeleton, drops managed fields and
-		// shares what cached objects repeat: the cache holds every player
-		// (internal/cachemem).
+		// Keeps of each KidUser its skeleton as a compact cachemem.User,
+		// drops managed fields and shares what cached objects repeat:
+		// the cache holds every player (internal/cachemem).
 		DefaultTransform: transform,
 		// Transforms each page of an initial list as it arrives: without
 		// the API server's watch cache, client-go gathers every page
-		// before the store's transform runs.
-		NewInformer: cachemem.NewInformer(transform),
+		// before the store's transform runs. Records the KidUser stores
+		// in userStores, through which the controllers read them.
+		NewInformer: cachemem.NewInformer(transform, userStores),
 	}
 	if len(namespaces) > 0 {
 		cacheOpts.DefaultNamespaces = map[string]cache.Config{}
@@ -242,8 +247,9 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 		// No informer ever holds Secrets: the few that products name are
 		// read one get at a time (internal/secrets), and anything else
 		// that reads a Secret through the client reads it live. The
-		// informer holds only KidUsers' skeletons, so the client reads
-		// every KidUser live too; the cache of skeletons is read through
+		// informer holds only KidUsers' skeletons (cachemem.User, a type
+		// the client could not read), so the client reads every KidUser
+		// live too; the cache of skeletons is read through
 		// cachemem.UserCache alone.
 		Client: client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}, &kidv1.KidUser{}}}},
 	})
@@ -252,7 +258,7 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 	}
 
 	sec := secrets.New(mgr.GetAPIReader(), secrets.Options{TTL: opts.SecretTTL, LastGoodFor: opts.SecretLastGoodFor})
-	op := &Operator{Manager: mgr, Secrets: sec}
+	op := &Operator{Manager: mgr, Secrets: sec, Users: userStores.Users()}
 	if !noReceiver {
 		store, err := inbox.RESTStore(cfg)
 		if err != nil {
@@ -299,7 +305,7 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 	// The controllers' client refuses any write of a KidUser skeleton;
 	// users is the one reader of the cache's skeletons.
 	writer := cachemem.RefuseSkeletons(mgr.GetClient())
-	users := cachemem.NewUserCache(mgr.GetCache())
+	users := op.Users
 	if err := (&controllers.KidProductReconciler{
 		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kidproduct-controller"), Clock: opts.Clock, APIClients: apiClients,
 		Secrets: sec, SecretRecheck: opts.SecretRecheck,
