@@ -13,9 +13,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+	"github.com/kid-operator/kid-operator/cmd/manager/operator"
 	"github.com/kid-operator/kid-operator/internal/kid"
 	"github.com/kid-operator/kid-operator/internal/kidsim"
-	"github.com/kid-operator/kid-operator/cmd/manager/operator"
 )
 
 // health is what kstatus, the library behind Flux's health checks (and
