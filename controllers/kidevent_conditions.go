@@ -25,12 +25,51 @@ func setEventCondition(e *kidv1.KidEvent, condType string, status metav1.Conditi
 	})
 }
 
+// setEventHealth sets what kstatus, the library behind Flux's and Argo CD's
+// health checks, reads of an event: observedGeneration, Reconciling while
+// the event waits (for its fold, or for its runs: a first attempt, a retry,
+// a session read, a suspended product), and Stalled once a run failed for
+// good, which only a person's redrive moves on. Both are present only while
+// True and repeat the Processed condition's reason and message, so they
+// carry no personal data either. Like Processed they ride on the status
+// write the caller makes anyway; an event the controllers never wrote is
+// InProgress through the CRD's default (observedGeneration 0).
+func setEventHealth(e *kidv1.KidEvent) {
+	st := &e.Status
+	st.ObservedGeneration = e.Generation
+	reconciling, stalled := false, false
+	switch st.Phase {
+	case "", kidv1.EventPending:
+		reconciling = true
+	case kidv1.EventApplied:
+		reconciling = !st.Finished()
+	case kidv1.EventFailed:
+		stalled = true
+	}
+	reason, msg := kidv1.ProgressingReason, "the event waits for its fold or its action runs"
+	if c := meta.FindStatusCondition(st.Conditions, kidv1.ProcessedCondition); c != nil {
+		reason, msg = c.Reason, c.Message
+	}
+	for _, c := range []struct {
+		condType string
+		on       bool
+	}{{kidv1.ReconcilingCondition, reconciling}, {kidv1.StalledCondition, stalled}} {
+		if c.on {
+			setEventCondition(e, c.condType, metav1.ConditionTrue, reason, msg)
+		} else {
+			meta.RemoveStatusCondition(&st.Conditions, c.condType)
+		}
+	}
+}
+
 // setProcessed derives the Processed condition of an applied event from its
 // phase and runs: done (Succeeded, Failed, or no action matched), or what
 // it waits for (a first attempt, or a retry at a time). A run's error text
 // is left to status.actions: it is the game's endpoint's answer, which
-// this message must not repeat.
+// this message must not repeat. It sets the event's health with it
+// (setEventHealth).
 func setProcessed(e *kidv1.KidEvent) {
+	defer setEventHealth(e)
 	st := &e.Status
 	switch st.Phase {
 	case kidv1.EventSucceeded:

@@ -396,8 +396,20 @@ func (r *KidEventReconciler) reconcileFold(ctx context.Context, p *eventPass) (s
 // event's actions run once).
 func (r *KidEventReconciler) reconcileRefold(ctx context.Context, p *eventPass) (stepOutcome, error) {
 	e := p.event
-	if p.pending() || e.Status.Phase == kidv1.EventIgnored || e.Generation <= max(e.Status.FoldedGeneration, 1) ||
-		e.Spec.Source == kidv1.SourceBrowser || !kid.Known(e.Spec.EventType) {
+	foldable := e.Status.Phase != kidv1.EventIgnored && e.Spec.Source != kidv1.SourceBrowser && kid.Known(e.Spec.EventType)
+	if !p.pending() && !foldable && 0 < e.Status.ObservedGeneration && e.Status.ObservedGeneration < e.Generation {
+		// Nothing to fold again, but kstatus reads the event InProgress
+		// until its status says the new generation was seen. Only an
+		// event this version wrote (observedGeneration set) is written:
+		// one finished before the field existed is left as it is.
+		before := e.DeepCopy()
+		e.Status.ObservedGeneration = e.Generation
+		if err := r.Status().Patch(ctx, e, client.MergeFrom(before)); err != nil {
+			return endPass, fmt.Errorf("recording the event's observed generation: %w", err)
+		}
+		return carryOn, nil
+	}
+	if p.pending() || !foldable || e.Generation <= max(e.Status.FoldedGeneration, 1) {
 		return carryOn, nil
 	}
 	product, err := r.productOf(ctx, e)
@@ -426,6 +438,7 @@ func (r *KidEventReconciler) reconcileRefold(ctx context.Context, p *eventPass) 
 	}
 	before := e.DeepCopy()
 	e.Status.FoldedGeneration = e.Generation
+	e.Status.ObservedGeneration = e.Generation
 	if err := r.Status().Patch(ctx, e, client.MergeFrom(before)); err != nil {
 		return endPass, fmt.Errorf("recording the event's folded generation: %w", err)
 	}
@@ -568,6 +581,7 @@ func (r *KidEventReconciler) waitForMerge(ctx context.Context, e *kidv1.KidEvent
 	before := e.DeepCopy()
 	setEventCondition(e, kidv1.ProcessedCondition, metav1.ConditionFalse, kidv1.WaitingForMergeReason,
 		"the stand-in that counted the event was merged away, or the cache does not show it yet; the fold is retried")
+	setEventHealth(e)
 	if !apiequality.Semantic.DeepEqual(before.Status, e.Status) {
 		if perr := r.Status().Patch(ctx, e, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); perr != nil {
 			return fmt.Errorf("recording the wait for a merge: %w (%w)", perr, err)
@@ -1025,6 +1039,7 @@ func (r *KidEventReconciler) setPhase(ctx context.Context, e *kidv1.KidEvent, ph
 		e.Status.FoldedGeneration = e.Generation
 		setProcessed(e)
 	}
+	setEventHealth(e)
 	// A JSON merge patch replaces the runs list whole, so it is written
 	// only over the version it was computed from: a stale read can never
 	// put a succeeded run back to Pending.

@@ -334,8 +334,12 @@ type KidAction struct {
 	// +required
 	Spec KidActionSpec `json:"spec"`
 
-	// status is what the controller observed.
+	// status is what the controller observed. Until the controller first
+	// writes it, the API server reads it as observedGeneration 0, so that
+	// kstatus (Flux's and Argo CD's health checks) sees the object as
+	// InProgress, not Current, before it is reconciled.
 	// +optional
+	// +kubebuilder:default={observedGeneration: 0}
 	Status KidActionStatus `json:"status,omitempty"`
 }
 

@@ -198,6 +198,14 @@ type KidEventStatus struct {
 	// +kubebuilder:validation:MaxItems=8
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 
+	// observedGeneration is the spec generation the controllers last wrote
+	// this status for (kstatus compares it with metadata.generation; a
+	// later copy that enriches the spec makes it lag until the event is
+	// folded again).
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
 	// phase: Pending, Applied, Succeeded, Failed or Ignored. Empty means
 	// Pending.
 	// +optional
@@ -260,8 +268,14 @@ type KidEvent struct {
 	// +required
 	Spec KidEventSpec `json:"spec"`
 
-	// status is what the controllers did with it.
+	// status is what the controllers did with it. Until the controllers
+	// first write it (the receiver creates the event without one), the API
+	// server reads it as observedGeneration 0, so that kstatus sees a
+	// stored, unfolded event as InProgress. The default applies only to an
+	// event with no status at all: one written before observedGeneration
+	// existed is not read as InProgress for ever.
 	// +optional
+	// +kubebuilder:default={observedGeneration: 0}
 	Status KidEventStatus `json:"status,omitempty"`
 }
 
