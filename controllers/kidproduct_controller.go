@@ -242,6 +242,7 @@ func (r *KidProductReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 			// Labels of products that are gone are dropped, so that the
 			// metrics stay bounded by the products that exist.
 			forgetProductSeries(req.String())
+			forgetProductGauges(req.NamespacedName)
 			if r.APIClients != nil {
 				r.APIClients.erasures.forget(req.NamespacedName)
 				r.APIClients.Forget(req.NamespacedName)
@@ -274,6 +275,7 @@ func (r *KidProductReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		r.setReady(product, metav1.ConditionTrue, kidv1.SucceededReason, "receiving webhooks at "+product.Status.WebhookPath)
 		meta.RemoveStatusCondition(&product.Status.Conditions, kidv1.StalledCondition)
 	}
+	productReady.WithLabelValues(product.Namespace, product.Name).Set(boolGauge(meta.IsStatusConditionTrue(product.Status.Conditions, kidv1.ReadyCondition)))
 	apiNext, err := r.reconcileAPI(ctx, product)
 	if err != nil {
 		return ctrl.Result{}, err
@@ -321,7 +323,7 @@ func (r *KidProductReconciler) reconcileEvents(ctx context.Context, p *kidv1.Kid
 		return 0, fmt.Errorf("listing events: %w", err)
 	}
 	events := make([]*kidv1.KidEvent, 0, len(list.Items))
-	pendingCount, oldestPending := 0, time.Time{}
+	pendingCount, oldestPending, failedRuns := 0, time.Time{}, 0
 	for i := range list.Items {
 		e := &list.Items[i]
 		events = append(events, e)
@@ -331,6 +333,11 @@ func (r *KidProductReconciler) reconcileEvents(ctx context.Context, p *kidv1.Kid
 		}
 		if e.Spec.EventType == kid.TestEvent && (p.Status.LastTestEventTime == nil || p.Status.LastTestEventTime.Before(&t)) {
 			p.Status.LastTestEventTime = t.DeepCopy()
+		}
+		for _, run := range e.Status.Actions {
+			if run.Phase == kidv1.RunFailed {
+				failedRuns++
+			}
 		}
 		if eventPending(e) {
 			pendingCount++
@@ -346,6 +353,7 @@ func (r *KidProductReconciler) reconcileEvents(ctx context.Context, p *kidv1.Kid
 		oldest = float64(oldestPending.UnixNano()) / 1e9
 	}
 	oldestPendingTimestamp.WithLabelValues(label).Set(oldest)
+	productFailedRuns.WithLabelValues(p.Namespace, p.Name).Set(float64(failedRuns))
 
 	byAge, byCount, next := retentionOf(p).expired(events, r.Clock.Now())
 	deleted := 0

@@ -154,33 +154,144 @@ eval instant at 12m ALERT
   {product="games/stuck"} 1
 `,
 		},
-		"actions failing: one failure fires for the next 15 minutes; retries alone do not": {
-			alert: "KidActionsFailing", by: "action",
+		"failed runs waiting: fire while the gauge is above 0, however long ago they failed, and stop once redriven": {
+			alert: "KidFailedRunsWaiting", by: "cluster, namespace, name",
 			script: `
 load 1m
-  kid_action_attempts_total{action="games/backend",result="failure"} 0x10 1x50
-  kid_action_attempts_total{action="games/flaky",result="retry"} 0+3x60
-
-eval instant at 15m ALERT
-  {action="games/backend"} 1
-
-eval instant at 40m ALERT
-`,
-		},
-		"no leader: fires when every replica reports 0, and when none reports at all": {
-			alert: "KidOperatorNoLeader", by: "",
-			script: `
-load 1m
-  leader_election_master_status{name="kid-operator.kid.dev",pod="m1"} 1x10 0x10 stale
-  leader_election_master_status{name="kid-operator.kid.dev",pod="m2"} 0x10 0x10 stale
+  kid_product_failed_runs{cluster="c1",namespace="games",name="backend",pod="m1"} 0x10 2x110 0x10
+  kid_product_failed_runs{cluster="c1",namespace="games",name="fine",pod="m1"} 0x130
 
 eval instant at 5m ALERT
 
 eval instant at 15m ALERT
-  {} 1
+  {cluster="c1",namespace="games",name="backend"} 1
+
+eval instant at 115m ALERT
+  {cluster="c1",namespace="games",name="backend"} 1
+
+eval instant at 125m ALERT
+`,
+		},
+		"product not Ready: fires for the product whose gauge is 0, by its namespace and name": {
+			alert: "KidProductNotReady", by: "cluster, namespace, name",
+			script: `
+load 1m
+  kid_product_ready{cluster="c1",namespace="games",name="broken",pod="m1"} 1x5 0x20
+  kid_product_ready{cluster="c1",namespace="games",name="fine",pod="m1"} 1x25
+  kid_product_ready{cluster="c2",namespace="games",name="broken",pod="m1"} 1x25
+
+eval instant at 3m ALERT
+
+eval instant at 10m ALERT
+  {cluster="c1",namespace="games",name="broken"} 1
+`,
+		},
+		"no leader: fires when every replica reports 0, and when the managers' series vanish": {
+			alert: "KidOperatorNoLeader", by: "cluster, namespace",
+			script: `
+load 1m
+  leader_election_master_status{cluster="c1",namespace="kid-system",name="kid-operator.kid.dev",pod="m1"} 1x10 0x10 stale
+  leader_election_master_status{cluster="c1",namespace="kid-system",name="kid-operator.kid.dev",pod="m2"} 0x10 0x10 stale
+  leader_election_master_status{cluster="c2",namespace="kid-system",name="kid-operator.kid.dev",pod="m1"} 1x100
+
+eval instant at 5m ALERT
+
+eval instant at 15m ALERT
+  {cluster="c1",namespace="kid-system"} 1
 
 eval instant at 40m ALERT
-  {} 1
+  {cluster="c1",namespace="kid-system"} 1
+`,
+		},
+		"no leader: quiet when leader election is off (no series, ever), and an hour after the managers went": {
+			alert: "KidOperatorNoLeader", by: "cluster, namespace",
+			script: `
+load 1m
+  controller_runtime_active_workers{cluster="c1",namespace="kid-system",controller="kidevent",pod="m1"} 1x100
+  leader_election_master_status{cluster="c2",namespace="kid-system",name="kid-operator.kid.dev",pod="m1"} 1x10 stale
+
+eval instant at 50m ALERT
+  {cluster="c2",namespace="kid-system"} 1
+
+eval instant at 90m ALERT
+`,
+		},
+		"memory near the limit: fires for the container past 90 % of its limit, not for others' containers": {
+			alert: "KidOperatorMemoryNearLimit", by: "cluster, namespace, pod, container",
+			script: `
+load 1m
+  container_memory_working_set_bytes{namespace="kid-system",pod="kid-operator-manager-abc",container="manager",image="i",id="/a"} 480e6x30
+  kube_pod_container_resource_limits{namespace="kid-system",pod="kid-operator-manager-abc",container="manager",resource="memory",unit="byte"} 512e6x30
+  kube_pod_container_resource_limits{namespace="kid-system",pod="kid-operator-manager-abc",container="manager",resource="cpu",unit="core"} 1x30
+  container_memory_working_set_bytes{namespace="kid-system",pod="kid-operator-receiver-def",container="receiver",image="i",id="/b"} 100e6x30
+  kube_pod_container_resource_limits{namespace="kid-system",pod="kid-operator-receiver-def",container="receiver",resource="memory",unit="byte"} 256e6x30
+  container_memory_working_set_bytes{namespace="other",pod="someone-else-manager-xyz",container="manager",image="i",id="/c"} 510e6x30
+  kube_pod_container_resource_limits{namespace="other",pod="someone-else-manager-xyz",container="manager",resource="memory",unit="byte"} 512e6x30
+
+eval instant at 10m ALERT
+  {namespace="kid-system",pod="kid-operator-manager-abc",container="manager"} 1
+`,
+		},
+		"OOM killed: fires after a restart whose cause was an OOM kill, not for an old one or another cause": {
+			alert: "KidOperatorOOMKilled", by: "cluster, namespace, pod, container",
+			script: `
+load 1m
+  kube_pod_container_status_restarts_total{namespace="kid-system",pod="kid-operator-manager-abc",container="manager",uid="u1"} 0x10 1x100
+  kube_pod_container_status_last_terminated_reason{namespace="kid-system",pod="kid-operator-manager-abc",container="manager",reason="OOMKilled",uid="u1"} _x10 1x100
+  kube_pod_container_status_restarts_total{namespace="kid-system",pod="kid-operator-receiver-def",container="receiver",uid="u2"} 0x10 1x100
+  kube_pod_container_status_last_terminated_reason{namespace="kid-system",pod="kid-operator-receiver-def",container="receiver",reason="Error",uid="u2"} _x10 1x100
+
+eval instant at 15m ALERT
+  {namespace="kid-system",pod="kid-operator-manager-abc",container="manager"} 1
+
+eval instant at 60m ALERT
+`,
+		},
+		"restarting: three restarts of a tier's containers in 30 minutes fire, across pods replaced": {
+			alert: "KidOperatorRestarting", by: "cluster, namespace, container",
+			script: `
+load 1m
+  kube_pod_container_status_restarts_total{namespace="kid-system",pod="kid-operator-manager-a",container="manager",uid="u1"} 0x5 1x5 2x5 stale
+  kube_pod_container_status_restarts_total{namespace="kid-system",pod="kid-operator-manager-b",container="manager",uid="u2"} _x15 0x5 1x20
+  kube_pod_container_status_restarts_total{namespace="kid-system",pod="kid-operator-receiver-c",container="receiver",uid="u3"} 0x20 1x20
+
+eval instant at 25m ALERT
+  {namespace="kid-system",container="manager"} 1
+
+eval instant at 70m ALERT
+`,
+		},
+		"cache sync slow: fires once the leader has waited over 5 minutes, never for 0 (synced, or not leading)": {
+			alert: "KidOperatorCacheSyncSlow", by: "cluster, namespace",
+			script: `
+load 1m
+  kid_cache_syncing_since_timestamp_seconds{namespace="kid-system",pod="m1"} 0x2 120x20 0x10
+  kid_cache_syncing_since_timestamp_seconds{namespace="kid-system",pod="m2"} 0x30
+
+eval instant at 6m ALERT
+
+eval instant at 8m ALERT
+  {namespace="kid-system"} 1
+
+eval instant at 25m ALERT
+`,
+		},
+		"etcd near its quota: etcd's own size and quota where scraped, else the API server's view against 2 GiB": {
+			alert: "KidEtcdNearQuota", by: "cluster",
+			script: `
+load 1m
+  etcd_mvcc_db_total_size_in_bytes{cluster="self",namespace="kube-system",pod="etcd-0"} 7e9x20
+  etcd_server_quota_backend_bytes{cluster="self",namespace="kube-system",pod="etcd-0"} 8e9x20
+  apiserver_storage_size_bytes{cluster="self",storage_cluster_id="x"} 7e9x20
+  etcd_mvcc_db_total_size_in_bytes{cluster="roomy",namespace="kube-system",pod="etcd-0"} 3e9x20
+  etcd_server_quota_backend_bytes{cluster="roomy",namespace="kube-system",pod="etcd-0"} 8e9x20
+  apiserver_storage_size_bytes{cluster="roomy",storage_cluster_id="x"} 3e9x20
+  apiserver_storage_size_bytes{cluster="managed",storage_cluster_id="y"} 1.9e9x20
+  apiserver_storage_size_bytes{cluster="small",storage_cluster_id="z"} 1e9x20
+
+eval instant at 10m ALERT
+  {cluster="self"} 1
+  {cluster="managed"} 1
 `,
 		},
 		"k-ID's 429s: five in 15 minutes fire": {

@@ -11,7 +11,10 @@
 //	go -C hack/promql run . ../../config/prometheus/kid-operator-rules.yaml ../../config/grafana/kid-operator-dashboard.json
 //
 // A file ending in .yaml or .yml is a PrometheusRule; one ending in .json is
-// a Grafana dashboard. On any error it prints one line per error, naming the
+// a Grafana dashboard. Each alert's runbook_url must name a section of
+// docs/runbooks.md (found above the rules file, or given with -runbooks).
+// A metric kid-operator does not export is accepted only from the
+// allowlist in external.go, and is marked "external" in the report. On any error it prints one line per error, naming the
 // file, the rule or panel and the parser's message, to stderr, prints no
 // JSON, and exits 1.
 package main
@@ -19,6 +22,7 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -57,6 +61,9 @@ type Selector struct {
 	Metric string `json:"metric"`
 	// Matchers are the selector's label matchers other than the name.
 	Matchers []Matcher `json:"matchers,omitempty"`
+	// External names who exports the metric when it is not kid-operator
+	// (externalMetrics): the operator's /metrics cannot answer it.
+	External string `json:"external,omitempty"`
 }
 
 // Matcher is one label matcher; Op is =, !=, =~ or !~.
@@ -73,7 +80,11 @@ type checker struct {
 	metrics   map[string]bool
 	recorded  map[string]bool
 	selectors map[string]bool
-	errs      []error
+	// runbooks is the -runbooks file, or "" to find docs/runbooks.md
+	// above each rules file; anchors caches each file's anchors.
+	runbooks string
+	anchors  map[string]map[string]bool
+	errs     []error
 }
 
 func newChecker() *checker {
@@ -82,6 +93,7 @@ func newChecker() *checker {
 		metrics:   map[string]bool{},
 		recorded:  map[string]bool{},
 		selectors: map[string]bool{},
+		anchors:   map[string]map[string]bool{},
 	}
 }
 
@@ -132,6 +144,7 @@ func (c *checker) substituted(where, original, input string, extra ...Matcher) {
 			return nil
 		}
 		s.Matchers = append(s.Matchers, extra...)
+		c.checkExternal(&s)
 		c.addSelector(s)
 		return nil
 	})
@@ -192,12 +205,19 @@ func (c *checker) done() (*Report, error) {
 }
 
 func main() {
-	if len(os.Args) < 2 || strings.HasPrefix(os.Args[1], "-") {
-		fmt.Fprintln(os.Stderr, "usage: promql FILE...  (.yaml/.yml: a PrometheusRule; .json: a Grafana dashboard)")
+	flag.Usage = func() {
+		fmt.Fprintln(os.Stderr, "usage: promql [-runbooks docs/runbooks.md] FILE...  (.yaml/.yml: a PrometheusRule; .json: a Grafana dashboard)")
+		flag.PrintDefaults()
+	}
+	runbooks := flag.String("runbooks", "", "the runbooks file each alert's runbook_url must name a section of (default: "+runbooksPath+" in the rules file's directory or the nearest above it)")
+	flag.Parse()
+	if flag.NArg() == 0 {
+		flag.Usage()
 		os.Exit(2)
 	}
 	c := newChecker()
-	for _, path := range os.Args[1:] {
+	c.runbooks = *runbooks
+	for _, path := range flag.Args() {
 		c.file(path)
 	}
 	report, err := c.done()

@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
+	"strings"
 
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/rulefmt"
+	"github.com/prometheus/prometheus/promql/parser"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -40,8 +43,9 @@ type ruleSpec struct {
 // severities are the values of the severity label Alertmanager routes on.
 var severities = map[string]bool{"critical": true, "warning": true, "info": true}
 
-// annotations every alert carries: what fired, what it means, what to do.
-var annotations = []string{"summary", "description", "runbook"}
+// annotations every alert carries: what fired, what it means, and where
+// the runbook says what to do (checked by runbookURL).
+var annotations = []string{"summary", "description", "runbook_url"}
 
 // rules checks every PrometheusRule document of a file.
 func (c *checker) rules(path string, data []byte) {
@@ -93,6 +97,7 @@ func (c *checker) rule(path string, pr *promRule) {
 			if r.Alert == "" {
 				continue
 			}
+			c.keepsLabels(where, r.Expr.Value)
 			if d, err := model.ParseDuration(r.For); err != nil || d <= 0 {
 				c.errorf("%s: needs a for: of more than 0s, so that one bad scrape does not page anyone (got %q)", where, r.For)
 			}
@@ -103,6 +108,9 @@ func (c *checker) rule(path string, pr *promRule) {
 				if r.Annotations[a] == "" {
 					c.errorf("%s: needs a %s annotation", where, a)
 				}
+			}
+			if u := r.Annotations["runbook_url"]; u != "" {
+				c.runbookURL(where, path, u)
 			}
 		}
 	}
@@ -130,4 +138,50 @@ func (c *checker) rule(path string, pr *promRule) {
 		}
 		c.errorf("%s: spec: %w", path, err)
 	}
+}
+
+// keptLabels are what every alert keeps through its aggregations, so that
+// Alertmanager can route and group by them: several clusters' alerts in
+// one Alertmanager, a team per namespace.
+var keptLabels = []string{"cluster", "namespace"}
+
+// keepsLabels checks that each aggregation of an alert's expression keeps
+// keptLabels: by (...) naming them, or without (...) naming neither. An
+// aggregation of cluster-scoped metrics only (externalMetrics) keeps
+// cluster alone.
+func (c *checker) keepsLabels(where, input string) {
+	e, err := c.parser.ParseExpr(input)
+	if err != nil {
+		return // expr reported it
+	}
+	parser.Inspect(e, func(node parser.Node, _ []parser.Node) error {
+		agg, ok := node.(*parser.AggregateExpr)
+		if !ok {
+			return nil
+		}
+		want := keptLabels
+		if clusterScopedOnly(agg.Expr) {
+			want = []string{"cluster"}
+		}
+		for _, l := range want {
+			if slices.Contains(agg.Grouping, l) == agg.Without {
+				c.errorf("%s: %s drops the %s label; every alert keeps %v (by (%s, ...))", where, agg.String(), l, want, strings.Join(want, ", "))
+			}
+		}
+		return nil
+	})
+}
+
+// clusterScopedOnly reports whether every series e selects is of a
+// cluster-scoped external metric.
+func clusterScopedOnly(e parser.Expr) bool {
+	only, any := true, false
+	parser.Inspect(e, func(node parser.Node, _ []parser.Node) error {
+		if vs, ok := node.(*parser.VectorSelector); ok {
+			any = true
+			only = only && externalMetrics[vs.Name].ClusterScoped
+		}
+		return nil
+	})
+	return any && only
 }

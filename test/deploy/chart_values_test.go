@@ -124,6 +124,7 @@ func TestTheServiceMonitorUsesATokenSecretAndVerifiesTLS(t *testing.T) {
 	g.Expect(endpoints).To(HaveLen(1))
 	ep := endpoints[0].(map[string]any)
 	g.Expect(ep).NotTo(HaveKey("bearerTokenFile"), "deprecated, and gone from newer prometheus-operators")
+	g.Expect(ep).To(HaveKeyWithValue("honorLabels", true), "kid_product_* keep the product's namespace (the alerts group by it)")
 	g.Expect(ep["authorization"]).To(Equal(map[string]any{"type": "Bearer",
 		"credentials": map[string]any{"name": "kid-operator-metrics-scraper-token", "key": "token"}}))
 	g.Expect(ep["tlsConfig"]).To(Equal(map[string]any{

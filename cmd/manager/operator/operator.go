@@ -337,6 +337,11 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up KidAction controller: %w", err)
 	}
+	// The gauges only the leader's cache can answer: its first lists'
+	// time, players per product.
+	if err := mgr.Add(&controllers.LeaderMetrics{Cache: mgr.GetCache()}); err != nil {
+		return nil, fmt.Errorf("adding the leader's metrics: %w", err)
+	}
 
 	return op, nil
 }
