@@ -39,7 +39,7 @@ func newLiveReads(objs ...client.Object) *liveReads {
 		WithIndex(&kidv1.KidEvent{}, cachemem.EventIDIndex, cachemem.EventIDBuckets).
 		WithObjects(objs...).Build()
 	l := &liveReads{cache: c, gets: map[string]int{}}
-	l.live = interceptor.NewClient(c.(client.WithWatch), interceptor.Funcs{
+	l.live = interceptor.NewClient(c, interceptor.Funcs{
 		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
 			if _, ok := obj.(*kidv1.KidUser); ok {
 				l.gets[key.Name]++
