@@ -84,6 +84,11 @@ type KidEventReconciler struct {
 	// FilterLanes is how many of one namespace's events evaluate their
 	// filters at once (filter_lanes.go); 0 means DefaultFilterLanes.
 	FilterLanes int
+	// StandInDelay is how long after its receipt a challenge event that
+	// nothing links to a session yet waits before its stand-in is made
+	// (kidevent_standin_delay.go). The manager sets DefaultStandInDelay; 0
+	// (specs that drive a reconciler by hand) makes it at once.
+	StandInDelay time.Duration
 
 	confirms  confirmSpacer
 	replays   foldReplays
@@ -199,6 +204,7 @@ func (r *KidEventReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	for _, step := range []eventStep{
 		r.reconcileRedrive,
 		r.reconcileFilterLane,
+		r.reconcileStandInDelay,
 		r.reconcileReread,
 		r.reconcileConfirm,
 		r.reconcileFold,

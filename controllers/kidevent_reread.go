@@ -3,7 +3,6 @@ package controllers
 import (
 	"context"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -73,14 +72,16 @@ func overlapsCreate(e *kidv1.KidEvent, targets []target) bool {
 		e.Spec.Source != kidv1.SourceBrowser && kid.Known(e.Spec.EventType)
 }
 
-// createAhead creates the target's user if the cache does not show it,
-// and returns it (nil when it exists). AlreadyExists (another worker made
-// it, and the cache does not show it yet) is an error, as in applyTo: the
-// retry reads it.
+// createAhead creates the target's user if the cache of skeletons does not
+// show it, and returns it (nil when it exists). The cache, not a live read,
+// is asked: a user the cache shows exists, and one it does not show yet
+// (another worker made it a moment ago) makes the create fail with
+// AlreadyExists, an error as in applyTo, and the retry reads it. A live GET
+// here was one more read for every new player (docs/benchmarks.md).
 func (r *KidEventReconciler) createAhead(ctx context.Context, e *kidv1.KidEvent, product *kidv1.KidProduct, t target) (*kidv1.KidUser, error) {
-	err := r.Get(ctx, types.NamespacedName{Namespace: e.Namespace, Name: t.name}, &kidv1.KidUser{})
-	if !apierrors.IsNotFound(err) {
-		return nil, client.IgnoreNotFound(err)
+	cached, err := userCache(r.Users, r.Client).Peek(ctx, types.NamespacedName{Namespace: e.Namespace, Name: t.name}, nil)
+	if err != nil || cached {
+		return nil, err
 	}
 	user := newUser(e, product, t)
 	if err := r.Create(ctx, user); err != nil {

@@ -204,9 +204,15 @@ func (r *KidUserReconciler) standIns(ctx context.Context, o client.Object) []rec
 
 // Reconcile links and erases one user.
 func (r *KidUserReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	// A user the cache no longer holds is gone: no read of it.
-	if cached, err := r.users().Peek(ctx, req.NamespacedName, nil); err != nil || !cached {
+	// A user the cache no longer holds is gone, and one whose skeleton
+	// shows nothing to do (kiduser_idle.go) has nothing: no read of it.
+	idle, next := false, time.Duration(0)
+	cached, err := r.users().Peek(ctx, req.NamespacedName, func(s *kidv1.KidUser) { idle, next = r.idleWork(ctx, s) })
+	if err != nil || !cached {
 		return ctrl.Result{}, err
+	}
+	if idle {
+		return ctrl.Result{RequeueAfter: r.timer(next)}, nil
 	}
 	user := &kidv1.KidUser{}
 	if err := r.Get(ctx, req.NamespacedName, user); err != nil {
@@ -253,12 +259,18 @@ func (r *KidUserReconciler) reconcileReads(ctx context.Context, req ctrl.Request
 		r.polls.forget(req.NamespacedName)
 		r.erasures.forget(req.NamespacedName)
 	}
-	// A user the cache no longer holds is gone: no read of it.
-	if cached, err := r.users().Peek(ctx, req.NamespacedName, nil); err != nil || !cached {
+	// A user the cache no longer holds is gone, and one for which nothing
+	// is asked of k-ID (kiduser_idle.go) needs no read either.
+	idle := false
+	cached, err := r.users().Peek(ctx, req.NamespacedName, func(s *kidv1.KidUser) { idle = r.idleReads(ctx, s) })
+	if err != nil || !cached {
 		if err == nil {
 			gone()
 		}
 		return ctrl.Result{}, err
+	}
+	if idle {
+		return ctrl.Result{}, nil
 	}
 	user := &kidv1.KidUser{}
 	if err := r.Get(ctx, req.NamespacedName, user); err != nil {

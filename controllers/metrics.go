@@ -29,6 +29,13 @@ var (
 		Help: "KidEvents folded into their player's KidUser ahead of their own pass, in the status write of another of the player's queued events: each is a KidUser status write spared.",
 	})
 
+	// standInDelaysTotal counts the passes of an unlinked challenge event
+	// that waited before making its stand-in (kidevent_standin_delay.go).
+	standInDelaysTotal = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "kid_standin_delays_total",
+		Help: "Passes of a Challenge.StateChange naming no session, and linked to none yet, that waited (at most the stand-in delay from its receipt) before creating the challenge's stand-in, for a linking event to arrive.",
+	})
+
 	applyLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "kid_event_apply_latency_seconds",
 		Help:    "Time from k-ID signing an event to the event being folded into its KidUser, by event type.",
@@ -129,7 +136,7 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(eventsProcessedTotal, foldReplaysTotal, batchedEventsTotal, filterBudgetExceededTotal, actionLimitExceededTotal, filterLaneWaitsTotal, applyLatency, retentionDeletedTotal, erasedEventsTotal, actionAttemptsTotal, actionDelay,
+	metrics.Registry.MustRegister(eventsProcessedTotal, foldReplaysTotal, batchedEventsTotal, standInDelaysTotal, filterBudgetExceededTotal, actionLimitExceededTotal, filterLaneWaitsTotal, applyLatency, retentionDeletedTotal, erasedEventsTotal, actionAttemptsTotal, actionDelay,
 		sessionSyncsTotal, recoveryPollsTotal, recoveredEventsTotal, slotWait, standInsBoundTotal, eventsPending, oldestPendingTimestamp)
 }
 

@@ -223,7 +223,8 @@ type journeyRun struct {
 	ackLatency []time.Duration
 	queued     []time.Duration // each event's time from its 200 to Applied
 	writes     float64         // the manager's API writes over the phase
-	// byVerb: those writes by HTTP method; conflicts: those answered 409
+	// byVerb: the manager's API requests over the phase by HTTP method,
+	// its reads (GET) and those writes; conflicts: writes answered 409
 	// (a lost optimistic lock, or a create of a user another worker made);
 	// gone: deletes answered 404 (a stand-in deleted already).
 	byVerb          map[string]float64
@@ -287,7 +288,7 @@ func runJourneys(ctx context.Context, cfg config, p *plane, m *manager) (*journe
 	}
 	applied := m.metric("kid_events_processed_total", `result="applied"`)
 	batched := m.metric("kid_fold_batched_events_total")
-	writes, byVerb, cpu := m.writes(), writesByVerb(m), m.cpuSeconds()
+	writes, byVerb, cpu := m.writes(), requestsByVerb(m), m.cpuSeconds()
 	conflicts, gone := m.metric("rest_client_requests_total", `code="409"`), m.metric("rest_client_requests_total", `code="404"`, `method="DELETE"`)
 	profiled := make(chan struct{})
 	go func() {
@@ -310,10 +311,7 @@ func runJourneys(ctx context.Context, cfg config, p *plane, m *manager) (*journe
 	j.elapsed = done.Sub(start)
 	j.writes = m.writes() - writes
 	j.cpuPerEvent = (m.cpuSeconds() - cpu) * 1000 / float64(j.events)
-	j.byVerb = writesByVerb(m)
-	for verb := range j.byVerb {
-		j.byVerb[verb] -= byVerb[verb]
-	}
+	j.byVerb = since(m, byVerb)
 	j.batched = m.metric("kid_fold_batched_events_total") - batched
 	j.conflicts = m.metric("rest_client_requests_total", `code="409"`) - conflicts
 	j.gone = m.metric("rest_client_requests_total", `code="404"`, `method="DELETE"`) - gone
@@ -346,11 +344,22 @@ func runJourneys(ctx context.Context, cfg config, p *plane, m *manager) (*journe
 	return j, nil
 }
 
-// writesByVerb is the manager's API writes so far, by HTTP method.
-func writesByVerb(m *manager) map[string]float64 {
+// requestsByVerb is the manager's API requests so far, by HTTP method:
+// its reads (GET: live reads, and the informers' lists and watches, a few)
+// and its writes.
+func requestsByVerb(m *manager) map[string]float64 {
 	out := map[string]float64{}
-	for _, verb := range []string{"POST", "PATCH", "PUT", "DELETE"} {
+	for _, verb := range []string{"GET", "POST", "PATCH", "PUT", "DELETE"} {
 		out[verb] = m.metric("rest_client_requests_total", `method="`+verb+`"`)
+	}
+	return out
+}
+
+// since is the requests made since before, by HTTP method.
+func since(m *manager, before map[string]float64) map[string]float64 {
+	out := requestsByVerb(m)
+	for verb := range out {
+		out[verb] -= before[verb]
 	}
 	return out
 }
@@ -677,6 +686,7 @@ func (r *results) printJourney(w io.Writer, row func(string, float64, string, fl
 	row(fmt.Sprintf("  floor: this trace's writes (%.2f per event)", j.mix.total()), floor, "/s", floor/raw)
 	text("  x the journey floor", fmt.Sprintf("%.2f", j.rate()/floor))
 	text("  manager CPU per event (receiver included)", fmt.Sprintf("%.2f ms", j.cpuPerEvent))
+	text("  API reads (GET) per event, manager", fmt.Sprintf("%.2f", j.byVerb["GET"]/float64(j.events)))
 	// The floor counts each event folded as it arrives. A manager that is
 	// behind folds a queued IN_PROGRESS into the session its PASS names
 	// and makes fewer writes; the floor of the writes it did make says

@@ -10,13 +10,15 @@
 //     needs (its status, the KidUser's create and status), and from them the
 //     floor the API alone sets for an event;
 //   - e2e: from the first send until every event is Applied and every
-//     KidUser reflects its event, and the API writes per event;
+//     KidUser reflects its event, and the manager's API requests (writes,
+//     and reads: GET) and CPU time per event;
 //   - journeys: players each go through a k-ID journey (a challenge
 //     IN_PROGRESS, its PASS with the session, a permission change; some a
 //     verification, some a Session.Delete), one player's deliveries in
 //     sequence, many players interleaved; from the first send until every
 //     event is Applied and every stand-in merged, as a ratio of the floor
-//     the API server sets for that trace's writes; and a CPU profile;
+//     the API server sets for that trace's writes; the manager's requests
+//     and CPU time per event; and a CPU profile;
 //   - session sync: players consent at the simulator's fake k-ID, which
 //     delivers to the manager; the manager reads each new session back from
 //     the fake's /session/get. The API writes per player and the writes of

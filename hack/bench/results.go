@@ -37,7 +37,10 @@ type results struct {
 	writesPerEvent float64
 	// cpuPerEvent is the full manager's CPU time (user and system, its
 	// receiver included) over the e2e run, in milliseconds per event.
-	cpuPerEvent   float64
+	cpuPerEvent float64
+	// byVerb is the full manager's API requests over the e2e run, by HTTP
+	// method (GET: its reads).
+	byVerb        map[string]float64
 	throttledSecs float64
 	reconcileErrs map[string]float64
 	e2eTimeline   []float64
@@ -134,7 +137,7 @@ func run(ctx context.Context, cfg config) (*results, error) {
 
 	// End to end: n more distinct deliveries, to the full manager.
 	log("end to end: %d deliveries at concurrency %d to the full manager", cfg.n, cfg.c)
-	writesBefore, cpuBefore := m.writes(), m.cpuSeconds()
+	writesBefore, cpuBefore, verbsBefore := m.writes(), m.cpuSeconds(), requestsByVerb(m)
 	profileDone := make(chan struct{}, 2)
 	if cfg.profileSeconds > 0 {
 		go func() {
@@ -160,6 +163,7 @@ func run(ctx context.Context, cfg config) (*results, error) {
 	r.e2eTimeline = <-timeline
 	r.writesPerEvent = (m.writes() - writesBefore) / float64(cfg.n)
 	r.cpuPerEvent = (m.cpuSeconds() - cpuBefore) * 1000 / float64(cfg.n)
+	r.byVerb = since(m, verbsBefore)
 	<-profileDone
 	<-profileDone
 	if err := checkUsers(ctx, p, cfg.n); err != nil {
@@ -408,6 +412,7 @@ func (r *results) print(w io.Writer) {
 		text("  x the new-player floor (same events)", fmt.Sprintf("%.2f", e2e/floor))
 	}
 	text("API writes per event (manager)", fmt.Sprintf("%.2f", r.writesPerEvent))
+	text("  GET / POST / PATCH / DELETE per event", perEvent(r.byVerb, r.n))
 	text("manager CPU per event (e2e, receiver included)", fmt.Sprintf("%.2f ms", r.cpuPerEvent))
 	text("client rate limiter wait, total", fmt.Sprintf("%.3f s", r.throttledSecs))
 	for _, c := range []string{"kidevent", "kiduser", "kidproduct", "kidaction"} {
@@ -453,12 +458,19 @@ func (r *results) print(w io.Writer) {
 			r.sync.sessions, r.sync.writesPerSession, r.sync.syncWrites, float64(r.sync.apiCalls)/float64(r.sync.sessions))
 	}
 	// The summary comes last (but for a warning), with the journeys.
+	// The machine may be shared: CPU time and requests per event compare
+	// across runs where rates do not.
 	journey := ""
 	if j := r.journey; j != nil {
-		journey = fmt.Sprintf(" journey=%.0f/s (%.2f)", j.rate(), j.rate()/r.floor(j.mix))
+		journey = fmt.Sprintf(" journey=%.0f/s (%.2f) journey_writes_per_event=%.2f journey_reads_per_event=%.2f journey_cpu_ms_per_event=%.2f",
+			j.rate(), j.rate()/r.floor(j.mix), j.writes/float64(j.events), j.byVerb["GET"]/float64(j.events), j.cpuPerEvent)
 	}
-	fmt.Fprintf(w, "bench: raw=%.0f/s receiver=%.0f/s (%.2f) e2e=%.0f/s (%.2f) writes_per_event=%.2f cpu_ms_per_event=%.2f p99_ack_ms=%.1f rss_mib_10k=%.0f%s\n",
-		raw, recv, recvRatio, e2e, e2e/raw, r.writesPerEvent, r.cpuPerEvent, ms(percentile(r.receiverLatencies(), 0.99)), rss10k, journey)
+	e2eRatio := ""
+	if floor := r.floor(newPlayer); floor > 0 {
+		e2eRatio = fmt.Sprintf(" e2e_floor_ratio=%.2f", e2e/floor)
+	}
+	fmt.Fprintf(w, "bench: raw=%.0f/s receiver=%.0f/s (%.2f) e2e=%.0f/s (%.2f)%s writes_per_event=%.2f reads_per_event=%.2f cpu_ms_per_event=%.2f p99_ack_ms=%.1f rss_mib_10k=%.0f%s\n",
+		raw, recv, recvRatio, e2e, e2e/raw, e2eRatio, r.writesPerEvent, r.byVerb["GET"]/float64(r.n), r.cpuPerEvent, ms(percentile(r.receiverLatencies(), 0.99)), rss10k, journey)
 	n := r.receiverNon200() + r.receiverBusy.non200
 	if r.journey != nil {
 		n += r.journey.non200
@@ -466,6 +478,13 @@ func (r *results) print(w io.Writer) {
 	if n > 0 {
 		fmt.Fprintf(w, "bench: WARNING: %d non-200 answers\n", n)
 	}
+}
+
+// perEvent is the GET / POST / PATCH / DELETE requests of byVerb per event,
+// for n events.
+func perEvent(byVerb map[string]float64, n int) string {
+	f := float64(n)
+	return fmt.Sprintf("%.2f / %.2f / %.2f / %.2f", byVerb["GET"]/f, byVerb["POST"]/f, byVerb["PATCH"]/f, byVerb["DELETE"]/f)
 }
 
 func median(xs []float64) float64 {

@@ -317,9 +317,10 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 	if err := (&controllers.KidEventReconciler{
 		Client: writer, Users: users, Recorder: mgr.GetEventRecorder("kidevent-controller"), Clock: opts.Clock,
 		Filters: filters, HTTPClient: httpClient, APIReader: mgr.GetAPIReader(), Impersonator: impersonator,
-		MatchLimits: actions.MatchLimits{Budget: opts.ActionFilterBudget, MaxActions: opts.MaxActionsPerNamespace},
-		FilterLanes: opts.ActionFilterLanes,
-		APIClients:  apiClients,
+		MatchLimits:  actions.MatchLimits{Budget: opts.ActionFilterBudget, MaxActions: opts.MaxActionsPerNamespace},
+		FilterLanes:  opts.ActionFilterLanes,
+		APIClients:   apiClients,
+		StandInDelay: controllers.DefaultStandInDelay,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up KidEvent controller: %w", err)
 	}
