@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+	"github.com/kid-operator/kid-operator/internal/cachemem"
 )
 
 // The gauges of a product's health are labelled namespace and name apart,
@@ -138,11 +139,13 @@ func (c *playerCounts) add(obj any, d int) {
 	if t, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
 		obj = t.Obj
 	}
-	u, ok := obj.(*kidv1.KidUser)
+	// The informer holds cachemem.Users (the cache's compact form), or
+	// whole KidUsers where no transform runs.
+	ns, product, ok := cachemem.ProductOf(obj)
 	if !ok {
 		return
 	}
-	key := types.NamespacedName{Namespace: u.Namespace, Name: u.Spec.ProductRef.Name}
+	key := types.NamespacedName{Namespace: ns, Name: product}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.n[key] += d; c.n[key] <= 0 {
@@ -164,11 +167,11 @@ func (c *playerCounts) handler() toolscache.ResourceEventHandler {
 	return toolscache.ResourceEventHandlerFuncs{
 		AddFunc: func(obj any) { c.add(obj, 1) },
 		UpdateFunc: func(oldObj, newObj any) {
-			o, ok1 := oldObj.(*kidv1.KidUser)
-			n, ok2 := newObj.(*kidv1.KidUser)
-			if ok1 && ok2 && o.Spec.ProductRef.Name != n.Spec.ProductRef.Name {
-				c.add(o, -1)
-				c.add(n, 1)
+			_, was, ok1 := cachemem.ProductOf(oldObj)
+			_, is, ok2 := cachemem.ProductOf(newObj)
+			if ok1 && ok2 && was != is {
+				c.add(oldObj, -1)
+				c.add(newObj, 1)
 			}
 		},
 		DeleteFunc: func(obj any) { c.add(obj, -1) },

@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+	"github.com/kid-operator/kid-operator/internal/cachemem"
 	"github.com/kid-operator/kid-operator/internal/scheme"
 )
 
@@ -62,6 +63,19 @@ func TestPlayerCounts(t *testing.T) {
 	}
 	if _, ok := counts.n[key("p0")]; ok {
 		t.Error("a product without players keeps an entry")
+	}
+
+	// The manager's informer holds the cache's compact form, not KidUsers.
+	compact, err := cachemem.Transform()(&kidv1.KidUser{ObjectMeta: metav1.ObjectMeta{Namespace: "game", Name: "u9"}, Spec: kidv1.KidUserSpec{ProductRef: kidv1.LocalObjectReference{Name: "p1"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, isUser := compact.(*kidv1.KidUser); isUser {
+		t.Fatal("the transform kept a KidUser: this case tests nothing")
+	}
+	h.OnAdd(compact, false)
+	if got := counts.get(key("p1")); got != 3 {
+		t.Errorf("after a cached player's add: p1 %d, want 3", got)
 	}
 }
 

@@ -222,6 +222,20 @@ func (c *User) GetNamespace() string { return c.shape.namespace }
 // GetName is the user's name.
 func (c *User) GetName() string { return c.name }
 
+// ProductOf is the namespace and spec.productRef.name of a cached KidUser
+// o, a User or a whole KidUser, without building a view: for handlers
+// that see every player (the players' counts). ok is false for anything
+// else.
+func ProductOf(o any) (namespace, product string, ok bool) {
+	switch u := o.(type) {
+	case *User:
+		return u.shape.namespace, u.shape.product, true
+	case *kidv1.KidUser:
+		return u.Namespace, u.Spec.ProductRef.Name, true
+	}
+	return "", "", false
+}
+
 // GetUID is the user's uid.
 func (c *User) GetUID() types.UID { return c.uid }
 
