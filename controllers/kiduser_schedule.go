@@ -300,12 +300,22 @@ func (r *KidUserReconciler) takeSlot(c *APIClient, user *kidv1.KidUser, p *apiPa
 	return d
 }
 
+// staleSlot is how long after its time a booked slot is still taken. A
+// slot older than that was left: its pass found the product's breaker
+// open, or nothing left to ask, or the product's client was replaced (a
+// fixed baseURL) with a schedule of its own. Taken without a booking, it
+// would spend the token that another user's slot was booked for, and under
+// a backlog that user, finding none, would go to the back of the lane
+// (TestAStaleSlotIsBookedAgain). So a stale slot is booked again.
+const staleSlot = time.Second
+
 func (r *KidUserReconciler) slot(c *APIClient, user *kidv1.KidUser, lane kidapi.Lane, now time.Time) time.Duration {
 	mem, key := r.polls.get(user), string(user.UID)
 	switch {
-	case mem.slotAt.IsZero(), lane == kidapi.Urgent && mem.slotLane != kidapi.Urgent:
-		// No slot yet, or one in the resync lane for a read that became
-		// urgent (a permission changed while it waited): book one.
+	case mem.slotAt.IsZero(), now.Sub(mem.slotAt) > staleSlot, lane == kidapi.Urgent && mem.slotLane != kidapi.Urgent:
+		// No slot yet, a stale one, or one in the resync lane for a read
+		// that became urgent (a permission changed while it waited): book
+		// one.
 		if d := c.lanes.Book(lane, key); d > 0 {
 			r.polls.update(user, func(s *pollState) {
 				s.slotAt, s.slotLane = now.Add(d), lane

@@ -34,6 +34,9 @@ type timedQueue struct {
 	// waiting is true for an item waiting for a time, false for one ready.
 	waiting map[reconcile.Request]bool
 	timers  int
+	// closed is set at ShutDown: the queue adds and hands out nothing
+	// more, and counts nothing more.
+	closed bool
 }
 
 // newTimedQueue is a controller's NewQueue.
@@ -43,8 +46,33 @@ func newTimedQueue(name string, limiter workqueue.TypedRateLimiter[reconcile.Req
 		gauge:         queueTimers.WithLabelValues(name),
 		waiting:       map[reconcile.Request]bool{},
 	}
-	q.gauge.Set(0)
 	return q
+}
+
+// ShutDown stops the queue and takes its timers off the gauge. The gauge
+// is shared by every queue of the controller's name, and moved by each
+// queue's own changes: a stopped queue (a lost lease, a manager started
+// again in the same process) leaves items that nothing will take, and
+// must neither keep counting them nor set the gauge over the running
+// queue's count, as it did when each queue set the gauge to its own total.
+func (q *timedQueue) ShutDown() {
+	q.close()
+	q.PriorityQueue.ShutDown()
+}
+
+func (q *timedQueue) ShutDownWithDrain() {
+	q.close()
+	q.PriorityQueue.ShutDownWithDrain()
+}
+
+func (q *timedQueue) close() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if !q.closed {
+		q.closed = true
+		q.gauge.Sub(float64(q.timers))
+		q.timers = 0
+	}
 }
 
 func (q *timedQueue) AddWithOpts(o priorityqueue.AddOpts, items ...reconcile.Request) {
@@ -86,6 +114,11 @@ func (q *timedQueue) note(o priorityqueue.AddOpts, items []reconcile.Request) {
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	if q.closed {
+		// The queue adds nothing after its ShutDown.
+		return
+	}
+	before := q.timers
 	for _, item := range items {
 		wasWaiting, queued := q.waiting[item]
 		switch {
@@ -99,16 +132,19 @@ func (q *timedQueue) note(o priorityqueue.AddOpts, items []reconcile.Request) {
 			q.timers++
 		}
 	}
-	q.gauge.Set(float64(q.timers))
+	q.gauge.Add(float64(q.timers - before))
 }
 
 // taken forgets an item handed to a worker.
 func (q *timedQueue) taken(item reconcile.Request) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	if q.closed {
+		return
+	}
 	if q.waiting[item] {
 		q.timers--
+		q.gauge.Dec()
 	}
 	delete(q.waiting, item)
-	q.gauge.Set(float64(q.timers))
 }

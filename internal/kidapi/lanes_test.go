@@ -155,3 +155,35 @@ func TestAnUrgentClaimEndsWhenItsCallerTakesItsToken(t *testing.T) {
 	clk.Step(100*time.Millisecond + claimSlack)
 	g.Expect(lanes.Take(Resync, "r-3")).To(BeZero(), "a claim whose caller never came back runs out")
 }
+
+// A resync caller comes at its slot, but the limiter counts each call when
+// it is made, and the caller before it came a little late (a reconcile's
+// queue and round trip): the token is a few milliseconds away. It keeps
+// its place and waits for it; sent to the back of the lane, as it was,
+// one player of the breaker spec lost its token five times in a row.
+func TestAResyncCallerBehindALateOneKeepsItsPlace(t *testing.T) {
+	g := NewWithT(t)
+	clk, lanes := newLanes(5, 1)
+	start := clk.Now()
+	g.Expect(lanes.Book(Resync, "first")).To(BeZero())
+	g.Expect(lanes.Book(Resync, "second")).To(Equal(200 * time.Millisecond))
+	g.Expect(lanes.Book(Resync, "third")).To(Equal(400 * time.Millisecond))
+
+	// first takes its token 30 ms late; second and third come on time.
+	clk.Step(30 * time.Millisecond)
+	g.Expect(lanes.Take(Resync, "first")).To(BeZero())
+	clk.SetTime(start.Add(200 * time.Millisecond))
+	g.Expect(lanes.Take(Resync, "second")).To(Equal(30*time.Millisecond), "its token, 30 ms away: it waits, in its place")
+	clk.Step(30 * time.Millisecond)
+	g.Expect(lanes.Take(Resync, "second")).To(BeZero())
+	clk.SetTime(start.Add(400 * time.Millisecond))
+	g.Expect(lanes.Take(Resync, "third")).To(Equal(30 * time.Millisecond))
+
+	// A caller whose token another took (here one that took without a
+	// slot) books again at the back: a slot at 600 ms, and the next
+	// token, 200 ms away at 630 ms.
+	clk.Step(30 * time.Millisecond)
+	g.Expect(lanes.Take(Resync, "no-slot")).To(BeZero())
+	g.Expect(lanes.Take(Resync, "third")).To(Equal(200*time.Millisecond), "the back of the lane")
+	g.Expect(lanes.Book(Resync, "fourth")).To(Equal(370*time.Millisecond), "third took the slot at 600 ms")
+}

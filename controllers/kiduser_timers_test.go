@@ -1,0 +1,91 @@
+package controllers
+
+import (
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
+	testingclock "k8s.io/utils/clock/testing"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+	"github.com/kid-operator/kid-operator/internal/kidapi"
+)
+
+// A manager started again in one process (the specs' restarts; a replica
+// that lost its lease and won it back) makes a second queue of the same
+// controller name. The CI run of 2026-12-05 read kid_user_queue_timers
+// 120 for a controller whose running queue held no timer: the stopped
+// queue had set the shared gauge to its own count.
+func TestQueueTimersOfAStoppedQueueLeaveTheGauge(t *testing.T) {
+	g := NewWithT(t)
+	const name = "timers-test"
+	gauge := queueTimers.WithLabelValues(name)
+	newQueue := func() *timedQueue {
+		return newTimedQueue(name, workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]()).(*timedQueue)
+	}
+	req := func(n string) reconcile.Request {
+		return reconcile.Request{NamespacedName: types.NamespacedName{Namespace: "ns", Name: n}}
+	}
+
+	old := newQueue()
+	for _, n := range []string{"a", "b", "c"} {
+		old.AddAfter(req(n), time.Hour)
+	}
+	g.Expect(testutil.ToFloat64(gauge)).To(Equal(3.0))
+	old.ShutDown()
+	g.Expect(testutil.ToFloat64(gauge)).To(BeZero(), "a stopped queue's timers leave the gauge")
+
+	running := newQueue()
+	defer running.ShutDown()
+	running.AddAfter(req("d"), time.Hour)
+	running.AddAfter(req("d"), time.Minute) // the same user: one timer
+	running.Add(req("e"))                   // ready: no timer
+	// What reaches the stopped queue changes nothing.
+	old.AddAfter(req("x"), time.Hour)
+	old.AddAfter(req("y"), time.Hour)
+	g.Expect(testutil.ToFloat64(gauge)).To(Equal(1.0))
+
+	// A timer made ready, then handed out, leaves it.
+	running.AddAfter(req("f"), time.Hour)
+	g.Expect(testutil.ToFloat64(gauge)).To(Equal(2.0))
+	running.Add(req("f"))
+	g.Expect(testutil.ToFloat64(gauge)).To(Equal(1.0))
+	for range 2 {
+		item, _ := running.Get()
+		g.Expect(item.Name).To(BeElementOf("e", "f"))
+		running.Done(item)
+	}
+	g.Expect(testutil.ToFloat64(gauge)).To(Equal(1.0), "d still waits")
+}
+
+// A slot left behind (its pass found the breaker open, or nothing left to
+// ask) is booked again, not taken without a booking: taken, it spends the
+// token an on-time user's slot was booked for, and that user goes to the
+// back of the lane.
+func TestAStaleSlotIsBookedAgain(t *testing.T) {
+	g := NewWithT(t)
+	clk := testingclock.NewFakeClock(time.Unix(1764000000, 0))
+	cfg := kidapi.Config{BaseURL: "https://api.k-id.com/api/v1", APIKey: "k", RPS: 1, Burst: 1, Clock: clk}
+	kc := kidapi.New(cfg)
+	c := &APIClient{Client: kc, lanes: kidapi.NewLanes(kc, cfg.RPS, cfg.Burst, clk)}
+	r := &KidUserReconciler{Clock: clk}
+	user := func(name string) *kidv1.KidUser {
+		u := &kidv1.KidUser{}
+		u.Namespace, u.Name, u.UID = "ns", name, types.UID(name+"-uid")
+		return u
+	}
+	first, onTime, stale := user("first"), user("on-time"), user("stale")
+
+	g.Expect(r.slot(c, first, kidapi.Resync, clk.Now())).To(BeZero(), "the schedule's and the limiter's first token")
+	g.Expect(r.slot(c, onTime, kidapi.Resync, clk.Now())).To(Equal(time.Second), "booked for the next token")
+	// stale booked a slot a minute ago and never came for it.
+	r.polls.update(stale, func(s *pollState) { s.slotAt, s.slotLane = clk.Now().Add(-time.Minute), kidapi.Resync })
+
+	clk.Step(time.Second)
+	g.Expect(r.slot(c, stale, kidapi.Resync, clk.Now())).To(Equal(time.Second), "booked again, behind on-time")
+	g.Expect(r.slot(c, onTime, kidapi.Resync, clk.Now())).To(BeZero(), "its token was still there")
+}
