@@ -122,6 +122,7 @@ var _ = Describe("k-ID API: every kind of event is recovered", func() {
 			// 2026-12-05: two reads 133 ms apart, the first a recovery
 			// poll of the user as created).
 			p.Spec.API.Recovery.FirstPoll = &metav1.Duration{Duration: 10 * time.Minute}
+			p.Spec.API.Recovery.MaxInterval = p.Spec.API.Recovery.FirstPoll
 		})
 		v, u := passedVerification(p, fake)
 		// A verification k-ID does not know (as if deleted): its PASS
