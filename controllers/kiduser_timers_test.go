@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
 	testingclock "k8s.io/utils/clock/testing"
+	"sigs.k8s.io/controller-runtime/pkg/controller/priorityqueue"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
@@ -88,4 +90,29 @@ func TestAStaleSlotIsBookedAgain(t *testing.T) {
 	clk.Step(time.Second)
 	g.Expect(r.slot(c, stale, kidapi.Resync, clk.Now())).To(Equal(time.Second), "booked again, behind on-time")
 	g.Expect(r.slot(c, onTime, kidapi.Resync, clk.Now())).To(BeZero(), "its token was still there")
+}
+
+// A change to a user (a kid.dev/requested-at, a permission change folded)
+// is handed to a worker before the sweep's backlog: at 250,000 overdue
+// sessions, an urgent read waited more than two minutes behind it when
+// both had the same priority.
+func TestAChangeGoesBeforeTheSweepsBacklog(t *testing.T) {
+	g := NewWithT(t)
+	q := newTimedQueue("sweep-priority-test", workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
+	defer q.ShutDown()
+	now := time.Now()
+	for i := range 100 {
+		req := reconcile.Request{NamespacedName: types.NamespacedName{Namespace: "ns", Name: fmt.Sprintf("resync-%03d", i)}}
+		scheduleBefore(q, req, now, now, now.Add(time.Minute))
+	}
+	// The watch's handler adds a changed user at the default priority.
+	urgent := reconcile.Request{NamespacedName: types.NamespacedName{Namespace: "ns", Name: "requested"}}
+	q.(priorityqueue.PriorityQueue[reconcile.Request]).AddWithOpts(priorityqueue.AddOpts{}, urgent)
+	g.Eventually(q.Len).Should(Equal(101))
+	item, _ := q.Get()
+	g.Expect(item).To(Equal(urgent), "handed out before the 100 the sweep enqueued")
+	q.Done(item)
+	item, _ = q.Get()
+	g.Expect(item.Name).To(Equal("resync-000"))
+	q.Done(item)
 }
