@@ -127,9 +127,8 @@ func (r *KidUserReconciler) sweepOnce(ctx context.Context) error {
 // (a restart over 250,000 overdue sessions); a change to a user (a
 // kid.dev/requested-at, a permission change folded) comes through the
 // watch at the default priority and is handed to a worker before that
-// backlog. At the same priority it waited behind it: make bench-reads at
-// 250,000 sessions found an urgent read not made within two minutes. A
-// user already queued keeps the higher of its priorities.
+// backlog, rather than behind it. A user already queued keeps the higher
+// of its priorities.
 func scheduleBefore(q workqueue.TypedRateLimitingInterface[reconcile.Request], req reconcile.Request, at, now, until time.Time) {
 	if q == nil || at.IsZero() || !at.Before(until) {
 		return

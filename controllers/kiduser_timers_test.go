@@ -93,9 +93,8 @@ func TestAStaleSlotIsBookedAgain(t *testing.T) {
 }
 
 // A change to a user (a kid.dev/requested-at, a permission change folded)
-// is handed to a worker before the sweep's backlog: at 250,000 overdue
-// sessions, an urgent read waited more than two minutes behind it when
-// both had the same priority.
+// is handed to a worker before the sweep's backlog, which after a restart
+// can be every player.
 func TestAChangeGoesBeforeTheSweepsBacklog(t *testing.T) {
 	g := NewWithT(t)
 	q := newTimedQueue("sweep-priority-test", workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
