@@ -137,9 +137,8 @@ func (l *Lanes) Take(lane Lane, key string) time.Duration {
 		// before it came a few milliseconds late (a reconcile's queue
 		// and round trip), and the limiter counts calls when they are
 		// made. It waits for it. Sent to the back of the lane instead,
-		// an on-time caller behind a late one lost its place at almost
-		// every slot: in a spec at the product's full rate, 100 of 255
-		// takes, and one player lost five times in a row.
+		// an on-time caller behind a late one lost its place at slot
+		// after slot (TestAResyncCallerBehindALateOneKeepsItsPlace).
 		return d
 	}
 	// The resync call's token went to an urgent call or to a caller
