@@ -1,16 +1,22 @@
 package controllers
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
 
 	. "github.com/onsi/gomega"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
 	testingclock "k8s.io/utils/clock/testing"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/priorityqueue"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
@@ -113,5 +119,60 @@ func TestAChangeGoesBeforeTheSweepsBacklog(t *testing.T) {
 	q.Done(item)
 	item, _ = q.Get()
 	g.Expect(item.Name).To(Equal("resync-000"))
+	q.Done(item)
+}
+
+func TestAProductsWakeGoesAfterAChange(t *testing.T) {
+	g := NewWithT(t)
+	q := newTimedQueue("wake-priority-test", workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
+	defer q.ShutDown()
+	// A product's resume wakes its players: 100 here.
+	players := func(_ context.Context, o client.Object) []reconcile.Request {
+		var out []reconcile.Request
+		for i := range 100 {
+			out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: fmt.Sprintf("player-%03d", i)}})
+		}
+		return out
+	}
+	product := &kidv1.KidProduct{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "game"}}
+	enqueueLow(players).Generic(context.Background(), event.GenericEvent{Object: product}, q)
+	g.Eventually(q.Len).Should(Equal(100))
+	// Then a change to one player (a kid.dev/requested-at): the watch's
+	// handler adds it at the default priority.
+	urgent := reconcile.Request{NamespacedName: types.NamespacedName{Namespace: "ns", Name: "requested"}}
+	q.(priorityqueue.PriorityQueue[reconcile.Request]).AddWithOpts(priorityqueue.AddOpts{}, urgent)
+	g.Eventually(q.Len).Should(Equal(101))
+	item, _ := q.Get()
+	g.Expect(item).To(Equal(urgent), "handed out before the 100 players the product's wake enqueued")
+	q.Done(item)
+	item, _ = q.Get()
+	g.Expect(item.Name).To(Equal("player-000"))
+	q.Done(item)
+}
+
+// A user requeued for the slot it booked is handed out at its time before
+// a backlog of first reconciles (a product's wake, a restart's sweep): a
+// slot taken over a second late is booked again at the back of its lane,
+// and behind 43,000 such reconciles the resync read 3 sessions in 10 s at
+// a rate of 100.
+func TestASlotGoesBeforeTheBacklog(t *testing.T) {
+	g := NewWithT(t)
+	q := newTimedQueue("slot-priority-test", workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
+	defer q.ShutDown()
+	pq := q.(priorityqueue.PriorityQueue[reconcile.Request])
+	slotted := reconcile.Request{NamespacedName: types.NamespacedName{Namespace: "ns", Name: "slotted"}}
+	// Its reconcile booked a slot 50 ms ahead, and asked to come back then.
+	holding := pollState{slotAt: time.Now().Add(50 * time.Millisecond), slotLane: kidapi.Resync}
+	pq.AddWithOpts(priorityqueue.AddOpts{After: 50 * time.Millisecond, Priority: ptr.To(requeuePriority(holding))}, slotted)
+	for i := range 100 {
+		addLow(q, 0, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: "ns", Name: fmt.Sprintf("player-%03d", i)}})
+	}
+	// A user whose read was made comes back for its next resync at the
+	// backlog's priority.
+	g.Expect(requeuePriority(pollState{})).To(Equal(handler.LowPriority))
+	g.Eventually(q.Len).Should(Equal(101))
+	time.Sleep(100 * time.Millisecond)
+	item, _ := q.Get()
+	g.Expect(item).To(Equal(slotted), "handed out at its time before the 100 first reconciles")
 	q.Done(item)
 }

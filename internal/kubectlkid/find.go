@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -176,36 +177,50 @@ func byIDNames(ctx context.Context, c client.Reader, ns string, products []strin
 //     the player is found by its session id or kuid.
 //
 // Every user found is checked to hold id, as the controllers' index would.
+//
+// The lists go out together, in two rounds (the fields and the events,
+// then the users of the sessions and kuids the events named): each is a
+// scan of the namespace's players in the API server's watch cache, so a
+// lookup takes about as long as the slowest list of each round rather
+// than the sum of six or more (design §5, "Lookups").
 func holders(ctx context.Context, c client.Reader, ns string, products []string, id string) ([]match, error) {
+	var mu sync.Mutex
 	users := map[string]*kidv1.KidUser{}
-	byField := func(field, value string) error {
-		var list kidv1.KidUserList
-		if err := c.List(ctx, &list, client.InNamespace(ns), client.MatchingFields{field: value}); err != nil {
-			return fmt.Errorf("listing KidUsers in %s by %s: %w", ns, field, err)
+	byField := func(field, value string) func() error {
+		return func() error {
+			var list kidv1.KidUserList
+			if err := c.List(ctx, &list, client.InNamespace(ns), client.MatchingFields{field: value}); err != nil {
+				return fmt.Errorf("listing KidUsers in %s by %s: %w", ns, field, err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			for i := range list.Items {
+				users[list.Items[i].Name] = &list.Items[i]
+			}
+			return nil
 		}
-		for i := range list.Items {
-			users[list.Items[i].Name] = &list.Items[i]
-		}
-		return nil
 	}
+	var sessions, kuids []string
+	round := []func() error{func() error {
+		var err error
+		sessions, kuids, err = linkedIDs(ctx, c, ns, products, id)
+		return err
+	}}
 	for _, f := range []string{kidv1.UserIdentityIDField, kidv1.UserSessionField, kidv1.UserKUIDField, kidv1.UserConsentChallengeField} {
-		if err := byField(f, id); err != nil {
-			return nil, err
-		}
+		round = append(round, byField(f, id))
 	}
-	sessions, kuids, err := linkedIDs(ctx, c, ns, products, id)
-	if err != nil {
+	if err := together(round); err != nil {
 		return nil, err
 	}
+	round = nil
 	for _, s := range sessions {
-		if err := byField(kidv1.UserSessionField, s); err != nil {
-			return nil, err
-		}
+		round = append(round, byField(kidv1.UserSessionField, s))
 	}
 	for _, k := range kuids {
-		if err := byField(kidv1.UserKUIDField, k); err != nil {
-			return nil, err
-		}
+		round = append(round, byField(kidv1.UserKUIDField, k))
+	}
+	if err := together(round); err != nil {
+		return nil, err
 	}
 
 	names := make([]string, 0, len(users))
@@ -229,6 +244,17 @@ func holders(ctx context.Context, c client.Reader, ns string, products []string,
 		}
 	}
 	return out, nil
+}
+
+// together runs fs at once and returns their errors, joined.
+func together(fs []func() error) error {
+	errs := make([]error, len(fs))
+	var wg sync.WaitGroup
+	for i, f := range fs {
+		wg.Go(func() { errs[i] = f() })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // linkedIDs returns the sessions and kuids named by the events of products
