@@ -100,53 +100,47 @@ func TestAStaleSlotIsBookedAgain(t *testing.T) {
 
 // A change to a user (a kid.dev/requested-at, a permission change folded)
 // is handed to a worker before the sweep's backlog, which after a restart
-// can be every player.
+// can be every player, and before a product's wake of all its players.
 func TestAChangeGoesBeforeTheSweepsBacklog(t *testing.T) {
-	g := NewWithT(t)
-	q := newTimedQueue("sweep-priority-test", workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
-	defer q.ShutDown()
 	now := time.Now()
-	for i := range 100 {
-		req := reconcile.Request{NamespacedName: types.NamespacedName{Namespace: "ns", Name: fmt.Sprintf("resync-%03d", i)}}
-		scheduleBefore(q, req, now, now, now.Add(time.Minute))
-	}
-	// The watch's handler adds a changed user at the default priority.
-	urgent := reconcile.Request{NamespacedName: types.NamespacedName{Namespace: "ns", Name: "requested"}}
-	q.(priorityqueue.PriorityQueue[reconcile.Request]).AddWithOpts(priorityqueue.AddOpts{}, urgent)
-	g.Eventually(q.Len).Should(Equal(101))
-	item, _ := q.Get()
-	g.Expect(item).To(Equal(urgent), "handed out before the 100 the sweep enqueued")
-	q.Done(item)
-	item, _ = q.Get()
-	g.Expect(item.Name).To(Equal("resync-000"))
-	q.Done(item)
+	expectChangeFirst(t, "resync", func(q workqueue.TypedRateLimitingInterface[reconcile.Request], reqs []reconcile.Request) {
+		for _, req := range reqs {
+			scheduleBefore(q, req, now, now, now.Add(time.Minute))
+		}
+	})
 }
 
 func TestAProductsWakeGoesAfterAChange(t *testing.T) {
+	// A product's resume wakes its players, through enqueueLow.
+	expectChangeFirst(t, "player", func(q workqueue.TypedRateLimitingInterface[reconcile.Request], reqs []reconcile.Request) {
+		players := func(context.Context, client.Object) []reconcile.Request { return reqs }
+		product := &kidv1.KidProduct{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "game"}}
+		enqueueLow(players).Generic(context.Background(), event.GenericEvent{Object: product}, q)
+	})
+}
+
+// expectChangeFirst has fill enqueue 100 users named prefix-000 to
+// prefix-099, then adds a change as the watch's handler does (at the
+// default priority), and expects the change to be handed out first and
+// prefix-000 next.
+func expectChangeFirst(t *testing.T, prefix string, fill func(workqueue.TypedRateLimitingInterface[reconcile.Request], []reconcile.Request)) {
 	g := NewWithT(t)
-	q := newTimedQueue("wake-priority-test", workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
+	q := newTimedQueue(prefix+"-priority-test", workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
 	defer q.ShutDown()
-	// A product's resume wakes its players: 100 here.
-	players := func(_ context.Context, o client.Object) []reconcile.Request {
-		var out []reconcile.Request
-		for i := range 100 {
-			out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: fmt.Sprintf("player-%03d", i)}})
-		}
-		return out
+	var reqs []reconcile.Request
+	for i := range 100 {
+		reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: "ns", Name: fmt.Sprintf("%s-%03d", prefix, i)}})
 	}
-	product := &kidv1.KidProduct{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "game"}}
-	enqueueLow(players).Generic(context.Background(), event.GenericEvent{Object: product}, q)
+	fill(q, reqs)
 	g.Eventually(q.Len).Should(Equal(100))
-	// Then a change to one player (a kid.dev/requested-at): the watch's
-	// handler adds it at the default priority.
 	urgent := reconcile.Request{NamespacedName: types.NamespacedName{Namespace: "ns", Name: "requested"}}
 	q.(priorityqueue.PriorityQueue[reconcile.Request]).AddWithOpts(priorityqueue.AddOpts{}, urgent)
 	g.Eventually(q.Len).Should(Equal(101))
 	item, _ := q.Get()
-	g.Expect(item).To(Equal(urgent), "handed out before the 100 players the product's wake enqueued")
+	g.Expect(item).To(Equal(urgent), "handed out before the 100 %s users enqueued first", prefix)
 	q.Done(item)
 	item, _ = q.Get()
-	g.Expect(item.Name).To(Equal("player-000"))
+	g.Expect(item.Name).To(Equal(prefix + "-000"))
 	q.Done(item)
 }
 

@@ -131,6 +131,10 @@ type playerPoint struct {
 	userBytes                     int64           // a player's value in etcd, mean of a few
 	lookups                       []lookup        // kubectl kid user by each kind of id
 	restarts                      []time.Duration // the largest point's two restarts, ready after
+	// startCPU and restartCPU are the CPU time each process spent on the
+	// first start and on each restart.
+	startCPU   startCPU
+	restartCPU []startCPU
 	// stopped says why the run stopped at this point, which it measured
 	// only in part.
 	stopped string
@@ -240,7 +244,7 @@ func runScale(ctx context.Context, cfg config, sc scaleConfig) ([]playerPoint, e
 		log("players=%d: starting the manager (GOMEMLIMIT=%s)", n, memoryLimit)
 		m := newManager(cfg.managerBin, p.kubeconfig)
 		m.readyTimeout = scaleReadyTimeout
-		if pt.readyAfter, err = m.start(ctx); err != nil {
+		if pt.readyAfter, pt.startCPU, err = timedStart(ctx, p, m); err != nil {
 			return stop(err)
 		}
 		if pt.rss, pt.heap, pt.peakRSS, err = settledMemory(ctx, m); err != nil {
@@ -271,12 +275,13 @@ func runScale(ctx context.Context, cfg config, sc scaleConfig) ([]playerPoint, e
 				log("players=%d: restart %d of the manager (GOMEMLIMIT=%s)", n, k+1, memoryLimit)
 				m = newManager(cfg.managerBin, p.kubeconfig)
 				m.readyTimeout = scaleReadyTimeout
-				took, err := m.start(ctx)
+				took, cpu, err := timedStart(ctx, p, m)
 				_ = m.stop()
 				if err != nil {
 					return stop(fmt.Errorf("restart %d: %w", k+1, err))
 				}
 				pt.restarts = append(pt.restarts, took)
+				pt.restartCPU = append(pt.restartCPU, cpu)
 			}
 		}
 
@@ -616,16 +621,32 @@ func heapProfile(m *manager, path string) (string, error) {
 
 func mibStr(b int64) string { return fmt.Sprintf("%.0f", mib(b)) }
 
+func (c startCPU) String() string {
+	return fmt.Sprintf("%.1f/%.1f/%.1f", c.manager, c.apiServer, c.etcd)
+}
+
+// cpusStr joins starts' CPU times with sep ("-" for none).
+func cpusStr(cs []startCPU, sep string) string {
+	if len(cs) == 0 {
+		return "-"
+	}
+	parts := make([]string, len(cs))
+	for i, c := range cs {
+		parts[i] = c.String()
+	}
+	return strings.Join(parts, sep)
+}
+
 func printPlayerLine(w io.Writer, pt playerPoint) {
 	restart := 0.0
 	for _, r := range pt.restarts {
 		restart = max(restart, r.Seconds())
 	}
-	fmt.Fprintf(w, "scale: users=%d events=%d rss_mib=%s heap_mib=%s ready_s=%.1f restart_ready_s=%.1f fold_p99_ms=%.1f lookup_ms=%.0f etcd_mib=%s apiserver_mib=%s etcd_rss_mib=%s user_bytes=%d apiserver_kib_per_user=%.1f etcd_kib_per_user=%.1f rss_nolimit_mib=%s fold_p50_ms=%.1f get_all_s=%.1f get_label_s=%.1f\n",
+	fmt.Fprintf(w, "scale: users=%d events=%d rss_mib=%s heap_mib=%s ready_s=%.1f restart_ready_s=%.1f fold_p99_ms=%.1f lookup_ms=%.0f etcd_mib=%s apiserver_mib=%s etcd_rss_mib=%s user_bytes=%d apiserver_kib_per_user=%.1f etcd_kib_per_user=%.1f rss_nolimit_mib=%s fold_p50_ms=%.1f get_all_s=%.1f get_label_s=%.1f start_cpu_s=%s restart_cpu_s=%s\n",
 		pt.users, pt.events, mibStr(pt.rss), mibStr(pt.heap), pt.readyAfter.Seconds(), restart, ms(pt.foldP99), ms(worstLookup(pt.lookups)),
 		mibStr(pt.etcdBytes), mibStr(pt.apiServerRSS), mibStr(pt.etcdRSS), pt.userBytes,
 		perUser(pt.apiServerRSS, pt.baseAPIServerRSS, pt.users), perUser(pt.etcdRSS, pt.baseEtcdRSS, pt.users),
-		mibStr(pt.rssNoLimit), ms(pt.foldP50), pt.getAll.Seconds(), pt.getLabel.Seconds())
+		mibStr(pt.rssNoLimit), ms(pt.foldP50), pt.getAll.Seconds(), pt.getLabel.Seconds(), pt.startCPU, cpusStr(pt.restartCPU, ","))
 	if pt.kubectlErr != "" {
 		fmt.Fprintf(w, "scale: users=%d kubectl_failed=%q\n", pt.users, pt.kubectlErr)
 	}
@@ -639,8 +660,8 @@ func printPlayerLine(w io.Writer, pt playerPoint) {
 }
 
 func printScale(w io.Writer, pts []playerPoint, sc scaleConfig) {
-	fmt.Fprintf(w, "\n| players | RSS (MiB) | heap in use (MiB) | peak RSS at start (MiB) | RSS, no GOMEMLIMIT (MiB) | heap, no limit (MiB) | etcd (MiB) | ready after restart (s) | two more restarts (s) | fold p50 / p99 (ms) | kubectl kid user (ms) | kubectl get -A (s) | kubectl get -l (s) | kube-apiserver RSS (MiB) | per player (KiB) | etcd RSS (MiB) | per player (KiB) | a player in etcd (bytes) | created (players/s) |\n")
-	fmt.Fprintf(w, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	fmt.Fprintf(w, "\n| players | RSS (MiB) | heap in use (MiB) | peak RSS at start (MiB) | RSS, no GOMEMLIMIT (MiB) | heap, no limit (MiB) | etcd (MiB) | ready after restart (s) | two more restarts (s) | fold p50 / p99 (ms) | kubectl kid user (ms) | kubectl get -A (s) | kubectl get -l (s) | kube-apiserver RSS (MiB) | per player (KiB) | etcd RSS (MiB) | per player (KiB) | a player in etcd (bytes) | created (players/s) | CPU of the start, then of each restart: manager / kube-apiserver / etcd (s) |\n")
+	fmt.Fprintf(w, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 	for _, pt := range pts {
 		restarts := "-"
 		if len(pt.restarts) > 0 {
@@ -650,15 +671,15 @@ func printScale(w io.Writer, pts []playerPoint, sc scaleConfig) {
 			}
 			restarts = strings.Join(parts, ", ")
 		}
-		fmt.Fprintf(w, "| %d | %s | %s | %s | %s | %s | %s | %.1f | %s | %.1f / %.1f | %s | %.1f | %.1f | %s | %.1f | %s | %.1f | %d | %.0f |\n",
+		fmt.Fprintf(w, "| %d | %s | %s | %s | %s | %s | %s | %.1f | %s | %.1f / %.1f | %s | %.1f | %.1f | %s | %.1f | %s | %.1f | %d | %.0f | %s |\n",
 			pt.users, mibStr(pt.rss), mibStr(pt.heap), mibStr(pt.peakRSS), mibStr(pt.rssNoLimit), mibStr(pt.heapNoLimit), mibStr(pt.etcdBytes),
 			pt.readyAfter.Seconds(), restarts, ms(pt.foldP50), ms(pt.foldP99), lookupsStr(pt.lookups), pt.getAll.Seconds(), pt.getLabel.Seconds(),
 			mibStr(pt.apiServerRSS), perUser(pt.apiServerRSS, pt.baseAPIServerRSS, pt.users), mibStr(pt.etcdRSS), perUser(pt.etcdRSS, pt.baseEtcdRSS, pt.users),
-			pt.userBytes, pt.createRate)
+			pt.userBytes, pt.createRate, cpusStr(append([]startCPU{pt.startCPU}, pt.restartCPU...), "; "))
 	}
 	fmt.Fprintf(w, "\nRSS and heap with GOMEMLIMIT=%s after the start's work settled; %d applied KidEvents beside the players; fold: %d deliveries per point, %d at a time, from send to Applied on a watch; kube-apiserver's watch cache %s.\n\n",
 		memoryLimit, sc.events, sc.foldEvents, sc.foldC, map[bool]string{true: "on", false: "off"}[sc.watchCache])
-	fmt.Fprintf(w, "kubectl kid user: in process, by the newest player's challenge and kuid and by a verification stand-in's id, before the manager starts; the line's lookup_ms is the worst. restart_ready_s: the worse of two more restarts at the largest point. Per player: kube-apiserver's and etcd's resident memory over theirs before any player, divided by the players. A player in etcd: the mean of five players' values (JSON, managedFields included).\n\n")
+	fmt.Fprintf(w, "kubectl kid user: in process, by the newest player's challenge and kuid and by a verification stand-in's id, before the manager starts; the line's lookup_ms is the worst. restart_ready_s: the worse of two more restarts at the largest point. CPU of a start: each process's CPU seconds from the manager's launch to its readiness (the manager's: its own, all of it); on two shared cores they say which process a start waits for. Per player: kube-apiserver's and etcd's resident memory over theirs before any player, divided by the players. A player in etcd: the mean of five players' values (JSON, managedFields included).\n\n")
 	for _, pt := range pts {
 		if pt.heapProfileTop != "" {
 			fmt.Fprintf(w, "manager heap profile at %d players, GOMEMLIMIT=%s (inuse_space, top 15):\n%s\n\n", pt.users, memoryLimit, indent(pt.heapProfileTop))

@@ -32,40 +32,75 @@ import (
 // internal/kubectlkid/find.go).
 const lookupStandIn = "v-scale-lookup"
 
-// processRSS reads process_resident_memory_bytes from a Prometheus
-// endpoint's text (0 if absent).
-func processRSS(text string) int64 {
+// processMetric reads an unlabelled metric (process_resident_memory_bytes,
+// process_cpu_seconds_total) from a Prometheus endpoint's text (0 if
+// absent).
+func processMetric(text, name string) float64 {
 	for _, line := range strings.Split(text, "\n") {
-		if v, ok := strings.CutPrefix(line, "process_resident_memory_bytes "); ok {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
 			f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			return int64(f)
+			return f
 		}
 	}
 	return 0
 }
 
-// apiServerRSS is kube-apiserver's resident memory, from its own metrics
-// (0 if they cannot be read): what the players cost the cluster.
-func (p *plane) apiServerRSS(ctx context.Context) int64 {
+// processRSS reads process_resident_memory_bytes from a Prometheus
+// endpoint's text (0 if absent).
+func processRSS(text string) int64 {
+	return int64(processMetric(text, "process_resident_memory_bytes"))
+}
+
+// apiServerMetrics is kube-apiserver's own metrics ("" if they cannot be
+// read).
+func (p *plane) apiServerMetrics(ctx context.Context) string {
 	cs, err := kubernetes.NewForConfig(p.cfg)
 	if err != nil {
-		return 0
+		return ""
 	}
 	raw, err := cs.RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
 	if err != nil {
-		return 0
+		return ""
 	}
-	return processRSS(string(raw))
+	return string(raw)
 }
 
-// etcdRSS is etcd's resident memory, from its metrics on its client URL
-// (0 if they cannot be read).
-func (p *plane) etcdRSS(ctx context.Context) int64 {
+// etcdMetrics is etcd's metrics on its client URL ("" if they cannot be
+// read).
+func (p *plane) etcdMetrics(ctx context.Context) string {
 	body, err := p.etcdHTTP(ctx, http.MethodGet, "/metrics", nil)
 	if err != nil {
-		return 0
+		return ""
 	}
-	return processRSS(string(body))
+	return string(body)
+}
+
+// apiServerRSS is kube-apiserver's resident memory (0 if it cannot be
+// read): what the players cost the cluster.
+func (p *plane) apiServerRSS(ctx context.Context) int64 {
+	return processRSS(p.apiServerMetrics(ctx))
+}
+
+// etcdRSS is etcd's resident memory (0 if it cannot be read).
+func (p *plane) etcdRSS(ctx context.Context) int64 {
+	return processRSS(p.etcdMetrics(ctx))
+}
+
+// startCPU is the CPU time each process spent on a start of the manager,
+// from its launch to ready: on two shared cores it says which of them the
+// start waits for.
+type startCPU struct{ manager, apiServer, etcd float64 }
+
+// timedStart starts m and returns how long it took to be ready and the CPU
+// time each process spent meanwhile (the manager's: all of its own).
+func timedStart(ctx context.Context, p *plane, m *manager) (time.Duration, startCPU, error) {
+	cpu := func(text string) float64 { return processMetric(text, "process_cpu_seconds_total") }
+	apiBefore, etcdBefore := cpu(p.apiServerMetrics(ctx)), cpu(p.etcdMetrics(ctx))
+	took, err := m.start(ctx)
+	if err != nil {
+		return took, startCPU{}, err
+	}
+	return took, startCPU{manager: m.cpuSeconds(), apiServer: cpu(p.apiServerMetrics(ctx)) - apiBefore, etcd: cpu(p.etcdMetrics(ctx)) - etcdBefore}, nil
 }
 
 // etcdHTTP calls etcd's HTTP endpoint (its gRPC gateway, /metrics).
