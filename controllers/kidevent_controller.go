@@ -125,7 +125,7 @@ func (r *KidEventReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&kidv1.KidUser{}, r.wakePermissionEvents()).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
 		Named("kidevent").
-		Complete(r)
+		Complete(quietRaces(r))
 }
 
 // eventPass is what one pass over a KidEvent has learned so far. Each step

@@ -127,7 +127,7 @@ func (r *KidUserReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles, NewQueue: newTimedQueue}).
 		Watches(&kidv1.KidUser{}, handler.EnqueueRequestsFromMapFunc(r.standIns), builder.WithPredicates(changesOnly())).
 		WatchesRawSource(r.sweepSource(false)).
-		Named("kiduser").Complete(r)
+		Named("kiduser").Complete(quietRaces(r))
 	if err != nil || r.APIClients == nil {
 		return err
 	}
@@ -154,7 +154,7 @@ func (r *KidUserReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// key was accepted): its paused users are asked at once, after
 		// any change waiting (enqueueLow).
 		WatchesRawSource(source.Channel(r.APIClients.Resumes(), enqueueLow(r.usersOfProduct))).
-		Named("kiduser-api").Complete(reconcile.Func(r.reconcileReads))
+		Named("kiduser-api").Complete(quietRaces(reconcile.Func(r.reconcileReads)))
 }
 
 // startedAt is when this replica's controllers started.

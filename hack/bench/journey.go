@@ -711,7 +711,7 @@ func (r *results) printJourney(w io.Writer, row func(string, float64, string, fl
 	text("    of which PASS after IN_PROGRESS", fmt.Sprintf("%d of %d", j.passQueued, j.players))
 	text("  Applied before the one before it", fmt.Sprint(j.outOfOrder))
 	text("  writes a fold of queued events saves, at most", fmt.Sprintf("%.2f per event", j.foldSaving/float64(j.events)))
-	text("  reconcile errors (kidevent / kiduser)", fmt.Sprintf("%.0f / %.0f", j.reconcileErrs["kidevent"], j.reconcileErrs["kiduser"]))
+	text("  reconcile errors, lost races aside (kidevent / kiduser)", fmt.Sprintf("%.0f / %.0f", j.reconcileErrs["kidevent"], j.reconcileErrs["kiduser"]))
 }
 
 // madeMix is the writes the manager made over the phase, per event, by
