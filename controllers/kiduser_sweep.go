@@ -153,8 +153,8 @@ func addLow(q workqueue.TypedRateLimitingInterface[reconcile.Request], after tim
 // resume wakes every one of its players, 250,000 of them at issue #24's
 // point, and most have nothing due; at the default priority they went
 // before every change made after them, and an urgent read waited for the
-// whole product to be reconciled: 6 to 70 s at 50,000 players (`make
-// bench-reads`), over 2 minutes at 250,000. At the low priority a change
+// whole product to be reconciled: 27 s at the median and up to 95 s at
+// 50,000 players (`make bench-reads`), over 2 minutes at 250,000. At the low priority a change
 // still goes first (TestAProductsWakeGoesAfterAChange).
 func enqueueLow(f handler.MapFunc) handler.EventHandler {
 	return handler.Funcs{

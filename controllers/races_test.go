@@ -10,6 +10,7 @@ import (
 	. "github.com/onsi/gomega"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 )
 
@@ -23,7 +24,7 @@ func TestALostWriteRaceIsRetriedQuietly(t *testing.T) {
 		want      reconcile.Result
 		wantError bool
 	}{
-		{"a conflict, wrapped as the controllers return it", reconcile.Result{}, fmt.Errorf("writing synced session: %w", apierrors.NewConflict(users, "u", errors.New("the object has been modified"))), reconcile.Result{Requeue: true}, false},
+		{"a conflict, wrapped as the controllers return it", reconcile.Result{Priority: ptr.To(slotPriority)}, fmt.Errorf("writing synced session: %w", apierrors.NewConflict(users, "u", errors.New("the object has been modified"))), reconcile.Result{Requeue: true, Priority: ptr.To(slotPriority)}, false},
 		{"a user another worker made", reconcile.Result{}, fmt.Errorf("creating user: %w", apierrors.NewAlreadyExists(users, "u")), reconcile.Result{Requeue: true}, false},
 		{"any other failure", reconcile.Result{}, fmt.Errorf("reading user: %w", apierrors.NewServiceUnavailable("etcd")), reconcile.Result{}, true},
 		{"a success with a wait", reconcile.Result{RequeueAfter: time.Minute}, nil, reconcile.Result{RequeueAfter: time.Minute}, false},
