@@ -17,6 +17,10 @@ import (
 func TestALostWriteRaceIsRetriedQuietly(t *testing.T) {
 	g := NewWithT(t)
 	users := schema.GroupResource{Group: "kid.dev", Resource: "kidusers"}
+	// A rate-limited retry, as after an error (quietRaces).
+	retried := func(priority *int) reconcile.Result {
+		return reconcile.Result{Requeue: true, Priority: priority} //nolint:staticcheck // what quietRaces returns
+	}
 	for _, c := range []struct {
 		name      string
 		res       reconcile.Result
@@ -24,8 +28,8 @@ func TestALostWriteRaceIsRetriedQuietly(t *testing.T) {
 		want      reconcile.Result
 		wantError bool
 	}{
-		{"a conflict, wrapped as the controllers return it", reconcile.Result{Priority: ptr.To(slotPriority)}, fmt.Errorf("writing synced session: %w", apierrors.NewConflict(users, "u", errors.New("the object has been modified"))), reconcile.Result{Requeue: true, Priority: ptr.To(slotPriority)}, false},
-		{"a user another worker made", reconcile.Result{}, fmt.Errorf("creating user: %w", apierrors.NewAlreadyExists(users, "u")), reconcile.Result{Requeue: true}, false},
+		{"a conflict, wrapped as the controllers return it", reconcile.Result{Priority: ptr.To(slotPriority)}, fmt.Errorf("writing synced session: %w", apierrors.NewConflict(users, "u", errors.New("the object has been modified"))), retried(ptr.To(slotPriority)), false},
+		{"a user another worker made", reconcile.Result{}, fmt.Errorf("creating user: %w", apierrors.NewAlreadyExists(users, "u")), retried(nil), false},
 		{"any other failure", reconcile.Result{}, fmt.Errorf("reading user: %w", apierrors.NewServiceUnavailable("etcd")), reconcile.Result{}, true},
 		{"a success with a wait", reconcile.Result{RequeueAfter: time.Minute}, nil, reconcile.Result{RequeueAfter: time.Minute}, false},
 	} {
