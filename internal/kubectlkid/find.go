@@ -246,12 +246,24 @@ func holders(ctx context.Context, c client.Reader, ns string, products []string,
 	return out, nil
 }
 
-// together runs fs at once and returns their errors, joined.
+// listsAtOnce bounds the lists a lookup has in flight: the second round
+// makes one per session and kuid that the events naming the id name, which
+// the namespace's events decide, and each is a scan of its players in the
+// API server.
+const listsAtOnce = 8
+
+// together runs fs, listsAtOnce at a time, and returns their errors,
+// joined.
 func together(fs []func() error) error {
 	errs := make([]error, len(fs))
+	slots := make(chan struct{}, listsAtOnce)
 	var wg sync.WaitGroup
 	for i, f := range fs {
-		wg.Go(func() { errs[i] = f() })
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			errs[i] = f()
+		})
 	}
 	wg.Wait()
 	return errors.Join(errs...)

@@ -2,8 +2,11 @@ package kubectlkid
 
 import (
 	"context"
+	"errors"
 	"os"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
@@ -183,4 +186,29 @@ func TestKrewManifestInstallsKubectlKidOnEveryPlatform(t *testing.T) {
 		g.Expect(p.SHA256).To(MatchRegexp(`^[0-9a-f]{64}$`))
 	}
 	g.Expect(platforms).To(ConsistOf("linux/amd64", "linux/arm64", "darwin/amd64", "darwin/arm64"))
+}
+
+func TestALookupHasAtMostEightListsInFlight(t *testing.T) {
+	var now, most atomic.Int32
+	fs := make([]func() error, 40)
+	for i := range fs {
+		fs[i] = func() error {
+			n := now.Add(1)
+			for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+			}
+			time.Sleep(5 * time.Millisecond)
+			now.Add(-1)
+			if i == 7 {
+				return errors.New("list 7 failed")
+			}
+			return nil
+		}
+	}
+	err := together(fs)
+	if got := most.Load(); got != listsAtOnce {
+		t.Errorf("at most %d lists in flight, want %d", got, listsAtOnce)
+	}
+	if err == nil || err.Error() != "list 7 failed" {
+		t.Errorf("error %v, want list 7's", err)
+	}
 }
