@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
-	"sync/atomic"
+	"sync"
 	"testing"
 	"time"
 
@@ -189,15 +189,19 @@ func TestKrewManifestInstallsKubectlKidOnEveryPlatform(t *testing.T) {
 }
 
 func TestALookupHasAtMostEightListsInFlight(t *testing.T) {
-	var now, most atomic.Int32
+	var mu sync.Mutex
+	var now, most int
 	fs := make([]func() error, 40)
 	for i := range fs {
 		fs[i] = func() error {
-			n := now.Add(1)
-			for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
-			}
+			mu.Lock()
+			now++
+			most = max(most, now)
+			mu.Unlock()
 			time.Sleep(5 * time.Millisecond)
-			now.Add(-1)
+			mu.Lock()
+			now--
+			mu.Unlock()
 			if i == 7 {
 				return errors.New("list 7 failed")
 			}
@@ -205,7 +209,7 @@ func TestALookupHasAtMostEightListsInFlight(t *testing.T) {
 		}
 	}
 	err := together(fs)
-	if got := most.Load(); got != listsAtOnce {
+	if got := most; got != listsAtOnce {
 		t.Errorf("at most %d lists in flight, want %d", got, listsAtOnce)
 	}
 	if err == nil || err.Error() != "list 7 failed" {
