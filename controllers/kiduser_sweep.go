@@ -154,8 +154,9 @@ func addLow(q workqueue.TypedRateLimitingInterface[reconcile.Request], after tim
 // point, and most have nothing due; at the default priority they went
 // before every change made after them, and an urgent read waited for the
 // whole product to be reconciled: 27 s at the median and up to 95 s at
-// 50,000 players (`make bench-reads`), over 2 minutes at 250,000. At the low priority a change
-// still goes first (TestAProductsWakeGoesAfterAChange).
+// 50,000 players (`make bench-reads`), over 2 minutes at 250,000. At the
+// low priority a change still goes first
+// (TestAProductsWakeGoesAfterAChange).
 func enqueueLow(f handler.MapFunc) handler.EventHandler {
 	return handler.Funcs{
 		GenericFunc: func(ctx context.Context, e event.GenericEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {

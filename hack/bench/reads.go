@@ -216,26 +216,6 @@ func runReads(ctx context.Context, cfg config, rc readsConfig) (readsRun, error)
 	return run, nil
 }
 
-// everyMinute calls f with the time since it was called, once a minute,
-// until the function it returns is called.
-func everyMinute(f func(time.Duration)) func() {
-	start, done, stopped := time.Now(), make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(stopped)
-		tick := time.NewTicker(time.Minute)
-		defer tick.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-tick.C:
-				f(time.Since(start))
-			}
-		}
-	}()
-	return func() { close(done); <-stopped }
-}
-
 func sleep(ctx context.Context, d time.Duration) error {
 	if d <= 0 {
 		return ctx.Err()
@@ -285,7 +265,7 @@ func createReadPlayers(ctx context.Context, p *plane, ids []string, etags map[st
 	var firstErr atomic.Value
 	// At 250,000 players this takes a quarter of an hour or more: say how
 	// far it has come once a minute.
-	stopProgress := everyMinute(func(d time.Duration) {
+	stopProgress := every(time.Minute, func(d time.Duration) {
 		log("reads: %d of %d players after %.0f s", made.Load(), len(ids), d.Seconds())
 	})
 	elapsed := parallel(len(ids), c, func(i int) {

@@ -65,6 +65,26 @@ func parallel(n, c int, f func(i int)) time.Duration {
 	return time.Since(start)
 }
 
+// every calls f with the time since it was called, every period, until
+// the function it returns is called: a long phase's progress.
+func every(period time.Duration, f func(time.Duration)) func() {
+	start, done, stopped := time.Now(), make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		tick := time.NewTicker(period)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				f(time.Since(start))
+			}
+		}
+	}()
+	return func() { close(done); <-stopped }
+}
+
 // rawCeiling creates n KidEvents of the receiver's shape at concurrency c,
 // and returns the rate, each create's latency and the objects created.
 func rawCeiling(ctx context.Context, p *plane, n, c int, tag string) (float64, []time.Duration, []*kidv1.KidEvent, error) {

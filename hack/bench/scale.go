@@ -380,18 +380,9 @@ func createPlayers(ctx context.Context, p *plane, product *kidv1.KidProduct, fro
 		failed.Add(1)
 		firstErr.CompareAndSwap(nil, err)
 	}
-	stop := make(chan struct{})
-	go func() {
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(30 * time.Second):
-				log("players: %d of %d", from+int(done.Load()), to)
-			}
-		}
-	}()
-	defer close(stop)
+	defer every(30*time.Second, func(time.Duration) {
+		log("players: %d of %d", from+int(done.Load()), to)
+	})()
 	now := time.Now()
 	elapsed := parallel(to-from, c, func(k int) {
 		if ctx.Err() != nil || failed.Load() > 0 {
