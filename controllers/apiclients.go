@@ -56,6 +56,9 @@ type APIClients struct {
 	// out again (APIReady turned True), so its paused users are asked at
 	// once rather than when their pause ends.
 	resume chan event.GenericEvent
+	// reread tells the KidUser controller that every session of a
+	// product is due again (its receiver spooled events: apioutage.go).
+	reread chan event.GenericEvent
 	// erasures are the products' erasure breakers (erasure_breaker.go).
 	erasures erasureBreakers
 	// activity sums what the products' players did, for status.api
@@ -68,7 +71,7 @@ type APIClients struct {
 
 // NewAPIClients returns an empty set of clients that call k-ID through hc.
 func NewAPIClients(hc *http.Client) *APIClients {
-	s := &APIClients{HTTP: hc, byProduct: map[types.NamespacedName]*APIClient{}, wake: make(chan event.GenericEvent, 64), resume: make(chan event.GenericEvent, 64), erasures: newErasureBreakers()}
+	s := &APIClients{HTTP: hc, byProduct: map[types.NamespacedName]*APIClient{}, wake: make(chan event.GenericEvent, 64), resume: make(chan event.GenericEvent, 64), reread: make(chan event.GenericEvent, 64), erasures: newErasureBreakers()}
 	s.activity = newAPIActivity(s.wakeProduct)
 	return s
 }
@@ -213,6 +216,10 @@ func (s *APIClients) Resumed(product types.NamespacedName) { s.send(s.resume, pr
 
 // Resumes is the channel the KidUser controller watches.
 func (s *APIClients) Resumes() <-chan event.GenericEvent { return s.resume }
+
+// Rereads is the channel of products whose every session is to be read
+// again, which the KidUser controller watches.
+func (s *APIClients) Rereads() <-chan event.GenericEvent { return s.reread }
 
 func (s *APIClients) send(ch chan event.GenericEvent, product types.NamespacedName) {
 	p := &kidv1.KidProduct{}

@@ -65,7 +65,7 @@ func (o *apiOutages) since(product types.NamespacedName) time.Time {
 // again, urgently.
 func (s *APIClients) Spooled(product types.NamespacedName, t time.Time) {
 	if s.outages.spooled(product, t) {
-		s.Resumed(product)
+		s.send(s.reread, product)
 	}
 }
 

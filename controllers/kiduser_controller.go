@@ -153,7 +153,9 @@ func (r *KidUserReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// A product's calls may go out again (its breaker closed, its
 		// key was accepted): its paused users are asked at once, after
 		// any change waiting (enqueueLow).
-		WatchesRawSource(source.Channel(r.APIClients.Resumes(), enqueueLow(r.usersOfProduct))).
+		WatchesRawSource(source.Channel(r.APIClients.Resumes(), enqueueLow(r.pausedUsersOf))).
+		// A product's receiver spooled events: every session is due.
+		WatchesRawSource(source.Channel(r.APIClients.Rereads(), enqueueLow(r.usersOfProduct))).
 		Named("kiduser-api").Complete(quietRaces(reconcile.Func(r.reconcileReads)))
 }
 
@@ -171,6 +173,27 @@ func (r *KidUserReconciler) usersOfProduct(ctx context.Context, o client.Object)
 	})
 	if err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "listing the users of a product")
+		return nil
+	}
+	return out
+}
+
+// pausedUsersOf maps a product whose calls may go out again to the users
+// that wait for it: those whose last pass found the calls could not go out
+// (pollState.paused), and those with no read scheduled (no pass since the
+// start, or none while the product had no spec.api). A user whose pass
+// scheduled its next read is left to that schedule (its timer, or the
+// sweep's). Waking every player cost a live GET each: at 250,000, a
+// quarter of an hour of reconciles after each breaker's close.
+func (r *KidUserReconciler) pausedUsersOf(ctx context.Context, o client.Object) []reconcile.Request {
+	var out []reconcile.Request
+	err := r.users().EachOfProduct(ctx, o.GetNamespace(), o.GetName(), func(u *kidv1.KidUser) {
+		if s := r.polls.get(u); s.paused || s.wakeAt.IsZero() {
+			out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(u)})
+		}
+	})
+	if err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "listing the paused users of a product")
 		return nil
 	}
 	return out

@@ -108,6 +108,11 @@ type pollState struct {
 	// not until it changes): the sweeps enqueue it then (dueOf).
 	asked  bool
 	wakeAt time.Time
+	// paused is set while the user's last pass stopped because its
+	// product's calls could not go out (its API not configured, its key
+	// refused, its breaker open): the product's resume wakes these users,
+	// and no other (pausedUsersOf).
+	paused bool
 	// rechecked is when each passed verification was last read again
 	// (kiduser_revocation.go), by id; read and written only under the
 	// memory's lock (rechecked, update).
@@ -160,6 +165,16 @@ func (p *pollMemory) woke(u *kidv1.KidUser, now time.Time, next time.Duration) {
 	p.update(u, func(s *pollState) { s.asked, s.wakeAt = true, at })
 }
 
+// setPaused records whether the user's pass stopped for its product's
+// calls (pollState.paused). A user with no memory is not paused, so
+// clearing costs it no entry.
+func (p *pollMemory) setPaused(u *kidv1.KidUser, paused bool) {
+	if p.get(u).paused == paused {
+		return
+	}
+	p.update(u, func(s *pollState) { s.paused = paused })
+}
+
 // rechecked is when the user's passed verification id was last read again
 // (zero: not since the start).
 func (p *pollMemory) rechecked(u *kidv1.KidUser, id string) time.Time {
@@ -209,24 +224,33 @@ func (r *KidUserReconciler) reconcileAPI(ctx context.Context, user *kidv1.KidUse
 		r.polls.setPart(user, userPart{})
 		return 0, nil
 	}
+	// A user whose calls cannot go out is marked paused: the product's
+	// resume wakes it (APIClients.Resumed, pausedUsersOf). The resume
+	// comes after the product's status write that follows the change, so
+	// a pass that looked just before the change is marked by then; the
+	// waits below are the fallback.
 	c, err := r.APIClients.For(ctx, r.Client, product)
 	var cfg *errConfig
 	switch {
 	case errors.As(err, &cfg):
 		// The product's APIReady says why; look again later.
+		r.polls.setPaused(user, true)
 		return wait.Jitter(refusedRecheck, waitJitter), nil
 	case err != nil:
 		return 0, err
 	case c.Unauthorized():
+		r.polls.setPaused(user, true)
 		return wait.Jitter(refusedRecheck, waitJitter), nil
 	}
 	now := r.Clock.Now()
 	if open, _, _ := c.Paused(now); open {
 		// Most of the product's calls fail: its breaker is open, and the
 		// KidProduct controller probes. The user is woken when the
-		// probe succeeds (APIClients.Resumed); this is the fallback.
+		// probe succeeds; this is the fallback.
+		r.polls.setPaused(user, true)
 		return wait.Jitter(breakerProbeMax, waitJitter), nil
 	}
+	r.polls.setPaused(user, false)
 	if retryAt := r.polls.get(user).retryAt; now.Before(retryAt) {
 		// The user's last call failed: its backoff holds, even for a
 		// forced request.

@@ -129,3 +129,40 @@ func TestNewPlayersFoldReadsNoUserLive(t *testing.T) {
 	g.Expect(u.Status.Consent.State).To(Equal(kidv1.ConsentGranted), "folded")
 	g.Expect(l.gets).To(BeEmpty(), "no KidUser read live")
 }
+
+// A product's resume (its breaker closed, its key accepted) wakes the
+// users waiting for it, not every player: a woken user is a live read, and
+// at 250,000 players waking all of them was a quarter of an hour of
+// reconciles after each breaker's close.
+func TestAResumeWakesThePausedUsersOnly(t *testing.T) {
+	g := NewWithT(t)
+	now := time.Now()
+	paused := liveReadsUser(kidv1.IdentitySession, "s-paused")
+	scheduled := liveReadsUser(kidv1.IdentitySession, "s-scheduled")
+	resumedSince := liveReadsUser(kidv1.IdentitySession, "s-resumed-since")
+	unread := liveReadsUser(kidv1.IdentitySession, "s-unread")
+	other := liveReadsUser(kidv1.IdentitySession, "s-other-product")
+	other.Spec.ProductRef.Name = "other"
+	l := newLiveReads(liveReadsProduct(true), paused, scheduled, resumedSince, unread, other)
+	r := &KidUserReconciler{Client: l.live, Users: cachemem.NewUserCache(l.cache), Clock: clock.RealClock{}, SweepInterval: DefaultUserSweep,
+		APIClients: NewAPIClients(nil)}
+
+	// What reconcileAPI records: a pass that found the breaker open, one
+	// that read and scheduled its next read, one paused and then read,
+	// and (s-unread, s-other-product) no pass since the start.
+	r.polls.setPaused(paused, true)
+	r.polls.woke(paused, now, breakerProbeMax)
+	r.polls.setPaused(scheduled, false)
+	r.polls.woke(scheduled, now, time.Hour)
+	r.polls.setPaused(resumedSince, true)
+	r.polls.woke(resumedSince, now, breakerProbeMax)
+	r.polls.setPaused(resumedSince, false)
+	r.polls.woke(resumedSince, now, time.Hour)
+
+	var woken []string
+	for _, req := range r.pausedUsersOf(context.Background(), liveReadsProduct(true)) {
+		woken = append(woken, req.Name)
+	}
+	g.Expect(woken).To(ConsistOf(paused.Name, unread.Name))
+	g.Expect(l.gets).To(BeEmpty(), "the users are found in the cache")
+}
