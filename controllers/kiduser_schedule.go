@@ -106,13 +106,13 @@ type pollState struct {
 	// asked is set once the kiduser-api controller has reconciled the
 	// user, and wakeAt is when that reconcile said it is next due (zero:
 	// not until it changes): the sweeps enqueue it then (dueOf).
-	asked  bool
-	wakeAt time.Time
+	asked bool
 	// paused is set while the user's last pass stopped because its
 	// product's calls could not go out (its API not configured, its key
-	// refused, its breaker open): the product's resume wakes these users,
-	// and no other (pausedUsersOf).
+	// refused, its breaker open): the product's resume wakes these users
+	// (pausedUsersOf). Kept beside asked, it costs the entry no bytes.
 	paused bool
+	wakeAt time.Time
 	// rechecked is when each passed verification was last read again
 	// (kiduser_revocation.go), by id; read and written only under the
 	// memory's lock (rechecked, update).
