@@ -167,15 +167,7 @@ func (r *KidUserReconciler) startedAt() time.Time {
 
 // usersOfProduct maps a product to its users.
 func (r *KidUserReconciler) usersOfProduct(ctx context.Context, o client.Object) []reconcile.Request {
-	var out []reconcile.Request
-	err := r.users().EachOfProduct(ctx, o.GetNamespace(), o.GetName(), func(u *kidv1.KidUser) {
-		out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(u)})
-	})
-	if err != nil {
-		ctrl.LoggerFrom(ctx).Error(err, "listing the users of a product")
-		return nil
-	}
-	return out
+	return r.usersOf(ctx, o, func(*kidv1.KidUser) bool { return true })
 }
 
 // pausedUsersOf maps a product whose calls may go out again to the users
@@ -186,14 +178,22 @@ func (r *KidUserReconciler) usersOfProduct(ctx context.Context, o client.Object)
 // sweep's). Waking every player cost a live GET each: at 250,000, a
 // quarter of an hour of reconciles after each breaker's close.
 func (r *KidUserReconciler) pausedUsersOf(ctx context.Context, o client.Object) []reconcile.Request {
+	return r.usersOf(ctx, o, func(u *kidv1.KidUser) bool {
+		s := r.polls.get(u)
+		return s.paused || s.wakeAt.IsZero()
+	})
+}
+
+// usersOf maps a product to those of its cached users that keep accepts.
+func (r *KidUserReconciler) usersOf(ctx context.Context, o client.Object, keep func(*kidv1.KidUser) bool) []reconcile.Request {
 	var out []reconcile.Request
 	err := r.users().EachOfProduct(ctx, o.GetNamespace(), o.GetName(), func(u *kidv1.KidUser) {
-		if s := r.polls.get(u); s.paused || s.wakeAt.IsZero() {
+		if keep(u) {
 			out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(u)})
 		}
 	})
 	if err != nil {
-		ctrl.LoggerFrom(ctx).Error(err, "listing the paused users of a product")
+		ctrl.LoggerFrom(ctx).Error(err, "listing the users of a product")
 		return nil
 	}
 	return out
