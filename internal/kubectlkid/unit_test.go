@@ -216,3 +216,47 @@ func TestALookupHasAtMostEightListsInFlight(t *testing.T) {
 		t.Errorf("error %v, want list 7's", err)
 	}
 }
+
+// Without the watch cache each list is a read of every player from etcd:
+// a round's first list is a probe, and a failed or slow one keeps the
+// rest from going at once.
+func TestALookupsListsGoOneAtATimeAfterASlowOrFailedFirst(t *testing.T) {
+	var mu sync.Mutex
+	var now, most, made int
+	list := func(took time.Duration, err error) func() error {
+		return func() error {
+			mu.Lock()
+			now++
+			made++
+			most = max(most, now)
+			mu.Unlock()
+			time.Sleep(took)
+			mu.Lock()
+			now--
+			mu.Unlock()
+			return err
+		}
+	}
+	timeout := errors.New("the server was unable to return a response in the time allotted")
+
+	fs := []func() error{list(time.Millisecond, timeout)}
+	for range 5 {
+		fs = append(fs, list(time.Millisecond, nil))
+	}
+	if err := together(fs); !errors.Is(err, timeout) || made != 1 {
+		t.Errorf("a failed first list: error %v after %d lists, want the timeout after 1", err, made)
+	}
+
+	made, most = 0, 0
+	fs = []func() error{list(slowList, nil)}
+	for i := range 5 {
+		var err error
+		if i == 2 {
+			err = timeout
+		}
+		fs = append(fs, list(5*time.Millisecond, err))
+	}
+	if err := together(fs); !errors.Is(err, timeout) || made != 4 || most != 1 {
+		t.Errorf("a slow first list: error %v after %d lists, at most %d in flight; want the timeout after 4, one at a time", err, made, most)
+	}
+}
