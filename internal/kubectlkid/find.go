@@ -184,8 +184,8 @@ func byIDNames(ctx context.Context, c client.Reader, ns string, products []strin
 // scan of the namespace's players in the API server's watch cache, so a
 // lookup takes about as long as the slowest list of each round rather
 // than the sum of six or more (design §5, "Lookups"). Without the watch
-// cache each is a scan of etcd instead, which together does not let them
-// make at once (listsAtOnce).
+// cache each is a scan of etcd instead, and together sends them one at a
+// time (slowList).
 func holders(ctx context.Context, c client.Reader, ns string, products []string, id string) ([]match, error) {
 	var mu sync.Mutex
 	users := map[string]*kidv1.KidUser{}
