@@ -115,11 +115,8 @@ func (s *APIClients) For(ctx context.Context, r client.Reader, p *kidv1.KidProdu
 	// Where the key would go is checked before the Secret is read: a
 	// refused URL reads nothing and sends nothing.
 	base := kidapi.BaseURL(string(p.Spec.Environment), api.BaseURL)
-	if !s.AllowInsecureURLs && !strings.HasPrefix(strings.ToLower(base), "https://") {
-		return nil, &errConfig{reason: kidv1.InsecureBaseURLReason, msg: "spec.api.baseURL is not https://: the API key would cross the network unencrypted, so it is never sent; session sync and recovery are off (plain http:// is for make run and tests, whose manager runs with --allow-insecure-api-urls)"}
-	}
-	if err := s.AllowedHosts.Check(p.Namespace, base); err != nil {
-		return nil, &errConfig{reason: kidv1.BaseURLNotAllowedReason, msg: err.Error() + "; the API key is neither read nor sent, and session sync and recovery are off"}
+	if err := s.refusedURL(p.Namespace, base); err != nil {
+		return nil, err
 	}
 	data, err := readSecret(ctx, s.Secrets, r, types.NamespacedName{Namespace: p.Namespace, Name: api.SecretRef.Name})
 	if err != nil {
@@ -161,6 +158,25 @@ func (s *APIClients) For(ctx context.Context, r client.Reader, p *kidv1.KidProdu
 	c.lanes = kidapi.NewLanes(c.Client, cfg.RPS, cfg.Burst, nil)
 	s.byProduct[name] = c
 	return c, nil
+}
+
+// refusedURL says why the API key may not go to base, the base URL of a
+// product of namespace ns; nil when it may.
+func (s *APIClients) refusedURL(ns, base string) *errConfig {
+	if !s.AllowInsecureURLs && !strings.HasPrefix(strings.ToLower(base), "https://") {
+		return &errConfig{reason: kidv1.InsecureBaseURLReason, msg: "spec.api.baseURL is not https://: the API key would cross the network unencrypted, so it is never sent; session sync and recovery are off (plain http:// is for make run and tests, whose manager runs with --allow-insecure-api-urls)"}
+	}
+	if err := s.AllowedHosts.Check(ns, base); err != nil {
+		return &errConfig{reason: kidv1.BaseURLNotAllowedReason, msg: err.Error() + "; the API key is neither read nor sent, and session sync and recovery are off"}
+	}
+	return nil
+}
+
+// MayReadKey reports whether the API key of p may be read: p has
+// spec.api, and its base URL is one the key may go to. The Secret of a
+// refused URL is never read, not even by the periodic recheck.
+func (s *APIClients) MayReadKey(p *kidv1.KidProduct) bool {
+	return p.Spec.API != nil && s.refusedURL(p.Namespace, kidapi.BaseURL(string(p.Spec.Environment), p.Spec.API.BaseURL)) == nil
 }
 
 // KeyName is the Secret key whose API key the client sends: spec.api's
