@@ -186,7 +186,7 @@ func (r *KidProductReconciler) recheckSecrets(ctx context.Context) {
 // secretsToRecheck are the Secrets of p that recheckSecrets reads: its
 // webhook's, and its API key's unless the key may not go to its base URL
 // (APIClients.MayReadKey). Such a Secret was read every SecretRecheck,
-// though For refuses to (a flaky "the Secret was never read" in CI).
+// though For refuses to (the refused-URL spec failed now and then).
 func (r *KidProductReconciler) secretsToRecheck(p *kidv1.KidProduct) []string {
 	names := secretNames(p)
 	if len(names) > 1 && r.APIClients != nil && !r.APIClients.MayReadKey(p) {
