@@ -36,11 +36,12 @@ const maxBatch = 16
 
 // queuedWith returns the events to fold into user with e, the event its
 // pass folds into the target t: the player's other Pending events of k-ID
-// that name t's session, oldest signature first, decoded. Each is read
-// from the API server first, after user was read: only an event the API
-// server shows Pending is counted (the cache may show Pending an event
-// applied since, whose name a later fold pruned from the user), and one
-// the user holds in flight already is skipped (folded, not yet applied). An
+// that name t's session, oldest signature first, decoded. Each is taken
+// from the cache after user was read, and read from the API server when
+// the cache may not show a write that applied it (ownWrites): only an event
+// shown Pending is counted (the cache may show Pending an event applied
+// since, whose name a later fold pruned from the user), and one the user
+// holds in flight already is skipped (folded, not yet applied). An
 // event that cannot be folded here (gone, no longer Pending, undecodable)
 // is left to its own pass: a bad event never costs the others their fold.
 func (r *KidEventReconciler) queuedWith(ctx context.Context, e *kidv1.KidEvent, t target, user *kidv1.KidUser) []*kidv1.KidEvent {
@@ -65,15 +66,19 @@ func (r *KidEventReconciler) queuedWith(ctx context.Context, e *kidv1.KidEvent, 
 		if c.Name == e.Name || !batchable(c, e.Spec.ProductRef.Name, session) || slices.Contains(user.Status.InFlightEvents, c.Name) {
 			continue
 		}
-		live := &kidv1.KidEvent{}
-		if err := r.liveReader().Get(ctx, client.ObjectKeyFromObject(c), live); err != nil {
-			if !apierrors.IsNotFound(err) {
-				ctrl.LoggerFrom(ctx).Error(err, "reading a queued event; leaving it to its own pass", "event", c.Name)
+		live := c
+		if !r.written.current(ctx, c, r.liveReader()) {
+			// The cache may not show a write that applied it: read it.
+			live = &kidv1.KidEvent{}
+			if err := r.liveReader().Get(ctx, client.ObjectKeyFromObject(c), live); err != nil {
+				if !apierrors.IsNotFound(err) {
+					ctrl.LoggerFrom(ctx).Error(err, "reading a queued event; leaving it to its own pass", "event", c.Name)
+				}
+				continue
 			}
-			continue
-		}
-		if !batchable(live, e.Spec.ProductRef.Name, session) {
-			continue
+			if !batchable(live, e.Spec.ProductRef.Name, session) {
+				continue
+			}
 		}
 		if _, err := foldEvent(live); err != nil {
 			continue // its own pass records it Ignored

@@ -19,6 +19,7 @@ import (
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -93,6 +94,7 @@ type KidEventReconciler struct {
 	confirms  confirmSpacer
 	replays   foldReplays
 	ahead     foldedAhead
+	written   ownWrites
 	lanesOnce sync.Once
 	lanes     *filterLanes
 }
@@ -118,6 +120,17 @@ func (r *KidEventReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	if r.Clock == nil {
 		r.Clock = clock.RealClock{}
+	}
+	// The cache's copy of a Pending event is trusted once it shows this
+	// process's writes (kidevent_writes.go): they are recorded, and
+	// forgotten as the informer shows them.
+	r.Client = r.written.wrap(r.Client)
+	inf, err := mgr.GetCache().GetInformer(context.Background(), &kidv1.KidEvent{}, cache.BlockUntilSynced(false))
+	if err != nil {
+		return err
+	}
+	if _, err := inf.AddEventHandler(r.written.handler()); err != nil {
+		return err
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&kidv1.KidEvent{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
@@ -197,6 +210,7 @@ func (r *KidEventReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		if apierrors.IsNotFound(err) {
 			r.replays.forget(req.NamespacedName)
 			r.ahead.take(req.NamespacedName)
+			r.written.forget(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -260,14 +274,16 @@ func (r *KidEventReconciler) filterLanes() *filterLanes {
 	return r.lanes
 }
 
-// reconcileReread starts reading a Pending event from the API server: the
-// steps after it wait for the answer before they write anything
-// (awaitLive), take the API server's copy, and end the pass if it is gone.
-// The cache may lag behind this controller's own last write: an event
-// requeued soon after it was applied (to retry its runs) can still show
-// Pending there, and folding it again would count it twice and reset its
-// runs. Only the API server's copy tells. The read is in flight while the
-// fold resolves its users and creates a new player's (kidevent_reread.go).
+// reconcileReread starts reading a Pending event from the API server when
+// the cache's copy may be stale: the steps after it wait for the answer
+// before they write anything (awaitLive), take the API server's copy, and
+// end the pass if it is gone. The cache may lag behind a write that
+// applied the event: an event requeued soon after it was applied (to retry
+// its runs) can still show Pending there, and folding it again would count
+// it twice and reset its runs. A copy that shows every such write is
+// folded as it is (ownWrites, kidevent_writes.go); any other is read. The
+// read is in flight while the fold resolves its users and creates a new
+// player's (kidevent_reread.go).
 func (r *KidEventReconciler) reconcileReread(ctx context.Context, p *eventPass) (stepOutcome, error) {
 	if !p.pending() {
 		return carryOn, nil
@@ -277,6 +293,9 @@ func (r *KidEventReconciler) reconcileReread(ctx context.Context, p *eventPass) 
 		// after reading it Pending from the API server (kidevent_batch.go):
 		// the user holds its name, so its fold counts nothing again, and
 		// its phase write is made only over the version read.
+		return carryOn, nil
+	}
+	if r.written.current(ctx, p.event, r.liveReader()) {
 		return carryOn, nil
 	}
 	p.live = r.readLive(ctx, p.event)
