@@ -208,7 +208,7 @@ func TestALookupHasAtMostEightListsInFlight(t *testing.T) {
 			return nil
 		}
 	}
-	err := together(fs)
+	err := (&listRounds{probed: true, fast: true}).together(fs)
 	if got := most; got != listsAtOnce {
 		t.Errorf("at most %d lists in flight, want %d", got, listsAtOnce)
 	}
@@ -243,7 +243,7 @@ func TestALookupsListsGoOneAtATimeAfterASlowOrFailedFirst(t *testing.T) {
 	for range 5 {
 		fs = append(fs, list(time.Millisecond, nil))
 	}
-	if err := together(fs); !errors.Is(err, timeout) || made != 1 {
+	if err := new(listRounds).together(fs); !errors.Is(err, timeout) || made != 1 {
 		t.Errorf("a failed first list: error %v after %d lists, want the timeout after 1", err, made)
 	}
 
@@ -256,7 +256,26 @@ func TestALookupsListsGoOneAtATimeAfterASlowOrFailedFirst(t *testing.T) {
 		}
 		fs = append(fs, list(5*time.Millisecond, err))
 	}
-	if err := together(fs); !errors.Is(err, timeout) || made != 4 || most != 1 {
+	if err := new(listRounds).together(fs); !errors.Is(err, timeout) || made != 4 || most != 1 {
 		t.Errorf("a slow first list: error %v after %d lists, at most %d in flight; want the timeout after 4, one at a time", err, made, most)
+	}
+
+	// After a slow probe, the next round goes one at a time too, and after
+	// a fast one it goes at once, without a probe of its own.
+	for _, c := range []struct {
+		probe    time.Duration
+		mostNext int
+	}{{slowList, 1}, {time.Millisecond, 3}} {
+		var rounds listRounds
+		if err := rounds.together([]func() error{list(c.probe, nil)}); err != nil {
+			t.Fatal(err)
+		}
+		made, most = 0, 0
+		if err := rounds.together([]func() error{list(20*time.Millisecond, nil), list(20*time.Millisecond, nil), list(20*time.Millisecond, nil)}); err != nil {
+			t.Fatal(err)
+		}
+		if made != 3 || most != c.mostNext {
+			t.Errorf("the round after a probe of %v: %d lists, at most %d in flight; want 3, at most %d", c.probe, made, most, c.mostNext)
+		}
 	}
 }
