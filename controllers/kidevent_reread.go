@@ -10,9 +10,10 @@ import (
 	"github.com/kid-operator/kid-operator/internal/kid"
 )
 
-// A Pending event is read from the API server before its fold
+// A Pending event whose cached copy may be stale (ownWrites,
+// kidevent_writes.go) is read from the API server before its fold
 // (reconcileReread): the cache may show Pending an event applied since.
-// That read is a round trip on the path of every event, and a worker's
+// That read is a round trip on the event's path, and a worker's
 // events per second are its round trips' latency (docs/benchmarks.md,
 // "e2e"). So the read is made while the pass goes on: nothing is written
 // before its answer is in, but for one write, the create of a new player's
