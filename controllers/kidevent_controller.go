@@ -371,19 +371,19 @@ func (r *KidEventReconciler) reconcileFold(ctx context.Context, p *eventPass) (s
 	if targets, err = r.enrichedInFlight(ctx, e, fe, targets); err != nil {
 		return endPass, err
 	}
-	if p.live != nil {
-		// A new player's user is created while the read is in flight.
-		var created *kidv1.KidUser
-		if overlapsCreate(e, targets) {
-			if created, err = r.createAhead(ctx, e, product, targets[0]); err != nil {
-				_, _, _ = r.awaitLive(ctx, p)
-				return endPass, fmt.Errorf("creating user: %w", err)
-			}
-			targets[0].created = created
+	// A new player's user is created as the cache shows it missing, not
+	// after a live GET answered 404 (applyTo reads users live), and while
+	// the event's read, if one was needed, is in flight.
+	var created *kidv1.KidUser
+	if createsAhead(e, targets) {
+		if created, err = r.createAhead(ctx, e, product, targets[0]); err != nil {
+			_, _, _ = r.awaitLive(ctx, p)
+			return endPass, fmt.Errorf("creating user: %w", err)
 		}
-		if out, done, err := confirmed(created); done {
-			return out, err
-		}
+		targets[0].created = created
+	}
+	if out, done, err := confirmed(created); done {
+		return out, err
 	}
 	if len(targets) == 1 && targets[0].identity.Kind == kidv1.IdentitySession && !targets[0].uncounted &&
 		e.Generation <= 1 && !erases(e.Spec.EventType) {

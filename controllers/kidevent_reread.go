@@ -65,10 +65,11 @@ func (r *KidEventReconciler) awaitLive(ctx context.Context, p *eventPass) (stale
 	return stale, false, nil
 }
 
-// overlapsCreate reports whether a pass may create the event's user while
-// its live read is in flight: an event of k-ID about a session, whose
-// only target is that session's user and which the cache does not hold.
-func overlapsCreate(e *kidv1.KidEvent, targets []target) bool {
+// createsAhead reports whether a pass creates the event's user before its
+// fold, as the cache shows it missing, while the event's live read (if one
+// was needed) is in flight: an event of k-ID about a session, whose only
+// target is that session's user and which the cache does not hold.
+func createsAhead(e *kidv1.KidEvent, targets []target) bool {
 	return len(targets) == 1 && targets[0].identity.Kind == kidv1.IdentitySession && !targets[0].holdsEvent && !targets[0].uncounted &&
 		e.Spec.Source != kidv1.SourceBrowser && kid.Known(e.Spec.EventType)
 }

@@ -126,8 +126,13 @@ func TestAPassReadsAnEventLiveOnlyWhenTheCacheMayNotShowItsWrite(t *testing.T) {
 	g.Expect(c.Get(ctx, client.ObjectKeyFromObject(product), product)).To(Succeed())
 
 	held := map[types.NamespacedName]*kidv1.KidEvent{}
+	userGets := 0
 	cache := interceptor.NewClient(c, interceptor.Funcs{
+		// The manager's client reads KidUsers live.
 		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+			if _, ok := obj.(*kidv1.KidUser); ok {
+				userGets++
+			}
 			if e, ok := held[key]; ok {
 				e.DeepCopyInto(obj.(*kidv1.KidEvent))
 				return nil
@@ -184,6 +189,7 @@ func TestAPassReadsAnEventLiveOnlyWhenTheCacheMayNotShowItsWrite(t *testing.T) {
 	stale := first.DeepCopy() // as stored: Pending
 	pass(first)
 	g.Expect(gets).To(BeZero(), "neither the event nor the one its batch took was read from the API server")
+	g.Expect(userGets).To(BeZero(), "the new player's user was made as the cache showed it missing, not after a GET answered 404")
 	g.Expect(counted()).To(BeEquivalentTo(2), "the batch folded the second with the first")
 	g.Expect(phase(first)).To(Equal(kidv1.EventApplied))
 	g.Expect(r.written.marks()).To(Equal(1), "the first's Applied, not shown by a cache yet")
