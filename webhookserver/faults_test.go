@@ -128,7 +128,7 @@ var _ = Describe("Fault 5: hostile clients", func() {
 			slices.Sort(out)
 			return out
 		}
-		const samples, times = 9, 3
+		const samples, times, noise = 9, 3, 50 * time.Millisecond
 		baseline := deliveries(samples)
 		median, slowest := baseline[samples/2], baseline[samples-1]
 
@@ -158,15 +158,21 @@ var _ = Describe("Fault 5: hostile clients", func() {
 		opened := time.Now()
 		time.Sleep(1500 * time.Millisecond)
 
-		// Well-formed deliveries during the flood: at most a few times as
-		// slow as before it, the median and all but the slowest one (a
-		// server whose handlers the slow connections held would make them
-		// wait out ReadHeaderTimeout, seconds; one slow answer of nine is
-		// what a loaded machine does: 117 ms against 15 in one make test,
-		// the other eight within 57 ms).
+		// Well-formed deliveries during the flood: the median and the
+		// upper ones at most a few times as slow as before it, and none
+		// near ReadHeaderTimeout (a server whose handlers the slow
+		// connections held would make a delivery wait it out, seconds).
+		// The slowest two of nine are not held to the ratio, and no ratio
+		// asks for less than noise: on a loaded machine one make test saw
+		// 57 and 117 ms against 15 ms before (the other seven within 21
+		// ms), and a quiet one a third slowest past three times a
+		// baseline of a few milliseconds. A delivery is an API server
+		// create, whose own p50 is 24 to 43 ms in make bench.
 		during := deliveries(samples)
-		Expect(during[samples/2]).To(BeNumerically("<=", times*median), "the median delivery during the flood took %s; before it %s: %v", during[samples/2], median, during)
-		Expect(during[samples-2]).To(BeNumerically("<=", times*slowest), "the second slowest delivery during the flood took %s; the slowest before it %s: %v", during[samples-2], slowest, during)
+		within := func(base time.Duration) time.Duration { return max(times*base, noise) }
+		Expect(during[samples/2]).To(BeNumerically("<=", within(median)), "the median delivery during the flood took %s; before it %s: %v", during[samples/2], median, during)
+		Expect(during[samples-3]).To(BeNumerically("<=", within(slowest)), "the third slowest delivery during the flood took %s; the slowest before it %s: %v", during[samples-3], slowest, during)
+		Expect(during[samples-1]).To(BeNumerically("<", webhookserver.ReadHeaderTimeout/5), "the slowest delivery during the flood took %s: %v", during[samples-1], during)
 
 		// The server closes every slow connection within its timeout.
 		slack := 2 * time.Second
