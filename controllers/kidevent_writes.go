@@ -128,6 +128,14 @@ func (w *ownWrites) takeover(ctx context.Context, live client.Reader, ns string)
 	return w.since
 }
 
+// recorded makes write, a write of obj, and records it.
+func (w *ownWrites) recorded(obj client.Object, write func() error) error {
+	before := obj.GetResourceVersion()
+	err := write()
+	w.record(obj, before, err)
+	return err
+}
+
 // record notes a write of obj made over version before. A failed write
 // that surely changed nothing (refused, conflicting, of an event gone)
 // leaves nothing to wait for.
@@ -225,17 +233,11 @@ type recordingClient struct {
 }
 
 func (c *recordingClient) Update(ctx context.Context, obj client.Object, opts ...client.UpdateOption) error {
-	before := obj.GetResourceVersion()
-	err := c.Client.Update(ctx, obj, opts...)
-	c.w.record(obj, before, err)
-	return err
+	return c.w.recorded(obj, func() error { return c.Client.Update(ctx, obj, opts...) })
 }
 
 func (c *recordingClient) Patch(ctx context.Context, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
-	before := obj.GetResourceVersion()
-	err := c.Client.Patch(ctx, obj, patch, opts...)
-	c.w.record(obj, before, err)
-	return err
+	return c.w.recorded(obj, func() error { return c.Client.Patch(ctx, obj, patch, opts...) })
 }
 
 func (c *recordingClient) Delete(ctx context.Context, obj client.Object, opts ...client.DeleteOption) error {
@@ -259,15 +261,9 @@ type recordingSubResource struct {
 }
 
 func (c *recordingSubResource) Update(ctx context.Context, obj client.Object, opts ...client.SubResourceUpdateOption) error {
-	before := obj.GetResourceVersion()
-	err := c.SubResourceClient.Update(ctx, obj, opts...)
-	c.w.record(obj, before, err)
-	return err
+	return c.w.recorded(obj, func() error { return c.SubResourceClient.Update(ctx, obj, opts...) })
 }
 
 func (c *recordingSubResource) Patch(ctx context.Context, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
-	before := obj.GetResourceVersion()
-	err := c.SubResourceClient.Patch(ctx, obj, patch, opts...)
-	c.w.record(obj, before, err)
-	return err
+	return c.w.recorded(obj, func() error { return c.SubResourceClient.Patch(ctx, obj, patch, opts...) })
 }
