@@ -146,8 +146,7 @@ func (w *ownWrites) record(obj client.Object, before string, err error) {
 	mark := writeMark{rv: obj.GetResourceVersion()}
 	switch {
 	case err == nil:
-	case apierrors.IsConflict(err), apierrors.IsNotFound(err), apierrors.IsInvalid(err),
-		apierrors.IsForbidden(err), apierrors.IsBadRequest(err), apierrors.IsUnauthorized(err):
+	case changedNothing(err):
 		return
 	default:
 		mark = writeMark{rv: before, over: true}
@@ -164,10 +163,18 @@ func (w *ownWrites) record(obj client.Object, before string, err error) {
 	w.unseen[key] = mark
 }
 
+// changedNothing reports whether a write's error says it surely changed
+// nothing: refused, conflicting (a precondition included), of an object
+// gone.
+func changedNothing(err error) bool {
+	return apierrors.IsConflict(err) || apierrors.IsNotFound(err) || apierrors.IsInvalid(err) ||
+		apierrors.IsForbidden(err) || apierrors.IsBadRequest(err) || apierrors.IsUnauthorized(err)
+}
+
 // recordDelete notes the delete of an event: no cached copy of it is
 // trusted until the cache drops it (forget).
 func (w *ownWrites) recordDelete(obj client.Object, err error) {
-	if _, ok := obj.(*kidv1.KidEvent); !ok || apierrors.IsNotFound(err) {
+	if _, ok := obj.(*kidv1.KidEvent); !ok || err != nil && changedNothing(err) {
 		return
 	}
 	w.mu.Lock()

@@ -99,6 +99,8 @@ func TestACachedEventIsTrustedOnlyPastTheTakeoverAndItsLastWrite(t *testing.T) {
 	g.Expect(w.marks()).To(Equal(1), "the informer shows an older version")
 	w.handler().OnUpdate(nil, versionOf("e", "600"))
 	g.Expect(w.marks()).To(BeZero())
+	w.recordDelete(versionOf("e", "600"), apierrors.NewConflict(kidv1.GroupVersion.WithResource("kidevents").GroupResource(), "e", nil))
+	g.Expect(w.marks()).To(BeZero(), "a delete refused by its precondition deleted nothing")
 	w.recordDelete(versionOf("e", "600"), nil)
 	g.Expect(w.current(ctx, versionOf("e", "900"), live)).To(BeFalse(), "deleted")
 	w.handler().OnDelete(toolscache.DeletedFinalStateUnknown{Key: "ns/e", Obj: versionOf("e", "600")})
