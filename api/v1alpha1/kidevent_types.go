@@ -264,8 +264,13 @@ type KidEvent struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
 
+	// spec and status are atomic (+structType), as a KidUser's are: each
+	// writer owns all of one, so the event's managedFields do not list every
+	// key of what k-ID sent.
+
 	// spec is the delivery as stored.
 	// +required
+	// +structType=atomic
 	Spec KidEventSpec `json:"spec"`
 
 	// status is what the controllers did with it. Until the controllers
@@ -276,6 +281,7 @@ type KidEvent struct {
 	// existed is not read as InProgress for ever.
 	// +optional
 	// +kubebuilder:default={observedGeneration: 0}
+	// +structType=atomic
 	Status KidEventStatus `json:"status,omitempty"`
 }
 
