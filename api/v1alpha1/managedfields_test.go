@@ -19,7 +19,7 @@ func ownedFields(obj client.Object) map[string]map[string]any {
 	owned := map[string]map[string]any{}
 	for _, m := range obj.GetManagedFields() {
 		var fields map[string]any
-		Expect(json.Unmarshal(m.FieldsV1.Raw, &fields)).To(Succeed())
+		Expect(json.Unmarshal(m.FieldsV1.GetRawBytes(), &fields)).To(Succeed())
 		owned[string(m.Operation)+"/"+m.Subresource] = fields
 	}
 	return owned
