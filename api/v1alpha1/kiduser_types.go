@@ -387,10 +387,10 @@ type KidUser struct {
 	// spec and status are atomic (+structType): the API server records each
 	// writer as owning all of one, not each of its keys. Listed key by key,
 	// a player's managedFields were 2,100 of its 4,131 bytes in etcd,
-	// decoded and encoded again on every write, list and watch (design §5,
-	// "What a player costs"). The operator writes both with merge patches,
-	// which atomicity does not change, and is their only writer, so nothing
-	// needs to own a single key.
+	// decoded and encoded again on every write, list and watch
+	// (docs/benchmarks.md, "Spec and status atomic"). The operator writes
+	// both with merge patches, which atomicity does not change, and is
+	// their only writer, so nothing needs to own a single key.
 
 	// spec says which player this is.
 	// +required

@@ -26,7 +26,8 @@ func ownedFields(obj client.Object) map[string]map[string]any {
 }
 
 // A spec or status listed key by key in managedFields was half of a player's
-// bytes in etcd (design §5): both are atomic, so each writer owns the whole.
+// bytes in etcd (docs/benchmarks.md, "Spec and status atomic"): both are
+// atomic, so each writer owns the whole.
 var _ = Describe("What the API server records of who wrote what", func() {
 	var ns string
 	BeforeEach(func() { ns = newNamespace() })
