@@ -2,6 +2,7 @@ package v1alpha1_test
 
 import (
 	"encoding/json"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -95,6 +96,11 @@ var _ = Describe("What the API server records of who wrote what", func() {
 	})
 })
 
+// crdServed bounds the wait for the API server to serve a CRD just
+// updated: it swaps the schema asynchronously, and Gomega's default of 1 s
+// is short on a loaded machine.
+const crdServed = 30 * time.Second
+
 var _ = Describe("A KidUser written before its status was atomic", Serial, func() {
 	It("takes the operator's next status write, and keeps its status", func() {
 		ns := newNamespace()
@@ -122,7 +128,7 @@ var _ = Describe("A KidUser written before its status was atomic", Serial, func(
 			u.Status.ObservedEvents++
 			g.Expect(k8s.Status().Patch(ctx, u, client.MergeFrom(before))).To(Succeed())
 			g.Expect(ownedFields(u)["Update/status"]).To(HaveKeyWithValue("f:status", HaveKey("f:session")), "the old schema's key-by-key record")
-		}).Should(Succeed())
+		}).WithTimeout(crdServed).Should(Succeed())
 
 		crd.Spec = atomic.Spec
 		Expect(k8s.Update(ctx, crd)).To(Succeed())
@@ -132,7 +138,7 @@ var _ = Describe("A KidUser written before its status was atomic", Serial, func(
 			u.Status.ObservedEvents++
 			g.Expect(k8s.Status().Patch(ctx, u, client.MergeFrom(before))).To(Succeed())
 			g.Expect(ownedFields(u)["Update/status"]).To(Equal(map[string]any{"f:status": map[string]any{}}))
-		}).Should(Succeed())
+		}).WithTimeout(crdServed).Should(Succeed())
 		stored := &kidv1.KidUser{}
 		Expect(k8s.Get(ctx, client.ObjectKeyFromObject(u), stored)).To(Succeed())
 		Expect(stored.Status.Session.Permissions).To(HaveLen(1))
