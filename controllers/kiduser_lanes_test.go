@@ -163,21 +163,28 @@ var _ = Describe("k-ID API: urgent reads and read throughput", func() {
 		// Parents change the permissions of three players whose resync
 		// is still waiting in the backlog: each webhook's fold asks for
 		// a read, which goes ahead of the resync it had booked.
-		read := map[string]bool{}
-		for _, r := range sessionReadsOf(fake, inBacklog, released) {
-			read[r.Query.Get("sessionId")] = true
-		}
-		var changed []string
-		for i := backlog - 1; len(changed) < 3; i-- {
-			if !read[ids[i]] {
-				changed = append(changed, ids[i])
-			}
-		}
+		// A candidate whose resync read comes after it was picked and
+		// before its webhook was sent is no longer waiting, and is read
+		// again only 5 s after that read (minReadSpacing, design §3
+		// "Session sync"): a CI run failed so. It proves nothing about
+		// the lanes, and the next candidate is taken.
 		fake.SetDeliveryFault(kidsim.FaultNone)
-		for _, id := range changed {
+		tried, urgent := 0, 0
+		for i := backlog - 1; urgent < 3; i-- {
+			Expect(tried).To(BeNumerically("<", 10), "candidates read by the resync before their change")
+			id := ids[i]
+			if len(sessionReadsOf(fake, map[string]bool{id: true}, released)) > 0 {
+				continue // read already
+			}
+			tried++
 			sent := h.Clock.Now()
 			Expect(fake.SetPermission(id, "text-chat-private", true)).To(Succeed())
 			waited := firstReadAfter(fake, id, sent)
+			if before := sessionReadsOf(fake, map[string]bool{id: true}, released); len(before) > 0 && before[0].At.Before(sent) {
+				GinkgoWriter.Printf("ChangePermissions: %s was read by its resync %s before its webhook was sent; read again %s after it\n", id, sent.Sub(before[0].At), waited)
+				continue
+			}
+			urgent++
 			GinkgoWriter.Printf("ChangePermissions: %s read %s after the webhook was sent\n", id, waited)
 			Expect(waited).To(BeNumerically("<=", urgentMax), "%s's read waited behind the resync backlog", id)
 			user(p, kidv1.IdentitySession, id, func(g Gomega, u *kidv1.KidUser) {
