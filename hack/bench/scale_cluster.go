@@ -223,6 +223,25 @@ func timeLookups(ctx context.Context, p *plane, i int) []lookup {
 	return out
 }
 
+// profileLookups takes kube-apiserver's CPU profile for seconds while
+// player i's lookups repeat, one at a time as a person types them, and
+// returns pprof's top lines.
+func profileLookups(ctx context.Context, p *plane, i, seconds int, workDir string) (string, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			timeLookups(ctx, p, i)
+		}
+	}()
+	top, err := p.apiServerProfile(ctx, seconds, workDir)
+	cancel()
+	<-done
+	return top, err
+}
+
 // lookupFailed is the first failed lookup's error, or "".
 func lookupFailed(ls []lookup) string {
 	for _, l := range ls {
