@@ -112,8 +112,19 @@ func (p *plane) etcdBytes() int64 {
 }
 
 // apiServerProfile takes a CPU profile of kube-apiserver (its
-// /debug/pprof, as an admin) and returns pprof's top lines.
-func (p *plane) apiServerProfile(ctx context.Context, seconds int, workDir string) (string, error) {
+// /debug/pprof, as an admin) into workDir/name and returns pprof's top
+// lines.
+func (p *plane) apiServerProfile(ctx context.Context, seconds int, workDir, name string) (string, error) {
+	path, err := p.saveAPIServerProfile(ctx, seconds, workDir, name)
+	if err != nil {
+		return "", err
+	}
+	return pprofTop(path)
+}
+
+// saveAPIServerProfile takes kube-apiserver's CPU profile into
+// workDir/name and returns its path.
+func (p *plane) saveAPIServerProfile(ctx context.Context, seconds int, workDir, name string) (string, error) {
 	cs, err := kubernetes.NewForConfig(p.cfg)
 	if err != nil {
 		return "", err
@@ -122,16 +133,28 @@ func (p *plane) apiServerProfile(ctx context.Context, seconds int, workDir strin
 	if err != nil {
 		return "", err
 	}
-	path := filepath.Join(workDir, "kube-apiserver.cpu.pprof")
-	if err := os.WriteFile(path, raw, 0o644); err != nil {
-		return "", err
-	}
-	return pprofTop(path)
+	path := filepath.Join(workDir, name)
+	return path, os.WriteFile(path, raw, 0o644)
 }
 
 func pprofTop(path string) (string, error) {
 	out, err := exec.Command("go", "tool", "pprof", "-top", "-cum", "-nodecount=30", path).CombinedOutput()
 	return string(out), err
+}
+
+// handlerFrames are kube-apiserver's request wrappers (filters, flow
+// control, tracing): in a cumulative top they hide what a request did.
+const handlerFrames = `filters|filterlatency|otelhttp|flowcontrol|fairqueuing|TrackCompleted|ServeHTTP|HandlerFunc|withWaitGroup|WithWaitGroup|director|PathRecorderMux|pathHandler|proxyHandler`
+
+// pprofWhere is pprof's flat top and its cumulative top without the
+// request wrappers: where the time went, and what spent it.
+func pprofWhere(path string) (string, error) {
+	flat, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=25", path).CombinedOutput()
+	if err != nil {
+		return string(flat), err
+	}
+	cum, err := exec.Command("go", "tool", "pprof", "-top", "-cum", "-nodecount=40", "-hide="+handlerFrames, path).CombinedOutput()
+	return string(flat) + "\ncumulative, request wrappers hidden:\n" + string(cum), err
 }
 
 // manager is the operator's manager, run as its own process.

@@ -97,6 +97,7 @@ func main() {
 	flag.IntVar(&sc.events, "events", 10000, "scale: applied KidEvents stored beside the players, from the first point on")
 	flag.BoolVar(&sc.kubectl, "kubectl", true, "scale: time kubectl's lists of every player at each point")
 	flag.IntVar(&sc.lookupProfileSeconds, "lookup-profile-seconds", 10, fmt.Sprintf("scale: kube-apiserver's CPU profile during repeated lookups at the largest point, at most %d s (0 skips it)", maxProfileSeconds))
+	flag.IntVar(&sc.startProfileSeconds, "start-profile-seconds", 0, fmt.Sprintf("scale: a third restart at the largest point, not in the line, with kube-apiserver's and the manager's CPU profiles over its first seconds, at most %d (0 skips it)", maxProfileSeconds))
 	flag.BoolVar(&sc.watchCache, "watch-cache", true, "scale: kube-apiserver's watch cache (false fits 250k players in 24 GiB; the manager's figures are its own either way)")
 	rc := readsConfig{}
 	flag.IntVar(&rc.sessions, "read-sessions", 20000, "reads: players whose sessions are overdue when the manager starts (250000 for the scale issue's size)")

@@ -145,7 +145,7 @@ func run(ctx context.Context, cfg config) (*results, error) {
 			profileDone <- struct{}{}
 		}()
 		go func() {
-			r.apiProfile, _ = p.apiServerProfile(ctx, cfg.profileSeconds, cfg.workDir)
+			r.apiProfile, _ = p.apiServerProfile(ctx, cfg.profileSeconds, cfg.workDir, "kube-apiserver.cpu.pprof")
 			profileDone <- struct{}{}
 		}()
 	} else {

@@ -69,6 +69,10 @@ type scaleConfig struct {
 	// timed ones: where a lookup's time goes (issue #24 asks a goal not
 	// met for its profile).
 	lookupProfileSeconds int
+	// startProfileSeconds, when above 0, adds a third restart at the
+	// largest point, not counted in the line: kube-apiserver's and the
+	// manager's CPU profiles over its first startProfileSeconds.
+	startProfileSeconds int
 }
 
 // parsePoints reads -points: ascending player counts, comma separated.
@@ -107,6 +111,8 @@ func (c scaleConfig) validate() error {
 		return fmt.Errorf("-events: %d events are each about a player, and the first point has %d", c.events, c.points[0])
 	case c.lookupProfileSeconds < 0 || c.lookupProfileSeconds > maxProfileSeconds:
 		return fmt.Errorf("-lookup-profile-seconds: %d is outside [0, %d]", c.lookupProfileSeconds, maxProfileSeconds)
+	case c.startProfileSeconds < 0 || c.startProfileSeconds > maxProfileSeconds:
+		return fmt.Errorf("-start-profile-seconds: %d is outside [0, %d]", c.startProfileSeconds, maxProfileSeconds)
 	}
 	return nil
 }
@@ -132,8 +138,11 @@ type playerPoint struct {
 	heapProfileTop string
 	// lookupProfileTop is kube-apiserver's CPU profile during lookups.
 	lookupProfileTop string
-	apiServerRSS     int64 // kube-apiserver's resident memory, after the lists
-	etcdRSS          int64 // etcd's resident memory, after the lists
+	// startProfileAPIServer and startProfileManager are the profiled
+	// restart's.
+	startProfileAPIServer, startProfileManager string
+	apiServerRSS                               int64 // kube-apiserver's resident memory, after the lists
+	etcdRSS                                    int64 // etcd's resident memory, after the lists
 	// baseAPIServerRSS and baseEtcdRSS are the two before any player:
 	// what a player costs each is the growth over them.
 	baseAPIServerRSS, baseEtcdRSS int64
@@ -299,6 +308,16 @@ func runScale(ctx context.Context, cfg config, sc scaleConfig) ([]playerPoint, e
 				}
 				pt.restarts = append(pt.restarts, took)
 				pt.restartCPU = append(pt.restartCPU, cpu)
+			}
+			if sc.startProfileSeconds > 0 {
+				log("players=%d: a third restart, profiled for %d s (not in the line)", n, sc.startProfileSeconds)
+				m = newManager(cfg.managerBin, p.kubeconfig)
+				m.readyTimeout = scaleReadyTimeout
+				pt.startProfileAPIServer, pt.startProfileManager, err = profiledStart(ctx, p, m, sc.startProfileSeconds, cfg.workDir)
+				if err != nil {
+					log("players=%d: start profile: %v", n, err)
+				}
+				fmt.Printf("# players=%d: a start's first %d s, kube-apiserver (top, cumulative):\n%s\n# the manager:\n%s\n", n, sc.startProfileSeconds, indent(pt.startProfileAPIServer), indent(pt.startProfileManager))
 			}
 		}
 
@@ -689,6 +708,9 @@ func printScale(w io.Writer, pts []playerPoint, sc scaleConfig) {
 		memoryLimit, sc.events, sc.foldEvents, sc.foldC, map[bool]string{true: "on", false: "off"}[sc.watchCache])
 	fmt.Fprintf(w, "kubectl kid user: in process, by the newest player's challenge and kuid and by a verification stand-in's id, before the manager starts; the line's lookup_ms is the worst. restart_ready_s: the worse of two more restarts at the largest point. CPU of a start: each process's CPU seconds from the manager's launch to its readiness (the manager's: its own, all of it); on two shared cores they say which process a start waits for. Per player: kube-apiserver's and etcd's resident memory over theirs before any player, divided by the players. A player in etcd: the mean of five players' values (JSON, managedFields included).\n\n")
 	for _, pt := range pts {
+		if pt.startProfileAPIServer != "" || pt.startProfileManager != "" {
+			fmt.Fprintf(w, "a third restart at %d players, profiled over its first %d s; kube-apiserver (top, cumulative):\n%s\n\nthe manager:\n%s\n\n", pt.users, sc.startProfileSeconds, indent(pt.startProfileAPIServer), indent(pt.startProfileManager))
+		}
 		if pt.lookupProfileTop != "" {
 			fmt.Fprintf(w, "kube-apiserver's CPU during repeated lookups at %d players (top, cumulative):\n%s\n\n", pt.users, indent(pt.lookupProfileTop))
 		}

@@ -5,11 +5,14 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -236,10 +239,47 @@ func profileLookups(ctx context.Context, p *plane, i, seconds int, workDir strin
 			timeLookups(ctx, p, i)
 		}
 	}()
-	top, err := p.apiServerProfile(ctx, seconds, workDir)
+	path, err := p.saveAPIServerProfile(ctx, seconds, workDir, "kube-apiserver-lookups.cpu.pprof")
 	cancel()
 	<-done
-	return top, err
+	if err != nil {
+		return "", err
+	}
+	return pprofWhere(path)
+}
+
+// profiledStart starts a manager over the players and profiles the CPU of
+// kube-apiserver from the launch, and of the manager from when its pprof
+// answers, for seconds each; the manager is stopped once both are taken.
+// It returns each one's pprof top lines: where a start's time goes.
+func profiledStart(ctx context.Context, p *plane, m *manager, seconds int, workDir string) (apiServer, manager string, err error) {
+	var wg sync.WaitGroup
+	var apiErr, mgrErr error
+	wg.Go(func() {
+		var path string
+		if path, apiErr = p.saveAPIServerProfile(ctx, seconds, workDir, "kube-apiserver-start.cpu.pprof"); apiErr == nil {
+			apiServer, apiErr = pprofWhere(path)
+		}
+	})
+	wg.Go(func() {
+		deadline := time.Now().Add(time.Duration(seconds) * time.Second)
+		for time.Now().Before(deadline) {
+			if resp, err := http.Get("http://" + m.pprof + "/debug/pprof/"); err == nil {
+				resp.Body.Close()
+				path := filepath.Join(workDir, "manager-start.cpu.pprof")
+				if mgrErr = savePprof(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", m.pprof, seconds), path); mgrErr == nil {
+					manager, mgrErr = pprofWhere(path)
+				}
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		mgrErr = errors.New("the manager's pprof never answered")
+	})
+	_, startErr := m.start(ctx)
+	wg.Wait()
+	_ = m.stop()
+	return apiServer, manager, errors.Join(startErr, apiErr, mgrErr)
 }
 
 // lookupFailed is the first failed lookup's error, or "".
