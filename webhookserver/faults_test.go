@@ -158,20 +158,18 @@ var _ = Describe("Fault 5: hostile clients", func() {
 		opened := time.Now()
 		time.Sleep(1500 * time.Millisecond)
 
-		// Well-formed deliveries during the flood: the median and the
-		// upper ones at most a few times as slow as before it, and none
-		// near ReadHeaderTimeout (a server whose handlers the slow
-		// connections held would make a delivery wait it out, seconds).
-		// The slowest two of nine are not held to the ratio, and no ratio
-		// asks for less than noise: on a loaded machine one make test saw
-		// 57 and 117 ms against 15 ms before (the other seven within 21
-		// ms), and a quiet one a third slowest past three times a
-		// baseline of a few milliseconds. A delivery is an API server
-		// create, whose own p50 is 24 to 43 ms in make bench.
+		// Well-formed deliveries during the flood, each answered 200: the
+		// median at most a few times as slow as before it, and none near
+		// ReadHeaderTimeout. The harm is a server whose handlers or slots
+		// the slow connections hold: a delivery then waits one out
+		// (seconds) or is refused. The upper deliveries are not held to a
+		// ratio: a delivery is an API server create, whose own p50 is 24
+		// to 43 ms in make bench, and on a loaded machine make test saw
+		// 57 and 117 ms against 15 ms before, and a third slowest of 60
+		// ms against 10 (the others within 35), which is load, not the
+		// harm. No ratio asks for less than noise.
 		during := deliveries(samples)
-		within := func(base time.Duration) time.Duration { return max(times*base, noise) }
-		Expect(during[samples/2]).To(BeNumerically("<=", within(median)), "the median delivery during the flood took %s; before it %s: %v", during[samples/2], median, during)
-		Expect(during[samples-3]).To(BeNumerically("<=", within(slowest)), "the third slowest delivery during the flood took %s; the slowest before it %s: %v", during[samples-3], slowest, during)
+		Expect(during[samples/2]).To(BeNumerically("<=", max(times*median, noise)), "the median delivery during the flood took %s; before it %s: %v", during[samples/2], median, during)
 		Expect(during[samples-1]).To(BeNumerically("<", webhookserver.ReadHeaderTimeout/5), "the slowest delivery during the flood took %s: %v", during[samples-1], during)
 
 		// The server closes every slow connection within its timeout.
@@ -207,8 +205,8 @@ var _ = Describe("Fault 5: hostile clients", func() {
 		stored := storedBodies(h, ns)
 		Expect(stored).To(HaveLen(len(baseline)+len(during)), "only the well-formed deliveries are stored")
 		report("fault 5: slow connections",
-			"injected 250 slowloris + 250 never-ending bodies; %d deliveries before: median %s, slowest %s; %d during the flood, all 200: median %s, slowest %s (bounds %d times those before); slowloris closed by the server after at most %s (ReadHeaderTimeout %s), answers %v; slow bodies closed after at most %s (ReadTimeout %s), answers %v; stored %d = %d well-formed deliveries",
-			samples, median.Round(time.Microsecond), slowest.Round(time.Microsecond), samples, during[samples/2].Round(time.Microsecond), during[samples-1].Round(time.Microsecond), times,
+			"injected 250 slowloris + 250 never-ending bodies; %d deliveries before: median %s, slowest %s; %d during the flood, all 200: median %s (bound: %d times the median before), slowest %s (bound: %s); slowloris closed by the server after at most %s (ReadHeaderTimeout %s), answers %v; slow bodies closed after at most %s (ReadTimeout %s), answers %v; stored %d = %d well-formed deliveries",
+			samples, median.Round(time.Microsecond), slowest.Round(time.Microsecond), samples, during[samples/2].Round(time.Microsecond), times, during[samples-1].Round(time.Microsecond), webhookserver.ReadHeaderTimeout/5,
 			longest(headers).Round(time.Millisecond), webhookserver.ReadHeaderTimeout, headerAnswers,
 			longest(bodies).Round(time.Millisecond), webhookserver.ReadTimeout, bodyAnswers, len(stored), len(baseline)+len(during))
 	})
