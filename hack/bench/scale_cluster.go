@@ -98,12 +98,35 @@ type startCPU struct{ manager, apiServer, etcd float64 }
 // time each process spent meanwhile (the manager's: all of its own).
 func timedStart(ctx context.Context, p *plane, m *manager) (time.Duration, startCPU, error) {
 	cpu := func(text string) float64 { return processMetric(text, "process_cpu_seconds_total") }
-	apiBefore, etcdBefore := cpu(p.apiServerMetrics(ctx)), cpu(p.etcdMetrics(ctx))
+	apiText := p.apiServerMetrics(ctx)
+	apiBefore, etcdBefore, checksBefore := cpu(apiText), cpu(p.etcdMetrics(ctx)), consistencyChecks(apiText)
 	took, err := m.start(ctx)
 	if err != nil {
 		return took, startCPU{}, err
 	}
-	return took, startCPU{manager: m.cpuSeconds(), apiServer: cpu(p.apiServerMetrics(ctx)) - apiBefore, etcd: cpu(p.etcdMetrics(ctx)) - etcdBefore}, nil
+	apiText = p.apiServerMetrics(ctx)
+	if checks := consistencyChecks(apiText) - checksBefore; checks > 0 {
+		log("kube-apiserver checked its watch cache of KidUsers against etcd during this start (%.0f times): a read of every player from etcd", checks)
+	}
+	return took, startCPU{manager: m.cpuSeconds(), apiServer: cpu(apiText) - apiBefore, etcd: cpu(p.etcdMetrics(ctx)) - etcdBefore}, nil
+}
+
+// consistencyChecks counts kube-apiserver's checks of its KidUser watch
+// cache against etcd (DetectCacheInconsistency, on by default since
+// Kubernetes 1.34): every 5 to 7.5 minutes each one lists every player
+// from etcd and decodes it, seconds of CPU at 250,000 players, so a start
+// or a lookup it overlaps is slower for it.
+func consistencyChecks(apiServerMetrics string) float64 {
+	var n float64
+	for _, line := range strings.Split(apiServerMetrics, "\n") {
+		if strings.HasPrefix(line, "apiserver_storage_consistency_checks_total{") && strings.Contains(line, `resource="kidusers"`) {
+			if i := strings.LastIndexByte(line, ' '); i > 0 {
+				v, _ := strconv.ParseFloat(line[i+1:], 64)
+				n += v
+			}
+		}
+	}
+	return n
 }
 
 // etcdHTTP calls etcd's HTTP endpoint (its gRPC gateway, /metrics).
@@ -209,6 +232,12 @@ type lookup struct {
 // time, or why it failed. Player i must be one whose consent is still
 // about its seeded challenge (no fold of the bench's touched it).
 func timeLookups(ctx context.Context, p *plane, i int) []lookup {
+	checksBefore := consistencyChecks(p.apiServerMetrics(ctx))
+	defer func() {
+		if checks := consistencyChecks(p.apiServerMetrics(ctx)) - checksBefore; checks > 0 {
+			log("kube-apiserver checked its watch cache of KidUsers against etcd during these lookups (%.0f times)", checks)
+		}
+	}()
 	_, kuid, challenge, _ := playerIDs(i)
 	var out []lookup
 	for _, l := range []struct{ kind, id string }{{"challenge", challenge}, {"verification", lookupStandIn}, {"kuid", kuid}} {
