@@ -171,6 +171,7 @@ var _ = Describe("k-ID API: urgent reads and read throughput", func() {
 		fake.SetDeliveryFault(kidsim.FaultNone)
 		tried, urgent := 0, 0
 		for i := backlog - 1; urgent < 3; i-- {
+			Expect(i).To(BeNumerically(">=", 0), "the resync read every backlog session before three could be changed")
 			Expect(tried).To(BeNumerically("<", 10), "candidates read by the resync before their change")
 			id := ids[i]
 			if len(sessionReadsOf(fake, map[string]bool{id: true}, released)) > 0 {
