@@ -284,8 +284,14 @@ func (m *manager) metric(name string, fragments ...string) float64 {
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
+	return sumMetric(string(body), name, fragments...)
+}
+
+// sumMetric sums the samples of a metric in Prometheus text whose lines
+// contain every fragment (label pairs, say).
+func sumMetric(text, name string, fragments ...string) float64 {
 	var sum float64
-	for _, line := range strings.Split(string(body), "\n") {
+	for _, line := range strings.Split(text, "\n") {
 		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
 			continue
 		}

@@ -117,16 +117,7 @@ func timedStart(ctx context.Context, p *plane, m *manager) (time.Duration, start
 // from etcd and decodes it, seconds of CPU at 250,000 players, so a start
 // or a lookup it overlaps is slower for it.
 func consistencyChecks(apiServerMetrics string) float64 {
-	var n float64
-	for _, line := range strings.Split(apiServerMetrics, "\n") {
-		if strings.HasPrefix(line, "apiserver_storage_consistency_checks_total{") && strings.Contains(line, `resource="kidusers"`) {
-			if i := strings.LastIndexByte(line, ' '); i > 0 {
-				v, _ := strconv.ParseFloat(line[i+1:], 64)
-				n += v
-			}
-		}
-	}
-	return n
+	return sumMetric(apiServerMetrics, "apiserver_storage_consistency_checks_total", `resource="kidusers"`)
 }
 
 // etcdHTTP calls etcd's HTTP endpoint (its gRPC gateway, /metrics).
