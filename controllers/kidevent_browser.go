@@ -179,7 +179,7 @@ func (r *KidEventReconciler) requestConfirmation(ctx context.Context, event *kid
 		user = &kidv1.KidUser{
 			ObjectMeta: metav1.ObjectMeta{
 				Name: kidv1.UserName(product, kind, id), Namespace: event.Namespace,
-				Labels:          map[string]string{kidv1.ProductLabel: product},
+				Labels:          map[string]string{kidv1.ProductLabel: product, kidv1.IDLabel(id): ""},
 				Annotations:     map[string]string{kidv1.RequestedAtAnnotation: event.Name},
 				OwnerReferences: []metav1.OwnerReference{p.OwnerReference()},
 			},

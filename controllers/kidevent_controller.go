@@ -965,18 +965,25 @@ func (r *KidEventReconciler) applyTo(ctx context.Context, e *kidv1.KidEvent, pro
 	return user, nil
 }
 
-// newUser is the KidUser a target names, as the fold creates it.
+// newUser is the KidUser a target names, as the fold creates it. It carries
+// the id label (kidv1.IDLabel) of each id it will hold once its event is
+// folded, so that a new player costs no label write of its own (labelIDs).
 func newUser(e *kidv1.KidEvent, product *kidv1.KidProduct, t target) *kidv1.KidUser {
-	return &kidv1.KidUser{
+	u := &kidv1.KidUser{
 		ObjectMeta: metav1.ObjectMeta{
 			Name: t.name, Namespace: e.Namespace,
-			Labels: map[string]string{kidv1.ProductLabel: e.Spec.ProductRef.Name},
 			// Deleting the product deletes its players too: no personal
 			// data outlives it.
 			OwnerReferences: []metav1.OwnerReference{product.OwnerReference()},
 		},
 		Spec: kidv1.KidUserSpec{ProductRef: e.Spec.ProductRef, Identity: t.identity},
 	}
+	// The ids the fold will give it (privacy decides nothing about ids);
+	// the status itself is the fold's to write.
+	u.Status = *fold.Delta(t.event, kid.Privacy{})
+	u.Labels = kidv1.WithIDLabels(map[string]string{kidv1.ProductLabel: e.Spec.ProductRef.Name}, u.HeldIDs())
+	u.Status = kidv1.KidUserStatus{}
+	return u
 }
 
 // sameButInFlight reports whether two statuses differ at most in their

@@ -253,6 +253,9 @@ func (r *KidUserReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 			return ctrl.Result{}, err
 		}
 	}
+	if err := r.labelIDs(ctx, user); err != nil {
+		return ctrl.Result{}, err
+	}
 	if user.Status.ErasedAt != nil {
 		waiting, err := r.eraseEvents(ctx, user)
 		if err != nil {
@@ -484,4 +487,29 @@ func (r *KidUserReconciler) boundStandIn(ctx context.Context, user *kidv1.KidUse
 	}
 	standInsBoundTotal.Inc()
 	return 0, nil
+}
+
+// labelIDs gives the user one label per id it holds (kidv1.IDLabel) and no
+// other id label, so that kubectl kid finds a player by any id with one
+// label-selected list (design §5, "Lookups"). A user the fold creates
+// carries the labels of its first event's ids already (newUser), so this
+// writes only for a user that gained an id since (a later challenge, a
+// kuid from k-ID's API, a stand-in merged in), one the game registered,
+// or one stored before the labels existed. The patch takes no optimistic
+// lock: only this controller changes a user's id labels after its create,
+// one reconcile of a user at a time, and each write of the user wakes it
+// to compare again, so a patch made from an older read is corrected by the
+// next.
+func (r *KidUserReconciler) labelIDs(ctx context.Context, user *kidv1.KidUser) error {
+	ids := user.HeldIDs()
+	if kidv1.IDLabelsMatch(user.Labels, ids) {
+		return nil
+	}
+	before := user.DeepCopy()
+	user.Labels = kidv1.WithIDLabels(user.Labels, ids)
+	if err := r.Patch(ctx, user, client.MergeFrom(before)); err != nil {
+		return fmt.Errorf("labelling the ids of user %s: %w", user.Name, err)
+	}
+	idLabelWritesTotal.Inc()
+	return nil
 }

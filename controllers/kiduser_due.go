@@ -4,6 +4,7 @@ import (
 	"time"
 
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
+	"github.com/kid-operator/kid-operator/internal/cachemem"
 )
 
 // What is due for a KidUser, and when (design.md §5, "Start and sweeps").
@@ -17,7 +18,8 @@ import (
 type userDue struct {
 	// check is work that no time marks and that a restart must not lose:
 	// a stand-in to merge into the user holding its id (any user of
-	// another kind than Session), an erased user's events to delete. The
+	// another kind than Session), an erased user's events to delete, id
+	// labels that do not match the ids the user holds (labelIDs). The
 	// informer's first list and its resyncs enqueue such a user; the
 	// sweeps do not.
 	check bool
@@ -39,7 +41,8 @@ type userDue struct {
 // dueOf is what is due for the user at now, and when; product is the
 // user's KidProduct, nil when it is gone. It reads, of the user, only what
 // the cache's skeleton of a KidUser keeps:
-//   - metadata: uid, creationTimestamp, the kid.dev/requested-at annotation;
+//   - metadata: uid, creationTimestamp, the kid.dev/requested-at annotation,
+//     whether the id labels match the ids (cachemem.IDLabelsStale);
 //   - spec: productRef, identity;
 //   - status: erasedAt, lastEventTime, personalData (whether set),
 //     session.state, session.syncedAt, session.permissionsChangedAt,
@@ -62,7 +65,7 @@ func (r *KidUserReconciler) dueOf(u *kidv1.KidUser, product *kidv1.KidProduct, n
 		return d
 	}
 	standIn := u.Spec.Identity.Kind != kidv1.IdentitySession
-	d.check = standIn || u.Status.ErasedAt != nil
+	d.check = standIn || u.Status.ErasedAt != nil || cachemem.IDLabelsStale(u)
 	if product == nil {
 		// The garbage collector deletes the users of a deleted product.
 		return d

@@ -35,6 +35,8 @@ func TestDueOf(t *testing.T) {
 		if mutate != nil {
 			mutate(u)
 		}
+		// Labelled as the operator labels a player's ids (labelIDs).
+		u.Labels = kidv1.WithIDLabels(u.Labels, u.HeldIDs())
 		return u
 	}
 	synced := func(u *kidv1.KidUser) {
@@ -59,6 +61,11 @@ func TestDueOf(t *testing.T) {
 			u.Status.PersonalData = &kidv1.PersonalData{}
 			u.Status.LastEventTime = at(-time.Minute)
 		}), keep: true, check: true, work: now.Add(-time.Minute).Add(DefaultRetentionMaxAge)},
+		{name: "a session that gained an id since it was labelled is checked at a start", user: func() *kidv1.KidUser {
+			u := newUser(kidv1.IdentitySession, nil)
+			u.Status.ChallengeIDs = []string{"c-later"}
+			return u
+		}(), check: true, work: created.Add(48 * time.Hour)},
 		{name: "a session never read is read now", user: newUser(kidv1.IdentitySession, nil), api: true, work: created.Add(48 * time.Hour), readNow: true},
 		{name: "a session read ten minutes ago is read again after its interval", user: newUser(kidv1.IdentitySession, synced), api: true,
 			work: now.Add(-10*time.Minute + 48*time.Hour), read: now.Add(50 * time.Minute)},

@@ -29,6 +29,14 @@ var (
 		Help: "KidEvents folded into their player's KidUser ahead of their own pass, in the status write of another of the player's queued events: each is a KidUser status write spared.",
 	})
 
+	// idLabelWritesTotal counts the label writes of a user's ids
+	// (labelIDs): a write beside the status, for each id a user gains
+	// after its create.
+	idLabelWritesTotal = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "kid_user_id_label_writes_total",
+		Help: "Writes of a KidUser's id labels (kid.dev/id-<digest>, what kubectl kid finds a player by): one for each user that gained an id after its create, was registered by the game, or was stored before the labels.",
+	})
+
 	// standInDelaysTotal counts the passes of an unlinked challenge event
 	// that waited before making its stand-in (kidevent_standin_delay.go).
 	standInDelaysTotal = prometheus.NewCounter(prometheus.CounterOpts{
@@ -136,7 +144,7 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(eventsProcessedTotal, foldReplaysTotal, batchedEventsTotal, standInDelaysTotal, filterBudgetExceededTotal, actionLimitExceededTotal, filterLaneWaitsTotal, applyLatency, retentionDeletedTotal, erasedEventsTotal, actionAttemptsTotal, actionDelay,
+	metrics.Registry.MustRegister(eventsProcessedTotal, foldReplaysTotal, batchedEventsTotal, idLabelWritesTotal, standInDelaysTotal, filterBudgetExceededTotal, actionLimitExceededTotal, filterLaneWaitsTotal, applyLatency, retentionDeletedTotal, erasedEventsTotal, actionAttemptsTotal, actionDelay,
 		sessionSyncsTotal, recoveryPollsTotal, recoveredEventsTotal, slotWait, standInsBoundTotal, eventsPending, oldestPendingTimestamp)
 }
 

@@ -3,6 +3,7 @@ package v1alpha1
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"strings"
 )
 
 // Strength orders identities: a session is the player; the others stand in
@@ -141,4 +142,80 @@ func SetVerificationLabels(labels map[string]string, ids []string) {
 	for _, id := range ids {
 		labels[VerificationLabel(id)] = ""
 	}
+}
+
+// idLabelPrefix starts the label key of an id a KidUser holds (IDLabel).
+const idLabelPrefix = "kid.dev/id-"
+
+// IDLabel is the label key a KidUser carries (with an empty value) for each
+// k-ID id it holds, whatever the id's kind: kubectl kid finds the users
+// holding an id with one list selecting this key (design §5, "Lookups"),
+// where field selectors took one list per field and the events' lists for
+// the ids a user holds only in a list (challengeIds, verification
+// records). The key holds a digest of the id, as VerificationLabel's.
+func IDLabel(id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return idLabelPrefix + hex.EncodeToString(sum[:16])
+}
+
+// IsIDLabel reports whether a label key is an IDLabel.
+func IsIDLabel(key string) bool { return strings.HasPrefix(key, idLabelPrefix) }
+
+// HeldIDs returns every k-ID id the user holds, as IDKeys has them but
+// without product and kind: its identity, session, kuid, challenges and
+// verifications. Each is bounded by the CRD (challengeIds and the records
+// by their maxItems), so the labels are too.
+func (u *KidUser) HeldIDs() []string {
+	ids := []string{u.Spec.Identity.ID}
+	for _, id := range []string{u.Status.SessionID, u.Status.KUID} {
+		if id != "" {
+			ids = append(ids, id)
+		}
+	}
+	ids = append(ids, u.Status.ChallengeIDs...)
+	for _, r := range u.Status.Verification.Records {
+		ids = append(ids, r.ID)
+	}
+	return ids
+}
+
+// IDLabelsMatch reports whether labels carry exactly one IDLabel per id of
+// ids (ids may repeat) and no other.
+func IDLabelsMatch(labels map[string]string, ids []string) bool {
+	want := 0
+	seen := make(map[string]struct{}, len(ids))
+	for _, id := range ids {
+		if _, dup := seen[id]; dup || id == "" {
+			continue
+		}
+		seen[id] = struct{}{}
+		if _, ok := labels[IDLabel(id)]; !ok {
+			return false
+		}
+		want++
+	}
+	have := 0
+	for k := range labels {
+		if IsIDLabel(k) {
+			have++
+		}
+	}
+	return have == want
+}
+
+// WithIDLabels returns labels (which it does not change) with exactly one
+// IDLabel per id of ids, and no other.
+func WithIDLabels(labels map[string]string, ids []string) map[string]string {
+	out := make(map[string]string, len(labels)+len(ids))
+	for k, v := range labels {
+		if !IsIDLabel(k) {
+			out[k] = v
+		}
+	}
+	for _, id := range ids {
+		if id != "" {
+			out[IDLabel(id)] = ""
+		}
+	}
+	return out
 }

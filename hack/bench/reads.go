@@ -276,7 +276,8 @@ func createReadPlayers(ctx context.Context, p *plane, ids []string, etags map[st
 		u := &kidv1.KidUser{
 			ObjectMeta: metav1.ObjectMeta{
 				Name: kidv1.UserName("bench", kidv1.IdentitySession, id), Namespace: benchNS,
-				Labels:          map[string]string{kidv1.ProductLabel: "bench"},
+				// As the operator labels a session's player.
+				Labels:          map[string]string{kidv1.ProductLabel: "bench", kidv1.IDLabel(id): ""},
 				OwnerReferences: []metav1.OwnerReference{product.OwnerReference()},
 			},
 			Spec: kidv1.KidUserSpec{ProductRef: kidv1.LocalObjectReference{Name: "bench"}, Identity: kidv1.UserIdentity{Kind: kidv1.IdentitySession, ID: id}},

@@ -216,7 +216,7 @@ func run(ctx context.Context, cfg config) (*results, error) {
 		id := fmt.Sprintf("bulk-%d", i)
 		u := &kidv1.KidUser{}
 		u.Name, u.Namespace = fmt.Sprintf("bench-bulk-%d", i), benchNS
-		u.Labels = map[string]string{kidv1.ProductLabel: "bench"}
+		u.Labels = map[string]string{kidv1.ProductLabel: "bench", kidv1.IDLabel(id): ""}
 		u.Spec = kidv1.KidUserSpec{ProductRef: kidv1.LocalObjectReference{Name: "bench"}, Identity: kidv1.UserIdentity{Kind: kidv1.IdentitySession, ID: id}}
 		_ = p.client.Create(ctx, u)
 	})

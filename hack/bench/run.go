@@ -157,7 +157,7 @@ func writeCosts(ctx context.Context, p *plane, events []*kidv1.KidEvent, c int) 
 	userCreate := parallel(n, c, func(i int) {
 		e := events[i]
 		users[i] = &kidv1.KidUser{
-			ObjectMeta: metav1.ObjectMeta{Name: "user-" + e.Name, Namespace: rawNS, Labels: map[string]string{kidv1.ProductLabel: "raw"}},
+			ObjectMeta: metav1.ObjectMeta{Name: "user-" + e.Name, Namespace: rawNS, Labels: kidv1.WithIDLabels(map[string]string{kidv1.ProductLabel: "raw"}, e.Spec.Subject.IDs())},
 			Spec: kidv1.KidUserSpec{
 				ProductRef: kidv1.LocalObjectReference{Name: "raw"},
 				Identity:   kidv1.UserIdentity{Kind: kidv1.IdentitySession, ID: e.Spec.Subject.SessionID},

@@ -425,11 +425,13 @@ func createPlayers(ctx context.Context, p *plane, product *kidv1.KidProduct, fro
 			return
 		}
 		i := from + k
-		session, _, _, _ := playerIDs(i)
+		session, kuid, challenge, verification := playerIDs(i)
 		u := &kidv1.KidUser{
 			ObjectMeta: metav1.ObjectMeta{
 				Name: kidv1.UserName("bench", kidv1.IdentitySession, session), Namespace: benchNS,
-				Labels:          map[string]string{kidv1.ProductLabel: "bench"},
+				// As the operator labels a player (its ids), so that
+				// no start labels the bench's players.
+				Labels:          kidv1.WithIDLabels(map[string]string{kidv1.ProductLabel: "bench"}, []string{session, kuid, challenge, verification}),
 				OwnerReferences: []metav1.OwnerReference{product.OwnerReference()},
 			},
 			Spec: kidv1.KidUserSpec{ProductRef: kidv1.LocalObjectReference{Name: "bench"}, Identity: kidv1.UserIdentity{Kind: kidv1.IdentitySession, ID: session}},
@@ -445,6 +447,10 @@ func createPlayers(ctx context.Context, p *plane, product *kidv1.KidProduct, fro
 			return
 		}
 		u.Status = *st
+		if !kidv1.IDLabelsMatch(u.Labels, u.HeldIDs()) {
+			fail(fmt.Errorf("player %d holds other ids than its labels name: %v", i, u.HeldIDs()))
+			return
+		}
 		if err := p.client.Status().Patch(ctx, u, client.MergeFrom(before)); err != nil {
 			fail(fmt.Errorf("writing player %d's status: %w", i, err))
 			return

@@ -194,7 +194,7 @@ func createLookupStandIn(ctx context.Context, p *plane, product *kidv1.KidProduc
 	u := &kidv1.KidUser{
 		ObjectMeta: metav1.ObjectMeta{
 			Name: kidv1.UserName("bench", kidv1.IdentityVerification, lookupStandIn), Namespace: benchNS,
-			Labels:          map[string]string{kidv1.ProductLabel: "bench"},
+			Labels:          map[string]string{kidv1.ProductLabel: "bench", kidv1.IDLabel(lookupStandIn): ""},
 			OwnerReferences: []metav1.OwnerReference{product.OwnerReference()},
 		},
 		Spec: kidv1.KidUserSpec{ProductRef: kidv1.LocalObjectReference{Name: "bench"}, Identity: kidv1.UserIdentity{Kind: kidv1.IdentityVerification, ID: lookupStandIn}},

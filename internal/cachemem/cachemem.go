@@ -72,6 +72,12 @@ func Transform() toolscache.TransformFunc {
 		// the rest of a KidUser.
 		obj.SetManagedFields(nil)
 		obj.SetNamespace(intern(obj.GetNamespace()))
+		stale := false
+		if u, ok := obj.(*kidv1.KidUser); ok {
+			// Before the labels are shared: a player's id labels are its
+			// own, and would leave no set to share.
+			stale = splitIDLabels(u)
+		}
 		if l := obj.GetLabels(); len(l) > 0 {
 			obj.SetLabels(labels.get(labelsKey(l), l))
 		}
@@ -80,7 +86,7 @@ func Transform() toolscache.TransformFunc {
 		}
 		switch o := obj.(type) {
 		case *kidv1.KidUser:
-			return compact(o, shapes), nil
+			return compact(o, shapes, stale), nil
 		case *kidv1.KidEvent:
 			compactEvent(o)
 		}

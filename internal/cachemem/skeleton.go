@@ -23,8 +23,9 @@ import (
 // The skeleton keeps, and only keeps:
 //
 //	metadata: name, namespace, uid, resourceVersion, creationTimestamp,
-//	          deletionTimestamp, labels, ownerReferences, finalizers, and
-//	          the annotations under kid.dev/ (requested-at); its
+//	          deletionTimestamp, labels but the id labels (whether those
+//	          match the ids: IDLabelsStale), ownerReferences, finalizers,
+//	          and the annotations under kid.dev/ (requested-at); its
 //	          managedFields are the skeleton marker (IsSkeleton)
 //	spec:     productRef, identity (all of it)
 //	status:   sessionId, kuid, challengeIds           (the ids: IDKeys)
@@ -48,7 +49,43 @@ import (
 // field added to KidUserStatus is dropped until User keeps it
 // (TestSkeletonKeepsTheNamedFields lists them).
 func Skeleton(u *kidv1.KidUser) *kidv1.KidUser {
-	return new(View).Of(compact(u, newShared[*shape]()))
+	u = u.DeepCopy()
+	stale := splitIDLabels(u)
+	return new(View).Of(compact(u, newShared[*shape](), stale))
+}
+
+// staleIDLabels is the annotation a skeleton carries when its player's id
+// labels (kidv1.IDLabel) did not match the ids it held: a skeleton keeps
+// no id label (each player's are its own, and would leave no label set
+// for players to share), only whether they match. The kiduser controller
+// then labels the player (IDLabelsStale). No object read from the API
+// server carries it (kidAnnotations drops it).
+const staleIDLabels = "kid.dev/cache-id-labels-stale"
+
+// splitIDLabels takes the id labels off u and reports whether they
+// differed from the ids u holds.
+func splitIDLabels(u *kidv1.KidUser) (stale bool) {
+	stale = !kidv1.IDLabelsMatch(u.Labels, u.HeldIDs())
+	for k := range u.Labels {
+		if kidv1.IsIDLabel(k) {
+			// A copy without them: the map may be shared with the
+			// decoder's caller.
+			u.Labels = kidv1.WithIDLabels(u.Labels, nil)
+			break
+		}
+	}
+	return stale
+}
+
+// IDLabelsStale reports whether the user's id labels (kidv1.IDLabel)
+// differ from the ids it holds (KidUser.HeldIDs): for a skeleton, as the
+// cache found them when it stored the player.
+func IDLabelsStale(u *kidv1.KidUser) bool {
+	if IsSkeleton(u) {
+		_, stale := u.Annotations[staleIDLabels]
+		return stale
+	}
+	return !kidv1.IDLabelsMatch(u.Labels, u.HeldIDs())
 }
 
 // noPersonalData is every skeleton's personalData when its player has
@@ -80,7 +117,7 @@ func IsSkeleton(obj client.Object) bool {
 func kidAnnotations(in map[string]string) map[string]string {
 	var out map[string]string
 	for k, v := range in {
-		if strings.HasPrefix(k, "kid.dev/") {
+		if strings.HasPrefix(k, "kid.dev/") && k != staleIDLabels {
 			if out == nil {
 				out = map[string]string{}
 			}

@@ -56,6 +56,7 @@ func fullPlayer(t testing.TB) *kidv1.KidUser {
 		"game.example/team":                                "red",
 	}
 	u.Finalizers = []string{"game.example/keep"}
+	u.Labels = kidv1.WithIDLabels(u.Labels, u.HeldIDs())
 	u.DeletionTimestamp = &now
 	u.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kid-operator", Operation: metav1.ManagedFieldsOperationUpdate}}
 	st := &u.Status
@@ -140,6 +141,60 @@ func TestSkeletonKeepsTheNamedFields(t *testing.T) {
 		}
 	}
 	t.Logf("the skeleton keeps %d of the player's %d leaves", len(got), len(full))
+}
+
+// A skeleton keeps none of its player's id labels (each player's are its
+// own: kept, they would leave no label set for players to share), only
+// whether they match the ids it holds, which IDLabelsStale answers alike
+// for the player and its skeleton.
+func TestSkeletonSaysWhetherTheIDLabelsMatch(t *testing.T) {
+	labelled := fullPlayer(t)
+	gained := fullPlayer(t)
+	gained.Status.ChallengeIDs = append(gained.Status.ChallengeIDs, "c-later")
+	bare := fullPlayer(t)
+	bare.Labels = kidv1.WithIDLabels(bare.Labels, nil)
+	extra := fullPlayer(t)
+	extra.Labels[kidv1.IDLabel("c-let-go")] = ""
+	// An object that carries the skeleton's annotation itself is no
+	// skeleton: it says nothing.
+	forged := fullPlayer(t)
+	forged.Annotations[staleIDLabels] = ""
+
+	tf := Transform()
+	for _, c := range []struct {
+		name  string
+		u     *kidv1.KidUser
+		stale bool
+	}{{"labelled", labelled, false}, {"an id gained", gained, true}, {"no id label", bare, true}, {"an id let go", extra, true}, {"the annotation forged", forged, false}} {
+		if got := IDLabelsStale(c.u); got != c.stale {
+			t.Errorf("%s: the player's id labels stale %v, want %v", c.name, got, c.stale)
+		}
+		out, err := tf(c.u.DeepCopy())
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := UserOf(out)
+		if got := IDLabelsStale(s); got != c.stale {
+			t.Errorf("%s: the skeleton's id labels stale %v, want %v", c.name, got, c.stale)
+		}
+		if got := IDLabelsStale(Skeleton(c.u)); got != c.stale {
+			t.Errorf("%s: Skeleton's id labels stale %v, want %v", c.name, got, c.stale)
+		}
+		for k := range s.Labels {
+			if kidv1.IsIDLabel(k) {
+				t.Errorf("%s: the skeleton keeps the id label %s", c.name, k)
+			}
+		}
+	}
+	// Players of a product share one label set, id labels or not.
+	a, _ := tf(labelled.DeepCopy())
+	other := fullPlayer(t)
+	other.Status.KUID = "k-other"
+	other.Labels = kidv1.WithIDLabels(other.Labels, other.HeldIDs())
+	b, _ := tf(other)
+	if la, lb := a.(*User).GetLabels(), b.(*User).GetLabels(); fmt.Sprintf("%p", la) != fmt.Sprintf("%p", lb) {
+		t.Errorf("two players of a product keep label sets of their own: %v and %v", la, lb)
+	}
 }
 
 // A skeleton, or a copy of one, is never written: the controllers' client

@@ -1,6 +1,7 @@
 package cachemem
 
 import (
+	"maps"
 	"strings"
 	"time"
 
@@ -45,6 +46,9 @@ type User struct {
 	// Times, in nanoseconds since the Unix epoch; 0 is none.
 	created, deleted, consentTime, synced, permissionsChanged, permissionsRead, sessionDeleted, erasedAt, lastEventTime int64
 	accountDeleted, personalData                                                                                        bool
+	// idLabelsStale: the player's id labels, which the shape does not
+	// keep, did not match its ids (IDLabelsStale).
+	idLabelsStale bool
 }
 
 // shape is what many players share: one copy for all players of a product
@@ -72,7 +76,9 @@ func (s *shape) key() string {
 }
 
 // compact is the User of a KidUser: its skeleton's fields, nothing else.
-func compact(u *kidv1.KidUser, shapes *shared[*shape]) *User {
+// Its labels are without the id labels (splitIDLabels), whose match with
+// the ids is stale.
+func compact(u *kidv1.KidUser, shapes *shared[*shape], stale bool) *User {
 	st := &u.Status
 	s := &shape{
 		namespace: intern(u.Namespace), product: intern(u.Spec.ProductRef.Name),
@@ -92,6 +98,7 @@ func compact(u *kidv1.KidUser, shapes *shared[*shape]) *User {
 		permissionsChanged: nanos(st.Session.PermissionsChangedAt), permissionsRead: nanos(st.Session.PermissionsReadAt),
 		sessionDeleted: nanos(st.Session.DeletedAt), erasedAt: nanos(st.ErasedAt), lastEventTime: nanos(st.LastEventTime),
 		accountDeleted: st.AccountDeleted, personalData: st.PersonalData != nil,
+		idLabelsStale: stale,
 	}
 	// A session's id is its identity's, and a consent's challenge is
 	// usually the user's first: each is kept once.
@@ -158,6 +165,13 @@ func (v *View) Of(c *User) *kidv1.KidUser {
 	u.Name, u.Namespace, u.UID = c.name, s.namespace, c.uid
 	u.Labels, u.OwnerReferences, u.Finalizers, u.Annotations = s.labels, s.owners, s.finalizers, c.annotations
 	u.ManagedFields = skeletonMarker
+	if c.idLabelsStale {
+		// Rare (a player between gaining an id and its label): the one
+		// view that allocates.
+		u.Annotations = make(map[string]string, len(c.annotations)+1)
+		maps.Copy(u.Annotations, c.annotations)
+		u.Annotations[staleIDLabels] = ""
+	}
 	if created := at(c.created); created != nil {
 		u.CreationTimestamp = *created
 	}

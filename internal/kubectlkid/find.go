@@ -7,8 +7,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync"
-	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -163,79 +161,26 @@ func byIDNames(ctx context.Context, c client.Reader, ns string, products []strin
 // holders returns the users of products in ns holding id (as their
 // identity, session, kuid, a challenge or a verification), found without
 // listing every player (design §5: that list takes 90 s at 100,000
-// players and fails at 250,000):
-//   - the users known by id, or holding it as their session, kuid or
-//     consent's challenge: KidUser's selectable fields, one field-selected
-//     list each;
-//   - a user holding it only among status.challengeIds (its consent is
-//     about another challenge) or status.verification.records (linked to
-//     its session by a later copy of the event): a list is no selectable
-//     field, so the events naming id (KidEvent's spec.subject.challengeId,
-//     and its VerificationLabel) give the sessions and kuids they named,
-//     and the users holding those are read by the same fields. Such an id
-//     is found while one of the events naming it is kept: once the
-//     product's retention or an erasure deleted them all, it is not, and
-//     the player is found by its session id or kuid.
+// players and fails at 250,000): the operator labels each user with every
+// id it holds (kidv1.IDLabel), so one list selecting that label finds
+// them. A selector is no index in the API server: the list is a pass over
+// the namespace's players in its watch cache (a read of them from etcd
+// without it), so one list where field selectors took one per field and
+// the events' lists for the ids a user holds only in a list: six or more
+// at 250,000 players took 2 to 3.6 s (docs/benchmarks.md).
 //
-// Every user found is checked to hold id, as the controllers' index would.
-//
-// The lists go out together, in two rounds (the fields and the events,
-// then the users of the sessions and kuids the events named): each is a
-// scan of the namespace's players in the API server's watch cache, so a
-// lookup takes about as long as the slowest list of each round rather
-// than the sum of six or more (design §5, "Lookups"). Without the watch
-// cache each is a scan of etcd instead, and together sends them one at a
-// time (slowList).
+// Every user found is checked to hold id, as the controllers' index would:
+// a label is a digest, and may be a moment behind a user that just let go
+// of an id.
 func holders(ctx context.Context, c client.Reader, ns string, products []string, id string) ([]match, error) {
-	var mu sync.Mutex
-	users := map[string]*kidv1.KidUser{}
-	byField := func(field, value string) func() error {
-		return func() error {
-			var list kidv1.KidUserList
-			if err := c.List(ctx, &list, client.InNamespace(ns), client.MatchingFields{field: value}); err != nil {
-				return fmt.Errorf("listing KidUsers in %s by %s: %w", ns, field, err)
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			for i := range list.Items {
-				users[list.Items[i].Name] = &list.Items[i]
-			}
-			return nil
-		}
+	var list kidv1.KidUserList
+	if err := c.List(ctx, &list, client.InNamespace(ns), client.HasLabels{kidv1.IDLabel(id)}); err != nil {
+		return nil, fmt.Errorf("listing the KidUsers in %s holding %s: %w", ns, id, err)
 	}
-	var sessions, kuids []string
-	var rounds listRounds
-	var round []func() error
-	for _, f := range []string{kidv1.UserIdentityIDField, kidv1.UserSessionField, kidv1.UserKUIDField, kidv1.UserConsentChallengeField} {
-		round = append(round, byField(f, id))
-	}
-	round = append(round, func() error {
-		var err error
-		sessions, kuids, err = linkedIDs(ctx, c, ns, products, id)
-		return err
-	})
-	if err := rounds.together(round); err != nil {
-		return nil, err
-	}
-	round = nil
-	for _, s := range sessions {
-		round = append(round, byField(kidv1.UserSessionField, s))
-	}
-	for _, k := range kuids {
-		round = append(round, byField(kidv1.UserKUIDField, k))
-	}
-	if err := rounds.together(round); err != nil {
-		return nil, err
-	}
-
-	names := make([]string, 0, len(users))
-	for name := range users {
-		names = append(names, name)
-	}
-	sort.Strings(names)
+	sort.Slice(list.Items, func(i, j int) bool { return list.Items[i].Name < list.Items[j].Name })
 	var out []match
-	for _, name := range names {
-		u := users[name]
+	for i := range list.Items {
+		u := &list.Items[i]
 		p := u.Spec.ProductRef.Name
 		if !slices.Contains(products, p) {
 			continue
@@ -249,98 +194,6 @@ func holders(ctx context.Context, c client.Reader, ns string, products []string,
 		}
 	}
 	return out, nil
-}
-
-// listsAtOnce bounds the lists a lookup has in flight: the second round
-// makes one per session and kuid that the events naming the id name, which
-// the namespace's events decide, and each is a scan of its players in the
-// API server.
-const listsAtOnce = 8
-
-// slowList is how long a round's first list may take before the rest go
-// one at a time. Served from the watch cache, a list of 175,000 players
-// takes about a second. Without the watch cache, each is a read of every
-// player from etcd. At 250,000 players, five at once held 15 GiB in etcd
-// and 7.6 GiB in kube-apiserver, and the lookup took 15 minutes, where one
-// at a time each failed at the API server's 60 s (`make bench-scale`).
-const slowList = 2 * time.Second
-
-// listRounds runs a lookup's rounds of lists. Its first list is a probe of
-// what a list costs the API server: it runs alone. If it fails, nothing
-// more is listed (a list that timed out would time out again). If it took
-// slowList or more, every list after it goes one at a time, up to the
-// first error. Otherwise the rest go together, listsAtOnce at a time, and
-// so do later rounds, without a probe of their own: a list served from the
-// watch cache is as fast in the second round as in the first.
-type listRounds struct {
-	// fast: the probe took less than slowList.
-	fast bool
-	// probed: the probe was made.
-	probed bool
-}
-
-// together runs one round's lists and returns their errors, joined.
-func (l *listRounds) together(fs []func() error) error {
-	if len(fs) == 0 {
-		return nil
-	}
-	rest := fs
-	if !l.probed {
-		start := time.Now()
-		if err := fs[0](); err != nil {
-			return err
-		}
-		l.probed, l.fast = true, time.Since(start) < slowList
-		rest = fs[1:]
-	}
-	if !l.fast {
-		for _, f := range rest {
-			if err := f(); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	errs := make([]error, len(rest))
-	slots := make(chan struct{}, listsAtOnce)
-	var wg sync.WaitGroup
-	for i, f := range rest {
-		slots <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-slots }()
-			errs[i] = f()
-		})
-	}
-	wg.Wait()
-	return errors.Join(errs...)
-}
-
-// linkedIDs returns the sessions and kuids named by the events of products
-// that name id as their challenge or one of their verifications: the ids
-// through which a player holding id only in a list was linked to it.
-func linkedIDs(ctx context.Context, c client.Reader, ns string, products []string, id string) (sessions, kuids []string, err error) {
-	for _, sel := range []client.ListOption{
-		client.MatchingFields{kidv1.EventChallengeField: id},
-		client.HasLabels{kidv1.VerificationLabel(id)},
-	} {
-		var list kidv1.KidEventList
-		if err := c.List(ctx, &list, client.InNamespace(ns), sel); err != nil {
-			return nil, nil, fmt.Errorf("listing the KidEvents naming %s in %s: %w", id, ns, err)
-		}
-		for _, e := range list.Items {
-			s := e.Spec.Subject
-			if !slices.Contains(products, e.Spec.ProductRef.Name) || (s.ChallengeID != id && !slices.Contains(s.VerificationIDs, id)) {
-				continue
-			}
-			if s.SessionID != "" && !slices.Contains(sessions, s.SessionID) {
-				sessions = append(sessions, s.SessionID)
-			}
-			if s.KUID != "" && !slices.Contains(kuids, s.KUID) {
-				kuids = append(kuids, s.KUID)
-			}
-		}
-	}
-	return sessions, kuids, nil
 }
 
 // strongest picks the player among the users holding an id: the strongest

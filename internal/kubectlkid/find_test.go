@@ -51,6 +51,19 @@ func (l *listLog) unselected() []string {
 	return out
 }
 
+// ofPlayers returns the recorded lists of KidUsers.
+func (l *listLog) ofPlayers() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for _, s := range l.lists {
+		if strings.Contains(s, "KidUserList") {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 var _ = Describe("kubectl kid user's lookups", func() {
 	It("find a player by each kind of id through selectors, never listing every player", func() {
 		p := newProduct(nil)
@@ -92,17 +105,28 @@ var _ = Describe("kubectl kid user's lookups", func() {
 			{"c-1", player, `challenge id c-1, held in status (linked to this session user)`},
 			{"v-7", own.Name, `verification id v-7, held in status`},
 		} {
-			reads := &listLog{Reader: h.Client}
+			var reads *listLog
 			var u *kidv1.KidUser
 			var how string
+			// Eventually: the game's own user is found once the operator
+			// has labelled its ids.
 			Eventually(func(g Gomega) {
 				var err error
+				reads = &listLog{Reader: h.Client}
 				u, how, err = kubectlkid.FindUser(ctx, reads, ns, nil, c.id)
 				g.Expect(err).NotTo(HaveOccurred())
 			}).Should(Succeed(), c.id)
 			Expect(u.Name).To(Equal(c.name), c.id)
 			Expect(how).To(Equal(c.how), c.id)
 			Expect(reads.unselected()).To(BeEmpty(), "%s: every list of players or events selects by a field or a label", c.id)
+			// A session's user is found by its name alone; any other id
+			// by one list of the users labelled with it, whatever kind
+			// of id it is and wherever the user holds it.
+			want := []string{fmt.Sprintf("*v1alpha1.KidUserList fields=<nil> labels=%s", kidv1.IDLabel(c.id))}
+			if c.id == "s-1" {
+				want = nil
+			}
+			Expect(reads.ofPlayers()).To(Equal(want), c.id)
 		}
 		_, _, err := kubectlkid.FindUser(ctx, h.Client, ns, nil, "nobody")
 		Expect(err).To(MatchError(ContainSubstring("no KidUser in namespace " + ns)))

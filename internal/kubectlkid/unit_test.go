@@ -2,11 +2,8 @@ package kubectlkid
 
 import (
 	"context"
-	"errors"
 	"os"
-	"sync"
 	"testing"
-	"time"
 
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
@@ -186,96 +183,4 @@ func TestKrewManifestInstallsKubectlKidOnEveryPlatform(t *testing.T) {
 		g.Expect(p.SHA256).To(MatchRegexp(`^[0-9a-f]{64}$`))
 	}
 	g.Expect(platforms).To(ConsistOf("linux/amd64", "linux/arm64", "darwin/amd64", "darwin/arm64"))
-}
-
-func TestALookupHasAtMostEightListsInFlight(t *testing.T) {
-	var mu sync.Mutex
-	var now, most int
-	fs := make([]func() error, 40)
-	for i := range fs {
-		fs[i] = func() error {
-			mu.Lock()
-			now++
-			most = max(most, now)
-			mu.Unlock()
-			time.Sleep(5 * time.Millisecond)
-			mu.Lock()
-			now--
-			mu.Unlock()
-			if i == 7 {
-				return errors.New("list 7 failed")
-			}
-			return nil
-		}
-	}
-	err := (&listRounds{probed: true, fast: true}).together(fs)
-	if got := most; got != listsAtOnce {
-		t.Errorf("at most %d lists in flight, want %d", got, listsAtOnce)
-	}
-	if err == nil || err.Error() != "list 7 failed" {
-		t.Errorf("error %v, want list 7's", err)
-	}
-}
-
-// Without the watch cache each list is a read of every player from etcd:
-// a round's first list is a probe, and a failed or slow one keeps the
-// rest from going at once.
-func TestALookupsListsGoOneAtATimeAfterASlowOrFailedFirst(t *testing.T) {
-	var mu sync.Mutex
-	var now, most, made int
-	list := func(took time.Duration, err error) func() error {
-		return func() error {
-			mu.Lock()
-			now++
-			made++
-			most = max(most, now)
-			mu.Unlock()
-			time.Sleep(took)
-			mu.Lock()
-			now--
-			mu.Unlock()
-			return err
-		}
-	}
-	timeout := errors.New("the server was unable to return a response in the time allotted")
-
-	fs := []func() error{list(time.Millisecond, timeout)}
-	for range 5 {
-		fs = append(fs, list(time.Millisecond, nil))
-	}
-	if err := new(listRounds).together(fs); !errors.Is(err, timeout) || made != 1 {
-		t.Errorf("a failed first list: error %v after %d lists, want the timeout after 1", err, made)
-	}
-
-	made, most = 0, 0
-	fs = []func() error{list(slowList, nil)}
-	for i := range 5 {
-		var err error
-		if i == 2 {
-			err = timeout
-		}
-		fs = append(fs, list(5*time.Millisecond, err))
-	}
-	if err := new(listRounds).together(fs); !errors.Is(err, timeout) || made != 4 || most != 1 {
-		t.Errorf("a slow first list: error %v after %d lists, at most %d in flight; want the timeout after 4, one at a time", err, made, most)
-	}
-
-	// After a slow probe, the next round goes one at a time too, and after
-	// a fast one it goes at once, without a probe of its own.
-	for _, c := range []struct {
-		probe    time.Duration
-		mostNext int
-	}{{slowList, 1}, {time.Millisecond, 3}} {
-		var rounds listRounds
-		if err := rounds.together([]func() error{list(c.probe, nil)}); err != nil {
-			t.Fatal(err)
-		}
-		made, most = 0, 0
-		if err := rounds.together([]func() error{list(20*time.Millisecond, nil), list(20*time.Millisecond, nil), list(20*time.Millisecond, nil)}); err != nil {
-			t.Fatal(err)
-		}
-		if made != 3 || most != c.mostNext {
-			t.Errorf("the round after a probe of %v: %d lists, at most %d in flight; want 3, at most %d", c.probe, made, most, c.mostNext)
-		}
-	}
 }
