@@ -69,7 +69,8 @@ func liveReadsProduct(api bool) *kidv1.KidProduct {
 func liveReadsUser(kind kidv1.IdentityKind, id string) *kidv1.KidUser {
 	return &kidv1.KidUser{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: kidv1.UserName("demo", kind, id), UID: types.UID("uid-" + id),
-			CreationTimestamp: metav1.Now(), Labels: map[string]string{kidv1.ProductLabel: "demo"}},
+			// Labelled as the operator labels a player's ids.
+			CreationTimestamp: metav1.Now(), Labels: map[string]string{kidv1.ProductLabel: "demo", kidv1.IDLabel(id): ""}},
 		Spec: kidv1.KidUserSpec{ProductRef: kidv1.LocalObjectReference{Name: "demo"}, Identity: kidv1.UserIdentity{Kind: kind, ID: id}},
 	}
 }
@@ -81,6 +82,8 @@ func TestKidUserReconcilesReadLiveOnlyForWork(t *testing.T) {
 	now := time.Now()
 	erased := liveReadsUser(kidv1.IdentitySession, "s-erased")
 	erased.Status.ErasedAt = &metav1.Time{Time: now}
+	unlabelled := liveReadsUser(kidv1.IdentitySession, "s-3")
+	unlabelled.Status.KUID = "k-3"
 	for _, c := range []struct {
 		name                string
 		user                *kidv1.KidUser
@@ -91,6 +94,7 @@ func TestKidUserReconcilesReadLiveOnlyForWork(t *testing.T) {
 		{name: "a session's user, product with spec.api", user: liveReadsUser(kidv1.IdentitySession, "s-2"), api: true, apiReads: 1},
 		{name: "a challenge's stand-in (to merge)", user: liveReadsUser(kidv1.IdentityChallenge, "c-1"), workReads: 1},
 		{name: "an erased user (its events to delete)", user: erased, api: true, workReads: 1},
+		{name: "a session's user with an id it holds not labelled", user: unlabelled, workReads: 1},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			g := NewWithT(t)

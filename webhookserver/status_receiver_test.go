@@ -109,8 +109,11 @@ var _ = Describe("A game's page following its player's status", func() {
 			Spec:       kidv1.KidUserSpec{ProductRef: kidv1.LocalObjectReference{Name: "demo"}, Identity: kidv1.UserIdentity{Kind: kidv1.IdentityChallenge, ID: challengeID}},
 		}
 		Expect(h.Client.Create(ctx, u)).To(Succeed())
+		// Merge patches, as the game's writes of its status: the operator
+		// labels the user's ids meanwhile (design §5, "Lookups").
+		before := u.DeepCopy()
 		u.Status = st
-		Expect(h.Client.Status().Update(ctx, u)).To(Succeed())
+		Expect(h.Client.Status().Patch(ctx, u, client.MergeFrom(before))).To(Succeed())
 		return u
 	}
 
@@ -134,9 +137,10 @@ var _ = Describe("A game's page following its player's status", func() {
 		Expect(first.Subject.ID).To(Equal(challengeID))
 		Expect(first).To(statusIs("my-player", "Pending", "Unverified", "", false))
 
+		before := u.DeepCopy()
 		u.Status.Consent = kidv1.ConsentStatus{State: kidv1.ConsentGranted, ChallengeID: challengeID, Time: ptr.To(metav1.Now())}
 		u.Status.PersonalData = &kidv1.PersonalData{ApproverEmail: "parent@example.com", DateOfBirth: "2014-05-06"}
-		Expect(h.Client.Status().Update(ctx, u)).To(Succeed())
+		Expect(h.Client.Status().Patch(ctx, u, client.MergeFrom(before))).To(Succeed())
 		Expect(nextStatus(frames)).To(statusIs("my-player", "Granted", "Unverified", "", true))
 		streamEnds(frames, "final")
 	})

@@ -234,6 +234,9 @@ type journeyRun struct {
 	// write of another of the player's queued events
 	// (kid_fold_batched_events_total).
 	batched float64
+	// labelWrites: writes of a user's id labels, for an id it gained
+	// after its create (kid_user_id_label_writes_total); among writes.
+	labelWrites float64
 	// Consecutive session-bound events of one player: how many pairs, how
 	// many of them were both stored and not yet Applied at one moment
 	// (the later stored before the earlier was Applied), of which
@@ -287,7 +290,7 @@ func runJourneys(ctx context.Context, cfg config, p *plane, m *manager) (*journe
 		errsBefore[c] = m.metric("controller_runtime_reconcile_errors_total", `controller="`+c+`"`)
 	}
 	applied := m.metric("kid_events_processed_total", `result="applied"`)
-	batched := m.metric("kid_fold_batched_events_total")
+	batched, labelWrites := m.metric("kid_fold_batched_events_total"), m.metric("kid_user_id_label_writes_total")
 	writes, byVerb, cpu := m.writes(), requestsByVerb(m), m.cpuSeconds()
 	conflicts, gone := m.metric("rest_client_requests_total", `code="409"`), m.metric("rest_client_requests_total", `code="404"`, `method="DELETE"`)
 	profiled := make(chan struct{})
@@ -313,6 +316,7 @@ func runJourneys(ctx context.Context, cfg config, p *plane, m *manager) (*journe
 	j.cpuPerEvent = (m.cpuSeconds() - cpu) * 1000 / float64(j.events)
 	j.byVerb = since(m, byVerb)
 	j.batched = m.metric("kid_fold_batched_events_total") - batched
+	j.labelWrites = m.metric("kid_user_id_label_writes_total") - labelWrites
 	j.conflicts = m.metric("rest_client_requests_total", `code="409"`) - conflicts
 	j.gone = m.metric("rest_client_requests_total", `code="404"`, `method="DELETE"`) - gone
 	<-profiled
@@ -705,6 +709,7 @@ func (r *results) printJourney(w io.Writer, row func(string, float64, string, fl
 	}
 	text("  challenge stand-ins made (all merged)", fmt.Sprintf("%d of %d", j.standIns, j.players))
 	text("  events folded with another of their player's", fmt.Sprintf("%.0f of %d", j.batched, j.events))
+	text("  id label writes (an id gained after a create)", fmt.Sprintf("%.0f", j.labelWrites))
 	text("  an event's wait, stored to Applied p50 / p99", fmt.Sprintf("%.1f / %.1f s", percentile(j.queued, 0.5).Seconds(), percentile(j.queued, 0.99).Seconds()))
 	text("  a player's next event stored before", "")
 	text("    the one before it was Applied", fmt.Sprintf("%d of %d pairs", j.pairsQueued, j.pairs))

@@ -76,7 +76,7 @@ func checkID(id string) error {
 // products (all of the namespace's when products is empty). A stand-in
 // merged into a player is followed to that player: the deterministic names
 // are tried first, then the strongest user holding the id is looked for
-// through selectors (holders), never by listing every player. Two players
+// by its id label (holders), never by listing every player. Two players
 // equally strong holding the id is an error naming both.
 func findUser(ctx context.Context, c client.Reader, ns string, products []string, id string) (*match, error) {
 	if err := checkID(id); err != nil {

@@ -65,7 +65,7 @@ func (l *listLog) ofPlayers() []string {
 }
 
 var _ = Describe("kubectl kid user's lookups", func() {
-	It("find a player by each kind of id through selectors, never listing every player", func() {
+	It("find a player by each kind of id with one list by its id label, never listing every player", func() {
 		p := newProduct(nil)
 		ns := p.Namespace
 
