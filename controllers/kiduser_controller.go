@@ -489,20 +489,24 @@ func (r *KidUserReconciler) boundStandIn(ctx context.Context, user *kidv1.KidUse
 	return 0, nil
 }
 
-// labelIDs gives the user one label per id it holds (kidv1.IDLabel) and no
-// other id label, so that kubectl kid finds a player by any id with one
-// label-selected list (design §5, "Lookups"). A user the fold creates
-// carries the labels of its first event's ids already (newUser), so this
-// writes only for a user that gained an id since (a later challenge, a
-// kuid from k-ID's API, a stand-in merged in), one the game registered,
-// or one stored before the labels existed. The patch takes no optimistic
+// labelIDs gives a user whose id labels miss an id it holds one label per
+// id it holds (kidv1.IDLabel) and no other id label, so that kubectl kid
+// finds a player by any id with one label-selected list (design §5,
+// "Lookups"). A user the fold creates carries the labels of its first
+// event's ids already (newUser), so this writes only for a user that
+// gained an id since (a later challenge, a kuid from k-ID's API, a
+// stand-in merged in), one the game registered, or one stored before the
+// labels existed. A label of an id the user does not hold is no reason
+// to write (kidv1.IDLabelsCover): a created user holds its ids only once
+// its first status write lands, and a label write that removed them
+// meanwhile would be undone by the next. The patch takes no optimistic
 // lock: only this controller changes a user's id labels after its create,
 // one reconcile of a user at a time, and each write of the user wakes it
 // to compare again, so a patch made from an older read is corrected by the
 // next.
 func (r *KidUserReconciler) labelIDs(ctx context.Context, user *kidv1.KidUser) error {
 	ids := user.HeldIDs()
-	if kidv1.IDLabelsMatch(user.Labels, ids) {
+	if kidv1.IDLabelsCover(user.Labels, ids) {
 		return nil
 	}
 	before := user.DeepCopy()

@@ -19,7 +19,7 @@ type userDue struct {
 	// check is work that no time marks and that a restart must not lose:
 	// a stand-in to merge into the user holding its id (any user of
 	// another kind than Session), an erased user's events to delete, id
-	// labels that do not match the ids the user holds (labelIDs). The
+	// labels that miss an id the user holds (labelIDs). The
 	// informer's first list and its resyncs enqueue such a user; the
 	// sweeps do not.
 	check bool
@@ -42,7 +42,7 @@ type userDue struct {
 // user's KidProduct, nil when it is gone. It reads, of the user, only what
 // the cache's skeleton of a KidUser keeps:
 //   - metadata: uid, creationTimestamp, the kid.dev/requested-at annotation,
-//     whether the id labels match the ids (cachemem.IDLabelsStale);
+//     whether the id labels cover the ids (cachemem.IDLabelsStale);
 //   - spec: productRef, identity;
 //   - status: erasedAt, lastEventTime, personalData (whether set),
 //     session.state, session.syncedAt, session.permissionsChangedAt,

@@ -179,28 +179,20 @@ func (u *KidUser) HeldIDs() []string {
 	return ids
 }
 
-// IDLabelsMatch reports whether labels carry exactly one IDLabel per id of
-// ids (ids may repeat) and no other.
-func IDLabelsMatch(labels map[string]string, ids []string) bool {
-	want := 0
-	seen := make(map[string]struct{}, len(ids))
+// IDLabelsCover reports whether labels carry the IDLabel of every id of
+// ids. A label of an id the user does not hold (any more, or not yet) is
+// no reason to write: the fold creates a user with the labels of the ids
+// its first status write gives it, and until that write lands the user
+// holds fewer. Each write of the labels (WithIDLabels) sets exactly the
+// ids held then, so the labels stay bounded by the ids a user can hold at
+// once (the CRD's bounds) plus those of its create.
+func IDLabelsCover(labels map[string]string, ids []string) bool {
 	for _, id := range ids {
-		if _, dup := seen[id]; dup || id == "" {
-			continue
-		}
-		seen[id] = struct{}{}
-		if _, ok := labels[IDLabel(id)]; !ok {
+		if _, ok := labels[IDLabel(id)]; !ok && id != "" {
 			return false
 		}
-		want++
 	}
-	have := 0
-	for k := range labels {
-		if IsIDLabel(k) {
-			have++
-		}
-	}
-	return have == want
+	return true
 }
 
 // WithIDLabels returns labels (which it does not change) with exactly one

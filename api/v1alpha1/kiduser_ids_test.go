@@ -13,7 +13,7 @@ import (
 
 // An id label is a valid label key for any id k-ID may send (a digest: an id
 // need not be valid in a label), one per id whatever its kind, and the
-// labels carry exactly the ids a user holds.
+// labels written carry exactly the ids a user holds.
 func TestIDLabelsAreOnePerIDTheUserHolds(t *testing.T) {
 	for _, id := range []string{"s-1", strings.Repeat("x", 253), "ünïcode/with spaces", "UPPER_case.id"} {
 		if errs := validation.IsQualifiedName(kidv1.IDLabel(id)); len(errs) > 0 {
@@ -33,8 +33,8 @@ func TestIDLabelsAreOnePerIDTheUserHolds(t *testing.T) {
 	u.Status.Verification.Records = []kidv1.VerificationRecord{{ID: "v-1"}}
 	u.Labels = map[string]string{kidv1.ProductLabel: "demo", kidv1.IDLabel("c-gone"): ""}
 
-	if kidv1.IDLabelsMatch(u.Labels, u.HeldIDs()) {
-		t.Error("labels without the user's ids and with one it let go match")
+	if kidv1.IDLabelsCover(u.Labels, u.HeldIDs()) {
+		t.Error("labels without the user's ids cover them")
 	}
 	before := maps.Clone(u.Labels)
 	labels := kidv1.WithIDLabels(u.Labels, u.HeldIDs())
@@ -48,11 +48,17 @@ func TestIDLabelsAreOnePerIDTheUserHolds(t *testing.T) {
 	if got := slices.Sorted(maps.Keys(labels)); !slices.Equal(got, slices.Sorted(slices.Values(want))) {
 		t.Errorf("labels %v, want %v", got, want)
 	}
-	if !kidv1.IDLabelsMatch(labels, u.HeldIDs()) {
-		t.Error("the labels WithIDLabels made do not match")
+	if !kidv1.IDLabelsCover(labels, u.HeldIDs()) {
+		t.Error("the labels WithIDLabels made do not cover the ids")
 	}
+	// A label of an id the user does not hold yet (a create, before its
+	// first status) asks for no write; a held id without one does.
 	u.Status.KUID = ""
-	if kidv1.IDLabelsMatch(labels, u.HeldIDs()) {
-		t.Error("labels naming a kuid the user no longer holds match")
+	if !kidv1.IDLabelsCover(labels, u.HeldIDs()) {
+		t.Error("labels naming a kuid the user does not hold do not cover its ids")
+	}
+	u.Status.ChallengeIDs = append(u.Status.ChallengeIDs, "c-3")
+	if kidv1.IDLabelsCover(labels, u.HeldIDs()) {
+		t.Error("labels without the challenge c-3 cover a user holding it")
 	}
 }

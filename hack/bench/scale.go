@@ -447,7 +447,7 @@ func createPlayers(ctx context.Context, p *plane, product *kidv1.KidProduct, fro
 			return
 		}
 		u.Status = *st
-		if !kidv1.IDLabelsMatch(u.Labels, u.HeldIDs()) {
+		if !kidv1.IDLabelsCover(u.Labels, u.HeldIDs()) {
 			fail(fmt.Errorf("player %d holds other ids than its labels name: %v", i, u.HeldIDs()))
 			return
 		}

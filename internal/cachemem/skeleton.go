@@ -24,7 +24,7 @@ import (
 //
 //	metadata: name, namespace, uid, resourceVersion, creationTimestamp,
 //	          deletionTimestamp, labels but the id labels (whether those
-//	          match the ids: IDLabelsStale), ownerReferences, finalizers,
+//	          cover the ids: IDLabelsStale), ownerReferences, finalizers,
 //	          and the annotations under kid.dev/ (requested-at); its
 //	          managedFields are the skeleton marker (IsSkeleton)
 //	spec:     productRef, identity (all of it)
@@ -55,17 +55,17 @@ func Skeleton(u *kidv1.KidUser) *kidv1.KidUser {
 }
 
 // staleIDLabels is the annotation a skeleton carries when its player's id
-// labels (kidv1.IDLabel) did not match the ids it held: a skeleton keeps
+// labels (kidv1.IDLabel) did not cover every id it held: a skeleton keeps
 // no id label (each player's are its own, and would leave no label set
 // for players to share), only whether they match. The kiduser controller
 // then labels the player (IDLabelsStale). No object read from the API
 // server carries it (kidAnnotations drops it).
 const staleIDLabels = "kid.dev/cache-id-labels-stale"
 
-// splitIDLabels takes the id labels off u and reports whether they
-// differed from the ids u holds.
+// splitIDLabels takes the id labels off u and reports whether they miss
+// an id u holds.
 func splitIDLabels(u *kidv1.KidUser) (stale bool) {
-	stale = !kidv1.IDLabelsMatch(u.Labels, u.HeldIDs())
+	stale = !kidv1.IDLabelsCover(u.Labels, u.HeldIDs())
 	for k := range u.Labels {
 		if kidv1.IsIDLabel(k) {
 			// A copy without them: the map may be shared with the
@@ -78,14 +78,14 @@ func splitIDLabels(u *kidv1.KidUser) (stale bool) {
 }
 
 // IDLabelsStale reports whether the user's id labels (kidv1.IDLabel)
-// differ from the ids it holds (KidUser.HeldIDs): for a skeleton, as the
-// cache found them when it stored the player.
+// miss an id it holds (KidUser.HeldIDs; kidv1.IDLabelsCover): for a
+// skeleton, as the cache found them when it stored the player.
 func IDLabelsStale(u *kidv1.KidUser) bool {
 	if IsSkeleton(u) {
 		_, stale := u.Annotations[staleIDLabels]
 		return stale
 	}
-	return !kidv1.IDLabelsMatch(u.Labels, u.HeldIDs())
+	return !kidv1.IDLabelsCover(u.Labels, u.HeldIDs())
 }
 
 // noPersonalData is every skeleton's personalData when its player has

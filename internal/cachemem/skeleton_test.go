@@ -145,9 +145,9 @@ func TestSkeletonKeepsTheNamedFields(t *testing.T) {
 
 // A skeleton keeps none of its player's id labels (each player's are its
 // own: kept, they would leave no label set for players to share), only
-// whether they match the ids it holds, which IDLabelsStale answers alike
-// for the player and its skeleton.
-func TestSkeletonSaysWhetherTheIDLabelsMatch(t *testing.T) {
+// whether they miss an id it holds, which IDLabelsStale answers alike for
+// the player and its skeleton.
+func TestSkeletonSaysWhetherTheIDLabelsMissAnID(t *testing.T) {
 	labelled := fullPlayer(t)
 	gained := fullPlayer(t)
 	gained.Status.ChallengeIDs = append(gained.Status.ChallengeIDs, "c-later")
@@ -165,7 +165,7 @@ func TestSkeletonSaysWhetherTheIDLabelsMatch(t *testing.T) {
 		name  string
 		u     *kidv1.KidUser
 		stale bool
-	}{{"labelled", labelled, false}, {"an id gained", gained, true}, {"no id label", bare, true}, {"an id let go", extra, true}, {"the annotation forged", forged, false}} {
+	}{{"labelled", labelled, false}, {"an id gained", gained, true}, {"no id label", bare, true}, {"a label of an id not held (a create before its status)", extra, false}, {"the annotation forged", forged, false}} {
 		if got := IDLabelsStale(c.u); got != c.stale {
 			t.Errorf("%s: the player's id labels stale %v, want %v", c.name, got, c.stale)
 		}

@@ -47,7 +47,7 @@ type User struct {
 	created, deleted, consentTime, synced, permissionsChanged, permissionsRead, sessionDeleted, erasedAt, lastEventTime int64
 	accountDeleted, personalData                                                                                        bool
 	// idLabelsStale: the player's id labels, which the shape does not
-	// keep, did not match its ids (IDLabelsStale).
+	// keep, missed one of its ids (IDLabelsStale).
 	idLabelsStale bool
 }
 
@@ -76,8 +76,8 @@ func (s *shape) key() string {
 }
 
 // compact is the User of a KidUser: its skeleton's fields, nothing else.
-// Its labels are without the id labels (splitIDLabels), whose match with
-// the ids is stale.
+// Its labels are without the id labels (splitIDLabels); stale says they
+// missed one of its ids.
 func compact(u *kidv1.KidUser, shapes *shared[*shape], stale bool) *User {
 	st := &u.Status
 	s := &shape{
