@@ -88,6 +88,40 @@ func (r *KidEventReconciler) queuedWith(ctx context.Context, e *kidv1.KidEvent, 
 	return out
 }
 
+// queuedIDs returns the ids named by the player's queued events (those of
+// a session's user that queuedWith may fold with e, at most maxBatch), for
+// the labels of the user's create (newUser): a player's first event often
+// names fewer ids than the events queued behind it (an IN_PROGRESS linked
+// to its session names no kuid; the PASS behind it does), and each id its
+// create did not label would cost a label write (labelIDs). Every such
+// event names the session, so its ids are the player's whether a batch or
+// its own pass folds it. Read from the cache; nothing for another target.
+func (r *KidEventReconciler) queuedIDs(ctx context.Context, e *kidv1.KidEvent, t target) []string {
+	if t.identity.Kind != kidv1.IdentitySession {
+		return nil
+	}
+	product, session := e.Spec.ProductRef.Name, t.identity.ID
+	cached, err := cachemem.EventsNaming(ctx, r, e.Namespace, kidv1.UserIDKey(product, kidv1.IdentitySession, session))
+	if err != nil {
+		// The labels are an economy too: a missing one costs a write.
+		return nil
+	}
+	var ids []string
+	taken := 0
+	for i := range cached {
+		c := &cached[i]
+		if taken >= maxBatch {
+			break
+		}
+		if c.Name == e.Name || !batchable(c, product, session) {
+			continue
+		}
+		ids = append(ids, c.Spec.Subject.IDs()...)
+		taken++
+	}
+	return ids
+}
+
 // batchable reports whether an event may be folded ahead of its own pass
 // into the user of session: a Pending event of k-ID (not a page's hint,
 // which is never folded), of a type this version folds, about that session

@@ -916,7 +916,7 @@ func (r *KidEventReconciler) applyTo(ctx context.Context, e *kidv1.KidEvent, pro
 		// time. The retry finds the name on the user it was merged into.
 		return nil, fmt.Errorf("user %s, which holds this event, is not in the cache: %w", t.name, errWaitingForMerge)
 	case apierrors.IsNotFound(err):
-		user = newUser(e, product, t)
+		user = newUser(e, product, t, r.queuedIDs(ctx, e, t))
 		if err := r.Create(ctx, user); err != nil {
 			// AlreadyExists: another worker made it; the retry reads it.
 			return nil, fmt.Errorf("creating user: %w", err)
@@ -967,8 +967,10 @@ func (r *KidEventReconciler) applyTo(ctx context.Context, e *kidv1.KidEvent, pro
 
 // newUser is the KidUser a target names, as the fold creates it. It carries
 // the id label (kidv1.IDLabel) of each id it will hold once its event is
-// folded, so that a new player costs no label write of its own (labelIDs).
-func newUser(e *kidv1.KidEvent, product *kidv1.KidProduct, t target) *kidv1.KidUser {
+// folded, and of queued, the ids of the player's events queued behind it
+// (queuedIDs), so that a new player costs no label write of its own
+// (labelIDs).
+func newUser(e *kidv1.KidEvent, product *kidv1.KidProduct, t target, queued []string) *kidv1.KidUser {
 	u := &kidv1.KidUser{
 		ObjectMeta: metav1.ObjectMeta{
 			Name: t.name, Namespace: e.Namespace,
@@ -981,7 +983,7 @@ func newUser(e *kidv1.KidEvent, product *kidv1.KidProduct, t target) *kidv1.KidU
 	// The ids the fold will give it (privacy decides nothing about ids);
 	// the status itself is the fold's to write.
 	u.Status = *fold.Delta(t.event, kid.Privacy{})
-	u.Labels = kidv1.WithIDLabels(map[string]string{kidv1.ProductLabel: e.Spec.ProductRef.Name}, u.HeldIDs())
+	u.Labels = kidv1.WithIDLabels(map[string]string{kidv1.ProductLabel: e.Spec.ProductRef.Name}, append(u.HeldIDs(), queued...))
 	u.Status = kidv1.KidUserStatus{}
 	return u
 }

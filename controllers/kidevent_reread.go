@@ -85,7 +85,7 @@ func (r *KidEventReconciler) createAhead(ctx context.Context, e *kidv1.KidEvent,
 	if err != nil || cached {
 		return nil, err
 	}
-	user := newUser(e, product, t)
+	user := newUser(e, product, t, r.queuedIDs(ctx, e, t))
 	if err := r.Create(ctx, user); err != nil {
 		return nil, err
 	}
