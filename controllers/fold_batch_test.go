@@ -13,6 +13,7 @@ import (
 	kidv1 "github.com/kid-operator/kid-operator/api/v1alpha1"
 	"github.com/kid-operator/kid-operator/controllers"
 	"github.com/kid-operator/kid-operator/internal/actions"
+	"github.com/kid-operator/kid-operator/internal/cachemem"
 	"github.com/kid-operator/kid-operator/internal/kid"
 	"github.com/kid-operator/kid-operator/internal/kidsim"
 )
@@ -53,6 +54,10 @@ var _ = Describe("A player's queued events", func() {
 		Expect(u.Status.InFlightEvents).To(ConsistOf(inProgress.Name, passed.Name, changed.Name))
 		Expect(u.Status.Consent.State).To(Equal(kidv1.ConsentGranted))
 		Expect(u.Status.Session.PermissionsChangedAt).NotTo(BeNil())
+		// Created with the labels of every id the three name (the kuid
+		// only the PASS behind the IN_PROGRESS names): no label is left
+		// for the kiduser controller to write (design §5, "Lookups").
+		Expect(cachemem.IDLabelsStale(u)).To(BeFalse(), "labels %v for the ids %v", u.Labels, u.HeldIDs())
 
 		// Each of the others is applied by its own pass, with no write of
 		// the user.

@@ -57,7 +57,7 @@ func Skeleton(u *kidv1.KidUser) *kidv1.KidUser {
 // staleIDLabels is the annotation a skeleton carries when its player's id
 // labels (kidv1.IDLabel) did not cover every id it held: a skeleton keeps
 // no id label (each player's are its own, and would leave no label set
-// for players to share), only whether they match. The kiduser controller
+// for players to share), only whether they miss one. The kiduser controller
 // then labels the player (IDLabelsStale). No object read from the API
 // server carries it (kidAnnotations drops it).
 const staleIDLabels = "kid.dev/cache-id-labels-stale"
