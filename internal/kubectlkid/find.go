@@ -170,8 +170,8 @@ func byIDNames(ctx context.Context, c client.Reader, ns string, products []strin
 // at 250,000 players took 2 to 3.6 s (docs/benchmarks.md).
 //
 // Every user found is checked to hold id, as the controllers' index would:
-// a label is a digest, and may be a moment behind a user that just let go
-// of an id.
+// a label is a digest, and a user keeps the label of an id it let go until
+// its labels are next written (kidv1.IDLabelsCover).
 func holders(ctx context.Context, c client.Reader, ns string, products []string, id string) ([]match, error) {
 	var list kidv1.KidUserList
 	if err := c.List(ctx, &list, client.InNamespace(ns), client.HasLabels{kidv1.IDLabel(id)}); err != nil {
