@@ -49,21 +49,20 @@ func (r *KidEventReconciler) queuedWith(ctx context.Context, e *kidv1.KidEvent, 
 		return nil
 	}
 	session := t.identity.ID
-	cached, err := cachemem.EventsNaming(ctx, r, e.Namespace, kidv1.UserIDKey(e.Spec.ProductRef.Name, kidv1.IdentitySession, session))
+	cached, err := r.queued(ctx, e, session)
 	if err != nil {
 		// The batch is an economy: without it the event folds alone.
 		ctrl.LoggerFrom(ctx).Error(err, "listing the player's queued events; folding the event alone")
 		return nil
 	}
 	room := min(maxBatch, fold.MaxInFlightEvents-len(user.Status.InFlightEvents)-1)
-	slices.SortFunc(cached, bySignature)
 	var out []*kidv1.KidEvent
 	for i := range cached {
 		c := &cached[i]
 		if len(out) >= room {
 			break
 		}
-		if c.Name == e.Name || !batchable(c, e.Spec.ProductRef.Name, session) || slices.Contains(user.Status.InFlightEvents, c.Name) {
+		if slices.Contains(user.Status.InFlightEvents, c.Name) {
 			continue
 		}
 		live := c
@@ -100,26 +99,30 @@ func (r *KidEventReconciler) queuedIDs(ctx context.Context, e *kidv1.KidEvent, t
 	if t.identity.Kind != kidv1.IdentitySession {
 		return nil
 	}
-	product, session := e.Spec.ProductRef.Name, t.identity.ID
-	cached, err := cachemem.EventsNaming(ctx, r, e.Namespace, kidv1.UserIDKey(product, kidv1.IdentitySession, session))
+	cached, err := r.queued(ctx, e, t.identity.ID)
 	if err != nil {
 		// The labels are an economy too: a missing one costs a write.
 		return nil
 	}
 	var ids []string
-	taken := 0
-	for i := range cached {
-		c := &cached[i]
-		if taken >= maxBatch {
-			break
-		}
-		if c.Name == e.Name || !batchable(c, product, session) {
-			continue
-		}
-		ids = append(ids, c.Spec.Subject.IDs()...)
-		taken++
+	for i := range cached[:min(len(cached), maxBatch)] {
+		ids = append(ids, cached[i].Spec.Subject.IDs()...)
 	}
 	return ids
+}
+
+// queued returns, from the cache, the events other than e that a batch may
+// fold with it into the user of session (batchable), oldest signature
+// first.
+func (r *KidEventReconciler) queued(ctx context.Context, e *kidv1.KidEvent, session string) ([]kidv1.KidEvent, error) {
+	product := e.Spec.ProductRef.Name
+	cached, err := cachemem.EventsNaming(ctx, r, e.Namespace, kidv1.UserIDKey(product, kidv1.IdentitySession, session))
+	if err != nil {
+		return nil, err
+	}
+	cached = slices.DeleteFunc(cached, func(c kidv1.KidEvent) bool { return c.Name == e.Name || !batchable(&c, product, session) })
+	slices.SortFunc(cached, bySignature)
+	return cached, nil
 }
 
 // batchable reports whether an event may be folded ahead of its own pass

@@ -982,9 +982,8 @@ func newUser(e *kidv1.KidEvent, product *kidv1.KidProduct, t target, queued []st
 	}
 	// The ids the fold will give it (privacy decides nothing about ids);
 	// the status itself is the fold's to write.
-	u.Status = *fold.Delta(t.event, kid.Privacy{})
-	u.Labels = kidv1.WithIDLabels(map[string]string{kidv1.ProductLabel: e.Spec.ProductRef.Name}, append(u.HeldIDs(), queued...))
-	u.Status = kidv1.KidUserStatus{}
+	folded := &kidv1.KidUser{Spec: u.Spec, Status: *fold.Delta(t.event, kid.Privacy{})}
+	u.Labels = kidv1.WithIDLabels(map[string]string{kidv1.ProductLabel: e.Spec.ProductRef.Name}, append(folded.HeldIDs(), queued...))
 	return u
 }
 

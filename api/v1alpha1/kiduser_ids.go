@@ -51,21 +51,27 @@ func UserIDKey(product string, kind IdentityKind, id string) string {
 // IDKeys returns the index values of the ids the user holds: its identity,
 // then its session, kuid, challenges and verifications.
 func (u *KidUser) IDKeys() []string {
-	p := u.Spec.ProductRef.Name
-	keys := []string{UserIDKey(p, u.Spec.Identity.Kind, u.Spec.Identity.ID)}
+	var keys []string
+	u.eachID(func(kind IdentityKind, id string) { keys = append(keys, UserIDKey(u.Spec.ProductRef.Name, kind, id)) })
+	return keys
+}
+
+// eachID calls f with each id the user holds and its kind: its identity,
+// then its session, kuid, challenges and verifications.
+func (u *KidUser) eachID(f func(IdentityKind, string)) {
+	f(u.Spec.Identity.Kind, u.Spec.Identity.ID)
 	if u.Status.SessionID != "" {
-		keys = append(keys, UserIDKey(p, IdentitySession, u.Status.SessionID))
+		f(IdentitySession, u.Status.SessionID)
 	}
 	if u.Status.KUID != "" {
-		keys = append(keys, UserIDKey(p, IdentityAccount, u.Status.KUID))
+		f(IdentityAccount, u.Status.KUID)
 	}
 	for _, c := range u.Status.ChallengeIDs {
-		keys = append(keys, UserIDKey(p, IdentityChallenge, c))
+		f(IdentityChallenge, c)
 	}
 	for _, r := range u.Status.Verification.Records {
-		keys = append(keys, UserIDKey(p, IdentityVerification, r.ID))
+		f(IdentityVerification, r.ID)
 	}
-	return keys
 }
 
 // IDKeys returns the UserIDKey of each id the event names: its session,
@@ -166,16 +172,8 @@ func IsIDLabel(key string) bool { return strings.HasPrefix(key, idLabelPrefix) }
 // verifications. Each is bounded by the CRD (challengeIds and the records
 // by their maxItems), so the labels are too.
 func (u *KidUser) HeldIDs() []string {
-	ids := []string{u.Spec.Identity.ID}
-	for _, id := range []string{u.Status.SessionID, u.Status.KUID} {
-		if id != "" {
-			ids = append(ids, id)
-		}
-	}
-	ids = append(ids, u.Status.ChallengeIDs...)
-	for _, r := range u.Status.Verification.Records {
-		ids = append(ids, r.ID)
-	}
+	var ids []string
+	u.eachID(func(_ IdentityKind, id string) { ids = append(ids, id) })
 	return ids
 }
 
